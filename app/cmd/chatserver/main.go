@@ -1,0 +1,189 @@
+// Command chatserver is Switchboard's reference chat server.
+//
+//	chatserver                      serve (configured from the environment)
+//	chatserver token -user alice    print a token signed with JWT_SECRET
+//	chatserver healthcheck          exit 0 if GET /health on LISTEN_ADDR answers 200
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/switchboard-dev/switchboard/app/auth"
+	"github.com/switchboard-dev/switchboard/app/broker"
+	"github.com/switchboard-dev/switchboard/app/config"
+	"github.com/switchboard-dev/switchboard/app/hub"
+	"github.com/switchboard-dev/switchboard/app/metrics"
+	"github.com/switchboard-dev/switchboard/app/persist"
+	"github.com/switchboard-dev/switchboard/app/server"
+	"github.com/switchboard-dev/switchboard/app/store"
+)
+
+// errConfig marks a configuration error: exit code 2.
+var errConfig = errors.New("invalid configuration")
+
+func main() {
+	var err error
+	switch {
+	case len(os.Args) > 1 && os.Args[1] == "token":
+		err = token(os.Args[2:])
+	case len(os.Args) > 1 && os.Args[1] == "healthcheck":
+		err = healthcheck()
+	case len(os.Args) > 1:
+		err = fmt.Errorf("%w: unknown command %q: want no argument (serve), token or healthcheck", errConfig, os.Args[1])
+	default:
+		err = run(context.Background())
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "chatserver:", err)
+		if errors.Is(err, errConfig) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context) error {
+	cfg, err := config.FromEnv()
+	if err != nil {
+		return fmt.Errorf("%w:\n%w", errConfig, err)
+	}
+	log := newLogger(cfg.LogLevel).With("instance", cfg.InstanceID)
+
+	b, err := broker.Connect(cfg.RedisURL, broker.Options{HistorySize: cfg.HistorySize})
+	if err != nil {
+		return fmt.Errorf("%w: %w", errConfig, err)
+	}
+	defer b.Close()
+	st, err := store.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errConfig, err)
+	}
+	defer st.Close()
+
+	m := metrics.New()
+	sub := b.Subscribe(ctx)
+	defer sub.Close()
+	h := hub.New(sub, b, st, m, log, hub.Options{PendingLimit: 16 * cfg.SendQueue})
+	srv := server.New(cfg, h, b, st, m, log)
+
+	// Background work stops when work is cancelled, after the drain.
+	work, stopWork := context.WithCancel(ctx)
+	defer stopWork()
+	go sub.Run(work, func(e broker.Event) {
+		if e.Subscribed != "" {
+			h.Subscribed(work, e.Subscribed)
+			return
+		}
+		h.Dispatch(work, &e.Delivery)
+	})
+	persisted := make(chan struct{})
+	go func() {
+		defer close(persisted)
+		(&persist.Writer{Source: b, Sink: st, Consumer: cfg.InstanceID, Metrics: m, Log: log}).Run(work)
+	}()
+	srv.WatchDependencies(work)
+
+	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("listen on LISTEN_ADDR %s: %w", cfg.ListenAddr, err)
+	}
+	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- httpSrv.Serve(ln) }()
+	log.Info("serving", "addr", ln.Addr().String(), "redis", redactURL(cfg.RedisURL))
+
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	case sig := <-signals:
+		log.Info("signal received: draining; a second signal exits at once", "signal", sig.String())
+	}
+	go func() {
+		<-signals
+		log.Warn("second signal: exiting now")
+		os.Exit(1)
+	}()
+	start := time.Now()
+	srv.Drain(ctx, cfg.DrainDelay, cfg.DrainTimeout)
+	shutdown, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := httpSrv.Shutdown(shutdown); err != nil {
+		log.Warn("http shutdown", "err", err)
+	}
+	stopWork()
+	<-persisted
+	log.Info("drained; exiting", "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func newLogger(level string) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level)) // validated by config
+	return slog.New(slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: l}))
+}
+
+// redactURL drops the password from a connection URL for the logs.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable)"
+	}
+	return u.Redacted()
+}
+
+func token(args []string) error {
+	fs := flag.NewFlagSet("token", flag.ContinueOnError)
+	user := fs.String("user", "alice", "the token's subject (user name)")
+	ttl := fs.Duration("ttl", 24*time.Hour, "how long the token is valid")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %w", errConfig, err)
+	}
+	secret := os.Getenv("JWT_SECRET")
+	if len(secret) < 8 {
+		return fmt.Errorf("%w: JWT_SECRET must be set to the servers' secret (at least 8 bytes)", errConfig)
+	}
+	t, err := auth.Mint([]byte(secret), *user, *ttl)
+	if err != nil {
+		return err
+	}
+	fmt.Println(t)
+	return nil
+}
+
+// healthcheck lets a container image without a shell or curl check itself.
+func healthcheck() error {
+	addr := os.Getenv("LISTEN_ADDR")
+	if addr == "" {
+		addr = config.Defaults().ListenAddr
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%w: LISTEN_ADDR=%q: want host:port", errConfig, addr)
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	client := http.Client{Timeout: 2 * time.Second}
+	resp, err := client.Get("http://" + net.JoinHostPort(host, port) + "/health")
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck: /health answered %s", resp.Status)
+	}
+	return nil
+}

@@ -1,0 +1,163 @@
+// Package persist moves accepted messages from the Redis persist stream into
+// Postgres. Every instance runs a Writer in one consumer group; an entry is
+// acked only once its row is committed, and entries left by a killed instance
+// are claimed by the others, so an acked message reaches Postgres even if the
+// instance that accepted it dies right after the ack.
+package persist
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/switchboard-dev/switchboard/app/broker"
+	"github.com/switchboard-dev/switchboard/app/metrics"
+	"github.com/switchboard-dev/switchboard/app/protocol"
+)
+
+// Source is the queue of messages to write (the broker's persist stream).
+type Source interface {
+	EnsureGroup(ctx context.Context) error
+	ReadPersist(ctx context.Context, consumer string, count int, block time.Duration) ([]broker.PersistEntry, error)
+	ClaimPersist(ctx context.Context, consumer string, minIdle time.Duration, count int) ([]broker.PersistEntry, error)
+	AckPersist(ctx context.Context, ids []string) error
+	PersistBacklog(ctx context.Context) (int64, error)
+}
+
+// Sink is the durable history (the store).
+type Sink interface {
+	Migrate(ctx context.Context) error
+	Insert(ctx context.Context, msgs []protocol.Message) error
+}
+
+// Writer is one instance's member of the persist consumer group.
+type Writer struct {
+	Source   Source
+	Sink     Sink
+	Consumer string // the instance id: a restarted instance takes back its own entries
+	Metrics  *metrics.Metrics
+	Log      *slog.Logger
+
+	Batch     int           // entries per insert; default 500
+	ClaimIdle time.Duration // how long an entry may sit unacked before another consumer takes it; default 5s
+}
+
+// Run writes until ctx ends, then returns once the batch in hand is written
+// (or given up, to be claimed by another instance).
+func (w *Writer) Run(ctx context.Context) {
+	if w.Batch <= 0 {
+		w.Batch = 500
+	}
+	if w.ClaimIdle <= 0 {
+		w.ClaimIdle = 5 * time.Second
+	}
+	if !w.retry(ctx, "migrate", func(c context.Context) error { return w.Sink.Migrate(c) }, w.Metrics.PostgresErrors) ||
+		!w.retry(ctx, "create group", w.Source.EnsureGroup, w.Metrics.RedisErrors) {
+		return
+	}
+	w.Log.Info("persisting messages to postgres", "consumer", w.Consumer)
+	lastClaim, lastBacklog := time.Time{}, time.Time{}
+	for ctx.Err() == nil {
+		var entries []broker.PersistEntry
+		var err error
+		if time.Since(lastClaim) >= w.ClaimIdle/2 {
+			lastClaim = time.Now()
+			entries, err = w.Source.ClaimPersist(ctx, w.Consumer, w.ClaimIdle, w.Batch)
+		}
+		if err == nil && len(entries) == 0 {
+			entries, err = w.Source.ReadPersist(ctx, w.Consumer, w.Batch, time.Second)
+		}
+		if err != nil {
+			if ctx.Err() == nil {
+				w.Metrics.RedisErrors.WithLabelValues("persist_read").Inc()
+				w.Log.Warn("read persist stream", "err", err)
+				sleep(ctx, time.Second)
+			}
+			continue
+		}
+		if len(entries) == 0 {
+			w.Metrics.PersistLag.Set(0)
+		} else {
+			w.write(ctx, entries)
+		}
+		if time.Since(lastBacklog) >= 5*time.Second {
+			lastBacklog = time.Now()
+			if n, err := w.Source.PersistBacklog(ctx); err == nil {
+				w.Metrics.PersistBacklog.Set(float64(n))
+			}
+		}
+	}
+}
+
+// write inserts the entries and acks them, retrying while Postgres is down.
+// Shutdown does not cut a write short: it gets a few seconds to finish.
+func (w *Writer) write(ctx context.Context, entries []broker.PersistEntry) {
+	msgs := make([]protocol.Message, 0, len(entries))
+	ids := make([]string, 0, len(entries))
+	oldest := time.Now()
+	for _, e := range entries {
+		ids = append(ids, e.ID)
+		m, err := protocol.ParseMessage(e.Frame)
+		if err != nil {
+			w.Log.Error("dropping an unreadable persist entry", "id", e.ID, "err", err)
+			continue
+		}
+		msgs = append(msgs, m)
+		if m.TS.Before(oldest) {
+			oldest = m.TS
+		}
+	}
+	flush, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() {
+		time.AfterFunc(5*time.Second, cancel)
+	})
+	defer stop()
+	insert := func(c context.Context) error {
+		w.Metrics.PersistLag.Set(time.Since(oldest).Seconds())
+		ic, icancel := context.WithTimeout(c, 5*time.Second)
+		defer icancel()
+		return w.Sink.Insert(ic, msgs)
+	}
+	if len(msgs) > 0 && !w.retry(flush, "insert", insert, w.Metrics.PostgresErrors) {
+		return
+	}
+	w.Metrics.Persisted.Add(float64(len(msgs)))
+	w.Metrics.PersistLag.Set(time.Since(oldest).Seconds())
+	if err := w.Source.AckPersist(flush, ids); err != nil {
+		// Unacked rows are claimed and written again: the insert is idempotent.
+		w.Metrics.RedisErrors.WithLabelValues("persist_ack").Inc()
+		w.Log.Warn("ack persisted entries", "err", err)
+	}
+}
+
+// retry runs op until it succeeds or ctx ends, backing off from 250 ms to
+// 5 s and counting each failure in errs under the label what.
+func (w *Writer) retry(ctx context.Context, what string, op func(context.Context) error, errs *prometheus.CounterVec) bool {
+	backoff := 250 * time.Millisecond
+	for {
+		err := op(ctx)
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		errs.WithLabelValues("persist_" + strings.ReplaceAll(what, " ", "_")).Inc()
+		w.Log.Warn("persist: "+what+" failed; retrying", "err", err, "in", backoff)
+		sleep(ctx, backoff)
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

@@ -1,0 +1,231 @@
+// Package protocol holds Switchboard's wire contract: the JSON frames exchanged
+// over /ws, their validation, the error codes and the close codes. The server,
+// the Go client and the tests all speak through it; it imports nothing of ours.
+package protocol
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strconv"
+	"time"
+)
+
+// Client operations.
+const (
+	OpJoin  = "join"
+	OpLeave = "leave"
+	OpSend  = "send"
+)
+
+// Server operations.
+const (
+	OpWelcome = "welcome"
+	OpJoined  = "joined"
+	OpMessage = "message"
+	OpAck     = "ack"
+	OpError   = "error"
+)
+
+// Error codes carried by an error frame.
+const (
+	CodeBadRequest  = "bad_request"
+	CodeNotJoined   = "not_joined"
+	CodeTooLarge    = "too_large"
+	CodeRateLimited = "rate_limited"
+	CodeHistoryGap  = "history_gap"
+	CodeInternal    = "internal"
+)
+
+// WebSocket close codes the server uses.
+const (
+	CloseGoingAway    = 1001 // the instance drains
+	ClosePolicy       = 1008 // the token expired
+	CloseTooLarge     = 1009 // a frame exceeded MAX_MESSAGE_BYTES
+	CloseInternal     = 1011 // the server failed
+	CloseTryAgainLate = 1013 // overloaded: a slow consumer whose queue overflowed
+)
+
+// TimeFormat is the layout of a message's ts: UTC, milliseconds.
+const TimeFormat = "2006-01-02T15:04:05.000Z07:00"
+
+// MaxIDLen bounds a client's message id so dedupe keys stay small.
+const MaxIDLen = 128
+
+var roomPattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+
+// ValidRoom reports whether name is an acceptable room name.
+func ValidRoom(name string) bool { return roomPattern.MatchString(name) }
+
+// ClientFrame is any frame a client sends.
+type ClientFrame struct {
+	Op    string `json:"op"`
+	Room  string `json:"room"`
+	Since *int64 `json:"since,omitempty"`
+	Text  string `json:"text,omitempty"`
+	ID    string `json:"id,omitempty"`
+}
+
+// Error is a refusal the server reports to the client in an error frame.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Ref     string `json:"ref,omitempty"`
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// Errorf builds a refusal with a formatted message.
+func Errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// DecodeClient parses and validates one client frame. A refusal is always a
+// *Error with code bad_request, carrying the frame's id when it could be read.
+func DecodeClient(data []byte) (ClientFrame, error) {
+	var f ClientFrame
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&f); err != nil {
+		return f, Errorf(CodeBadRequest, "frame is not valid JSON of the expected shape: %v", err)
+	}
+	if dec.More() {
+		return f, Errorf(CodeBadRequest, "one JSON object per frame")
+	}
+	if err := f.validate(); err != nil {
+		err.Ref = f.ID
+		return f, err
+	}
+	return f, nil
+}
+
+func (f ClientFrame) validate() *Error {
+	switch f.Op {
+	case OpJoin, OpLeave, OpSend:
+	case "":
+		return Errorf(CodeBadRequest, `missing "op"`)
+	default:
+		return Errorf(CodeBadRequest, "unknown op %q: want join, leave or send", f.Op)
+	}
+	if !ValidRoom(f.Room) {
+		return Errorf(CodeBadRequest, "invalid room %q: want 1 to 64 of [A-Za-z0-9_.-]", f.Room)
+	}
+	if f.Since != nil && (f.Op != OpJoin || *f.Since < 0) {
+		return Errorf(CodeBadRequest, `"since" is a non-negative seq and only goes with join`)
+	}
+	if len(f.ID) > MaxIDLen {
+		return Errorf(CodeBadRequest, `"id" longer than %d bytes`, MaxIDLen)
+	}
+	if f.Op == OpSend && f.Text == "" {
+		return Errorf(CodeBadRequest, `send needs a non-empty "text"`)
+	}
+	if f.Op != OpSend && (f.Text != "" || f.ID != "") {
+		return Errorf(CodeBadRequest, `"text" and "id" only go with send`)
+	}
+	return nil
+}
+
+// ServerFrame is any frame the server sends; clients decode into it.
+type ServerFrame struct {
+	Op       string `json:"op"`
+	Instance string `json:"instance,omitempty"`
+	User     string `json:"user,omitempty"`
+	Room     string `json:"room,omitempty"`
+	Seq      int64  `json:"seq,omitempty"`
+	Text     string `json:"text,omitempty"`
+	ID       string `json:"id,omitempty"`
+	TS       string `json:"ts,omitempty"`
+	Code     string `json:"code,omitempty"`
+	Message  string `json:"message,omitempty"`
+	Ref      string `json:"ref,omitempty"`
+}
+
+// Message is one chat message as it is stored and delivered.
+type Message struct {
+	Room string    `json:"room"`
+	Seq  int64     `json:"seq"`
+	User string    `json:"user"`
+	Text string    `json:"text"`
+	ID   string    `json:"id,omitempty"`
+	TS   time.Time `json:"ts"`
+}
+
+// Frame encodes the message as the server's message frame.
+func (m Message) Frame() []byte {
+	pre, post := MessageFrameParts(m.Room, m.User, m.Text, m.ID, m.TS)
+	return JoinFrameParts(pre, m.Seq, post)
+}
+
+// MessageFrameParts encodes a message frame around its seq, which is only
+// known once Redis allocates it: the frame is pre + seq + post. It lets the
+// allocation script finish the frame without a JSON encoder, so every
+// instance forwards the same bytes to every recipient.
+func MessageFrameParts(room, user, text, id string, ts time.Time) (pre, post []byte) {
+	pre = append([]byte(`{"op":"message","room":`), quote(room)...)
+	pre = append(pre, `,"seq":`...)
+	post = append([]byte(`,"user":`), quote(user)...)
+	post = append(post, `,"text":`...)
+	post = append(post, quote(text)...)
+	if id != "" {
+		post = append(post, `,"id":`...)
+		post = append(post, quote(id)...)
+	}
+	post = append(post, `,"ts":"`...)
+	post = ts.UTC().AppendFormat(post, TimeFormat)
+	return pre, append(post, `"}`...)
+}
+
+// JoinFrameParts is the inverse split of MessageFrameParts.
+func JoinFrameParts(pre []byte, seq int64, post []byte) []byte {
+	out := make([]byte, 0, len(pre)+20+len(post))
+	out = append(out, pre...)
+	out = strconv.AppendInt(out, seq, 10)
+	return append(out, post...)
+}
+
+// ParseMessage decodes a message frame back into a Message.
+func ParseMessage(frame []byte) (Message, error) {
+	var f ServerFrame
+	if err := json.Unmarshal(frame, &f); err != nil {
+		return Message{}, fmt.Errorf("decode message frame: %w", err)
+	}
+	if f.Op != OpMessage {
+		return Message{}, fmt.Errorf("decode message frame: op %q is not %q", f.Op, OpMessage)
+	}
+	ts, err := time.Parse(time.RFC3339Nano, f.TS)
+	if err != nil {
+		return Message{}, fmt.Errorf("decode message frame ts: %w", err)
+	}
+	return Message{Room: f.Room, Seq: f.Seq, User: f.User, Text: f.Text, ID: f.ID, TS: ts}, nil
+}
+
+// Encode marshals a server frame. ServerFrame holds only strings and ints,
+// so marshalling cannot fail.
+func Encode(f ServerFrame) []byte {
+	b, _ := json.Marshal(f)
+	return b
+}
+
+// Welcome, Joined, Ack and ErrorFrame build the server's control frames.
+func Welcome(instance, user string) []byte {
+	return Encode(ServerFrame{Op: OpWelcome, Instance: instance, User: user})
+}
+
+func Joined(room string, seq int64) []byte {
+	// seq 0 (an empty room) must still be on the wire.
+	return []byte(`{"op":"joined","room":` + string(quote(room)) + `,"seq":` + strconv.FormatInt(seq, 10) + `}`)
+}
+
+func Ack(room, id string, seq int64) []byte {
+	return Encode(ServerFrame{Op: OpAck, Room: room, ID: id, Seq: seq})
+}
+
+func ErrorFrame(e *Error) []byte {
+	return Encode(ServerFrame{Op: OpError, Code: e.Code, Message: e.Message, Ref: e.Ref})
+}
+
+func quote(s string) []byte {
+	b, _ := json.Marshal(s)
+	return b
+}

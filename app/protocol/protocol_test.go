@@ -1,0 +1,122 @@
+package protocol
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDecodeClientAcceptsTheDocumentedFrames(t *testing.T) {
+	since := int64(41)
+	cases := []struct {
+		in   string
+		want ClientFrame
+	}{
+		{`{"op":"join","room":"lobby"}`, ClientFrame{Op: OpJoin, Room: "lobby"}},
+		{`{"op":"join","room":"lobby","since":41}`, ClientFrame{Op: OpJoin, Room: "lobby", Since: &since}},
+		{`{"op":"leave","room":"lobby"}`, ClientFrame{Op: OpLeave, Room: "lobby"}},
+		{`{"op":"send","room":"lobby","text":"hi","id":"c-7"}`, ClientFrame{Op: OpSend, Room: "lobby", Text: "hi", ID: "c-7"}},
+		{`{"op":"send","room":"a.b_c-D9","text":"no id"}`, ClientFrame{Op: OpSend, Room: "a.b_c-D9", Text: "no id"}},
+	}
+	for _, c := range cases {
+		got, err := DecodeClient([]byte(c.in))
+		if err != nil {
+			t.Errorf("DecodeClient(%s): %v", c.in, err)
+			continue
+		}
+		if got.Op != c.want.Op || got.Room != c.want.Room || got.Text != c.want.Text || got.ID != c.want.ID ||
+			(got.Since == nil) != (c.want.Since == nil) || (got.Since != nil && *got.Since != *c.want.Since) {
+			t.Errorf("DecodeClient(%s) = %+v, want %+v", c.in, got, c.want)
+		}
+	}
+}
+
+func TestDecodeClientRefusesBadFramesWithBadRequest(t *testing.T) {
+	cases := map[string]struct{ in, ref string }{
+		"not json":          {in: `hello`},
+		"two objects":       {in: `{"op":"leave","room":"a"}{"op":"leave","room":"a"}`},
+		"array":             {in: `[1,2]`},
+		"missing op":        {in: `{"room":"lobby"}`},
+		"unknown op":        {in: `{"op":"shout","room":"lobby"}`},
+		"unknown field":     {in: `{"op":"join","room":"lobby","x":1}`},
+		"empty room":        {in: `{"op":"join","room":""}`},
+		"room with space":   {in: `{"op":"join","room":"a b"}`},
+		"room too long":     {in: `{"op":"join","room":"` + strings.Repeat("r", 65) + `"}`},
+		"negative since":    {in: `{"op":"join","room":"lobby","since":-1}`},
+		"since on send":     {in: `{"op":"send","room":"lobby","text":"x","since":1,"id":"s1"}`, ref: "s1"},
+		"empty text":        {in: `{"op":"send","room":"lobby","text":"","id":"c-1"}`, ref: "c-1"},
+		"text on join":      {in: `{"op":"join","room":"lobby","text":"x"}`},
+		"id too long":       {in: `{"op":"send","room":"lobby","text":"x","id":"` + strings.Repeat("i", MaxIDLen+1) + `"}`},
+		"seq of wrong type": {in: `{"op":"join","room":"lobby","since":"7"}`},
+	}
+	for name, c := range cases {
+		_, err := DecodeClient([]byte(c.in))
+		var pe *Error
+		if !errors.As(err, &pe) || pe.Code != CodeBadRequest {
+			t.Errorf("%s: DecodeClient(%.80s) error = %v, want a bad_request refusal", name, c.in, err)
+			continue
+		}
+		if c.ref != "" && pe.Ref != c.ref {
+			t.Errorf("%s: ref = %q, want %q", name, pe.Ref, c.ref)
+		}
+	}
+}
+
+func TestMessageFrameRoundTripsThroughJSON(t *testing.T) {
+	ts := time.Date(2026, 11, 23, 10, 0, 0, 123456789, time.UTC)
+	m := Message{Room: "lobby", Seq: 58, User: `al"ice`, Text: "hi <b>\n", ID: "c-7", TS: ts}
+	frame := m.Frame()
+	var f ServerFrame
+	if err := json.Unmarshal(frame, &f); err != nil {
+		t.Fatalf("frame %s is not JSON: %v", frame, err)
+	}
+	if f.Op != OpMessage || f.TS != "2026-11-23T10:00:00.123Z" {
+		t.Fatalf("frame %s: op %q ts %q", frame, f.Op, f.TS)
+	}
+	got, err := ParseMessage(frame)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := m
+	want.TS = ts.Truncate(time.Millisecond)
+	if got != want {
+		t.Fatalf("ParseMessage = %+v, want %+v", got, want)
+	}
+}
+
+func TestJoinedCarriesSeqZero(t *testing.T) {
+	var f map[string]any
+	if err := json.Unmarshal(Joined("lobby", 0), &f); err != nil {
+		t.Fatal(err)
+	}
+	if f["seq"] != float64(0) || f["op"] != "joined" {
+		t.Fatalf("joined frame = %v, want op joined with seq 0", f)
+	}
+}
+
+// FuzzDecodeClient: no input crashes the decoder, and whatever it accepts
+// satisfies the frame rules.
+func FuzzDecodeClient(f *testing.F) {
+	for _, s := range []string{
+		`{"op":"join","room":"lobby","since":41}`,
+		`{"op":"send","room":"lobby","text":"hi","id":"c-7"}`,
+		`{"op":"leave","room":"x"}`, `{}`, `[]`, `null`, `{"op":1}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fr, err := DecodeClient(data)
+		if err != nil {
+			var pe *Error
+			if !errors.As(err, &pe) || pe.Code != CodeBadRequest {
+				t.Fatalf("refusal %v is not a bad_request *Error", err)
+			}
+			return
+		}
+		if !ValidRoom(fr.Room) || (fr.Op == OpSend && fr.Text == "") || len(fr.ID) > MaxIDLen {
+			t.Fatalf("accepted an invalid frame %+v", fr)
+		}
+	})
+}

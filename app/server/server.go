@@ -1,0 +1,325 @@
+// Package server is the chat server's HTTP face: the /ws upgrade with its
+// refusals, the sessions, /health, /ready, /metrics, the history endpoint and
+// the graceful drain.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/switchboard-dev/switchboard/app/auth"
+	"github.com/switchboard-dev/switchboard/app/broker"
+	"github.com/switchboard-dev/switchboard/app/config"
+	"github.com/switchboard-dev/switchboard/app/hub"
+	"github.com/switchboard-dev/switchboard/app/metrics"
+	"github.com/switchboard-dev/switchboard/app/protocol"
+)
+
+// Broker accepts messages (Redis).
+type Broker interface {
+	Publish(ctx context.Context, room, user, text, id string, now time.Time) (broker.Accepted, error)
+	Ping(ctx context.Context) error
+}
+
+// Archive answers history queries (Postgres).
+type Archive interface {
+	Ping(ctx context.Context) error
+	Before(ctx context.Context, room string, before int64, limit int) ([]protocol.Message, error)
+}
+
+// Server serves one chat instance.
+type Server struct {
+	cfg      config.Config
+	hub      *hub.Hub
+	broker   Broker
+	archive  Archive
+	verifier *auth.Verifier
+	origins  auth.Origins
+	m        *metrics.Metrics
+	log      *slog.Logger
+	upgrader websocket.Upgrader
+
+	draining atomic.Bool // unready: the load balancer should stop sending new clients
+	refusing atomic.Bool // closing connections: /ws answers 503
+	redisUp  atomic.Bool // the last dependency check reached Redis
+
+	mu       sync.Mutex
+	sessions map[*session]struct{}
+	live     sync.WaitGroup
+}
+
+// New wires a server; call WatchDependencies before serving.
+func New(cfg config.Config, h *hub.Hub, b Broker, a Archive, m *metrics.Metrics, log *slog.Logger) *Server {
+	s := &Server{
+		cfg: cfg, hub: h, broker: b, archive: a, m: m, log: log,
+		verifier: auth.NewVerifier(cfg.JWTSecret),
+		origins:  auth.NewOrigins(cfg.AllowedOrigins),
+		sessions: map[*session]struct{}{},
+	}
+	s.upgrader = websocket.Upgrader{
+		ReadBufferSize:  1024,
+		WriteBufferSize: 1024,
+		// Buffers return to the pool between writes: an idle connection holds none.
+		WriteBufferPool:  &sync.Pool{},
+		HandshakeTimeout: 5 * time.Second,
+		CheckOrigin:      func(*http.Request) bool { return true }, // checked before the upgrade, with a 403
+	}
+	return s
+}
+
+// Handler routes every endpoint.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /ws", s.serveWS)
+	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "instance": s.cfg.InstanceID})
+	})
+	mux.HandleFunc("GET /ready", s.serveReady)
+	mux.Handle("GET /metrics", s.m.Handler())
+	mux.HandleFunc("GET /rooms/{room}/messages", s.serveHistory)
+	mux.Handle("GET /", pageHandler())
+	return mux
+}
+
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	refuse := func(status int, reason, msg string) {
+		s.m.Refused.WithLabelValues(reason).Inc()
+		writeJSON(w, status, map[string]string{"error": msg})
+	}
+	if s.refusing.Load() {
+		refuse(http.StatusServiceUnavailable, "draining", "instance is draining; reconnect")
+		return
+	}
+	if !s.redisUp.Load() {
+		refuse(http.StatusServiceUnavailable, "redis_down", "message bus unavailable; retry later")
+		return
+	}
+	claims, err := s.verifier.FromRequest(r)
+	if err != nil {
+		refuse(http.StatusUnauthorized, "unauthorized", err.Error())
+		return
+	}
+	if !s.origins.Allowed(r.Header.Get("Origin")) {
+		refuse(http.StatusForbidden, "origin", "origin "+r.Header.Get("Origin")+" is not allowed")
+		return
+	}
+	conn, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		s.m.Refused.WithLabelValues("handshake").Inc()
+		return // the upgrader has answered with the reason
+	}
+	sess := newSession(s, conn, claims.User, claims.Expires)
+	if !s.track(sess) {
+		sess.close(protocol.CloseGoingAway, "server going away")
+	}
+	sess.run()
+}
+
+// track registers a session unless the drain has begun closing them.
+func (s *Server) track(sess *session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sessions[sess] = struct{}{}
+	s.live.Add(1)
+	return !s.refusing.Load()
+}
+
+func (s *Server) forget(sess *session) {
+	s.mu.Lock()
+	delete(s.sessions, sess)
+	s.mu.Unlock()
+	s.live.Done()
+}
+
+// readiness is /ready's answer.
+type readiness struct {
+	Ready    bool   `json:"ready"`
+	Instance string `json:"instance"`
+	Reason   string `json:"reason,omitempty"`
+	Redis    string `json:"redis"`
+	Postgres string `json:"postgres"`
+	Draining bool   `json:"draining"`
+}
+
+// check pings Redis and Postgres with a short timeout each and records the
+// result. A Postgres outage is reported but does not make the instance
+// unready: live chat goes on without it.
+func (s *Server) check(ctx context.Context) readiness {
+	ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	var redisErr, pgErr error
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); redisErr = s.broker.Ping(ctx) }()
+	go func() { defer wg.Done(); pgErr = s.archive.Ping(ctx) }()
+	wg.Wait()
+	rd := readiness{Instance: s.cfg.InstanceID, Redis: status(redisErr), Postgres: status(pgErr), Draining: s.draining.Load()}
+	s.redisUp.Store(redisErr == nil)
+	s.m.DependencyUp.WithLabelValues("redis").Set(up(redisErr))
+	s.m.DependencyUp.WithLabelValues("postgres").Set(up(pgErr))
+	switch {
+	case rd.Draining:
+		rd.Reason = "draining"
+	case redisErr != nil:
+		rd.Reason = "redis unreachable: " + redisErr.Error()
+	default:
+		rd.Ready = true
+	}
+	if rd.Ready {
+		s.m.Ready.Set(1)
+	} else {
+		s.m.Ready.Set(0)
+	}
+	return rd
+}
+
+// WatchDependencies re-checks every second until ctx ends, so /ws can refuse
+// quickly while Redis is down and the gauges stay current between scrapes.
+func (s *Server) WatchDependencies(ctx context.Context) {
+	s.check(ctx)
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				s.check(ctx)
+			}
+		}
+	}()
+}
+
+func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
+	rd := s.check(r.Context())
+	code := http.StatusOK
+	if !rd.Ready {
+		code = http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, rd)
+}
+
+func (s *Server) serveHistory(w http.ResponseWriter, r *http.Request) {
+	if _, err := s.verifier.FromRequest(r); err != nil {
+		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": err.Error()})
+		return
+	}
+	room := r.PathValue("room")
+	before, limit := int64(math.MaxInt64), 50
+	var bad []string
+	if !protocol.ValidRoom(room) {
+		bad = append(bad, "room: want 1 to 64 of [A-Za-z0-9_.-]")
+	}
+	if v := r.URL.Query().Get("before"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 1 {
+			bad = append(bad, "before: want a seq of at least 1")
+		}
+		before = n
+	}
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 500 {
+			bad = append(bad, "limit: want 1 to 500")
+		}
+		limit = n
+	}
+	if len(bad) > 0 {
+		writeJSON(w, http.StatusBadRequest, map[string]any{"error": "bad query", "details": bad})
+		return
+	}
+	msgs, err := s.archive.Before(r.Context(), room, before, limit)
+	if err != nil {
+		s.m.PostgresErrors.WithLabelValues("history").Inc()
+		s.log.Warn("history query failed", "room", room, "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "history store unavailable; retry later"})
+		return
+	}
+	frames := make([]json.RawMessage, len(msgs))
+	for i, m := range msgs {
+		frames[i] = m.Frame()
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"room": room, "messages": frames})
+}
+
+// Drain runs the shutdown sequence: unready at once, keep serving for delay
+// while the load balancer deregisters the instance, then close every
+// connection with 1001, spread over timeout so the clients' reconnects do
+// not land on the survivors at once. It returns when every session has ended
+// or ctx ends.
+func (s *Server) Drain(ctx context.Context, delay, timeout time.Duration) {
+	s.draining.Store(true)
+	s.m.Draining.Set(1)
+	s.m.Ready.Set(0)
+	s.log.Info("draining: unready", "delay", delay, "timeout", timeout)
+	if !sleep(ctx, delay) {
+		return
+	}
+	s.mu.Lock()
+	s.refusing.Store(true)
+	sessions := make([]*session, 0, len(s.sessions))
+	for sess := range s.sessions {
+		sessions = append(sessions, sess)
+	}
+	s.mu.Unlock()
+	s.log.Info("draining: closing connections", "connections", len(sessions))
+	start := time.Now()
+	for i, sess := range sessions {
+		if !sleep(ctx, time.Until(start.Add(timeout*time.Duration(i)/time.Duration(len(sessions))))) {
+			return
+		}
+		sess.close(protocol.CloseGoingAway, "server going away")
+	}
+	done := make(chan struct{})
+	go func() { s.live.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	s.log.Info("draining: connections closed", "took", time.Since(start).Round(time.Millisecond))
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func status(err error) string {
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	return "ok"
+}
+
+func up(err error) float64 {
+	if err != nil {
+		return 0
+	}
+	return 1
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v) // a failed write means the client left
+}

@@ -1,0 +1,135 @@
+// Package store is Switchboard's durable history in Postgres: embedded
+// migrations, idempotent batched writes and history queries.
+package store
+
+import (
+	"context"
+	"embed"
+	"fmt"
+	"io/fs"
+	"sort"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/switchboard-dev/switchboard/app/protocol"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// migrationLock serialises migrations across instances starting together.
+const migrationLock = 7_361_042
+
+// Store is a pool of connections to the history database.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+// Open prepares a pool; it does not connect, so the server can start while
+// Postgres is down (live chat does not need it).
+func Open(ctx context.Context, url string) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
+	}
+	cfg.ConnConfig.ConnectTimeout = 2 * time.Second
+	cfg.MaxConns = 8
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres pool: %w", err)
+	}
+	return &Store{pool: pool}, nil
+}
+
+// Close releases the pool.
+func (s *Store) Close() { s.pool.Close() }
+
+// Ping checks that Postgres answers.
+func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
+
+// Migrate applies every embedded migration not applied yet, in name order.
+func (s *Store) Migrate(ctx context.Context) error {
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return fmt.Errorf("list migrations: %w", err)
+	}
+	sort.Strings(names)
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrationLock); err != nil {
+			return fmt.Errorf("lock migrations: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+			return fmt.Errorf("create schema_migrations: %w", err)
+		}
+		for _, name := range names {
+			tag, err := tx.Exec(ctx, `INSERT INTO schema_migrations (name) VALUES ($1) ON CONFLICT DO NOTHING`, name)
+			if err != nil {
+				return fmt.Errorf("record migration %s: %w", name, err)
+			}
+			if tag.RowsAffected() == 0 {
+				continue
+			}
+			sql, err := migrations.ReadFile(name)
+			if err != nil {
+				return fmt.Errorf("read migration %s: %w", name, err)
+			}
+			if _, err := tx.Exec(ctx, string(sql)); err != nil {
+				return fmt.Errorf("apply migration %s: %w", name, err)
+			}
+		}
+		return nil
+	})
+}
+
+// Insert writes messages; rows already stored are left as they are, so the
+// same batch can be written again after a failure or by another instance.
+func (s *Store) Insert(ctx context.Context, msgs []protocol.Message) error {
+	n := len(msgs)
+	rooms, users, bodies, ids := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	seqs, tss := make([]int64, n), make([]time.Time, n)
+	for i, m := range msgs {
+		rooms[i], seqs[i], users[i], bodies[i], ids[i], tss[i] = m.Room, m.Seq, m.User, m.Text, m.ID, m.TS
+	}
+	_, err := s.pool.Exec(ctx, `
+		INSERT INTO messages (room, seq, user_id, body, client_id, ts)
+		SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
+		ON CONFLICT (room, seq) DO NOTHING`, rooms, seqs, users, bodies, ids, tss)
+	if err != nil {
+		return fmt.Errorf("insert %d messages: %w", n, err)
+	}
+	return nil
+}
+
+// Range returns the room's stored messages with after < seq <= upto, oldest first.
+func (s *Store) Range(ctx context.Context, room string, after, upto int64) ([]protocol.Message, error) {
+	return s.query(ctx, fmt.Sprintf("history of %s after %d", room, after), `
+		SELECT room, seq, user_id, body, client_id, ts FROM messages
+		WHERE room = $1 AND seq > $2 AND seq <= $3 ORDER BY seq`, room, after, upto)
+}
+
+// Before returns the newest limit messages with seq < before, oldest first.
+func (s *Store) Before(ctx context.Context, room string, before int64, limit int) ([]protocol.Message, error) {
+	return s.query(ctx, fmt.Sprintf("history of %s before %d", room, before), `
+		SELECT * FROM (
+			SELECT room, seq, user_id, body, client_id, ts FROM messages
+			WHERE room = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3
+		) newest ORDER BY seq`, room, before, limit)
+}
+
+func (s *Store) query(ctx context.Context, what, sql string, args ...any) ([]protocol.Message, error) {
+	rows, err := s.pool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	msgs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (protocol.Message, error) {
+		var m protocol.Message
+		err := r.Scan(&m.Room, &m.Seq, &m.User, &m.Text, &m.ID, &m.TS)
+		return m, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return msgs, nil
+}
