@@ -1,0 +1,75 @@
+package local
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// ChatConfig is what one chat server instance is started with.
+type ChatConfig struct {
+	Bin  string   // the chatserver binary
+	Dir  string   // where its log goes
+	ID   string   // INSTANCE_ID
+	Port int      // it listens on 127.0.0.1:Port
+	Env  []string // REDIS_URL, DATABASE_URL, JWT_SECRET and any other setting
+}
+
+// Chat is a running chat server instance.
+type Chat struct {
+	*Process
+	ChatConfig
+}
+
+// StartChat starts an instance and waits until /health answers.
+func StartChat(ctx context.Context, cfg ChatConfig) (*Chat, error) {
+	env := append([]string{"INSTANCE_ID=" + cfg.ID, "LISTEN_ADDR=127.0.0.1:" + itoa(cfg.Port)}, cfg.Env...)
+	p, err := spawn(cfg.ID, cfg.Dir, "", env, cfg.Bin)
+	if err != nil {
+		return nil, err
+	}
+	c := &Chat{Process: p, ChatConfig: cfg}
+	if err := c.waitHealthy(ctx); err != nil {
+		p.Kill()
+		return nil, err
+	}
+	return c, nil
+}
+
+// URL is the instance's base HTTP URL.
+func (c *Chat) URL() string { return "http://127.0.0.1:" + itoa(c.Port) }
+
+// WSURL is the instance's /ws URL.
+func (c *Chat) WSURL() string { return "ws://127.0.0.1:" + itoa(c.Port) + "/ws" }
+
+// Restart starts the instance again after it has exited.
+func (c *Chat) Restart(ctx context.Context) error {
+	<-c.Exited()
+	n, err := StartChat(ctx, c.ChatConfig)
+	if err != nil {
+		return err
+	}
+	*c = *n
+	return nil
+}
+
+func (c *Chat) waitHealthy(ctx context.Context) error {
+	client := http.Client{Timeout: time.Second}
+	for {
+		resp, err := client.Get(c.URL() + "/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-c.Exited():
+			return fmt.Errorf("%s exited at start (exit %d); see %s", c.ID, c.ExitCode(), c.LogPath)
+		case <-ctx.Done():
+			return fmt.Errorf("%s not healthy: %w; see %s", c.ID, ctx.Err(), c.LogPath)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,197 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gruntwork-io/terratest/modules/retry"
+
+	"github.com/switchboard-dev/switchboard/app/client"
+)
+
+func TestMessagesReachMembersOnEveryInstance(t *testing.T) {
+	r := room(t)
+	alice, bob := dial(t, env.a, "alice"), dial(t, env.b, "bob")
+	if alice.Instance() == bob.Instance() {
+		t.Fatalf("both clients on %s", alice.Instance())
+	}
+	join(t, alice, r)
+	join(t, bob, r)
+	seq := send(t, alice, r, "hello from a")
+	if seq != 1 {
+		t.Fatalf("first message of a new room acked with seq %d, want 1", seq)
+	}
+	for _, cl := range []*client.Client{alice, bob} {
+		if got := receive(t, cl, 1, 5*time.Second); got[0] != 1 {
+			t.Fatalf("%s got seq %v, want [1]", cl.Instance(), got)
+		}
+	}
+}
+
+func TestConcurrentSendersGetGaplessSeqsSeenInOrderByAll(t *testing.T) {
+	r := room(t)
+	const senders, each = 6, 40
+	var members []*client.Client
+	for i := 0; i < senders; i++ {
+		inst := env.a
+		if i%2 == 1 {
+			inst = env.b
+		}
+		cl := dial(t, inst, fmt.Sprintf("user%d", i))
+		join(t, cl, r)
+		members = append(members, cl)
+	}
+	var mu sync.Mutex
+	var acked []int64
+	var wg sync.WaitGroup
+	for _, cl := range members {
+		wg.Add(1)
+		go func(cl *client.Client) {
+			defer wg.Done()
+			for j := 0; j < each; j++ {
+				seq, err := cl.Send(context.Background(), r, fmt.Sprintf("m%d", j))
+				if err != nil {
+					t.Errorf("send: %v", err)
+					return
+				}
+				mu.Lock()
+				acked = append(acked, seq)
+				mu.Unlock()
+			}
+		}(cl)
+	}
+	wg.Wait()
+	slices.Sort(acked)
+	if want := upTo(1, senders*each); !slices.Equal(acked, want) {
+		t.Fatalf("acked seqs are not 1..%d without gaps or repeats: %v", senders*each, acked)
+	}
+	for i, cl := range members {
+		if got := receive(t, cl, senders*each, 20*time.Second); !slices.Equal(got, acked) {
+			t.Fatalf("member %d saw seqs out of order or with gaps: %v", i, got)
+		}
+	}
+}
+
+func TestResendWithTheSameIDIsAckedWithTheSameSeqAndStoredOnce(t *testing.T) {
+	r := room(t)
+	alice := dial(t, env.a, "alice")
+	join(t, alice, r)
+	ctx := context.Background()
+	first, err := alice.SendID(ctx, r, "c-7", "hi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := alice.SendID(ctx, r, "c-7", "hi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same id from another user is another message.
+	bob := dial(t, env.b, "bob")
+	join(t, bob, r)
+	other, err := bob.SendID(ctx, r, "c-7", "hi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first != 1 || again != 1 || other != 2 {
+		t.Fatalf("seqs first=%d again=%d other user=%d, want 1 1 2", first, again, other)
+	}
+	if got := receive(t, alice, 2, 5*time.Second); !slices.Equal(got, []int64{1, 2}) {
+		t.Fatalf("alice saw %v, want [1 2]: the resend must not be delivered twice", got)
+	}
+	waitStored(t, r, 2)
+}
+
+func TestResumeAfterDisconnectDeliversEveryMissedMessageOnce(t *testing.T) {
+	r := room(t)
+	sender := dial(t, env.a, "sender")
+	join(t, sender, r)
+	for i := 0; i < 5; i++ {
+		send(t, sender, r, "before")
+	}
+	// A reader that saw up to seq 3 comes back on the other instance.
+	reader := dial(t, env.b, "reader")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if latest, err := reader.Resume(ctx, r, 3); err != nil || latest != 5 {
+		t.Fatalf("resume: latest %d err %v, want 5", latest, err)
+	}
+	for i := 0; i < 3; i++ {
+		send(t, sender, r, "after")
+	}
+	if got := receive(t, reader, 5, 5*time.Second); !slices.Equal(got, upTo(4, 8)) {
+		t.Fatalf("resumed reader saw %v, want 4..8", got)
+	}
+	if reader.Stats().Errors["history_gap"] != 0 {
+		t.Fatal("history_gap reported for a gap Redis could fill")
+	}
+}
+
+func TestResumeFallsBackToPostgresThenReportsAHistoryGap(t *testing.T) {
+	short := ownChat(t, "chat-short", "HISTORY_SIZE=10")
+	r := room(t)
+	sender := dial(t, short, "sender")
+	join(t, sender, r)
+	for i := 0; i < 30; i++ {
+		send(t, sender, r, "m")
+	}
+	waitStored(t, r, 30)
+
+	// Redis keeps 21..30; Postgres supplies 1..20.
+	reader := dial(t, env.a, "reader")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := reader.Resume(ctx, r, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := receive(t, reader, 30, 5*time.Second); !slices.Equal(got, upTo(1, 30)) {
+		t.Fatalf("resume from 0 saw %v, want 1..30", got)
+	}
+
+	// With rows 5..12 gone from Postgres the server cannot fill 1..20: it
+	// says so, then sends what follows the hole.
+	deleteStored(t, r, 5, 12)
+	late := dial(t, env.b, "late")
+	if _, err := late.Resume(ctx, r, 2); err != nil {
+		t.Fatal(err)
+	}
+	if got := receive(t, late, 18, 5*time.Second); !slices.Equal(got, upTo(13, 30)) {
+		t.Fatalf("resume across a hole saw %v, want 13..30", got)
+	}
+	if n := late.Stats().Errors["history_gap"]; n != 1 {
+		t.Fatalf("history_gap errors = %d, want 1 (stats %+v)", n, late.Stats())
+	}
+}
+
+func TestAnAckedMessageReachesPostgresEvenIfItsInstanceIsKilledRightAfter(t *testing.T) {
+	doomed := ownChat(t, "chat-doomed")
+	r := room(t)
+	cl := dial(t, doomed, "alice")
+	join(t, cl, r)
+	var seqs []int64
+	for i := 0; i < 20; i++ {
+		seqs = append(seqs, send(t, cl, r, "last words"))
+	}
+	if err := doomed.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitStored(t, r, len(seqs))
+	if got := storedSeqs(t, r); !slices.Equal(got, seqs) {
+		t.Fatalf("stored %v, want %v", got, seqs)
+	}
+}
+
+// waitStored waits until room has n rows in Postgres.
+func waitStored(t *testing.T, room string, n int) {
+	t.Helper()
+	retry.DoWithRetry(t, "rows of "+room+" in postgres", 60, 250*time.Millisecond, func() (string, error) {
+		if got := len(storedSeqs(t, room)); got != n {
+			return "", fmt.Errorf("%d of %d rows", got, n)
+		}
+		return "ok", nil
+	})
+}
