@@ -1,0 +1,331 @@
+package server_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/switchboard-dev/switchboard/app/client"
+	"github.com/switchboard-dev/switchboard/app/local"
+	"github.com/switchboard-dev/switchboard/app/protocol"
+)
+
+func TestHandshakeRefusals(t *testing.T) {
+	cases := []struct {
+		name   string
+		token  string
+		origin string
+		status int
+	}{
+		{"no token", "", "", http.StatusUnauthorized},
+		{"invalid token", "not-a-jwt", "", http.StatusUnauthorized},
+		{"expired token", token(t, "alice", -time.Minute), "", http.StatusUnauthorized},
+		{"foreign origin", token(t, "alice", time.Hour), "https://evil.example", http.StatusForbidden},
+		{"allowed origin", token(t, "alice", time.Hour), "http://localhost:8080", http.StatusSwitchingProtocols},
+		{"no origin (not a browser)", token(t, "alice", time.Hour), "", http.StatusSwitchingProtocols},
+	}
+	for _, c := range cases {
+		h := http.Header{}
+		if c.token != "" {
+			h.Set("Authorization", "Bearer "+c.token)
+		}
+		if c.origin != "" {
+			h.Set("Origin", c.origin)
+		}
+		conn, resp, _ := websocket.DefaultDialer.Dial(env.a.WSURL(), h)
+		if conn != nil {
+			conn.Close()
+		}
+		if resp == nil || resp.StatusCode != c.status {
+			t.Errorf("%s: status %v, want %d", c.name, resp, c.status)
+		}
+	}
+}
+
+// raw opens a plain WebSocket (no client library) and reads the welcome.
+func raw(t *testing.T, c *local.Chat, tok string) *websocket.Conn {
+	t.Helper()
+	conn, _, err := websocket.DefaultDialer.Dial(c.WSURL()+"?token="+tok, nil)
+	if err != nil {
+		t.Fatalf("dial %s: %v", c.ID, err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if f := next(t, conn); f.Op != protocol.OpWelcome {
+		t.Fatalf("first frame %+v, want welcome", f)
+	}
+	return conn
+}
+
+func next(t *testing.T, conn *websocket.Conn) protocol.ServerFrame {
+	t.Helper()
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var f protocol.ServerFrame
+	if err := conn.ReadJSON(&f); err != nil {
+		t.Fatalf("read frame: %v", err)
+	}
+	return f
+}
+
+// closeCode reads until the server closes the connection and returns the code.
+func closeCode(t *testing.T, conn *websocket.Conn, within time.Duration) int {
+	t.Helper()
+	conn.SetReadDeadline(time.Now().Add(within))
+	for {
+		_, _, err := conn.ReadMessage()
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) {
+			return ce.Code
+		}
+		if err != nil {
+			t.Fatalf("connection ended without a close frame: %v", err)
+		}
+	}
+}
+
+func TestBadFramesGetErrorFramesAndTheConnectionStays(t *testing.T) {
+	r := room(t)
+	conn := raw(t, env.a, token(t, "alice", time.Hour))
+	cases := []struct {
+		frame, code, ref string
+	}{
+		{`{"op":"join"`, protocol.CodeBadRequest, ""},
+		{`{"op":"shout","room":"lobby"}`, protocol.CodeBadRequest, ""},
+		{`{"op":"join","room":"no spaces allowed"}`, protocol.CodeBadRequest, ""},
+		{`{"op":"send","room":"` + r + `","text":"hi","id":"x1"}`, protocol.CodeNotJoined, "x1"},
+		{`{"op":"leave","room":"` + r + `"}`, protocol.CodeNotJoined, ""},
+	}
+	for _, c := range cases {
+		if err := conn.WriteMessage(websocket.TextMessage, []byte(c.frame)); err != nil {
+			t.Fatal(err)
+		}
+		if f := next(t, conn); f.Op != protocol.OpError || f.Code != c.code || f.Ref != c.ref || f.Message == "" {
+			t.Errorf("%s: got %+v, want error %s ref %q", c.frame, f, c.code, c.ref)
+		}
+	}
+	// Still usable after every refusal.
+	conn.WriteJSON(protocol.ClientFrame{Op: protocol.OpJoin, Room: r})
+	if f := next(t, conn); f.Op != protocol.OpJoined {
+		t.Fatalf("join after refusals: %+v", f)
+	}
+}
+
+func TestOversizeFrameIsClosedWith1009(t *testing.T) {
+	conn := raw(t, env.a, token(t, "alice", time.Hour))
+	big := `{"op":"send","room":"lobby","text":"` + strings.Repeat("x", 5000) + `"}`
+	conn.WriteMessage(websocket.TextMessage, []byte(big))
+	if code := closeCode(t, conn, 5*time.Second); code != protocol.CloseTooLarge {
+		t.Fatalf("close code %d, want 1009", code)
+	}
+}
+
+func TestExpiredTokenClosesTheConnectionWith1008(t *testing.T) {
+	conn := raw(t, env.a, token(t, "alice", 2*time.Second))
+	if code := closeCode(t, conn, 15*time.Second); code != protocol.ClosePolicy {
+		t.Fatalf("close code %d, want 1008", code)
+	}
+}
+
+func TestFloodIsRateLimited(t *testing.T) {
+	limited := ownChat(t, "chat-limited", "RATE_LIMIT=2", "RATE_BURST=5")
+	r := room(t)
+	cl := dial(t, limited, "flooder")
+	join(t, cl, r)
+	ctx := context.Background()
+	accepted, limitedN := 0, 0
+	for i := 0; i < 20; i++ {
+		_, err := cl.Send(ctx, r, "spam")
+		var pe *protocol.Error
+		switch {
+		case err == nil:
+			accepted++
+		case errors.As(err, &pe) && pe.Code == protocol.CodeRateLimited:
+			limitedN++
+		default:
+			t.Fatalf("send %d: %v", i, err)
+		}
+	}
+	// The burst of 5 plus at most a token or two refilled during the loop.
+	if accepted < 5 || accepted > 7 || limitedN != 20-accepted {
+		t.Fatalf("accepted %d, rate limited %d of 20; want about the burst of 5 accepted", accepted, limitedN)
+	}
+	if code := cl.Stats().CloseCodes; len(code) != 0 {
+		t.Fatalf("the flood closed the connection: %v", code)
+	}
+}
+
+func TestSlowConsumerIsClosedAndTheRoomDoesNotWait(t *testing.T) {
+	small := ownChat(t, "chat-small-queue", "SEND_QUEUE=8", "MAX_MESSAGE_BYTES=65536")
+	r := room(t)
+	// The slow member joins and then never reads; its tiny receive buffer
+	// makes the server's writes block soon.
+	d := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
+		c, err := net.Dial(network, addr)
+		if err == nil {
+			err = c.(*net.TCPConn).SetReadBuffer(4096)
+		}
+		return c, err
+	}}
+	slow, _, err := d.Dial(small.WSURL()+"?token="+token(t, "slow", time.Hour), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	slow.WriteJSON(protocol.ClientFrame{Op: protocol.OpJoin, Room: r})
+	fast := dial(t, small, "fast")
+	join(t, fast, r)
+	sender := dial(t, small, "sender")
+	join(t, sender, r)
+	text := strings.Repeat("y", 60000)
+	const n = 200
+	for i := 0; i < n; i++ {
+		send(t, sender, r, text)
+	}
+	if got := receive(t, fast, n, 30*time.Second); len(got) != n {
+		t.Fatalf("fast member got %d of %d", len(got), n)
+	}
+	if v := metric(t, small, "chat_slow_consumers_total"); v < 1 {
+		t.Fatalf("chat_slow_consumers_total = %v, want >= 1", v)
+	}
+	// What reached the slow member before the close ends in 1013 (or, if its
+	// socket buffers were full, without a close frame).
+	slow.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		_, _, err := slow.ReadMessage()
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) && ce.Code != protocol.CloseTryAgainLate {
+			t.Fatalf("slow consumer closed with %d, want 1013", ce.Code)
+		}
+		if err != nil {
+			break
+		}
+	}
+}
+
+func TestSIGTERMDrainsThenExitsZero(t *testing.T) {
+	c := ownChat(t, "chat-drain", "DRAIN_DELAY=1s", "DRAIN_TIMEOUT=1s")
+	cl, err := client.Dial(context.Background(), client.Options{URL: c.WSURL(), Token: token(t, "alice", time.Hour), NoReconnect: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := c.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// Unready at once, still accepting during DRAIN_DELAY.
+	if code := get(t, c.URL()+"/ready"); code != http.StatusServiceUnavailable {
+		t.Fatalf("/ready during drain = %d, want 503", code)
+	}
+	late, err := client.Dial(context.Background(), client.Options{URL: c.WSURL(), Token: token(t, "bob", time.Hour), NoReconnect: true})
+	if err != nil {
+		t.Fatalf("a connection during DRAIN_DELAY was refused: %v", err)
+	}
+	<-cl.Done()
+	<-late.Done()
+	took := time.Since(start)
+	for _, x := range []*client.Client{cl, late} {
+		if codes := x.Stats().CloseCodes; codes[protocol.CloseGoingAway] != 1 {
+			t.Fatalf("close codes %v, want one 1001", codes)
+		}
+	}
+	if took < time.Second {
+		t.Fatalf("connections closed after %s, before DRAIN_DELAY", took)
+	}
+	if err := c.Wait(15 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if c.ExitCode() != 0 {
+		t.Fatalf("exit code %d after SIGTERM, want 0", c.ExitCode())
+	}
+	t.Logf("drain: connections closed %s after SIGTERM", took.Round(time.Millisecond))
+}
+
+func TestHealthReadyMetricsAndHistoryEndpoints(t *testing.T) {
+	r := room(t)
+	cl := dial(t, env.a, "alice")
+	join(t, cl, r)
+	for i := 0; i < 5; i++ {
+		send(t, cl, r, "m")
+	}
+	waitStored(t, r, 5)
+	for _, path := range []string{"/health", "/ready", "/metrics"} {
+		if code := get(t, env.a.URL()+path); code != http.StatusOK {
+			t.Errorf("%s = %d, want 200", path, code)
+		}
+	}
+	for _, name := range []string{"websocket_connections_active", "websocket_messages_total", "websocket_broadcast_latency_seconds_count", "chat_messages_delivered_total"} {
+		if v := metric(t, env.a, name); v <= 0 {
+			t.Errorf("%s = %v, want > 0", name, v)
+		}
+	}
+
+	req, _ := http.NewRequest("GET", env.a.URL()+"/rooms/"+r+"/messages?before=5&limit=2", nil)
+	req.Header.Set("Authorization", "Bearer "+token(t, "alice", time.Hour))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Room     string                 `json:"room"`
+		Messages []protocol.ServerFrame `json:"messages"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("history: %d %v", resp.StatusCode, err)
+	}
+	if body.Room != r || len(body.Messages) != 2 || body.Messages[0].Seq != 3 || body.Messages[1].Seq != 4 || body.Messages[0].Op != "message" {
+		t.Fatalf("history before=5 limit=2 = %+v, want seqs 3 and 4", body)
+	}
+	for _, bad := range []string{"?limit=0", "?before=x", "?limit=501"} {
+		req, _ := http.NewRequest("GET", env.a.URL()+"/rooms/"+r+"/messages"+bad, nil)
+		req.Header.Set("Authorization", "Bearer "+token(t, "alice", time.Hour))
+		if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("history%s: %v %v, want 400", bad, resp.StatusCode, err)
+		}
+	}
+	if code := get(t, env.a.URL()+"/rooms/"+r+"/messages"); code != http.StatusUnauthorized {
+		t.Errorf("history without a token = %d, want 401", code)
+	}
+}
+
+func get(t *testing.T, url string) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// metric sums every sample of a series on the instance's /metrics.
+func metric(t *testing.T, c *local.Chat, name string) float64 {
+	t.Helper()
+	resp, err := http.Get(c.URL() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var sum float64
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, name+" ") || strings.HasPrefix(line, name+"{") {
+
+			fields := strings.Fields(line)
+			if v, err := strconv.ParseFloat(fields[len(fields)-1], 64); err == nil {
+				sum += v
+			}
+		}
+	}
+	return sum
+}
