@@ -15,7 +15,7 @@ deps:
 	@./scripts/deps.sh
 
 up: deps build
-	go run ./app/cmd/switchboard-local
+	$(BIN)/switchboard-local
 
 token: build
 	@JWT_SECRET=$${JWT_SECRET:-dev-secret} $(BIN)/chatserver token -user $${USER_NAME:-$(or $(USER),alice)}

@@ -78,6 +78,10 @@ const Database = "switchboard"
 // StartPostgres initialises a cluster in dir/postgres (once) and starts it on
 // 127.0.0.1:port, creating the switchboard database.
 func StartPostgres(ctx context.Context, dir string, port int) (*Postgres, error) {
+	dir, err := filepath.Abs(dir) // postgres resolves paths from its data directory
+	if err != nil {
+		return nil, fmt.Errorf("start postgres: %w", err)
+	}
 	data := filepath.Join(dir, "postgres")
 	if _, err := os.Stat(filepath.Join(data, "PG_VERSION")); err != nil {
 		if err := initdb(dir, data); err != nil {

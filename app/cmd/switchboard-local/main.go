@@ -1,0 +1,87 @@
+// Command switchboard-local runs Switchboard's local target (`make up`):
+// Redis, PostgreSQL and chat server instances as processes on this machine.
+// Ctrl-C stops all of it; a run after a crash cleans up what was left.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/switchboard-dev/switchboard/app/auth"
+	"github.com/switchboard-dev/switchboard/app/local"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "switchboard-local:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	dir := flag.String("state", ".state", "directory for data, logs and pids")
+	bin := flag.String("bin", "bin/chatserver", "the chatserver binary")
+	ports := flag.String("chat-ports", "8081,8082", "one chat instance per port")
+	redisPort := flag.Int("redis-port", 6390, "Redis port")
+	pgPort := flag.Int("postgres-port", 5433, "PostgreSQL port")
+	flag.Parse()
+	secret := envOr("JWT_SECRET", "dev-secret")
+	var chatPorts []int
+	for _, p := range strings.Split(*ports, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil {
+			return fmt.Errorf("-chat-ports=%q: want comma-separated port numbers", *ports)
+		}
+		chatPorts = append(chatPorts, n)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	top, err := local.Up(ctx, local.Options{
+		Dir: *dir, Bin: *bin, RedisPort: *redisPort, PostgresPort: *pgPort, ChatPorts: chatPorts,
+		Env: []string{"JWT_SECRET=" + secret, "ALLOWED_ORIGINS=" + envOr("ALLOWED_ORIGINS", "http://localhost:8080,http://127.0.0.1:8080,"+origins(chatPorts))},
+	})
+	if err != nil {
+		return err
+	}
+	tok, err := auth.Mint([]byte(secret), "alice", 24*time.Hour)
+	if err != nil {
+		top.Down()
+		return err
+	}
+	fmt.Printf("\nSwitchboard local target is up (logs in %s/).\n", *dir)
+	fmt.Printf("  redis     %s\n  postgres  %s\n", top.Redis.URL(), top.Postgres.URL())
+	for _, c := range top.Chats {
+		fmt.Printf("  %-9s %s   (ws: %s, ready: %s/ready)\n", c.ID, c.URL(), c.WSURL(), c.URL())
+	}
+	fmt.Printf("\nToken for alice (24 h; more with: make token USER_NAME=bob):\n  %s\n", tok)
+	fmt.Printf("Try it in a browser: %s/?token=%s\n\nCtrl-C stops everything.\n", top.Chats[0].URL(), tok)
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	<-sig
+	fmt.Println("\nstopping: draining the chat instances, then Postgres and Redis…")
+	return top.Down()
+}
+
+func origins(ports []int) string {
+	var o []string
+	for _, p := range ports {
+		o = append(o, "http://localhost:"+strconv.Itoa(p), "http://127.0.0.1:"+strconv.Itoa(p))
+	}
+	return strings.Join(o, ",")
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
