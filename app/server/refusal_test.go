@@ -329,3 +329,21 @@ func metric(t *testing.T, c *local.Chat, name string) float64 {
 	}
 	return sum
 }
+
+func TestServerPingsIdleConnectionsAtPingInterval(t *testing.T) {
+	c := ownChat(t, "chat-ping", "PING_INTERVAL=1s")
+	conn := raw(t, c, token(t, "idle", time.Hour))
+	pings := make(chan struct{}, 10)
+	conn.SetPingHandler(func(data string) error {
+		pings <- struct{}{}
+		return conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+	})
+	go conn.ReadMessage() // control frames are handled while reading
+	for i := 0; i < 2; i++ {
+		select {
+		case <-pings:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("got %d pings in 5 s with PING_INTERVAL=1s, want 2", i)
+		}
+	}
+}
