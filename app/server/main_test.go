@@ -182,13 +182,8 @@ func receive(t *testing.T, cl *client.Client, n int, timeout time.Duration) []in
 // storedSeqs lists the seqs of room's rows in Postgres.
 func storedSeqs(t *testing.T, room string) []int64 {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, env.pg.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	ctx := context.Background()
+	conn := pgConn(t)
 	rows, _ := conn.Query(ctx, `SELECT seq FROM messages WHERE room = $1 ORDER BY seq`, room)
 	seqs, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	if err != nil {
@@ -209,14 +204,22 @@ func upTo(from, n int64) []int64 {
 // deleteStored removes room's rows with from <= seq <= to.
 func deleteStored(t *testing.T, room string, from, to int64) {
 	t.Helper()
+	ctx := context.Background()
+	conn := pgConn(t)
+	if _, err := conn.Exec(ctx, `DELETE FROM messages WHERE room = $1 AND seq BETWEEN $2 AND $3`, room, from, to); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// pgConn connects to the shared Postgres for the test's duration.
+func pgConn(t *testing.T) *pgx.Conn {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, env.pg.URL())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, `DELETE FROM messages WHERE room = $1 AND seq BETWEEN $2 AND $3`, room, from, to); err != nil {
-		t.Fatal(err)
-	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
 }
