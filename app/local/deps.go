@@ -187,21 +187,7 @@ func (pg *Postgres) Restart(ctx context.Context) error {
 }
 
 // Stop shuts Postgres down with SIGINT (fast shutdown: ends sessions at once).
-func (pg *Postgres) Stop(grace time.Duration) error {
-	select {
-	case <-pg.Exited():
-		return nil
-	default:
-	}
-	if err := pg.Signal(syscall.SIGINT); err != nil {
-		return err
-	}
-	if pg.Wait(grace) == nil {
-		return nil
-	}
-	pg.Kill()
-	return fmt.Errorf("postgres did not stop within %s; killed", grace)
-}
+func (pg *Postgres) Stop(grace time.Duration) error { return pg.stopWith(syscall.SIGINT, grace) }
 
 func credential(name string) (*syscall.Credential, error) {
 	u, err := user.Lookup(name)

@@ -98,20 +98,22 @@ func (p *Process) Wait(timeout time.Duration) error {
 }
 
 // Stop sends SIGTERM, waits up to grace, then kills. It is safe to call twice.
-func (p *Process) Stop(grace time.Duration) error {
+func (p *Process) Stop(grace time.Duration) error { return p.stopWith(syscall.SIGTERM, grace) }
+
+func (p *Process) stopWith(sig syscall.Signal, grace time.Duration) error {
 	select {
 	case <-p.done:
 		return nil
 	default:
 	}
-	if err := p.Signal(syscall.SIGTERM); err != nil {
+	if err := p.Signal(sig); err != nil {
 		return err
 	}
 	if p.Wait(grace) == nil {
 		return nil
 	}
 	p.Kill()
-	return fmt.Errorf("%s did not stop within %s after SIGTERM; killed", p.Name, grace)
+	return fmt.Errorf("%s did not stop within %s after %s; killed", p.Name, grace, sig)
 }
 
 // Kill sends SIGKILL and waits for the process to be gone.
