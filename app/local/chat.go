@@ -1,11 +1,6 @@
 package local
 
-import (
-	"context"
-	"fmt"
-	"net/http"
-	"time"
-)
+import "context"
 
 // ChatConfig is what one chat server instance is started with.
 type ChatConfig struct {
@@ -30,7 +25,7 @@ func StartChat(ctx context.Context, cfg ChatConfig) (*Chat, error) {
 		return nil, err
 	}
 	c := &Chat{Process: p, ChatConfig: cfg}
-	if err := c.waitHealthy(ctx); err != nil {
+	if err := waitHTTP(ctx, p, c.URL()+"/health"); err != nil {
 		p.Kill()
 		return nil, err
 	}
@@ -43,8 +38,8 @@ func (c *Chat) URL() string { return "http://127.0.0.1:" + itoa(c.Port) }
 // WSURL is the instance's /ws URL.
 func (c *Chat) WSURL() string { return "ws://127.0.0.1:" + itoa(c.Port) + "/ws" }
 
-// Restart starts the instance again after it has exited.
-func (c *Chat) Restart(ctx context.Context) error {
+// Start starts the instance again after it has exited.
+func (c *Chat) Start(ctx context.Context) error {
 	<-c.Exited()
 	n, err := StartChat(ctx, c.ChatConfig)
 	if err != nil {
@@ -54,22 +49,5 @@ func (c *Chat) Restart(ctx context.Context) error {
 	return nil
 }
 
-func (c *Chat) waitHealthy(ctx context.Context) error {
-	client := http.Client{Timeout: time.Second}
-	for {
-		resp, err := client.Get(c.URL() + "/health")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-c.Exited():
-			return fmt.Errorf("%s exited at start (exit %d); see %s", c.ID, c.ExitCode(), c.LogPath)
-		case <-ctx.Done():
-			return fmt.Errorf("%s not healthy: %w; see %s", c.ID, ctx.Err(), c.LogPath)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
+// Addr is host:port.
+func (c *Chat) Addr() string { return "127.0.0.1:" + itoa(c.Port) }

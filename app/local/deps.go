@@ -53,6 +53,12 @@ func (r *Redis) Restart(ctx context.Context) error {
 	if err := r.Stop(10 * time.Second); err != nil {
 		return err
 	}
+	return r.Start(ctx)
+}
+
+// Start starts Redis again, after it stopped, on the same port and data.
+func (r *Redis) Start(ctx context.Context) error {
+	<-r.Exited()
 	n, err := StartRedis(ctx, r.dir, r.Port)
 	if err != nil {
 		return err
@@ -178,6 +184,12 @@ func (pg *Postgres) Restart(ctx context.Context) error {
 	if err := pg.Stop(30 * time.Second); err != nil {
 		return err
 	}
+	return pg.Start(ctx)
+}
+
+// Start starts Postgres again, after it stopped, on the same port and data.
+func (pg *Postgres) Start(ctx context.Context) error {
+	<-pg.Exited()
 	n, err := StartPostgres(ctx, pg.dir, pg.Port)
 	if err != nil {
 		return err

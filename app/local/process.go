@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -59,6 +60,7 @@ func spawn(name, dir, as string, env []string, bin string, args ...string) (*Pro
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	p := &Process{Name: name, LogPath: logPath, cmd: cmd, done: make(chan struct{})}
+	remember(dir, p.Pid(), filepath.Base(path))
 	go func() {
 		err := cmd.Wait()
 		logf.Close()
@@ -170,6 +172,27 @@ func waitTCP(ctx context.Context, p *Process, addr string) error {
 			return fmt.Errorf("%s exited before listening on %s (exit %d); see %s", p.Name, addr, p.ExitCode(), p.LogPath)
 		case <-ctx.Done():
 			return fmt.Errorf("%s not listening on %s: %w; see %s", p.Name, addr, ctx.Err(), p.LogPath)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// waitHTTP waits until url answers 200, the process exits or ctx ends.
+func waitHTTP(ctx context.Context, p *Process, url string) error {
+	client := http.Client{Timeout: time.Second}
+	for {
+		resp, err := client.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-p.done:
+			return fmt.Errorf("%s exited at start (exit %d); see %s", p.Name, p.ExitCode(), p.LogPath)
+		case <-ctx.Done():
+			return fmt.Errorf("%s: no 200 from %s: %w; see %s", p.Name, url, ctx.Err(), p.LogPath)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

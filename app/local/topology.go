@@ -12,67 +12,101 @@ import (
 	"time"
 )
 
-// Options describes a local topology.
+// Options describes a local topology. Zero ports are free ports.
 type Options struct {
-	Dir          string   // state: data, logs and the pid file; reused across runs
-	Bin          string   // the chatserver binary
-	RedisPort    int      // 0: a free port
-	PostgresPort int      // 0: a free port
-	ChatPorts    []int    // one instance per port
-	Env          []string // settings for every instance (JWT_SECRET, ...)
+	Dir            string        // state: data, logs and the pid file; reused across runs
+	Bin            string        // the chatserver binary
+	RedisPort      int           // redis-server
+	PostgresPort   int           // PostgreSQL 15
+	ChatPorts      []int         // one instance per entry (0: a free port)
+	NginxPort      int           // the load balancer clients use
+	PrometheusPort int           // Prometheus scraping the instances
+	ScrapeInterval time.Duration // Prometheus scrape and rule interval (5s)
+	Env            []string      // settings for every instance (JWT_SECRET, ...)
 }
 
-// Topology is a running local target.
+// Topology is a running local target: NGINX (ip_hash) in front of the chat
+// instances, Redis, Postgres and Prometheus.
 type Topology struct {
-	Redis    *Redis
-	Postgres *Postgres
-	Chats    []*Chat
-	opts     Options
+	Redis      *Redis
+	Postgres   *Postgres
+	Chats      []*Chat
+	Nginx      *Nginx
+	Prometheus *Prometheus
+	dir        string
 }
 
-const pidFile = "pids"
-
-// Up starts Redis, Postgres and the chat instances. Processes left by a
-// previous run that crashed (listed in the pid file) are killed first.
-func Up(ctx context.Context, opts Options) (*Topology, error) {
+// Up starts the whole topology. Processes left by a previous run that
+// crashed (listed in the pid file) are killed first. On error, what was
+// started is stopped again.
+func Up(ctx context.Context, opts Options) (t *Topology, err error) {
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
 	killStale(opts.Dir)
-	t := &Topology{opts: opts}
-	var err error
+	if opts.ScrapeInterval == 0 {
+		opts.ScrapeInterval = 5 * time.Second
+	}
+	t = &Topology{dir: opts.Dir}
+	defer func() {
+		if err != nil {
+			t.Down()
+			t = nil
+		}
+	}()
 	if t.Redis, err = StartRedis(ctx, opts.Dir, portOr(opts.RedisPort)); err != nil {
-		return nil, err
+		return t, err
 	}
-	t.record()
 	if t.Postgres, err = StartPostgres(ctx, opts.Dir, portOr(opts.PostgresPort)); err != nil {
-		t.Down()
-		return nil, err
+		return t, err
 	}
-	t.record()
+	var addrs []string
 	for i, port := range opts.ChatPorts {
 		c, err := StartChat(ctx, ChatConfig{
-			Bin: opts.Bin, Dir: opts.Dir, ID: fmt.Sprintf("chat-%d", i+1), Port: port,
+			Bin: opts.Bin, Dir: opts.Dir, ID: fmt.Sprintf("chat-%d", i+1), Port: portOr(port),
 			Env: append([]string{"REDIS_URL=" + t.Redis.URL(), "DATABASE_URL=" + t.Postgres.URL()}, opts.Env...),
 		})
 		if err != nil {
-			t.Down()
-			return nil, err
+			return t, err
 		}
 		t.Chats = append(t.Chats, c)
-		t.record()
+		addrs = append(addrs, c.Addr())
+	}
+	if t.Nginx, err = StartNginx(ctx, opts.Dir, portOr(opts.NginxPort), addrs); err != nil {
+		return t, err
+	}
+	if t.Prometheus, err = StartPrometheus(ctx, opts.Dir, portOr(opts.PrometheusPort), addrs, opts.ScrapeInterval); err != nil {
+		return t, err
 	}
 	return t, nil
 }
 
-// Down stops the instances (drained), then Postgres and Redis.
+// Chat is the instance with the given INSTANCE_ID.
+func (t *Topology) Chat(id string) (*Chat, error) {
+	for _, c := range t.Chats {
+		if c.ID == id {
+			return c, nil
+		}
+	}
+	return nil, fmt.Errorf("no instance %q in the local target", id)
+}
+
+// Down stops Prometheus, drains the instances (all at once), then stops
+// NGINX, Postgres and Redis: NGINX outlives the instances so that their
+// 1001 close frames reach the clients.
 func (t *Topology) Down() error {
 	var errs []error
+	if t.Prometheus != nil {
+		errs = append(errs, t.Prometheus.Stop(10*time.Second))
+	}
 	for _, c := range t.Chats {
 		errs = append(errs, c.Signal(syscall.SIGTERM))
 	}
 	for _, c := range t.Chats {
 		errs = append(errs, c.Stop(60*time.Second))
+	}
+	if t.Nginx != nil {
+		errs = append(errs, t.Nginx.Stop(10*time.Second))
 	}
 	if t.Postgres != nil {
 		errs = append(errs, t.Postgres.Stop(30*time.Second))
@@ -80,50 +114,56 @@ func (t *Topology) Down() error {
 	if t.Redis != nil {
 		errs = append(errs, t.Redis.Stop(10*time.Second))
 	}
-	os.Remove(filepath.Join(t.opts.Dir, pidFile))
+	os.Remove(filepath.Join(t.dir, pidFile))
 	return errors.Join(errs...)
 }
 
-// record writes the pids of every process, for killStale after a crash.
-func (t *Topology) record() {
-	var pids []string
-	for _, p := range t.processes() {
-		pids = append(pids, strconv.Itoa(p.Pid()))
+const pidFile = "pids"
+
+// remember appends a started process to dir's pid file, for killStale after a crash.
+func remember(dir string, pid int, program string) {
+	f, err := os.OpenFile(filepath.Join(dir, pidFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return
 	}
-	_ = os.WriteFile(filepath.Join(t.opts.Dir, pidFile), []byte(strings.Join(pids, "\n")+"\n"), 0o644)
+	fmt.Fprintf(f, "%d %s\n", pid, program)
+	f.Close()
 }
 
-func (t *Topology) processes() []*Process {
-	var ps []*Process
-	if t.Redis != nil {
-		ps = append(ps, t.Redis.Process)
-	}
-	if t.Postgres != nil {
-		ps = append(ps, t.Postgres.Process)
-	}
-	for _, c := range t.Chats {
-		ps = append(ps, c.Process)
-	}
-	return ps
-}
-
-// killStale kills what a crashed run left behind, so its ports and data are free.
+// killStale kills what a crashed run left behind, so its ports and data are
+// free. A pid is killed only if it still runs the program recorded for it.
 func killStale(dir string) {
 	data, err := os.ReadFile(filepath.Join(dir, pidFile))
 	if err != nil {
 		return
 	}
-	for _, f := range strings.Fields(string(data)) {
-		if pid, err := strconv.Atoi(f); err == nil && pid > 1 {
-			if syscall.Kill(pid, syscall.SIGKILL) == nil {
-				fmt.Fprintf(os.Stderr, "local: killed pid %d left by an earlier run\n", pid)
-			}
+	var killed []int
+	for _, line := range strings.Split(string(data), "\n") {
+		var pid int
+		var program string
+		if _, err := fmt.Sscanf(line, "%d %s", &pid, &program); err != nil || pid <= 1 {
+			continue
+		}
+		comm, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+		if err != nil || strings.TrimSpace(string(comm)) != program[:min(len(program), 15)] {
+			continue
+		}
+		if syscall.Kill(pid, syscall.SIGKILL) == nil {
+			fmt.Fprintf(os.Stderr, "local: killed %s (pid %d) left by an earlier run\n", program, pid)
+			killed = append(killed, pid)
 		}
 	}
+	// Their ports and files are free once they are gone.
+	deadline := time.Now().Add(5 * time.Second)
+	for _, pid := range killed {
+		for syscall.Kill(pid, 0) == nil && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	os.Remove(filepath.Join(dir, pidFile))
 	// Postgres refuses to start while its pid file names a live process; a
 	// killed one leaves it behind.
 	os.Remove(filepath.Join(dir, "postgres", "postmaster.pid"))
-	time.Sleep(200 * time.Millisecond) // let the kernel release the ports of the killed
 }
 
 func portOr(p int) int {

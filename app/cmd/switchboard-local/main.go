@@ -1,5 +1,6 @@
 // Command switchboard-local runs Switchboard's local target (`make up`):
-// Redis, PostgreSQL and chat server instances as processes on this machine.
+// NGINX (ip_hash) in front of three chat server instances, Redis, PostgreSQL
+// and Prometheus, as processes on this machine.
 // Ctrl-C stops all of it; a run after a crash cleans up what was left.
 package main
 
@@ -28,7 +29,9 @@ func main() {
 func run() error {
 	dir := flag.String("state", ".state", "directory for data, logs and pids")
 	bin := flag.String("bin", "bin/chatserver", "the chatserver binary")
-	ports := flag.String("chat-ports", "8081,8082", "one chat instance per port")
+	ports := flag.String("chat-ports", "8081,8082,8083", "one chat instance per port")
+	nginxPort := flag.Int("nginx-port", 8080, "NGINX port, the address clients use")
+	promPort := flag.Int("prometheus-port", 9090, "Prometheus port")
 	redisPort := flag.Int("redis-port", 6390, "Redis port")
 	pgPort := flag.Int("postgres-port", 5433, "PostgreSQL port")
 	flag.Parse()
@@ -46,7 +49,8 @@ func run() error {
 	defer cancel()
 	top, err := local.Up(ctx, local.Options{
 		Dir: *dir, Bin: *bin, RedisPort: *redisPort, PostgresPort: *pgPort, ChatPorts: chatPorts,
-		Env: []string{"JWT_SECRET=" + secret, "ALLOWED_ORIGINS=" + envOr("ALLOWED_ORIGINS", "http://localhost:8080,http://127.0.0.1:8080,"+origins(chatPorts))},
+		NginxPort: *nginxPort, PrometheusPort: *promPort,
+		Env: []string{"JWT_SECRET=" + secret, "ALLOWED_ORIGINS=" + envOr("ALLOWED_ORIGINS", origins(append([]int{*nginxPort}, chatPorts...)))},
 	})
 	if err != nil {
 		return err
@@ -57,17 +61,18 @@ func run() error {
 		return err
 	}
 	fmt.Printf("\nSwitchboard local target is up (logs in %s/).\n", *dir)
-	fmt.Printf("  redis     %s\n  postgres  %s\n", top.Redis.URL(), top.Postgres.URL())
+	fmt.Printf("  chat (nginx, ip_hash)  %s   (ws: %s/ws)\n", top.Nginx.URL(), strings.Replace(top.Nginx.URL(), "http", "ws", 1))
 	for _, c := range top.Chats {
-		fmt.Printf("  %-9s %s   (ws: %s, ready: %s/ready)\n", c.ID, c.URL(), c.WSURL(), c.URL())
+		fmt.Printf("  %-22s %s   (ready: %s/ready, metrics: %s/metrics)\n", c.ID, c.URL(), c.URL(), c.URL())
 	}
+	fmt.Printf("  %-22s %s\n  %-22s %s\n  %-22s %s\n", "prometheus", top.Prometheus.URL(), "redis", top.Redis.URL(), "postgres", top.Postgres.URL())
 	fmt.Printf("\nToken for alice (24 h; more with: make token USER_NAME=bob):\n  %s\n", tok)
-	fmt.Printf("Try it in a browser: %s/?token=%s\n\nCtrl-C stops everything.\n", top.Chats[0].URL(), tok)
+	fmt.Printf("Try it in a browser: http://localhost:%d/?token=%s\n\nCtrl-C stops everything.\n", *nginxPort, tok)
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	<-sig
-	fmt.Println("\nstopping: draining the chat instances, then Postgres and Redis…")
+	fmt.Println("\nstopping: draining the chat instances, then NGINX, Postgres and Redis…")
 	return top.Down()
 }
 

@@ -1,0 +1,54 @@
+package local
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/switchboard-dev/switchboard/nginx"
+)
+
+// Nginx is the nginx process in front of the chat instances.
+type Nginx struct {
+	*Process
+	Port int
+}
+
+// StartNginx renders the shared template for the given instances (host:port)
+// and runs nginx in the foreground with its files under dir/nginx.
+func StartNginx(ctx context.Context, dir string, port int, servers []string) (*Nginx, error) {
+	runtime, err := filepath.Abs(filepath.Join(dir, "nginx"))
+	if err != nil {
+		return nil, fmt.Errorf("start nginx: %w", err)
+	}
+	if err := os.MkdirAll(runtime, 0o755); err != nil {
+		return nil, fmt.Errorf("start nginx: %w", err)
+	}
+	conf, err := nginx.Render(nginx.Config{
+		Listen: "127.0.0.1:" + itoa(port), Servers: servers, Runtime: runtime, Foreground: true,
+		// Enough workers for the tests' thousands of connections without
+		// taking every core from the instances.
+		Workers: "2",
+	})
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(runtime, "nginx.conf")
+	if err := os.WriteFile(path, conf, 0o644); err != nil {
+		return nil, fmt.Errorf("start nginx: %w", err)
+	}
+	p, err := spawn("nginx", dir, "", nil, "nginx", "-p", runtime, "-e", filepath.Join(runtime, "error.log"), "-c", path)
+	if err != nil {
+		return nil, err
+	}
+	n := &Nginx{Process: p, Port: port}
+	if err := waitHTTP(ctx, p, n.URL()+"/nginx-health"); err != nil {
+		p.Kill()
+		return nil, err
+	}
+	return n, nil
+}
+
+// URL is the base HTTP URL clients use.
+func (n *Nginx) URL() string { return "http://127.0.0.1:" + itoa(n.Port) }

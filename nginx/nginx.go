@@ -1,0 +1,108 @@
+// Package nginx renders the NGINX configuration that fronts the chat
+// instances on the local and kind targets: ip_hash stickiness, the WebSocket
+// upgrade, hour-long proxy timeouts, forwarded-for headers and passive health.
+package nginx
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"strings"
+	"text/template"
+	"time"
+)
+
+//go:embed nginx.conf.tmpl
+var source string
+
+var tmpl = template.Must(template.New("nginx.conf").Funcs(template.FuncMap{
+	"seconds": func(d time.Duration) string { return fmt.Sprintf("%ds", int(d.Round(time.Second)/time.Second)) },
+	"max3":    func(n int) int { return max(n, 3) },
+}).Parse(source))
+
+// Config is what the template needs. Zero values take the defaults of Render.
+type Config struct {
+	Listen  string   // address or port NGINX listens on, e.g. 127.0.0.1:8080
+	Servers []string // the instances as host:port; with Resolver, DNS names re-resolved at run time
+	// Resolver is the DNS server used to re-resolve Servers while running
+	// (e.g. kube-dns); it needs NGINX 1.27.3 or newer. Empty: resolve once at start.
+	Resolver     string
+	ResolveEvery time.Duration // how long a resolved address is trusted (5s)
+
+	MaxFails          int           // failures before an instance is skipped (1)
+	FailTimeout       time.Duration // how long it is skipped (5s)
+	Timeout           time.Duration // proxy read and send timeout (3600s)
+	ConnectTimeout    time.Duration // connect to an instance (2s)
+	Workers           string        // worker_processes ("auto")
+	WorkerConnections int           // per worker (16384)
+
+	// Runtime is the directory for the pid file, logs and temp files when NGINX
+	// runs unprivileged outside its package paths. Empty: NGINX's built-in paths.
+	Runtime    string
+	Foreground bool // daemon off, for a supervisor or a container
+}
+
+// Render returns the configuration file for c.
+func Render(c Config) ([]byte, error) {
+	c = c.withDefaults()
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("nginx config: %w", err)
+	}
+	var b bytes.Buffer
+	if err := tmpl.Execute(&b, c); err != nil {
+		return nil, fmt.Errorf("nginx config: %w", err)
+	}
+	return b.Bytes(), nil
+}
+
+func (c Config) withDefaults() Config {
+	set := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	set(&c.ResolveEvery, 5*time.Second)
+	set(&c.FailTimeout, 5*time.Second)
+	set(&c.Timeout, time.Hour)
+	set(&c.ConnectTimeout, 2*time.Second)
+	if c.MaxFails == 0 {
+		c.MaxFails = 1
+	}
+	if c.Workers == "" {
+		c.Workers = "auto"
+	}
+	if c.WorkerConnections == 0 {
+		c.WorkerConnections = 16384
+	}
+	return c
+}
+
+// validate refuses values that would change the file's structure: every value
+// lands inside one directive.
+func (c Config) validate() error {
+	var errs []error
+	word := func(field, v string) {
+		if v == "" || strings.ContainsAny(v, " \t\r\n;{}'\"$#") {
+			errs = append(errs, fmt.Errorf("%s=%q: want one word without spaces, quotes, ; { } $ or #", field, v))
+		}
+	}
+	word("Listen", c.Listen)
+	if len(c.Servers) == 0 {
+		errs = append(errs, errors.New("Servers: want at least one host:port"))
+	}
+	for _, s := range c.Servers {
+		word("Servers", s)
+	}
+	if c.Resolver != "" {
+		word("Resolver", c.Resolver)
+	}
+	if c.Runtime != "" {
+		word("Runtime", c.Runtime)
+	}
+	word("Workers", c.Workers)
+	if c.MaxFails < 0 || c.WorkerConnections < 0 {
+		errs = append(errs, errors.New("MaxFails and WorkerConnections: want positive numbers"))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,89 @@
+package nginx_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/switchboard-dev/switchboard/nginx"
+)
+
+func TestRenderedConfigHasStickinessUpgradeTimeoutsAndHealth(t *testing.T) {
+	conf, err := nginx.Render(nginx.Config{Listen: "127.0.0.1:8080", Servers: []string{"127.0.0.1:8081", "127.0.0.1:8082"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"ip_hash;",
+		"map $http_upgrade $connection_upgrade",
+		"proxy_set_header Upgrade $http_upgrade;",
+		"proxy_set_header Connection $connection_upgrade;",
+		"proxy_read_timeout 3600s;",
+		"proxy_send_timeout 3600s;",
+		"proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+		"proxy_set_header X-Real-IP $remote_addr;",
+		"proxy_set_header X-Forwarded-Proto $scheme;",
+		"server 127.0.0.1:8081 max_fails=1 fail_timeout=5s;",
+		"server 127.0.0.1:8082 max_fails=1 fail_timeout=5s;",
+		"location = /nginx-health",
+		"location = /metrics",
+		"listen 127.0.0.1:8080;",
+	} {
+		if !strings.Contains(string(conf), want) {
+			t.Errorf("config lacks %q:\n%s", want, conf)
+		}
+	}
+}
+
+func TestResolverModeReResolvesTheInstances(t *testing.T) {
+	conf, err := nginx.Render(nginx.Config{Listen: "8080", Servers: []string{"chat-headless.switchboard.svc.cluster.local:8080"}, Resolver: "kube-dns.kube-system.svc.cluster.local"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"resolver kube-dns.kube-system.svc.cluster.local valid=5s ipv6=off;",
+		"zone chat 256k;",
+		"server chat-headless.switchboard.svc.cluster.local:8080 max_fails=1 fail_timeout=5s resolve;",
+	} {
+		if !strings.Contains(string(conf), want) {
+			t.Errorf("config lacks %q:\n%s", want, conf)
+		}
+	}
+}
+
+func TestRenderRefusesValuesThatWouldInjectDirectives(t *testing.T) {
+	for name, c := range map[string]nginx.Config{
+		"no servers":         {Listen: "8080"},
+		"no listen":          {Servers: []string{"a:1"}},
+		"semicolon":          {Listen: "8080", Servers: []string{"a:1; include /etc/passwd"}},
+		"brace in resolver":  {Listen: "8080", Servers: []string{"a:1"}, Resolver: "x}"},
+		"space in runtime":   {Listen: "8080", Servers: []string{"a:1"}, Runtime: "/tmp/a b"},
+		"variable in listen": {Listen: "$host", Servers: []string{"a:1"}},
+	} {
+		if _, err := nginx.Render(c); err == nil {
+			t.Errorf("%s: rendered without error", name)
+		}
+	}
+}
+
+// The real nginx binary accepts the rendered file.
+func TestNginxAcceptsTheRenderedConfig(t *testing.T) {
+	bin, err := exec.LookPath("nginx")
+	if err != nil {
+		t.Skip("nginx is not installed (apt-get install -y nginx-light)")
+	}
+	dir := t.TempDir()
+	conf, err := nginx.Render(nginx.Config{Listen: "127.0.0.1:18080", Servers: []string{"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"}, Runtime: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(path, conf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(bin, "-t", "-p", dir, "-e", filepath.Join(dir, "error.log"), "-c", path).CombinedOutput(); err != nil {
+		t.Fatalf("nginx -t: %v\n%s", err, out)
+	}
+}
