@@ -45,6 +45,9 @@ type Stats struct {
 	CloseCodes map[int]int    // close codes received from the server (1006: no close frame)
 	Errors     map[string]int // error frames by code
 	Duplicates int            // messages dropped because their seq was already seen
+	// When the latest connection was welcomed and when the one before it
+	// broke: their difference is the latest reconnect time.
+	LastConnect, LastDisconnect time.Time
 }
 
 // Client is one logical chat connection that survives reconnects.
@@ -150,6 +153,7 @@ func (c *Client) connect(ctx context.Context) (*websocket.Conn, error) {
 	c.mu.Lock()
 	c.conn, c.inst = conn, f.Instance
 	c.stats.Connects++
+	c.stats.LastConnect = time.Now()
 	c.mu.Unlock()
 	return conn, nil
 }
@@ -228,6 +232,7 @@ func (c *Client) read(conn *websocket.Conn) {
 			c.mu.Lock()
 			if !c.closed {
 				c.stats.CloseCodes[code]++
+				c.stats.LastDisconnect = time.Now()
 			}
 			c.mu.Unlock()
 			conn.Close()

@@ -51,3 +51,8 @@ func (c *Chat) Start(ctx context.Context) error {
 
 // Addr is host:port.
 func (c *Chat) Addr() string { return "127.0.0.1:" + itoa(c.Port) }
+
+// WaitReady waits until /ready answers 200.
+func (c *Chat) WaitReady(ctx context.Context) error {
+	return waitHTTP(ctx, c.Process, c.URL()+"/ready")
+}

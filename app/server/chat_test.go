@@ -11,30 +11,31 @@ import (
 
 	"github.com/gruntwork-io/terratest/modules/retry"
 
+	"github.com/switchboard-dev/switchboard/app/chattest"
 	"github.com/switchboard-dev/switchboard/app/client"
 )
 
 func TestMessagesReachMembersOnEveryInstance(t *testing.T) {
-	r := room(t)
+	r := chattest.Room()
 	alice, bob := dial(t, env.a, "alice"), dial(t, env.b, "bob")
 	if alice.Instance() == bob.Instance() {
 		t.Fatalf("both clients on %s", alice.Instance())
 	}
-	join(t, alice, r)
-	join(t, bob, r)
-	seq := send(t, alice, r, "hello from a")
+	chattest.Join(t, alice, r)
+	chattest.Join(t, bob, r)
+	seq := chattest.Send(t, alice, r, "hello from a")
 	if seq != 1 {
 		t.Fatalf("first message of a new room acked with seq %d, want 1", seq)
 	}
 	for _, cl := range []*client.Client{alice, bob} {
-		if got := receive(t, cl, 1, 5*time.Second); got[0] != 1 {
+		if got := chattest.Seqs(chattest.Receive(t, cl, 1, 5*time.Second)); got[0] != 1 {
 			t.Fatalf("%s got seq %v, want [1]", cl.Instance(), got)
 		}
 	}
 }
 
 func TestConcurrentSendersGetGaplessSeqsSeenInOrderByAll(t *testing.T) {
-	r := room(t)
+	r := chattest.Room()
 	const senders, each = 6, 40
 	var members []*client.Client
 	for i := 0; i < senders; i++ {
@@ -43,7 +44,7 @@ func TestConcurrentSendersGetGaplessSeqsSeenInOrderByAll(t *testing.T) {
 			inst = env.b
 		}
 		cl := dial(t, inst, fmt.Sprintf("user%d", i))
-		join(t, cl, r)
+		chattest.Join(t, cl, r)
 		members = append(members, cl)
 	}
 	var mu sync.Mutex
@@ -67,20 +68,20 @@ func TestConcurrentSendersGetGaplessSeqsSeenInOrderByAll(t *testing.T) {
 	}
 	wg.Wait()
 	slices.Sort(acked)
-	if want := upTo(1, senders*each); !slices.Equal(acked, want) {
+	if want := chattest.UpTo(1, senders*each); !slices.Equal(acked, want) {
 		t.Fatalf("acked seqs are not 1..%d without gaps or repeats: %v", senders*each, acked)
 	}
 	for i, cl := range members {
-		if got := receive(t, cl, senders*each, 20*time.Second); !slices.Equal(got, acked) {
+		if got := chattest.Seqs(chattest.Receive(t, cl, senders*each, 20*time.Second)); !slices.Equal(got, acked) {
 			t.Fatalf("member %d saw seqs out of order or with gaps: %v", i, got)
 		}
 	}
 }
 
 func TestResendWithTheSameIDIsAckedWithTheSameSeqAndStoredOnce(t *testing.T) {
-	r := room(t)
+	r := chattest.Room()
 	alice := dial(t, env.a, "alice")
-	join(t, alice, r)
+	chattest.Join(t, alice, r)
 	ctx := context.Background()
 	first, err := alice.SendID(ctx, r, "c-7", "hi")
 	if err != nil {
@@ -92,7 +93,7 @@ func TestResendWithTheSameIDIsAckedWithTheSameSeqAndStoredOnce(t *testing.T) {
 	}
 	// The same id from another user is another message.
 	bob := dial(t, env.b, "bob")
-	join(t, bob, r)
+	chattest.Join(t, bob, r)
 	other, err := bob.SendID(ctx, r, "c-7", "hi")
 	if err != nil {
 		t.Fatal(err)
@@ -100,18 +101,18 @@ func TestResendWithTheSameIDIsAckedWithTheSameSeqAndStoredOnce(t *testing.T) {
 	if first != 1 || again != 1 || other != 2 {
 		t.Fatalf("seqs first=%d again=%d other user=%d, want 1 1 2", first, again, other)
 	}
-	if got := receive(t, alice, 2, 5*time.Second); !slices.Equal(got, []int64{1, 2}) {
+	if got := chattest.Seqs(chattest.Receive(t, alice, 2, 5*time.Second)); !slices.Equal(got, []int64{1, 2}) {
 		t.Fatalf("alice saw %v, want [1 2]: the resend must not be delivered twice", got)
 	}
 	waitStored(t, r, 2)
 }
 
 func TestResumeAfterDisconnectDeliversEveryMissedMessageOnce(t *testing.T) {
-	r := room(t)
+	r := chattest.Room()
 	sender := dial(t, env.a, "sender")
-	join(t, sender, r)
+	chattest.Join(t, sender, r)
 	for i := 0; i < 5; i++ {
-		send(t, sender, r, "before")
+		chattest.Send(t, sender, r, "before")
 	}
 	// A reader that saw up to seq 3 comes back on the other instance.
 	reader := dial(t, env.b, "reader")
@@ -121,9 +122,9 @@ func TestResumeAfterDisconnectDeliversEveryMissedMessageOnce(t *testing.T) {
 		t.Fatalf("resume: latest %d err %v, want 5", latest, err)
 	}
 	for i := 0; i < 3; i++ {
-		send(t, sender, r, "after")
+		chattest.Send(t, sender, r, "after")
 	}
-	if got := receive(t, reader, 5, 5*time.Second); !slices.Equal(got, upTo(4, 8)) {
+	if got := chattest.Seqs(chattest.Receive(t, reader, 5, 5*time.Second)); !slices.Equal(got, chattest.UpTo(4, 8)) {
 		t.Fatalf("resumed reader saw %v, want 4..8", got)
 	}
 	if reader.Stats().Errors["history_gap"] != 0 {
@@ -133,11 +134,11 @@ func TestResumeAfterDisconnectDeliversEveryMissedMessageOnce(t *testing.T) {
 
 func TestResumeFallsBackToPostgresThenReportsAHistoryGap(t *testing.T) {
 	short := ownChat(t, "chat-short", "HISTORY_SIZE=10")
-	r := room(t)
+	r := chattest.Room()
 	sender := dial(t, short, "sender")
-	join(t, sender, r)
+	chattest.Join(t, sender, r)
 	for i := 0; i < 30; i++ {
-		send(t, sender, r, "m")
+		chattest.Send(t, sender, r, "m")
 	}
 	waitStored(t, r, 30)
 
@@ -148,7 +149,7 @@ func TestResumeFallsBackToPostgresThenReportsAHistoryGap(t *testing.T) {
 	if _, err := reader.Resume(ctx, r, 0); err != nil {
 		t.Fatal(err)
 	}
-	if got := receive(t, reader, 30, 5*time.Second); !slices.Equal(got, upTo(1, 30)) {
+	if got := chattest.Seqs(chattest.Receive(t, reader, 30, 5*time.Second)); !slices.Equal(got, chattest.UpTo(1, 30)) {
 		t.Fatalf("resume from 0 saw %v, want 1..30", got)
 	}
 
@@ -159,7 +160,7 @@ func TestResumeFallsBackToPostgresThenReportsAHistoryGap(t *testing.T) {
 	if _, err := late.Resume(ctx, r, 2); err != nil {
 		t.Fatal(err)
 	}
-	if got := receive(t, late, 18, 5*time.Second); !slices.Equal(got, upTo(13, 30)) {
+	if got := chattest.Seqs(chattest.Receive(t, late, 18, 5*time.Second)); !slices.Equal(got, chattest.UpTo(13, 30)) {
 		t.Fatalf("resume across a hole saw %v, want 13..30", got)
 	}
 	if n := late.Stats().Errors["history_gap"]; n != 1 {
@@ -169,12 +170,12 @@ func TestResumeFallsBackToPostgresThenReportsAHistoryGap(t *testing.T) {
 
 func TestAnAckedMessageReachesPostgresEvenIfItsInstanceIsKilledRightAfter(t *testing.T) {
 	doomed := ownChat(t, "chat-doomed")
-	r := room(t)
+	r := chattest.Room()
 	cl := dial(t, doomed, "alice")
-	join(t, cl, r)
+	chattest.Join(t, cl, r)
 	var seqs []int64
 	for i := 0; i < 20; i++ {
-		seqs = append(seqs, send(t, cl, r, "last words"))
+		seqs = append(seqs, chattest.Send(t, cl, r, "last words"))
 	}
 	if err := doomed.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,12 +23,11 @@ import (
 const secret = "integration-secret"
 
 var env struct {
-	dir      string
-	bin      string
-	redis    *local.Redis
-	pg       *local.Postgres
-	a, b     *local.Chat
-	nextRoom atomic.Int64
+	dir   string
+	bin   string
+	redis *local.Redis
+	pg    *local.Postgres
+	a, b  *local.Chat
 }
 
 func TestMain(m *testing.M) {
@@ -112,10 +110,6 @@ func ownChat(t *testing.T, id string, extra ...string) *local.Chat {
 	return c
 }
 
-func room(t *testing.T) string {
-	return fmt.Sprintf("r%d-%d", time.Now().UnixNano()%1e9, env.nextRoom.Add(1))
-}
-
 func token(t *testing.T, user string, ttl time.Duration) string {
 	t.Helper()
 	tok, err := auth.Mint([]byte(secret), user, ttl)
@@ -138,47 +132,6 @@ func dial(t *testing.T, c *local.Chat, user string) *client.Client {
 	return cl
 }
 
-func join(t *testing.T, cl *client.Client, room string) int64 {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	seq, err := cl.Join(ctx, room)
-	if err != nil {
-		t.Fatalf("join %s: %v", room, err)
-	}
-	return seq
-}
-
-func send(t *testing.T, cl *client.Client, room, text string) int64 {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	seq, err := cl.Send(ctx, room, text)
-	if err != nil {
-		t.Fatalf("send to %s: %v", room, err)
-	}
-	return seq
-}
-
-// receive reads n messages from cl, failing after timeout.
-func receive(t *testing.T, cl *client.Client, n int, timeout time.Duration) []int64 {
-	t.Helper()
-	var seqs []int64
-	deadline := time.After(timeout)
-	for len(seqs) < n {
-		select {
-		case m, ok := <-cl.Messages():
-			if !ok {
-				t.Fatalf("client stopped after %d of %d messages", len(seqs), n)
-			}
-			seqs = append(seqs, m.Seq)
-		case <-deadline:
-			t.Fatalf("got %d of %d messages within %s: %v", len(seqs), n, timeout, seqs)
-		}
-	}
-	return seqs
-}
-
 // storedSeqs lists the seqs of room's rows in Postgres.
 func storedSeqs(t *testing.T, room string) []int64 {
 	t.Helper()
@@ -190,15 +143,6 @@ func storedSeqs(t *testing.T, room string) []int64 {
 		t.Fatal(err)
 	}
 	return seqs
-}
-
-// upTo is 1..n, the seqs a room of n messages must have.
-func upTo(from, n int64) []int64 {
-	var s []int64
-	for i := from; i <= n; i++ {
-		s = append(s, i)
-	}
-	return s
 }
 
 // deleteStored removes room's rows with from <= seq <= to.

@@ -4,10 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/switchboard-dev/switchboard/app/chattest"
 	"github.com/switchboard-dev/switchboard/app/client"
 	"github.com/switchboard-dev/switchboard/app/local"
 	"github.com/switchboard-dev/switchboard/app/protocol"
@@ -93,7 +92,7 @@ func closeCode(t *testing.T, conn *websocket.Conn, within time.Duration) int {
 }
 
 func TestBadFramesGetErrorFramesAndTheConnectionStays(t *testing.T) {
-	r := room(t)
+	r := chattest.Room()
 	conn := raw(t, env.a, token(t, "alice", time.Hour))
 	cases := []struct {
 		frame, code, ref string
@@ -137,9 +136,9 @@ func TestExpiredTokenClosesTheConnectionWith1008(t *testing.T) {
 
 func TestFloodIsRateLimited(t *testing.T) {
 	limited := ownChat(t, "chat-limited", "RATE_LIMIT=2", "RATE_BURST=5")
-	r := room(t)
+	r := chattest.Room()
 	cl := dial(t, limited, "flooder")
-	join(t, cl, r)
+	chattest.Join(t, cl, r)
 	ctx := context.Background()
 	accepted, limitedN := 0, 0
 	for i := 0; i < 20; i++ {
@@ -165,7 +164,7 @@ func TestFloodIsRateLimited(t *testing.T) {
 
 func TestSlowConsumerIsClosedAndTheRoomDoesNotWait(t *testing.T) {
 	small := ownChat(t, "chat-small-queue", "SEND_QUEUE=8", "MAX_MESSAGE_BYTES=65536")
-	r := room(t)
+	r := chattest.Room()
 	// The slow member joins and then never reads; its tiny receive buffer
 	// makes the server's writes block soon.
 	d := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
@@ -182,18 +181,18 @@ func TestSlowConsumerIsClosedAndTheRoomDoesNotWait(t *testing.T) {
 	defer slow.Close()
 	slow.WriteJSON(protocol.ClientFrame{Op: protocol.OpJoin, Room: r})
 	fast := dial(t, small, "fast")
-	join(t, fast, r)
+	chattest.Join(t, fast, r)
 	sender := dial(t, small, "sender")
-	join(t, sender, r)
+	chattest.Join(t, sender, r)
 	text := strings.Repeat("y", 60000)
 	const n = 200
 	for i := 0; i < n; i++ {
-		send(t, sender, r, text)
+		chattest.Send(t, sender, r, text)
 	}
-	if got := receive(t, fast, n, 30*time.Second); len(got) != n {
+	if got := chattest.Seqs(chattest.Receive(t, fast, n, 30*time.Second)); len(got) != n {
 		t.Fatalf("fast member got %d of %d", len(got), n)
 	}
-	if v := metric(t, small, "chat_slow_consumers_total"); v < 1 {
+	if v := chattest.Metric(t, small.URL(), "chat_slow_consumers_total"); v < 1 {
 		t.Fatalf("chat_slow_consumers_total = %v, want >= 1", v)
 	}
 	// What reached the slow member before the close ends in 1013 (or, if its
@@ -222,7 +221,7 @@ func TestSIGTERMDrainsThenExitsZero(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Unready at once, still accepting during DRAIN_DELAY.
-	if code := get(t, c.URL()+"/ready"); code != http.StatusServiceUnavailable {
+	if code := chattest.Get(t, c.URL()+"/ready"); code != http.StatusServiceUnavailable {
 		t.Fatalf("/ready during drain = %d, want 503", code)
 	}
 	late, err := client.Dial(context.Background(), client.Options{URL: c.WSURL(), Token: token(t, "bob", time.Hour), NoReconnect: true})
@@ -250,20 +249,20 @@ func TestSIGTERMDrainsThenExitsZero(t *testing.T) {
 }
 
 func TestHealthReadyMetricsAndHistoryEndpoints(t *testing.T) {
-	r := room(t)
+	r := chattest.Room()
 	cl := dial(t, env.a, "alice")
-	join(t, cl, r)
+	chattest.Join(t, cl, r)
 	for i := 0; i < 5; i++ {
-		send(t, cl, r, "m")
+		chattest.Send(t, cl, r, "m")
 	}
 	waitStored(t, r, 5)
 	for _, path := range []string{"/health", "/ready", "/metrics"} {
-		if code := get(t, env.a.URL()+path); code != http.StatusOK {
+		if code := chattest.Get(t, env.a.URL()+path); code != http.StatusOK {
 			t.Errorf("%s = %d, want 200", path, code)
 		}
 	}
 	for _, name := range []string{"websocket_connections_active", "websocket_messages_total", "websocket_broadcast_latency_seconds_count", "chat_messages_delivered_total"} {
-		if v := metric(t, env.a, name); v <= 0 {
+		if v := chattest.Metric(t, env.a.URL(), name); v <= 0 {
 			t.Errorf("%s = %v, want > 0", name, v)
 		}
 	}
@@ -292,42 +291,9 @@ func TestHealthReadyMetricsAndHistoryEndpoints(t *testing.T) {
 			t.Errorf("history%s: %v %v, want 400", bad, resp.StatusCode, err)
 		}
 	}
-	if code := get(t, env.a.URL()+"/rooms/"+r+"/messages"); code != http.StatusUnauthorized {
+	if code := chattest.Get(t, env.a.URL()+"/rooms/"+r+"/messages"); code != http.StatusUnauthorized {
 		t.Errorf("history without a token = %d, want 401", code)
 	}
-}
-
-func get(t *testing.T, url string) int {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode
-}
-
-// metric sums every sample of a series on the instance's /metrics.
-func metric(t *testing.T, c *local.Chat, name string) float64 {
-	t.Helper()
-	resp, err := http.Get(c.URL() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	var sum float64
-	for _, line := range strings.Split(string(body), "\n") {
-		if strings.HasPrefix(line, name+" ") || strings.HasPrefix(line, name+"{") {
-
-			fields := strings.Fields(line)
-			if v, err := strconv.ParseFloat(fields[len(fields)-1], 64); err == nil {
-				sum += v
-			}
-		}
-	}
-	return sum
 }
 
 func TestServerPingsIdleConnectionsAtPingInterval(t *testing.T) {

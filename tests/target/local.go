@@ -1,0 +1,112 @@
+package target
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/switchboard-dev/switchboard/app/auth"
+	"github.com/switchboard-dev/switchboard/app/local"
+)
+
+// Local is the local target: the processes of `make up`, started on free ports.
+type Local struct {
+	*local.Topology
+	secret []byte
+}
+
+// LocalSettings are the instance settings the suite runs the local target with:
+// a short drain so that a rolling restart of three instances takes seconds.
+var LocalSettings = []string{"DRAIN_DELAY=1s", "DRAIN_TIMEOUT=2s", "LOG_LEVEL=warn"}
+
+// StartLocal starts a local target of n instances under dir with the chatserver binary bin.
+func StartLocal(ctx context.Context, dir, bin string, n int) (*Local, error) {
+	const secret = "behaviour-suite-secret"
+	chats := make([]int, n)
+	for i := range chats {
+		p, err := local.FreePort()
+		if err != nil {
+			return nil, err
+		}
+		chats[i] = p
+	}
+	nginxPort, err := local.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	origins := []string{fmt.Sprintf("http://127.0.0.1:%d", nginxPort)}
+	for _, p := range chats {
+		origins = append(origins, fmt.Sprintf("http://127.0.0.1:%d", p))
+	}
+	top, err := local.Up(ctx, local.Options{
+		Dir: dir, Bin: bin, ChatPorts: chats, NginxPort: nginxPort, ScrapeInterval: time.Second,
+		Env: append([]string{"JWT_SECRET=" + secret, "ALLOWED_ORIGINS=" + strings.Join(origins, ",")}, LocalSettings...),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Local{Topology: top, secret: []byte(secret)}, nil
+}
+
+func (l *Local) Endpoint() string { return l.Nginx.URL() }
+func (l *Local) Origin() string   { return l.Nginx.URL() }
+
+func (l *Local) Token(user string, ttl time.Duration) (string, error) {
+	return auth.Mint(l.secret, user, ttl)
+}
+
+func (l *Local) Instances(context.Context) ([]Instance, error) {
+	var is []Instance
+	for _, c := range l.Chats {
+		is = append(is, Instance{ID: c.ID, URL: c.URL()})
+	}
+	return is, nil
+}
+
+func (l *Local) Kill(_ context.Context, id string) error {
+	c, err := l.Chat(id)
+	if err != nil {
+		return err
+	}
+	c.Kill()
+	return nil
+}
+
+func (l *Local) Start(ctx context.Context, id string) error {
+	c, err := l.Chat(id)
+	if err != nil {
+		return err
+	}
+	if err := c.Start(ctx); err != nil {
+		return err
+	}
+	return c.WaitReady(ctx)
+}
+
+func (l *Local) Restart(ctx context.Context, id string) (time.Duration, error) {
+	c, err := l.Chat(id)
+	if err != nil {
+		return 0, err
+	}
+	began := time.Now()
+	if err := c.Signal(syscall.SIGTERM); err != nil {
+		return 0, err
+	}
+	select {
+	case <-c.Exited():
+	case <-ctx.Done():
+		return 0, fmt.Errorf("restart %s: drain not over: %w", id, ctx.Err())
+	}
+	drain := time.Since(began)
+	if code := c.ExitCode(); code != 0 {
+		return drain, fmt.Errorf("restart %s: drain ended with exit %d, want 0; see %s", id, code, c.LogPath)
+	}
+	return drain, l.Start(ctx, id)
+}
+
+func (l *Local) StopRedis(context.Context) error         { return l.Redis.Stop(10 * time.Second) }
+func (l *Local) StartRedis(ctx context.Context) error    { return l.Redis.Start(ctx) }
+func (l *Local) StopPostgres(context.Context) error      { return l.Postgres.Stop(30 * time.Second) }
+func (l *Local) StartPostgres(ctx context.Context) error { return l.Postgres.Start(ctx) }
