@@ -15,7 +15,6 @@ import (
 
 	"github.com/switchboard-dev/switchboard/app/chattest"
 	"github.com/switchboard-dev/switchboard/app/client"
-	"github.com/switchboard-dev/switchboard/app/local"
 	"github.com/switchboard-dev/switchboard/app/protocol"
 )
 
@@ -51,85 +50,23 @@ func TestHandshakeRefusals(t *testing.T) {
 	}
 }
 
-// raw opens a plain WebSocket (no client library) and reads the welcome.
-func raw(t *testing.T, c *local.Chat, tok string) *websocket.Conn {
-	t.Helper()
-	conn, _, err := websocket.DefaultDialer.Dial(c.WSURL()+"?token="+tok, nil)
-	if err != nil {
-		t.Fatalf("dial %s: %v", c.ID, err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	if f := next(t, conn); f.Op != protocol.OpWelcome {
-		t.Fatalf("first frame %+v, want welcome", f)
-	}
-	return conn
-}
-
-func next(t *testing.T, conn *websocket.Conn) protocol.ServerFrame {
-	t.Helper()
-	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	var f protocol.ServerFrame
-	if err := conn.ReadJSON(&f); err != nil {
-		t.Fatalf("read frame: %v", err)
-	}
-	return f
-}
-
-// closeCode reads until the server closes the connection and returns the code.
-func closeCode(t *testing.T, conn *websocket.Conn, within time.Duration) int {
-	t.Helper()
-	conn.SetReadDeadline(time.Now().Add(within))
-	for {
-		_, _, err := conn.ReadMessage()
-		var ce *websocket.CloseError
-		if errors.As(err, &ce) {
-			return ce.Code
-		}
-		if err != nil {
-			t.Fatalf("connection ended without a close frame: %v", err)
-		}
-	}
-}
-
 func TestBadFramesGetErrorFramesAndTheConnectionStays(t *testing.T) {
-	r := chattest.Room()
-	conn := raw(t, env.a, token(t, "alice", time.Hour))
-	cases := []struct {
-		frame, code, ref string
-	}{
-		{`{"op":"join"`, protocol.CodeBadRequest, ""},
-		{`{"op":"shout","room":"lobby"}`, protocol.CodeBadRequest, ""},
-		{`{"op":"join","room":"no spaces allowed"}`, protocol.CodeBadRequest, ""},
-		{`{"op":"send","room":"` + r + `","text":"hi","id":"x1"}`, protocol.CodeNotJoined, "x1"},
-		{`{"op":"leave","room":"` + r + `"}`, protocol.CodeNotJoined, ""},
-	}
-	for _, c := range cases {
-		if err := conn.WriteMessage(websocket.TextMessage, []byte(c.frame)); err != nil {
-			t.Fatal(err)
-		}
-		if f := next(t, conn); f.Op != protocol.OpError || f.Code != c.code || f.Ref != c.ref || f.Message == "" {
-			t.Errorf("%s: got %+v, want error %s ref %q", c.frame, f, c.code, c.ref)
-		}
-	}
-	// Still usable after every refusal.
-	conn.WriteJSON(protocol.ClientFrame{Op: protocol.OpJoin, Room: r})
-	if f := next(t, conn); f.Op != protocol.OpJoined {
-		t.Fatalf("join after refusals: %+v", f)
-	}
+	conn := chattest.Raw(t, env.a.WSURL(), token(t, "alice", time.Hour))
+	chattest.RefusesBadFrames(t, conn, chattest.Room())
 }
 
 func TestOversizeFrameIsClosedWith1009(t *testing.T) {
-	conn := raw(t, env.a, token(t, "alice", time.Hour))
+	conn := chattest.Raw(t, env.a.WSURL(), token(t, "alice", time.Hour))
 	big := `{"op":"send","room":"lobby","text":"` + strings.Repeat("x", 5000) + `"}`
 	conn.WriteMessage(websocket.TextMessage, []byte(big))
-	if code := closeCode(t, conn, 5*time.Second); code != protocol.CloseTooLarge {
+	if code := chattest.CloseCode(t, conn, 5*time.Second); code != protocol.CloseTooLarge {
 		t.Fatalf("close code %d, want 1009", code)
 	}
 }
 
 func TestExpiredTokenClosesTheConnectionWith1008(t *testing.T) {
-	conn := raw(t, env.a, token(t, "alice", 2*time.Second))
-	if code := closeCode(t, conn, 15*time.Second); code != protocol.ClosePolicy {
+	conn := chattest.Raw(t, env.a.WSURL(), token(t, "alice", 2*time.Second))
+	if code := chattest.CloseCode(t, conn, 15*time.Second); code != protocol.ClosePolicy {
 		t.Fatalf("close code %d, want 1008", code)
 	}
 }
@@ -298,7 +235,7 @@ func TestHealthReadyMetricsAndHistoryEndpoints(t *testing.T) {
 
 func TestServerPingsIdleConnectionsAtPingInterval(t *testing.T) {
 	c := ownChat(t, "chat-ping", "PING_INTERVAL=1s")
-	conn := raw(t, c, token(t, "idle", time.Hour))
+	conn := chattest.Raw(t, c.WSURL(), token(t, "idle", time.Hour))
 	pings := make(chan struct{}, 10)
 	conn.SetPingHandler(func(data string) error {
 		pings <- struct{}{}

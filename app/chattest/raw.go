@@ -1,0 +1,86 @@
+package chattest
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/switchboard-dev/switchboard/app/protocol"
+)
+
+// Raw opens a plain WebSocket (no client library) to wsURL and reads the welcome.
+func Raw(t testing.TB, wsURL, token string) *websocket.Conn {
+	t.Helper()
+	conn, _, err := websocket.DefaultDialer.Dial(wsURL+"?token="+token, nil)
+	if err != nil {
+		t.Fatalf("dial %s: %v", wsURL, err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if f := Next(t, conn); f.Op != protocol.OpWelcome {
+		t.Fatalf("first frame %+v, want welcome", f)
+	}
+	return conn
+}
+
+// Next reads one frame.
+func Next(t testing.TB, conn *websocket.Conn) protocol.ServerFrame {
+	t.Helper()
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var f protocol.ServerFrame
+	if err := conn.ReadJSON(&f); err != nil {
+		t.Fatalf("read frame: %v", err)
+	}
+	return f
+}
+
+// CloseCode reads until the server closes the connection and returns the code.
+func CloseCode(t testing.TB, conn *websocket.Conn, within time.Duration) int {
+	t.Helper()
+	conn.SetReadDeadline(time.Now().Add(within))
+	for {
+		_, _, err := conn.ReadMessage()
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) {
+			return ce.Code
+		}
+		if err != nil {
+			t.Fatalf("connection ended without a close frame: %v", err)
+		}
+	}
+}
+
+// BadFrame is a frame the server must refuse with an error frame, keeping
+// the connection open.
+type BadFrame struct{ Frame, Code, Ref string }
+
+// BadFrames are the refusals every instance must give; room is one the
+// connection has not joined.
+func BadFrames(room string) []BadFrame {
+	return []BadFrame{
+		{`{"op":"join"`, protocol.CodeBadRequest, ""},
+		{`{"op":"shout","room":"lobby"}`, protocol.CodeBadRequest, ""},
+		{`{"op":"join","room":"no spaces allowed"}`, protocol.CodeBadRequest, ""},
+		{`{"op":"send","room":"` + room + `","text":"hi","id":"x1"}`, protocol.CodeNotJoined, "x1"},
+		{`{"op":"leave","room":"` + room + `"}`, protocol.CodeNotJoined, ""},
+	}
+}
+
+// RefusesBadFrames sends each bad frame on conn and checks its error frame,
+// then checks that the connection still joins room.
+func RefusesBadFrames(t testing.TB, conn *websocket.Conn, room string) {
+	t.Helper()
+	for _, c := range BadFrames(room) {
+		if err := conn.WriteMessage(websocket.TextMessage, []byte(c.Frame)); err != nil {
+			t.Fatal(err)
+		}
+		if f := Next(t, conn); f.Op != protocol.OpError || f.Code != c.Code || f.Ref != c.Ref || f.Message == "" {
+			t.Errorf("%s: got %+v, want error %s ref %q", c.Frame, f, c.Code, c.Ref)
+		}
+	}
+	conn.WriteJSON(protocol.ClientFrame{Op: protocol.OpJoin, Room: room})
+	if f := Next(t, conn); f.Op != protocol.OpJoined {
+		t.Fatalf("join after refusals: %+v", f)
+	}
+}
