@@ -30,8 +30,11 @@ type Config struct {
 	Resolver     string
 	ResolveEvery time.Duration // how long a resolved address is trusted (5s)
 
-	MaxFails          int           // failures before an instance is skipped (1)
-	FailTimeout       time.Duration // how long it is skipped (5s)
+	// MaxFails failures within FailTimeout make NGINX skip an instance for
+	// FailTimeout. 0 (the default): never skip; each handshake tries its
+	// instance and moves on if that fails. See the template for why.
+	MaxFails          int
+	FailTimeout       time.Duration // (10s)
 	Timeout           time.Duration // proxy read and send timeout (3600s)
 	ConnectTimeout    time.Duration // connect to an instance (2s)
 	Workers           string        // worker_processes ("auto")
@@ -63,12 +66,9 @@ func (c Config) withDefaults() Config {
 		}
 	}
 	set(&c.ResolveEvery, 5*time.Second)
-	set(&c.FailTimeout, 5*time.Second)
+	set(&c.FailTimeout, 10*time.Second)
 	set(&c.Timeout, time.Hour)
 	set(&c.ConnectTimeout, 2*time.Second)
-	if c.MaxFails == 0 {
-		c.MaxFails = 1
-	}
 	if c.Workers == "" {
 		c.Workers = "auto"
 	}

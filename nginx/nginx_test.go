@@ -25,8 +25,8 @@ func TestRenderedConfigHasStickinessUpgradeTimeoutsAndHealth(t *testing.T) {
 		"proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
 		"proxy_set_header X-Real-IP $remote_addr;",
 		"proxy_set_header X-Forwarded-Proto $scheme;",
-		"server 127.0.0.1:8081 max_fails=1 fail_timeout=5s;",
-		"server 127.0.0.1:8082 max_fails=1 fail_timeout=5s;",
+		"server 127.0.0.1:8081 max_fails=0 fail_timeout=10s;",
+		"server 127.0.0.1:8082 max_fails=0 fail_timeout=10s;",
 		"location = /nginx-health",
 		"location = /metrics",
 		"listen 127.0.0.1:8080;",
@@ -45,7 +45,7 @@ func TestResolverModeReResolvesTheInstances(t *testing.T) {
 	for _, want := range []string{
 		"resolver kube-dns.kube-system.svc.cluster.local valid=5s ipv6=off;",
 		"zone chat 256k;",
-		"server chat-headless.switchboard.svc.cluster.local:8080 max_fails=1 fail_timeout=5s resolve;",
+		"server chat-headless.switchboard.svc.cluster.local:8080 max_fails=0 fail_timeout=10s resolve;",
 	} {
 		if !strings.Contains(string(conf), want) {
 			t.Errorf("config lacks %q:\n%s", want, conf)

@@ -81,6 +81,7 @@ type result struct {
 type pending struct {
 	room, text string
 	reply      chan result
+	conn       *websocket.Conn // the connection it was last written on
 }
 
 // Dial connects and returns once the server has welcomed the client.
@@ -189,15 +190,33 @@ func (c *Client) online(conn *websocket.Conn) {
 		since := last
 		frames = append(frames, protocol.ClientFrame{Op: protocol.OpJoin, Room: room, Since: &since})
 	}
-	for id, p := range c.sends {
-		frames = append(frames, protocol.ClientFrame{Op: protocol.OpSend, Room: p.room, Text: p.text, ID: id})
-	}
-	up := c.up
+	frames = append(frames, c.unsent(conn)...)
 	c.mu.Unlock()
 	for _, f := range frames {
 		c.write(conn, f)
 	}
-	close(up)
+	// Sends registered while the frames above were written are sent now;
+	// from here on SendID writes its own.
+	c.mu.Lock()
+	late := c.unsent(conn)
+	close(c.up)
+	c.mu.Unlock()
+	for _, f := range late {
+		c.write(conn, f)
+	}
+}
+
+// unsent marks the sends not yet written on conn as written and returns
+// their frames. c.mu must be held.
+func (c *Client) unsent(conn *websocket.Conn) []protocol.ClientFrame {
+	var frames []protocol.ClientFrame
+	for id, p := range c.sends {
+		if p.conn != conn {
+			p.conn = conn
+			frames = append(frames, protocol.ClientFrame{Op: protocol.OpSend, Room: p.room, Text: p.text, ID: id})
+		}
+	}
+	return frames
 }
 
 func (c *Client) reconnect() (*websocket.Conn, error) {
@@ -376,15 +395,25 @@ func (c *Client) Send(ctx context.Context, room, text string) (int64, error) {
 
 // SendID is Send with the caller's message id (to retry a send by hand).
 func (c *Client) SendID(ctx context.Context, room, id, text string) (int64, error) {
-	conn, err := c.current(ctx)
-	if err != nil {
-		return 0, err
-	}
 	p := &pending{room: room, text: text, reply: make(chan result, 1)}
 	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return 0, ErrClosed
+	}
 	c.sends[id] = p
+	// Connected: write it here. Otherwise online() writes it once the rooms
+	// are joined again on the next connection.
+	select {
+	case <-c.up:
+		p.conn = c.conn
+	default:
+	}
+	conn := p.conn
 	c.mu.Unlock()
-	c.write(conn, protocol.ClientFrame{Op: protocol.OpSend, Room: room, Text: text, ID: id})
+	if conn != nil {
+		c.write(conn, protocol.ClientFrame{Op: protocol.OpSend, Room: room, Text: text, ID: id})
+	}
 	select {
 	case r := <-p.reply:
 		if r.err != nil {

@@ -1,0 +1,340 @@
+// The behaviour suite: the guarantees of DESIGN.md, proven through the load
+// balancer of a running target. SWITCHBOARD_TARGET picks the target (local,
+// the default, starts the processes of `make up` on free ports).
+package tests
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gruntwork-io/terratest/modules/logger"
+	"github.com/gruntwork-io/terratest/modules/retry"
+	test_structure "github.com/gruntwork-io/terratest/modules/test-structure"
+
+	"github.com/switchboard-dev/switchboard/app/chattest"
+	"github.com/switchboard-dev/switchboard/app/client"
+	"github.com/switchboard-dev/switchboard/app/protocol"
+	"github.com/switchboard-dev/switchboard/tests/target"
+)
+
+// suite is the target under test and how clients reach it.
+type suite struct {
+	target.Target
+	wsURL string
+	// loopback: the endpoint is on this machine, so clients can spread over
+	// ip_hash by dialing from different 127.x.y.z addresses.
+	loopback bool
+}
+
+func TestBehaviour(t *testing.T) {
+	var s *suite
+	var stop func()
+	test_structure.RunTestStage(t, "deploy", func() { s, stop = deploy(t) })
+	defer test_structure.RunTestStage(t, "teardown", func() { stop() })
+	test_structure.RunTestStage(t, "validate", func() {
+		for _, sc := range []struct {
+			name string
+			run  func(*testing.T, *suite)
+		}{
+			{"SpreadAndStickiness", spreadAndStickiness},
+			{"FanOutAcrossInstances", fanOutAcrossInstances},
+			{"BadInputThroughTheLoadBalancer", badInput},
+			{"HealthReadyAndMetricsOnEachInstance", endpoints},
+			{"SlowConsumerIsClosedWithoutSlowingTheRoom", slowConsumer},
+			{"PostgresOutage", postgresOutage},
+			{"RedisRestart", redisRestart},
+			{"KillAnInstanceUnderLoad", killUnderLoad},
+			{"RollingRestartUnderLoad", rollingRestart},
+		} {
+			t.Run(sc.name, func(t *testing.T) { sc.run(t, s) })
+		}
+	})
+}
+
+// deploy starts the target named by SWITCHBOARD_TARGET and returns how to stop it.
+func deploy(t *testing.T) (*suite, func()) {
+	name := os.Getenv("SWITCHBOARD_TARGET")
+	if name != "" && name != "local" {
+		t.Fatalf("SWITCHBOARD_TARGET=%q: want local (the kind and AWS targets come with their stacks)", name)
+	}
+	dir, err := os.MkdirTemp("", "switchboard-suite-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "chatserver")
+	if out, err := exec.Command("go", "build", "-trimpath", "-o", bin, "../app/cmd/chatserver").CombinedOutput(); err != nil {
+		t.Fatalf("build chatserver: %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	l, err := target.StartLocal(ctx, dir, bin, 3)
+	if err != nil {
+		os.RemoveAll(dir)
+		t.Fatalf("start the local target: %v", err)
+	}
+	logger.Logf(t, "local target: NGINX %s, instances %s, Prometheus %s, state in %s", l.Endpoint(), addrs(l), l.Prometheus.URL(), dir)
+	stop := func() {
+		if err := l.Down(); err != nil {
+			t.Errorf("stop the local target: %v", err)
+		}
+		if os.Getenv("SWITCHBOARD_KEEP_STATE") == "" {
+			os.RemoveAll(dir)
+		}
+	}
+	return newSuite(l), stop
+}
+
+func addrs(l *target.Local) string {
+	var a []string
+	for _, c := range l.Chats {
+		a = append(a, c.ID+"="+c.Addr())
+	}
+	return strings.Join(a, " ")
+}
+
+func newSuite(tg target.Target) *suite {
+	u, _ := url.Parse(tg.Endpoint())
+	ws := *u
+	ws.Scheme = map[string]string{"http": "ws", "https": "wss"}[u.Scheme]
+	ws.Path = "/ws"
+	ip := net.ParseIP(u.Hostname())
+	return &suite{Target: tg, wsURL: ws.String(), loopback: ip != nil && ip.IsLoopback() || u.Hostname() == "localhost"}
+}
+
+// source is the i-th client address: 127.a.b.7 with a different /24 for each
+// i, the part of the address NGINX's ip_hash keys on. nil off loopback.
+func (s *suite) source(i int) net.IP {
+	if !s.loopback {
+		return nil
+	}
+	return net.IPv4(127, byte(1+i/250), byte(1+i%250), 7)
+}
+
+func (s *suite) token(t testing.TB, user string, ttl time.Duration) string {
+	t.Helper()
+	tok, err := s.Token(user, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// dial connects user from source address i through the load balancer; the
+// client is closed at the test's end.
+func (s *suite) dial(t testing.TB, user string, i int) *client.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, client.Options{
+		URL: s.wsURL, Token: s.token(t, user, time.Hour), LocalAddr: s.source(i),
+		MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second,
+	})
+	if err != nil {
+		t.Fatalf("dial %s as %s from %v: %v", s.wsURL, user, s.source(i), err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// members dials n clients from sources first..first+n-1 and joins them to room.
+func (s *suite) members(t testing.TB, prefix, room string, first, n int) []*client.Client {
+	t.Helper()
+	cs := make([]*client.Client, n)
+	for i := range cs {
+		cs[i] = s.dial(t, fmt.Sprintf("%s-%d", prefix, i), first+i)
+		chattest.Join(t, cs[i], room)
+	}
+	return cs
+}
+
+// onEveryInstance dials from successive sources until it holds one client on
+// each instance, and returns those, in the order of Instances.
+func (s *suite) onEveryInstance(t testing.TB, prefix string, first int) []*client.Client {
+	t.Helper()
+	ids := s.instanceIDs(t)
+	found := map[string]*client.Client{}
+	for i := first; len(found) < len(ids) && i < first+200; i++ {
+		c := s.dial(t, fmt.Sprintf("%s-%d", prefix, i), i)
+		if _, ok := found[c.Instance()]; ok {
+			c.Close()
+			continue
+		}
+		found[c.Instance()] = c
+	}
+	var cs []*client.Client
+	for _, id := range ids {
+		if found[id] == nil {
+			t.Fatalf("no client landed on %s from 200 sources", id)
+		}
+		cs = append(cs, found[id])
+	}
+	return cs
+}
+
+func (s *suite) instances(t testing.TB) []target.Instance {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	is, err := s.Instances(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return is
+}
+
+func (s *suite) instanceIDs(t testing.TB) []string {
+	var ids []string
+	for _, in := range s.instances(t) {
+		ids = append(ids, in.ID)
+	}
+	return ids
+}
+
+// receiveThrough reads c's messages until one with seq >= last.
+func receiveThrough(t testing.TB, c *client.Client, last int64, timeout time.Duration) []protocol.Message {
+	t.Helper()
+	var msgs []protocol.Message
+	deadline := time.After(timeout)
+	for len(msgs) == 0 || msgs[len(msgs)-1].Seq < last {
+		select {
+		case m := <-c.Messages():
+			msgs = append(msgs, m)
+		case <-deadline:
+			t.Fatalf("no seq %d within %s; got %d messages, last %v", last, timeout, len(msgs), lastSeq(msgs))
+		}
+	}
+	return msgs
+}
+
+func lastSeq(msgs []protocol.Message) int64 {
+	if len(msgs) == 0 {
+		return 0
+	}
+	return msgs[len(msgs)-1].Seq
+}
+
+// load keeps senders sending to a room and records every ack by id.
+type load struct {
+	mu     sync.Mutex
+	acked  map[string]int64
+	failed map[string]int // error → count
+	stop   chan struct{}
+	wg     sync.WaitGroup
+}
+
+// startLoad makes each sender send to room every interval until Stop; pad
+// lengthens each text by that many bytes.
+func startLoad(room string, senders []*client.Client, every time.Duration, pad int) *load {
+	l := &load{acked: map[string]int64{}, failed: map[string]int{}, stop: make(chan struct{})}
+	for i, c := range senders {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			tick := time.NewTicker(every)
+			defer tick.Stop()
+			for n := 0; ; n++ {
+				select {
+				case <-l.stop:
+					return
+				case <-tick.C:
+				}
+				id := fmt.Sprintf("s%d-%d", i, n)
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				seq, err := c.SendID(ctx, room, id, "load "+id+" "+strings.Repeat("-", pad))
+				cancel()
+				l.mu.Lock()
+				if err == nil {
+					l.acked[id] = seq
+				} else {
+					l.failed[err.Error()]++
+				}
+				l.mu.Unlock()
+			}
+		}()
+	}
+	return l
+}
+
+// Stop ends the load and returns the acks (id → seq) and the failed sends by error.
+func (l *load) Stop() (map[string]int64, map[string]int) {
+	close(l.stop)
+	l.wg.Wait()
+	return l.acked, l.failed
+}
+
+// everyAckedOnce checks that each member saw the room gapless and in order up
+// to the newest acked seq, every acked message exactly once under its acked
+// seq. It returns the deliveries counted.
+func everyAckedOnce(t *testing.T, members []*client.Client, acked map[string]int64) int {
+	t.Helper()
+	var newest int64
+	for _, seq := range acked {
+		newest = max(newest, seq)
+	}
+	deliveries := 0
+	for i, c := range members {
+		msgs := receiveThrough(t, c, newest, time.Minute)
+		if seqs := chattest.Seqs(msgs); !slices.Equal(seqs, chattest.UpTo(1, lastSeq(msgs))) {
+			t.Fatalf("member %d: seqs not 1..%d in order without gaps or repeats: %v", i, lastSeq(msgs), seqs)
+		}
+		seen := 0
+		for _, m := range msgs {
+			if seq, ok := acked[m.ID]; ok {
+				seen++
+				if m.Seq != seq {
+					t.Fatalf("member %d: message %s came as seq %d but was acked as %d (stored twice)", i, m.ID, m.Seq, seq)
+				}
+			}
+		}
+		if seen != len(acked) {
+			t.Fatalf("member %d saw %d of %d acked messages", i, seen, len(acked))
+		}
+		deliveries += len(msgs)
+	}
+	return deliveries
+}
+
+// quantile is the q-quantile of ds (sorted in place).
+func quantile(ds []time.Duration, q float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	slices.Sort(ds)
+	return ds[min(len(ds)-1, int(q*float64(len(ds))))]
+}
+
+// percentiles formats p50/p99/max of ds.
+func percentiles(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "none"
+	}
+	ms := func(q float64) time.Duration { return quantile(ds, q).Round(time.Millisecond) }
+	return fmt.Sprintf("p50 %s p99 %s max %s (n=%d)", ms(0.5), ms(0.99), ms(1), len(ds))
+}
+
+// until retries check every 100ms for up to timeout (terratest's retry).
+func until(t *testing.T, what string, timeout time.Duration, check func() error) {
+	t.Helper()
+	retry.DoWithRetry(t, what, int(timeout/(100*time.Millisecond)), 100*time.Millisecond, func() (string, error) {
+		return "", check()
+	})
+}
+
+func want(got, want float64) error {
+	if got != want {
+		return fmt.Errorf("got %v, want %v", got, want)
+	}
+	return nil
+}
+
+func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }

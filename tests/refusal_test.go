@@ -1,0 +1,120 @@
+package tests
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	http_helper "github.com/gruntwork-io/terratest/modules/http-helper"
+	"github.com/gruntwork-io/terratest/modules/logger"
+
+	"github.com/switchboard-dev/switchboard/app/chattest"
+	"github.com/switchboard-dev/switchboard/app/protocol"
+)
+
+// Bad input through the load balancer gets the documented refusal, and every
+// instance is still healthy afterwards.
+func badInput(t *testing.T, s *suite) {
+	handshakes := []struct {
+		name   string
+		token  string
+		origin string
+		status int
+	}{
+		{"no token", "", "", http.StatusUnauthorized},
+		{"invalid token", "not-a-jwt", "", http.StatusUnauthorized},
+		{"expired token", s.token(t, "alice", -time.Minute), "", http.StatusUnauthorized},
+		{"foreign origin", s.token(t, "alice", time.Hour), "https://evil.example", http.StatusForbidden},
+		{"allowed origin", s.token(t, "alice", time.Hour), s.Origin(), http.StatusSwitchingProtocols},
+	}
+	for _, c := range handshakes {
+		h := http.Header{}
+		if c.token != "" {
+			h.Set("Authorization", "Bearer "+c.token)
+		}
+		if c.origin != "" {
+			h.Set("Origin", c.origin)
+		}
+		conn, resp, _ := websocket.DefaultDialer.Dial(s.wsURL, h)
+		if conn != nil {
+			conn.Close()
+		}
+		if resp == nil || resp.StatusCode != c.status {
+			t.Errorf("%s: status %v, want %d", c.name, resp, c.status)
+		}
+	}
+
+	tok := s.token(t, "mallory", time.Hour)
+	chattest.RefusesBadFrames(t, chattest.Raw(t, s.wsURL, tok), chattest.Room())
+
+	big := chattest.Raw(t, s.wsURL, tok)
+	big.WriteMessage(websocket.TextMessage, []byte(`{"op":"send","room":"lobby","text":"`+strings.Repeat("x", 1<<20)+`"}`))
+	if code := chattest.CloseCode(t, big, 10*time.Second); code != protocol.CloseTooLarge {
+		t.Errorf("oversize frame: close code %d, want 1009", code)
+	}
+
+	flood := chattest.Raw(t, s.wsURL, tok)
+	room := chattest.Room()
+	flood.WriteJSON(protocol.ClientFrame{Op: protocol.OpJoin, Room: room})
+	for i := 0; i < 300; i++ {
+		flood.WriteJSON(protocol.ClientFrame{Op: protocol.OpSend, Room: room, Text: "flood", ID: fmt.Sprintf("f%d", i)})
+	}
+	limited := 0
+	for i := 0; i < 301 && limited == 0; i++ {
+		if f := chattest.Next(t, flood); f.Op == protocol.OpError && f.Code == protocol.CodeRateLimited {
+			limited++
+		}
+	}
+	if limited == 0 {
+		t.Errorf("300 sends in a burst: no rate_limited error")
+	}
+
+	for _, in := range s.instances(t) {
+		http_helper.HttpGetWithRetry(t, in.URL+"/health", nil, 200, `{"instance":"`+in.ID+`","status":"ok"}`, 20, 100*time.Millisecond)
+	}
+	logger.Logf(t, "bad input: %d handshake cases, %d bad frames, oversize, flood: all refused as documented; every instance healthy", len(handshakes), len(chattest.BadFrames("")))
+}
+
+// /health, /ready and /metrics answer on each instance and the metrics follow
+// what clients do; the load balancer does not expose /metrics.
+func endpoints(t *testing.T, s *suite) {
+	for _, in := range s.instances(t) {
+		for _, path := range []string{"/health", "/ready", "/metrics"} {
+			if code := chattest.Get(t, in.URL+path); code != http.StatusOK {
+				t.Errorf("%s%s: %d, want 200", in.URL, path, code)
+			}
+		}
+	}
+	if code := chattest.Get(t, s.Endpoint()+"/metrics"); code != http.StatusNotFound {
+		t.Errorf("%s/metrics through the load balancer: %d, want 404", s.Endpoint(), code)
+	}
+
+	c := s.dial(t, "metrics", 300)
+	var url string
+	for _, in := range s.instances(t) {
+		if in.ID == c.Instance() {
+			url = in.URL
+		}
+	}
+	c.Close()
+	base := chattest.Metric(t, url, "websocket_connections_active")
+	accepted := chattest.Metric(t, url, `chat_messages_received_total{result="accepted"`)
+	c = s.dial(t, "metrics", 300)
+	until(t, "websocket_connections_active rises by one", 10*time.Second, func() error {
+		return want(chattest.Metric(t, url, "websocket_connections_active"), base+1)
+	})
+	room := chattest.Room()
+	chattest.Join(t, c, room)
+	chattest.Send(t, c, room, "counted")
+	if err := want(chattest.Metric(t, url, `chat_messages_received_total{result="accepted"`), accepted+1); err != nil {
+		t.Errorf("accepted messages: %v", err)
+	}
+	c.Close()
+	until(t, "websocket_connections_active falls back", 10*time.Second, func() error {
+		return want(chattest.Metric(t, url, "websocket_connections_active"), base)
+	})
+	logger.Logf(t, "endpoints: /health, /ready, /metrics 200 on every instance; /metrics 404 through the load balancer; connections and accepted messages counted on %s", c.Instance())
+}
