@@ -50,6 +50,7 @@ func TestBehaviour(t *testing.T) {
 			{"FanOutAcrossInstances", fanOutAcrossInstances},
 			{"BadInputThroughTheLoadBalancer", badInput},
 			{"HealthReadyAndMetricsOnEachInstance", endpoints},
+			{"ChatPageInTwoBrowsers", chatPageInTwoBrowsers},
 			{"SlowConsumerIsClosedWithoutSlowingTheRoom", slowConsumer},
 			{"PostgresOutage", postgresOutage},
 			{"RedisRestart", redisRestart},
