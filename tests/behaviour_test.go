@@ -51,6 +51,7 @@ func TestBehaviour(t *testing.T) {
 			{"BadInputThroughTheLoadBalancer", badInput},
 			{"HealthReadyAndMetricsOnEachInstance", endpoints},
 			{"ChatPageInTwoBrowsers", chatPageInTwoBrowsers},
+			{"DockerfileBuildsWhatItShips", dockerfileBuildsWhatItShips},
 			{"SlowConsumerIsClosedWithoutSlowingTheRoom", slowConsumer},
 			{"PostgresOutage", postgresOutage},
 			{"RedisRestart", redisRestart},
