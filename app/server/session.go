@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"io"
 	"strconv"
 	"sync"
 	"time"
@@ -226,6 +227,9 @@ func (s *session) write() {
 			}
 		case <-s.closing:
 			s.finish()
+			if s.code == protocol.CloseTooLarge {
+				s.linger()
+			}
 			return
 		}
 	}
@@ -253,6 +257,15 @@ func (s *session) finish() {
 	s.srv.m.Closed.WithLabelValues(strconv.Itoa(s.code)).Inc()
 	msg := websocket.FormatCloseMessage(s.code, s.reason)
 	s.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+}
+
+// linger drops what the client still sends (the rest of an oversize frame)
+// for up to a second or until it hangs up: a socket closed with unread data
+// is reset, and a proxy in between may then drop the close frame.
+func (s *session) linger() {
+	nc := s.conn.NetConn()
+	nc.SetReadDeadline(time.Now().Add(time.Second))
+	io.Copy(io.Discard, nc)
 }
 
 func (s *session) writeFrame(d *protocol.Delivery) bool {
