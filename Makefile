@@ -27,8 +27,10 @@ lint:
 fuzz:
 	go test ./app/protocol -run '^$$' -fuzz FuzzDecodeClient -fuzztime 20s
 
+# The behaviour suite runs verbose so that each scenario prints its figures.
 test: deps lint
-	go test -race -count=1 -timeout 25m $(GO_PKGS)
+	go test -race -count=1 -timeout 20m ./app/... ./nginx/... ./dashboards/...
+	go test -race -count=1 -timeout 20m -v ./tests/...
 	$(MAKE) fuzz
 
 bench:

@@ -15,7 +15,7 @@ func TestRenderedConfigHasStickinessUpgradeTimeoutsAndHealth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{
+	contains(t, conf,
 		"ip_hash;",
 		"map $http_upgrade $connection_upgrade",
 		"proxy_set_header Upgrade $http_upgrade;",
@@ -30,7 +30,12 @@ func TestRenderedConfigHasStickinessUpgradeTimeoutsAndHealth(t *testing.T) {
 		"location = /nginx-health",
 		"location = /metrics",
 		"listen 127.0.0.1:8080;",
-	} {
+	)
+}
+
+func contains(t *testing.T, conf []byte, wants ...string) {
+	t.Helper()
+	for _, want := range wants {
 		if !strings.Contains(string(conf), want) {
 			t.Errorf("config lacks %q:\n%s", want, conf)
 		}
@@ -42,15 +47,11 @@ func TestResolverModeReResolvesTheInstances(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{
+	contains(t, conf,
 		"resolver kube-dns.kube-system.svc.cluster.local valid=5s ipv6=off;",
 		"zone chat 256k;",
 		"server chat-headless.switchboard.svc.cluster.local:8080 max_fails=0 fail_timeout=10s resolve;",
-	} {
-		if !strings.Contains(string(conf), want) {
-			t.Errorf("config lacks %q:\n%s", want, conf)
-		}
-	}
+	)
 }
 
 func TestRenderRefusesValuesThatWouldInjectDirectives(t *testing.T) {

@@ -27,6 +27,12 @@ import (
 	"github.com/switchboard-dev/switchboard/tests/target"
 )
 
+// report prints each scenario's figures. terratest's retry and http-helper
+// chatter, one line an attempt, is silenced so that the figures stand out.
+var report = logger.Terratest
+
+func init() { logger.Default = logger.Discard }
+
 // suite is the target under test and how clients reach it.
 type suite struct {
 	target.Target
@@ -84,7 +90,7 @@ func deploy(t *testing.T) (*suite, func()) {
 		os.RemoveAll(dir)
 		t.Fatalf("start the local target: %v", err)
 	}
-	logger.Logf(t, "local target: NGINX %s, instances %s, Prometheus %s, state in %s", l.Endpoint(), addrs(l), l.Prometheus.URL(), dir)
+	report.Logf(t, "local target: NGINX %s, instances %s, Prometheus %s, state in %s", l.Endpoint(), addrs(l), l.Prometheus.URL(), dir)
 	stop := func() {
 		if err := l.Down(); err != nil {
 			t.Errorf("stop the local target: %v", err)

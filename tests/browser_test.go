@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/gruntwork-io/terratest/modules/logger"
 
 	"github.com/switchboard-dev/switchboard/app/chattest"
 )
@@ -182,5 +181,5 @@ func chatPageInTwoBrowsers(t *testing.T, s *suite) {
 		t.Fatal(err)
 	}
 	pages[1].waitFor(t, "the line appears on "+ins[1].ID, `document.getElementById("log").innerText.includes(`+fmt.Sprintf("%q", line)+`)`, "true")
-	logger.Logf(t, "chat page: typed in Chromium on %s, shown in Chromium on %s %s later", ins[0].ID, ins[1].ID, time.Since(began).Round(time.Millisecond))
+	report.Logf(t, "chat page: typed in Chromium on %s, shown in Chromium on %s %s later", ins[0].ID, ins[1].ID, time.Since(began).Round(time.Millisecond))
 }

@@ -10,8 +10,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/gruntwork-io/terratest/modules/logger"
 )
 
 // dockerfile is the parts of ../Dockerfile the checks need.
@@ -139,6 +137,6 @@ func dockerfileBuildsWhatItShips(t *testing.T, s *suite) {
 			t.Errorf("healthcheck on %s: %v, want success %v", c.addr, err, c.ok)
 		}
 	}
-	logger.Logf(t, "Dockerfile: stages %v, %q builds a static binary, USER %s, STOPSIGNAL %s, EXPOSE %v, HEALTHCHECK %v passes on %s and fails on a dead port",
+	report.Logf(t, "Dockerfile: stages %v, %q builds a static binary, USER %s, STOPSIGNAL %s, EXPOSE %v, HEALTHCHECK %v passes on %s and fails on a dead port",
 		d.stages, d.build, d.user, d.stopSignal, d.expose, d.healthcheck, in.ID)
 }

@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gruntwork-io/terratest/modules/logger"
-
 	"github.com/switchboard-dev/switchboard/app/chattest"
 	"github.com/switchboard-dev/switchboard/app/client"
 )
@@ -72,7 +70,7 @@ func killUnderLoad(t *testing.T, s *suite) {
 			times = append(times, st.LastConnect.Sub(st.LastDisconnect))
 		}
 	}
-	logger.Logf(t, "kill %s (%d of %d clients): all back within %s; reconnect %s; %d acked, %d deliveries checked, lost 0, duplicates after dedupe 0 (dropped by the client: %d)",
+	report.Logf(t, "kill %s (%d of %d clients): all back within %s; reconnect %s; %d acked, %d deliveries checked, lost 0, duplicates after dedupe 0 (dropped by the client: %d)",
 		victim, len(orphans), len(members), reconnected.Round(time.Millisecond), percentiles(times), len(acked), deliveries, dups)
 }
 
@@ -121,6 +119,6 @@ func rollingRestart(t *testing.T, s *suite) {
 			times = append(times, st.LastConnect.Sub(st.LastDisconnect))
 		}
 	}
-	logger.Logf(t, "rolling restart of %d instances under %d senders: drains %v; %d reconnects, reconnect %s; %d acked, %d deliveries checked, lost 0, duplicates 0 (dropped by the client: %d); all %d clients connected at the end",
+	report.Logf(t, "rolling restart of %d instances under %d senders: drains %v; %d reconnects, reconnect %s; %d acked, %d deliveries checked, lost 0, duplicates 0 (dropped by the client: %d); all %d clients connected at the end",
 		len(drains), len(members), drains, reconnects, percentiles(times), len(acked), deliveries, dups, len(members))
 }

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	http_helper "github.com/gruntwork-io/terratest/modules/http-helper"
-	"github.com/gruntwork-io/terratest/modules/logger"
 
 	"github.com/switchboard-dev/switchboard/app/chattest"
 	"github.com/switchboard-dev/switchboard/app/protocol"
@@ -84,7 +83,7 @@ func redisRestart(t *testing.T, s *suite) {
 			t.Fatalf("member %d: last seq %d, want %d", i, lastSeq(msgs), seq)
 		}
 	}
-	logger.Logf(t, "redis restart: every instance unready %s after the stop, ready %s after the start; the send during the outage got %q; %d messages acked before are all there", unready.Round(time.Millisecond), ready.Round(time.Millisecond), perr.Code, before)
+	report.Logf(t, "redis restart: every instance unready %s after the stop, ready %s after the start; the send during the outage got %q; %d messages acked before are all there", unready.Round(time.Millisecond), ready.Round(time.Millisecond), perr.Code, before)
 }
 
 // Postgres outage: live chat goes on and the instances stay ready; history
@@ -136,7 +135,7 @@ func postgresOutage(t *testing.T, s *suite) {
 		}
 		return nil
 	})
-	logger.Logf(t, "postgres outage: %d messages sent and delivered live to %d members while it was down, instances stayed ready; history complete %s after Postgres returned", n, len(members), time.Since(back).Round(time.Millisecond))
+	report.Logf(t, "postgres outage: %d messages sent and delivered live to %d members while it was down, instances stayed ready; history complete %s after Postgres returned", n, len(members), time.Since(back).Round(time.Millisecond))
 }
 
 // history reads room's stored seqs through the load balancer.

@@ -9,7 +9,6 @@ import (
 
 	"github.com/gorilla/websocket"
 	http_helper "github.com/gruntwork-io/terratest/modules/http-helper"
-	"github.com/gruntwork-io/terratest/modules/logger"
 
 	"github.com/switchboard-dev/switchboard/app/chattest"
 	"github.com/switchboard-dev/switchboard/app/protocol"
@@ -18,34 +17,9 @@ import (
 // Bad input through the load balancer gets the documented refusal, and every
 // instance is still healthy afterwards.
 func badInput(t *testing.T, s *suite) {
-	handshakes := []struct {
-		name   string
-		token  string
-		origin string
-		status int
-	}{
-		{"no token", "", "", http.StatusUnauthorized},
-		{"invalid token", "not-a-jwt", "", http.StatusUnauthorized},
-		{"expired token", s.token(t, "alice", -time.Minute), "", http.StatusUnauthorized},
-		{"foreign origin", s.token(t, "alice", time.Hour), "https://evil.example", http.StatusForbidden},
-		{"allowed origin", s.token(t, "alice", time.Hour), s.Origin(), http.StatusSwitchingProtocols},
-	}
-	for _, c := range handshakes {
-		h := http.Header{}
-		if c.token != "" {
-			h.Set("Authorization", "Bearer "+c.token)
-		}
-		if c.origin != "" {
-			h.Set("Origin", c.origin)
-		}
-		conn, resp, _ := websocket.DefaultDialer.Dial(s.wsURL, h)
-		if conn != nil {
-			conn.Close()
-		}
-		if resp == nil || resp.StatusCode != c.status {
-			t.Errorf("%s: status %v, want %d", c.name, resp, c.status)
-		}
-	}
+	chattest.RefusesBadHandshakes(t, s.wsURL, s.Origin(), func(user string, ttl time.Duration) string {
+		return s.token(t, user, ttl)
+	})
 
 	tok := s.token(t, "mallory", time.Hour)
 	chattest.RefusesBadFrames(t, chattest.Raw(t, s.wsURL, tok), chattest.Room())
@@ -75,7 +49,7 @@ func badInput(t *testing.T, s *suite) {
 	for _, in := range s.instances(t) {
 		http_helper.HttpGetWithRetry(t, in.URL+"/health", nil, 200, `{"instance":"`+in.ID+`","status":"ok"}`, 20, 100*time.Millisecond)
 	}
-	logger.Logf(t, "bad input: %d handshake cases, %d bad frames, oversize, flood: all refused as documented; every instance healthy", len(handshakes), len(chattest.BadFrames("")))
+	report.Logf(t, "bad input: 6 handshake cases, %d bad frames, oversize, flood: all refused as documented; every instance healthy", len(chattest.BadFrames("")))
 }
 
 // /health, /ready and /metrics answer on each instance and the metrics follow
@@ -117,5 +91,5 @@ func endpoints(t *testing.T, s *suite) {
 	until(t, "websocket_connections_active falls back", 10*time.Second, func() error {
 		return want(chattest.Metric(t, url, "websocket_connections_active"), base)
 	})
-	logger.Logf(t, "endpoints: /health, /ready, /metrics 200 on every instance; /metrics 404 through the load balancer; connections and accepted messages counted on %s", first.Instance())
+	report.Logf(t, "endpoints: /health, /ready, /metrics 200 on every instance; /metrics 404 through the load balancer; connections and accepted messages counted on %s", first.Instance())
 }

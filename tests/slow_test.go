@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/gruntwork-io/terratest/modules/logger"
 
 	"github.com/switchboard-dev/switchboard/app/chattest"
 	"github.com/switchboard-dev/switchboard/app/client"
@@ -101,7 +100,7 @@ func slowConsumer(t *testing.T, s *suite) {
 	if p99(during) > p99(base)+bound {
 		t.Errorf("p99 while a member was slow %s, baseline %s: more than %s added", p99(during), p99(base), bound)
 	}
-	logger.Logf(t, "slow consumer: closed %s after it stopped reading (%d messages of 3.5 KB sent in all); other members' delivery latency: baseline %s; while slow %s; after %s; bound on added p99 %s",
+	report.Logf(t, "slow consumer: closed %s after it stopped reading (%d messages of 3.5 KB sent in all); other members' delivery latency: baseline %s; while slow %s; after %s; bound on added p99 %s",
 		closedAfter.Round(time.Millisecond), len(acked), percentiles(base), percentiles(during), percentiles(after), bound)
 }
 

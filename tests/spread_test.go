@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gruntwork-io/terratest/modules/logger"
-
 	"github.com/switchboard-dev/switchboard/app/chattest"
 )
 
@@ -41,7 +39,7 @@ func spreadAndStickiness(t *testing.T, s *suite) {
 		}
 		c.Close()
 	}
-	logger.Logf(t, "spread: %d clients over the instances %v; %d of %d reconnects landed on the same instance", n, per, same, n)
+	report.Logf(t, "spread: %d clients over the instances %v; %d of %d reconnects landed on the same instance", n, per, same, n)
 }
 
 // Members of one room on every instance all get every message, in order.
@@ -68,5 +66,5 @@ func fanOutAcrossInstances(t *testing.T, s *suite) {
 			t.Fatalf("member %d on %s got %v, want 1..%d in order", i, c.Instance(), got, total)
 		}
 	}
-	logger.Logf(t, "fan-out: %d messages from %d instances to %d members %v: %d deliveries, all in seq order", total, len(senders), n+len(senders), per, int(total)*(n+len(senders)))
+	report.Logf(t, "fan-out: %d messages from %d instances to %d members %v: %d deliveries, all in seq order", total, len(senders), n+len(senders), per, int(total)*(n+len(senders)))
 }

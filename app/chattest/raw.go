@@ -2,6 +2,7 @@ package chattest
 
 import (
 	"errors"
+	"net/http"
 	"testing"
 	"time"
 
@@ -82,5 +83,41 @@ func RefusesBadFrames(t testing.TB, conn *websocket.Conn, room string) {
 	conn.WriteJSON(protocol.ClientFrame{Op: protocol.OpJoin, Room: room})
 	if f := Next(t, conn); f.Op != protocol.OpJoined {
 		t.Fatalf("join after refusals: %+v", f)
+	}
+}
+
+// RefusesBadHandshakes checks the refusals before the upgrade at wsURL:
+// 401 without a valid token, 403 for a foreign origin, and an upgrade for
+// allowedOrigin and for no origin. mint makes a token for a user and ttl.
+func RefusesBadHandshakes(t testing.TB, wsURL, allowedOrigin string, mint func(user string, ttl time.Duration) string) {
+	t.Helper()
+	cases := []struct {
+		name   string
+		token  string
+		origin string
+		status int
+	}{
+		{"no token", "", "", http.StatusUnauthorized},
+		{"invalid token", "not-a-jwt", "", http.StatusUnauthorized},
+		{"expired token", mint("alice", -time.Minute), "", http.StatusUnauthorized},
+		{"foreign origin", mint("alice", time.Hour), "https://evil.example", http.StatusForbidden},
+		{"allowed origin", mint("alice", time.Hour), allowedOrigin, http.StatusSwitchingProtocols},
+		{"no origin (not a browser)", mint("alice", time.Hour), "", http.StatusSwitchingProtocols},
+	}
+	for _, c := range cases {
+		h := http.Header{}
+		if c.token != "" {
+			h.Set("Authorization", "Bearer "+c.token)
+		}
+		if c.origin != "" {
+			h.Set("Origin", c.origin)
+		}
+		conn, resp, _ := websocket.DefaultDialer.Dial(wsURL, h)
+		if conn != nil {
+			conn.Close()
+		}
+		if resp == nil || resp.StatusCode != c.status {
+			t.Errorf("%s: status %v, want %d", c.name, resp, c.status)
+		}
 	}
 }

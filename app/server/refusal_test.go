@@ -19,35 +19,9 @@ import (
 )
 
 func TestHandshakeRefusals(t *testing.T) {
-	cases := []struct {
-		name   string
-		token  string
-		origin string
-		status int
-	}{
-		{"no token", "", "", http.StatusUnauthorized},
-		{"invalid token", "not-a-jwt", "", http.StatusUnauthorized},
-		{"expired token", token(t, "alice", -time.Minute), "", http.StatusUnauthorized},
-		{"foreign origin", token(t, "alice", time.Hour), "https://evil.example", http.StatusForbidden},
-		{"allowed origin", token(t, "alice", time.Hour), "http://localhost:8080", http.StatusSwitchingProtocols},
-		{"no origin (not a browser)", token(t, "alice", time.Hour), "", http.StatusSwitchingProtocols},
-	}
-	for _, c := range cases {
-		h := http.Header{}
-		if c.token != "" {
-			h.Set("Authorization", "Bearer "+c.token)
-		}
-		if c.origin != "" {
-			h.Set("Origin", c.origin)
-		}
-		conn, resp, _ := websocket.DefaultDialer.Dial(env.a.WSURL(), h)
-		if conn != nil {
-			conn.Close()
-		}
-		if resp == nil || resp.StatusCode != c.status {
-			t.Errorf("%s: status %v, want %d", c.name, resp, c.status)
-		}
-	}
+	chattest.RefusesBadHandshakes(t, env.a.WSURL(), "http://localhost:8080", func(user string, ttl time.Duration) string {
+		return token(t, user, ttl)
+	})
 }
 
 func TestBadFramesGetErrorFramesAndTheConnectionStays(t *testing.T) {
