@@ -73,7 +73,7 @@ func TestRenderRefusesValuesThatWouldInjectDirectives(t *testing.T) {
 func TestNginxAcceptsTheRenderedConfig(t *testing.T) {
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
-		t.Skip("nginx is not installed (apt-get install -y nginx-light)")
+		t.Fatal("nginx is not installed: run make deps (apt-get install -y nginx-light)")
 	}
 	dir := t.TempDir()
 	conf, err := nginx.Render(nginx.Config{Listen: "127.0.0.1:18080", Servers: []string{"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"}, Runtime: dir})

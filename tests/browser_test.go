@@ -29,7 +29,7 @@ func openPage(t *testing.T, pageURL string) *page {
 	t.Helper()
 	bin, err := exec.LookPath("chromium")
 	if err != nil {
-		t.Skip("chromium is not installed (apt-get install -y chromium, or make deps)")
+		t.Fatal("chromium is not installed: run make deps (apt-get install -y chromium)")
 	}
 	profile := t.TempDir()
 	cmd := exec.Command(bin, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -166,7 +166,7 @@ func (p *page) typeLine(text string) error {
 func chatPageInTwoBrowsers(t *testing.T, s *suite) {
 	ins := s.instances(t)
 	if len(ins) < 2 {
-		t.Skipf("needs two instances, the target has %d", len(ins))
+		t.Fatalf("the chat page test needs two instances, the target has %d", len(ins))
 	}
 	room := chattest.Room()
 	pages := make([]*page, 2)
