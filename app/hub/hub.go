@@ -142,7 +142,7 @@ func (h *Hub) Join(ctx context.Context, m Member, name string, since *int64) (in
 func (h *Hub) history(ctx context.Context, room string, after, upto int64, m Member) []*protocol.Delivery {
 	recent, err := h.recent.Range(ctx, room, after, upto)
 	if err != nil {
-		h.m.RedisErrors.WithLabelValues("history").Inc()
+		h.m.RedisErrors.WithLabelValues(metrics.OpHistory).Inc()
 		h.log.Warn("resume from redis failed", "room", room, "err", err)
 	}
 	oldest := upto + 1
@@ -153,7 +153,7 @@ func (h *Hub) history(ctx context.Context, room string, after, upto int64, m Mem
 	if oldest > after+1 && h.archive != nil {
 		msgs, err := h.archive.Range(ctx, room, after, oldest-1)
 		if err != nil {
-			h.m.PostgresErrors.WithLabelValues("history").Inc()
+			h.m.PostgresErrors.WithLabelValues(metrics.OpHistory).Inc()
 			h.log.Warn("resume from postgres failed", "room", room, "err", err)
 		}
 		for _, msg := range msgs {
@@ -209,7 +209,7 @@ func (h *Hub) acquire(ctx context.Context, name string) (*room, error) {
 	h.mu.Unlock()
 	if !ok {
 		if err := h.bus.Add(ctx, name); err != nil {
-			h.m.RedisErrors.WithLabelValues("subscribe").Inc()
+			h.m.RedisErrors.WithLabelValues(metrics.OpSubscribe).Inc()
 			h.fail(r, err)
 		}
 	}
@@ -260,7 +260,7 @@ func (h *Hub) release(r *room) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		if err := h.bus.Remove(ctx, r.name); err != nil {
-			h.m.RedisErrors.WithLabelValues("unsubscribe").Inc()
+			h.m.RedisErrors.WithLabelValues(metrics.OpUnsubscribe).Inc()
 		}
 	}
 }
@@ -281,7 +281,7 @@ func (h *Hub) Subscribed(ctx context.Context, name string) {
 	}
 	latest, err := h.recent.Latest(ctx, name)
 	if err != nil {
-		h.m.RedisErrors.WithLabelValues("latest").Inc()
+		h.m.RedisErrors.WithLabelValues(metrics.OpLatest).Inc()
 		h.fail(r, err)
 		return
 	}
@@ -326,7 +326,7 @@ func (h *Hub) repair(ctx context.Context, r *room, next int64) {
 	defer cancel()
 	missed, err := h.recent.Range(ctx, r.name, r.last, next-1)
 	if err != nil {
-		h.m.RedisErrors.WithLabelValues("repair").Inc()
+		h.m.RedisErrors.WithLabelValues(metrics.OpRepair).Inc()
 		h.log.Warn("repair after a pub/sub gap failed", "room", r.name, "after", r.last, "err", err)
 		return
 	}

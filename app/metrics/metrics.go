@@ -20,6 +20,36 @@ const (
 	ResultError       = "error" // Redis failed: not acked
 )
 
+// Operations for chat_redis_errors_total{op} and chat_postgres_errors_total{op}.
+const (
+	OpPublish        = "publish"
+	OpSubscribe      = "subscribe"
+	OpUnsubscribe    = "unsubscribe"
+	OpLatest         = "latest"
+	OpRepair         = "repair"
+	OpHistory        = "history"
+	OpPersistMigrate = "persist_migrate"
+	OpPersistGroup   = "persist_create_group"
+	OpPersistRead    = "persist_read"
+	OpPersistInsert  = "persist_insert"
+	OpPersistAck     = "persist_ack"
+)
+
+// Reasons for chat_connections_refused_total{reason}.
+const (
+	RefusedDraining     = "draining"
+	RefusedRedisDown    = "redis_down"
+	RefusedUnauthorized = "unauthorized"
+	RefusedOrigin       = "origin"
+	RefusedHandshake    = "handshake"
+)
+
+// Directions for websocket_messages_total{direction}.
+const (
+	DirectionReceived = "received"
+	DirectionSent     = "sent"
+)
+
 // latencyBuckets spans 0.5 ms to 10 s: loopback deliveries to a struggling instance.
 var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 
@@ -73,6 +103,19 @@ func New() *Metrics {
 		Ready:             f.gauge("chat_ready", "1 while the instance reports ready, else 0."),
 		Draining:          f.gauge("chat_draining", "1 once the instance has started draining."),
 		DependencyUp:      f.gaugeVec("chat_dependency_up", "1 if the last readiness ping of the dependency succeeded.", "dependency"),
+	}
+	// Every label value above is exported at 0 from the start, so that rate()
+	// and the dashboards see a series before the first error happens.
+	for vec, values := range map[*prometheus.CounterVec][]string{
+		m.Received:       {ResultAccepted, ResultDuplicate, ResultRejected, ResultRateLimited, ResultError},
+		m.Messages:       {DirectionReceived, DirectionSent},
+		m.Refused:        {RefusedDraining, RefusedRedisDown, RefusedUnauthorized, RefusedOrigin, RefusedHandshake},
+		m.RedisErrors:    {OpPublish, OpSubscribe, OpUnsubscribe, OpLatest, OpRepair, OpHistory, OpPersistGroup, OpPersistRead, OpPersistAck},
+		m.PostgresErrors: {OpHistory, OpPersistMigrate, OpPersistInsert},
+	} {
+		for _, v := range values {
+			vec.WithLabelValues(v)
+		}
 	}
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -8,7 +8,6 @@ package persist
 import (
 	"context"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -54,8 +53,8 @@ func (w *Writer) Run(ctx context.Context) {
 	if w.ClaimIdle <= 0 {
 		w.ClaimIdle = 5 * time.Second
 	}
-	if !w.retry(ctx, "migrate", func(c context.Context) error { return w.Sink.Migrate(c) }, w.Metrics.PostgresErrors) ||
-		!w.retry(ctx, "create group", w.Source.EnsureGroup, w.Metrics.RedisErrors) {
+	if !w.retry(ctx, "migrate", func(c context.Context) error { return w.Sink.Migrate(c) }, w.Metrics.PostgresErrors.WithLabelValues(metrics.OpPersistMigrate)) ||
+		!w.retry(ctx, "create group", w.Source.EnsureGroup, w.Metrics.RedisErrors.WithLabelValues(metrics.OpPersistGroup)) {
 		return
 	}
 	w.Log.Info("persisting messages to postgres", "consumer", w.Consumer)
@@ -72,7 +71,7 @@ func (w *Writer) Run(ctx context.Context) {
 		}
 		if err != nil {
 			if ctx.Err() == nil {
-				w.Metrics.RedisErrors.WithLabelValues("persist_read").Inc()
+				w.Metrics.RedisErrors.WithLabelValues(metrics.OpPersistRead).Inc()
 				w.Log.Warn("read persist stream", "err", err)
 				sleep(ctx, time.Second)
 			}
@@ -122,21 +121,21 @@ func (w *Writer) write(ctx context.Context, entries []broker.PersistEntry) {
 		defer icancel()
 		return w.Sink.Insert(ic, msgs)
 	}
-	if len(msgs) > 0 && !w.retry(flush, "insert", insert, w.Metrics.PostgresErrors) {
+	if len(msgs) > 0 && !w.retry(flush, "insert", insert, w.Metrics.PostgresErrors.WithLabelValues(metrics.OpPersistInsert)) {
 		return
 	}
 	w.Metrics.Persisted.Add(float64(len(msgs)))
 	w.Metrics.PersistLag.Set(time.Since(oldest).Seconds())
 	if err := w.Source.AckPersist(flush, ids); err != nil {
 		// Unacked rows are claimed and written again: the insert is idempotent.
-		w.Metrics.RedisErrors.WithLabelValues("persist_ack").Inc()
+		w.Metrics.RedisErrors.WithLabelValues(metrics.OpPersistAck).Inc()
 		w.Log.Warn("ack persisted entries", "err", err)
 	}
 }
 
 // retry runs op until it succeeds or ctx ends, backing off from 250 ms to
-// 5 s and counting each failure in errs under the label what.
-func (w *Writer) retry(ctx context.Context, what string, op func(context.Context) error, errs *prometheus.CounterVec) bool {
+// 5 s and counting each failure in errs.
+func (w *Writer) retry(ctx context.Context, what string, op func(context.Context) error, errs prometheus.Counter) bool {
 	backoff := 250 * time.Millisecond
 	for {
 		err := op(ctx)
@@ -146,7 +145,7 @@ func (w *Writer) retry(ctx context.Context, what string, op func(context.Context
 		if ctx.Err() != nil {
 			return false
 		}
-		errs.WithLabelValues("persist_" + strings.ReplaceAll(what, " ", "_")).Inc()
+		errs.Inc()
 		w.Log.Warn("persist: "+what+" failed; retrying", "err", err, "in", backoff)
 		sleep(ctx, backoff)
 		backoff = min(2*backoff, 5*time.Second)

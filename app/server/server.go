@@ -96,25 +96,25 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, status, map[string]string{"error": msg})
 	}
 	if s.refusing.Load() {
-		refuse(http.StatusServiceUnavailable, "draining", "instance is draining; reconnect")
+		refuse(http.StatusServiceUnavailable, metrics.RefusedDraining, "instance is draining; reconnect")
 		return
 	}
 	if !s.redisUp.Load() {
-		refuse(http.StatusServiceUnavailable, "redis_down", "message bus unavailable; retry later")
+		refuse(http.StatusServiceUnavailable, metrics.RefusedRedisDown, "message bus unavailable; retry later")
 		return
 	}
 	claims, err := s.verifier.FromRequest(r)
 	if err != nil {
-		refuse(http.StatusUnauthorized, "unauthorized", err.Error())
+		refuse(http.StatusUnauthorized, metrics.RefusedUnauthorized, err.Error())
 		return
 	}
 	if !s.origins.Allowed(r.Header.Get("Origin")) {
-		refuse(http.StatusForbidden, "origin", "origin "+r.Header.Get("Origin")+" is not allowed")
+		refuse(http.StatusForbidden, metrics.RefusedOrigin, "origin "+r.Header.Get("Origin")+" is not allowed")
 		return
 	}
 	conn, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
-		s.m.Refused.WithLabelValues("handshake").Inc()
+		s.m.Refused.WithLabelValues(metrics.RefusedHandshake).Inc()
 		return // the upgrader has answered with the reason
 	}
 	sess := newSession(s, conn, claims.User, claims.Expires)
@@ -240,7 +240,7 @@ func (s *Server) serveHistory(w http.ResponseWriter, r *http.Request) {
 	}
 	msgs, err := s.archive.Before(r.Context(), room, before, limit)
 	if err != nil {
-		s.m.PostgresErrors.WithLabelValues("history").Inc()
+		s.m.PostgresErrors.WithLabelValues(metrics.OpHistory).Inc()
 		s.log.Warn("history query failed", "room", room, "err", err)
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "history store unavailable; retry later"})
 		return

@@ -116,7 +116,7 @@ func (s *session) read(deadline time.Duration) error {
 			return err
 		}
 		s.conn.SetReadDeadline(time.Now().Add(deadline))
-		s.srv.m.Messages.WithLabelValues("received").Inc()
+		s.srv.m.Messages.WithLabelValues(metrics.DirectionReceived).Inc()
 		if kind != websocket.TextMessage {
 			s.refuse(protocol.Errorf(protocol.CodeBadRequest, "frames are JSON text"))
 			continue
@@ -195,7 +195,7 @@ func (s *session) publish(f protocol.ClientFrame) {
 	acc, err := s.srv.broker.Publish(ctx, f.Room, s.user, f.Text, f.ID, time.Now())
 	if err != nil {
 		received.WithLabelValues(metrics.ResultError).Inc()
-		s.srv.m.RedisErrors.WithLabelValues("publish").Inc()
+		s.srv.m.RedisErrors.WithLabelValues(metrics.OpPublish).Inc()
 		s.srv.log.Warn("publish failed", "room", f.Room, "err", err)
 		s.refuse(&protocol.Error{Code: protocol.CodeInternal, Message: "message not accepted: the message bus is unavailable; retry with the same id", Ref: f.ID})
 		return
@@ -273,7 +273,7 @@ func (s *session) writeFrame(d *protocol.Delivery) bool {
 	if err := s.conn.WriteMessage(websocket.TextMessage, d.Frame); err != nil {
 		return false
 	}
-	s.srv.m.Messages.WithLabelValues("sent").Inc()
+	s.srv.m.Messages.WithLabelValues(metrics.DirectionSent).Inc()
 	if d.Seq > 0 {
 		s.srv.m.Delivered.Inc()
 		if !d.Accepted.IsZero() {
