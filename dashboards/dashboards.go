@@ -6,6 +6,9 @@ package dashboards
 
 import (
 	_ "embed"
+	"fmt"
+	"maps"
+	"strings"
 
 	"github.com/switchboard-dev/switchboard/dashboards/grafana"
 )
@@ -39,4 +42,37 @@ func Generated() (map[string][]byte, error) {
 		return nil, err
 	}
 	return map[string][]byte{"switchboard.json": dash, "grafana-alerting.yaml": alerting}, nil
+}
+
+// minimumExpr and minimumText are how alerts.yaml states the instance
+// minimum of SwitchboardInstancesBelowMinimum: the default minReplicas.
+const (
+	minimumAlert = "SwitchboardInstancesBelowMinimum"
+	minimumExpr  = ") < 3"
+	minimumText  = "Fewer than 3 "
+)
+
+// RulesFor returns the alert rules with SwitchboardInstancesBelowMinimum
+// set to min instances, for a deployment whose minReplicas is min.
+func RulesFor(min int) (grafana.Rules, error) {
+	rules, err := grafana.ParseRules(Alerts)
+	if err != nil {
+		return grafana.Rules{}, err
+	}
+	for _, g := range rules.Groups {
+		for i, r := range g.Rules {
+			if r.Alert != minimumAlert {
+				continue
+			}
+			if !strings.Contains(r.Expr, minimumExpr) || !strings.Contains(r.Annotations["description"], minimumText) {
+				return grafana.Rules{}, fmt.Errorf("%s no longer states its minimum as %q and %q: update RulesFor", minimumAlert, minimumExpr, minimumText)
+			}
+			ann := maps.Clone(r.Annotations)
+			ann["description"] = strings.Replace(ann["description"], minimumText, fmt.Sprintf("Fewer than %d ", min), 1)
+			g.Rules[i].Expr = strings.Replace(r.Expr, minimumExpr, fmt.Sprintf(") < %d", min), 1)
+			g.Rules[i].Annotations = ann
+			return rules, nil
+		}
+	}
+	return grafana.Rules{}, fmt.Errorf("alerts.yaml has no %s", minimumAlert)
 }

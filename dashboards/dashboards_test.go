@@ -215,3 +215,21 @@ func read(t *testing.T, name string) string {
 	}
 	return string(b)
 }
+
+func TestRulesForSetsTheInstanceMinimum(t *testing.T) {
+	rules, err := dashboards.RulesFor(5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			if r.Alert == "SwitchboardInstancesBelowMinimum" {
+				if !strings.HasSuffix(r.Expr, ") < 5") || !strings.HasPrefix(r.Annotations["description"], "Fewer than 5 ") {
+					t.Errorf("expr %q, description %q: want the minimum 5", r.Expr, r.Annotations["description"])
+				}
+				return
+			}
+		}
+	}
+	t.Fatal("no SwitchboardInstancesBelowMinimum")
+}

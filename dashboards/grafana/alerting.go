@@ -11,24 +11,24 @@ import (
 
 // Rules is a Prometheus rule file.
 type Rules struct {
-	Groups []RuleGroup `yaml:"groups"`
+	Groups []RuleGroup `yaml:"groups" json:"groups"`
 }
 
 // RuleGroup is one group of a rule file.
 type RuleGroup struct {
-	Name     string `yaml:"name"`
-	Interval string `yaml:"interval,omitempty"`
-	Rules    []Rule `yaml:"rules"`
+	Name     string `yaml:"name" json:"name"`
+	Interval string `yaml:"interval,omitempty" json:"interval,omitempty"`
+	Rules    []Rule `yaml:"rules" json:"rules"`
 }
 
 // Rule is an alerting rule (recording rules have Record set instead).
 type Rule struct {
-	Alert       string            `yaml:"alert,omitempty"`
-	Record      string            `yaml:"record,omitempty"`
-	Expr        string            `yaml:"expr"`
-	For         string            `yaml:"for,omitempty"`
-	Labels      map[string]string `yaml:"labels,omitempty"`
-	Annotations map[string]string `yaml:"annotations,omitempty"`
+	Alert       string            `yaml:"alert,omitempty" json:"alert,omitempty"`
+	Record      string            `yaml:"record,omitempty" json:"record,omitempty"`
+	Expr        string            `yaml:"expr" json:"expr"`
+	For         string            `yaml:"for,omitempty" json:"for,omitempty"`
+	Labels      map[string]string `yaml:"labels,omitempty" json:"labels,omitempty"`
+	Annotations map[string]string `yaml:"annotations,omitempty" json:"annotations,omitempty"`
 }
 
 // ParseRules reads a Prometheus rule file, refusing unknown fields.

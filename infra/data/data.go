@@ -1,0 +1,177 @@
+// Package data runs Redis and Postgres inside the cluster for the kind
+// target: a StatefulSet with a volume each, a Service and probes. The AWS
+// target replaces it with ElastiCache and RDS; both hand the chat server
+// the same two URLs.
+package data
+
+import (
+	"fmt"
+	"net/url"
+
+	appsv1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/apps/v1"
+	corev1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/core/v1"
+	metav1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/meta/v1"
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+
+	"github.com/switchboard-dev/switchboard/infra/naming"
+)
+
+// Database and user of the chat server in the in-cluster Postgres.
+const database = "switchboard"
+
+// Args configure the in-cluster stores.
+type Args struct {
+	Namespace     pulumi.StringInput
+	RedisImage    string // default redis:7.2-alpine
+	PostgresImage string // default postgres:15-alpine
+	StorageSize   string // per volume, default 1Gi
+	Password      pulumi.StringInput
+}
+
+// Data is the stores' component; its URLs are secrets.
+type Data struct {
+	pulumi.ResourceState
+	RedisURL    pulumi.StringOutput
+	DatabaseURL pulumi.StringOutput
+}
+
+// store is what differs between Redis and Postgres.
+type store struct {
+	component, image, mount string
+	port, uid               int
+	args                    []string
+	env                     corev1.EnvVarArray
+	ready                   []string // exec probe
+}
+
+// New declares Redis and Postgres.
+func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOption) (*Data, error) {
+	args = withDefaults(args)
+	d := &Data{}
+	if err := ctx.RegisterComponentResource("switchboard:index:Data", name, d, opts...); err != nil {
+		return nil, err
+	}
+	secret, err := corev1.NewSecret(ctx, name+"-postgres", &corev1.SecretArgs{
+		Metadata:   &metav1.ObjectMetaArgs{Name: pulumi.String(naming.Postgres), Namespace: args.Namespace, Labels: naming.Labels(naming.Postgres)},
+		StringData: pulumi.StringMap{"POSTGRES_PASSWORD": pulumi.ToSecret(args.Password).(pulumi.StringOutput)},
+	}, pulumi.Parent(d))
+	if err != nil {
+		return nil, fmt.Errorf("data %s: postgres secret: %w", name, err)
+	}
+	stores := []store{
+		{
+			component: naming.Redis, image: args.RedisImage, mount: "/data", port: 6379, uid: 999,
+			args:  []string{"--appendonly", "yes", "--dir", "/data"},
+			ready: []string{"redis-cli", "ping"},
+		},
+		{
+			component: naming.Postgres, image: args.PostgresImage, mount: "/var/lib/postgresql/data", port: 5432, uid: 70,
+			env: corev1.EnvVarArray{
+				corev1.EnvVarArgs{Name: pulumi.String("POSTGRES_USER"), Value: pulumi.String(database)},
+				corev1.EnvVarArgs{Name: pulumi.String("POSTGRES_DB"), Value: pulumi.String(database)},
+				corev1.EnvVarArgs{Name: pulumi.String("PGDATA"), Value: pulumi.String("/var/lib/postgresql/data/pgdata")},
+				corev1.EnvVarArgs{Name: pulumi.String("POSTGRES_PASSWORD"), ValueFrom: &corev1.EnvVarSourceArgs{
+					SecretKeyRef: &corev1.SecretKeySelectorArgs{Name: secret.Metadata.Name().Elem(), Key: pulumi.String("POSTGRES_PASSWORD")},
+				}},
+			},
+			ready: []string{"pg_isready", "-U", database, "-d", database},
+		},
+	}
+	for _, s := range stores {
+		if err := declare(ctx, name, args, s, d); err != nil {
+			return nil, err
+		}
+	}
+	host := func(component string, port int) pulumi.StringOutput {
+		return pulumi.Sprintf("%s.%s.svc.cluster.local:%d", component, args.Namespace, port)
+	}
+	d.RedisURL = pulumi.Sprintf("redis://%s/0", host(naming.Redis, 6379))
+	d.DatabaseURL = pulumi.All(args.Password, host(naming.Postgres, 5432)).ApplyT(func(v []any) string {
+		u := url.URL{Scheme: "postgres", User: url.UserPassword(database, v[0].(string)), Host: v[1].(string), Path: "/" + database, RawQuery: "sslmode=disable"}
+		return u.String()
+	}).(pulumi.StringOutput)
+	d.DatabaseURL = pulumi.ToSecret(d.DatabaseURL).(pulumi.StringOutput)
+	return d, ctx.RegisterResourceOutputs(d, pulumi.Map{"redisUrl": d.RedisURL, "databaseUrl": d.DatabaseURL})
+}
+
+func withDefaults(a Args) Args {
+	if a.RedisImage == "" {
+		a.RedisImage = "redis:7.2-alpine"
+	}
+	if a.PostgresImage == "" {
+		a.PostgresImage = "postgres:15-alpine"
+	}
+	if a.StorageSize == "" {
+		a.StorageSize = "1Gi"
+	}
+	return a
+}
+
+// declare writes one store's headless Service and single-replica StatefulSet.
+func declare(ctx *pulumi.Context, name string, args Args, s store, parent pulumi.Resource) error {
+	meta := &metav1.ObjectMetaArgs{Name: pulumi.String(s.component), Namespace: args.Namespace, Labels: naming.Labels(s.component)}
+	port := pulumi.Int(s.port)
+	svc, err := corev1.NewService(ctx, name+"-"+s.component, &corev1.ServiceArgs{
+		Metadata: meta,
+		Spec: &corev1.ServiceSpecArgs{
+			ClusterIP: pulumi.String("None"),
+			Selector:  naming.Selector(s.component),
+			Ports:     corev1.ServicePortArray{corev1.ServicePortArgs{Name: pulumi.String(s.component), Port: port, TargetPort: port}},
+		},
+	}, pulumi.Parent(parent))
+	if err != nil {
+		return fmt.Errorf("data %s: %s service: %w", name, s.component, err)
+	}
+	_, err = appsv1.NewStatefulSet(ctx, name+"-"+s.component, &appsv1.StatefulSetArgs{
+		Metadata: meta,
+		Spec: &appsv1.StatefulSetSpecArgs{
+			ServiceName: svc.Metadata.Name().Elem(),
+			Replicas:    pulumi.Int(1),
+			Selector:    &metav1.LabelSelectorArgs{MatchLabels: naming.Selector(s.component)},
+			Template: &corev1.PodTemplateSpecArgs{
+				Metadata: &metav1.ObjectMetaArgs{Labels: naming.Labels(s.component)},
+				Spec: &corev1.PodSpecArgs{
+					SecurityContext: &corev1.PodSecurityContextArgs{
+						RunAsNonRoot: pulumi.Bool(true), RunAsUser: pulumi.Int(s.uid), RunAsGroup: pulumi.Int(s.uid), FsGroup: pulumi.Int(s.uid),
+						SeccompProfile: &corev1.SeccompProfileArgs{Type: pulumi.String("RuntimeDefault")},
+					},
+					Containers: corev1.ContainerArray{corev1.ContainerArgs{
+						Name:  pulumi.String(s.component),
+						Image: pulumi.String(s.image),
+						Args:  pulumi.ToStringArray(s.args),
+						Env:   s.env,
+						Ports: corev1.ContainerPortArray{corev1.ContainerPortArgs{Name: pulumi.String(s.component), ContainerPort: port}},
+						ReadinessProbe: &corev1.ProbeArgs{
+							Exec:          &corev1.ExecActionArgs{Command: pulumi.ToStringArray(s.ready)},
+							PeriodSeconds: pulumi.Int(5), TimeoutSeconds: pulumi.Int(3),
+						},
+						LivenessProbe: &corev1.ProbeArgs{
+							TcpSocket:     &corev1.TCPSocketActionArgs{Port: port},
+							PeriodSeconds: pulumi.Int(10), FailureThreshold: pulumi.Int(6),
+						},
+						Resources: &corev1.ResourceRequirementsArgs{
+							Requests: pulumi.StringMap{"cpu": pulumi.String("100m"), "memory": pulumi.String("128Mi")},
+							Limits:   pulumi.StringMap{"memory": pulumi.String("512Mi")},
+						},
+						SecurityContext: &corev1.SecurityContextArgs{
+							AllowPrivilegeEscalation: pulumi.Bool(false),
+							Capabilities:             &corev1.CapabilitiesArgs{Drop: pulumi.StringArray{pulumi.String("ALL")}},
+						},
+						VolumeMounts: corev1.VolumeMountArray{corev1.VolumeMountArgs{Name: pulumi.String("data"), MountPath: pulumi.String(s.mount)}},
+					}},
+				},
+			},
+			VolumeClaimTemplates: corev1.PersistentVolumeClaimTypeArray{corev1.PersistentVolumeClaimTypeArgs{
+				Metadata: &metav1.ObjectMetaArgs{Name: pulumi.String("data")},
+				Spec: &corev1.PersistentVolumeClaimSpecArgs{
+					AccessModes: pulumi.StringArray{pulumi.String("ReadWriteOnce")},
+					Resources:   &corev1.VolumeResourceRequirementsArgs{Requests: pulumi.StringMap{"storage": pulumi.String(args.StorageSize)}},
+				},
+			}},
+		},
+	}, pulumi.Parent(parent))
+	if err != nil {
+		return fmt.Errorf("data %s: %s statefulset: %w", name, s.component, err)
+	}
+	return nil
+}

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes"
+	corev1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/core/v1"
+	metav1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/meta/v1"
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+
+	"github.com/switchboard-dev/switchboard/infra/data"
+	"github.com/switchboard-dev/switchboard/infra/edge"
+	"github.com/switchboard-dev/switchboard/infra/naming"
+	"github.com/switchboard-dev/switchboard/infra/observability"
+	"github.com/switchboard-dev/switchboard/infra/stackconfig"
+	"github.com/switchboard-dev/switchboard/infra/workload"
+)
+
+// Host ports that infra/kind/cluster.yaml maps to the kind node's ports.
+const (
+	kindChatURL    = "http://localhost:8080"
+	kindGrafanaURL = "http://localhost:3000"
+)
+
+// kindStack is the dev stack: everything in the kind cluster, NGINX in front.
+func kindStack(ctx *pulumi.Context, cfg stackconfig.Config) error {
+	provider, err := kubernetes.NewProvider(ctx, "kind", &kubernetes.ProviderArgs{Context: pulumi.String(cfg.KubeContext)})
+	if err != nil {
+		return fmt.Errorf("kubernetes provider: %w", err)
+	}
+	k8s := pulumi.Provider(provider)
+	ns, err := corev1.NewNamespace(ctx, cfg.Namespace, &corev1.NamespaceArgs{
+		Metadata: &metav1.ObjectMetaArgs{Name: pulumi.String(cfg.Namespace), Labels: pulumi.StringMap{"app.kubernetes.io/part-of": pulumi.String(naming.Project)}},
+	}, k8s)
+	if err != nil {
+		return fmt.Errorf("namespace: %w", err)
+	}
+	inNamespace := []pulumi.ResourceOption{k8s, pulumi.DependsOn([]pulumi.Resource{ns})}
+	namespace := ns.Metadata.Name().Elem()
+
+	stores, err := data.New(ctx, "data", data.Args{Namespace: namespace, Password: cfg.DatabasePassword}, inNamespace...)
+	if err != nil {
+		return err
+	}
+	chat, err := workload.New(ctx, "chat", workloadArgs(cfg, namespace, stores.RedisURL, stores.DatabaseURL), inNamespace...)
+	if err != nil {
+		return err
+	}
+	if _, err := edge.NewNginx(ctx, "edge", edge.NginxArgs{
+		Namespace: namespace,
+		Upstream:  pulumi.Sprintf("%s.%s.svc.cluster.local:%d", chat.Headless, namespace, workload.Port),
+		Image:     cfg.EdgeImage, Replicas: cfg.EdgeReplicas, NodePort: cfg.EdgeNodePort,
+	}, inNamespace...); err != nil {
+		return err
+	}
+	if _, err := observability.New(ctx, "observability", observabilityArgs(cfg, namespace, "NodePort"), inNamespace...); err != nil {
+		return err
+	}
+	ctx.Export("chatUrl", pulumi.String(kindChatURL))
+	ctx.Export("grafanaUrl", pulumi.String(kindGrafanaURL))
+	return nil
+}
+
+// workloadArgs are the chat server's settings from the stack config; every
+// target runs the same workload.
+func workloadArgs(cfg stackconfig.Config, namespace pulumi.StringInput, redisURL, databaseURL pulumi.StringInput) workload.Args {
+	return workload.Args{
+		Namespace:   namespace,
+		Image:       cfg.Image,
+		MinReplicas: cfg.Replicas,
+		MaxReplicas: cfg.MaxReplicas,
+		Resources: workload.Resources{
+			CPURequest: cfg.CPURequest, MemoryRequest: cfg.MemoryRequest, CPULimit: cfg.CPULimit, MemoryLimit: cfg.MemoryLimit,
+		},
+		Drain:          workload.Drain{PreStop: cfg.PreStop, Delay: cfg.DrainDelay, Timeout: cfg.DrainTimeout},
+		PingInterval:   cfg.PingInterval,
+		AllowedOrigins: cfg.AllowedOrigins,
+		RedisURL:       redisURL,
+		DatabaseURL:    databaseURL,
+		JWTSecret:      cfg.JWTSecret,
+	}
+}
+
+func observabilityArgs(cfg stackconfig.Config, namespace pulumi.StringInput, grafanaService string) observability.Args {
+	return observability.Args{
+		Namespace:      namespace,
+		Install:        cfg.Observability == stackconfig.Install,
+		ChartVersion:   cfg.PrometheusStackVer,
+		MinInstances:   cfg.Replicas,
+		GrafanaService: grafanaService,
+	}
+}

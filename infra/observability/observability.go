@@ -1,0 +1,166 @@
+// Package observability wires the chat server into Prometheus and Grafana:
+// a ServiceMonitor, the alert rules of dashboards/ as a PrometheusRule, and
+// the dashboard as a ConfigMap for Grafana's sidecar. In install mode it also
+// installs kube-prometheus-stack; in existing mode it relies on the
+// Prometheus Operator and Grafana that the cluster already runs.
+package observability
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+
+	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes"
+	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/apiextensions"
+	corev1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/core/v1"
+	helmv3 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/helm/v3"
+	metav1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/meta/v1"
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+
+	"github.com/switchboard-dev/switchboard/dashboards"
+	"github.com/switchboard-dev/switchboard/infra/naming"
+)
+
+// Namespace of kube-prometheus-stack in install mode.
+const Namespace = "monitoring"
+
+// datasourceUID is the uid kube-prometheus-stack gives its Prometheus
+// datasource; the sidecar fills in no __inputs, so the dashboard names it.
+const datasourceUID = "prometheus"
+
+// GrafanaNodePort exposes Grafana on kind's node (mapped to the host's 3000).
+const GrafanaNodePort = 30300
+
+// Args configure the observability component.
+type Args struct {
+	Namespace    pulumi.StringInput // the chat server's
+	Install      bool               // install kube-prometheus-stack
+	ChartVersion string             // kube-prometheus-stack, pinned
+	// MinInstances is the workload's minReplicas, the threshold of
+	// SwitchboardInstancesBelowMinimum.
+	MinInstances int
+	// GrafanaService: ClusterIP (reach it by port-forward) or NodePort (kind).
+	GrafanaService string
+}
+
+// Observability is the component.
+type Observability struct {
+	pulumi.ResourceState
+}
+
+// New declares the monitoring of the chat server.
+func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOption) (*Observability, error) {
+	o := &Observability{}
+	if err := ctx.RegisterComponentResource("switchboard:index:Observability", name, o, opts...); err != nil {
+		return nil, err
+	}
+	children := []pulumi.ResourceOption{pulumi.Parent(o)}
+	if args.Install {
+		release, err := installStack(ctx, name, args, o)
+		if err != nil {
+			return nil, err
+		}
+		// The custom resources need the chart's CRDs.
+		children = append(children, pulumi.DependsOn([]pulumi.Resource{release}))
+	}
+	meta := func(n string, extra pulumi.StringMap) *metav1.ObjectMetaArgs {
+		labels := naming.Labels(naming.Chat)
+		for k, v := range extra {
+			labels[k] = v
+		}
+		return &metav1.ObjectMetaArgs{Name: pulumi.String(n), Namespace: args.Namespace, Labels: labels}
+	}
+
+	if _, err := apiextensions.NewCustomResource(ctx, name+"-servicemonitor", &apiextensions.CustomResourceArgs{
+		ApiVersion: pulumi.String("monitoring.coreos.com/v1"),
+		Kind:       pulumi.String("ServiceMonitor"),
+		Metadata:   meta(naming.Chat, nil),
+		OtherFields: kubernetes.UntypedArgs{"spec": map[string]any{
+			// job takes the Service's part-of label: "switchboard", as the rules expect.
+			"jobLabel": "app.kubernetes.io/part-of",
+			"selector": map[string]any{"matchLabels": map[string]any{naming.ScrapeLabel: "true"}},
+			"endpoints": []any{map[string]any{
+				"port": "http", "path": "/metrics", "interval": "15s",
+			}},
+		}},
+	}, children...); err != nil {
+		return nil, fmt.Errorf("observability %s: servicemonitor: %w", name, err)
+	}
+
+	rules, err := dashboards.RulesFor(args.MinInstances)
+	if err != nil {
+		return nil, fmt.Errorf("observability %s: %w", name, err)
+	}
+	groups, err := untyped(rules.Groups)
+	if err != nil {
+		return nil, fmt.Errorf("observability %s: rules: %w", name, err)
+	}
+	if _, err := apiextensions.NewCustomResource(ctx, name+"-rules", &apiextensions.CustomResourceArgs{
+		ApiVersion:  pulumi.String("monitoring.coreos.com/v1"),
+		Kind:        pulumi.String("PrometheusRule"),
+		Metadata:    meta(naming.Project, nil),
+		OtherFields: kubernetes.UntypedArgs{"spec": map[string]any{"groups": groups}},
+	}, children...); err != nil {
+		return nil, fmt.Errorf("observability %s: prometheusrule: %w", name, err)
+	}
+
+	dashboard := bytes.ReplaceAll(dashboards.Dashboard, []byte("${DS_PROMETHEUS}"), []byte(datasourceUID))
+	if _, err := corev1.NewConfigMap(ctx, name+"-dashboard", &corev1.ConfigMapArgs{
+		// The Grafana sidecar loads every ConfigMap with this label.
+		Metadata: meta(naming.Project+"-dashboard", pulumi.StringMap{"grafana_dashboard": pulumi.String("1")}),
+		Data:     pulumi.StringMap{"switchboard.json": pulumi.String(dashboard)},
+	}, children...); err != nil {
+		return nil, fmt.Errorf("observability %s: dashboard: %w", name, err)
+	}
+	return o, ctx.RegisterResourceOutputs(o, pulumi.Map{})
+}
+
+func installStack(ctx *pulumi.Context, name string, args Args, parent pulumi.Resource) (*helmv3.Release, error) {
+	ns, err := corev1.NewNamespace(ctx, name+"-monitoring", &corev1.NamespaceArgs{
+		Metadata: &metav1.ObjectMetaArgs{Name: pulumi.String(Namespace)},
+	}, pulumi.Parent(parent))
+	if err != nil {
+		return nil, fmt.Errorf("observability %s: namespace: %w", name, err)
+	}
+	grafanaService := map[string]any{"type": args.GrafanaService}
+	if args.GrafanaService == "NodePort" {
+		grafanaService["nodePort"] = GrafanaNodePort
+	}
+	release, err := helmv3.NewRelease(ctx, name+"-stack", &helmv3.ReleaseArgs{
+		Name:           pulumi.String("kube-prometheus-stack"),
+		Chart:          pulumi.String("kube-prometheus-stack"),
+		Version:        pulumi.String(args.ChartVersion),
+		Namespace:      ns.Metadata.Name(),
+		RepositoryOpts: &helmv3.RepositoryOptsArgs{Repo: pulumi.String("https://prometheus-community.github.io/helm-charts")},
+		Values: pulumi.Map{
+			"prometheus": pulumi.Map{"prometheusSpec": pulumi.Map{
+				// Pick up ServiceMonitors and rules from every namespace,
+				// not only those labelled with the release.
+				"serviceMonitorSelectorNilUsesHelmValues": pulumi.Bool(false),
+				"ruleSelectorNilUsesHelmValues":           pulumi.Bool(false),
+			}},
+			"grafana": pulumi.Map{
+				"service": pulumi.ToMap(grafanaService),
+				"sidecar": pulumi.Map{"dashboards": pulumi.Map{
+					"enabled": pulumi.Bool(true), "label": pulumi.String("grafana_dashboard"), "searchNamespace": pulumi.String("ALL"),
+				}},
+			},
+		},
+		WaitForJobs: pulumi.Bool(true),
+	}, pulumi.Parent(parent))
+	if err != nil {
+		return nil, fmt.Errorf("observability %s: kube-prometheus-stack: %w", name, err)
+	}
+	return release, nil
+}
+
+// untyped turns typed values into the maps and slices a custom resource's
+// untyped fields take.
+func untyped(v any) (any, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	var out any
+	return out, json.Unmarshal(b, &out)
+}
