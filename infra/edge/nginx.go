@@ -91,10 +91,10 @@ func NewNginx(ctx *pulumi.Context, name string, args NginxArgs, opts ...pulumi.R
 						SeccompProfile: &corev1.SeccompProfileArgs{Type: pulumi.String("RuntimeDefault")},
 					},
 					Containers: corev1.ContainerArray{corev1.ContainerArgs{
-						Name:    pulumi.String("nginx"),
-						Image:   pulumi.String(args.Image),
-						Command: pulumi.StringArray{pulumi.String("nginx"), pulumi.String("-c"), pulumi.String("/etc/switchboard/nginx.conf")},
-						Ports:   corev1.ContainerPortArray{corev1.ContainerPortArgs{Name: pulumi.String("http"), ContainerPort: pulumi.Int(port)}},
+						Name:           pulumi.String("nginx"),
+						Image:          pulumi.String(args.Image),
+						Command:        pulumi.StringArray{pulumi.String("nginx"), pulumi.String("-c"), pulumi.String("/etc/switchboard/nginx.conf")},
+						Ports:          corev1.ContainerPortArray{corev1.ContainerPortArgs{Name: pulumi.String("http"), ContainerPort: pulumi.Int(port)}},
 						ReadinessProbe: probe,
 						LivenessProbe:  probe,
 						Resources: &corev1.ResourceRequirementsArgs{

@@ -177,7 +177,9 @@ func podSpec(args Args, envSecret pulumi.StringInput) *corev1.PodSpecArgs {
 			FailureThreshold: pulumi.Int(failures),
 		}
 	}
-	plain := func(k, v string) corev1.EnvVarArgs { return corev1.EnvVarArgs{Name: pulumi.String(k), Value: pulumi.String(v)} }
+	plain := func(k, v string) corev1.EnvVarArgs {
+		return corev1.EnvVarArgs{Name: pulumi.String(k), Value: pulumi.String(v)}
+	}
 	return &corev1.PodSpecArgs{
 		TerminationGracePeriodSeconds: pulumi.Int(seconds(args.Drain.Grace())),
 		SecurityContext: &corev1.PodSecurityContextArgs{
