@@ -1,0 +1,276 @@
+package main
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
+	"gopkg.in/yaml.v3"
+
+	"github.com/switchboard-dev/switchboard/infra/observability"
+	"github.com/switchboard-dev/switchboard/infra/stackconfig"
+)
+
+func chatContainer(t *testing.T, s *stack) map[string]any {
+	return get(s.one(t, "apps/v1:Deployment", "chat"), "spec.template.spec.containers.0").(map[string]any)
+}
+
+func env(c map[string]any) map[string]any {
+	out := map[string]any{}
+	for _, e := range c["env"].([]any) {
+		e := e.(map[string]any)
+		out[e["name"].(string)] = e["value"]
+	}
+	return out
+}
+
+func TestGraceCoversPreStopAndTheWholeDrain(t *testing.T) {
+	for _, tc := range []struct {
+		preStop, delay, timeout string
+		preStopS, windowS       float64
+	}{
+		{"", "", "", 5, 30}, // the defaults: 5s + 5s + 20s
+		{"10s", "15s", "1m", 10, 85},
+		{"0s", "1s", "2s", 0, 3},
+		{"1500ms", "2s", "2s", 2, 5.5},
+	} {
+		t.Run(tc.preStop+"/"+tc.delay+"/"+tc.timeout, func(t *testing.T) {
+			var over []string
+			for k, v := range map[string]string{"preStop": tc.preStop, "drainDelay": tc.delay, "drainTimeout": tc.timeout} {
+				if v != "" {
+					over = append(over, k, v)
+				}
+			}
+			s := mustRun(t, kindConfig(over...))
+			pod := get(s.one(t, "apps/v1:Deployment", "chat"), "spec.template.spec").(map[string]any)
+			grace := pod["terminationGracePeriodSeconds"].(float64)
+			if grace <= tc.windowS {
+				t.Errorf("terminationGracePeriodSeconds %v: want more than preStop + DRAIN_DELAY + DRAIN_TIMEOUT = %v", grace, tc.windowS)
+			}
+			c := chatContainer(t, s)
+			if got := get(c, "lifecycle.preStop.sleep.seconds"); got != tc.preStopS {
+				t.Errorf("preStop sleep %v s: want %v", got, tc.preStopS)
+			}
+			e := env(c)
+			for k, v := range map[string]string{"DRAIN_DELAY": tc.delay, "DRAIN_TIMEOUT": tc.timeout} {
+				if d, err := time.ParseDuration(v); err == nil && e[k] != d.String() {
+					t.Errorf("%s %v: want %s, the value the grace was computed from", k, e[k], d)
+				}
+			}
+		})
+	}
+}
+
+func TestChatPodIsProbedAndLockedDown(t *testing.T) {
+	s := mustRun(t, kindConfig())
+	pod := get(s.one(t, "apps/v1:Deployment", "chat"), "spec.template.spec").(map[string]any)
+	c := chatContainer(t, s)
+	for path, want := range map[string]any{
+		"livenessProbe.httpGet.path":               "/health",
+		"readinessProbe.httpGet.path":              "/ready",
+		"securityContext.readOnlyRootFilesystem":   true,
+		"securityContext.allowPrivilegeEscalation": false,
+		"securityContext.capabilities.drop.0":      "ALL",
+		"resources.requests.cpu":                   "250m",
+		"resources.limits.memory":                  "512Mi",
+		"image":                                    "switchboard/chatserver:dev",
+	} {
+		if got := get(c, path); got != want {
+			t.Errorf("container %s = %v, want %v", path, got, want)
+		}
+	}
+	for path, want := range map[string]any{
+		"securityContext.runAsNonRoot":            true,
+		"topologySpreadConstraints.0.topologyKey": "kubernetes.io/hostname",
+		"topologySpreadConstraints.0.maxSkew":     float64(1),
+	} {
+		if got := get(pod, path); got != want {
+			t.Errorf("pod %s = %v, want %v", path, got, want)
+		}
+	}
+	if got := get(c, "envFrom.0.secretRef.name"); got != "chat-env" {
+		t.Errorf("secrets reach the pod through %v, want the Secret chat-env", got)
+	}
+}
+
+func TestAutoscalerAndDisruptionBudget(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		config   map[string]string
+		min, max float64
+	}{
+		{"defaults", kindConfig(), 3, 10},
+		{"configured", kindConfig("replicas", "4", "maxReplicas", "6"), 4, 6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := mustRun(t, tc.config)
+			hpa := s.one(t, "autoscaling/v2:HorizontalPodAutoscaler", "chat")
+			if get(hpa, "spec.minReplicas") != tc.min || get(hpa, "spec.maxReplicas") != tc.max {
+				t.Errorf("HPA %v to %v, want %v to %v", get(hpa, "spec.minReplicas"), get(hpa, "spec.maxReplicas"), tc.min, tc.max)
+			}
+			targets := map[string]any{}
+			for _, m := range get(hpa, "spec.metrics").([]any) {
+				targets[get(m, "resource.name").(string)] = get(m, "resource.target.averageUtilization")
+			}
+			if targets["cpu"] != float64(70) || targets["memory"] != float64(80) {
+				t.Errorf("HPA targets %v, want cpu 70 %% and memory 80 %%", targets)
+			}
+			if get(hpa, "spec.scaleTargetRef.name") != "chat" {
+				t.Errorf("HPA scales %v, want the chat Deployment", get(hpa, "spec.scaleTargetRef"))
+			}
+			if get(s.one(t, "apps/v1:Deployment", "chat"), "spec.replicas") != tc.min {
+				t.Errorf("Deployment starts with %v replicas, want the minimum %v", get(s.one(t, "apps/v1:Deployment", "chat"), "spec.replicas"), tc.min)
+			}
+			pdb := s.one(t, "policy/v1:PodDisruptionBudget", "chat")
+			if get(pdb, "spec.maxUnavailable") != float64(1) {
+				t.Errorf("PDB maxUnavailable %v, want 1", get(pdb, "spec.maxUnavailable"))
+			}
+		})
+	}
+}
+
+func TestBadConfigIsRefusedByKey(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		config  map[string]string
+		secrets []string
+		want    string
+	}{
+		{"max below min", kindConfig("replicas", "5", "maxReplicas", "3"), nil, "switchboard:maxReplicas"},
+		{"unknown target", kindConfig("target", "gcp"), nil, "one of [kind aws]"},
+		{"bad duration", kindConfig("drainDelay", "soon"), nil, "switchboard:drainDelay"},
+		{"plaintext secret", kindConfig(), []string{"switchboard:databasePassword"}, "switchboard:jwtSecret is stored in plain text"},
+		{"missing secret", func() map[string]string { c := kindConfig(); delete(c, "switchboard:jwtSecret"); return c }(), nil, "switchboard:jwtSecret is not set"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := run(tc.config, tc.secrets...)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err %v: want one naming %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestNoSecretInPlainTextInAnyInput(t *testing.T) {
+	s := mustRun(t, kindConfig())
+	secrets := 0
+	for _, r := range s.resources {
+		plaintexts(resource.NewObjectProperty(r.Inputs), r.Name, []string{testJWTSecret, testDBPass}, func(path string) {
+			t.Errorf("%s (%s): %s holds a secret in plain text", r.Name, r.Type, path)
+		})
+		if r.Inputs.ContainsSecrets() {
+			secrets++
+		}
+	}
+	// The chat env Secret and Postgres's: if nothing is marked secret the check above proves nothing.
+	if secrets < 2 {
+		t.Errorf("%d resources hold secret inputs, want at least 2", secrets)
+	}
+	chatEnv := s.one(t, "core/v1:Secret", "chat-env")
+	if url, _ := get(chatEnv, "stringData.DATABASE_URL").(string); !strings.Contains(url, testDBPass) {
+		t.Errorf("DATABASE_URL %q does not carry the database password", url)
+	}
+}
+
+func TestNginxEdgeIsStickyAndFollowsThePods(t *testing.T) {
+	s := mustRun(t, kindConfig())
+	conf, _ := get(s.one(t, "core/v1:ConfigMap", "edge"), "data").(map[string]any)["nginx.conf"].(string)
+	for _, want := range []string{
+		"ip_hash;",
+		"proxy_set_header Upgrade $http_upgrade;",
+		"proxy_set_header Connection $connection_upgrade;",
+		"resolver kube-dns.kube-system.svc.cluster.local",
+		"server chat-headless.switchboard.svc.cluster.local:8080",
+		" resolve",
+	} {
+		if !strings.Contains(conf, want) {
+			t.Errorf("nginx.conf lacks %q:\n%s", want, conf)
+		}
+	}
+	svc := s.one(t, "core/v1:Service", "edge")
+	if get(svc, "spec.type") != "NodePort" || get(svc, "spec.ports.0.nodePort") != float64(30080) {
+		t.Errorf("edge Service %v: want NodePort 30080", get(svc, "spec"))
+	}
+	if get(svc, "spec.externalTrafficPolicy") != "Local" {
+		t.Error("edge Service: want externalTrafficPolicy Local, so ip_hash sees the client's address")
+	}
+}
+
+func TestObservabilityModes(t *testing.T) {
+	for _, tc := range []struct {
+		mode     string
+		releases int
+	}{{stackconfig.Install, 1}, {stackconfig.Existing, 0}} {
+		t.Run(tc.mode, func(t *testing.T) {
+			s := mustRun(t, kindConfig("observability", tc.mode, "replicas", "4"))
+			if got := len(s.of("helm.sh/v3:Release")); got != tc.releases {
+				t.Fatalf("%d helm releases, want %d", got, tc.releases)
+			}
+			if tc.releases == 1 {
+				rel := plain(resource.NewObjectProperty(s.of("helm.sh/v3:Release")[0].Inputs))
+				if get(rel, "chart") != "kube-prometheus-stack" || get(rel, "version") != stackconfig.Defaults().PrometheusStackVer {
+					t.Errorf("release %v %v: want kube-prometheus-stack pinned at %s", get(rel, "chart"), get(rel, "version"), stackconfig.Defaults().PrometheusStackVer)
+				}
+			}
+			sm := s.one(t, "monitoring.coreos.com/v1:ServiceMonitor", "chat")
+			if get(sm, "spec.jobLabel") != "app.kubernetes.io/part-of" {
+				t.Errorf("ServiceMonitor jobLabel %v: want the part-of label, so that job is switchboard", get(sm, "spec.jobLabel"))
+			}
+			rules := s.one(t, "monitoring.coreos.com/v1:PrometheusRule", "switchboard")
+			var exprs []string
+			for _, r := range get(rules, "spec.groups.0.rules").([]any) {
+				exprs = append(exprs, get(r, "expr").(string))
+			}
+			if len(exprs) < 10 || !strings.Contains(strings.Join(exprs, "\n"), ") < 4") {
+				t.Errorf("PrometheusRule has %d rules; want all of alerts.yaml with the minimum at replicas (4)", len(exprs))
+			}
+			dash := s.one(t, "core/v1:ConfigMap", "switchboard-dashboard")
+			if get(dash, "metadata.labels.grafana_dashboard") != "1" {
+				t.Error("dashboard ConfigMap lacks the sidecar label grafana_dashboard=1")
+			}
+			if j, _ := get(dash, "data").(map[string]any)["switchboard.json"].(string); j == "" || strings.Contains(j, "${DS_PROMETHEUS}") {
+				t.Error("dashboard ConfigMap: want switchboard.json with the datasource uid filled in")
+			}
+		})
+	}
+}
+
+func TestKindClusterMapsTheNodePorts(t *testing.T) {
+	b, err := os.ReadFile("kind/cluster.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cluster struct {
+		Nodes []struct {
+			Role              string
+			ExtraPortMappings []struct {
+				ContainerPort int `yaml:"containerPort"`
+				HostPort      int `yaml:"hostPort"`
+			} `yaml:"extraPortMappings"`
+		}
+	}
+	if err := yaml.Unmarshal(b, &cluster); err != nil {
+		t.Fatal(err)
+	}
+	mapped := map[int]int{}
+	workers := 0
+	for _, n := range cluster.Nodes {
+		for _, m := range n.ExtraPortMappings {
+			mapped[m.ContainerPort] = m.HostPort
+		}
+		if n.Role == "worker" {
+			workers++
+		}
+	}
+	if mapped[stackconfig.Defaults().EdgeNodePort] != 8080 || !strings.HasSuffix(kindChatURL, ":8080") {
+		t.Errorf("edge node port %d maps to host %d; chatUrl is %s", stackconfig.Defaults().EdgeNodePort, mapped[stackconfig.Defaults().EdgeNodePort], kindChatURL)
+	}
+	if mapped[observability.GrafanaNodePort] != 3000 || !strings.HasSuffix(kindGrafanaURL, ":3000") {
+		t.Errorf("Grafana node port %d maps to host %d; grafanaUrl is %s", observability.GrafanaNodePort, mapped[observability.GrafanaNodePort], kindGrafanaURL)
+	}
+	if workers < 2 {
+		t.Errorf("%d workers: want at least 2 so the topology spread means something", workers)
+	}
+}

@@ -1,0 +1,177 @@
+package main
+
+import (
+	"fmt"
+	"maps"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+)
+
+// Test secrets: their values must never appear in a resource input outside
+// a secret.
+const (
+	testJWTSecret = "jwt-secret-for-tests-0123456789"
+	testDBPass    = "db-password-for-tests-9876543210"
+)
+
+// kindConfig is Pulumi.dev.yaml's target with the test secrets; tests
+// override single keys.
+func kindConfig(overrides ...string) map[string]string {
+	c := map[string]string{
+		"switchboard:target":           "kind",
+		"switchboard:observability":    "existing",
+		"switchboard:jwtSecret":        testJWTSecret,
+		"switchboard:databasePassword": testDBPass,
+	}
+	for i := 0; i+1 < len(overrides); i += 2 {
+		c["switchboard:"+overrides[i]] = overrides[i+1]
+	}
+	return c
+}
+
+// declared is one resource the program declared, with its inputs.
+type declared struct {
+	Type, Name string
+	Inputs     resource.PropertyMap
+}
+
+// stack records every resource a run of the program declares.
+type stack struct {
+	mu        sync.Mutex
+	resources []declared
+	outputs   map[string]any
+}
+
+func (s *stack) NewResource(args pulumi.MockResourceArgs) (string, resource.PropertyMap, error) {
+	s.mu.Lock()
+	s.resources = append(s.resources, declared{args.TypeToken, args.Name, args.Inputs})
+	s.mu.Unlock()
+	return args.Name + "-id", args.Inputs, nil
+}
+
+func (s *stack) Call(args pulumi.MockCallArgs) (resource.PropertyMap, error) { return args.Args, nil }
+
+// run runs the program under mocks with config; secretKeys lists the keys
+// stored as secrets (all the secret ones, unless given).
+func run(config map[string]string, secretKeys ...string) (*stack, error) {
+	if secretKeys == nil {
+		secretKeys = []string{"switchboard:jwtSecret", "switchboard:databasePassword"}
+	}
+	s := &stack{}
+	err := pulumi.RunErr(func(ctx *pulumi.Context) error {
+		return program(ctx)
+	}, pulumi.WithMocks("switchboard", "dev", s), func(info *pulumi.RunInfo) {
+		info.Config = maps.Clone(config)
+		info.ConfigSecretKeys = secretKeys
+	})
+	return s, err
+}
+
+func mustRun(t *testing.T, config map[string]string) *stack {
+	t.Helper()
+	s, err := run(config)
+	if err != nil {
+		t.Fatalf("program: %v", err)
+	}
+	return s
+}
+
+// of returns the resources of a type token suffix, e.g. "apps/v1:Deployment".
+func (s *stack) of(kind string) []declared {
+	var out []declared
+	for _, r := range s.resources {
+		if strings.HasSuffix(r.Type, ":"+kind) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// one returns the resource of kind whose metadata.name is name.
+func (s *stack) one(t *testing.T, kind, name string) map[string]any {
+	t.Helper()
+	for _, r := range s.of(kind) {
+		m := plain(resource.NewObjectProperty(r.Inputs)).(map[string]any)
+		if get(m, "metadata.name") == name {
+			return m
+		}
+	}
+	t.Fatalf("no %s named %s among %d resources", kind, name, len(s.resources))
+	return nil
+}
+
+// plain turns a property value into Go maps, slices and scalars, unwrapping
+// secrets.
+func plain(v resource.PropertyValue) any {
+	switch {
+	case v.IsSecret():
+		return plain(v.SecretValue().Element)
+	case v.IsOutput():
+		return plain(v.OutputValue().Element)
+	case v.IsObject():
+		m := map[string]any{}
+		for k, e := range v.ObjectValue() {
+			m[string(k)] = plain(e)
+		}
+		return m
+	case v.IsArray():
+		var a []any
+		for _, e := range v.ArrayValue() {
+			a = append(a, plain(e))
+		}
+		return a
+	case v.IsComputed(), v.IsNull():
+		return nil
+	}
+	return v.V
+}
+
+// get follows a dotted path through maps; a number indexes a slice.
+func get(v any, path string) any {
+	for _, k := range strings.Split(path, ".") {
+		switch c := v.(type) {
+		case map[string]any:
+			v = c[k]
+		case []any:
+			var i int
+			if _, err := fmt.Sscan(k, &i); err != nil || i >= len(c) {
+				return nil
+			}
+			v = c[i]
+		default:
+			return nil
+		}
+	}
+	return v
+}
+
+// plaintexts calls found for every string outside a secret that holds one
+// of the values.
+func plaintexts(v resource.PropertyValue, path string, values []string, found func(path string)) {
+	switch {
+	case v.IsSecret():
+		return
+	case v.IsOutput():
+		if !v.OutputValue().Secret {
+			plaintexts(v.OutputValue().Element, path, values, found)
+		}
+	case v.IsObject():
+		for k, e := range v.ObjectValue() {
+			plaintexts(e, path+"."+string(k), values, found)
+		}
+	case v.IsArray():
+		for i, e := range v.ArrayValue() {
+			plaintexts(e, fmt.Sprintf("%s.%d", path, i), values, found)
+		}
+	case v.IsString():
+		for _, s := range values {
+			if strings.Contains(v.StringValue(), s) {
+				found(path)
+			}
+		}
+	}
+}
