@@ -1,0 +1,257 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gruntwork-io/terratest/modules/k8s"
+	"github.com/gruntwork-io/terratest/modules/logger"
+	"github.com/gruntwork-io/terratest/modules/retry"
+	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
+	"gopkg.in/yaml.v3"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/switchboard-dev/switchboard/infra/controlplane"
+)
+
+// The Kubernetes objects of the dev stack, applied to a real API server with
+// a controller manager, a scheduler and kwok's fake nodes: every object is
+// accepted, every workload rolls out, Services get endpoints.
+func TestDevStackOnARealAPIServer(t *testing.T) {
+	if _, err := exec.LookPath("kubectl"); err != nil {
+		t.Fatal("kubectl is missing: `make deps` installs it")
+	}
+	bin := tools(t)
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	started := time.Now()
+	cp, err := controlplane.Start(ctx, dir, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cp.Stop()
+	logf(t, "control plane ready in %s (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok; Kubernetes %s)", time.Since(started).Round(100*time.Millisecond), serverVersion(t, cp))
+
+	kc := k8s.NewKubectlOptions("", cp.Kubeconfig, "switchboard")
+	cluster := k8s.NewKubectlOptions("", cp.Kubeconfig, "")
+	apply := func(opts *k8s.KubectlOptions, docs string) error {
+		f := filepath.Join(dir, fmt.Sprintf("apply-%d.yaml", time.Now().UnixNano()))
+		if err := os.WriteFile(f, []byte(docs), 0o600); err != nil {
+			return err
+		}
+		out, err := k8s.RunKubectlAndGetOutputE(t, opts, "apply", "--server-side", "--field-manager", "pulumi-mock", "-f", f)
+		if err != nil {
+			return fmt.Errorf("%w: %s", err, out)
+		}
+		return nil
+	}
+
+	// What the cluster has before the stack: three fake nodes, the
+	// Prometheus Operator's CRDs (existing mode) and volumes for the stores.
+	if err := apply(cluster, fakeNodes(3)+persistentVolumes(2, dir)); err != nil {
+		t.Fatalf("nodes and volumes: %v", err)
+	}
+	for _, crd := range operatorCRDs(t) {
+		if err := k8s.RunKubectlE(t, cluster, "apply", "--server-side", "-f", crd); err != nil {
+			t.Fatalf("CRD %s: %v", filepath.Base(crd), err)
+		}
+	}
+	k8s.RunKubectl(t, cluster, "wait", "--for", "condition=established", "--timeout=30s", "crd/servicemonitors.monitoring.coreos.com", "crd/prometheusrules.monitoring.coreos.com")
+
+	s := mustRun(t, kindConfig("observability", "existing"))
+	docs, kinds := manifests(t, s)
+	applied := time.Now()
+	if err := apply(kc, docs); err != nil {
+		t.Fatalf("the stack's objects were refused: %v", err)
+	}
+	logf(t, "applied %d objects: %s", len(kinds), strings.Join(kinds, ", "))
+
+	t.Run("EveryWorkloadRollsOutToReady", func(t *testing.T) {
+		var times []string
+		for _, w := range []string{"deployment/chat", "deployment/edge", "statefulset/redis", "statefulset/postgres"} {
+			if err := k8s.RunKubectlE(t, kc, "rollout", "status", w, "--timeout=90s"); err != nil {
+				t.Errorf("%s did not roll out: %v", w, err)
+				continue
+			}
+			times = append(times, fmt.Sprintf("%s %s", w, time.Since(applied).Round(100*time.Millisecond)))
+		}
+		logf(t, "ready after apply: %s", strings.Join(times, ", "))
+		nodes := map[string]int{}
+		for _, p := range k8s.ListPods(t, kc, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=chat"}) {
+			nodes[p.Spec.NodeName]++
+		}
+		if len(nodes) < 3 {
+			t.Errorf("chat pods on nodes %v: want them spread over 3 nodes", nodes)
+		}
+	})
+
+	t.Run("EveryServiceHasEndpoints", func(t *testing.T) {
+		for _, svc := range []string{"chat", "chat-headless", "edge", "redis", "postgres"} {
+			retry.DoWithRetry(t, "endpoints of "+svc, 100, 300*time.Millisecond, func() (string, error) {
+				out, err := k8s.RunKubectlAndGetOutputE(t, kc, "get", "endpointslices", "-l", "kubernetes.io/service-name="+svc,
+					"-o", "jsonpath={.items[*].endpoints[?(@.conditions.ready==true)].addresses[*]}")
+				if err != nil || strings.TrimSpace(out) == "" {
+					return "", fmt.Errorf("no ready endpoint yet (%v)", err)
+				}
+				return out, nil
+			})
+		}
+	})
+
+	t.Run("AutoscalerAndDisruptionBudgetAreAdmitted", func(t *testing.T) {
+		out, err := k8s.RunKubectlAndGetOutputE(t, kc, "get", "hpa", "chat", "-o", "jsonpath={.spec.minReplicas}/{.spec.maxReplicas}")
+		if err != nil || out != "3/10" {
+			t.Errorf("HPA %s (%v), want 3/10", out, err)
+		}
+		retry.DoWithRetry(t, "PDB status", 100, 300*time.Millisecond, func() (string, error) {
+			out, err := k8s.RunKubectlAndGetOutputE(t, kc, "get", "pdb", "chat", "-o", "jsonpath={.status.expectedPods}/{.status.disruptionsAllowed}")
+			if out != "3/1" {
+				return "", fmt.Errorf("PDB expected/allowed %q (%v), want 3/1", out, err)
+			}
+			return out, nil
+		})
+	})
+
+	t.Run("ABrokenObjectIsRejected", func(t *testing.T) {
+		broken := strings.Replace(one(t, s, "apps/v1:Deployment", "chat"), "name: chat\n", "name: chat-broken\n", 1)
+		broken = strings.ReplaceAll(broken, "250m", "-250m")
+		err := apply(kc, broken)
+		if err == nil || !strings.Contains(err.Error(), "must be greater than or equal to 0") {
+			t.Errorf("a Deployment asking for -250m CPU: got %v, want a refusal of the negative request", err)
+		}
+	})
+}
+
+// manifests turns every Kubernetes resource the program declared into YAML
+// documents, the Namespace first, and lists their kinds.
+func manifests(t *testing.T, s *stack) (string, []string) {
+	var docs []map[string]any
+	for _, r := range s.resources {
+		if !strings.HasPrefix(r.Type, "kubernetes:") || strings.HasPrefix(r.Type, "kubernetes:helm.sh") {
+			continue
+		}
+		docs = append(docs, plain(resource.NewObjectProperty(r.Inputs)).(map[string]any))
+	}
+	slices.SortStableFunc(docs, func(a, b map[string]any) int {
+		return boolInt(b["kind"] == "Namespace") - boolInt(a["kind"] == "Namespace")
+	})
+	var out strings.Builder
+	var kinds []string
+	for _, d := range docs {
+		b, err := yaml.Marshal(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out.WriteString("---\n")
+		out.Write(b)
+		kinds = append(kinds, fmt.Sprintf("%s/%s", d["kind"], get(d, "metadata.name")))
+	}
+	return out.String(), kinds
+}
+
+func one(t *testing.T, s *stack, kind, name string) string {
+	b, err := yaml.Marshal(s.one(t, kind, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// tools finds the control-plane binaries that `make tools` builds.
+func tools(t *testing.T) string {
+	out, err := exec.Command("../scripts/tools.sh").Output()
+	if err != nil {
+		t.Fatalf("scripts/tools.sh (make tools): %v", err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// operatorCRDs are the ServiceMonitor and PrometheusRule CRDs from the
+// prometheus-operator module, as the chart would install them.
+func operatorCRDs(t *testing.T) []string {
+	cmd := exec.Command("go", "mod", "download", "-json", "github.com/prometheus-operator/prometheus-operator@v0.85.0")
+	cmd.Env = append(os.Environ(), "GOFLAGS=")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("download the prometheus-operator module for its CRDs: %v", err)
+	}
+	var mod struct{ Dir string }
+	if err := json.Unmarshal(out, &mod); err != nil {
+		t.Fatal(err)
+	}
+	crds := filepath.Join(mod.Dir, "example", "prometheus-operator-crd")
+	return []string{
+		filepath.Join(crds, "monitoring.coreos.com_servicemonitors.yaml"),
+		filepath.Join(crds, "monitoring.coreos.com_prometheusrules.yaml"),
+	}
+}
+
+// fakeNodes are kwok nodes, each in its own zone.
+func fakeNodes(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, `---
+apiVersion: v1
+kind: Node
+metadata:
+  name: kwok-node-%[1]d
+  annotations: {kwok.x-k8s.io/node: fake, node.alpha.kubernetes.io/ttl: "0"}
+  labels: {kubernetes.io/hostname: kwok-node-%[1]d, kubernetes.io/os: linux, type: kwok, topology.kubernetes.io/zone: zone-%[1]d}
+status:
+  allocatable: {cpu: "4", memory: 8Gi, pods: "110"}
+  capacity: {cpu: "4", memory: 8Gi, pods: "110"}
+`, i)
+	}
+	return b.String()
+}
+
+// persistentVolumes stand in for a storage provisioner: the controller
+// manager binds the StatefulSets' claims to them.
+func persistentVolumes(n int, dir string) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, `---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: pv-%[1]d}
+spec:
+  capacity: {storage: 5Gi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  hostPath: {path: %[2]q}
+`, i, filepath.Join(dir, fmt.Sprintf("pv-%d", i)))
+	}
+	return b.String()
+}
+
+func serverVersion(t *testing.T, cp *controlplane.ControlPlane) string {
+	out, err := k8s.RunKubectlAndGetOutputE(t, k8s.NewKubectlOptions("", cp.Kubeconfig, ""), "version", "-o", "json")
+	if err != nil {
+		return "unknown: " + err.Error()
+	}
+	var v struct {
+		ServerVersion struct{ GitVersion string } `json:"serverVersion"`
+	}
+	_ = json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &v)
+	return v.ServerVersion.GitVersion
+}
+
+func logf(t *testing.T, format string, args ...any) { logger.Terratest.Logf(t, format, args...) }
+
+func init() { logger.Default = logger.Discard }
