@@ -5,7 +5,7 @@ export GOFLAGS ?= -mod=mod
 BIN := bin
 GO_PKGS := ./...
 
-.PHONY: build up test lint bench deps token fuzz
+.PHONY: build up test lint bench deps token fuzz tools kind-up generate
 
 build:
 	go build -trimpath -o $(BIN)/ ./app/cmd/...
@@ -20,6 +20,22 @@ up: deps build
 token: build
 	@JWT_SECRET=$${JWT_SECRET:-dev-secret} $(BIN)/chatserver token -user $${USER_NAME:-$(or $(USER),alice)}
 
+# The control plane (etcd, kube-apiserver, controller manager, scheduler, kwok)
+# that infra/'s tests apply the stack to; built once into ~/.cache/switchboard.
+tools:
+	@./scripts/tools.sh >/dev/null
+
+# Regenerates dashboards/switchboard.json and grafana-alerting.yaml.
+generate:
+	go generate ./dashboards
+
+# A kind cluster for the dev stack, with the chat server's image loaded into it.
+# Needs kind and a Docker engine.
+kind-up:
+	kind get clusters | grep -qx switchboard || kind create cluster --config infra/kind/cluster.yaml
+	docker build -t switchboard/chatserver:dev .
+	kind load docker-image switchboard/chatserver:dev --name switchboard
+
 lint:
 	@test -z "$$(gofmt -l app infra tests dashboards nginx 2>/dev/null)" || { gofmt -l app infra tests dashboards nginx; echo "gofmt: files above need formatting"; exit 1; }
 	go vet $(GO_PKGS)
@@ -28,8 +44,11 @@ fuzz:
 	go test ./app/protocol -run '^$$' -fuzz FuzzDecodeClient -fuzztime 20s
 
 # The behaviour suite runs verbose so that each scenario prints its figures.
-test: deps lint
+# infra/ runs without -race: its tests drive Pulumi's mocks and kubectl, not
+# concurrent code of ours, and the race build of the Pulumi SDKs is slow.
+test: deps lint tools
 	go test -race -count=1 -timeout 20m ./app/... ./nginx/... ./dashboards/...
+	go test -count=1 -timeout 20m -v ./infra/...
 	go test -race -count=1 -timeout 20m -v ./tests/...
 	$(MAKE) fuzz
 

@@ -37,7 +37,7 @@ func init() { logger.Default = logger.Discard }
 type suite struct {
 	target.Target
 	wsURL string
-	// loopback: the endpoint is on this machine, so clients can spread over
+	// loopback: the balancer sees each client's 127.x.y.z address, so clients can spread over
 	// ip_hash by dialing from different 127.x.y.z addresses.
 	loopback bool
 }
@@ -71,10 +71,37 @@ func TestBehaviour(t *testing.T) {
 
 // deploy starts the target named by SWITCHBOARD_TARGET and returns how to stop it.
 func deploy(t *testing.T) (*suite, func()) {
-	name := os.Getenv("SWITCHBOARD_TARGET")
-	if name != "" && name != "local" {
-		t.Fatalf("SWITCHBOARD_TARGET=%q: want local (the kind and AWS targets come with their stacks)", name)
+	switch name := os.Getenv("SWITCHBOARD_TARGET"); name {
+	case "", "local":
+		return deployLocal(t)
+	case "kubernetes":
+		return deployedOnKubernetes(t)
+	default:
+		t.Fatalf("SWITCHBOARD_TARGET=%q: want local, or kubernetes for a stack deployed by infra/ (its tests set it)", name)
+		return nil, nil
 	}
+}
+
+// deployedOnKubernetes is a stack that infra/'s tests have deployed (kind or
+// EKS), described by SWITCHBOARD_ENDPOINT, SWITCHBOARD_KUBE_CONTEXT,
+// SWITCHBOARD_NAMESPACE and SWITCHBOARD_JWT_SECRET.
+func deployedOnKubernetes(t *testing.T) (*suite, func()) {
+	o := target.KubernetesOptions{
+		Endpoint: os.Getenv("SWITCHBOARD_ENDPOINT"), KubeContext: os.Getenv("SWITCHBOARD_KUBE_CONTEXT"),
+		Namespace: os.Getenv("SWITCHBOARD_NAMESPACE"), JWTSecret: os.Getenv("SWITCHBOARD_JWT_SECRET"),
+	}
+	if o.Endpoint == "" || o.KubeContext == "" || o.Namespace == "" || o.JWTSecret == "" {
+		t.Fatal("SWITCHBOARD_TARGET=kubernetes needs SWITCHBOARD_ENDPOINT, SWITCHBOARD_KUBE_CONTEXT, SWITCHBOARD_NAMESPACE and SWITCHBOARD_JWT_SECRET")
+	}
+	k := target.NewKubernetes(o)
+	report.Logf(t, "kubernetes target: %s, context %s, namespace %s", o.Endpoint, o.KubeContext, o.Namespace)
+	// Off the local target every client reaches the balancer from one source
+	// address (Docker's port mapping on kind, the internet on AWS).
+	return newSuite(k, false), k.Close
+}
+
+// deployLocal starts the local target.
+func deployLocal(t *testing.T) (*suite, func()) {
 	dir, err := os.MkdirTemp("", "switchboard-suite-")
 	if err != nil {
 		t.Fatal(err)
@@ -99,7 +126,7 @@ func deploy(t *testing.T) (*suite, func()) {
 			os.RemoveAll(dir)
 		}
 	}
-	return newSuite(l), stop
+	return newSuite(l, true), stop
 }
 
 func addrs(l *target.Local) string {
@@ -110,13 +137,14 @@ func addrs(l *target.Local) string {
 	return strings.Join(a, " ")
 }
 
-func newSuite(tg target.Target) *suite {
+// newSuite reaches tg; loopback says that clients may spread over ip_hash by
+// dialing from different 127.x.y.z addresses.
+func newSuite(tg target.Target, loopback bool) *suite {
 	u, _ := url.Parse(tg.Endpoint())
 	ws := *u
 	ws.Scheme = map[string]string{"http": "ws", "https": "wss"}[u.Scheme]
 	ws.Path = "/ws"
-	ip := net.ParseIP(u.Hostname())
-	return &suite{Target: tg, wsURL: ws.String(), loopback: ip != nil && ip.IsLoopback() || u.Hostname() == "localhost"}
+	return &suite{Target: tg, wsURL: ws.String(), loopback: loopback}
 }
 
 // source is the i-th client address: 127.a.b.7 with a different /24 for each

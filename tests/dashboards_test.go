@@ -35,7 +35,7 @@ var metricName = regexp.MustCompile(`([a-zA-Z_:][a-zA-Z0-9_:]*)\{`)
 // The dashboard and the alert rules of dashboards/, evaluated by the real
 // Prometheus of the local target while clients chat through its NGINX.
 func TestDashboardsAndAlertsOnLiveData(t *testing.T) {
-	s, stop := deploy(t)
+	s, stop := deployLocal(t)
 	defer stop()
 	l := s.Target.(*target.Local)
 	prom := prometheusAPI(l.Prometheus.URL())

@@ -1,0 +1,193 @@
+package target
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os/exec"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/switchboard-dev/switchboard/app/auth"
+)
+
+// Kubernetes is a Switchboard deployed by the Pulumi program (the dev stack
+// on kind, or prod on EKS), reached through its load balancer and driven
+// through kubectl: an instance is a chat pod, killing it deletes the pod at
+// once, and a replacement pod takes its place.
+type Kubernetes struct {
+	endpoint string
+	kubectl  []string // kubectl with its --context and --namespace
+	secret   []byte
+	mu       sync.Mutex
+	forwards map[string]*forward // pod → its port-forward
+}
+
+// KubernetesOptions locate the deployment.
+type KubernetesOptions struct {
+	Endpoint    string // the load balancer: http://localhost:8080 on kind
+	KubeContext string
+	Namespace   string
+	JWTSecret   string // the stack's switchboard:jwtSecret
+}
+
+// NewKubernetes returns the target for a deployed stack.
+func NewKubernetes(o KubernetesOptions) *Kubernetes {
+	return &Kubernetes{
+		endpoint: o.Endpoint,
+		kubectl:  []string{"--context", o.KubeContext, "--namespace", o.Namespace},
+		secret:   []byte(o.JWTSecret),
+		forwards: map[string]*forward{},
+	}
+}
+
+func (k *Kubernetes) Endpoint() string { return k.endpoint }
+func (k *Kubernetes) Origin() string   { return k.endpoint }
+
+func (k *Kubernetes) Token(user string, ttl time.Duration) (string, error) {
+	return auth.Mint(k.secret, user, ttl)
+}
+
+func (k *Kubernetes) run(ctx context.Context, args ...string) (string, error) {
+	out, err := exec.CommandContext(ctx, "kubectl", append(k.kubectl, args...)...).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// pods lists the ready chat pods.
+func (k *Kubernetes) pods(ctx context.Context) ([]string, error) {
+	out, err := k.run(ctx, "get", "pods", "-l", "app.kubernetes.io/name=chat",
+		"-o", `jsonpath={range .items[?(@.status.containerStatuses[0].ready==true)]}{.metadata.name}{"\n"}{end}`)
+	if err != nil {
+		return nil, err
+	}
+	return strings.Fields(out), nil
+}
+
+// Instances lists the ready chat pods, each reached through a port-forward.
+func (k *Kubernetes) Instances(ctx context.Context) ([]Instance, error) {
+	pods, err := k.pods(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var is []Instance
+	for _, p := range pods {
+		f, err := k.forward(p)
+		if err != nil {
+			return nil, err
+		}
+		is = append(is, Instance{ID: p, URL: f.url})
+	}
+	return is, nil
+}
+
+// Kill deletes the pod without a grace period.
+func (k *Kubernetes) Kill(ctx context.Context, id string) error {
+	k.forget(id)
+	_, err := k.run(ctx, "delete", "pod", id, "--grace-period=0", "--force", "--wait=true")
+	return err
+}
+
+// Start waits for the Deployment to replace the killed pod: on Kubernetes
+// the instance comes back under a new name.
+func (k *Kubernetes) Start(ctx context.Context, id string) error {
+	_, err := k.run(ctx, "rollout", "status", "deployment/chat", "--timeout=5m")
+	return err
+}
+
+// Restart deletes the pod gracefully (preStop, SIGTERM, drain) and waits for
+// its replacement; the drain is the time the pod took to go.
+func (k *Kubernetes) Restart(ctx context.Context, id string) (time.Duration, error) {
+	k.forget(id)
+	began := time.Now()
+	if _, err := k.run(ctx, "delete", "pod", id, "--wait=true"); err != nil {
+		return 0, err
+	}
+	drain := time.Since(began)
+	return drain, k.Start(ctx, id)
+}
+
+func (k *Kubernetes) scale(ctx context.Context, set string, n int) error {
+	if _, err := k.run(ctx, "scale", "statefulset/"+set, fmt.Sprintf("--replicas=%d", n)); err != nil {
+		return err
+	}
+	if n == 0 {
+		_, err := k.run(ctx, "wait", "--for=delete", "pod/"+set+"-0", "--timeout=2m")
+		if err != nil && strings.Contains(err.Error(), "NotFound") {
+			return nil
+		}
+		return err
+	}
+	_, err := k.run(ctx, "rollout", "status", "statefulset/"+set, "--timeout=5m")
+	return err
+}
+
+func (k *Kubernetes) StopRedis(ctx context.Context) error     { return k.scale(ctx, "redis", 0) }
+func (k *Kubernetes) StartRedis(ctx context.Context) error    { return k.scale(ctx, "redis", 1) }
+func (k *Kubernetes) StopPostgres(ctx context.Context) error  { return k.scale(ctx, "postgres", 0) }
+func (k *Kubernetes) StartPostgres(ctx context.Context) error { return k.scale(ctx, "postgres", 1) }
+
+// Close ends the port-forwards.
+func (k *Kubernetes) Close() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for p, f := range k.forwards {
+		f.stop()
+		delete(k.forwards, p)
+	}
+}
+
+func (k *Kubernetes) forget(pod string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if f := k.forwards[pod]; f != nil {
+		f.stop()
+		delete(k.forwards, pod)
+	}
+}
+
+// forward is a kubectl port-forward to one pod's port 8080.
+type forward struct {
+	url  string
+	stop func()
+}
+
+var forwarding = regexp.MustCompile(`Forwarding from 127\.0\.0\.1:(\d+)`)
+
+func (k *Kubernetes) forward(pod string) (*forward, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if f := k.forwards[pod]; f != nil {
+		return f, nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, "kubectl", append(k.kubectl, "port-forward", "pod/"+pod, "--address", "127.0.0.1", ":8080")...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		cancel()
+		return nil, fmt.Errorf("port-forward %s: %w", pod, err)
+	}
+	stop := func() { cancel(); _ = cmd.Wait() }
+	lines := bufio.NewScanner(out)
+	for lines.Scan() {
+		if m := forwarding.FindStringSubmatch(lines.Text()); m != nil {
+			go func() {
+				for lines.Scan() { // keep draining so kubectl never blocks on its output
+				}
+			}()
+			f := &forward{url: "http://127.0.0.1:" + m[1], stop: stop}
+			k.forwards[pod] = f
+			return f, nil
+		}
+	}
+	stop()
+	return nil, fmt.Errorf("port-forward %s: kubectl ended without forwarding", pod)
+}
