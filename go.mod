@@ -8,6 +8,7 @@ require (
 	github.com/gruntwork-io/terratest v1.0.1
 	github.com/jackc/pgx/v5 v5.9.0
 	github.com/prometheus/client_golang v1.23.2
+	github.com/pulumi/pulumi-aws/sdk/v6 v6.83.0
 	github.com/pulumi/pulumi-kubernetes/sdk/v4 v4.33.0
 	github.com/pulumi/pulumi/sdk/v3 v3.259.0
 	github.com/redis/go-redis/v9 v9.14.0

@@ -154,23 +154,30 @@ func TestBadConfigIsRefusedByKey(t *testing.T) {
 }
 
 func TestNoSecretInPlainTextInAnyInput(t *testing.T) {
-	s := mustRun(t, kindConfig())
-	secrets := 0
-	for _, r := range s.resources {
-		plaintexts(resource.NewObjectProperty(r.Inputs), r.Name, []string{testJWTSecret, testDBPass}, func(path string) {
-			t.Errorf("%s (%s): %s holds a secret in plain text", r.Name, r.Type, path)
+	for _, tc := range []struct {
+		name   string
+		config map[string]string
+		stored int // resources holding secrets: the chat env Secret and each store's
+	}{{"kind", kindConfig(), 2}, {"aws", awsConfig(), 3}} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := mustRun(t, tc.config)
+			secrets := 0
+			for _, r := range s.resources {
+				plaintexts(resource.NewObjectProperty(r.Inputs), r.Name, []string{testJWTSecret, testDBPass, testRedisToken, testRDSPass}, func(path string) {
+					t.Errorf("%s (%s): %s holds a secret in plain text", r.Name, r.Type, path)
+				})
+				if r.Inputs.ContainsSecrets() {
+					secrets++
+				}
+			}
+			// If nothing is marked secret, the check above proves nothing.
+			if secrets < tc.stored {
+				t.Errorf("%d resources hold secret inputs, want at least %d", secrets, tc.stored)
+			}
+			if url, _ := get(s.one(t, "core/v1:Secret", "chat-env"), "stringData.DATABASE_URL").(string); !strings.Contains(url, "password-for-tests") {
+				t.Errorf("DATABASE_URL %q does not carry the database password", url)
+			}
 		})
-		if r.Inputs.ContainsSecrets() {
-			secrets++
-		}
-	}
-	// The chat env Secret and Postgres's: if nothing is marked secret the check above proves nothing.
-	if secrets < 2 {
-		t.Errorf("%d resources hold secret inputs, want at least 2", secrets)
-	}
-	chatEnv := s.one(t, "core/v1:Secret", "chat-env")
-	if url, _ := get(chatEnv, "stringData.DATABASE_URL").(string); !strings.Contains(url, testDBPass) {
-		t.Errorf("DATABASE_URL %q does not carry the database password", url)
 	}
 }
 

@@ -4,8 +4,6 @@
 package main
 
 import (
-	"fmt"
-
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
 	"github.com/switchboard-dev/switchboard/infra/stackconfig"
@@ -19,10 +17,8 @@ func program(ctx *pulumi.Context) error {
 	if err != nil {
 		return err
 	}
-	switch cfg.Target {
-	case stackconfig.Kind:
-		return kindStack(ctx, cfg)
-	default:
-		return fmt.Errorf("target %s: not built yet (issue 6)", cfg.Target)
+	if cfg.Target == stackconfig.AWS {
+		return awsStack(ctx, cfg)
 	}
+	return kindStack(ctx, cfg)
 }

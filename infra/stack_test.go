@@ -50,10 +50,72 @@ func (s *stack) NewResource(args pulumi.MockResourceArgs) (string, resource.Prop
 	s.mu.Lock()
 	s.resources = append(s.resources, declared{args.TypeToken, args.Name, args.Inputs})
 	s.mu.Unlock()
-	return args.Name + "-id", args.Inputs, nil
+	outs := args.Inputs.Copy()
+	if strings.HasPrefix(args.TypeToken, "aws:") {
+		outs["arn"] = resource.NewStringProperty("arn:aws:mock:::" + args.Name)
+	}
+	// What AWS and Kubernetes compute, and the program reads back.
+	for k, v := range computed[args.TypeToken] {
+		outs[resource.PropertyKey(k)] = resource.NewPropertyValue(v)
+	}
+	return args.Name + "-id", outs, nil
 }
 
-func (s *stack) Call(args pulumi.MockCallArgs) (resource.PropertyMap, error) { return args.Args, nil }
+var computed = map[string]map[string]any{
+	"aws:eks/cluster:Cluster": {
+		"endpoint":             "https://mock.eks.amazonaws.com",
+		"certificateAuthority": map[string]any{"data": "bW9jaw=="},
+		"identities":           []any{map[string]any{"oidcs": []any{map[string]any{"issuer": "https://oidc.eks.mock/id/ABC"}}}},
+		"vpcConfig":            map[string]any{"clusterSecurityGroupId": "sg-cluster"},
+	},
+	"aws:rds/instance:Instance": {
+		"address":           "db.mock.rds.amazonaws.com",
+		"masterUserSecrets": []any{map[string]any{"secretArn": "arn:aws:secretsmanager:mock:db"}},
+	},
+	"aws:elasticache/replicationGroup:ReplicationGroup": {
+		"primaryEndpointAddress": "redis.mock.cache.amazonaws.com",
+		"memberClusters":         []any{"redis-001", "redis-002", "redis-003"},
+	},
+	"kubernetes:networking.k8s.io/v1:Ingress": {
+		"status": map[string]any{"loadBalancer": map[string]any{"ingress": []any{map[string]any{"hostname": "alb.mock.elb.amazonaws.com"}}}},
+	},
+}
+
+// Secrets the invokes hand out; like the config's, never in plain text.
+const (
+	testRedisToken = "redis-token-for-tests-0123456789"
+	testRDSPass    = "rds-password-for-tests-9876543210"
+)
+
+func (s *stack) Call(args pulumi.MockCallArgs) (resource.PropertyMap, error) {
+	switch args.Token {
+	case "aws:index/getAvailabilityZones:getAvailabilityZones":
+		return resource.NewPropertyMapFromMap(map[string]any{"names": []any{"mock-1a", "mock-1b", "mock-1c"}}), nil
+	case "aws:secretsmanager/getRandomPassword:getRandomPassword":
+		return resource.NewPropertyMapFromMap(map[string]any{"randomPassword": testRedisToken}), nil
+	case "aws:secretsmanager/getSecretVersion:getSecretVersion":
+		return resource.NewPropertyMapFromMap(map[string]any{
+			"secretString": `{"username":"switchboard","password":"` + testRDSPass + `"}`,
+		}), nil
+	case "aws:lb/getLoadBalancer:getLoadBalancer":
+		return resource.NewPropertyMapFromMap(map[string]any{"arnSuffix": "app/switchboard-prod/123"}), nil
+	}
+	return args.Args, nil
+}
+
+// awsConfig is a prod stack's settings; tests override single keys.
+func awsConfig(overrides ...string) map[string]string {
+	c := map[string]string{
+		"switchboard:target":         "aws",
+		"switchboard:jwtSecret":      testJWTSecret,
+		"switchboard:certificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/mock",
+		"switchboard:alarmTopicArn":  "arn:aws:sns:eu-west-1:123456789012:switchboard-alarms",
+	}
+	for i := 0; i+1 < len(overrides); i += 2 {
+		c["switchboard:"+overrides[i]] = overrides[i+1]
+	}
+	return c
+}
 
 // run runs the program under mocks with config; secretKeys lists the keys
 // stored as secrets (all the secret ones, unless given).
@@ -61,10 +123,14 @@ func run(config map[string]string, secretKeys ...string) (*stack, error) {
 	if secretKeys == nil {
 		secretKeys = []string{"switchboard:jwtSecret", "switchboard:databasePassword"}
 	}
+	stackName := "dev"
+	if config["switchboard:target"] == "aws" {
+		stackName = "prod"
+	}
 	s := &stack{}
 	err := pulumi.RunErr(func(ctx *pulumi.Context) error {
 		return program(ctx)
-	}, pulumi.WithMocks("switchboard", "dev", s), func(info *pulumi.RunInfo) {
+	}, pulumi.WithMocks("switchboard", stackName, s), func(info *pulumi.RunInfo) {
 		info.Config = maps.Clone(config)
 		info.ConfigSecretKeys = secretKeys
 	})

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
@@ -59,6 +60,30 @@ type Config struct {
 
 	JWTSecret        pulumi.StringOutput // secret
 	DatabasePassword pulumi.StringOutput // secret; kind's in-cluster Postgres
+
+	AWS AWSSettings // target aws only
+}
+
+// AWSSettings are the prod and staging stacks' settings.
+type AWSSettings struct {
+	VPCCIDR           string
+	NATPerAZ          bool // one NAT gateway per AZ (prod) or one for all (staging)
+	EKSVersion        string
+	NodeInstanceType  string
+	NodeMin, NodeMax  int
+	Addons            map[string]string // EKS add-on → pinned version
+	LBControllerChart string            // aws-load-balancer-controller chart version
+	CertificateARN    string            // ACM, for the HTTPS listener
+	WAFACLARN         string            // optional WAFv2 web ACL
+	Stickiness        time.Duration     // lb_cookie duration
+	AlarmTopicARN     string            // SNS topic for the CloudWatch alarms
+	RedisNodeType     string
+	RedisReplicas     int // replicas besides the primary
+	DBInstanceClass   string
+	DBStorageGB       int
+	DBMultiAZ         bool
+	DBBackupDays      int
+	DeletionProtect   bool // RDS deletion protection
 }
 
 // Defaults are the values of every unset key.
@@ -83,6 +108,29 @@ func Defaults() Config {
 		EdgeReplicas:       2,
 		Observability:      Install,
 		PrometheusStackVer: "79.5.0",
+		AWS: AWSSettings{
+			VPCCIDR:          "10.0.0.0/16",
+			NATPerAZ:         true,
+			EKSVersion:       "1.33",
+			NodeInstanceType: "m6i.large",
+			NodeMin:          3,
+			NodeMax:          6,
+			Addons: map[string]string{
+				"vpc-cni":            "v1.19.5-eksbuild.3",
+				"coredns":            "v1.12.1-eksbuild.2",
+				"kube-proxy":         "v1.33.0-eksbuild.2",
+				"aws-ebs-csi-driver": "v1.45.0-eksbuild.2",
+			},
+			LBControllerChart: "1.13.4",
+			Stickiness:        time.Hour,
+			RedisNodeType:     "cache.r7g.large",
+			RedisReplicas:     2,
+			DBInstanceClass:   "db.r6g.large",
+			DBStorageGB:       100,
+			DBMultiAZ:         true,
+			DBBackupDays:      7,
+			DeletionProtect:   true,
+		},
 	}
 }
 
@@ -112,6 +160,9 @@ func Load(ctx *pulumi.Context) (Config, error) {
 	r.str("prometheusStackVersion", &c.PrometheusStackVer)
 	c.JWTSecret = r.secret("jwtSecret", true)
 	c.DatabasePassword = r.secret("databasePassword", c.Target == Kind)
+	if c.Target == AWS {
+		r.aws(&c.AWS)
+	}
 	if c.MaxReplicas < c.Replicas {
 		r.fail("maxReplicas", strconv.Itoa(c.MaxReplicas), fmt.Sprintf("at least replicas (%d)", c.Replicas))
 	}
@@ -175,6 +226,62 @@ func (r *reader) duration(key string, into *time.Duration) {
 		return
 	}
 	*into = d
+}
+
+func (r *reader) aws(a *AWSSettings) {
+	r.str("vpcCidr", &a.VPCCIDR)
+	r.boolean("natPerAz", &a.NATPerAZ)
+	r.str("eksVersion", &a.EKSVersion)
+	r.str("nodeInstanceType", &a.NodeInstanceType)
+	r.integer("nodeMin", &a.NodeMin, 1, 100)
+	r.integer("nodeMax", &a.NodeMax, 1, 1000)
+	r.str("lbControllerChartVersion", &a.LBControllerChart)
+	r.required("certificateArn", &a.CertificateARN, "arn:aws:acm:")
+	r.str("wafAclArn", &a.WAFACLARN)
+	r.duration("stickiness", &a.Stickiness)
+	r.required("alarmTopicArn", &a.AlarmTopicARN, "arn:aws:sns:")
+	r.str("redisNodeType", &a.RedisNodeType)
+	r.integer("redisReplicas", &a.RedisReplicas, 1, 5)
+	r.str("dbInstanceClass", &a.DBInstanceClass)
+	r.integer("dbStorageGb", &a.DBStorageGB, 20, 65536)
+	r.boolean("dbMultiAz", &a.DBMultiAZ)
+	r.integer("dbBackupDays", &a.DBBackupDays, 1, 35)
+	r.boolean("deletionProtection", &a.DeletionProtect)
+	for name := range a.Addons {
+		v := a.Addons[name]
+		r.str("addon-"+name, &v)
+		a.Addons[name] = v
+	}
+	// The lb_cookie duration is 1 s to 7 days.
+	if a.Stickiness < time.Second || a.Stickiness > 7*24*time.Hour {
+		r.fail("stickiness", a.Stickiness.String(), "a duration from 1s to 168h")
+	}
+	if a.NodeMax < a.NodeMin {
+		r.fail("nodeMax", strconv.Itoa(a.NodeMax), fmt.Sprintf("at least nodeMin (%d)", a.NodeMin))
+	}
+}
+
+func (r *reader) boolean(key string, into *bool) {
+	v := r.cfg.Get(key)
+	if v == "" {
+		return
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		r.fail(key, v, "true or false")
+		return
+	}
+	*into = b
+}
+
+// required reads a key that must be set and start with prefix.
+func (r *reader) required(key string, into *string, prefix string) {
+	v := r.cfg.Get(key)
+	if !strings.HasPrefix(v, prefix) {
+		r.fail(key, v, "an ARN starting with "+prefix)
+		return
+	}
+	*into = v
 }
 
 // secret reads a secret key, refusing one stored in plain text.

@@ -1,0 +1,91 @@
+package main
+
+import (
+	corev1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/core/v1"
+	metav1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/meta/v1"
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+
+	"github.com/switchboard-dev/switchboard/infra/alarms"
+	"github.com/switchboard-dev/switchboard/infra/cluster"
+	"github.com/switchboard-dev/switchboard/infra/edge"
+	"github.com/switchboard-dev/switchboard/infra/managed"
+	"github.com/switchboard-dev/switchboard/infra/naming"
+	"github.com/switchboard-dev/switchboard/infra/network"
+	"github.com/switchboard-dev/switchboard/infra/observability"
+	"github.com/switchboard-dev/switchboard/infra/stackconfig"
+	"github.com/switchboard-dev/switchboard/infra/workload"
+)
+
+// awsStack is the prod (and staging) stack: VPC, EKS, ElastiCache, RDS, the
+// same workload and monitoring as kind, an ALB in front, CloudWatch alarms.
+func awsStack(ctx *pulumi.Context, cfg stackconfig.Config) error {
+	a := cfg.AWS
+	name := naming.Project + "-" + ctx.Stack()
+	tags := pulumi.StringMap{"project": pulumi.String(naming.Project), "stack": pulumi.String(ctx.Stack())}
+
+	net, err := network.New(ctx, "network", network.Args{CIDR: a.VPCCIDR, NATPerAZ: a.NATPerAZ, ClusterName: name, Tags: tags})
+	if err != nil {
+		return err
+	}
+	eks, err := cluster.New(ctx, "cluster", cluster.Args{
+		Name: name, Version: a.EKSVersion, PublicSubnets: net.PublicSubnets, PrivateSubnets: net.PrivateSubnets,
+		NodeInstanceType: a.NodeInstanceType, NodeMin: a.NodeMin, NodeMax: a.NodeMax, Addons: a.Addons, Tags: tags,
+	})
+	if err != nil {
+		return err
+	}
+	stores, err := managed.New(ctx, "data", managed.Args{
+		Name: name, VpcID: net.VpcID.ToStringOutput(), PrivateSubnets: net.PrivateSubnets, ClientGroup: eks.SecurityGroup,
+		RedisNodeType: a.RedisNodeType, RedisReplicas: a.RedisReplicas,
+		DBInstanceClass: a.DBInstanceClass, DBStorageGB: a.DBStorageGB, DBMultiAZ: a.DBMultiAZ, DBBackupDays: a.DBBackupDays,
+		DeletionProtection: a.DeletionProtect, Tags: tags,
+	})
+	if err != nil {
+		return err
+	}
+
+	k8s := pulumi.Provider(eks.Provider)
+	ns, err := corev1.NewNamespace(ctx, cfg.Namespace, &corev1.NamespaceArgs{
+		Metadata: &metav1.ObjectMetaArgs{Name: pulumi.String(cfg.Namespace), Labels: pulumi.StringMap{
+			"app.kubernetes.io/part-of": pulumi.String(naming.Project),
+			// Pods get a readiness gate: a rollout waits until the ALB has registered each new pod.
+			"elbv2.k8s.aws/pod-readiness-gate-inject": pulumi.String("enabled"),
+		}},
+	}, k8s)
+	if err != nil {
+		return err
+	}
+	inNamespace := []pulumi.ResourceOption{k8s, pulumi.DependsOn([]pulumi.Resource{ns})}
+	namespace := ns.Metadata.Name().Elem()
+
+	wa := workloadArgs(cfg, namespace, stores.RedisURL, stores.DatabaseURL)
+	chat, err := workload.New(ctx, "chat", wa, inNamespace...)
+	if err != nil {
+		return err
+	}
+	lbName := name
+	alb, err := edge.NewALB(ctx, "edge", edge.ALBArgs{
+		Cluster: eks, VpcID: net.VpcID.ToStringOutput(), Namespace: namespace, Service: chat.Service, ServicePort: workload.Port,
+		ChartVersion: a.LBControllerChart, CertificateARN: a.CertificateARN, WAFACLARN: a.WAFACLARN,
+		Stickiness: a.Stickiness, PingInterval: cfg.PingInterval, DrainWindow: wa.Drain.Window(),
+		LoadBalancer: lbName, Tags: tags,
+	}, pulumi.DependsOn([]pulumi.Resource{ns}))
+	if err != nil {
+		return err
+	}
+	if _, err := observability.New(ctx, "observability", observabilityArgs(cfg, namespace, "ClusterIP"), inNamespace...); err != nil {
+		return err
+	}
+	if _, err := alarms.New(ctx, "alarms", alarms.Args{
+		Topic: a.AlarmTopicARN, LoadBalancer: lbName, Ready: alb.Hostname,
+		RedisClusters: stores.RedisClusters, RedisMembers: 1 + a.RedisReplicas, DBInstance: stores.DBInstance, Tags: tags,
+	}); err != nil {
+		return err
+	}
+	ctx.Export("albDnsName", alb.Hostname)
+	ctx.Export("chatUrl", pulumi.Sprintf("https://%s", alb.Hostname))
+	ctx.Export("clusterName", eks.Name)
+	ctx.Export("kubeconfig", eks.Kubeconfig)
+	ctx.Export("grafanaUrl", pulumi.String("http://localhost:3000 after `kubectl -n "+observability.Namespace+" port-forward svc/kube-prometheus-stack-grafana 3000:80`"))
+	return nil
+}

@@ -1,0 +1,196 @@
+// Package cluster is the prod stack's EKS cluster: the control plane, a
+// managed node group in the private subnets, the OIDC provider for IAM roles
+// of service accounts (IRSA), pinned add-ons, and a Kubernetes provider built
+// from the cluster's own outputs.
+package cluster
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/eks"
+	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/iam"
+	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes"
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+
+	"github.com/switchboard-dev/switchboard/infra/iampolicy"
+)
+
+// Args configure the cluster.
+type Args struct {
+	Name             string
+	Version          string
+	PublicSubnets    pulumi.StringArrayInput
+	PrivateSubnets   pulumi.StringArrayInput
+	NodeInstanceType string
+	NodeMin, NodeMax int
+	Addons           map[string]string // name → pinned version
+	Tags             pulumi.StringMap
+}
+
+// Cluster is the component.
+type Cluster struct {
+	pulumi.ResourceState
+	Name pulumi.StringOutput
+	// SecurityGroup is the cluster security group, which the managed nodes
+	// and so the pods carry: the stores admit it alone.
+	SecurityGroup pulumi.StringOutput
+	OIDCProvider  *iam.OpenIdConnectProvider
+	OIDCIssuer    pulumi.StringOutput // without https://
+	Kubeconfig    pulumi.StringOutput
+	Provider      *kubernetes.Provider
+}
+
+// awsManaged is the ARN of an AWS-managed policy.
+func awsManaged(name string) string { return "arn:aws:iam::aws:policy/" + name }
+
+// New declares the cluster.
+func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOption) (*Cluster, error) {
+	c := &Cluster{}
+	if err := ctx.RegisterComponentResource("switchboard:index:Cluster", name, c, opts...); err != nil {
+		return nil, err
+	}
+	parent := pulumi.Parent(c)
+	clusterRole, err := Role(ctx, name+"-cluster", iampolicy.AssumedBy("eks.amazonaws.com"), args.Tags, parent,
+		awsManaged("AmazonEKSClusterPolicy"))
+	if err != nil {
+		return nil, err
+	}
+	eksCluster, err := eks.NewCluster(ctx, name, &eks.ClusterArgs{
+		Name:    pulumi.String(args.Name),
+		RoleArn: clusterRole.Arn,
+		Version: pulumi.String(args.Version),
+		VpcConfig: &eks.ClusterVpcConfigArgs{
+			SubnetIds: pulumi.All(args.PrivateSubnets, args.PublicSubnets).ApplyT(func(v []any) []string {
+				return append(slices.Clone(v[0].([]string)), v[1].([]string)...)
+			}).(pulumi.StringArrayOutput),
+			EndpointPrivateAccess: pulumi.Bool(true),
+			EndpointPublicAccess:  pulumi.Bool(true),
+		},
+		AccessConfig: &eks.ClusterAccessConfigArgs{
+			AuthenticationMode:                      pulumi.String("API"),
+			BootstrapClusterCreatorAdminPermissions: pulumi.Bool(true),
+		},
+		EnabledClusterLogTypes: pulumi.ToStringArray([]string{"api", "audit", "authenticator"}),
+		Tags:                   args.Tags,
+	}, parent)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: %w", name, err)
+	}
+	issuer := eksCluster.Identities.Index(pulumi.Int(0)).Oidcs().Index(pulumi.Int(0)).Issuer().Elem()
+	c.OIDCProvider, err = iam.NewOpenIdConnectProvider(ctx, name, &iam.OpenIdConnectProviderArgs{
+		Url:           issuer,
+		ClientIdLists: pulumi.ToStringArray([]string{"sts.amazonaws.com"}),
+		Tags:          args.Tags,
+	}, parent)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: OIDC provider: %w", name, err)
+	}
+	c.OIDCIssuer = issuer.ApplyT(func(u string) string { return strings.TrimPrefix(u, "https://") }).(pulumi.StringOutput)
+
+	nodeRole, err := Role(ctx, name+"-nodes", iampolicy.AssumedBy("ec2.amazonaws.com"), args.Tags, parent,
+		awsManaged("AmazonEKSWorkerNodePolicy"), awsManaged("AmazonEC2ContainerRegistryReadOnly"), awsManaged("AmazonEKS_CNI_Policy"))
+	if err != nil {
+		return nil, err
+	}
+	nodes, err := eks.NewNodeGroup(ctx, name, &eks.NodeGroupArgs{
+		ClusterName:   eksCluster.Name,
+		NodeRoleArn:   nodeRole.Arn,
+		SubnetIds:     args.PrivateSubnets,
+		InstanceTypes: pulumi.ToStringArray([]string{args.NodeInstanceType}),
+		ScalingConfig: &eks.NodeGroupScalingConfigArgs{
+			MinSize: pulumi.Int(args.NodeMin), DesiredSize: pulumi.Int(args.NodeMin), MaxSize: pulumi.Int(args.NodeMax),
+		},
+		UpdateConfig: &eks.NodeGroupUpdateConfigArgs{MaxUnavailable: pulumi.Int(1)},
+		Tags:         args.Tags,
+	}, parent, pulumi.IgnoreChanges([]string{"scalingConfig.desiredSize"}))
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: node group: %w", name, err)
+	}
+
+	// The EBS CSI driver provisions the volumes; it acts through its own role.
+	ebsRole, err := ServiceAccountRole(ctx, name+"-ebs-csi", c, "kube-system", "ebs-csi-controller-sa", args.Tags, parent,
+		awsManaged("service-role/AmazonEBSCSIDriverPolicy"))
+	if err != nil {
+		return nil, err
+	}
+	for _, addon := range slices.Sorted(maps.Keys(args.Addons)) {
+		a := &eks.AddonArgs{
+			ClusterName: eksCluster.Name, AddonName: pulumi.String(addon), AddonVersion: pulumi.String(args.Addons[addon]),
+			ResolveConflictsOnUpdate: pulumi.String("OVERWRITE"), Tags: args.Tags,
+		}
+		if addon == "aws-ebs-csi-driver" {
+			a.ServiceAccountRoleArn = ebsRole.Arn
+		}
+		if _, err := eks.NewAddon(ctx, name+"-"+addon, a, parent, pulumi.DependsOn([]pulumi.Resource{nodes})); err != nil {
+			return nil, fmt.Errorf("cluster %s: add-on %s: %w", name, addon, err)
+		}
+	}
+
+	c.Name = eksCluster.Name
+	c.SecurityGroup = eksCluster.VpcConfig.ClusterSecurityGroupId().Elem()
+	c.Kubeconfig = pulumi.All(eksCluster.Name, eksCluster.Endpoint, eksCluster.CertificateAuthority.Data().Elem()).ApplyT(func(v []any) string {
+		return kubeconfig(v[0].(string), v[1].(string), v[2].(string))
+	}).(pulumi.StringOutput)
+	c.Provider, err = kubernetes.NewProvider(ctx, name, &kubernetes.ProviderArgs{Kubeconfig: c.Kubeconfig}, parent, pulumi.DependsOn([]pulumi.Resource{nodes}))
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: kubernetes provider: %w", name, err)
+	}
+	return c, ctx.RegisterResourceOutputs(c, pulumi.Map{"name": c.Name, "kubeconfig": c.Kubeconfig})
+}
+
+// kubeconfig reaches the cluster with `aws eks get-token`: it holds no secret.
+func kubeconfig(name, endpoint, ca string) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: %[1]s
+  cluster: {server: %[2]s, certificate-authority-data: %[3]s}
+users:
+- name: %[1]s
+  user:
+    exec:
+      apiVersion: client.authentication.k8s.io/v1beta1
+      command: aws
+      args: [eks, get-token, --cluster-name, %[1]s, --output, json]
+contexts:
+- name: %[1]s
+  context: {cluster: %[1]s, user: %[1]s}
+current-context: %[1]s
+`, name, endpoint, ca)
+}
+
+// Role is an IAM role with a trust policy and AWS-managed policies attached.
+func Role(ctx *pulumi.Context, name string, trust iampolicy.Document, tags pulumi.StringMap, parent pulumi.ResourceOption, managed ...string) (*iam.Role, error) {
+	doc, err := trust.JSON()
+	if err != nil {
+		return nil, err
+	}
+	return role(ctx, name, pulumi.String(doc), tags, parent, managed...)
+}
+
+// ServiceAccountRole is a role that only the Kubernetes service account
+// namespace/account may assume (IRSA).
+func ServiceAccountRole(ctx *pulumi.Context, name string, c *Cluster, namespace, account string, tags pulumi.StringMap, parent pulumi.ResourceOption, managed ...string) (*iam.Role, error) {
+	trust := pulumi.All(c.OIDCProvider.Arn, c.OIDCIssuer).ApplyT(func(v []any) (string, error) {
+		return iampolicy.AssumedByServiceAccount(v[0].(string), v[1].(string), namespace, account).JSON()
+	}).(pulumi.StringOutput)
+	return role(ctx, name, trust, tags, parent, managed...)
+}
+
+func role(ctx *pulumi.Context, name string, trust pulumi.StringInput, tags pulumi.StringMap, parent pulumi.ResourceOption, managed ...string) (*iam.Role, error) {
+	r, err := iam.NewRole(ctx, name, &iam.RoleArgs{AssumeRolePolicy: trust, Tags: tags}, parent)
+	if err != nil {
+		return nil, fmt.Errorf("role %s: %w", name, err)
+	}
+	for i, arn := range managed {
+		if _, err := iam.NewRolePolicyAttachment(ctx, fmt.Sprintf("%s-%d", name, i), &iam.RolePolicyAttachmentArgs{
+			Role: r.Name, PolicyArn: pulumi.String(arn),
+		}, parent); err != nil {
+			return nil, fmt.Errorf("role %s: attach %s: %w", name, arn, err)
+		}
+	}
+	return r, nil
+}

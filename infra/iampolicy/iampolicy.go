@@ -1,0 +1,65 @@
+// Package iampolicy writes IAM policy documents from Go values, never from
+// hand-written JSON strings, so that a test can read every statement.
+package iampolicy
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// Document is an IAM policy document.
+type Document struct {
+	Version   string      `json:"Version"`
+	Statement []Statement `json:"Statement"`
+}
+
+// Statement is one statement of a document.
+type Statement struct {
+	Sid       string                       `json:"Sid,omitempty"`
+	Effect    string                       `json:"Effect"`
+	Principal map[string][]string          `json:"Principal,omitempty"`
+	Action    []string                     `json:"Action"`
+	Resource  []string                     `json:"Resource,omitempty"`
+	Condition map[string]map[string]string `json:"Condition,omitempty"`
+}
+
+// Allow is a statement allowing actions on resources.
+func Allow(actions []string, resources ...string) Statement {
+	return Statement{Effect: "Allow", Action: actions, Resource: resources}
+}
+
+// New is a document of statements.
+func New(statements ...Statement) Document {
+	return Document{Version: "2012-10-17", Statement: statements}
+}
+
+// AssumedBy is a trust policy letting an AWS service assume the role.
+func AssumedBy(service string) Document {
+	return New(Statement{
+		Effect: "Allow", Action: []string{"sts:AssumeRole"},
+		Principal: map[string][]string{"Service": {service}},
+	})
+}
+
+// AssumedByServiceAccount is the IRSA trust policy: only the Kubernetes
+// service account namespace/name, through the cluster's OIDC provider.
+func AssumedByServiceAccount(providerARN, providerURL, namespace, name string) Document {
+	return New(Statement{
+		Effect:    "Allow",
+		Action:    []string{"sts:AssumeRoleWithWebIdentity"},
+		Principal: map[string][]string{"Federated": {providerARN}},
+		Condition: map[string]map[string]string{"StringEquals": {
+			providerURL + ":sub": fmt.Sprintf("system:serviceaccount:%s:%s", namespace, name),
+			providerURL + ":aud": "sts.amazonaws.com",
+		}},
+	})
+}
+
+// JSON is the document as IAM takes it.
+func (d Document) JSON() (string, error) {
+	b, err := json.Marshal(d)
+	if err != nil {
+		return "", fmt.Errorf("policy document: %w", err)
+	}
+	return string(b), nil
+}

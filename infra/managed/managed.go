@@ -1,0 +1,204 @@
+// Package managed is the prod stack's data layer on AWS's managed services:
+// an ElastiCache Redis replication group and an RDS PostgreSQL instance in
+// the private subnets, reachable only from the cluster's security group, with
+// their credentials in Secrets Manager. It hands the chat server the same two
+// URLs as the in-cluster stores of kind, with TLS.
+package managed
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+
+	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/ec2"
+	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/elasticache"
+	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/rds"
+	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/secretsmanager"
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+)
+
+// Ports the security groups open, and nothing else.
+const (
+	RedisPort    = 6379
+	PostgresPort = 5432
+)
+
+// database and user of the chat server.
+const database = "switchboard"
+
+// Args configure the stores.
+type Args struct {
+	Name           string // prefix of the AWS names
+	VpcID          pulumi.StringInput
+	PrivateSubnets pulumi.StringArrayInput
+	// ClientGroup is the only security group the stores admit: the cluster's.
+	ClientGroup        pulumi.StringInput
+	RedisNodeType      string
+	RedisReplicas      int
+	DBInstanceClass    string
+	DBStorageGB        int
+	DBMultiAZ          bool
+	DBBackupDays       int
+	DeletionProtection bool
+	Tags               pulumi.StringMap
+}
+
+// Managed is the component. The URLs are secrets.
+type Managed struct {
+	pulumi.ResourceState
+	RedisURL        pulumi.StringOutput
+	DatabaseURL     pulumi.StringOutput
+	RedisClusters   pulumi.StringArrayOutput // member cache clusters, for alarms
+	DBInstance      pulumi.StringOutput      // identifier, for alarms
+	RedisAuthSecret pulumi.StringOutput      // Secrets Manager ARN of the auth token
+}
+
+// New declares the stores.
+func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOption) (*Managed, error) {
+	m := &Managed{}
+	if err := ctx.RegisterComponentResource("switchboard:index:Managed", name, m, opts...); err != nil {
+		return nil, err
+	}
+	parent := pulumi.Parent(m)
+	redisSG, err := onlyFrom(ctx, name+"-redis", args, RedisPort, parent)
+	if err != nil {
+		return nil, err
+	}
+	pgSG, err := onlyFrom(ctx, name+"-postgres", args, PostgresPort, parent)
+	if err != nil {
+		return nil, err
+	}
+
+	// The auth token is generated once and kept in Secrets Manager: later
+	// runs read it back rather than generate another.
+	token, err := secretsmanager.GetRandomPassword(ctx, &secretsmanager.GetRandomPasswordArgs{
+		PasswordLength: pulumi.IntRef(64), ExcludePunctuation: pulumi.BoolRef(true),
+	}, parent)
+	if err != nil {
+		return nil, fmt.Errorf("managed %s: redis auth token: %w", name, err)
+	}
+	tokenSecret, err := secretsmanager.NewSecret(ctx, name+"-redis-auth", &secretsmanager.SecretArgs{
+		Description: pulumi.String("AUTH token of the Switchboard ElastiCache replication group"), Tags: args.Tags,
+	}, parent)
+	if err != nil {
+		return nil, fmt.Errorf("managed %s: redis auth secret: %w", name, err)
+	}
+	tokenVersion, err := secretsmanager.NewSecretVersion(ctx, name+"-redis-auth", &secretsmanager.SecretVersionArgs{
+		SecretId:     tokenSecret.ID(),
+		SecretString: pulumi.ToSecret(pulumi.String(token.RandomPassword)).(pulumi.StringOutput),
+	}, parent, pulumi.IgnoreChanges([]string{"secretString"}))
+	if err != nil {
+		return nil, fmt.Errorf("managed %s: redis auth secret version: %w", name, err)
+	}
+	storedToken := pulumi.ToSecret(tokenVersion.SecretString.Elem()).(pulumi.StringOutput)
+
+	redisSubnets, err := elasticache.NewSubnetGroup(ctx, name, &elasticache.SubnetGroupArgs{SubnetIds: args.PrivateSubnets, Tags: args.Tags}, parent)
+	if err != nil {
+		return nil, fmt.Errorf("managed %s: cache subnet group: %w", name, err)
+	}
+	redis, err := elasticache.NewReplicationGroup(ctx, name, &elasticache.ReplicationGroupArgs{
+		Description:              pulumi.String("Switchboard message bus"),
+		Engine:                   pulumi.String("redis"),
+		EngineVersion:            pulumi.String("7.1"),
+		NodeType:                 pulumi.String(args.RedisNodeType),
+		NumCacheClusters:         pulumi.Int(1 + args.RedisReplicas),
+		Port:                     pulumi.Int(RedisPort),
+		SubnetGroupName:          redisSubnets.Name,
+		SecurityGroupIds:         pulumi.StringArray{redisSG.ID().ToStringOutput()},
+		TransitEncryptionEnabled: pulumi.Bool(true),
+		AtRestEncryptionEnabled:  pulumi.Bool(true),
+		AuthToken:                storedToken,
+		AutomaticFailoverEnabled: pulumi.Bool(true),
+		MultiAzEnabled:           pulumi.Bool(true),
+		SnapshotRetentionLimit:   pulumi.Int(1),
+		ApplyImmediately:         pulumi.Bool(false),
+		Tags:                     args.Tags,
+	}, parent)
+	if err != nil {
+		return nil, fmt.Errorf("managed %s: redis: %w", name, err)
+	}
+
+	pgSubnets, err := rds.NewSubnetGroup(ctx, name, &rds.SubnetGroupArgs{SubnetIds: args.PrivateSubnets, Tags: args.Tags}, parent)
+	if err != nil {
+		return nil, fmt.Errorf("managed %s: db subnet group: %w", name, err)
+	}
+	params, err := rds.NewParameterGroup(ctx, name, &rds.ParameterGroupArgs{
+		Family: pulumi.String("postgres16"),
+		// Plain-text connections are refused.
+		Parameters: rds.ParameterGroupParameterArray{rds.ParameterGroupParameterArgs{Name: pulumi.String("rds.force_ssl"), Value: pulumi.String("1")}},
+		Tags:       args.Tags,
+	}, parent)
+	if err != nil {
+		return nil, fmt.Errorf("managed %s: db parameters: %w", name, err)
+	}
+	pg, err := rds.NewInstance(ctx, name, &rds.InstanceArgs{
+		Engine:                     pulumi.String("postgres"),
+		EngineVersion:              pulumi.String("16"),
+		InstanceClass:              pulumi.String(args.DBInstanceClass),
+		AllocatedStorage:           pulumi.Int(args.DBStorageGB),
+		MaxAllocatedStorage:        pulumi.Int(4 * args.DBStorageGB),
+		StorageType:                pulumi.String("gp3"),
+		StorageEncrypted:           pulumi.Bool(true),
+		DbName:                     pulumi.String(database),
+		Username:                   pulumi.String(database),
+		ManageMasterUserPassword:   pulumi.Bool(true),
+		DbSubnetGroupName:          pgSubnets.Name,
+		VpcSecurityGroupIds:        pulumi.StringArray{pgSG.ID().ToStringOutput()},
+		PubliclyAccessible:         pulumi.Bool(false),
+		MultiAz:                    pulumi.Bool(args.DBMultiAZ),
+		ParameterGroupName:         params.Name,
+		BackupRetentionPeriod:      pulumi.Int(args.DBBackupDays),
+		DeletionProtection:         pulumi.Bool(args.DeletionProtection),
+		SkipFinalSnapshot:          pulumi.Bool(!args.DeletionProtection),
+		FinalSnapshotIdentifier:    pulumi.String(args.Name + "-final"),
+		PerformanceInsightsEnabled: pulumi.Bool(true),
+		AutoMinorVersionUpgrade:    pulumi.Bool(true),
+		CopyTagsToSnapshot:         pulumi.Bool(true),
+		Tags:                       args.Tags,
+	}, parent)
+	if err != nil {
+		return nil, fmt.Errorf("managed %s: postgres: %w", name, err)
+	}
+
+	m.RedisURL = pulumi.All(storedToken, redis.PrimaryEndpointAddress).ApplyT(func(v []any) string {
+		u := url.URL{Scheme: "rediss", User: url.UserPassword("", v[0].(string)), Host: fmt.Sprintf("%s:%d", v[1], RedisPort), Path: "/0"}
+		return u.String()
+	}).(pulumi.StringOutput)
+	m.RedisURL = pulumi.ToSecret(m.RedisURL).(pulumi.StringOutput)
+	// RDS keeps the master password in Secrets Manager; the URL is read from
+	// there at each `pulumi up`.
+	secretArn := pg.MasterUserSecrets.Index(pulumi.Int(0)).SecretArn().Elem()
+	credentials := secretsmanager.LookupSecretVersionOutput(ctx, secretsmanager.LookupSecretVersionOutputArgs{SecretId: secretArn}, parent)
+	m.DatabaseURL = pulumi.All(credentials.SecretString(), pg.Address).ApplyT(func(v []any) (string, error) {
+		var c struct{ Username, Password string }
+		if err := json.Unmarshal([]byte(v[0].(string)), &c); err != nil {
+			return "", fmt.Errorf("read the RDS master secret: %w", err)
+		}
+		u := url.URL{Scheme: "postgres", User: url.UserPassword(c.Username, c.Password), Host: fmt.Sprintf("%s:%d", v[1], PostgresPort), Path: "/" + database, RawQuery: "sslmode=require"}
+		return u.String(), nil
+	}).(pulumi.StringOutput)
+	m.DatabaseURL = pulumi.ToSecret(m.DatabaseURL).(pulumi.StringOutput)
+	m.RedisClusters = redis.MemberClusters
+	m.DBInstance = pg.Identifier
+	m.RedisAuthSecret = tokenSecret.Arn
+	return m, ctx.RegisterResourceOutputs(m, pulumi.Map{"redisUrl": m.RedisURL, "databaseUrl": m.DatabaseURL})
+}
+
+// onlyFrom is a security group that admits port from the client group alone.
+func onlyFrom(ctx *pulumi.Context, name string, args Args, port int, parent pulumi.ResourceOption) (*ec2.SecurityGroup, error) {
+	sg, err := ec2.NewSecurityGroup(ctx, name, &ec2.SecurityGroupArgs{
+		VpcId:       args.VpcID,
+		Description: pulumi.Sprintf("Switchboard %s: port %d from the cluster only", name, port),
+		Ingress: ec2.SecurityGroupIngressArray{ec2.SecurityGroupIngressArgs{
+			Protocol: pulumi.String("tcp"), FromPort: pulumi.Int(port), ToPort: pulumi.Int(port),
+			SecurityGroups: pulumi.StringArray{args.ClientGroup},
+		}},
+		// A store answers; it opens no connections of its own.
+		Egress: ec2.SecurityGroupEgressArray{},
+		Tags:   args.Tags,
+	}, parent)
+	if err != nil {
+		return nil, fmt.Errorf("managed %s: security group: %w", name, err)
+	}
+	return sg, nil
+}
