@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	http_helper "github.com/gruntwork-io/terratest/modules/http-helper"
+	test_structure "github.com/gruntwork-io/terratest/modules/test-structure"
+	"github.com/pulumi/pulumi/sdk/v3/go/auto"
+	"gopkg.in/yaml.v3"
+)
+
+// The dev stack on a real kind cluster: `pulumi up` through the Automation
+// API, the behaviour suite through NGINX's host port with kill and restart
+// through the Kubernetes API, then `pulumi destroy`.
+func TestDevStackOnKind(t *testing.T) {
+	need(t, "a kind cluster (kind and a Docker engine) and the pulumi CLI with internet for its plugins", "kind", "docker", "pulumi")
+	if out, err := exec.Command("kind", "get", "clusters").Output(); err != nil || !strings.Contains(string(out), "switchboard") {
+		t.Skip("needs the kind cluster switchboard: `make kind-up` creates it and loads the image")
+	}
+	jwt := randomSecret(t)
+	cfg := stackFile(t, "dev")
+	e2e(t, "dev", cfg, auto.ConfigMap{
+		"switchboard:jwtSecret":        {Value: jwt, Secret: true},
+		"switchboard:databasePassword": {Value: randomSecret(t), Secret: true},
+	}, func(ctx context.Context, stack auto.Stack, _ auto.OutputMap) []string {
+		return []string{
+			"SWITCHBOARD_ENDPOINT=" + kindChatURL, "SWITCHBOARD_KUBE_CONTEXT=" + cfg["switchboard:kubeContext"],
+			"SWITCHBOARD_NAMESPACE=" + cfg["switchboard:namespace"], "SWITCHBOARD_JWT_SECRET=" + jwt,
+		}
+	})
+}
+
+// The prod stack on AWS, as a throwaway staging-sized stack: `pulumi up`,
+// wait for the ALB to serve /ready, the behaviour suite through the ALB,
+// `pulumi destroy` whatever happened.
+func TestProdStackOnAWS(t *testing.T) {
+	if os.Getenv("AWS_ACCESS_KEY_ID") == "" && os.Getenv("AWS_PROFILE") == "" {
+		t.Skip("needs AWS credentials (AWS_ACCESS_KEY_ID or AWS_PROFILE), SWITCHBOARD_CERTIFICATE_ARN and SWITCHBOARD_ALARM_TOPIC_ARN: none here")
+	}
+	need(t, "the pulumi CLI, kubectl and the aws CLI", "pulumi", "kubectl", "aws")
+	jwt := randomSecret(t)
+	cfg := stackFile(t, "staging")
+	config := auto.ConfigMap{"switchboard:jwtSecret": {Value: jwt, Secret: true}}
+	for key, env := range map[string]string{"switchboard:certificateArn": "SWITCHBOARD_CERTIFICATE_ARN", "switchboard:alarmTopicArn": "SWITCHBOARD_ALARM_TOPIC_ARN"} {
+		if os.Getenv(env) == "" {
+			t.Fatalf("%s is not set: the stack needs it for %s", env, key)
+		}
+		config[key] = auto.ConfigValue{Value: os.Getenv(env)}
+	}
+	e2e(t, "staging", cfg, config, func(ctx context.Context, stack auto.Stack, out auto.OutputMap) []string {
+		endpoint := fmt.Sprintf("https://%s", out["albDnsName"].Value)
+		kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+		if err := os.WriteFile(kubeconfig, []byte(fmt.Sprint(out["kubeconfig"].Value)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		// The ALB's name resolves and its targets register a while after `up`.
+		http_helper.HttpGetWithRetryWithCustomValidation(t, endpoint+"/ready", nil, 90, 10*time.Second,
+			func(status int, _ string) bool { return status == 200 })
+		return []string{
+			"SWITCHBOARD_ENDPOINT=" + endpoint, "KUBECONFIG=" + kubeconfig,
+			"SWITCHBOARD_KUBE_CONTEXT=" + fmt.Sprint(out["clusterName"].Value),
+			"SWITCHBOARD_NAMESPACE=" + cfg["switchboard:namespace"], "SWITCHBOARD_JWT_SECRET=" + jwt,
+		}
+	})
+}
+
+// e2e deploys a throwaway copy of a stack (its file's settings plus
+// secrets), runs the behaviour suite against it with the environment target
+// returns, and destroys it: test_structure's deploy, validate and teardown.
+func e2e(t *testing.T, base string, settings map[string]string, secrets auto.ConfigMap,
+	target func(context.Context, auto.Stack, auto.OutputMap) []string,
+) {
+	ctx := context.Background()
+	var stack auto.Stack
+	var outputs auto.OutputMap
+	test_structure.RunTestStage(t, "deploy", func() { stack, outputs = up(ctx, t, base, settings, secrets) })
+	defer test_structure.RunTestStage(t, "teardown", func() {
+		began := time.Now()
+		if _, err := stack.Destroy(ctx); err != nil {
+			t.Errorf("pulumi destroy: %v", err)
+		}
+		logf(t, "pulumi destroy -s %s: %s", stack.Name(), time.Since(began).Round(time.Second))
+		_ = stack.Workspace().RemoveStack(ctx, stack.Name())
+	})
+	test_structure.RunTestStage(t, "validate", func() {
+		cmd := exec.CommandContext(ctx, "go", "test", "-count=1", "-v", "-timeout", "60m", "-run", "TestBehaviour", "./tests/")
+		cmd.Dir = ".."
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		cmd.Env = append(append(os.Environ(), "SWITCHBOARD_TARGET=kubernetes"), target(ctx, stack, outputs)...)
+		if err := cmd.Run(); err != nil {
+			t.Errorf("behaviour suite on the %s stack: %v", base, err)
+		}
+	})
+}
+
+// up creates a uniquely named stack in a local backend and runs `pulumi up`.
+func up(ctx context.Context, t *testing.T, base string, settings map[string]string, secrets auto.ConfigMap) (auto.Stack, auto.OutputMap) {
+	name := fmt.Sprintf("%s-test-%d", base, time.Now().Unix())
+	stack, err := auto.UpsertStackLocalSource(ctx, name, "..", auto.EnvVars(map[string]string{
+		"PULUMI_BACKEND_URL":       "file://" + t.TempDir(),
+		"PULUMI_CONFIG_PASSPHRASE": "switchboard-test",
+	}))
+	if err != nil {
+		t.Fatalf("stack %s: %v", name, err)
+	}
+	config := auto.ConfigMap{}
+	for k, v := range settings {
+		config[k] = auto.ConfigValue{Value: v}
+	}
+	for k, v := range secrets {
+		config[k] = v
+	}
+	if err := stack.SetAllConfig(ctx, config); err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	began := time.Now()
+	res, err := stack.Up(ctx)
+	if err != nil {
+		t.Fatalf("pulumi up -s %s: %v", name, err)
+	}
+	logf(t, "pulumi up -s %s: %s", name, time.Since(began).Round(time.Second))
+	return stack, res.Outputs
+}
+
+// stackFile is the plain configuration of Pulumi.<stack>.yaml.
+func stackFile(t *testing.T, stack string) map[string]string {
+	b, err := os.ReadFile("../Pulumi." + stack + ".yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct{ Config map[string]string }
+	if err := yaml.Unmarshal(b, &f); err != nil {
+		t.Fatalf("Pulumi.%s.yaml: %v", stack, err)
+	}
+	return f.Config
+}
+
+func need(t *testing.T, what string, tools ...string) {
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs %s: %s is missing here", what, tool)
+		}
+	}
+}
+
+func randomSecret(t *testing.T) string {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// Every stack file runs: its settings are accepted and its mock `pulumi up`
+// declares the whole topology.
+func TestStackFilesDeclareTheirTopology(t *testing.T) {
+	for _, tc := range []struct {
+		stack string
+		want  []string
+	}{
+		{"dev", []string{"apps/v1:Deployment", "apps/v1:StatefulSet", "helm.sh/v3:Release", "monitoring.coreos.com/v1:PrometheusRule"}},
+		{"prod", []string{"ec2/vpc:Vpc", "eks/cluster:Cluster", "eks/nodeGroup:NodeGroup", "elasticache/replicationGroup:ReplicationGroup",
+			"rds/instance:Instance", "networking.k8s.io/v1:Ingress", "helm.sh/v3:Release", "cloudwatch/metricAlarm:MetricAlarm", "ec2/flowLog:FlowLog"}},
+		{"staging", []string{"eks/cluster:Cluster", "rds/instance:Instance"}},
+	} {
+		t.Run(tc.stack, func(t *testing.T) {
+			cfg := stackFile(t, tc.stack)
+			cfg["switchboard:jwtSecret"] = testJWTSecret
+			cfg["switchboard:databasePassword"] = testDBPass
+			s := mustRun(t, cfg)
+			counts := map[string]int{}
+			for _, r := range s.resources {
+				counts[r.Type]++
+			}
+			for _, kind := range tc.want {
+				if len(s.of(kind)) == 0 {
+					t.Errorf("Pulumi.%s.yaml declares no %s", tc.stack, kind)
+				}
+			}
+			logf(t, "Pulumi.%s.yaml: %d resources of %d types", tc.stack, len(s.resources), len(counts))
+		})
+	}
+}
