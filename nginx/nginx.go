@@ -39,6 +39,12 @@ type Config struct {
 	ConnectTimeout    time.Duration // connect to an instance (2s)
 	Workers           string        // worker_processes ("auto")
 	WorkerConnections int           // per worker (16384)
+	// FileLimit raises each worker's open-file limit (worker_rlimit_nofile);
+	// a proxied WebSocket holds two. 0: the limit NGINX starts with.
+	FileLimit int
+	// ReusePort gives each worker its own listening socket, so the kernel
+	// spreads new connections evenly over the workers.
+	ReusePort bool
 
 	// Runtime is the directory for the pid file, logs and temp files when NGINX
 	// runs unprivileged outside its package paths. Empty: NGINX's built-in paths.
@@ -101,8 +107,8 @@ func (c Config) validate() error {
 		word("Runtime", c.Runtime)
 	}
 	word("Workers", c.Workers)
-	if c.MaxFails < 0 || c.WorkerConnections < 0 {
-		errs = append(errs, errors.New("MaxFails and WorkerConnections: want positive numbers"))
+	if c.MaxFails < 0 || c.WorkerConnections < 0 || c.FileLimit < 0 {
+		errs = append(errs, errors.New("MaxFails, WorkerConnections and FileLimit: want positive numbers"))
 	}
 	return errors.Join(errs...)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/switchboard-dev/switchboard/nginx"
 )
@@ -17,7 +18,9 @@ type Nginx struct {
 
 // StartNginx renders the shared template for the given instances (host:port)
 // and runs nginx in the foreground with its files under dir/nginx.
-func StartNginx(ctx context.Context, dir string, port int, servers []string) (*Nginx, error) {
+// workers is worker_processes: 0 means 2, enough for the tests' thousands of
+// connections without taking every core from the instances.
+func StartNginx(ctx context.Context, dir string, port, workers int, servers []string) (*Nginx, error) {
 	runtime, err := filepath.Abs(filepath.Join(dir, "nginx"))
 	if err != nil {
 		return nil, fmt.Errorf("start nginx: %w", err)
@@ -25,11 +28,15 @@ func StartNginx(ctx context.Context, dir string, port int, servers []string) (*N
 	if err := os.MkdirAll(runtime, 0o755); err != nil {
 		return nil, fmt.Errorf("start nginx: %w", err)
 	}
+	if workers == 0 {
+		workers = 2
+	}
 	conf, err := nginx.Render(nginx.Config{
 		Listen: "127.0.0.1:" + itoa(port), Servers: servers, Runtime: runtime, Foreground: true,
-		// Enough workers for the tests' thousands of connections without
-		// taking every core from the instances.
-		Workers: "2",
+		Workers: itoa(workers), ReusePort: true,
+		// The host's hard limit (20,000 here) caps each worker; Go's children
+		// start with the soft limit, often 1024.
+		FileLimit: fileLimit(),
 	})
 	if err != nil {
 		return nil, err
@@ -52,3 +59,12 @@ func StartNginx(ctx context.Context, dir string, port int, servers []string) (*N
 
 // URL is the base HTTP URL clients use.
 func (n *Nginx) URL() string { return "http://127.0.0.1:" + itoa(n.Port) }
+
+// fileLimit is the hard open-file limit NGINX's workers may raise theirs to.
+func fileLimit() int {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil || l.Max > 1<<20 {
+		return 1 << 16
+	}
+	return int(l.Max)
+}

@@ -20,6 +20,7 @@ type Options struct {
 	PostgresPort   int           // PostgreSQL 15
 	ChatPorts      []int         // one instance per entry (0: a free port)
 	NginxPort      int           // the load balancer clients use
+	NginxWorkers   int           // NGINX worker processes (2)
 	PrometheusPort int           // Prometheus scraping the instances
 	ScrapeInterval time.Duration // Prometheus scrape and rule interval (5s)
 	Env            []string      // settings for every instance (JWT_SECRET, ...)
@@ -72,7 +73,7 @@ func Up(ctx context.Context, opts Options) (t *Topology, err error) {
 		t.Chats = append(t.Chats, c)
 		addrs = append(addrs, c.Addr())
 	}
-	if t.Nginx, err = StartNginx(ctx, opts.Dir, portOr(opts.NginxPort), addrs); err != nil {
+	if t.Nginx, err = StartNginx(ctx, opts.Dir, portOr(opts.NginxPort), opts.NginxWorkers, addrs); err != nil {
 		return t, err
 	}
 	if t.Prometheus, err = StartPrometheus(ctx, opts.Dir, portOr(opts.PrometheusPort), addrs, opts.ScrapeInterval); err != nil {

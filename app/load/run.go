@@ -1,0 +1,360 @@
+package load
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/switchboard-dev/switchboard/app/auth"
+	"github.com/switchboard-dev/switchboard/app/protocol"
+)
+
+// Hooks let the caller watch and pace a run: Ready is called once every
+// connection of this share is open and joined, and publishing starts when
+// it returns (the parent holds workers there until all are ready).
+type Hooks struct {
+	Ready    func(ctx context.Context) error
+	Progress func(Progress)
+}
+
+// Progress is a share's running totals, sent about once a second.
+type Progress struct {
+	Open       int64         `json:"open"`
+	Sent       int64         `json:"sent"`
+	Deliveries int64         `json:"deliveries"`
+	P99        time.Duration `json:"p99_ns"` // delivery latency over the last second
+}
+
+// runner is one share's state.
+type runner struct {
+	o                            Options
+	rep                          *Report
+	mu                           sync.Mutex // guards rep's maps and histograms
+	window                       *Histogram // latency since the last progress
+	open, sent, acked, delivered atomic.Int64
+}
+
+type member struct {
+	room       string
+	joined     int64 // the room's seq at join
+	last, gaps int64
+	dups       int64
+}
+
+// Run runs this process's share of the connections and reports on them.
+func Run(ctx context.Context, o Options, h Hooks) (*Report, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	u, _ := o.url()
+	r := &runner{o: o, rep: newReport(), window: NewHistogram()}
+	stopProgress := r.progress(h.Progress)
+	defer stopProgress()
+
+	// Connect at the share's part of the connect rate.
+	var every time.Duration
+	if o.ConnectRate > 0 {
+		every = time.Duration(float64(time.Second) * float64(o.Of) / o.ConnectRate)
+	}
+	var conns []*conn
+	var wg sync.WaitGroup
+	var cmu sync.Mutex
+	began, attempts := time.Now(), 0
+	for k := 0; k < o.Conns; k++ {
+		if !o.mine(k) {
+			continue
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		if every > 0 {
+			time.Sleep(time.Until(began.Add(time.Duration(attempts) * every)))
+		}
+		attempts++
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := r.dial(ctx, u.String(), k)
+			if err != nil {
+				r.mu.Lock()
+				r.rep.Connect.Failed++
+				r.rep.Connect.Errors[err.Error()]++
+				r.mu.Unlock()
+				return
+			}
+			cmu.Lock()
+			conns = append(conns, c)
+			cmu.Unlock()
+		}()
+		// Never more than 256 handshakes in flight per process.
+		if attempts%256 == 0 {
+			wg.Wait()
+		}
+	}
+	wg.Wait()
+	r.rep.Connect.Attempted = r.rep.Connect.Failed + len(conns)
+	if len(conns) == 0 && r.rep.Connect.Attempted > 0 {
+		return r.rep, fmt.Errorf("no connection opened: %s", topError(r.rep.Connect.Errors))
+	}
+	readers := sync.WaitGroup{}
+	for _, c := range conns {
+		readers.Add(1)
+		go func() { defer readers.Done(); r.read(c) }()
+	}
+	if h.Ready != nil {
+		if err := h.Ready(ctx); err != nil {
+			return r.rep, err
+		}
+	}
+
+	// Publish.
+	start := time.Now()
+	var pubs sync.WaitGroup
+	var budget atomic.Int64
+	budget.Store(int64(o.Messages))
+	pctx, cancel := context.WithCancel(ctx)
+	if o.Duration > 0 {
+		pctx, cancel = context.WithTimeout(ctx, o.Duration)
+	}
+	for _, c := range conns {
+		if c.k >= o.Publishers {
+			continue
+		}
+		pubs.Add(1)
+		go func() { defer pubs.Done(); r.publish(pctx, c, &budget) }()
+	}
+	pubs.Wait()
+	cancel()
+	r.rep.Elapsed = time.Since(start)
+	delivered := r.delivered.Load()
+	drain := time.NewTimer(o.Drain)
+	select {
+	case <-drain.C:
+	case <-ctx.Done():
+	}
+	r.rep.DeliveriesPerSec = float64(delivered) / r.rep.Elapsed.Seconds()
+
+	for _, c := range conns {
+		c.closed.Store(true)
+		c.ws.Close()
+	}
+	readers.Wait()
+	r.rep.Connect.Open = len(conns)
+	r.rep.Sent, r.rep.Acked, r.rep.Deliveries = r.sent.Load(), r.acked.Load(), r.delivered.Load()
+	for _, c := range conns {
+		st := r.rep.Rooms[c.m.room]
+		st.Members++
+		st.SumLast += c.m.last
+		st.Max = max(st.Max, c.m.last)
+		r.rep.Rooms[c.m.room] = st
+		r.rep.Gaps += c.m.gaps
+		r.rep.Duplicated += c.m.dups
+	}
+	return r.rep, nil
+}
+
+// conn is one client connection and what it saw of its room.
+type conn struct {
+	k      int
+	ws     *websocket.Conn
+	m      member
+	closed atomic.Bool // closed by us at the end
+}
+
+func (r *runner) dial(ctx context.Context, wsURL string, k int) (*conn, error) {
+	d := websocket.Dialer{HandshakeTimeout: 30 * time.Second, ReadBufferSize: 1024, WriteBufferSize: 1024}
+	if r.o.Spread {
+		nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: source(k)}, Timeout: 30 * time.Second}
+		d.NetDialContext = nd.DialContext
+	}
+	token := r.o.Token
+	if token == "" {
+		var err error
+		if token, err = auth.Mint([]byte(r.o.Secret), fmt.Sprintf("load-%d", k), 24*time.Hour); err != nil {
+			return nil, err
+		}
+	}
+	began := time.Now()
+	ws, resp, err := d.DialContext(ctx, wsURL, http.Header{"Authorization": {"Bearer " + token}})
+	if err != nil {
+		if resp != nil {
+			return nil, fmt.Errorf("handshake refused: %s%s", resp.Status, hint(resp.StatusCode))
+		}
+		return nil, fmt.Errorf("connect: %w", unwrapNet(err))
+	}
+	c := &conn{k: k, ws: ws, m: member{room: r.o.room(k)}}
+	// welcome, then joined with the room's seq.
+	if _, _, err := ws.ReadMessage(); err != nil {
+		ws.Close()
+		return nil, fmt.Errorf("welcome: %w", err)
+	}
+	if err := ws.WriteMessage(websocket.TextMessage, []byte(`{"op":"join","room":"`+c.m.room+`"}`)); err != nil {
+		ws.Close()
+		return nil, fmt.Errorf("join: %w", err)
+	}
+	var f protocol.ServerFrame
+	if _, data, err := ws.ReadMessage(); err != nil || json.Unmarshal(data, &f) != nil || f.Op != protocol.OpJoined {
+		ws.Close()
+		return nil, fmt.Errorf("join %s: got %q, %v", c.m.room, f.Op, err)
+	}
+	c.m.joined, c.m.last = f.Seq, f.Seq
+	r.mu.Lock()
+	r.rep.Connect.Time.Record(time.Since(began))
+	r.mu.Unlock()
+	r.open.Add(1)
+	return c, nil
+}
+
+// read counts what the server sends c until the connection ends.
+func (r *runner) read(c *conn) {
+	var f protocol.ServerFrame
+	for {
+		_, data, err := c.ws.ReadMessage()
+		if err != nil {
+			if !c.closed.Load() {
+				code := "reset"
+				var ce *websocket.CloseError
+				if errors.As(err, &ce) {
+					code = strconv.Itoa(ce.Code)
+				}
+				r.mu.Lock()
+				r.rep.Disconnects[code]++
+				r.mu.Unlock()
+			}
+			r.open.Add(-1)
+			return
+		}
+		now := time.Now()
+		f = protocol.ServerFrame{}
+		if json.Unmarshal(data, &f) != nil {
+			continue
+		}
+		switch f.Op {
+		case protocol.OpMessage:
+			r.delivered.Add(1)
+			switch {
+			case f.Seq <= c.m.last:
+				c.m.dups++
+			default:
+				c.m.gaps += f.Seq - c.m.last - 1
+				c.m.last = f.Seq
+			}
+			if sent, ok := sentAt(f.Text); ok {
+				r.mu.Lock()
+				r.rep.Latency.Record(now.Sub(sent))
+				r.window.Record(now.Sub(sent))
+				r.mu.Unlock()
+			}
+		case protocol.OpAck:
+			r.acked.Add(1)
+		case protocol.OpError:
+			r.mu.Lock()
+			r.rep.SendErrors[f.Code]++
+			r.mu.Unlock()
+		}
+	}
+}
+
+// publish sends to c's room at the publisher's rate until ctx ends or the
+// message budget is spent.
+func (r *runner) publish(ctx context.Context, c *conn, budget *atomic.Int64) {
+	every := r.o.perPublisher()
+	// Stagger the publishers over one interval.
+	next := time.Now().Add(time.Duration(c.k) * every / time.Duration(max(1, r.o.Publishers)))
+	pad := strings.Repeat("x", r.o.Size)
+	for n := 0; ; n++ {
+		t := time.NewTimer(time.Until(next))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		next = next.Add(every)
+		if r.o.Messages > 0 && budget.Add(-1) < 0 {
+			return
+		}
+		stamp := strconv.FormatInt(time.Now().UnixNano(), 10) + " "
+		frame := `{"op":"send","room":"` + c.m.room + `","id":"` + strconv.Itoa(c.k) + "-" + strconv.Itoa(n) + `","text":"` + stamp + pad[len(stamp):] + `"}`
+		if err := c.ws.WriteMessage(websocket.TextMessage, []byte(frame)); err != nil {
+			return
+		}
+		r.sent.Add(1)
+	}
+}
+
+// sentAt reads the send time publish wrote at the head of the text.
+func sentAt(text string) (time.Time, bool) {
+	head, _, ok := strings.Cut(text, " ")
+	ns, err := strconv.ParseInt(head, 10, 64)
+	if !ok || err != nil {
+		return time.Time{}, false
+	}
+	return time.Unix(0, ns), true
+}
+
+func (r *runner) progress(report func(Progress)) (stop func()) {
+	if report == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			r.mu.Lock()
+			p99 := r.window.Quantile(0.99)
+			r.window = NewHistogram()
+			r.mu.Unlock()
+			report(Progress{Open: r.open.Load(), Sent: r.sent.Load(), Deliveries: r.delivered.Load(), P99: p99})
+		}
+	}()
+	return func() { close(done) }
+}
+
+func hint(status int) string {
+	switch status {
+	case http.StatusUnauthorized:
+		return " (check -token or -secret: the server refused the token)"
+	case http.StatusForbidden:
+		return " (origin refused)"
+	case http.StatusServiceUnavailable:
+		return " (instance draining or Redis down)"
+	case http.StatusNotFound, http.StatusBadRequest:
+		return " (is -endpoint a Switchboard load balancer? the WebSocket is at /ws)"
+	}
+	return ""
+}
+
+func unwrapNet(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) {
+		return op
+	}
+	return err
+}
+
+func topError(errs map[string]int) string {
+	best, n := "", 0
+	for e, c := range errs {
+		if c > n {
+			best, n = e, c
+		}
+	}
+	return fmt.Sprintf("%s (%d times)", best, n)
+}
