@@ -1,6 +1,7 @@
 package load
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -235,26 +236,28 @@ func (r *runner) read(c *conn) {
 			return
 		}
 		now := time.Now()
-		f = protocol.ServerFrame{}
-		if json.Unmarshal(data, &f) != nil {
-			continue
-		}
-		switch f.Op {
-		case protocol.OpMessage:
+		if seq, sent, ok := messageFrame(data); ok {
 			r.delivered.Add(1)
 			switch {
-			case f.Seq <= c.m.last:
+			case seq <= c.m.last:
 				c.m.dups++
 			default:
-				c.m.gaps += f.Seq - c.m.last - 1
-				c.m.last = f.Seq
+				c.m.gaps += seq - c.m.last - 1
+				c.m.last = seq
 			}
-			if sent, ok := sentAt(f.Text); ok {
+			if !sent.IsZero() {
 				r.mu.Lock()
 				r.rep.Latency.Record(now.Sub(sent))
 				r.window.Record(now.Sub(sent))
 				r.mu.Unlock()
 			}
+			continue
+		}
+		f = protocol.ServerFrame{}
+		if json.Unmarshal(data, &f) != nil {
+			continue
+		}
+		switch f.Op {
 		case protocol.OpAck:
 			r.acked.Add(1)
 		case protocol.OpError:
@@ -293,14 +296,42 @@ func (r *runner) publish(ctx context.Context, c *conn, budget *atomic.Int64) {
 	}
 }
 
-// sentAt reads the send time publish wrote at the head of the text.
-func sentAt(text string) (time.Time, bool) {
-	head, _, ok := strings.Cut(text, " ")
-	ns, err := strconv.ParseInt(head, 10, 64)
-	if !ok || err != nil {
-		return time.Time{}, false
+var (
+	messagePrefix = []byte(`{"op":"message",`)
+	seqField      = []byte(`,"seq":`)
+	textField     = []byte(`,"text":"`)
+)
+
+// messageFrame reads a message frame's seq and the send time publish wrote
+// at the head of its text, without a JSON decoder: the loader reads every
+// delivery of the run, and the server writes these fields in this order
+// (protocol.MessageFrameParts). A zero time: the text carries none.
+func messageFrame(data []byte) (seq int64, sent time.Time, ok bool) {
+	if !bytes.HasPrefix(data, messagePrefix) {
+		return 0, time.Time{}, false
 	}
-	return time.Unix(0, ns), true
+	i := bytes.Index(data, seqField)
+	if i < 0 {
+		return 0, time.Time{}, false
+	}
+	rest := data[i+len(seqField):]
+	n := 0
+	for n < len(rest) && rest[n] >= '0' && rest[n] <= '9' {
+		seq = seq*10 + int64(rest[n]-'0')
+		n++
+	}
+	if n == 0 {
+		return 0, time.Time{}, false
+	}
+	if j := bytes.Index(rest, textField); j >= 0 {
+		text := rest[j+len(textField):]
+		if k := bytes.IndexByte(text, ' '); k > 0 {
+			if ns, err := strconv.ParseInt(string(text[:k]), 10, 64); err == nil {
+				sent = time.Unix(0, ns)
+			}
+		}
+	}
+	return seq, sent, true
 }
 
 func (r *runner) progress(report func(Progress)) (stop func()) {
@@ -356,5 +387,5 @@ func topError(errs map[string]int) string {
 			best, n = e, c
 		}
 	}
-	return fmt.Sprintf("%s (%d times)", best, n)
+	return fmt.Sprintf("%s (×%d)", best, n)
 }

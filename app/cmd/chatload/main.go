@@ -54,7 +54,7 @@ func parse(args []string) (*flags, error) {
 	fs.IntVar(&f.o.Conns, "conns", 100, "connections in all")
 	fs.Float64Var(&f.o.ConnectRate, "connect-rate", 2000, "new connections a second; 0: as fast as they open")
 	fs.IntVar(&f.o.Rooms, "rooms", 10, "rooms; connections spread evenly over them")
-	fs.IntVar(&f.o.Publishers, "publishers", 10, "how many of the connections also send")
+	fs.IntVar(&f.o.Publishers, "publishers", -1, "how many of the connections also send; default one per room")
 	fs.Float64Var(&f.o.Rate, "rate", 100, "messages a second in all")
 	fs.IntVar(&f.o.Size, "size", 64, "bytes of message text")
 	fs.DurationVar(&f.o.Duration, "duration", 10*time.Second, "how long to publish")
@@ -73,8 +73,11 @@ func parse(args []string) (*flags, error) {
 	if f.o.Messages > 0 {
 		f.o.Duration = 0
 	}
+	if f.o.Publishers == -1 {
+		f.o.Publishers = min(f.o.Rooms, f.o.Conns)
+	}
 	if f.workers == 0 {
-		f.workers = (f.o.Conns + perProcess - 1) / perProcess
+		f.workers = max(1, (f.o.Conns+perProcess-1)/perProcess)
 	}
 	f.o.Of = f.workers
 	switch *spread {
@@ -171,8 +174,9 @@ func worker(ctx context.Context, o load.Options) error {
 		Progress: func(p load.Progress) { say(message{Progress: &p}) },
 	})
 	if err != nil {
+		// The parent reports it, once for the run.
 		say(message{Error: err.Error()})
-		return err
+		return nil
 	}
 	say(message{Report: rep})
 	return nil
