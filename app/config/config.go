@@ -31,6 +31,9 @@ type Config struct {
 	RateLimit       float64       // RATE_LIMIT
 	RateBurst       int           // RATE_BURST
 	PingInterval    time.Duration // PING_INTERVAL
+	// DebugAddr serves Go's pprof profiles on a listener of its own, never
+	// the public one; empty (the default) serves none.
+	DebugAddr string // DEBUG_ADDR
 }
 
 // Defaults are the values used for every unset variable.
@@ -77,6 +80,12 @@ func Load(getenv func(string) string) (Config, error) {
 	r.integer("MAX_MESSAGE_BYTES", &c.MaxMessageBytes, 256, 1<<20)
 	r.integer("SEND_QUEUE", &c.SendQueue, 1, 1<<16)
 	r.str("INSTANCE_ID", &c.InstanceID, "a non-empty name without spaces", func(v string) bool { return v != "" && !strings.ContainsAny(v, " \t") })
+	if v := getenv("DEBUG_ADDR"); v != "" {
+		r.str("DEBUG_ADDR", &c.DebugAddr, "host:port for the pprof listener, e.g. 127.0.0.1:6060", func(v string) bool {
+			_, _, err := net.SplitHostPort(v)
+			return err == nil
+		})
+	}
 	r.integer("HISTORY_SIZE", &c.HistorySize, 10, 1_000_000)
 	r.number("RATE_LIMIT", &c.RateLimit, 0.1, 100_000)
 	r.integer("RATE_BURST", &c.RateBurst, 1, 100_000)

@@ -4,11 +4,13 @@ import "context"
 
 // ChatConfig is what one chat server instance is started with.
 type ChatConfig struct {
-	Bin  string   // the chatserver binary
-	Dir  string   // where its log goes
-	ID   string   // INSTANCE_ID
-	Port int      // it listens on 127.0.0.1:Port
-	Env  []string // REDIS_URL, DATABASE_URL, JWT_SECRET and any other setting
+	Bin  string // the chatserver binary
+	Dir  string // where its log goes
+	ID   string // INSTANCE_ID
+	Port int    // it listens on 127.0.0.1:Port
+	// DebugPort, if set, serves pprof on 127.0.0.1:DebugPort (DEBUG_ADDR).
+	DebugPort int
+	Env       []string // REDIS_URL, DATABASE_URL, JWT_SECRET and any other setting
 }
 
 // Chat is a running chat server instance.
@@ -20,6 +22,9 @@ type Chat struct {
 // StartChat starts an instance and waits until /health answers.
 func StartChat(ctx context.Context, cfg ChatConfig) (*Chat, error) {
 	env := append([]string{"INSTANCE_ID=" + cfg.ID, "LISTEN_ADDR=127.0.0.1:" + itoa(cfg.Port)}, cfg.Env...)
+	if cfg.DebugPort != 0 {
+		env = append(env, "DEBUG_ADDR=127.0.0.1:"+itoa(cfg.DebugPort))
+	}
 	p, err := spawn(cfg.ID, cfg.Dir, "", env, cfg.Bin)
 	if err != nil {
 		return nil, err

@@ -21,6 +21,7 @@ type Options struct {
 	ChatPorts      []int         // one instance per entry (0: a free port)
 	NginxPort      int           // the load balancer clients use
 	NginxWorkers   int           // NGINX worker processes (2)
+	DebugPorts     []int         // pprof port of each instance, in ChatPorts' order (none)
 	PrometheusPort int           // Prometheus scraping the instances
 	ScrapeInterval time.Duration // Prometheus scrape and rule interval (5s)
 	Env            []string      // settings for every instance (JWT_SECRET, ...)
@@ -63,8 +64,12 @@ func Up(ctx context.Context, opts Options) (t *Topology, err error) {
 	}
 	var addrs []string
 	for i, port := range opts.ChatPorts {
+		debug := 0
+		if i < len(opts.DebugPorts) {
+			debug = opts.DebugPorts[i]
+		}
 		c, err := StartChat(ctx, ChatConfig{
-			Bin: opts.Bin, Dir: opts.Dir, ID: fmt.Sprintf("chat-%d", i+1), Port: portOr(port),
+			Bin: opts.Bin, Dir: opts.Dir, ID: fmt.Sprintf("chat-%d", i+1), Port: portOr(port), DebugPort: debug,
 			Env: append([]string{"REDIS_URL=" + t.Redis.URL(), "DATABASE_URL=" + t.Postgres.URL()}, opts.Env...),
 		})
 		if err != nil {
