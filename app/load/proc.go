@@ -10,9 +10,10 @@ import (
 
 // ProcStat is a local process's resident memory and CPU use.
 type ProcStat struct {
-	PID int     `json:"pid"`
-	RSS int64   `json:"rss_bytes"`
-	CPU float64 `json:"cpu"` // cores used over the sampling window
+	PID        int     `json:"pid"`
+	RSSAtStart int64   `json:"rss_at_start_bytes"` // once every connection was open
+	RSS        int64   `json:"rss_bytes"`          // at the end
+	CPU        float64 `json:"cpu"`                // cores used over the sampling window
 }
 
 // clockTicks is USER_HZ, the unit of /proc/<pid>/stat's CPU times, on Linux.
@@ -57,6 +58,7 @@ func cpuTime(pid int) (time.Duration, error) {
 type Sampler struct {
 	pids  []int
 	cpu   []time.Duration
+	rss   []int64
 	began time.Time
 }
 
@@ -65,7 +67,8 @@ func Sample(pids []int) *Sampler {
 	s := &Sampler{pids: pids, began: time.Now()}
 	for _, p := range pids {
 		c, _ := cpuTime(p)
-		s.cpu = append(s.cpu, c)
+		r, _ := ReadRSS(p)
+		s.cpu, s.rss = append(s.cpu, c), append(s.rss, r)
 	}
 	return s
 }
@@ -75,7 +78,7 @@ func (s *Sampler) Stop() []ProcStat {
 	var out []ProcStat
 	wall := time.Since(s.began)
 	for i, p := range s.pids {
-		st := ProcStat{PID: p}
+		st := ProcStat{PID: p, RSSAtStart: s.rss[i]}
 		st.RSS, _ = ReadRSS(p)
 		if c, err := cpuTime(p); err == nil {
 			st.CPU = float64(c-s.cpu[i]) / float64(wall)
