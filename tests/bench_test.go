@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/switchboard-dev/switchboard/app/load"
+	loadtool "github.com/switchboard-dev/switchboard/app/load"
 	"github.com/switchboard-dev/switchboard/app/local"
 )
 
@@ -63,7 +63,7 @@ func TestLoadScenarios(t *testing.T) {
 	t.Run("Idle", func(t *testing.T) {
 		var base int64
 		for _, c := range top.Chats {
-			r, _ := load.ReadRSS(c.Pid())
+			r, _ := loadtool.ReadRSS(c.Pid())
 			base += r
 		}
 		rep := b.run(t, "idle", "-conns", "45000", "-rooms", "4500", "-publishers", "0", "-connect-rate", "3000", "-drain", "1s")
@@ -112,7 +112,7 @@ type bench struct {
 }
 
 // run runs chatload with args against the local target and prints its summary.
-func (b *bench) run(t *testing.T, name string, args ...string) *load.Report {
+func (b *bench) run(t *testing.T, name string, args ...string) *loadtool.Report {
 	out := filepath.Join(b.dir, strings.ReplaceAll(name, " ", "-")+".json")
 	cmd := exec.Command(filepath.Join(b.dir, "chatload"), append([]string{
 		"-endpoint", b.endpoint, "-secret", "bench-secret", "-pids", b.pids, "-json", out,
@@ -122,7 +122,7 @@ func (b *bench) run(t *testing.T, name string, args ...string) *load.Report {
 	if err != nil {
 		t.Fatalf("chatload %s: %v\n%s", name, err, text)
 	}
-	var rep load.Report
+	var rep loadtool.Report
 	b2, err := os.ReadFile(out)
 	if err == nil {
 		err = json.Unmarshal(b2, &rep)
