@@ -25,7 +25,7 @@ type Options struct {
 	Publishers  int           // the first Publishers connections also send
 	Rate        float64       // messages a second in all
 	Size        int           // bytes of message text
-	Duration    time.Duration // how long to publish, or
+	Duration    time.Duration // how long to publish (or, with no publishers, to hold the connections open), or
 	Messages    int           // how many messages to publish in all
 	Drain       time.Duration // wait for the last deliveries once publishing stops
 	RoomPrefix  string        // rooms are <prefix>-<n>; a fresh prefix per run

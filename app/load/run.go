@@ -135,6 +135,10 @@ func Run(ctx context.Context, o Options, h Hooks) (*Report, error) {
 		go func() { defer pubs.Done(); r.publish(pctx, c, &budget) }()
 	}
 	pubs.Wait()
+	if o.Publishers == 0 {
+		// Nobody publishes: hold the connections open for the duration.
+		<-pctx.Done()
+	}
 	cancel()
 	r.rep.Elapsed = time.Since(start)
 	delivered := r.delivered.Load()
