@@ -46,8 +46,11 @@ func newReport() *Report {
 	return r
 }
 
-// Merge adds another process's report of the same run.
+// Merge adds another process's report of the same run, as read back from
+// its JSON (where empty maps are left out).
 func (r *Report) Merge(o *Report) {
+	r.fill()
+	o.fill()
 	r.Connect.Attempted += o.Connect.Attempted
 	r.Connect.Open += o.Connect.Open
 	r.Connect.Failed += o.Connect.Failed
@@ -70,6 +73,23 @@ func (r *Report) Merge(o *Report) {
 		r.Rooms[room] = m
 	}
 	r.Elapsed = max(r.Elapsed, o.Elapsed)
+}
+
+// fill makes the maps and histograms that JSON left out.
+func (r *Report) fill() {
+	for _, m := range []*map[string]int{&r.Connect.Errors, &r.SendErrors, &r.Disconnects} {
+		if *m == nil {
+			*m = map[string]int{}
+		}
+	}
+	if r.Rooms == nil {
+		r.Rooms = map[string]roomState{}
+	}
+	for _, h := range []**Histogram{&r.Connect.Time, &r.Latency} {
+		if *h == nil {
+			*h = NewHistogram()
+		}
+	}
 }
 
 func add(into, from map[string]int) {
