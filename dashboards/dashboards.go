@@ -44,6 +44,19 @@ func Generated() (map[string][]byte, error) {
 	return map[string][]byte{"switchboard.json": dash, "grafana-alerting.yaml": alerting}, nil
 }
 
+// AlertRules lists every rule of alerts.yaml, whatever its group.
+func AlertRules() ([]grafana.Rule, error) {
+	rules, err := grafana.ParseRules(Alerts)
+	if err != nil {
+		return nil, err
+	}
+	var all []grafana.Rule
+	for _, g := range rules.Groups {
+		all = append(all, g.Rules...)
+	}
+	return all, nil
+}
+
 // minimumExpr and minimumText are how alerts.yaml states the instance
 // minimum of SwitchboardInstancesBelowMinimum: the default minReplicas.
 const (

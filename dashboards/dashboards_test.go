@@ -193,13 +193,9 @@ func TestDashboardImportsWithoutEdits(t *testing.T) {
 
 func alerts(t *testing.T) []grafana.Rule {
 	t.Helper()
-	rules, err := grafana.ParseRules(dashboards.Alerts)
+	all, err := dashboards.AlertRules()
 	if err != nil {
 		t.Fatal(err)
-	}
-	var all []grafana.Rule
-	for _, g := range rules.Groups {
-		all = append(all, g.Rules...)
 	}
 	if len(all) < 10 {
 		t.Fatalf("alerts.yaml has %d rules; issue 4 lists 10", len(all))

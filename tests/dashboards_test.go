@@ -268,15 +268,11 @@ func dashboardQueries(t *testing.T) []panelQuery {
 }
 
 func alertRules(t *testing.T) []grafana.Rule {
-	rules, err := grafana.ParseRules(dashboards.Alerts)
+	rules, err := dashboards.AlertRules()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var all []grafana.Rule
-	for _, g := range rules.Groups {
-		all = append(all, g.Rules...)
-	}
-	return all
+	return rules
 }
 
 // exportedNames are the sample names an instance's /metrics exposes; a

@@ -59,23 +59,26 @@ type Metrics struct {
 
 	ConnectionsActive prometheus.Gauge
 	Messages          *prometheus.CounterVec // websocket_messages_total{direction}
-	BroadcastLatency  prometheus.Histogram
-	Received          *prometheus.CounterVec // chat_messages_received_total{result}
-	Delivered         prometheus.Counter
-	DeliveryLatency   prometheus.Histogram
-	SlowConsumers     prometheus.Counter
-	Refused           *prometheus.CounterVec // chat_connections_refused_total{reason}
-	Closed            *prometheus.CounterVec // chat_connections_closed_total{code}
-	RedisErrors       *prometheus.CounterVec // chat_redis_errors_total{op}
-	PostgresErrors    *prometheus.CounterVec // chat_postgres_errors_total{op}
-	Persisted         prometheus.Counter
-	PersistLag        prometheus.Gauge
-	PersistBacklog    prometheus.Gauge
-	HistoryGaps       prometheus.Counter
-	RoomsActive       prometheus.Gauge
-	Ready             prometheus.Gauge
-	Draining          prometheus.Gauge
-	DependencyUp      *prometheus.GaugeVec // chat_dependency_up{dependency}
+	// FramesSent and FramesReceived are Messages' two series, looked up
+	// once: every frame counts, and a label lookup hashes and locks.
+	FramesSent, FramesReceived prometheus.Counter
+	BroadcastLatency           prometheus.Histogram
+	Received                   *prometheus.CounterVec // chat_messages_received_total{result}
+	Delivered                  prometheus.Counter
+	DeliveryLatency            prometheus.Histogram
+	SlowConsumers              prometheus.Counter
+	Refused                    *prometheus.CounterVec // chat_connections_refused_total{reason}
+	Closed                     *prometheus.CounterVec // chat_connections_closed_total{code}
+	RedisErrors                *prometheus.CounterVec // chat_redis_errors_total{op}
+	PostgresErrors             *prometheus.CounterVec // chat_postgres_errors_total{op}
+	Persisted                  prometheus.Counter
+	PersistLag                 prometheus.Gauge
+	PersistBacklog             prometheus.Gauge
+	HistoryGaps                prometheus.Counter
+	RoomsActive                prometheus.Gauge
+	Ready                      prometheus.Gauge
+	Draining                   prometheus.Gauge
+	DependencyUp               *prometheus.GaugeVec // chat_dependency_up{dependency}
 }
 
 // New creates and registers every series, with the Go and process collectors.
@@ -117,6 +120,8 @@ func New() *Metrics {
 			vec.WithLabelValues(v)
 		}
 	}
+	m.FramesSent = m.Messages.WithLabelValues(DirectionSent)
+	m.FramesReceived = m.Messages.WithLabelValues(DirectionReceived)
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

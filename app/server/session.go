@@ -116,7 +116,7 @@ func (s *session) read(deadline time.Duration) error {
 			return err
 		}
 		s.conn.SetReadDeadline(time.Now().Add(deadline))
-		s.srv.m.Messages.WithLabelValues(metrics.DirectionReceived).Inc()
+		s.srv.m.FramesReceived.Inc()
 		if kind != websocket.TextMessage {
 			s.refuse(protocol.Errorf(protocol.CodeBadRequest, "frames are JSON text"))
 			continue
@@ -273,7 +273,7 @@ func (s *session) writeFrame(d *protocol.Delivery) bool {
 	if err := s.conn.WriteMessage(websocket.TextMessage, d.Frame); err != nil {
 		return false
 	}
-	s.srv.m.Messages.WithLabelValues(metrics.DirectionSent).Inc()
+	s.srv.m.FramesSent.Inc()
 	if d.Seq > 0 {
 		s.srv.m.Delivered.Inc()
 		if !d.Accepted.IsZero() {

@@ -199,6 +199,8 @@ func spread(ctx context.Context, f *flags, publishing func()) (*load.Report, err
 		args := append(os.Args[1:], "-worker", "-worker-index", strconv.Itoa(i), "-workers", strconv.Itoa(f.workers), "-room-prefix", f.o.RoomPrefix)
 		cmd := exec.CommandContext(ctx, self, args...)
 		cmd.Stderr = os.Stderr
+		// A worker never outlives its parent.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		in, err := cmd.StdinPipe()
 		if err != nil {
 			return nil, err
