@@ -100,6 +100,7 @@ func TestLoadScenarios(t *testing.T) {
 			profile := rate == 2000
 			var stopProfile func()
 			if profile {
+				settle(t)
 				stopProfile = b.profile(top.Chats[0].DebugPort)
 			}
 			rep := b.run(t, fmt.Sprintf("saturation at %d msg/s", rate), "-conns", "1000", "-rooms", "100", "-publishers", "100",
@@ -160,7 +161,7 @@ func (b *bench) profile(port int) (stop func()) {
 	cpu := filepath.Join(b.dir, "cpu.pprof")
 	go func() {
 		defer close(done)
-		time.Sleep(2 * time.Second) // into the steady state
+		time.Sleep(3 * time.Second) // past the connects, into the publishing
 		fetch(base+"profile?seconds=5", cpu)
 	}()
 	return func() {

@@ -27,7 +27,7 @@ type Options struct {
 	Size        int           // bytes of message text
 	Duration    time.Duration // how long to publish (or, with no publishers, to hold the connections open), or
 	Messages    int           // how many messages to publish in all
-	Drain       time.Duration // wait for the last deliveries once publishing stops
+	Drain       time.Duration // wait at most this long for late deliveries once publishing stops
 	RoomPrefix  string        // rooms are <prefix>-<n>; a fresh prefix per run
 	Spread      bool          // dial from 127.a.b.c so that ip_hash spreads the clients
 	Index, Of   int           // this process's share: connections k with k % Of == Index

@@ -142,13 +142,18 @@ func Run(ctx context.Context, o Options, h Hooks) (*Report, error) {
 	cancel()
 	r.rep.Elapsed = time.Since(start)
 	delivered := r.delivered.Load()
-	drain := time.NewTimer(o.Drain)
-	select {
-	case <-drain.C:
-	case <-ctx.Done():
-	}
 	r.rep.DeliveriesPerSec = float64(delivered) / r.rep.Elapsed.Seconds()
-
+	// Late deliveries still count: wait until they stop (a second without
+	// one) or Drain has passed; only then is a missing message lost.
+	deadline := time.Now().Add(o.Drain)
+	for last := delivered; time.Now().Before(deadline) && ctx.Err() == nil; {
+		time.Sleep(time.Second)
+		now := r.delivered.Load()
+		if now == last {
+			break
+		}
+		last = now
+	}
 	for _, c := range conns {
 		c.closed.Store(true)
 		c.ws.Close()
