@@ -19,6 +19,8 @@ var source string
 var tmpl = template.Must(template.New("nginx.conf").Funcs(template.FuncMap{
 	"seconds": func(d time.Duration) string { return fmt.Sprintf("%ds", int(d.Round(time.Second)/time.Second)) },
 	"max3":    func(n int) int { return max(n, 3) },
+	"inc":     func(i int) int { return i + 1 },
+	"share":   func(all []string) string { return fmt.Sprintf("%.2f", 100/float64(len(all))) },
 }).Parse(source))
 
 // Config is what the template needs. Zero values take the defaults of Render.
@@ -42,6 +44,9 @@ type Config struct {
 	// FileLimit raises each worker's open-file limit (worker_rlimit_nofile);
 	// a proxied WebSocket holds two. 0: the limit NGINX starts with.
 	FileLimit int
+	// UpstreamSources are local addresses NGINX connects to the instances
+	// from, spread over the clients (proxy_bind); empty: the kernel's choice.
+	UpstreamSources []string
 	// ReusePort gives each worker its own listening socket, so the kernel
 	// spreads new connections evenly over the workers.
 	ReusePort bool
@@ -105,6 +110,9 @@ func (c Config) validate() error {
 	}
 	if c.Runtime != "" {
 		word("Runtime", c.Runtime)
+	}
+	for _, a := range c.UpstreamSources {
+		word("UpstreamSources", a)
 	}
 	word("Workers", c.Workers)
 	if c.MaxFails < 0 || c.WorkerConnections < 0 || c.FileLimit < 0 {

@@ -56,12 +56,13 @@ func TestResolverModeReResolvesTheInstances(t *testing.T) {
 
 func TestRenderRefusesValuesThatWouldInjectDirectives(t *testing.T) {
 	for name, c := range map[string]nginx.Config{
-		"no servers":         {Listen: "8080"},
-		"no listen":          {Servers: []string{"a:1"}},
-		"semicolon":          {Listen: "8080", Servers: []string{"a:1; include /etc/passwd"}},
-		"brace in resolver":  {Listen: "8080", Servers: []string{"a:1"}, Resolver: "x}"},
-		"space in runtime":   {Listen: "8080", Servers: []string{"a:1"}, Runtime: "/tmp/a b"},
-		"variable in listen": {Listen: "$host", Servers: []string{"a:1"}},
+		"no servers":          {Listen: "8080"},
+		"no listen":           {Servers: []string{"a:1"}},
+		"semicolon":           {Listen: "8080", Servers: []string{"a:1; include /etc/passwd"}},
+		"brace in resolver":   {Listen: "8080", Servers: []string{"a:1"}, Resolver: "x}"},
+		"space in runtime":    {Listen: "8080", Servers: []string{"a:1"}, Runtime: "/tmp/a b"},
+		"variable in listen":  {Listen: "$host", Servers: []string{"a:1"}},
+		"semicolon in source": {Listen: "8080", Servers: []string{"a:1"}, UpstreamSources: []string{"127.0.1.1; x"}},
 	} {
 		if _, err := nginx.Render(c); err == nil {
 			t.Errorf("%s: rendered without error", name)
@@ -76,7 +77,11 @@ func TestNginxAcceptsTheRenderedConfig(t *testing.T) {
 		t.Fatal("nginx is not installed: run make deps (apt-get install -y nginx-light)")
 	}
 	dir := t.TempDir()
-	conf, err := nginx.Render(nginx.Config{Listen: "127.0.0.1:18080", Servers: []string{"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"}, Runtime: dir})
+	// Every option on: the file limit, reuseport and the upstream sources too.
+	conf, err := nginx.Render(nginx.Config{
+		Listen: "127.0.0.1:18080", Servers: []string{"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"}, Runtime: dir,
+		FileLimit: 4096, ReusePort: true, UpstreamSources: []string{"127.0.1.1", "127.0.1.2", "127.0.1.3"},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

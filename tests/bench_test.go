@@ -97,7 +97,7 @@ func TestLoadScenarios(t *testing.T) {
 	t.Run("Saturation", func(t *testing.T) {
 		best := 0.0
 		for _, rate := range []int{500, 1000, 2000, 3000, 4000, 6000, 8000} {
-			profile := rate == 2000
+			profile := rate == 1000
 			var stopProfile func()
 			if profile {
 				settle(t)
@@ -174,7 +174,7 @@ func (b *bench) profile(port int) (stop func()) {
 				args = append(args, p.flag)
 			}
 			out, err := exec.Command("go", append(args, p.file)...).CombinedOutput()
-			report.Logf(b.t, "%s profile of chat-1 at 2000 msg/s (%v):\n%s", p.name, err, out)
+			report.Logf(b.t, "%s profile of chat-1 at 1000 msg/s (%v):\n%s", p.name, err, out)
 		}
 	}
 }
