@@ -18,9 +18,9 @@ import (
 // maxRoomsPerConnection bounds what one connection can make an instance subscribe to.
 const maxRoomsPerConnection = 100
 
-// session is one WebSocket connection: a reader (the handler's goroutine)
-// that decodes and executes client frames, and a writer that owns every write
-// to the socket and drains a bounded queue, so no room ever waits for it.
+// session is one WebSocket connection: a reader (run's goroutine) that
+// decodes and executes client frames, and a writer that owns every write to
+// the socket and drains a bounded queue, so no room ever waits for it.
 type session struct {
 	srv     *Server
 	conn    *websocket.Conn
