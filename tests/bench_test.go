@@ -69,24 +69,20 @@ func TestLoadScenarios(t *testing.T) {
 		// While chatload holds the connections, read how the instances hold them.
 		held := make(chan string, 1)
 		go func() {
-			var open float64
-			var stack, heap, rss float64
-			for range 120 {
-				time.Sleep(time.Second)
-				open, stack, heap, rss = 0, 0, 0, 0
+			sum := func(name string) (total float64) {
 				for _, c := range top.Chats {
-					open += metric(c.URL(), "websocket_connections_active")
-					stack += metric(c.URL(), "go_memstats_stack_inuse_bytes")
-					heap += metric(c.URL(), "go_memstats_heap_inuse_bytes")
-					rss += metric(c.URL(), "process_resident_memory_bytes")
+					total += metric(c.URL(), name)
 				}
-				if open >= 44000 {
-					break
-				}
+				return total
 			}
-			time.Sleep(5 * time.Second) // let the handshakes' garbage go
+			for i := 0; i < 120 && sum("websocket_connections_active") < 44000; i++ {
+				time.Sleep(time.Second)
+			}
+			time.Sleep(5 * time.Second) // the last connects, then the handshakes' garbage collected
+			open, rss := sum("websocket_connections_active"), sum("process_resident_memory_bytes")
 			held <- fmt.Sprintf("%.0f connections held: per connection %.1f KiB RSS, of which goroutine stacks %.1f KiB and heap in use %.1f KiB (RSS of the 3 instances %.1f MiB before, %.1f MiB with them)",
-				open, (rss-float64(base))/1024/open, stack/1024/open, heap/1024/open, float64(base)/(1<<20), rss/(1<<20))
+				open, (rss-float64(base))/1024/open, sum("go_memstats_stack_inuse_bytes")/1024/open,
+				sum("go_memstats_heap_inuse_bytes")/1024/open, float64(base)/(1<<20), rss/(1<<20))
 		}()
 		b.run(t, "idle", "-conns", "45000", "-rooms", "4500", "-publishers", "0", "-connect-rate", "3000", "-duration", "40s", "-drain", "0s")
 		report.Logf(t, "idle: %s", <-held)
