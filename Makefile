@@ -44,12 +44,14 @@ fuzz:
 	go test ./app/protocol -run '^$$' -fuzz FuzzDecodeClient -fuzztime 20s
 
 # The behaviour suite runs verbose so that each scenario prints its figures.
-# infra/ runs without -race: its tests drive Pulumi's mocks and kubectl, not
-# concurrent code of ours, and the race build of the Pulumi SDKs is slow.
+# The race detector runs on the packages whose code runs concurrently (app/
+# and the rest of the product). infra/ and tests/ drive processes, Pulumi's
+# mocks and kubectl from the outside; built without it they reuse what lint
+# compiled, which saves minutes on a cold machine.
 test: deps lint tools
 	go test -race -count=1 -timeout 20m ./app/... ./nginx/... ./dashboards/...
 	go test -count=1 -timeout 20m -v ./infra/...
-	go test -race -count=1 -timeout 20m -v ./tests/...
+	go test -count=1 -timeout 20m -v ./tests/...
 	$(MAKE) fuzz
 
 bench:
