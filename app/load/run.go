@@ -143,14 +143,17 @@ func Run(ctx context.Context, o Options, h Hooks) (*Report, error) {
 	r.rep.Elapsed = time.Since(start)
 	delivered := r.delivered.Load()
 	r.rep.DeliveriesPerSec = float64(delivered) / r.rep.Elapsed.Seconds()
-	// Late deliveries still count: wait until they stop (a second without
-	// one) or Drain has passed; only then is a missing message lost.
+	// Late deliveries still count: wait until they stop (3 s without one:
+	// an overloaded host pauses for a second now and then) or Drain has
+	// passed; only then is a missing message lost.
 	deadline := time.Now().Add(o.Drain)
-	for last := delivered; time.Now().Before(deadline) && ctx.Err() == nil; {
+	for last, quiet := delivered, 0; quiet < 3 && time.Now().Before(deadline) && ctx.Err() == nil; {
 		time.Sleep(time.Second)
 		now := r.delivered.Load()
 		if now == last {
-			break
+			quiet++
+		} else {
+			quiet = 0
 		}
 		last = now
 	}

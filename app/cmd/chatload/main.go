@@ -59,7 +59,7 @@ func parse(args []string) (*flags, error) {
 	fs.IntVar(&f.o.Size, "size", 64, "bytes of message text")
 	fs.DurationVar(&f.o.Duration, "duration", 10*time.Second, "how long to publish")
 	fs.IntVar(&f.o.Messages, "messages", 0, "stop after this many messages instead (overrides -duration)")
-	fs.DurationVar(&f.o.Drain, "drain", 30*time.Second, "after publishing, wait at most this long for late deliveries (until a second passes without one)")
+	fs.DurationVar(&f.o.Drain, "drain", 30*time.Second, "after publishing, wait at most this long for late deliveries (until 3 s pass without one)")
 	fs.IntVar(&f.workers, "workers", 0, fmt.Sprintf("worker processes; 0: one per %d connections", perProcess))
 	fs.StringVar(&f.pids, "pids", "", "comma-separated pids of local server processes: report their RSS and CPU")
 	fs.StringVar(&f.jsonOut, "json", "", "write the whole report as JSON to this file (- for stdout)")
