@@ -207,15 +207,20 @@ func TestHealthReadyMetricsAndHistoryEndpoints(t *testing.T) {
 	}
 }
 
-func TestServerPingsIdleConnectionsAtPingInterval(t *testing.T) {
+// The server pings every PING_INTERVAL and closes a connection silent for
+// its read timeout (2 × PING_INTERVAL + 5 s): a client's pongs keep it open.
+func TestServerKeepsClientsThatAnswerPingsAndDropsSilentOnes(t *testing.T) {
 	c := ownChat(t, "chat-ping", "PING_INTERVAL=1s")
-	conn := chattest.Raw(t, c.WSURL(), token(t, "idle", time.Hour))
-	pings := make(chan struct{}, 10)
-	conn.SetPingHandler(func(data string) error {
+	pings := make(chan struct{}, 100)
+	answering := chattest.Raw(t, c.WSURL(), token(t, "answering", time.Hour))
+	answering.SetPingHandler(func(data string) error {
 		pings <- struct{}{}
-		return conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+		return answering.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
 	})
-	go conn.ReadMessage() // control frames are handled while reading
+	silent := chattest.Raw(t, c.WSURL(), token(t, "silent", time.Hour))
+	silent.SetPingHandler(func(string) error { return nil })
+	connected := time.Now()
+	answeringEnded, silentEnded := readUntilClosed(answering), readUntilClosed(silent)
 	for i := 0; i < 2; i++ {
 		select {
 		case <-pings:
@@ -223,4 +228,32 @@ func TestServerPingsIdleConnectionsAtPingInterval(t *testing.T) {
 			t.Fatalf("got %d pings in 5 s with PING_INTERVAL=1s, want 2", i)
 		}
 	}
+	select {
+	case <-silentEnded:
+		if took := time.Since(connected); took < 6*time.Second {
+			t.Fatalf("the silent client was closed after %s, before its read timeout of 7 s", took)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the client that never answered pings was still connected 15 s later (read timeout 7 s)")
+	}
+	select {
+	case err := <-answeringEnded:
+		t.Fatalf("the client that answered every ping was closed after %s: %v", time.Since(connected), err)
+	default:
+	}
+}
+
+// readUntilClosed reads conn (so its control frames are handled) until it
+// fails, and reports the error.
+func readUntilClosed(conn *websocket.Conn) <-chan error {
+	ended := make(chan error, 1)
+	go func() {
+		for {
+			if _, _, err := conn.ReadMessage(); err != nil {
+				ended <- err
+				return
+			}
+		}
+	}()
+	return ended
 }

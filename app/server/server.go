@@ -66,7 +66,6 @@ func New(cfg config.Config, h *hub.Hub, b Broker, a Archive, m *metrics.Metrics,
 		sessions: map[*session]struct{}{},
 	}
 	s.upgrader = websocket.Upgrader{
-		ReadBufferSize:  1024,
 		WriteBufferSize: 1024,
 		// Buffers return to the pool between writes: an idle connection holds none.
 		WriteBufferPool:  &sync.Pool{},
@@ -112,12 +111,13 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusForbidden, metrics.RefusedOrigin, "origin "+r.Header.Get("Origin")+" is not allowed")
 		return
 	}
-	conn, err := s.upgrader.Upgrade(w, r, nil)
+	conn, wire, err := s.upgrade(w, r)
 	if err != nil {
 		s.m.Refused.WithLabelValues(metrics.RefusedHandshake).Inc()
 		return // the upgrader has answered with the reason
 	}
-	sess := newSession(s, conn, claims.User, claims.Expires)
+	sess := newSession(s, conn, wire, claims.User, claims.Expires)
+	sess.send(protocol.Welcome(s.cfg.InstanceID, claims.User))
 	if !s.track(sess) {
 		sess.close(protocol.CloseGoingAway, "server going away")
 	}
@@ -126,6 +126,16 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// buffers and its deep handler stack, which an idle WebSocket would
 	// otherwise hold for hours (measured: 34.6 KiB RSS per connection).
 	go sess.run()
+}
+
+// upgrade completes the WebSocket handshake over a wire.
+func (s *Server) upgrade(w http.ResponseWriter, r *http.Request) (*websocket.Conn, *wire, error) {
+	ww := &wiredWriter{ResponseWriter: w}
+	conn, err := s.upgrader.Upgrade(ww, r, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	return conn, ww.wire, nil
 }
 
 // track registers a session unless the drain has begun closing them.

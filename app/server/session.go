@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -18,147 +19,265 @@ import (
 // maxRoomsPerConnection bounds what one connection can make an instance subscribe to.
 const maxRoomsPerConnection = 100
 
-// session is one WebSocket connection: a reader (run's goroutine) that
-// decodes and executes client frames, and a writer that owns every write to
-// the socket and drains a bounded queue, so no room ever waits for it.
+// session is one WebSocket connection. Its only long-lived goroutine is the
+// reader (run), which has each client frame executed in turn. Deliveries go to a
+// bounded queue that a writer goroutine drains and then ends: an idle
+// connection holds no writer stack, no queue and no write buffer, which is
+// most of what a connection costs (README, Performance).
 type session struct {
-	srv     *Server
-	conn    *websocket.Conn
-	user    string
-	expires time.Time
-	queue   chan *protocol.Delivery
-	rooms   map[string]bool // touched only by the reader
-	limit   bucket
+	srv      *Server
+	conn     *websocket.Conn
+	wire     *wire
+	user     string
+	expires  time.Time
+	rooms    []string // touched only by handle, one frame at a time
+	limit    bucket
+	handling sync.WaitGroup
 
-	closeOnce sync.Once
-	closing   chan struct{}
-	code      int
-	reason    string
+	mu      sync.Mutex  // guards the fields below
+	timer   *time.Timer // pings, and ends the session when its token expires
+	queue   []*protocol.Delivery
+	writing bool // a writer goroutine is draining the queue
+	closed  bool // close was called: code and reason are set
+	code    int
+	reason  string
+	done    chan struct{} // closed when the socket is
 }
 
-func newSession(srv *Server, conn *websocket.Conn, user string, expires time.Time) *session {
+// ping is the queue's marker for a ping control frame.
+var ping = &protocol.Delivery{}
+
+func newSession(srv *Server, conn *websocket.Conn, w *wire, user string, expires time.Time) *session {
 	return &session{
-		srv: srv, conn: conn, user: user, expires: expires,
-		queue:   make(chan *protocol.Delivery, srv.cfg.SendQueue),
-		rooms:   map[string]bool{},
-		limit:   bucket{rate: srv.cfg.RateLimit, burst: float64(srv.cfg.RateBurst), tokens: float64(srv.cfg.RateBurst), at: time.Now()},
-		closing: make(chan struct{}),
+		srv: srv, conn: conn, wire: w, user: user, expires: expires,
+		limit: bucket{rate: srv.cfg.RateLimit, burst: float64(srv.cfg.RateBurst), tokens: float64(srv.cfg.RateBurst), at: time.Now()},
+		done:  make(chan struct{}),
 	}
 }
 
 // Deliver implements hub.Member: never blocks; a full queue closes the session.
 func (s *session) Deliver(d *protocol.Delivery) bool {
-	select {
-	case <-s.closing:
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
 		return false
-	default:
 	}
-	select {
-	case s.queue <- d:
-		return true
-	default:
+	if len(s.queue) >= s.srv.cfg.SendQueue {
 		s.srv.m.SlowConsumers.Inc()
-		s.close(protocol.CloseTryAgainLate, "slow consumer: send queue full")
+		s.closeLocked(protocol.CloseTryAgainLate, "slow consumer: send queue full")
 		return false
+	}
+	s.queue = append(s.queue, d)
+	s.wake()
+	return true
+}
+
+// close has the writer send a close frame with code (none for 0) and end
+// the connection; the first call wins.
+func (s *session) close(code int, reason string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closeLocked(code, reason)
+}
+
+func (s *session) closeLocked(code int, reason string) {
+	if s.closed {
+		return
+	}
+	s.closed, s.code, s.reason = true, code, reason
+	s.wake()
+}
+
+// wake starts a writer unless one is running; s.mu is held.
+func (s *session) wake() {
+	if !s.writing {
+		s.writing = true
+		go s.write()
 	}
 }
 
-// close asks the writer to send a close frame with code and end the
-// connection; the first call wins.
-func (s *session) close(code int, reason string) {
-	s.closeOnce.Do(func() {
-		s.code, s.reason = code, reason
-		close(s.closing)
-	})
+func (s *session) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
 }
 
 func (s *session) send(frame []byte) { s.Deliver(&protocol.Delivery{Frame: frame}) }
 
 func (s *session) refuse(e *protocol.Error) { s.send(protocol.ErrorFrame(e)) }
 
-// run serves the connection until it ends, then leaves every room.
+// run serves the connection until it ends. Its goroutine is the one an
+// idle connection holds, blocked in read: it calls nothing deep before, so
+// that its stack stays at the 2 KiB minimum.
 func (s *session) run() {
-	cfg := s.srv.cfg
-	s.srv.m.ConnectionsActive.Inc()
-	defer s.srv.m.ConnectionsActive.Dec()
-	written := make(chan struct{})
-	go func() {
-		defer close(written)
-		s.write()
-	}()
-	expiry := time.AfterFunc(time.Until(s.expires), func() { s.close(protocol.ClosePolicy, "token expired") })
-	defer expiry.Stop()
+	s.open()
+	s.end(s.read())
+}
 
-	s.conn.SetReadLimit(int64(cfg.MaxMessageBytes))
-	deadline := 2*cfg.PingInterval + 5*time.Second
-	s.conn.SetReadDeadline(time.Now().Add(deadline))
-	s.conn.SetPongHandler(func(string) error { return s.conn.SetReadDeadline(time.Now().Add(deadline)) })
-	s.send(protocol.Welcome(s.srv.cfg.InstanceID, s.user))
-	err := s.read(deadline)
-	switch {
-	case errors.Is(err, websocket.ErrReadLimit):
-		s.close(protocol.CloseTooLarge, "frame larger than "+strconv.Itoa(cfg.MaxMessageBytes)+" bytes")
-	default:
+func (s *session) open() {
+	s.srv.m.ConnectionsActive.Inc()
+	s.mu.Lock()
+	s.timer = time.AfterFunc(s.untilTick(), s.tick)
+	s.mu.Unlock()
+	s.conn.SetReadLimit(int64(s.srv.cfg.MaxMessageBytes))
+	s.conn.SetReadDeadline(time.Now().Add(s.readTimeout()))
+	s.conn.SetPongHandler(s.pong)
+}
+
+// end closes the connection after read returns, then leaves every room.
+func (s *session) end(err error) {
+	if errors.Is(err, websocket.ErrReadLimit) {
+		s.close(protocol.CloseTooLarge, "frame larger than "+strconv.Itoa(s.srv.cfg.MaxMessageBytes)+" bytes")
+	} else {
 		// The client closed, vanished or missed its pongs: nothing to tell it.
 		s.close(0, "connection ended")
 	}
-	<-written
-	for room := range s.rooms {
+	<-s.done
+	s.timer.Stop()
+	for _, room := range s.rooms {
 		s.srv.hub.Leave(s, room)
 	}
 	s.srv.forget(s)
+	s.srv.m.ConnectionsActive.Dec()
 }
 
-func (s *session) read(deadline time.Duration) error {
+// readTimeout is how long the client may stay silent: two missed pongs.
+func (s *session) readTimeout() time.Duration { return 2*s.srv.cfg.PingInterval + 5*time.Second }
+
+func (s *session) pong(string) error {
+	return s.conn.SetReadDeadline(time.Now().Add(s.readTimeout()))
+}
+
+// untilTick is when the session's one timer fires next: the next ping, or
+// the token's expiry if that comes first.
+func (s *session) untilTick() time.Duration {
+	return min(s.srv.cfg.PingInterval, time.Until(s.expires))
+}
+
+// tick closes the session once its token has expired, and otherwise queues
+// a ping behind what is queued and sets the next tick.
+func (s *session) tick() {
+	if !time.Now().Before(s.expires) {
+		s.close(protocol.ClosePolicy, "token expired")
+		return
+	}
+	if !s.Deliver(ping) {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.timer.Reset(s.untilTick())
+}
+
+// read waits for the client's frames and has them handled until the
+// connection fails or the session closes. Reading and handling a frame go
+// deep (gorilla, JSON, Redis) and would grow this goroutine's stack for
+// good, so they run on a goroutine of their own; this one only waits, on a
+// stack that stays at the 2 KiB minimum (measured: 8 KiB otherwise).
+func (s *session) read() error {
 	for {
-		kind, data, err := s.conn.ReadMessage()
+		if _, err := s.wire.in.Peek(1); err != nil {
+			return err
+		}
+		var err error
+		s.handling.Add(1)
+		go func() {
+			defer s.handling.Done()
+			err = s.readBuffered()
+		}()
+		s.handling.Wait()
 		if err != nil {
 			return err
 		}
-		s.conn.SetReadDeadline(time.Now().Add(deadline))
-		s.srv.m.FramesReceived.Inc()
-		if kind != websocket.TextMessage {
-			s.refuse(protocol.Errorf(protocol.CodeBadRequest, "frames are JSON text"))
-			continue
-		}
-		f, err := protocol.DecodeClient(data)
-		var pe *protocol.Error
-		if errors.As(err, &pe) {
-			if f.Op == protocol.OpSend {
-				s.srv.m.Received.WithLabelValues(metrics.ResultRejected).Inc()
+	}
+}
+
+// readBuffered handles frames until none is left in the read buffer.
+func (s *session) readBuffered() error {
+	for {
+		if !s.skipPong() {
+			kind, data, err := s.conn.ReadMessage()
+			if err != nil {
+				return err
 			}
-			s.refuse(pe)
-			continue
-		}
-		switch f.Op {
-		case protocol.OpJoin:
-			s.join(f)
-		case protocol.OpLeave:
-			if !s.rooms[f.Room] {
-				s.refuse(protocol.Errorf(protocol.CodeNotJoined, "not in room %s", f.Room))
-				continue
+			s.conn.SetReadDeadline(time.Now().Add(s.readTimeout()))
+			s.srv.m.FramesReceived.Inc()
+			s.handle(kind, data)
+			if s.isClosed() {
+				return errClosing
 			}
-			delete(s.rooms, f.Room)
-			s.srv.hub.Leave(s, f.Room)
-		case protocol.OpSend:
-			s.publish(f)
 		}
-		select {
-		case <-s.closing:
-			return errClosing
-		default:
+		if s.wire.in.Buffered() == 0 {
+			return nil
 		}
 	}
 }
 
 var errClosing = errors.New("session closing")
 
-func (s *session) join(f protocol.ClientFrame) {
-	if s.rooms[f.Room] {
-		// A second join re-syncs (with since) or restarts at the latest seq.
-		delete(s.rooms, f.Room)
-		s.srv.hub.Leave(s, f.Room)
+// skipPong consumes a whole pong frame at the head of the read buffer, as
+// gorilla would: after a control frame gorilla goes on to wait for the next
+// data frame, which on an idle connection holds a deep stack for as long as
+// the client is silent. Anything else is left to gorilla.
+func (s *session) skipPong() bool {
+	const finPong, masked = 0x8A, 0x80
+	in := s.wire.in
+	if in.Buffered() < 2 {
+		return false
 	}
+	h, _ := in.Peek(2)
+	size := 2 + 4 + int(h[1]&0x7F) // header, masking key, payload
+	if h[0] != finPong || h[1]&masked == 0 || h[1]&0x7F > 125 || in.Buffered() < size {
+		return false
+	}
+	in.Discard(size)
+	s.pong("")
+	return true
+}
+
+// handle executes one client frame.
+func (s *session) handle(kind int, data []byte) {
+	if kind != websocket.TextMessage {
+		s.refuse(protocol.Errorf(protocol.CodeBadRequest, "frames are JSON text"))
+		return
+	}
+	f, err := protocol.DecodeClient(data)
+	var pe *protocol.Error
+	if errors.As(err, &pe) {
+		if f.Op == protocol.OpSend {
+			s.srv.m.Received.WithLabelValues(metrics.ResultRejected).Inc()
+		}
+		s.refuse(pe)
+		return
+	}
+	switch f.Op {
+	case protocol.OpJoin:
+		s.join(f)
+	case protocol.OpLeave:
+		if !s.leave(f.Room) {
+			s.refuse(protocol.Errorf(protocol.CodeNotJoined, "not in room %s", f.Room))
+		}
+	case protocol.OpSend:
+		s.publish(f)
+	}
+}
+
+func (s *session) joined(room string) bool { return slices.Contains(s.rooms, room) }
+
+// leave leaves room if the session is in it.
+func (s *session) leave(room string) bool {
+	i := slices.Index(s.rooms, room)
+	if i < 0 {
+		return false
+	}
+	s.rooms = slices.Delete(s.rooms, i, i+1)
+	s.srv.hub.Leave(s, room)
+	return true
+}
+
+func (s *session) join(f protocol.ClientFrame) {
+	// A second join re-syncs (with since) or restarts at the latest seq.
+	s.leave(f.Room)
 	if len(s.rooms) >= maxRoomsPerConnection {
 		s.refuse(protocol.Errorf(protocol.CodeBadRequest, "at most %d rooms per connection", maxRoomsPerConnection))
 		return
@@ -174,13 +293,13 @@ func (s *session) join(f protocol.ClientFrame) {
 		s.srv.log.Warn("join failed", "room", f.Room, "err", err)
 		s.refuse(protocol.Errorf(protocol.CodeInternal, "could not join %s: the message bus is unavailable; retry", f.Room))
 	default:
-		s.rooms[f.Room] = true
+		s.rooms = append(s.rooms, f.Room)
 	}
 }
 
 func (s *session) publish(f protocol.ClientFrame) {
 	received := s.srv.m.Received
-	if !s.rooms[f.Room] {
+	if !s.joined(f.Room) {
 		received.WithLabelValues(metrics.ResultRejected).Inc()
 		s.refuse(&protocol.Error{Code: protocol.CodeNotJoined, Message: "join " + f.Room + " before sending to it", Ref: f.ID})
 		return
@@ -208,47 +327,49 @@ func (s *session) publish(f protocol.ClientFrame) {
 	s.send(protocol.Ack(f.Room, f.ID, acc.Seq))
 }
 
-// write is the only goroutine that writes to the socket.
+// write drains the queue, a batch at a time, then ends; after close it
+// finishes the connection. It is the only goroutine that writes to the socket.
 func (s *session) write() {
-	ping := time.NewTicker(s.srv.cfg.PingInterval)
-	defer ping.Stop()
-	defer s.conn.Close()
 	for {
-		select {
-		case d := <-s.queue:
-			if !s.writeFrame(d) {
-				s.close(protocol.CloseInternal, "write failed")
-				return
-			}
-		case <-ping.C:
-			if err := s.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(5*time.Second)); err != nil {
-				s.close(protocol.CloseInternal, "ping failed")
-				return
-			}
-		case <-s.closing:
-			s.finish()
-			if s.code == protocol.CloseTooLarge {
-				s.linger()
-			}
+		s.mu.Lock()
+		batch, closed := s.queue, s.closed
+		s.queue = nil
+		if len(batch) == 0 && !closed {
+			s.writing = false
+			s.mu.Unlock()
 			return
+		}
+		s.mu.Unlock()
+		if closed {
+			s.finish(batch)
+			return
+		}
+		if !s.writeBatch(batch) {
+			s.close(protocol.CloseInternal, "write failed")
 		}
 	}
 }
 
-// finish flushes what is queued when the server drains (the client would
-// otherwise resume it), then sends the close frame.
-func (s *session) finish() {
-	if s.code == protocol.CloseGoingAway {
-		for flushed := false; !flushed; {
-			select {
-			case d := <-s.queue:
-				if !s.writeFrame(d) {
-					flushed = true
-				}
-			default:
-				flushed = true
-			}
+// writeBatch writes frames to the socket in one go, under one deadline.
+func (s *session) writeBatch(batch []*protocol.Delivery) bool {
+	s.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	s.wire.hold()
+	ok := true
+	for _, d := range batch {
+		if ok = s.writeFrame(d); !ok {
+			break
 		}
+	}
+	return s.wire.release() == nil && ok
+}
+
+// finish flushes what is queued when the server drains (the client would
+// otherwise resume it), sends the close frame and closes the socket.
+func (s *session) finish(queued []*protocol.Delivery) {
+	defer close(s.done)
+	defer s.conn.Close()
+	if s.code == protocol.CloseGoingAway && !s.writeBatch(queued) {
+		s.code = 0 // the socket failed: no close frame can reach the client
 	}
 	if s.code == 0 {
 		s.srv.m.Closed.WithLabelValues("client").Inc()
@@ -257,6 +378,9 @@ func (s *session) finish() {
 	s.srv.m.Closed.WithLabelValues(strconv.Itoa(s.code)).Inc()
 	msg := websocket.FormatCloseMessage(s.code, s.reason)
 	s.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+	if s.code == protocol.CloseTooLarge {
+		s.linger()
+	}
 }
 
 // linger drops what the client still sends (the rest of an oversize frame)
@@ -269,7 +393,9 @@ func (s *session) linger() {
 }
 
 func (s *session) writeFrame(d *protocol.Delivery) bool {
-	s.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if d == ping {
+		return s.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(5*time.Second)) == nil
+	}
 	if err := s.conn.WriteMessage(websocket.TextMessage, d.Frame); err != nil {
 		return false
 	}

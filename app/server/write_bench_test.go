@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -17,18 +18,25 @@ import (
 // BenchmarkWritePath is one frame's way from a session's queue to a client
 // over loopback TCP: the writer goroutine, the write deadline, the WebSocket
 // framing, the metrics and the syscall. The frame is encoded before: the hub
-// encodes each message once for all its recipients (BenchmarkFanOut).
+// encodes each message once for all its recipients (BenchmarkFanOut). With a
+// window of 1 each frame waits for the last to arrive, as on a quiet
+// connection; with 64 in flight the writer finds batches to coalesce, as on
+// a busy room's member.
 func BenchmarkWritePath(b *testing.B) {
-	srv := &Server{cfg: config.Defaults(), m: metrics.New()}
+	for _, window := range []int{1, 64} {
+		b.Run(fmt.Sprintf("in-flight=%d", window), func(b *testing.B) { benchmarkWritePath(b, window) })
+	}
+}
+
+func benchmarkWritePath(b *testing.B, window int) {
+	srv := New(config.Defaults(), nil, nil, nil, metrics.New(), nil)
 	sessions := make(chan *session, 1)
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		conn, err := (&websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 1024}).Upgrade(w, r, nil)
+		conn, wire, err := srv.upgrade(w, r)
 		if err != nil {
 			return
 		}
-		s := newSession(srv, conn, "bench", time.Now().Add(time.Hour))
-		go s.write()
-		sessions <- s
+		sessions <- newSession(srv, conn, wire, "bench", time.Now().Add(time.Hour))
 	}))
 	defer ts.Close()
 	client, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(ts.URL, "http"), nil)
@@ -41,6 +49,7 @@ func BenchmarkWritePath(b *testing.B) {
 	d := &protocol.Delivery{Frame: protocol.Message{
 		Room: "lobby", Seq: 42, User: "alice", Text: strings.Repeat("x", 64), ID: "c-1", TS: time.Now(),
 	}.Frame(), Seq: 42, Accepted: time.Now()}
+	inFlight := make(chan struct{}, window)
 	done := make(chan error, 1)
 	b.SetBytes(int64(len(d.Frame)))
 	b.ReportAllocs()
@@ -51,11 +60,15 @@ func BenchmarkWritePath(b *testing.B) {
 				done <- err
 				return
 			}
+			<-inFlight
 		}
 		done <- nil
 	}()
 	for range b.N {
-		s.queue <- d // blocking: the benchmark never overflows the queue
+		inFlight <- struct{}{}
+		if !s.Deliver(d) {
+			b.Fatal("the session refused a frame")
+		}
 	}
 	if err := <-done; err != nil {
 		b.Fatal(err)

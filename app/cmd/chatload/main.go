@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,6 +44,7 @@ type flags struct {
 	worker  bool
 	pids    string
 	jsonOut string
+	cpuProf string
 }
 
 func parse(args []string) (*flags, error) {
@@ -63,6 +65,7 @@ func parse(args []string) (*flags, error) {
 	fs.IntVar(&f.workers, "workers", 0, fmt.Sprintf("worker processes; 0: one per %d connections", perProcess))
 	fs.StringVar(&f.pids, "pids", "", "comma-separated pids of local server processes: report their RSS and CPU")
 	fs.StringVar(&f.jsonOut, "json", "", "write the whole report as JSON to this file (- for stdout)")
+	fs.StringVar(&f.cpuProf, "cpuprofile", "", "write each worker's CPU profile to this file with .<worker> appended, to see what the load generator itself costs")
 	spread := fs.String("spread", "auto", "dial from 127.x.y.z so ip_hash spreads clients: auto (on loopback), on, off")
 	fs.BoolVar(&f.worker, "worker", false, "internal: run one share for a parent chatload")
 	fs.IntVar(&f.o.Index, "worker-index", 0, "internal")
@@ -99,6 +102,13 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if f.worker {
+		if f.cpuProf != "" {
+			stop, err := profileCPU(fmt.Sprintf("%s.%d", f.cpuProf, f.o.Index))
+			if err != nil {
+				return err
+			}
+			defer stop()
+		}
 		return worker(ctx, f.o)
 	}
 	var pids []int
@@ -143,6 +153,18 @@ func run() error {
 		}{f.o, rep.Lost(), rep})
 	}
 	return nil
+}
+
+func profileCPU(path string) (stop func(), err error) {
+	file, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("-cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(file); err != nil {
+		file.Close()
+		return nil, fmt.Errorf("-cpuprofile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); file.Close() }, nil
 }
 
 // message is one line a worker writes to its parent.

@@ -34,22 +34,30 @@ func run() error {
 	promPort := flag.Int("prometheus-port", 9090, "Prometheus port")
 	redisPort := flag.Int("redis-port", 6390, "Redis port")
 	pgPort := flag.Int("postgres-port", 5433, "PostgreSQL port")
+	nginxWorkers := flag.Int("nginx-workers", 0, "NGINX worker processes; 0: the default (2)")
+	debugPorts := flag.String("debug-ports", "", "one port per instance for pprof (DEBUG_ADDR); none by default")
 	flag.Parse()
 	secret := envOr("JWT_SECRET", "dev-secret")
-	var chatPorts []int
-	for _, p := range strings.Split(*ports, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(p))
-		if err != nil {
-			return fmt.Errorf("-chat-ports=%q: want comma-separated port numbers", *ports)
-		}
-		chatPorts = append(chatPorts, n)
+	chatPorts, err := portList("-chat-ports", *ports)
+	if err != nil {
+		return err
+	}
+	if len(chatPorts) == 0 {
+		return fmt.Errorf("-chat-ports: want at least one port")
+	}
+	pprofPorts, err := portList("-debug-ports", *debugPorts)
+	if err != nil {
+		return err
+	}
+	if len(pprofPorts) > 0 && len(pprofPorts) != len(chatPorts) {
+		return fmt.Errorf("-debug-ports=%q: want one port per instance (%d)", *debugPorts, len(chatPorts))
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	top, err := local.Up(ctx, local.Options{
 		Dir: *dir, Bin: *bin, RedisPort: *redisPort, PostgresPort: *pgPort, ChatPorts: chatPorts,
-		NginxPort: *nginxPort, PrometheusPort: *promPort,
+		NginxPort: *nginxPort, NginxWorkers: *nginxWorkers, DebugPorts: pprofPorts, PrometheusPort: *promPort,
 		Env: []string{"JWT_SECRET=" + secret, "ALLOWED_ORIGINS=" + envOr("ALLOWED_ORIGINS", origins(append([]int{*nginxPort}, chatPorts...)))},
 	})
 	if err != nil {
@@ -74,6 +82,22 @@ func run() error {
 	<-sig
 	fmt.Println("\nstopping: draining the chat instances, then NGINX, Postgres and Redis…")
 	return top.Down()
+}
+
+// portList reads a flag's comma-separated ports; empty is none.
+func portList(name, value string) ([]int, error) {
+	var ports []int
+	for _, p := range strings.Split(value, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("%s=%q: want comma-separated port numbers", name, value)
+		}
+		ports = append(ports, n)
+	}
+	return ports, nil
 }
 
 func origins(ports []int) string {
