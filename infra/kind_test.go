@@ -93,6 +93,15 @@ func TestChatPodIsProbedAndLockedDown(t *testing.T) {
 	if got := get(c, "envFrom.0.secretRef.name"); got != "chat-env" {
 		t.Errorf("secrets reach the pod through %v, want the Secret chat-env", got)
 	}
+	memLimit := ""
+	for _, e := range c["env"].([]any) {
+		if e := e.(map[string]any); e["name"] == "GOMEMLIMIT" {
+			memLimit, _ = get(e, "valueFrom.resourceFieldRef.resource").(string)
+		}
+	}
+	if memLimit != "limits.memory" {
+		t.Errorf("GOMEMLIMIT comes from %q, want the container's limits.memory", memLimit)
+	}
 }
 
 func TestAutoscalerAndDisruptionBudget(t *testing.T) {

@@ -66,7 +66,9 @@ func TestLoadScenarios(t *testing.T) {
 			r, _ := loadtool.ReadRSS(c.Pid())
 			base += r
 		}
-		// While chatload holds the connections, read how the instances hold them.
+		// While chatload holds the connections, read how the instances hold
+		// them: 5 s after the last connect, and again after a garbage
+		// collection, which an idle server runs within 2 minutes by itself.
 		held := make(chan string, 1)
 		go func() {
 			sum := func(name string) (total float64) {
@@ -78,13 +80,21 @@ func TestLoadScenarios(t *testing.T) {
 			for i := 0; i < 120 && sum("websocket_connections_active") < 44000; i++ {
 				time.Sleep(time.Second)
 			}
-			time.Sleep(5 * time.Second) // the last connects, then the handshakes' garbage collected
-			open, rss := sum("websocket_connections_active"), sum("process_resident_memory_bytes")
-			held <- fmt.Sprintf("%.0f connections held: per connection %.1f KiB RSS, of which goroutine stacks %.1f KiB and heap in use %.1f KiB (RSS of the 3 instances %.1f MiB before, %.1f MiB with them)",
-				open, (rss-float64(base))/1024/open, sum("go_memstats_stack_inuse_bytes")/1024/open,
-				sum("go_memstats_heap_inuse_bytes")/1024/open, float64(base)/(1<<20), rss/(1<<20))
+			perConn := func(when string) string {
+				open, rss := sum("websocket_connections_active"), sum("process_resident_memory_bytes")
+				return fmt.Sprintf("%s: %.0f connections held: per connection %.1f KiB RSS, of which goroutine stacks %.1f KiB and heap in use %.1f KiB (RSS of the 3 instances %.1f MiB before, %.1f MiB with them)",
+					when, open, (rss-float64(base))/1024/open, sum("go_memstats_stack_inuse_bytes")/1024/open,
+					sum("go_memstats_heap_inuse_bytes")/1024/open, float64(base)/(1<<20), rss/(1<<20))
+			}
+			time.Sleep(5 * time.Second) // the last connects
+			early := perConn("5 s after the last connect")
+			for _, c := range top.Chats {
+				fetch(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap?gc=1", c.DebugPort), filepath.Join(dir, "idle-heap.pprof"))
+			}
+			time.Sleep(10 * time.Second) // the scavenger returns freed pages
+			held <- early + "\n  " + perConn("after a garbage collection")
 		}()
-		b.run(t, "idle", "-conns", "45000", "-rooms", "4500", "-publishers", "0", "-connect-rate", "3000", "-duration", "40s", "-drain", "0s")
+		b.run(t, "idle", "-conns", "45000", "-rooms", "4500", "-publishers", "0", "-connect-rate", "3000", "-duration", "55s", "-drain", "0s")
 		report.Logf(t, "idle: %s", <-held)
 	})
 	t.Run("FanOut", func(t *testing.T) {

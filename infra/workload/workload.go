@@ -208,6 +208,11 @@ func podSpec(args Args, envSecret pulumi.StringInput) *corev1.PodSpecArgs {
 				corev1.EnvVarArgs{Name: pulumi.String("INSTANCE_ID"), ValueFrom: &corev1.EnvVarSourceArgs{
 					FieldRef: &corev1.ObjectFieldSelectorArgs{FieldPath: pulumi.String("metadata.name")},
 				}},
+				// The Go GC works harder as the heap nears the memory limit,
+				// instead of the pod being OOM-killed with garbage in it.
+				corev1.EnvVarArgs{Name: pulumi.String("GOMEMLIMIT"), ValueFrom: &corev1.EnvVarSourceArgs{
+					ResourceFieldRef: &corev1.ResourceFieldSelectorArgs{ContainerName: pulumi.String(naming.Chat), Resource: pulumi.String("limits.memory")},
+				}},
 			},
 			EnvFrom: corev1.EnvFromSourceArray{corev1.EnvFromSourceArgs{
 				SecretRef: &corev1.SecretEnvSourceArgs{Name: envSecret},
