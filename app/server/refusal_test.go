@@ -219,6 +219,8 @@ func TestServerKeepsClientsThatAnswerPingsAndDropsSilentOnes(t *testing.T) {
 	})
 	silent := chattest.Raw(t, c.WSURL(), token(t, "silent", time.Hour))
 	silent.SetPingHandler(func(string) error { return nil })
+	pongs := make(chan string, 1)
+	answering.SetPongHandler(func(data string) error { pongs <- data; return nil })
 	connected := time.Now()
 	answeringEnded, silentEnded := readUntilClosed(answering), readUntilClosed(silent)
 	for i := 0; i < 2; i++ {
@@ -227,6 +229,18 @@ func TestServerKeepsClientsThatAnswerPingsAndDropsSilentOnes(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatalf("got %d pings in 5 s with PING_INTERVAL=1s, want 2", i)
 		}
+	}
+	// The client may ping too: the server answers with the same payload.
+	if err := answering.WriteControl(websocket.PingMessage, []byte("are you there"), time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-pongs:
+		if got != "are you there" {
+			t.Errorf("pong %q, want the ping's payload", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("no pong within 5 s of the client's ping")
 	}
 	select {
 	case <-silentEnded:
