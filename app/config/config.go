@@ -31,6 +31,11 @@ type Config struct {
 	RateLimit       float64       // RATE_LIMIT
 	RateBurst       int           // RATE_BURST
 	PingInterval    time.Duration // PING_INTERVAL
+	// RedisMinReplicas > 0 acks a send only once that many replicas have it.
+	RedisMinReplicas int // REDIS_MIN_REPLICAS
+	// PersistBacklogCap is how many accepted messages may wait for Postgres
+	// before sends are refused with overloaded.
+	PersistBacklogCap int // PERSIST_BACKLOG_CAP
 	// DebugAddr serves Go's pprof profiles on a listener of its own, never
 	// the public one; empty (the default) serves none.
 	DebugAddr string // DEBUG_ADDR
@@ -53,6 +58,8 @@ func Defaults() Config {
 		RateLimit:       20,
 		RateBurst:       40,
 		PingInterval:    25 * time.Second,
+
+		PersistBacklogCap: 100_000,
 	}
 }
 
@@ -64,7 +71,17 @@ func Load(getenv func(string) string) (Config, error) {
 		_, _, err := net.SplitHostPort(v)
 		return err == nil
 	})
-	r.str("REDIS_URL", &c.RedisURL, "redis://[:password@]host:port[/db] or rediss:// for TLS", urlWithScheme("redis", "rediss"))
+	if v := getenv("REDIS_URL"); strings.HasPrefix(v, SentinelScheme+"://") {
+		if _, err := ParseRedisSentinel(v); err != nil {
+			r.errs = append(r.errs, err)
+		} else {
+			c.RedisURL = v
+		}
+	} else {
+		r.str("REDIS_URL", &c.RedisURL, redisForms, urlWithScheme("redis", "rediss"))
+	}
+	r.integer("REDIS_MIN_REPLICAS", &c.RedisMinReplicas, 0, 10)
+	r.integer("PERSIST_BACKLOG_CAP", &c.PersistBacklogCap, 100, 100_000_000)
 	r.str("DATABASE_URL", &c.DatabaseURL, "postgres://user[:password]@host:port/db[?sslmode=...]", urlWithScheme("postgres", "postgresql"))
 	secret := getenv("JWT_SECRET")
 	if len(secret) < 8 {

@@ -32,7 +32,7 @@ type Bus interface {
 
 // Recent is the short per-room history (Redis).
 type Recent interface {
-	Latest(ctx context.Context, room string) (int64, error)
+	Latest(ctx context.Context, room string) (protocol.Position, error)
 	Range(ctx context.Context, room string, after, upto int64) ([]protocol.Delivery, error)
 }
 
@@ -279,7 +279,8 @@ func (h *Hub) Subscribed(ctx context.Context, name string) {
 	if r == nil {
 		return
 	}
-	latest, err := h.recent.Latest(ctx, name)
+	pos, err := h.recent.Latest(ctx, name)
+	latest := pos.Seq
 	if err != nil {
 		h.m.RedisErrors.WithLabelValues(metrics.OpLatest).Inc()
 		h.fail(r, err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/switchboard-dev/switchboard/app/broker"
 	"github.com/switchboard-dev/switchboard/app/hub"
 	"github.com/switchboard-dev/switchboard/app/metrics"
 	"github.com/switchboard-dev/switchboard/app/protocol"
@@ -312,6 +313,11 @@ func (s *session) publish(f protocol.ClientFrame) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	acc, err := s.srv.broker.Publish(ctx, f.Room, s.user, f.Text, f.ID, time.Now())
+	if errors.Is(err, broker.ErrOverloaded) {
+		received.WithLabelValues(metrics.ResultOverloaded).Inc()
+		s.refuse(&protocol.Error{Code: protocol.CodeOverloaded, Message: "message not accepted: the queue to the history database is full; retry later with the same id", Ref: f.ID})
+		return
+	}
 	if err != nil {
 		received.WithLabelValues(metrics.ResultError).Inc()
 		s.srv.m.RedisErrors.WithLabelValues(metrics.OpPublish).Inc()
@@ -372,7 +378,7 @@ func (s *session) finish(queued []*protocol.Delivery) {
 		s.code = 0 // the socket failed: no close frame can reach the client
 	}
 	if s.code == 0 {
-		s.srv.m.Closed.WithLabelValues("client").Inc()
+		s.srv.m.Closed.WithLabelValues(metrics.ClosedByClient).Inc()
 		return
 	}
 	s.srv.m.Closed.WithLabelValues(strconv.Itoa(s.code)).Inc()
