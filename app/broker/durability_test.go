@@ -74,11 +74,11 @@ func (s *sender) send() broker.Accepted {
 	text := fmt.Sprintf("%s message %d", s.room, s.n)
 	var acc broker.Accepted
 	var err error
-	for try := 0; try < 50; try++ {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
 		if acc, err = s.b.Publish(context.Background(), s.room, "alice", text, "id-"+strconv.Itoa(s.n), time.Now()); err == nil {
 			break
 		}
-		time.Sleep(100 * time.Millisecond) // Redis is coming back: retry with the same id
+		time.Sleep(100 * time.Millisecond) // Redis is coming back or failing over: retry with the same id
 	}
 	if err != nil {
 		s.t.Fatalf("send %q: %v", text, err)
