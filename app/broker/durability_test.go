@@ -262,3 +262,54 @@ func TestPersistStreamKeepsEveryAckedMessageThroughAPostgresOutage(t *testing.T)
 		t.Errorf("send once the backlog drained: %v", err)
 	}
 }
+
+// TestRoomKeysExpireAfterTheDedupeWindow: room names are client-chosen, so a
+// room's keys expire when it is idle, each send pushing the expiry back; a
+// room outlives every dedupe key it holds, and a send after the expiry
+// reseeds it under a new epoch (TestSeqIsNeverReusedAfterRedisLosesData).
+func TestRoomKeysExpireAfterTheDedupeWindow(t *testing.T) {
+	r := startRedis(t)
+	const dedupe, room = time.Hour, 2 * time.Hour
+	b := connect(t, r.URL(), broker.Options{DedupeTTL: dedupe, RoomTTL: room})
+	rdb := r.client()
+	ctx := context.Background()
+	keys := []string{"chat:{idle}:seq", "chat:{idle}:epoch", "chat:{idle}:log"}
+	ttls := func() []time.Duration {
+		var out []time.Duration
+		for _, k := range keys {
+			out = append(out, rdb.PTTL(ctx, k).Val())
+		}
+		return out
+	}
+	if _, err := b.Publish(ctx, "idle", "alice", "hi", "c-1", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if got := rdb.PTTL(ctx, "chat:{idle}:id:5:alice:c-1").Val(); got <= 0 || got > dedupe {
+		t.Errorf("dedupe key expires in %s, want within %s", got, dedupe)
+	}
+	for i, ttl := range ttls() {
+		if ttl <= dedupe || ttl > room {
+			t.Errorf("%s expires in %s, want more than the dedupe TTL %s and at most %s", keys[i], ttl, dedupe, room)
+		}
+	}
+	for _, k := range keys {
+		rdb.PExpire(ctx, k, time.Minute)
+	}
+	if _, err := b.Publish(ctx, "idle", "alice", "again", "", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	for i, ttl := range ttls() {
+		if ttl <= dedupe {
+			t.Errorf("a send did not push %s's expiry back: %s left", keys[i], ttl)
+		}
+	}
+
+	// A room TTL shorter than the dedupe window is raised above it.
+	short := broker.New(r.client(), broker.Options{DedupeTTL: 48 * time.Hour, RoomTTL: time.Hour})
+	if _, err := short.Publish(ctx, "idle", "alice", "third", "", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if ttl := rdb.PTTL(ctx, "chat:{idle}:seq").Val(); ttl <= 48*time.Hour {
+		t.Errorf("RoomTTL 1h with DedupeTTL 48h: the room expires in %s, before its dedupe keys", ttl)
+	}
+}
