@@ -127,6 +127,7 @@ func (b *Broker) Ping(ctx context.Context) error { return b.rdb.Ping(ctx).Err() 
 func seqKey(room string) string   { return "chat:{" + room + "}:seq" }
 func epochKey(room string) string { return "chat:{" + room + "}:epoch" }
 func logKey(room string) string   { return "chat:{" + room + "}:log" }
+func replKey(room string) string  { return "chat:{" + room + "}:replid" }
 func channel(room string) string  { return "chat:{" + room + "}:pub" }
 func dedupeKey(room, user, id string) string {
 	return "chat:{" + room + "}:id:" + strconv.Itoa(len(user)) + ":" + user + ":" + id
@@ -164,13 +165,14 @@ func (b *Broker) Publish(ctx context.Context, room, user, text, id string, now t
 	if id != "" {
 		hasID = "1"
 	}
-	keys := []string{seqKey(room), epochKey(room), logKey(room), dedupeKey(room, user, id), PersistStream}
+	keys := []string{seqKey(room), epochKey(room), logKey(room), dedupeKey(room, user, id), PersistStream, replKey(room)}
 	args := []any{channel(room), pre, post, b.opts.HistorySize, int(b.opts.DedupeTTL.Seconds()),
 		int(b.opts.RoomTTL.Seconds()), b.opts.BacklogCap, now.UnixNano(), hasID, "", ""}
 	acc, status, err := b.run(ctx, keys, args)
 	if err == nil && status == statusReseed {
-		// The room has no counter: reseed it above what Postgres holds plus
-		// what may still have been queued for it when Redis lost it.
+		// The room's counter is gone or from another primary: reseed it
+		// above what Postgres holds plus what may still have been queued
+		// for it when Redis lost it.
 		stored, ferr := b.opts.Floor(ctx, room)
 		if ferr != nil {
 			return Accepted{}, fmt.Errorf("publish to %s: reseed its counter: %w", room, ferr)

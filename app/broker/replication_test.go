@@ -211,6 +211,7 @@ func TestSentinelFailoverKeepsSeqsUnique(t *testing.T) {
 		}
 	}
 	sendSome()
+	before := s.send().Epoch
 	if err := sc.Failover(ctx, "mymaster").Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -219,6 +220,9 @@ func TestSentinelFailoverKeepsSeqsUnique(t *testing.T) {
 		addr, err := sc.GetMasterAddrByName(ctx, "mymaster").Result()
 		return err == nil && len(addr) == 2 && addr[1] == want
 	})
+	if a := s.send(); a.Epoch == before {
+		t.Errorf("the epoch stayed %q across the failover", before)
+	}
 	sendSome()
 
 	msgs, err := replica.client().XRange(ctx, "chat:{failover}:log", "-", "+").Result()
@@ -233,5 +237,51 @@ func TestSentinelFailoverKeepsSeqsUnique(t *testing.T) {
 		if !kept[fmt.Sprintf("%d-0", seq)] {
 			t.Errorf("acked seq %d is not on the new primary", seq)
 		}
+	}
+}
+
+// TestFailoverToALaggingReplicaDoesNotReuseSeqs is the asynchronous
+// replication case (ElastiCache failover, REDIS_MIN_REPLICAS=0): the replica
+// is promoted before it got the newest acked messages. Its counter is behind,
+// yet the first send on it must get a seq above every acked one: the new
+// primary's replication id makes the room reseed, under a new epoch.
+func TestFailoverToALaggingReplicaDoesNotReuseSeqs(t *testing.T) {
+	primary := startRedis(t)
+	replica := startReplica(t, primary)
+	_, st := startStore(t)
+	const backlogCap = 50
+	b := connect(t, primary.URL(), broker.Options{BacklogCap: backlogCap, Floor: st.MaxSeq})
+	s := newSender(t, b, "lagging")
+	for range 5 {
+		s.send()
+	}
+	persistAll(t, b, st)
+	stored := s.maxAcked()
+	ctx := context.Background()
+	if err := primary.client().Do(ctx, "wait", 1, 5000).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// The replica is promoted; the old primary still acks three more sends
+	// that the new one never gets.
+	if err := replica.client().SlaveOf(ctx, "no", "one").Err(); err != nil {
+		t.Fatal(err)
+	}
+	var old broker.Accepted
+	for range 3 {
+		old = s.send()
+	}
+
+	promoted := connect(t, replica.URL(), broker.Options{BacklogCap: backlogCap, Floor: st.MaxSeq})
+	s.b = promoted
+	after := s.send()
+	if after.Seq != stored+backlogCap+1 || after.Seq <= old.Seq {
+		t.Errorf("first seq on the promoted replica %d, want %d (stored %d + cap %d + 1), above the lost %d",
+			after.Seq, stored+backlogCap+1, stored, backlogCap, old.Seq)
+	}
+	if after.Epoch == old.Epoch {
+		t.Errorf("the epoch stayed %q across the failover", after.Epoch)
+	}
+	if next := s.send(); next.Seq != after.Seq+1 || next.Epoch != after.Epoch {
+		t.Errorf("the send after the reseed: %+v, want seq %d in epoch %q", next, after.Seq+1, after.Epoch)
 	}
 }
