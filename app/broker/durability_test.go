@@ -313,3 +313,35 @@ func TestRoomKeysExpireAfterTheDedupeWindow(t *testing.T) {
 		t.Errorf("RoomTTL 1h with DedupeTTL 48h: the room expires in %s, before its dedupe keys", ttl)
 	}
 }
+
+// TestClaimReportsEntriesDeletedBeforeTheyWereStored: XAUTOCLAIM drops the
+// ids of pending entries whose content is gone; the writers never delete
+// what they have not stored, so such ids mean someone else trimmed the
+// stream, and ClaimPersist names them (chat_persist_lost_total, an alert)
+// instead of silently acking them away.
+func TestClaimReportsEntriesDeletedBeforeTheyWereStored(t *testing.T) {
+	r := startRedis(t)
+	b := connect(t, r.URL(), broker.Options{})
+	ctx := context.Background()
+	if err := b.EnsureGroup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s := newSender(t, b, "trimmed")
+	for range 3 {
+		s.send()
+	}
+	read, err := b.ReadPersist(ctx, "dead", 10, 0)
+	if err != nil || len(read) != 3 {
+		t.Fatalf("read %d entries, %v", len(read), err)
+	}
+	if err := r.client().XTrimMaxLen(ctx, broker.PersistStream, 1).Err(); err != nil {
+		t.Fatal(err)
+	}
+	claimed, lost, err := b.ClaimPersist(ctx, "w1", 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(claimed) != 1 || claimed[0].ID != read[2].ID || len(lost) != 2 || lost[0] != read[0].ID || lost[1] != read[1].ID {
+		t.Fatalf("claimed %v, lost %v; want %s claimed and %s, %s lost", claimed, lost, read[2].ID, read[0].ID, read[1].ID)
+	}
+}
