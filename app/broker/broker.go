@@ -6,7 +6,6 @@ package broker
 import (
 	"context"
 	_ "embed"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -73,9 +72,10 @@ func (b *Broker) Close() error { return b.rdb.Close() }
 func (b *Broker) Ping(ctx context.Context) error { return b.rdb.Ping(ctx).Err() }
 
 // Room keys share a hash tag so a clustered Redis keeps a room on one shard.
-func seqKey(room string) string  { return "chat:{" + room + "}:seq" }
-func logKey(room string) string  { return "chat:{" + room + "}:log" }
-func channel(room string) string { return "chat:{" + room + "}:pub" }
+func seqKey(room string) string   { return "chat:{" + room + "}:seq" }
+func epochKey(room string) string { return "chat:{" + room + "}:epoch" }
+func logKey(room string) string   { return "chat:{" + room + "}:log" }
+func channel(room string) string  { return "chat:{" + room + "}:pub" }
 func dedupeKey(room, user, id string) string {
 	return "chat:{" + room + "}:id:" + strconv.Itoa(len(user)) + ":" + user + ":" + id
 }
@@ -114,25 +114,34 @@ func (b *Broker) Publish(ctx context.Context, room, user, text, id string, now t
 	return Accepted{Seq: res[0], Duplicate: res[1] == 1}, nil
 }
 
-// Latest returns the room's newest seq (0 for a room never written to).
-func (b *Broker) Latest(ctx context.Context, room string) (int64, error) {
-	n, err := b.rdb.Get(ctx, seqKey(room)).Int64()
-	if errors.Is(err, redis.Nil) {
-		return 0, nil
-	}
+// Latest returns the room's newest seq and its epoch: zero for a room never
+// written to or whose state Redis lost, no epoch if only that was lost (the
+// next send reseeds the room).
+func (b *Broker) Latest(ctx context.Context, room string) (protocol.Position, error) {
+	v, err := b.rdb.MGet(ctx, seqKey(room), epochKey(room)).Result()
 	if err != nil {
-		return 0, fmt.Errorf("latest seq of %s: %w", room, err)
+		return protocol.Position{}, fmt.Errorf("latest seq of %s: %w", room, err)
 	}
-	return n, nil
+	seq, _ := v[0].(string)
+	epoch, _ := v[1].(string)
+	if seq == "" {
+		return protocol.Position{}, nil
+	}
+	n, err := strconv.ParseInt(seq, 10, 64)
+	if err != nil {
+		return protocol.Position{}, fmt.Errorf("latest seq of %s: %q is not a number", room, seq)
+	}
+	return protocol.Position{Seq: n, Epoch: epoch}, nil
 }
 
-// Range returns the room's kept messages with after < seq <= upto, oldest
-// first. The log is bounded, so the result may start above after+1.
-func (b *Broker) Range(ctx context.Context, room string, after, upto int64) ([]protocol.Delivery, error) {
+// Range returns the oldest limit of the room's kept messages with after <
+// seq <= upto, oldest first. The log is bounded, so the result may start
+// above after+1.
+func (b *Broker) Range(ctx context.Context, room string, after, upto int64, limit int) ([]protocol.Delivery, error) {
 	if upto <= after {
 		return nil, nil
 	}
-	msgs, err := b.rdb.XRange(ctx, logKey(room), strconv.FormatInt(after+1, 10)+"-0", strconv.FormatInt(upto, 10)+"-0").Result()
+	msgs, err := b.rdb.XRangeN(ctx, logKey(room), strconv.FormatInt(after+1, 10)+"-0", strconv.FormatInt(upto, 10)+"-0", int64(limit)).Result()
 	if err != nil {
 		return nil, fmt.Errorf("history of %s after %d: %w", room, after, err)
 	}
