@@ -266,13 +266,14 @@ func (b *Broker) Latest(ctx context.Context, room string) (protocol.Position, er
 	return protocol.Position{Seq: n, Epoch: epoch}, nil
 }
 
-// Range returns the room's kept messages with after < seq <= upto, oldest
-// first. The log is bounded, so the result may start above after+1.
-func (b *Broker) Range(ctx context.Context, room string, after, upto int64) ([]protocol.Delivery, error) {
+// Range returns the oldest limit of the room's kept messages with after <
+// seq <= upto, oldest first. The log is bounded, so the result may start
+// above after+1.
+func (b *Broker) Range(ctx context.Context, room string, after, upto int64, limit int) ([]protocol.Delivery, error) {
 	if upto <= after {
 		return nil, nil
 	}
-	msgs, err := b.rdb.XRange(ctx, logKey(room), strconv.FormatInt(after+1, 10)+"-0", strconv.FormatInt(upto, 10)+"-0").Result()
+	msgs, err := b.rdb.XRangeN(ctx, logKey(room), strconv.FormatInt(after+1, 10)+"-0", strconv.FormatInt(upto, 10)+"-0", int64(limit)).Result()
 	if err != nil {
 		return nil, fmt.Errorf("history of %s after %d: %w", room, after, err)
 	}

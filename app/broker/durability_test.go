@@ -171,7 +171,7 @@ func TestSeqIsNeverReusedAfterRedisLosesData(t *testing.T) {
 
 	// Postgres never holds two messages at one seq, nor one nobody acked.
 	persistAll(t, b, st)
-	rows, err := st.Range(ctx, "lossy", 0, s.maxAcked())
+	rows, err := st.Range(ctx, "lossy", 0, s.maxAcked(), len(s.acked)+100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +243,7 @@ func TestPersistStreamKeepsEveryAckedMessageThroughAPostgresOutage(t *testing.T)
 		t.Fatal(err)
 	}
 	waitFor(t, time.Minute, "the backlog to be stored after Postgres is back", func() bool { return backlog() == 0 })
-	rows, err := st.Range(ctx, "outage", 0, 1<<62)
+	rows, err := st.Range(ctx, "outage", 0, 1<<62, len(s.acked)+100)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,7 @@ type Config struct {
 	SendQueue       int           // SEND_QUEUE
 	InstanceID      string        // INSTANCE_ID
 	HistorySize     int           // HISTORY_SIZE
+	RecoveryLimit   int           // RECOVERY_LIMIT: most missed messages a resume delivers
 	RateLimit       float64       // RATE_LIMIT
 	RateBurst       int           // RATE_BURST
 	PingInterval    time.Duration // PING_INTERVAL
@@ -55,6 +56,7 @@ func Defaults() Config {
 		SendQueue:       256,
 		InstanceID:      host,
 		HistorySize:     1000,
+		RecoveryLimit:   10_000,
 		RateLimit:       20,
 		RateBurst:       40,
 		PingInterval:    25 * time.Second,
@@ -104,6 +106,7 @@ func Load(getenv func(string) string) (Config, error) {
 		})
 	}
 	r.integer("HISTORY_SIZE", &c.HistorySize, 10, 1_000_000)
+	r.integer("RECOVERY_LIMIT", &c.RecoveryLimit, 100, 10_000_000)
 	r.number("RATE_LIMIT", &c.RateLimit, 0.1, 100_000)
 	r.integer("RATE_BURST", &c.RateBurst, 1, 100_000)
 	r.duration("PING_INTERVAL", &c.PingInterval, time.Second)

@@ -78,7 +78,7 @@ func run(ctx context.Context) error {
 	m.PersistBacklogCap.Set(float64(cfg.PersistBacklogCap))
 	sub := b.Subscribe(ctx)
 	defer sub.Close()
-	h := hub.New(sub, b, st, m, log, hub.Options{PendingLimit: 16 * cfg.SendQueue})
+	h := hub.New(sub, b, st, m, log, hub.Options{PendingLimit: 16 * cfg.SendQueue, RecoveryLimit: int64(cfg.RecoveryLimit)})
 	srv := server.New(cfg, h, b, st, m, log)
 
 	// Background work stops when work is cancelled, after the drain.
@@ -86,10 +86,10 @@ func run(ctx context.Context) error {
 	defer stopWork()
 	go sub.Run(work, func(e broker.Event) {
 		if e.Subscribed != "" {
-			h.Subscribed(work, e.Subscribed)
+			h.Subscribed(e.Subscribed)
 			return
 		}
-		h.Dispatch(work, &e.Delivery)
+		h.Dispatch(&e.Delivery)
 	})
 	persisted := make(chan struct{})
 	go func() {
