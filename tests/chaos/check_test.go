@@ -14,9 +14,13 @@ func h(es ...Event) []Event {
 }
 
 // The wire view of client 1 on connection 1 and its user's view, in room r.
-func joining(since int64) Event { return Event{Client: 1, Conn: 1, Kind: Joining, Room: "r", Since: since, HasSince: true} }
-func joinFresh() Event          { return Event{Client: 1, Conn: 1, Kind: Joining, Room: "r"} }
-func joined(latest int64) Event { return Event{Client: 1, Conn: 1, Kind: Joined, Room: "r", Seq: latest} }
+func joining(since int64) Event {
+	return Event{Client: 1, Conn: 1, Kind: Joining, Room: "r", Since: since, HasSince: true}
+}
+func joinFresh() Event { return Event{Client: 1, Conn: 1, Kind: Joining, Room: "r"} }
+func joined(latest int64) Event {
+	return Event{Client: 1, Conn: 1, Kind: Joined, Room: "r", Seq: latest}
+}
 func wire(seq int64) Event {
 	return Event{Client: 1, Conn: 1, Kind: Delivered, Room: "r", Seq: seq, User: "u", ID: id(seq)}
 }
@@ -26,7 +30,9 @@ func user(seq int64) Event {
 func gap(conn int, from, to int64) Event {
 	return Event{Client: 1, Conn: conn, Kind: Gap, Room: "r", From: from, To: to}
 }
-func sent(msg string) Event { return Event{Client: 2, Conn: 1, Kind: Sent, Room: "r", User: "u", ID: msg} }
+func sent(msg string) Event {
+	return Event{Client: 2, Conn: 1, Kind: Sent, Room: "r", User: "u", ID: msg}
+}
 func acked(msg string, seq int64) Event {
 	return Event{Client: 2, Conn: 1, Kind: Acked, Room: "r", User: "u", ID: msg, Seq: seq}
 }
@@ -34,7 +40,7 @@ func refused(msg, code string) Event {
 	return Event{Client: 2, Conn: 1, Kind: Refused, Room: "r", User: "u", ID: msg, Code: code}
 }
 func row(seq int64, msg string) Stored { return Stored{Room: "r", Seq: seq, User: "u", ID: msg} }
-func id(seq int64) string             { return "m" + string(rune('0'+seq%10)) + string(rune('a'+seq/10)) }
+func id(seq int64) string              { return "m" + string(rune('0'+seq%10)) + string(rune('a'+seq/10)) }
 
 func TestCheckCatchesEachKindOfViolation(t *testing.T) {
 	for _, tc := range []struct {
