@@ -106,10 +106,7 @@ func deployLocal(t *testing.T) (*suite, func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(dir, "chatserver")
-	if out, err := exec.Command("go", "build", "-trimpath", "-o", bin, "../app/cmd/chatserver").CombinedOutput(); err != nil {
-		t.Fatalf("build chatserver: %v\n%s", err, out)
-	}
+	bin := buildChatserver(t, dir)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	l, err := target.StartLocal(ctx, dir, bin, 3)
@@ -127,6 +124,15 @@ func deployLocal(t *testing.T) (*suite, func()) {
 		}
 	}
 	return newSuite(l, true), stop
+}
+
+// buildChatserver builds the chat server of this tree into dir.
+func buildChatserver(t *testing.T, dir string) string {
+	bin := filepath.Join(dir, "chatserver")
+	if out, err := exec.Command("go", "build", "-trimpath", "-o", bin, "../app/cmd/chatserver").CombinedOutput(); err != nil {
+		t.Fatalf("build chatserver: %v\n%s", err, out)
+	}
+	return bin
 }
 
 func addrs(l *target.Local) string {

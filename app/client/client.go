@@ -1,20 +1,27 @@
 // Package client is a Go client for Switchboard's chat protocol. It
 // reconnects with exponential backoff and full jitter, resumes every joined
-// room from the last seq it saw, resends unacknowledged messages with their
-// original id (the server dedupes them) and drops duplicates by seq, so its
-// user sees each room's messages once and in order.
+// room from the last seq and epoch it saw, resends unacknowledged messages
+// with their original id (the server dedupes them) and drops duplicates by
+// seq, so its user sees each room's messages once and in order. A range the
+// server can no longer replay (history_gap) is fetched from the history API
+// when asked to, and what nobody has is reported as a gap, never skipped in
+// silence. Refusals that no retry can cure (401, 403, close 1008) end the
+// client with that error.
 package client
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,10 +41,80 @@ type Options struct {
 	MaxBackoff time.Duration
 	// NoReconnect makes a lost connection final (for tests of refusals).
 	NoReconnect bool
+	// FillGaps fetches the range of a history_gap from the history API
+	// (GET /rooms/{room}/messages) and delivers what it holds, in order,
+	// before the room's later messages; the rest is reported as a GapError.
+	// Without it the whole range is reported.
+	FillGaps bool
+	// HistoryURL is the history API's base URL; by default URL's host with
+	// http or https.
+	HistoryURL string
+	// FetchTimeout bounds the fetch of one gap, retries included (30s).
+	FetchTimeout time.Duration
+	// Trace, if set, sees every frame the client writes (sent) or reads,
+	// with the number of its connection (1 for the first). Tests record
+	// histories with it; it must not block.
+	Trace func(conn int, sent bool, frame []byte)
 }
 
 // ErrClosed is returned by calls on a closed client.
 var ErrClosed = errors.New("client closed")
+
+// PolicyError: the server closed the connection with 1008 (the token
+// expired). A reconnect with the same token would be refused, so it ends
+// the client.
+type PolicyError struct{ Reason string }
+
+func (e *PolicyError) Error() string {
+	return fmt.Sprintf("closed by the server with %d (%s): reconnecting with the same token cannot succeed", protocol.ClosePolicy, e.Reason)
+}
+
+// HandshakeError is a refusal before the upgrade, with its HTTP status. 401
+// and 403 end the client; other statuses are retried.
+type HandshakeError struct {
+	Status int
+	Err    error
+}
+
+func (e *HandshakeError) Error() string {
+	return fmt.Sprintf("handshake refused (%d): %v", e.Status, e.Err)
+}
+func (e *HandshakeError) Unwrap() error { return e.Err }
+
+// terminal reports whether no reconnect can get past err.
+func terminal(err error) bool {
+	var he *HandshakeError
+	return errors.As(err, &he) && (he.Status == http.StatusUnauthorized || he.Status == http.StatusForbidden)
+}
+
+// GapError reports messages From..To (inclusive) of Room that the client
+// could not deliver: neither the server's resume nor the history API had
+// them. Err says why the history API did not fill them, if it failed.
+type GapError struct {
+	Room     string
+	From, To int64
+	Err      error
+}
+
+func (e *GapError) Error() string {
+	s := fmt.Sprintf("room %s: messages %d to %d are missing", e.Room, e.From, e.To)
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+func (e *GapError) Unwrap() error { return e.Err }
+
+// JoinError reports a room the client was in and could not join again
+// after a reconnect: the server refused the rejoin for good, so the room
+// is dropped.
+type JoinError struct {
+	Room string
+	Err  error
+}
+
+func (e *JoinError) Error() string { return fmt.Sprintf("rejoin %s: %v", e.Room, e.Err) }
+func (e *JoinError) Unwrap() error { return e.Err }
 
 // Stats counts what happened to a client's connections.
 type Stats struct {
@@ -54,23 +131,35 @@ type Stats struct {
 type Client struct {
 	opts   Options
 	dialer websocket.Dialer
+	http   *http.Client
 	prefix string
 	nextID atomic.Int64
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
 
-	writeMu sync.Mutex
+	writeMu sync.Mutex // orders writes; taken before mu
 	mu      sync.Mutex
-	conn    *websocket.Conn
+	cur     *wire
+	conns   int
 	inst    string
-	rooms   map[string]int64 // joined rooms and the last seq seen
-	joins   map[string]chan result
-	sends   map[string]*pending
+	rooms   map[string]*roomState // joined rooms
+	joins   map[string]*joinCall  // Join and Resume calls waiting for joined
+	pending []string              // rooms whose join on cur awaits its answer, in the order written
+	sends   map[string]*sendCall
 	stats   Stats
 	closed  bool
+	err     error         // why the client stopped, once done is closed
 	up      chan struct{} // closed while connected; replaced on disconnect
 
-	msgs *mailbox
-	stop chan struct{} // closed by Close
+	msgs *mailbox[protocol.Message]
+	errs *mailbox[error]
 	done chan struct{} // closed when serve has returned
+}
+
+// wire is one connection with its number.
+type wire struct {
+	conn *websocket.Conn
+	n    int
 }
 
 type result struct {
@@ -78,10 +167,15 @@ type result struct {
 	err error
 }
 
-type pending struct {
+type joinCall struct {
+	since *int64
+	reply chan result
+}
+
+type sendCall struct {
 	room, text string
 	reply      chan result
-	conn       *websocket.Conn // the connection it was last written on
+	on         *wire // the connection it was last written on
 }
 
 // Dial connects and returns once the server has welcomed the client.
@@ -92,46 +186,65 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 	if opts.MaxBackoff <= 0 {
 		opts.MaxBackoff = 5 * time.Second
 	}
+	if opts.FetchTimeout <= 0 {
+		opts.FetchTimeout = 30 * time.Second
+	}
+	if opts.HistoryURL == "" {
+		opts.HistoryURL = historyBase(opts.URL)
+	}
 	var id [4]byte
 	_, _ = rand.Read(id[:])
 	c := &Client{
 		opts:   opts,
+		http:   &http.Client{Timeout: 10 * time.Second},
 		prefix: hex.EncodeToString(id[:]),
-		rooms:  map[string]int64{},
-		joins:  map[string]chan result{},
-		sends:  map[string]*pending{},
+		rooms:  map[string]*roomState{},
+		joins:  map[string]*joinCall{},
+		sends:  map[string]*sendCall{},
 		stats:  Stats{CloseCodes: map[int]int{}, Errors: map[string]int{}},
 		up:     make(chan struct{}),
-		msgs:   newMailbox(),
-		stop:   make(chan struct{}),
+		msgs:   newMailbox[protocol.Message](),
+		errs:   newMailbox[error](),
 		done:   make(chan struct{}),
 	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 	nd := &net.Dialer{Timeout: 5 * time.Second}
 	if opts.LocalAddr != nil {
 		nd.LocalAddr = &net.TCPAddr{IP: opts.LocalAddr}
 	}
 	c.dialer = websocket.Dialer{NetDialContext: nd.DialContext, HandshakeTimeout: 5 * time.Second}
-	conn, err := c.connect(ctx)
+	w, err := c.connect(ctx)
 	if err != nil {
+		c.cancel()
+		c.msgs.close()
+		c.errs.close()
 		return nil, err
 	}
-	go c.serve(conn)
+	go c.serve(w)
 	return c, nil
 }
 
-// HandshakeError is a refusal before the upgrade, with its HTTP status.
-type HandshakeError struct {
-	Status int
-	Err    error
+// historyBase turns ws://host/ws into http://host.
+func historyBase(wsURL string) string {
+	u := strings.TrimSuffix(wsURL, "/ws")
+	if rest, ok := strings.CutPrefix(u, "ws"); ok {
+		return "http" + rest
+	}
+	return u
 }
 
-func (e *HandshakeError) Error() string {
-	return fmt.Sprintf("handshake refused (%d): %v", e.Status, e.Err)
-}
-func (e *HandshakeError) Unwrap() error { return e.Err }
-
-// connect dials and reads the welcome frame.
-func (c *Client) connect(ctx context.Context) (*websocket.Conn, error) {
+// connect dials and reads the welcome frame. A Close during the dial
+// cancels it, and a connection that completes after Close is closed at once.
+func (c *Client) connect(ctx context.Context) (*wire, error) {
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		select {
+		case <-c.ctx.Done():
+			stop()
+		case <-ctx.Done():
+		}
+	}()
 	h := http.Header{}
 	for k, v := range c.opts.Header {
 		h[k] = v
@@ -144,109 +257,147 @@ func (c *Client) connect(ctx context.Context) (*websocket.Conn, error) {
 		}
 		return nil, fmt.Errorf("dial %s: %w", c.opts.URL, err)
 	}
-	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	var f protocol.ServerFrame
-	if err := conn.ReadJSON(&f); err != nil || f.Op != protocol.OpWelcome {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
 		conn.Close()
-		return nil, fmt.Errorf("dial %s: no welcome frame (got %+v, %v)", c.opts.URL, f, err)
+		return nil, ErrClosed
+	}
+	c.conns++
+	w := &wire{conn: conn, n: c.conns}
+	c.cur = w // from here Close closes it, which ends the read below
+	c.mu.Unlock()
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, data, err := conn.ReadMessage()
+	var f frame
+	if err == nil {
+		c.trace(w, false, data)
+		err = json.Unmarshal(data, &f)
+	}
+	if err != nil || f.Op != protocol.OpWelcome {
+		conn.Close()
+		return nil, fmt.Errorf("dial %s: no welcome frame (got %s, %v)", c.opts.URL, data, err)
 	}
 	conn.SetReadDeadline(time.Time{})
 	c.mu.Lock()
-	c.conn, c.inst = conn, f.Instance
+	c.inst = f.Instance
 	c.stats.Connects++
 	c.stats.LastConnect = time.Now()
 	c.mu.Unlock()
-	return conn, nil
+	return w, nil
 }
 
-// serve reads from conn until it breaks, then reconnects and resumes.
-func (c *Client) serve(conn *websocket.Conn) {
+// serve reads from w until it breaks, then reconnects and resumes, until
+// Close or a refusal no reconnect can cure.
+func (c *Client) serve(w *wire) {
 	defer close(c.done)
 	for {
-		c.online(conn)
-		c.read(conn)
+		c.online(w)
+		code, reason := c.read(w)
 		c.mu.Lock()
 		c.up = make(chan struct{})
 		closed := c.closed
 		c.mu.Unlock()
-		if closed || c.opts.NoReconnect {
+		switch {
+		case closed || c.opts.NoReconnect:
 			c.fail(ErrClosed)
+			return
+		case code == protocol.ClosePolicy:
+			c.fail(&PolicyError{Reason: reason})
 			return
 		}
 		var err error
-		if conn, err = c.reconnect(); err != nil {
+		if w, err = c.reconnect(); err != nil {
 			c.fail(err)
 			return
 		}
 	}
 }
 
-// online resumes every joined room and resends every unacked message on a
-// fresh connection, then lets callers write.
-func (c *Client) online(conn *websocket.Conn) {
+// online resumes every joined room, repeats the joins still unanswered and
+// resends every unacked message on a fresh connection, then lets callers
+// write.
+func (c *Client) online(w *wire) {
+	c.writeMu.Lock()
 	c.mu.Lock()
-	var frames []protocol.ClientFrame
-	for room, last := range c.rooms {
-		since := last
-		frames = append(frames, protocol.ClientFrame{Op: protocol.OpJoin, Room: room, Since: &since})
+	c.pending = nil
+	var frames []any
+	for room, rs := range c.rooms {
+		frames = append(frames, resumeFrame(room, rs))
+		c.pending = append(c.pending, room)
 	}
-	frames = append(frames, c.unsent(conn)...)
+	for room, j := range c.joins {
+		if c.rooms[room] == nil {
+			frames = append(frames, joinFrame{Op: protocol.OpJoin, Room: room, Since: j.since})
+			c.pending = append(c.pending, room)
+		}
+	}
+	frames = append(frames, c.unsent(w)...)
 	c.mu.Unlock()
 	for _, f := range frames {
-		c.write(conn, f)
+		c.writeLocked(w, f)
 	}
+	c.writeMu.Unlock()
 	// Sends registered while the frames above were written are sent now;
 	// from here on SendID writes its own.
 	c.mu.Lock()
-	late := c.unsent(conn)
+	late := c.unsent(w)
 	close(c.up)
 	c.mu.Unlock()
 	for _, f := range late {
-		c.write(conn, f)
+		c.write(w, f)
 	}
 }
 
-// unsent marks the sends not yet written on conn as written and returns
-// their frames. c.mu must be held.
-func (c *Client) unsent(conn *websocket.Conn) []protocol.ClientFrame {
-	var frames []protocol.ClientFrame
+// unsent marks the sends not yet written on w as written and returns their
+// frames. c.mu must be held.
+func (c *Client) unsent(w *wire) []any {
+	var frames []any
 	for id, p := range c.sends {
-		if p.conn != conn {
-			p.conn = conn
+		if p.on != w {
+			p.on = w
 			frames = append(frames, protocol.ClientFrame{Op: protocol.OpSend, Room: p.room, Text: p.text, ID: id})
 		}
 	}
 	return frames
 }
 
-func (c *Client) reconnect() (*websocket.Conn, error) {
+// backoff is full jitter: a random wait up to the exponential cap, so
+// clients dropped together do not come back together.
+func (c *Client) backoff(attempt int) time.Duration {
+	ceiling := float64(c.opts.MinBackoff) * math.Pow(2, float64(min(attempt, 20)))
+	return time.Duration(mrand.Int64N(int64(min(ceiling, float64(c.opts.MaxBackoff))) + 1))
+}
+
+func (c *Client) reconnect() (*wire, error) {
 	for attempt := 0; ; attempt++ {
-		// Full jitter: a random wait up to the exponential cap, so clients
-		// dropped together do not come back together.
-		ceiling := float64(c.opts.MinBackoff) * math.Pow(2, float64(min(attempt, 20)))
-		wait := time.Duration(mrand.Int64N(int64(min(ceiling, float64(c.opts.MaxBackoff))) + 1))
 		select {
-		case <-time.After(wait):
-		case <-c.stop:
+		case <-time.After(c.backoff(attempt)):
+		case <-c.ctx.Done():
 			return nil, ErrClosed
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		conn, err := c.connect(ctx)
+		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+		w, err := c.connect(ctx)
 		cancel()
-		if err == nil {
-			return conn, nil
+		switch {
+		case err == nil:
+			return w, nil
+		case terminal(err), c.ctx.Err() != nil:
+			return nil, err
 		}
 	}
 }
 
-func (c *Client) read(conn *websocket.Conn) {
+// read handles w's frames until it breaks and returns the close code (1006
+// without a close frame) and reason.
+func (c *Client) read(w *wire) (int, string) {
 	for {
-		var f protocol.ServerFrame
-		if err := conn.ReadJSON(&f); err != nil {
-			code := 1006
+		_, data, err := w.conn.ReadMessage()
+		if err != nil {
+			code, reason := 1006, ""
 			var ce *websocket.CloseError
 			if errors.As(err, &ce) {
-				code = ce.Code
+				code, reason = ce.Code, ce.Text
 			}
 			c.mu.Lock()
 			if !c.closed {
@@ -254,37 +405,25 @@ func (c *Client) read(conn *websocket.Conn) {
 				c.stats.LastDisconnect = time.Now()
 			}
 			c.mu.Unlock()
-			conn.Close()
-			return
+			w.conn.Close()
+			return code, reason
 		}
-		c.handle(f)
+		c.trace(w, false, data)
+		var f frame
+		if json.Unmarshal(data, &f) == nil {
+			c.handle(w, f)
+		}
 	}
 }
 
-func (c *Client) handle(f protocol.ServerFrame) {
+func (c *Client) handle(w *wire, f frame) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch f.Op {
 	case protocol.OpJoined:
-		if _, ok := c.rooms[f.Room]; !ok {
-			c.rooms[f.Room] = f.Seq
-		}
-		if ch, ok := c.joins[f.Room]; ok {
-			delete(c.joins, f.Room)
-			ch <- result{seq: f.Seq}
-		}
+		c.joined(f)
 	case protocol.OpMessage:
-		last, ok := c.rooms[f.Room]
-		if !ok {
-			return
-		}
-		if f.Seq <= last {
-			c.stats.Duplicates++
-			return
-		}
-		c.rooms[f.Room] = f.Seq
-		ts, _ := time.Parse(time.RFC3339Nano, f.TS)
-		c.msgs.put(protocol.Message{Room: f.Room, Seq: f.Seq, User: f.User, Text: f.Text, ID: f.ID, TS: ts})
+		c.message(f)
 	case protocol.OpAck:
 		if p, ok := c.sends[f.ID]; ok {
 			delete(c.sends, f.ID)
@@ -292,52 +431,138 @@ func (c *Client) handle(f protocol.ServerFrame) {
 		}
 	case protocol.OpError:
 		c.stats.Errors[f.Code]++
-		err := &protocol.Error{Code: f.Code, Message: f.Message, Ref: f.Ref}
-		if p, ok := c.sends[f.Ref]; ok && f.Ref != "" {
-			delete(c.sends, f.Ref)
-			p.reply <- result{err: err}
-			return
-		}
-		if f.Code == protocol.CodeHistoryGap {
-			return // the resume goes on after the gap
-		}
-		for room, ch := range c.joins {
-			// A join's refusal carries no ref: it fails the join in progress.
-			delete(c.joins, room)
-			ch <- result{err: err}
-			break
-		}
+		c.refused(w, f)
 	}
 }
 
-// write sends one frame on conn; a failed write surfaces as a read error.
-func (c *Client) write(conn *websocket.Conn, f protocol.ClientFrame) {
+// answered removes room's oldest unanswered join. c.mu must be held.
+func (c *Client) answered(room string) {
+	if i := slices.Index(c.pending, room); i >= 0 {
+		c.pending = slices.Delete(c.pending, i, i+1)
+	}
+}
+
+// joined records a room's latest seq and epoch and answers its Join call.
+// c.mu must be held.
+func (c *Client) joined(f frame) {
+	c.answered(f.Room)
+	rs := c.rooms[f.Room]
+	if rs == nil {
+		rs = &roomState{last: f.Seq}
+		c.rooms[f.Room] = rs
+	}
+	rs.epoch, rs.retries = f.Epoch, 0
+	if j, ok := c.joins[f.Room]; ok {
+		delete(c.joins, f.Room)
+		j.reply <- result{seq: f.Seq}
+	}
+}
+
+// refused routes an error frame to what it answers. c.mu must be held.
+func (c *Client) refused(w *wire, f frame) {
+	err := &protocol.Error{Code: f.Code, Message: f.Message, Ref: f.Ref}
+	switch {
+	case f.Ref != "":
+		if p, ok := c.sends[f.Ref]; ok {
+			delete(c.sends, f.Ref)
+			p.reply <- result{err: err}
+		}
+		return
+	case f.Code == protocol.CodeHistoryGap:
+		c.gap(f)
+		return
+	case f.Code == protocol.CodeNotJoined:
+		return // a leave's refusal (a send's carries its ref): nobody waits for it
+	}
+	// A join's refusal. The server answers a connection's frames in order,
+	// so one that does not name its room answers the oldest join unanswered.
+	room := f.Room
+	if room == "" {
+		if len(c.pending) == 0 {
+			c.errs.put(fmt.Errorf("error frame that answers nothing pending: %w", err))
+			return
+		}
+		room = c.pending[0]
+	}
+	c.answered(room)
+	// The server's join leaves the room first: after a refusal the
+	// connection is in no state of it.
+	if j, ok := c.joins[room]; ok {
+		delete(c.joins, room)
+		delete(c.rooms, room)
+		j.reply <- result{err: fmt.Errorf("join %s: %w", room, err)}
+		return
+	}
+	rs := c.rooms[room]
+	if rs == nil {
+		return
+	}
+	if f.Code != protocol.CodeInternal {
+		delete(c.rooms, room)
+		c.errs.put(&JoinError{Room: room, Err: err})
+		return
+	}
+	// A rejoin the server could not serve for now: try again on this
+	// connection until it answers or the connection is replaced.
+	rs.retries++
+	time.AfterFunc(c.backoff(rs.retries), func() { c.rejoin(w, room, rs) })
+}
+
+func (c *Client) rejoin(w *wire, room string, rs *roomState) {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
-	conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	_ = conn.WriteJSON(f)
+	c.mu.Lock()
+	if c.closed || c.cur != w || c.rooms[room] != rs || slices.Contains(c.pending, room) {
+		c.mu.Unlock()
+		return
+	}
+	c.pending = append(c.pending, room)
+	f := resumeFrame(room, rs)
+	c.mu.Unlock()
+	c.writeLocked(w, f)
+}
+
+// write sends one frame on w; a failed write surfaces as a read error.
+func (c *Client) write(w *wire, f any) {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	c.writeLocked(w, f)
+}
+
+func (c *Client) writeLocked(w *wire, f any) {
+	data, _ := json.Marshal(f)
+	c.trace(w, true, data)
+	w.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_ = w.conn.WriteMessage(websocket.TextMessage, data)
+}
+
+func (c *Client) trace(w *wire, sent bool, data []byte) {
+	if c.opts.Trace != nil {
+		c.opts.Trace(w.n, sent, data)
+	}
 }
 
 // current waits until the client is connected and returns the connection.
-func (c *Client) current(ctx context.Context) (*websocket.Conn, error) {
+func (c *Client) current(ctx context.Context) (*wire, error) {
 	c.mu.Lock()
-	conn, up, closed := c.conn, c.up, c.closed
+	w, up, closed := c.cur, c.up, c.closed
 	c.mu.Unlock()
 	if closed {
 		return nil, ErrClosed
 	}
 	select {
 	case <-up:
-		return conn, nil
+		return w, nil
 	case <-c.done:
-		return nil, ErrClosed
+		return nil, c.Err()
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
 }
 
 // Join joins room and returns its latest seq; from then on its new messages
-// arrive on Messages.
+// arrive on Messages. Joining a room the client is in resumes it from the
+// last seq seen.
 func (c *Client) Join(ctx context.Context, room string) (int64, error) {
 	return c.join(ctx, room, nil)
 }
@@ -348,26 +573,41 @@ func (c *Client) Resume(ctx context.Context, room string, since int64) (int64, e
 }
 
 func (c *Client) join(ctx context.Context, room string, since *int64) (int64, error) {
-	conn, err := c.current(ctx)
+	w, err := c.current(ctx)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("join %s: %w", room, err)
 	}
-	ch := make(chan result, 1)
+	j := &joinCall{since: since, reply: make(chan result, 1)}
+	c.writeMu.Lock()
 	c.mu.Lock()
 	// Registered only once connected: online() would otherwise send the
 	// same join a second time.
-	if since != nil {
-		c.rooms[room] = *since
+	rs := c.rooms[room]
+	switch {
+	case since != nil:
+		rs = &roomState{last: *since}
+		c.rooms[room] = rs
+	case rs != nil:
+		last := rs.last
+		j.since = &last
 	}
-	c.joins[room] = ch
+	f := joinFrame{Op: protocol.OpJoin, Room: room, Since: j.since}
+	if rs != nil {
+		f.Epoch = rs.epoch
+	}
+	c.joins[room] = j
+	c.pending = append(c.pending, room)
 	c.mu.Unlock()
-	c.write(conn, protocol.ClientFrame{Op: protocol.OpJoin, Room: room, Since: since})
+	c.writeLocked(w, f)
+	c.writeMu.Unlock()
 	select {
-	case r := <-ch:
+	case r := <-j.reply:
 		return r.seq, r.err
 	case <-ctx.Done():
 		c.mu.Lock()
-		delete(c.joins, room)
+		if c.joins[room] == j {
+			delete(c.joins, room)
+		}
 		c.mu.Unlock()
 		return 0, fmt.Errorf("join %s: %w", room, ctx.Err())
 	}
@@ -375,14 +615,14 @@ func (c *Client) join(ctx context.Context, room string, since *int64) (int64, er
 
 // Leave leaves room.
 func (c *Client) Leave(ctx context.Context, room string) error {
-	conn, err := c.current(ctx)
+	w, err := c.current(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("leave %s: %w", room, err)
 	}
 	c.mu.Lock()
 	delete(c.rooms, room)
 	c.mu.Unlock()
-	c.write(conn, protocol.ClientFrame{Op: protocol.OpLeave, Room: room})
+	c.write(w, protocol.ClientFrame{Op: protocol.OpLeave, Room: room})
 	return nil
 }
 
@@ -390,12 +630,15 @@ func (c *Client) Leave(ctx context.Context, room string) error {
 // message in flight when the connection drops is sent again, with the same
 // id, after the reconnect.
 func (c *Client) Send(ctx context.Context, room, text string) (int64, error) {
-	return c.SendID(ctx, room, fmt.Sprintf("%s-%d", c.prefix, c.nextID.Add(1)), text)
+	return c.SendID(ctx, room, c.NewID(), text)
 }
+
+// NewID returns a message id no other call of this client returns.
+func (c *Client) NewID() string { return fmt.Sprintf("%s-%d", c.prefix, c.nextID.Add(1)) }
 
 // SendID is Send with the caller's message id (to retry a send by hand).
 func (c *Client) SendID(ctx context.Context, room, id, text string) (int64, error) {
-	p := &pending{room: room, text: text, reply: make(chan result, 1)}
+	p := &sendCall{room: room, text: text, reply: make(chan result, 1)}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -406,13 +649,13 @@ func (c *Client) SendID(ctx context.Context, room, id, text string) (int64, erro
 	// are joined again on the next connection.
 	select {
 	case <-c.up:
-		p.conn = c.conn
+		p.on = c.cur
 	default:
 	}
-	conn := p.conn
+	w := p.on
 	c.mu.Unlock()
-	if conn != nil {
-		c.write(conn, protocol.ClientFrame{Op: protocol.OpSend, Room: room, Text: text, ID: id})
+	if w != nil {
+		c.write(w, protocol.ClientFrame{Op: protocol.OpSend, Room: room, Text: text, ID: id})
 	}
 	select {
 	case r := <-p.reply:
@@ -422,7 +665,9 @@ func (c *Client) SendID(ctx context.Context, room, id, text string) (int64, erro
 		return r.seq, nil
 	case <-ctx.Done():
 		c.mu.Lock()
-		delete(c.sends, id)
+		if c.sends[id] == p {
+			delete(c.sends, id)
+		}
 		c.mu.Unlock()
 		return 0, fmt.Errorf("send %s to %s: %w", id, room, ctx.Err())
 	}
@@ -431,6 +676,11 @@ func (c *Client) SendID(ctx context.Context, room, id, text string) (int64, erro
 // Messages delivers each room's messages once, in seq order. It is never
 // blocked by a slow reader: messages wait in an unbounded mailbox.
 func (c *Client) Messages() <-chan protocol.Message { return c.msgs.out }
+
+// Errors reports what went wrong with no call waiting for it: a *GapError
+// for messages that could not be delivered, a *JoinError for a room dropped
+// after a reconnect. Like Messages it never blocks the client.
+func (c *Client) Errors() <-chan error { return c.errs.out }
 
 // Instance is the server instance of the current connection.
 func (c *Client) Instance() string {
@@ -443,7 +693,10 @@ func (c *Client) Instance() string {
 func (c *Client) LastSeq(room string) int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.rooms[room]
+	if rs := c.rooms[room]; rs != nil {
+		return rs.last
+	}
+	return 0
 }
 
 // Stats returns a copy of the client's counters.
@@ -461,39 +714,53 @@ func (c *Client) Stats() Stats {
 	return s
 }
 
-// Done is closed once the client has stopped for good.
+// Done is closed once the client has stopped for good; Err then says why.
 func (c *Client) Done() <-chan struct{} { return c.done }
 
-// Close ends the client: a normal close frame, no reconnect.
+// Err is why the client stopped: ErrClosed after Close or with
+// NoReconnect, a *HandshakeError (401, 403) or a *PolicyError (1008) when
+// the server refused it for good; nil while it runs.
+func (c *Client) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// Close ends the client: a normal close frame, no reconnect. It returns
+// once the client has stopped, also in the middle of a reconnect.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
+		<-c.done
 		return nil
 	}
 	c.closed = true
-	conn := c.conn
-	close(c.stop)
+	w := c.cur
+	c.cancel()
 	c.mu.Unlock()
-	c.writeMu.Lock()
-	_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
-	c.writeMu.Unlock()
-	conn.Close()
+	// WriteControl may run concurrently with a write in progress, which
+	// the close then ends: Close never waits behind a stuck write.
+	_ = w.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+	w.conn.Close()
 	<-c.done
 	return nil
 }
 
-// fail ends every call still waiting.
+// fail ends every call still waiting with err.
 func (c *Client) fail(err error) {
+	c.cancel()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.err = err
 	for id, p := range c.sends {
 		delete(c.sends, id)
 		p.reply <- result{err: err}
 	}
-	for room, ch := range c.joins {
+	for room, j := range c.joins {
 		delete(c.joins, room)
-		ch <- result{err: err}
+		j.reply <- result{err: err}
 	}
 	c.msgs.close()
+	c.errs.close()
 }

@@ -7,6 +7,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -18,23 +19,36 @@ type Redis struct {
 	*Process
 	Port int
 	dir  string
+	name string
+	// replicaOf is the primary (host:port) it replicates; empty for a primary.
+	replicaOf string
 }
 
 // StartRedis starts redis-server on 127.0.0.1:port with an append-only file
 // synced on every write, so an acked message survives a Redis restart.
 func StartRedis(ctx context.Context, dir string, port int) (*Redis, error) {
-	data := filepath.Join(dir, "redis")
+	return startRedis(ctx, dir, "redis", port, "")
+}
+
+// startRedis starts the node name with its data in dir/name, as a replica
+// of replicaOf if set.
+func startRedis(ctx context.Context, dir, name string, port int, replicaOf string) (*Redis, error) {
+	data := filepath.Join(dir, name)
 	if err := os.MkdirAll(data, 0o755); err != nil {
-		return nil, fmt.Errorf("start redis: %w", err)
+		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p, err := spawn("redis", dir, "", nil, "redis-server",
-		"--bind", "127.0.0.1", "--port", itoa(port), "--dir", data,
+	args := []string{"--bind", "127.0.0.1", "--port", itoa(port), "--dir", data,
 		"--appendonly", "yes", "--appendfsync", "always", "--save", "",
-		"--protected-mode", "no", "--maxclients", "10000")
+		"--protected-mode", "no", "--maxclients", "10000"}
+	if replicaOf != "" {
+		host, port, _ := strings.Cut(replicaOf, ":")
+		args = append(args, "--replicaof", host, port)
+	}
+	p, err := spawn(name, dir, "", nil, "redis-server", args...)
 	if err != nil {
 		return nil, err
 	}
-	r := &Redis{Process: p, Port: port, dir: dir}
+	r := &Redis{Process: p, Port: port, dir: dir, name: name, replicaOf: replicaOf}
 	if err := waitTCP(ctx, p, r.Addr()); err != nil {
 		p.Kill()
 		return nil, err
@@ -59,11 +73,25 @@ func (r *Redis) Restart(ctx context.Context) error {
 // Start starts Redis again, after it stopped, on the same port and data.
 func (r *Redis) Start(ctx context.Context) error {
 	<-r.Exited()
-	n, err := StartRedis(ctx, r.dir, r.Port)
+	n, err := startRedis(ctx, r.dir, r.name, r.Port, r.replicaOf)
 	if err != nil {
 		return err
 	}
 	*r = *n
+	return nil
+}
+
+// Wipe deletes the data of a stopped Redis: started again, it has lost
+// everything, as after a restart without persistence.
+func (r *Redis) Wipe() error {
+	select {
+	case <-r.Exited():
+	default:
+		return fmt.Errorf("wipe %s: still running", r.name)
+	}
+	if err := os.RemoveAll(filepath.Join(r.dir, r.name)); err != nil {
+		return fmt.Errorf("wipe %s: %w", r.name, err)
+	}
 	return nil
 }
 

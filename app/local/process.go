@@ -133,6 +133,7 @@ func (e *MissingError) Error() string {
 
 var packages = map[string]string{
 	"redis-server":    "redis-server",
+	"redis-sentinel":  "redis-sentinel",
 	"nginx":           "nginx-light",
 	"prometheus":      "prometheus",
 	"promtool":        "prometheus",

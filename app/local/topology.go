@@ -14,9 +14,14 @@ import (
 
 // Options describes a local topology. Zero ports are free ports.
 type Options struct {
-	Dir            string        // state: data, logs and the pid file; reused across runs
-	Bin            string        // the chatserver binary
-	RedisPort      int           // redis-server
+	Dir       string // state: data, logs and the pid file; reused across runs
+	Bin       string // the chatserver binary
+	RedisPort int    // redis-server
+	// Sentinel adds a replica and three redis-sentinel processes; the
+	// instances then reach Redis through the sentinels (redis+sentinel://).
+	Sentinel       bool
+	ReplicaPort    int           // the replica (with Sentinel)
+	SentinelPorts  []int         // the three sentinels (with Sentinel)
 	PostgresPort   int           // PostgreSQL 15
 	ChatPorts      []int         // one instance per entry (0: a free port)
 	NginxPort      int           // the load balancer clients use
@@ -30,7 +35,9 @@ type Options struct {
 // Topology is a running local target: NGINX (ip_hash) in front of the chat
 // instances, Redis, Postgres and Prometheus.
 type Topology struct {
-	Redis      *Redis
+	Redis      *Redis // the primary at start
+	Replica    *Redis // with Options.Sentinel
+	Sentinels  []*Sentinel
 	Postgres   *Postgres
 	Chats      []*Chat
 	Nginx      *Nginx
@@ -59,6 +66,11 @@ func Up(ctx context.Context, opts Options) (t *Topology, err error) {
 	if t.Redis, err = StartRedis(ctx, opts.Dir, portOr(opts.RedisPort)); err != nil {
 		return t, err
 	}
+	if opts.Sentinel {
+		if err = t.startSentinels(ctx, opts.Dir, opts.ReplicaPort, opts.SentinelPorts); err != nil {
+			return t, err
+		}
+	}
 	if t.Postgres, err = StartPostgres(ctx, opts.Dir, portOr(opts.PostgresPort)); err != nil {
 		return t, err
 	}
@@ -70,7 +82,7 @@ func Up(ctx context.Context, opts Options) (t *Topology, err error) {
 		}
 		c, err := StartChat(ctx, ChatConfig{
 			Bin: opts.Bin, Dir: opts.Dir, ID: fmt.Sprintf("chat-%d", i+1), Port: portOr(port), DebugPort: debug,
-			Env: append([]string{"REDIS_URL=" + t.Redis.URL(), "DATABASE_URL=" + t.Postgres.URL()}, opts.Env...),
+			Env: append([]string{"REDIS_URL=" + t.RedisURL(), "DATABASE_URL=" + t.Postgres.URL()}, opts.Env...),
 		})
 		if err != nil {
 			return t, err
@@ -98,7 +110,7 @@ func (t *Topology) Chat(id string) (*Chat, error) {
 }
 
 // Down stops Prometheus, drains the instances (all at once), then stops
-// NGINX, Postgres and Redis: NGINX outlives the instances so that their
+// NGINX, Postgres, the sentinels and Redis: NGINX outlives the instances so that their
 // 1001 close frames reach the clients.
 func (t *Topology) Down() error {
 	var errs []error
@@ -117,8 +129,15 @@ func (t *Topology) Down() error {
 	if t.Postgres != nil {
 		errs = append(errs, t.Postgres.Stop(30*time.Second))
 	}
-	if t.Redis != nil {
-		errs = append(errs, t.Redis.Stop(10*time.Second))
+	// The sentinels go first: a primary stopping under them would be
+	// failed over.
+	for _, s := range t.Sentinels {
+		errs = append(errs, s.Stop(10*time.Second))
+	}
+	for _, r := range []*Redis{t.Replica, t.Redis} {
+		if r != nil {
+			errs = append(errs, r.Stop(10*time.Second))
+		}
 	}
 	os.Remove(filepath.Join(t.dir, pidFile))
 	return errors.Join(errs...)

@@ -21,8 +21,20 @@ type Local struct {
 // a short drain so that a rolling restart of three instances takes seconds.
 var LocalSettings = []string{"DRAIN_DELAY=1s", "DRAIN_TIMEOUT=2s", "LOG_LEVEL=warn"}
 
+// LocalOption changes how StartLocal starts the target.
+type LocalOption func(*local.Options)
+
+// WithSentinel runs Redis as a primary and a replica watched by three
+// sentinels; the instances reach it through them.
+func WithSentinel() LocalOption { return func(o *local.Options) { o.Sentinel = true } }
+
+// WithEnv adds instance settings (after LocalSettings, so they win).
+func WithEnv(env ...string) LocalOption {
+	return func(o *local.Options) { o.Env = append(o.Env, env...) }
+}
+
 // StartLocal starts a local target of n instances under dir with the chatserver binary bin.
-func StartLocal(ctx context.Context, dir, bin string, n int) (*Local, error) {
+func StartLocal(ctx context.Context, dir, bin string, n int, opts ...LocalOption) (*Local, error) {
 	const secret = "behaviour-suite-secret"
 	chats := make([]int, n)
 	for i := range chats {
@@ -40,10 +52,14 @@ func StartLocal(ctx context.Context, dir, bin string, n int) (*Local, error) {
 	for _, p := range chats {
 		origins = append(origins, fmt.Sprintf("http://127.0.0.1:%d", p))
 	}
-	top, err := local.Up(ctx, local.Options{
+	o := local.Options{
 		Dir: dir, Bin: bin, ChatPorts: chats, NginxPort: nginxPort, ScrapeInterval: time.Second,
 		Env: append([]string{"JWT_SECRET=" + secret, "ALLOWED_ORIGINS=" + strings.Join(origins, ",")}, LocalSettings...),
-	})
+	}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	top, err := local.Up(ctx, o)
 	if err != nil {
 		return nil, err
 	}

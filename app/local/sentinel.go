@@ -1,0 +1,209 @@
+package local
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// MasterName is the name the sentinels monitor the primary under.
+const MasterName = "switchboard"
+
+// Sentinel is a redis-sentinel process watching the primary.
+type Sentinel struct {
+	*Process
+	Port int
+}
+
+// startSentinel writes the sentinel's config (which it rewrites as it
+// learns the topology) and starts it. Quorum 2 of 3; a primary silent for a
+// second is down, so failovers take seconds, not the default minute.
+func startSentinel(ctx context.Context, dir string, i, port int, primary string) (*Sentinel, error) {
+	name := fmt.Sprintf("sentinel-%d", i)
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	host, pport, _ := strings.Cut(primary, ":")
+	conf := filepath.Join(abs, name+".conf")
+	body := fmt.Sprintf(`port %d
+bind 127.0.0.1
+protected-mode no
+dir %s
+sentinel monitor %s %s %s 2
+sentinel down-after-milliseconds %s 1000
+sentinel failover-timeout %s 10000
+sentinel parallel-syncs %s 1
+`, port, abs, MasterName, host, pport, MasterName, MasterName, MasterName)
+	if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p, err := spawn(name, dir, "", nil, "redis-sentinel", conf)
+	if err != nil {
+		return nil, err
+	}
+	s := &Sentinel{Process: p, Port: port}
+	if err := waitTCP(ctx, p, s.Addr()); err != nil {
+		p.Kill()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Addr is host:port.
+func (s *Sentinel) Addr() string { return "127.0.0.1:" + itoa(s.Port) }
+
+// startSentinels starts a replica of t.Redis and three sentinels, and waits
+// until the sentinels agree on the primary and see the replica.
+func (t *Topology) startSentinels(ctx context.Context, dir string, replicaPort int, ports []int) error {
+	replica, err := startRedis(ctx, dir, "redis-replica", portOr(replicaPort), t.Redis.Addr())
+	if err != nil {
+		return err
+	}
+	t.Replica = replica
+	for i := range 3 {
+		port := 0
+		if i < len(ports) {
+			port = ports[i]
+		}
+		s, err := startSentinel(ctx, dir, i+1, portOr(port), t.Redis.Addr())
+		if err != nil {
+			return err
+		}
+		t.Sentinels = append(t.Sentinels, s)
+	}
+	return t.waitSentinels(ctx, t.Redis.Addr())
+}
+
+// waitSentinels waits until every sentinel names primary and knows a
+// replica and the other sentinels, so a failover can be agreed on.
+func (t *Topology) waitSentinels(ctx context.Context, primary string) error {
+	for {
+		err := t.sentinelsAgree(ctx, primary)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("sentinels not ready: %w (last: %v)", ctx.Err(), err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (t *Topology) sentinelsAgree(ctx context.Context, primary string) error {
+	for _, s := range t.Sentinels {
+		c := redis.NewSentinelClient(&redis.Options{Addr: s.Addr()})
+		addr, err := c.GetMasterAddrByName(ctx, MasterName).Result()
+		if err != nil {
+			c.Close()
+			return fmt.Errorf("%s: %w", s.Name, err)
+		}
+		if got := strings.Join(addr, ":"); got != primary {
+			c.Close()
+			return fmt.Errorf("%s names %s as primary, want %s", s.Name, got, primary)
+		}
+		info, err := c.Master(ctx, MasterName).Result()
+		c.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", s.Name, err)
+		}
+		if info["num-slaves"] == "0" || info["num-other-sentinels"] != "2" {
+			return fmt.Errorf("%s sees %s replicas and %s other sentinels", s.Name, info["num-slaves"], info["num-other-sentinels"])
+		}
+	}
+	return nil
+}
+
+// RedisURL is the REDIS_URL the instances use: the sentinels when the
+// topology has them (redis+sentinel://), else the one Redis.
+func (t *Topology) RedisURL() string {
+	if len(t.Sentinels) == 0 {
+		return t.Redis.URL()
+	}
+	addrs := make([]string, len(t.Sentinels))
+	for i, s := range t.Sentinels {
+		addrs[i] = s.Addr()
+	}
+	return "redis+sentinel://" + strings.Join(addrs, ",") + "/" + MasterName
+}
+
+// Primary is the Redis node that takes writes: what the sentinels name, or
+// the one Redis.
+func (t *Topology) Primary(ctx context.Context) (*Redis, error) {
+	if len(t.Sentinels) == 0 {
+		return t.Redis, nil
+	}
+	var last error
+	for _, s := range t.Sentinels {
+		c := redis.NewSentinelClient(&redis.Options{Addr: s.Addr()})
+		addr, err := c.GetMasterAddrByName(ctx, MasterName).Result()
+		c.Close()
+		if err != nil {
+			last = fmt.Errorf("%s: %w", s.Name, err)
+			continue
+		}
+		for _, r := range []*Redis{t.Redis, t.Replica} {
+			if r.Addr() == strings.Join(addr, ":") {
+				return r, nil
+			}
+		}
+		return nil, fmt.Errorf("%s names %v, no node of this topology", s.Name, addr)
+	}
+	return nil, fmt.Errorf("no sentinel answers: %w", last)
+}
+
+// Failover has the sentinels promote the replica (SENTINEL FAILOVER) and
+// returns once they all name it and it takes writes.
+func (t *Topology) Failover(ctx context.Context) error {
+	if len(t.Sentinels) == 0 {
+		return fmt.Errorf("failover: the topology runs without sentinels (Options.Sentinel)")
+	}
+	old, err := t.Primary(ctx)
+	if err != nil {
+		return fmt.Errorf("failover: %w", err)
+	}
+	next := t.Replica
+	if old == t.Replica {
+		next = t.Redis
+	}
+	c := redis.NewSentinelClient(&redis.Options{Addr: t.Sentinels[0].Addr()})
+	err = c.Failover(ctx, MasterName).Err()
+	c.Close()
+	if err != nil {
+		return fmt.Errorf("failover: %w", err)
+	}
+	if err := t.waitSentinels(ctx, next.Addr()); err != nil {
+		return fmt.Errorf("failover to %s: %w", next.Name, err)
+	}
+	return nil
+}
+
+// RestartRedis stops node (SIGKILL, or SIGTERM when keepData) and starts it
+// again, without its data unless keepData. With sentinels, it comes back
+// as a replica of whichever node they name as primary by then, or as the
+// primary if they still name it.
+func (t *Topology) RestartRedis(ctx context.Context, node *Redis, keepData bool) error {
+	if keepData {
+		if err := node.Stop(10 * time.Second); err != nil {
+			return err
+		}
+	} else {
+		node.Kill()
+		if err := node.Wipe(); err != nil {
+			return err
+		}
+	}
+	if len(t.Sentinels) > 0 {
+		node.replicaOf = ""
+		if primary, err := t.Primary(ctx); err == nil && primary != node {
+			node.replicaOf = primary.Addr()
+		}
+	}
+	return node.Start(ctx)
+}

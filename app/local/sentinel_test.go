@@ -1,0 +1,72 @@
+package local
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// The Redis faults the chaos test injects do what they say: a Sentinel
+// failover moves the primary to the replica with the data, a restart keeps
+// the data and a restart without it comes back empty, as a replica of the
+// new primary.
+func TestSentinelFailoverAndRedisRestarts(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	top := &Topology{dir: dir}
+	defer top.Down()
+	var err error
+	if top.Redis, err = StartRedis(ctx, dir, portOr(0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := top.startSentinels(ctx, dir, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	keyOn := func(r *Redis) string {
+		c := redis.NewClient(&redis.Options{Addr: r.Addr()})
+		defer c.Close()
+		v, _ := c.Get(ctx, "k").Result()
+		return v
+	}
+	first := redis.NewClient(&redis.Options{Addr: top.Redis.Addr()})
+	if err := first.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// WAIT: the replica has it before the failover is asked for.
+	if n, err := first.Wait(ctx, 1, 5*time.Second).Result(); err != nil || n != 1 {
+		t.Fatalf("WAIT 1: %d, %v", n, err)
+	}
+	first.Close()
+
+	if err := top.Failover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	primary, err := top.Primary(ctx)
+	if err != nil || primary != top.Replica {
+		t.Fatalf("primary after the failover: %v, %v; want the replica", primary, err)
+	}
+	if v := keyOn(primary); v != "v" {
+		t.Fatalf("the new primary has k=%q, want v", v)
+	}
+
+	if err := top.RestartRedis(ctx, primary, true); err != nil {
+		t.Fatal(err)
+	}
+	if v := keyOn(primary); v != "v" {
+		t.Fatalf("after a restart with its data k=%q, want v", v)
+	}
+
+	old := top.Redis
+	if err := top.RestartRedis(ctx, old, false); err != nil {
+		t.Fatal(err)
+	}
+	if old.replicaOf == "" {
+		t.Fatal("the wiped old primary came back as a primary; want a replica of the new one")
+	}
+	if err := top.waitSentinels(ctx, top.Replica.Addr()); err != nil {
+		t.Fatal(err)
+	}
+}

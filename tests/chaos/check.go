@@ -1,0 +1,366 @@
+package chaos
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// The invariants the checker proves.
+const (
+	// Every acked message is in Postgres exactly once, under its acked seq.
+	AckedStoredOnce = "acked-stored-once"
+	// A member's stream of a room never repeats or goes back.
+	StrictlyIncreasing = "strictly-increasing"
+	// A member's stream of a room skips only seqs announced as a gap.
+	NoSilentHole = "no-silent-hole"
+	// A (room, seq) pair names one message, across every observer.
+	OneMessagePerSeq = "one-message-per-seq"
+	// A send refused with internal and retried with its id is stored once.
+	RetriedStoredOnce = "retried-stored-once"
+	// A member connected at the end reaches the room's newest acked seq.
+	Converged = "converged"
+)
+
+// Invariants lists them in the order reports use.
+var Invariants = []string{AckedStoredOnce, StrictlyIncreasing, NoSilentHole, OneMessagePerSeq, RetriedStoredOnce, Converged}
+
+// Violation is one broken invariant with the events that show it.
+type Violation struct {
+	Invariant string
+	Detail    string
+	Events    []int // indices into the history
+}
+
+// Reached is, at the end, the newest seq a client's user has seen in a
+// room it is still in.
+type Reached struct {
+	Client int
+	Room   string
+	Seq    int64
+}
+
+// Check proves the invariants over a recorded history, the rows Postgres
+// holds at the end and where the members still connected got to.
+func Check(events []Event, stored []Stored, reached []Reached) []Violation {
+	var vs []Violation
+	vs = append(vs, checkStreams(events)...)
+	vs = append(vs, checkIdentity(events, stored)...)
+	vs = append(vs, checkStored(events, stored)...)
+	vs = append(vs, checkConverged(events, reached)...)
+	return vs
+}
+
+type streamKey struct {
+	client, conn int
+	room         string
+}
+
+type span struct{ from, to int64 }
+
+// stream is one member's view of one room: a membership on a connection
+// (from joined to leave or the next joined), or the user's whole view.
+type stream struct {
+	active  bool
+	prev    int64 // newest seq seen
+	prevEv  int
+	since   *int64 // the since of the join being answered
+	gaps    []span
+	gapEvs  []int
+	started bool // the user's view begins at its first message
+}
+
+func (s *stream) covered(from, to int64) bool {
+	next := from
+	for next <= to {
+		i := slices.IndexFunc(s.gaps, func(g span) bool { return g.from <= next && next <= g.to })
+		if i < 0 {
+			return false
+		}
+		next = s.gaps[i].to + 1
+	}
+	return true
+}
+
+// checkStreams proves StrictlyIncreasing and NoSilentHole on every
+// membership of every connection, and on each user's view of each room.
+func checkStreams(events []Event) []Violation {
+	var vs []Violation
+	streams := map[streamKey]*stream{}
+	for _, e := range events {
+		k := streamKey{e.Client, e.Conn, e.Room}
+		s := streams[k]
+		if s == nil {
+			s = &stream{}
+			streams[k] = s
+		}
+		if e.Conn == 0 {
+			// The user's view is one stream per room for the whole run:
+			// the harness resumes a room it left from the client's last seq.
+			s.active = true
+		}
+		switch e.Kind {
+		case Joining:
+			if e.Conn > 0 {
+				s.since = nil
+				if e.HasSince {
+					since := e.Since
+					s.since = &since
+				}
+			}
+		case Joined:
+			if e.Conn == 0 {
+				continue
+			}
+			// Messages of the previous membership end here; the new one
+			// starts after since, or after the latest seq without one.
+			since := s.since
+			*s = stream{active: true, prev: e.Seq, prevEv: e.Index, started: true}
+			if since != nil {
+				s.prev = *since
+			}
+		case Leaving:
+			if e.Conn > 0 {
+				s.active = false
+			}
+		case Gap:
+			if s.active {
+				s.gaps = append(s.gaps, span{e.From, e.To})
+				s.gapEvs = append(s.gapEvs, e.Index)
+			}
+		case Delivered:
+			if !s.active {
+				continue // after a leave: no promise
+			}
+			if !s.started {
+				s.started, s.prev, s.prevEv = true, e.Seq, e.Index
+				continue
+			}
+			switch {
+			case e.Seq <= s.prev:
+				vs = append(vs, Violation{StrictlyIncreasing,
+					fmt.Sprintf("%s: seq %d after %d", who(e), e.Seq, s.prev), []int{s.prevEv, e.Index}})
+			case e.Seq > s.prev+1 && !s.covered(s.prev+1, e.Seq-1):
+				vs = append(vs, Violation{NoSilentHole,
+					fmt.Sprintf("%s: seqs %d..%d skipped; announced gaps %v", who(e), s.prev+1, e.Seq-1, s.gaps),
+					append(append([]int{}, s.gapEvs...), s.prevEv, e.Index)})
+			}
+			if e.Seq > s.prev {
+				s.prev, s.prevEv = e.Seq, e.Index
+			}
+		}
+	}
+	return vs
+}
+
+func who(e Event) string {
+	if e.Conn == 0 {
+		return fmt.Sprintf("client %d's user in %s", e.Client, e.Room)
+	}
+	return fmt.Sprintf("client %d conn %d in %s", e.Client, e.Conn, e.Room)
+}
+
+type seqKey struct {
+	room string
+	seq  int64
+}
+
+type msgKey struct{ room, user, id string }
+
+// checkIdentity proves OneMessagePerSeq: every observer — deliveries on
+// the wire and to users, acks, Postgres — names the same message for a
+// (room, seq).
+func checkIdentity(events []Event, stored []Stored) []Violation {
+	type seen struct {
+		who   msgKey
+		event int // -1: a Postgres row
+	}
+	first := map[seqKey]seen{}
+	reported := map[seqKey]bool{}
+	var vs []Violation
+	observe := func(k seqKey, m msgKey, event int, what string) {
+		f, ok := first[k]
+		if !ok {
+			first[k] = seen{m, event}
+			return
+		}
+		if f.who == m || reported[k] {
+			return
+		}
+		reported[k] = true
+		var evs []int
+		for _, i := range []int{f.event, event} {
+			if i >= 0 {
+				evs = append(evs, i)
+			}
+		}
+		vs = append(vs, Violation{OneMessagePerSeq,
+			fmt.Sprintf("room %s seq %d is %s/%s and, %s, %s/%s", k.room, k.seq, f.who.user, f.who.id, what, m.user, m.id), evs})
+	}
+	for _, e := range events {
+		switch e.Kind {
+		case Delivered, Acked:
+			observe(seqKey{e.Room, e.Seq}, msgKey{e.Room, e.User, e.ID}, e.Index, "as "+e.Kind.String()+" to "+who(e))
+		}
+	}
+	for _, r := range stored {
+		observe(seqKey{r.Room, r.Seq}, msgKey{r.Room, r.User, r.ID}, -1, "in Postgres")
+	}
+	return vs
+}
+
+// checkStored proves AckedStoredOnce and RetriedStoredOnce against the
+// rows of the messages table.
+func checkStored(events []Event, stored []Stored) []Violation {
+	rows := map[msgKey][]Stored{}
+	for _, r := range stored {
+		k := msgKey{r.Room, r.User, r.ID}
+		rows[k] = append(rows[k], r)
+	}
+	acked := map[msgKey][]Event{}
+	internal := map[msgKey][]int{}
+	sent := map[msgKey]int{}
+	var order []msgKey
+	for _, e := range events {
+		k := msgKey{e.Room, e.User, e.ID}
+		switch e.Kind {
+		case Sent:
+			if _, ok := sent[k]; !ok {
+				sent[k] = e.Index
+				order = append(order, k)
+			}
+		case Acked:
+			acked[k] = append(acked[k], e)
+		case Refused:
+			if e.Code == "internal" {
+				internal[k] = append(internal[k], e.Index)
+			}
+		}
+	}
+	var vs []Violation
+	for _, k := range order {
+		rs, as := rows[k], acked[k]
+		evs := []int{sent[k]}
+		for _, a := range as {
+			evs = append(evs, a.Index)
+		}
+		evs = append(evs, internal[k]...)
+		slices.Sort(evs)
+		inv := AckedStoredOnce
+		if len(internal[k]) > 0 {
+			inv = RetriedStoredOnce
+		}
+		switch {
+		case len(rs) > 1:
+			vs = append(vs, Violation{inv, fmt.Sprintf("%s/%s in %s stored %d times (seqs %v)", k.user, k.id, k.room, len(rs), seqsOf(rs)), evs})
+			continue
+		case len(as) == 0:
+			continue // never acked: it may or may not have been kept
+		case len(rs) == 0:
+			vs = append(vs, Violation{inv, fmt.Sprintf("%s/%s in %s acked with seq %d, not in Postgres", k.user, k.id, k.room, as[0].Seq), evs})
+			continue
+		}
+		for _, a := range as {
+			if a.Seq != rs[0].Seq {
+				vs = append(vs, Violation{inv, fmt.Sprintf("%s/%s in %s acked with seq %d, stored with seq %d", k.user, k.id, k.room, a.Seq, rs[0].Seq), evs})
+				break
+			}
+		}
+	}
+	return vs
+}
+
+func seqsOf(rs []Stored) []int64 {
+	var s []int64
+	for _, r := range rs {
+		s = append(s, r.Seq)
+	}
+	return s
+}
+
+// checkConverged proves Converged: a member still in a room at the end has
+// seen (or been told it cannot see) the room's newest acked message.
+func checkConverged(events []Event, reached []Reached) []Violation {
+	newest := map[string]Event{}
+	for _, e := range events {
+		if e.Kind == Acked && e.Seq > newest[e.Room].Seq {
+			newest[e.Room] = e
+		}
+	}
+	var vs []Violation
+	for _, r := range reached {
+		if n, ok := newest[r.Room]; ok && r.Seq < n.Seq {
+			vs = append(vs, Violation{Converged,
+				fmt.Sprintf("client %d's user in %s reached seq %d, the newest acked is %d", r.Client, r.Room, r.Seq, n.Seq), []int{n.Index}})
+		}
+	}
+	return vs
+}
+
+// Summary counts violations by invariant, every invariant listed.
+func Summary(vs []Violation) string {
+	counts := map[string]int{}
+	for _, v := range vs {
+		counts[v.Invariant]++
+	}
+	var parts []string
+	for _, inv := range Invariants {
+		parts = append(parts, fmt.Sprintf("%s %d", inv, counts[inv]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// Explain prints up to perInvariant violations of each invariant, each with
+// its events and those around them in the same client's stream of the room
+// (context events either side): enough to read what happened, not the
+// whole history.
+func Explain(vs []Violation, events []Event, perInvariant, context int) string {
+	var b strings.Builder
+	shown := map[string]int{}
+	for _, v := range vs {
+		shown[v.Invariant]++
+		if shown[v.Invariant] > perInvariant {
+			continue
+		}
+		fmt.Fprintf(&b, "%s: %s\n", v.Invariant, v.Detail)
+		for _, i := range neighbourhood(v, events, context) {
+			mark := "   "
+			if slices.Contains(v.Events, i) {
+				mark = " > "
+			}
+			fmt.Fprintf(&b, "%s%s\n", mark, events[i])
+		}
+	}
+	for _, inv := range Invariants {
+		if n := shown[inv] - perInvariant; n > 0 {
+			fmt.Fprintf(&b, "%s: %d more not shown\n", inv, n)
+		}
+	}
+	return b.String()
+}
+
+// neighbourhood is a violation's events and, for each, the context events
+// either side that share its client, connection and room.
+func neighbourhood(v Violation, events []Event, context int) []int {
+	set := map[int]bool{}
+	for _, i := range v.Events {
+		e := events[i]
+		var same []int
+		for _, o := range events {
+			if o.Client == e.Client && o.Conn == e.Conn && o.Room == e.Room {
+				same = append(same, o.Index)
+			}
+		}
+		at, _ := slices.BinarySearch(same, i)
+		for _, j := range same[max(0, at-context):min(len(same), at+context+1)] {
+			set[j] = true
+		}
+	}
+	out := make([]int, 0, len(set))
+	for i := range set {
+		out = append(out, i)
+	}
+	slices.SortFunc(out, cmp.Compare)
+	return out
+}

@@ -1,0 +1,195 @@
+package chaos
+
+import (
+	"strings"
+	"testing"
+)
+
+// h builds a history, numbering the events in order.
+func h(es ...Event) []Event {
+	for i := range es {
+		es[i].Index = i
+	}
+	return es
+}
+
+// The wire view of client 1 on connection 1 and its user's view, in room r.
+func joining(since int64) Event {
+	return Event{Client: 1, Conn: 1, Kind: Joining, Room: "r", Since: since, HasSince: true}
+}
+func joinFresh() Event { return Event{Client: 1, Conn: 1, Kind: Joining, Room: "r"} }
+func joined(latest int64) Event {
+	return Event{Client: 1, Conn: 1, Kind: Joined, Room: "r", Seq: latest}
+}
+func wire(seq int64) Event {
+	return Event{Client: 1, Conn: 1, Kind: Delivered, Room: "r", Seq: seq, User: "u", ID: id(seq)}
+}
+func user(seq int64) Event {
+	return Event{Client: 1, Kind: Delivered, Room: "r", Seq: seq, User: "u", ID: id(seq)}
+}
+func gap(conn int, from, to int64) Event {
+	return Event{Client: 1, Conn: conn, Kind: Gap, Room: "r", From: from, To: to}
+}
+func sent(msg string) Event {
+	return Event{Client: 2, Conn: 1, Kind: Sent, Room: "r", User: "u", ID: msg}
+}
+func acked(msg string, seq int64) Event {
+	return Event{Client: 2, Conn: 1, Kind: Acked, Room: "r", User: "u", ID: msg, Seq: seq}
+}
+func refused(msg, code string) Event {
+	return Event{Client: 2, Conn: 1, Kind: Refused, Room: "r", User: "u", ID: msg, Code: code}
+}
+func row(seq int64, msg string) Stored { return Stored{Room: "r", Seq: seq, User: "u", ID: msg} }
+func id(seq int64) string              { return "m" + string(rune('0'+seq%10)) + string(rune('a'+seq/10)) }
+
+func TestCheckCatchesEachKindOfViolation(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		events  []Event
+		stored  []Stored
+		reached []Reached
+		want    []string // invariants violated, in order; none for a clean history
+	}{
+		{
+			name:   "a clean history: resume, announced gap, retried send",
+			events: h(joining(0), joined(5), wire(1), wire(2), gap(1, 3, 4), wire(5), user(1), user(2), gap(0, 3, 4), user(5), sent(id(6)), refused(id(6), "internal"), sent(id(6)), acked(id(6), 6)),
+			stored: []Stored{row(1, id(1)), row(2, id(2)), row(5, id(5)), row(6, id(6))},
+		},
+		{
+			name:   "a duplicate on one connection",
+			events: h(joining(0), joined(3), wire(1), wire(2), wire(2), wire(3)),
+			want:   []string{StrictlyIncreasing},
+		},
+		{
+			name:   "out of order on one connection: a hole, then a step back",
+			events: h(joining(0), joined(3), wire(1), wire(3), wire(2)),
+			want:   []string{NoSilentHole, StrictlyIncreasing},
+		},
+		{
+			name:   "a resume that replays at or below since",
+			events: h(joining(4), joined(6), wire(4), wire(5), wire(6)),
+			want:   []string{StrictlyIncreasing},
+		},
+		{
+			name:   "a silent hole in a resume",
+			events: h(joining(0), joined(5), wire(1), wire(4), wire(5)),
+			want:   []string{NoSilentHole},
+		},
+		{
+			name:   "a fresh join whose first message skips one",
+			events: h(joinFresh(), joined(10), wire(12)),
+			want:   []string{NoSilentHole},
+		},
+		{
+			name:   "a gap announced only in part",
+			events: h(joining(0), joined(9), gap(1, 1, 3), wire(7)),
+			want:   []string{NoSilentHole},
+		},
+		{
+			name:   "a gap announced on another connection does not cover",
+			events: h(gap(2, 1, 3), joining(0), joined(9), wire(4)),
+			want:   []string{NoSilentHole},
+		},
+		{
+			name:   "a gap that names no range covers nothing",
+			events: h(joining(0), joined(9), gap(1, 0, 0), wire(4)),
+			want:   []string{NoSilentHole},
+		},
+		{
+			name:   "a hole in the user's view the client did not report",
+			events: h(user(1), user(2), user(5)),
+			want:   []string{NoSilentHole},
+		},
+		{
+			name:   "after a leave nothing is promised",
+			events: h(joining(0), joined(2), wire(1), Event{Client: 1, Conn: 1, Kind: Leaving, Room: "r"}, wire(7), wire(3)),
+		},
+		{
+			name:   "two messages with one seq seen by two members",
+			events: h(joining(0), joined(1), wire(1), Event{Client: 3, Conn: 1, Kind: Delivered, Room: "r", Seq: 1, User: "v", ID: "other"}),
+			want:   []string{OneMessagePerSeq},
+		},
+		{
+			name:   "an acked seq that Postgres holds for another message",
+			events: h(sent("a"), acked("a", 7)),
+			stored: []Stored{row(7, "b")},
+			want:   []string{OneMessagePerSeq, AckedStoredOnce},
+		},
+		{
+			name:   "an acked message missing from Postgres",
+			events: h(sent("a"), acked("a", 1)),
+			want:   []string{AckedStoredOnce},
+		},
+		{
+			name:   "an acked message stored twice",
+			events: h(sent("a"), acked("a", 1)),
+			stored: []Stored{row(1, "a"), row(2, "a")},
+			want:   []string{AckedStoredOnce},
+		},
+		{
+			name:   "one id acked with two seqs",
+			events: h(sent("a"), acked("a", 1), sent("a"), acked("a", 2)),
+			stored: []Stored{row(1, "a")},
+			want:   []string{AckedStoredOnce},
+		},
+		{
+			name:   "a send refused internal, retried and stored twice",
+			events: h(sent("a"), refused("a", "internal"), sent("a"), acked("a", 2)),
+			stored: []Stored{row(1, "a"), row(2, "a")},
+			want:   []string{RetriedStoredOnce},
+		},
+		{
+			name:   "a send refused internal, retried, acked and lost",
+			events: h(sent("a"), refused("a", "internal"), sent("a"), acked("a", 2)),
+			want:   []string{RetriedStoredOnce},
+		},
+		{
+			name:   "a send never acked may be lost",
+			events: h(sent("a"), refused("a", "internal")),
+		},
+		{
+			name:    "a member that stops short of the newest acked message",
+			events:  h(sent("a"), acked("a", 3)),
+			stored:  []Stored{row(3, "a")},
+			reached: []Reached{{Client: 1, Room: "r", Seq: 2}},
+			want:    []string{Converged},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vs := Check(tc.events, tc.stored, tc.reached)
+			var got []string
+			for _, v := range vs {
+				got = append(got, v.Invariant)
+			}
+			if strings.Join(got, ",") != strings.Join(tc.want, ",") {
+				t.Fatalf("violations %v, want %v:\n%s", got, tc.want, Explain(vs, tc.events, 5, 3))
+			}
+		})
+	}
+}
+
+// A report shows the offending events and their neighbours, marked, and
+// caps what it prints per invariant.
+func TestExplainShowsTheEventsAroundAViolation(t *testing.T) {
+	events := h(joining(0), joined(9), wire(1), wire(2), wire(3), wire(5), wire(6), wire(7), wire(8), wire(9))
+	for i := 10; i < 20; i++ {
+		events = append(events, Event{Index: i, Client: 1, Conn: 1, Kind: Delivered, Room: "r", Seq: 1, User: "u", ID: id(1)})
+	}
+	vs := Check(events, nil, nil)
+	out := Explain(vs, events, 1, 1)
+	for _, want := range []string{
+		"no-silent-hole: client 1 conn 1 in r: seqs 4..4 skipped",
+		" > #4 ", " > #5 ", "   #6 ",
+		"strictly-increasing: 9 more not shown",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "#1 ") {
+		t.Errorf("report shows events far from the violation:\n%s", out)
+	}
+	if got := Summary(vs); !strings.Contains(got, "no-silent-hole 1") || !strings.Contains(got, "strictly-increasing 10") {
+		t.Errorf("summary %q", got)
+	}
+}

@@ -1,0 +1,630 @@
+package tests
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/switchboard-dev/switchboard/app/client"
+	"github.com/switchboard-dev/switchboard/app/config"
+	"github.com/switchboard-dev/switchboard/app/protocol"
+	"github.com/switchboard-dev/switchboard/tests/chaos"
+	"github.com/switchboard-dev/switchboard/tests/target"
+)
+
+var (
+	chaosSeed     = flag.Uint64("chaos.seed", 0, "seed of the chaos test's schedule (default: $SWITCHBOARD_CHAOS_SEED, else 1)")
+	chaosDuration = flag.Duration("chaos.duration", 0, "how long the chaos test injects faults (default: $SWITCHBOARD_CHAOS_DURATION, else 1m)")
+)
+
+// The chaos test's shape: enough clients, rooms and faults to break every
+// recovery path in a minute, small enough for a shared 2-core machine.
+const (
+	chaosClients   = 50
+	chaosRooms     = 6
+	chaosInstances = 3
+	// Small queues and history, so that slow readers overflow, resumes go
+	// past Redis's history to Postgres, and catch-ups exceed the queue.
+	chaosSendQueue   = 64
+	chaosHistorySize = 100
+)
+
+// chaosSettings are the seed and duration from flags or the environment.
+func chaosSettings(t *testing.T) (uint64, time.Duration) {
+	seed, duration := uint64(1), time.Minute
+	if v := os.Getenv("SWITCHBOARD_CHAOS_SEED"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatalf("SWITCHBOARD_CHAOS_SEED=%q: want an unsigned integer", v)
+		}
+		seed = n
+	}
+	if v := os.Getenv("SWITCHBOARD_CHAOS_DURATION"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			t.Fatalf("SWITCHBOARD_CHAOS_DURATION=%q: want a positive Go duration like 10m", v)
+		}
+		duration = d
+	}
+	if *chaosSeed != 0 {
+		seed = *chaosSeed
+	}
+	if *chaosDuration != 0 {
+		duration = *chaosDuration
+	}
+	return seed, duration
+}
+
+// sentinelSupported asks this tree's configuration whether the chat server
+// accepts a Sentinel REDIS_URL; if not, why.
+func sentinelSupported() (bool, string) {
+	env := map[string]string{"JWT_SECRET": "chaos-capability", "REDIS_URL": "redis+sentinel://127.0.0.1:26379/" + "switchboard"}
+	if _, err := config.Load(func(k string) string { return env[k] }); err != nil {
+		return false, fmt.Sprintf("the chat server does not accept a Sentinel REDIS_URL yet (%v)", err)
+	}
+	return true, ""
+}
+
+// TestChaos runs clients that join, leave, send, read slowly and reconnect
+// at random while a seeded schedule kills instances, restarts Redis with
+// and without its data, fails Redis over through Sentinel and stops
+// Postgres; then it checks everything the clients saw, and what Postgres
+// holds, against the guarantees (tests/chaos). A failure prints the seed
+// and the events around each violation.
+func TestChaos(t *testing.T) {
+	seed, duration := chaosSettings(t)
+	dir, err := os.MkdirTemp("", "switchboard-chaos-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if os.Getenv("SWITCHBOARD_KEEP_STATE") == "" {
+			os.RemoveAll(dir)
+		}
+	}()
+	bin := buildChatserver(t, dir)
+	opts := []target.LocalOption{target.WithEnv(
+		"SEND_QUEUE="+strconv.Itoa(chaosSendQueue), "HISTORY_SIZE="+strconv.Itoa(chaosHistorySize),
+		"RATE_LIMIT=1000", "RATE_BURST=1000")}
+	sentinel, why := sentinelSupported()
+	if sentinel {
+		opts = append(opts, target.WithSentinel())
+	} else {
+		report.Logf(t, "chaos: SKIPPING the Redis failover through Sentinel: %s", why)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	l, err := target.StartLocal(ctx, dir, bin, chaosInstances, opts...)
+	cancel()
+	if err != nil {
+		t.Fatalf("start the local target: %v", err)
+	}
+	defer func() {
+		if err := l.Down(); err != nil {
+			t.Errorf("stop the local target: %v", err)
+		}
+	}()
+	report.Logf(t, "chaos: seed %d, %s of faults, %d clients, %d rooms, %d instances, Sentinel %v; state in %s",
+		seed, duration, chaosClients, chaosRooms, chaosInstances, sentinel, dir)
+
+	r := &chaosRun{t: t, s: newSuite(l, true), l: l, rec: &chaos.Recorder{}, seed: seed, sentinel: sentinel,
+		faults: map[string]int{}, ops: map[string]int{}}
+	for i := range chaosRooms {
+		r.rooms = append(r.rooms, fmt.Sprintf("chaos-%d", i))
+	}
+	end := time.Now().Add(duration)
+	var wg sync.WaitGroup
+	for i := range chaosClients {
+		u := r.newUser(i)
+		wg.Add(1)
+		go func() { defer wg.Done(); u.run(end) }()
+	}
+	r.injectFaults(end)
+	wg.Wait()
+	r.settle()
+	defer r.closeUsers()
+
+	reached := r.converge(time.Minute)
+	stored := r.drain(time.Minute)
+	events := r.rec.Events()
+	vs := chaos.Check(events, stored, reached)
+	r.report(events, stored, vs)
+}
+
+// chaosRun is one run's target, users, history and counts.
+type chaosRun struct {
+	t        *testing.T
+	s        *suite
+	l        *target.Local
+	rec      *chaos.Recorder
+	seed     uint64
+	sentinel bool
+	rooms    []string
+	users    []*chaosUser
+
+	mu     sync.Mutex
+	faults map[string]int
+	ops    map[string]int
+}
+
+func (r *chaosRun) count(m map[string]int, what string) {
+	r.mu.Lock()
+	m[what]++
+	r.mu.Unlock()
+}
+
+// chaosUser is one simulated user: a client it replaces when it reconnects
+// by hand, the rooms it is in and the last seq it saw in each.
+type chaosUser struct {
+	r    *chaosRun
+	i    int
+	name string
+	rng  *rand.Rand
+	slow bool // reads its socket slowly
+
+	mu     sync.Mutex
+	cl     *client.Client
+	gen    int
+	reader sync.WaitGroup
+	seen   map[string]int64 // room → newest seq delivered or given up as a gap
+	joined map[string]bool
+	errs   map[string]int // what the client reported on Errors, by type
+	sent   atomic.Int64
+}
+
+func (r *chaosRun) newUser(i int) *chaosUser {
+	u := &chaosUser{r: r, i: i, name: fmt.Sprintf("chaos-%d", i),
+		rng:  rand.New(rand.NewPCG(r.seed, uint64(i)+1)),
+		seen: map[string]int64{}, joined: map[string]bool{}, errs: map[string]int{}}
+	u.slow = u.rng.IntN(5) == 0
+	r.users = append(r.users, u)
+	return u
+}
+
+// dial replaces the user's client with a new one (the first: gen 1).
+func (u *chaosUser) dial() error {
+	u.gen++
+	gen := u.gen
+	tok, err := u.r.s.Token(u.name, 24*time.Hour)
+	if err != nil {
+		return err
+	}
+	trace := u.r.rec.Tracer(u.i, gen, u.name)
+	if u.slow {
+		// A slow reader: its socket backs up while it dawdles over frames.
+		inner, rng := trace, rand.New(rand.NewPCG(u.r.seed, uint64(u.i)+1000))
+		trace = func(conn int, sent bool, frame []byte) {
+			inner(conn, sent, frame)
+			if !sent && rng.IntN(50) == 0 {
+				time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		cl, err := client.Dial(ctx, client.Options{
+			URL: u.r.s.wsURL, Token: tok, LocalAddr: u.r.s.source(u.i),
+			MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second, FillGaps: true, Trace: trace,
+		})
+		if err == nil {
+			u.mu.Lock()
+			u.cl = cl
+			u.mu.Unlock()
+			u.reader.Add(1)
+			go u.read(cl)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("dial as %s: %w", u.name, err)
+		}
+		time.Sleep(200 * time.Millisecond) // the instance behind ip_hash may be down
+	}
+}
+
+// read records what the client hands its user until it is closed.
+func (u *chaosUser) read(cl *client.Client) {
+	defer u.reader.Done()
+	msgs, errs := cl.Messages(), cl.Errors()
+	for msgs != nil || errs != nil {
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				msgs = nil
+				continue
+			}
+			u.r.rec.Record(chaos.Event{Client: u.i, Kind: chaos.Delivered, Room: m.Room, Seq: m.Seq, User: m.User, ID: m.ID, Text: m.Text})
+			u.saw(m.Room, m.Seq)
+		case err, ok := <-errs:
+			if !ok {
+				errs = nil
+				continue
+			}
+			var gap *client.GapError
+			var join *client.JoinError
+			switch {
+			case errors.As(err, &gap):
+				u.r.rec.Record(chaos.Event{Client: u.i, Kind: chaos.Gap, Room: gap.Room, From: gap.From, To: gap.To})
+				u.saw(gap.Room, gap.To)
+				u.count("gap")
+			case errors.As(err, &join):
+				u.mu.Lock()
+				delete(u.joined, join.Room)
+				u.mu.Unlock()
+				u.count("rejoin refused")
+			default:
+				u.count("other")
+			}
+		}
+	}
+}
+
+func (u *chaosUser) saw(room string, seq int64) {
+	u.mu.Lock()
+	u.seen[room] = max(u.seen[room], seq)
+	u.mu.Unlock()
+}
+
+func (u *chaosUser) count(what string) {
+	u.mu.Lock()
+	u.errs[what]++
+	u.mu.Unlock()
+}
+
+func (u *chaosUser) client() *client.Client {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.cl
+}
+
+// run performs random operations until end.
+func (u *chaosUser) run(end time.Time) {
+	if err := u.dial(); err != nil {
+		u.r.t.Errorf("user %d: %v", u.i, err)
+		return
+	}
+	for time.Now().Before(end) {
+		time.Sleep(time.Duration(50+u.rng.IntN(250)) * time.Millisecond)
+		u.mu.Lock()
+		var in, out []string
+		for _, room := range u.r.rooms {
+			if u.joined[room] {
+				in = append(in, room)
+			} else {
+				out = append(out, room)
+			}
+		}
+		u.mu.Unlock()
+		switch p := u.rng.IntN(100); {
+		case len(in) == 0 || (p < 10 && len(out) > 0 && len(in) < 3):
+			u.join(out[u.rng.IntN(len(out))])
+		case p < 14 && len(in) > 1:
+			u.leave(in[u.rng.IntN(len(in))])
+		case p < 16:
+			u.reconnect()
+		default:
+			u.send(in[u.rng.IntN(len(in))])
+		}
+	}
+}
+
+// join joins room, resuming after what it saw if it was there before.
+func (u *chaosUser) join(room string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	u.mu.Lock()
+	since, before := u.seen[room]
+	u.mu.Unlock()
+	var err error
+	if before {
+		_, err = u.client().Resume(ctx, room, since)
+		u.r.count(u.r.ops, "resume")
+	} else {
+		_, err = u.client().Join(ctx, room)
+		u.r.count(u.r.ops, "join")
+	}
+	if err != nil {
+		u.r.count(u.r.ops, "join failed")
+		return
+	}
+	u.mu.Lock()
+	u.joined[room] = true
+	u.mu.Unlock()
+}
+
+// leave leaves room, remembering the client's last seq there for a resume.
+func (u *chaosUser) leave(room string) {
+	cl := u.client()
+	last := cl.LastSeq(room)
+	u.mu.Lock()
+	u.seen[room] = max(u.seen[room], last)
+	delete(u.joined, room)
+	u.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if cl.Leave(ctx, room) != nil {
+		u.r.count(u.r.ops, "leave failed")
+	}
+	u.r.count(u.r.ops, "leave")
+}
+
+// reconnect is the user dropping its client and dialing again: every room
+// is resumed after the last seq the old client reached.
+func (u *chaosUser) reconnect() {
+	cl := u.client()
+	u.mu.Lock()
+	rooms := make([]string, 0, len(u.joined))
+	for room := range u.joined {
+		rooms = append(rooms, room)
+	}
+	u.mu.Unlock()
+	for _, room := range rooms {
+		u.saw(room, cl.LastSeq(room))
+	}
+	cl.Close()
+	u.reader.Wait() // what the old client delivered is recorded before the new one's
+	u.r.count(u.r.ops, "reconnect")
+	if err := u.dial(); err != nil {
+		u.r.t.Errorf("user %d: %v", u.i, err)
+		return
+	}
+	u.mu.Lock()
+	clear(u.joined)
+	u.mu.Unlock()
+	slices.Sort(rooms)
+	for _, room := range rooms {
+		u.join(room)
+	}
+}
+
+// send sends one message, retrying with the same id while the server
+// refuses it for now (internal, overloaded) or the ack does not come.
+func (u *chaosUser) send(room string) {
+	cl := u.client()
+	id := cl.NewID()
+	text := fmt.Sprintf("%s #%d", u.name, u.sent.Add(1))
+	u.r.count(u.r.ops, "send")
+	for attempt := range 5 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := cl.SendID(ctx, room, id, text)
+		cancel()
+		var perr *protocol.Error
+		switch {
+		case err == nil:
+			u.r.count(u.r.ops, "acked")
+			return
+		case errors.As(err, &perr) && (perr.Code == protocol.CodeInternal || perr.Code == "overloaded" || perr.Code == protocol.CodeRateLimited):
+			u.r.count(u.r.ops, "send refused "+perr.Code)
+		case errors.Is(err, context.DeadlineExceeded):
+			u.r.count(u.r.ops, "send timed out")
+		default:
+			u.r.count(u.r.ops, "send failed")
+			return
+		}
+		time.Sleep(time.Duration(100<<attempt) * time.Millisecond)
+	}
+	u.r.count(u.r.ops, "send given up")
+}
+
+// injectFaults runs the seeded schedule until end, then restores whatever
+// is still down.
+func (r *chaosRun) injectFaults(end time.Time) {
+	rng := rand.New(rand.NewPCG(r.seed, 0))
+	kinds := []string{"kill instance", "restart redis", "restart redis without data", "stop postgres"}
+	if r.sentinel {
+		kinds = append(kinds, "failover redis")
+	}
+	time.Sleep(3 * time.Second) // traffic before the first fault
+	for time.Now().Before(end) {
+		kind := kinds[rng.IntN(len(kinds))]
+		outage := time.Duration(500+rng.IntN(3000)) * time.Millisecond
+		if err := r.fault(kind, rng, outage); err != nil {
+			r.t.Errorf("fault %q: %v", kind, err)
+			return
+		}
+		r.count(r.faults, kind)
+		time.Sleep(time.Duration(1000+rng.IntN(4000)) * time.Millisecond)
+	}
+}
+
+// fault injects one fault and undoes it after outage.
+func (r *chaosRun) fault(kind string, rng *rand.Rand, outage time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	switch kind {
+	case "kill instance":
+		id := r.l.Chats[rng.IntN(len(r.l.Chats))].ID
+		if err := r.l.Kill(ctx, id); err != nil {
+			return err
+		}
+		time.Sleep(outage)
+		return r.l.Start(ctx, id)
+	case "restart redis", "restart redis without data":
+		primary, err := r.l.Primary(ctx)
+		if err != nil {
+			return err
+		}
+		return r.l.RestartRedis(ctx, primary, kind == "restart redis")
+	case "failover redis":
+		return r.l.Failover(ctx)
+	case "stop postgres":
+		if err := r.l.StopPostgres(ctx); err != nil {
+			return err
+		}
+		time.Sleep(outage)
+		return r.l.StartPostgres(ctx)
+	}
+	return fmt.Errorf("unknown fault %q", kind)
+}
+
+// settle waits until every instance is ready again after the last fault.
+func (r *chaosRun) settle() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, c := range r.l.Chats {
+		if err := c.WaitReady(ctx); err != nil {
+			r.t.Errorf("after the faults: %v", err)
+		}
+	}
+}
+
+func (r *chaosRun) closeUsers() {
+	for _, u := range r.users {
+		if cl := u.client(); cl != nil {
+			cl.Close()
+		}
+		u.reader.Wait()
+	}
+}
+
+// converge waits, up to within, until every user has seen each room it is
+// in up to the newest acked seq, and returns where each got to.
+func (r *chaosRun) converge(within time.Duration) []chaos.Reached {
+	newest := map[string]int64{}
+	for _, e := range r.rec.Events() {
+		if e.Kind == chaos.Acked {
+			newest[e.Room] = max(newest[e.Room], e.Seq)
+		}
+	}
+	deadline := time.Now().Add(within)
+	for {
+		var reached []chaos.Reached
+		behind := 0
+		for _, u := range r.users {
+			u.mu.Lock()
+			for room := range u.joined {
+				reached = append(reached, chaos.Reached{Client: u.i, Room: room, Seq: u.seen[room]})
+				if u.seen[room] < newest[room] {
+					behind++
+				}
+			}
+			u.mu.Unlock()
+		}
+		if behind == 0 || time.Now().After(deadline) {
+			return reached
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// drain waits, up to within, until the persist writers have stored every
+// queued message (chat_persist_backlog_messages 0 on every instance) and
+// returns the rows of the chaos rooms.
+func (r *chaosRun) drain(within time.Duration) []chaos.Stored {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		if r.backlog() == 0 {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if n := r.backlog(); n != 0 {
+		r.t.Errorf("persist backlog still %v after %s", n, within)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, r.l.Postgres.URL())
+	if err != nil {
+		r.t.Fatalf("read the stored messages: %v", err)
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `SELECT room, seq, user_id, client_id, body FROM messages WHERE room LIKE 'chaos-%' ORDER BY room, seq`)
+	if err != nil {
+		r.t.Fatalf("read the stored messages: %v", err)
+	}
+	var stored []chaos.Stored
+	for rows.Next() {
+		var s chaos.Stored
+		if err := rows.Scan(&s.Room, &s.Seq, &s.User, &s.ID, &s.Text); err != nil {
+			r.t.Fatalf("read the stored messages: %v", err)
+		}
+		stored = append(stored, s)
+	}
+	if err := rows.Err(); err != nil {
+		r.t.Fatalf("read the stored messages: %v", err)
+	}
+	return stored
+}
+
+// backlog is the largest chat_persist_backlog_messages the instances
+// report (-1 if one cannot be read).
+func (r *chaosRun) backlog() float64 {
+	worst := 0.0
+	for _, c := range r.l.Chats {
+		resp, err := http.Get(c.URL() + "/metrics")
+		if err != nil {
+			return -1
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return -1
+		}
+		for _, line := range strings.Split(string(body), "\n") {
+			if v, ok := strings.CutPrefix(line, "chat_persist_backlog_messages "); ok {
+				n, _ := strconv.ParseFloat(v, 64)
+				worst = max(worst, n)
+			}
+		}
+	}
+	return worst
+}
+
+// report prints the run's figures and fails the test with the seed and the
+// events around each violation; the whole history goes to a file.
+func (r *chaosRun) report(events []chaos.Event, stored []chaos.Stored, vs []chaos.Violation) {
+	kinds := map[chaos.Kind]int{}
+	for _, e := range events {
+		if e.Kind == chaos.Delivered && e.Conn == 0 {
+			kinds[0]++ // deliveries to users
+			continue
+		}
+		kinds[e.Kind]++
+	}
+	errs := map[string]int{}
+	closes := map[int]int{}
+	connects := 0
+	for _, u := range r.users {
+		u.mu.Lock()
+		for k, n := range u.errs {
+			errs[k] += n
+		}
+		u.mu.Unlock()
+		st := u.client().Stats()
+		connects += st.Connects
+		for code, n := range st.CloseCodes {
+			closes[code] += n
+		}
+	}
+	report.Logf(r.t, "chaos: seed %d: %d clients, operations %v; faults %v", r.seed, chaosClients, r.ops, r.faults)
+	report.Logf(r.t, "chaos: %d events: %d sends written, %d acks, %d refusals, %d wire deliveries, %d user deliveries, %d gaps announced on the wire; %d rows in Postgres checked; client errors %v; close codes of the last clients %v (%d connects)",
+		len(events), kinds[chaos.Sent], kinds[chaos.Acked], kinds[chaos.Refused], kinds[chaos.Delivered], kinds[0], kinds[chaos.Gap], len(stored), errs, closes, connects)
+	report.Logf(r.t, "chaos: violations: %s", chaos.Summary(vs))
+	if len(vs) == 0 {
+		return
+	}
+	path := filepath.Join(os.TempDir(), fmt.Sprintf("switchboard-chaos-%d.history", r.seed))
+	var all strings.Builder
+	for _, e := range events {
+		fmt.Fprintln(&all, e)
+	}
+	if err := os.WriteFile(path, []byte(all.String()), 0o644); err != nil {
+		path = "(not written: " + err.Error() + ")"
+	}
+	r.t.Errorf("chaos: seed %d broke the guarantees (rerun: make chaos SEED=%d); %d violations: %s\nfull history: %s\n%s",
+		r.seed, r.seed, len(vs), chaos.Summary(vs), path, chaos.Explain(vs, events, 3, 4))
+}
