@@ -25,8 +25,8 @@ func (b *memBus) Add(_ context.Context, rooms ...string) error {
 	return nil
 }
 func (b *memBus) Remove(context.Context, ...string) error { return nil }
-func (b *memBus) Latest(context.Context, string) (int64, error) {
-	return 0, nil
+func (b *memBus) Latest(context.Context, string) (protocol.Position, error) {
+	return protocol.Position{}, nil
 }
 func (b *memBus) Range(context.Context, string, int64, int64) ([]protocol.Delivery, error) {
 	return nil, nil
