@@ -53,7 +53,8 @@ type Options struct {
 	// ErrOverloaded. A reseeded room starts BacklogCap above its stored seqs.
 	BacklogCap int64
 	// MinReplicas > 0 makes every send WAIT for that many replicas, on the
-	// connection that ran the script, for up to ReplicaTimeout.
+	// connection that ran the script, for up to ReplicaTimeout (default 1s,
+	// kept under the client's read timeout: Connect's is 2s).
 	MinReplicas    int
 	ReplicaTimeout time.Duration
 	// Floor is the durable history's highest seq per room; nil means 0,
@@ -102,9 +103,10 @@ func New(rdb *redis.Client, opts Options) *Broker {
 	if opts.DedupeTTL <= 0 {
 		opts.DedupeTTL = 24 * time.Hour
 	}
-	if opts.RoomTTL <= opts.DedupeTTL {
-		opts.RoomTTL = max(opts.RoomTTL, 7*24*time.Hour, opts.DedupeTTL+time.Hour)
+	if opts.RoomTTL <= 0 {
+		opts.RoomTTL = 7 * 24 * time.Hour
 	}
+	opts.RoomTTL = max(opts.RoomTTL, opts.DedupeTTL+time.Hour) // no dedupe key outlives its room
 	if opts.BacklogCap <= 0 {
 		opts.BacklogCap = 100_000
 	}

@@ -18,7 +18,7 @@ import (
 
 // redisServer is a redis-server (or redis-sentinel) process the test owns.
 type redisServer struct {
-	t    *testing.T
+	t    testing.TB
 	Port int
 	dir  string
 	cmd  *exec.Cmd
@@ -27,7 +27,7 @@ type redisServer struct {
 
 // startRedis starts redis-server on a free port with its data in a directory
 // of its own; args are extra options (e.g. --replicaof).
-func startRedis(t *testing.T, args ...string) *redisServer {
+func startRedis(t testing.TB, args ...string) *redisServer {
 	t.Helper()
 	port, err := local.FreePort()
 	if err != nil {
@@ -90,7 +90,7 @@ func (r *redisServer) client() *redis.Client {
 }
 
 // startSentinel starts redis-sentinel monitoring master as "mymaster".
-func startSentinel(t *testing.T, master *redisServer) *redisServer {
+func startSentinel(t testing.TB, master *redisServer) *redisServer {
 	t.Helper()
 	port, err := local.FreePort()
 	if err != nil {
@@ -111,7 +111,7 @@ func startSentinel(t *testing.T, master *redisServer) *redisServer {
 }
 
 // waitFor polls cond until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {

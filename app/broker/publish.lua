@@ -26,7 +26,7 @@ if redis.call('XLEN', KEYS[5]) >= tonumber(ARGV[7]) then
 end
 -- A new replication id means a failover or a restart: this primary may lack
 -- the newest writes of the previous one, so the counter cannot be trusted.
-local replid = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)')
+local replid = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)') or ''
 local epoch = redis.call('GET', KEYS[2])
 if not epoch or redis.call('EXISTS', KEYS[1]) == 0 or redis.call('GET', KEYS[6]) ~= replid then
   -- Counter, epoch or primary changed: the room is new, expired or may have

@@ -127,14 +127,14 @@ func TestPublishWhoseReplyIsLostRunsOnce(t *testing.T) {
 }
 
 // startReplica starts a replica of primary and waits for its link.
-func startReplica(t *testing.T, primary *redisServer) *redisServer {
+func startReplica(t testing.TB, primary *redisServer) *redisServer {
 	t.Helper()
 	r := startRedis(t, "--replicaof", "127.0.0.1", strconv.Itoa(primary.Port))
 	waitLinked(t, r)
 	return r
 }
 
-func waitLinked(t *testing.T, replica *redisServer) {
+func waitLinked(t testing.TB, replica *redisServer) {
 	t.Helper()
 	c := replica.client()
 	waitFor(t, 20*time.Second, "the replica's link to its primary", func() bool {
