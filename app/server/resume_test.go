@@ -99,15 +99,24 @@ func waitStoredLong(t *testing.T, room string, n int) {
 }
 
 // resume joins room on conn asking for every message after `after`, and
-// checks the joined frame: first, at latest.
+// checks the joined frame: first, at latest, with the room's epoch.
 func resume(t *testing.T, conn *websocket.Conn, room string, after int64, latest int) {
 	t.Helper()
 	if err := conn.WriteJSON(protocol.ClientFrame{Op: protocol.OpJoin, Room: room, Since: &after}); err != nil {
 		t.Fatal(err)
 	}
 	f := chattest.Next(t, conn)
-	if f.Op != protocol.OpJoined || f.Seq != int64(latest) {
-		t.Fatalf("first frame after the join %+v, want joined at seq %d", f, latest)
+	b, err := broker.Connect(env.redis.URL(), broker.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	at, err := b.Latest(context.Background(), room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Op != protocol.OpJoined || f.Seq != int64(latest) || f.Epoch != at.Epoch {
+		t.Fatalf("first frame after the join %+v, want joined at seq %d with epoch %q", f, latest, at.Epoch)
 	}
 }
 
