@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/switchboard-dev/switchboard/app/broker"
 	"github.com/switchboard-dev/switchboard/app/chattest"
+	"github.com/switchboard-dev/switchboard/app/local"
 	"github.com/switchboard-dev/switchboard/app/protocol"
 )
 
@@ -30,9 +32,11 @@ func TestResumeDeliversEveryMissedMessageAtEverySize(t *testing.T) {
 				waitStoredLong(t, r, missed)
 			}
 			reader := chattest.Raw(t, env.b.WSURL(), token(t, "reader", time.Hour))
+			start := time.Now()
 			resume(t, reader, r, 0, missed)
 			publish(t, r, 5) // live, while the reader is still catching up
 			assertStream(t, readFrames(t, reader, r, missed+5), 0, "", missed+5)
+			t.Logf("resume of %d missed messages (+5 live) delivered in %s", missed, time.Since(start).Round(time.Millisecond))
 		})
 	}
 }
@@ -55,11 +59,108 @@ func TestResumePastTheRecoveryLimitAnnouncesTheOldestPart(t *testing.T) {
 
 var publishes atomic.Int64
 
-// publish accepts n messages in room through Redis, as chat instances do,
-// eight at a time.
+// A Postgres outage during a resume is not a gap: the catch-up retries,
+// and if it gives up the connection is closed with 1011 and the client
+// resumes from the last message it got. Once Postgres is back every message
+// arrives, once, in order, with no history_gap.
+func TestResumeDuringAPostgresOutageIsRetriedNotAGap(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	ports := make([]int, 3)
+	for i := range ports {
+		p, err := local.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports[i] = p
+	}
+	redis, err := local.StartRedis(ctx, dir, ports[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer redis.Stop(10 * time.Second)
+	pg, err := local.StartPostgres(ctx, dir, ports[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Stop(30 * time.Second)
+	c, err := local.StartChat(ctx, local.ChatConfig{Bin: env.bin, Dir: dir, ID: "chat-pg-outage", Port: ports[2], Env: []string{
+		"REDIS_URL=" + redis.URL(), "DATABASE_URL=" + pg.URL(), "JWT_SECRET=" + secret, "HISTORY_SIZE=10",
+		"RATE_LIMIT=10000", "RATE_BURST=10000", "DRAIN_DELAY=0s", "DRAIN_TIMEOUT=1s",
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop(20 * time.Second)
+
+	// 30 messages: Redis keeps 21..30, Postgres alone has 1..20.
+	r := chattest.Room()
+	publishTo(t, redis.URL(), broker.Options{HistorySize: 10}, r, 30)
+	retry.DoWithRetry(t, "30 rows in postgres", 120, 250*time.Millisecond, func() (string, error) {
+		if v := chattest.Metric(t, c.URL(), "chat_messages_persisted_total"); v != 30 {
+			return "", fmt.Errorf("%v of 30 persisted", v)
+		}
+		return "ok", nil
+	})
+	if err := pg.Stop(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	conn := chattest.Raw(t, c.WSURL(), token(t, "reader", time.Hour))
+	var after int64
+	if err := conn.WriteJSON(protocol.ClientFrame{Op: protocol.OpJoin, Room: r, Since: &after}); err != nil {
+		t.Fatal(err)
+	}
+	retry.DoWithRetry(t, "a failed history read", 80, 250*time.Millisecond, func() (string, error) {
+		if v := chattest.Metric(t, c.URL(), `chat_postgres_errors_total{op="history"`); v == 0 {
+			return "", errors.New("no postgres history error yet")
+		}
+		return "ok", nil
+	})
+	if err := pg.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var got []protocol.ServerFrame
+	closes := 0
+	for after < 30 {
+		conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		var f protocol.ServerFrame
+		err := conn.ReadJSON(&f)
+		var ce *websocket.CloseError
+		switch {
+		case errors.As(err, &ce) && ce.Code == protocol.CloseInternal && closes < 10:
+			// The catch-up gave up before Postgres was back: resume.
+			closes++
+			conn = chattest.Raw(t, c.WSURL(), token(t, "reader", time.Hour))
+			if err := conn.WriteJSON(protocol.ClientFrame{Op: protocol.OpJoin, Room: r, Since: &after}); err != nil {
+				t.Fatal(err)
+			}
+		case err != nil:
+			t.Fatalf("after seq %d: %v", after, err)
+		case f.Op == protocol.OpJoined:
+		default:
+			got = append(got, f)
+			if f.Op == protocol.OpMessage {
+				after = f.Seq
+			}
+		}
+	}
+	assertStream(t, got, 0, "", 30)
+	t.Logf("resume through a postgres outage: %d close(s) with 1011 before postgres was back", closes)
+}
+
+// publish accepts n messages in room through the shared Redis, as chat
+// instances do, eight at a time.
 func publish(t *testing.T, room string, n int) {
 	t.Helper()
-	b, err := broker.Connect(env.redis.URL(), broker.Options{})
+	publishTo(t, env.redis.URL(), broker.Options{}, room, n)
+}
+
+// publishTo publishes through the Redis at redisURL with the instances'
+// broker options (HISTORY_SIZE).
+func publishTo(t *testing.T, redisURL string, opts broker.Options, room string, n int) {
+	t.Helper()
+	b, err := broker.Connect(redisURL, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,15 +200,24 @@ func waitStoredLong(t *testing.T, room string, n int) {
 }
 
 // resume joins room on conn asking for every message after `after`, and
-// checks the joined frame: first, at latest.
+// checks the joined frame: first, at latest, with the room's epoch.
 func resume(t *testing.T, conn *websocket.Conn, room string, after int64, latest int) {
 	t.Helper()
 	if err := conn.WriteJSON(protocol.ClientFrame{Op: protocol.OpJoin, Room: room, Since: &after}); err != nil {
 		t.Fatal(err)
 	}
 	f := chattest.Next(t, conn)
-	if f.Op != protocol.OpJoined || f.Seq != int64(latest) {
-		t.Fatalf("first frame after the join %+v, want joined at seq %d", f, latest)
+	b, err := broker.Connect(env.redis.URL(), broker.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	at, err := b.Latest(context.Background(), room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Op != protocol.OpJoined || f.Seq != int64(latest) || f.Epoch != at.Epoch {
+		t.Fatalf("first frame after the join %+v, want joined at seq %d with epoch %q", f, latest, at.Epoch)
 	}
 }
 
