@@ -130,7 +130,7 @@ type Stats struct {
 // Client is one logical chat connection that survives reconnects.
 type Client struct {
 	opts   Options
-	dialer websocket.Dialer
+	dial   func(ctx context.Context, network, addr string) (net.Conn, error)
 	http   *http.Client
 	prefix string
 	nextID atomic.Int64
@@ -212,7 +212,7 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 	if opts.LocalAddr != nil {
 		nd.LocalAddr = &net.TCPAddr{IP: opts.LocalAddr}
 	}
-	c.dialer = websocket.Dialer{NetDialContext: nd.DialContext, HandshakeTimeout: 5 * time.Second}
+	c.dial = nd.DialContext
 	w, err := c.connect(ctx)
 	if err != nil {
 		c.cancel()
@@ -233,24 +233,35 @@ func historyBase(wsURL string) string {
 	return u
 }
 
-// connect dials and reads the welcome frame. A Close during the dial
-// cancels it, and a connection that completes after Close is closed at once.
+// connect dials and reads the welcome frame. A Close during the dial ends
+// it, and a connection that completes after Close is closed at once.
 func (c *Client) connect(ctx context.Context) (*wire, error) {
-	ctx, stop := context.WithCancel(ctx)
-	defer stop()
-	go func() {
-		select {
-		case <-c.ctx.Done():
-			stop()
-		case <-ctx.Done():
+	// gorilla's handshake does not watch ctx once the TCP connection is up:
+	// Close ends it by closing that connection.
+	var mu sync.Mutex
+	var raw net.Conn
+	dialer := websocket.Dialer{HandshakeTimeout: 5 * time.Second,
+		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			conn, err := c.dial(ctx, network, addr)
+			mu.Lock()
+			raw = conn
+			mu.Unlock()
+			return conn, err
+		}}
+	stop := context.AfterFunc(c.ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if raw != nil {
+			raw.Close()
 		}
-	}()
+	})
 	h := http.Header{}
 	for k, v := range c.opts.Header {
 		h[k] = v
 	}
 	h.Set("Authorization", "Bearer "+c.opts.Token)
-	conn, resp, err := c.dialer.DialContext(ctx, c.opts.URL, h)
+	conn, resp, err := dialer.DialContext(ctx, c.opts.URL, h)
+	stop()
 	if err != nil {
 		if resp != nil {
 			return nil, &HandshakeError{Status: resp.StatusCode, Err: err}
@@ -382,7 +393,9 @@ func (c *Client) reconnect() (*wire, error) {
 		switch {
 		case err == nil:
 			return w, nil
-		case terminal(err), c.ctx.Err() != nil:
+		case c.ctx.Err() != nil:
+			return nil, ErrClosed
+		case terminal(err):
 			return nil, err
 		}
 	}
