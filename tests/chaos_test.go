@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -88,6 +89,13 @@ func sentinelSupported() (bool, string) {
 // and the events around each violation.
 func TestChaos(t *testing.T) {
 	seed, duration := chaosSettings(t)
+	// The run bounds itself (make chaos runs without go test's timeout):
+	// past its budget something hangs, and every goroutine's stack says what.
+	watchdog := time.AfterFunc(duration+10*time.Minute, func() {
+		debug.SetTraceback("all")
+		panic(fmt.Sprintf("chaos: seed %d still running %s after its %s of faults", seed, 10*time.Minute, duration))
+	})
+	defer watchdog.Stop()
 	dir, err := os.MkdirTemp("", "switchboard-chaos-")
 	if err != nil {
 		t.Fatal(err)
@@ -348,17 +356,17 @@ func (u *chaosUser) join(room string) {
 
 // leave leaves room, remembering the client's last seq there for a resume.
 func (u *chaosUser) leave(room string) {
-	cl := u.client()
-	last := cl.LastSeq(room)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	last, err := u.client().Leave(ctx, room)
+	if err != nil {
+		u.r.count(u.r.ops, "leave failed")
+		return
+	}
 	u.mu.Lock()
 	u.seen[room] = max(u.seen[room], last)
 	delete(u.joined, room)
 	u.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if cl.Leave(ctx, room) != nil {
-		u.r.count(u.r.ops, "leave failed")
-	}
 	u.r.count(u.r.ops, "leave")
 }
 
@@ -372,11 +380,11 @@ func (u *chaosUser) reconnect() {
 		rooms = append(rooms, room)
 	}
 	u.mu.Unlock()
+	cl.Close()
+	u.reader.Wait() // what the old client delivered is recorded before the new one's
 	for _, room := range rooms {
 		u.saw(room, cl.LastSeq(room))
 	}
-	cl.Close()
-	u.reader.Wait() // what the old client delivered is recorded before the new one's
 	u.r.count(u.r.ops, "reconnect")
 	if err := u.dial(); err != nil {
 		u.r.t.Errorf("user %d: %v", u.i, err)

@@ -460,12 +460,18 @@ func (c *Client) answered(room string) {
 func (c *Client) joined(f frame) {
 	c.answered(f.Room)
 	rs := c.rooms[f.Room]
+	j, asked := c.joins[f.Room]
+	if rs == nil && !asked {
+		// The answer to a resume of a room left since (the leave went out
+		// on the connection that broke): the user is not in it any more.
+		return
+	}
 	if rs == nil {
 		rs = &roomState{last: f.Seq}
 		c.rooms[f.Room] = rs
 	}
 	rs.epoch, rs.retries = f.Epoch, 0
-	if j, ok := c.joins[f.Room]; ok {
+	if asked {
 		delete(c.joins, f.Room)
 		j.reply <- result{seq: f.Seq}
 	}
@@ -626,17 +632,22 @@ func (c *Client) join(ctx context.Context, room string, since *int64) (int64, er
 	}
 }
 
-// Leave leaves room.
-func (c *Client) Leave(ctx context.Context, room string) error {
+// Leave leaves room and returns the last seq delivered in it: Resume
+// from there gets what was sent meanwhile, without a duplicate.
+func (c *Client) Leave(ctx context.Context, room string) (int64, error) {
 	w, err := c.current(ctx)
 	if err != nil {
-		return fmt.Errorf("leave %s: %w", room, err)
+		return 0, fmt.Errorf("leave %s: %w", room, err)
 	}
 	c.mu.Lock()
+	var last int64
+	if rs := c.rooms[room]; rs != nil {
+		last = rs.last
+	}
 	delete(c.rooms, room)
 	c.mu.Unlock()
 	c.write(w, protocol.ClientFrame{Op: protocol.OpLeave, Room: room})
-	return nil
+	return last, nil
 }
 
 // Send sends text to room and returns the seq the server acked it with. A

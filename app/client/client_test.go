@@ -458,3 +458,42 @@ func TestAGapIsReportedWhenNotFilled(t *testing.T) {
 		t.Fatalf("messages %v, want [49 50]", got)
 	}
 }
+
+// The answer to a resume that crossed the user's leave (written on a
+// connection that had just broken) does not bring the room back.
+func TestALeftRoomStaysLeft(t *testing.T) {
+	left := make(chan struct{})
+	s := serve(t, func(n int, p *peer) {
+		p.next()
+		p.send(`{"op":"joined","room":"lobby","seq":3}`)
+		<-left
+		p.send(`{"op":"joined","room":"lobby","seq":9}`) // a late answer
+		p.send(msg("lobby", 10))
+		p.send(`{"op":"joined","room":"other","seq":0}`)
+		p.wait()
+	})
+	c := s.dial(t, Options{})
+	if _, err := c.Join(context.Background(), "lobby"); err != nil {
+		t.Fatal(err)
+	}
+	if last, err := c.Leave(context.Background(), "lobby"); err != nil || last != 3 {
+		t.Fatalf("Leave: %d, %v; want 3", last, err)
+	}
+	joined := make(chan error, 1)
+	go func() { _, err := c.Join(context.Background(), "other"); joined <- err }()
+	for !c.pendingJoin("other") {
+		time.Sleep(time.Millisecond)
+	}
+	close(left)
+	if err := within(t, joined, 10*time.Second, "join other"); err != nil {
+		t.Fatal(err)
+	}
+	if c.LastSeq("lobby") != 0 {
+		t.Fatalf("lobby is back with seq %d after the leave", c.LastSeq("lobby"))
+	}
+	select {
+	case m := <-c.Messages():
+		t.Fatalf("delivered %+v from a room left", m)
+	default:
+	}
+}
