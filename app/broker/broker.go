@@ -5,7 +5,9 @@ package broker
 
 import (
 	"context"
+	"crypto/rand"
 	_ "embed"
+	"encoding/base32"
 	"errors"
 	"fmt"
 	"strconv"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/switchboard-dev/switchboard/app/config"
 	"github.com/switchboard-dev/switchboard/app/protocol"
 )
 
@@ -25,30 +28,70 @@ var publishScript = redis.NewScript(publishSource)
 // PersistStream is the stream every accepted message is queued on for Postgres.
 const PersistStream = "chat:persist"
 
+// ErrOverloaded refuses a send: the persist stream's backlog reached its cap,
+// so accepting more could lose acked messages in a Redis failure. Nothing
+// was kept.
+var ErrOverloaded = errors.New("overloaded: the queue to Postgres is full")
+
+// ErrNotReplicated: the message was accepted by the primary but fewer than
+// Options.MinReplicas replicas confirmed it in time. It may or may not
+// survive a failover; a retry with the same id is deduplicated.
+var ErrNotReplicated = errors.New("not confirmed by enough replicas")
+
+// Floor returns the highest seq stored durably for a room (0 if none): a room
+// whose Redis state was lost is reseeded above it.
+type Floor func(ctx context.Context, room string) (int64, error)
+
 // Options tunes the broker; zero values take the defaults.
 type Options struct {
 	HistorySize int           // messages kept per room for resume
 	DedupeTTL   time.Duration // how long a sender's message id is remembered
-	PersistCap  int64         // approximate cap of the persist stream
+	// RoomTTL is how long an idle room's keys live; it is kept longer than
+	// DedupeTTL so no dedupe key outlives its room's counter.
+	RoomTTL time.Duration
+	// BacklogCap bounds the persist stream: past it sends are refused with
+	// ErrOverloaded. A reseeded room starts BacklogCap above its stored seqs.
+	BacklogCap int64
+	// MinReplicas > 0 makes every send WAIT for that many replicas, on the
+	// connection that ran the script, for up to ReplicaTimeout (default 1s,
+	// kept under the client's read timeout: Connect's is 2s).
+	MinReplicas    int
+	ReplicaTimeout time.Duration
+	// Floor is the durable history's highest seq per room; nil means 0,
+	// which only suits tests that never lose Redis's data.
+	Floor Floor
 }
 
-// Broker talks to one Redis (or a primary with replicas behind one endpoint).
+// Broker talks to one Redis (or a primary with replicas behind one endpoint,
+// or a primary found through Sentinel).
 type Broker struct {
 	rdb  *redis.Client
 	opts Options
 }
 
-// Connect parses a redis:// or rediss:// URL with timeouts short enough that a
-// Redis outage turns into errors, not hung connections.
+// Connect dials REDIS_URL: redis://, rediss:// or redis+sentinel://. Timeouts
+// are short so that an outage turns into errors, not hung connections, and
+// no command is retried blindly: a publish whose reply was lost may have run,
+// and running it again would store the message twice.
 func Connect(url string, opts Options) (*Broker, error) {
+	const timeout = 2 * time.Second
+	if strings.HasPrefix(url, config.SentinelScheme+"://") {
+		s, err := config.ParseRedisSentinel(url)
+		if err != nil {
+			return nil, err
+		}
+		return New(redis.NewFailoverClient(&redis.FailoverOptions{
+			MasterName: s.Master, SentinelAddrs: s.Addrs, SentinelPassword: s.SentinelPassword,
+			Username: s.Username, Password: s.Password, DB: s.DB,
+			DialTimeout: timeout, ReadTimeout: timeout, WriteTimeout: timeout, MaxRetries: -1,
+		}), opts), nil
+	}
 	o, err := redis.ParseURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("parse REDIS_URL: %w", err)
 	}
-	o.DialTimeout = 2 * time.Second
-	o.ReadTimeout = 2 * time.Second
-	o.WriteTimeout = 2 * time.Second
-	o.MaxRetries = 1
+	o.DialTimeout, o.ReadTimeout, o.WriteTimeout = timeout, timeout, timeout
+	o.MaxRetries = -1 // go-redis: -1 disables retries, 0 means the default 3
 	return New(redis.NewClient(o), opts), nil
 }
 
@@ -60,8 +103,18 @@ func New(rdb *redis.Client, opts Options) *Broker {
 	if opts.DedupeTTL <= 0 {
 		opts.DedupeTTL = 24 * time.Hour
 	}
-	if opts.PersistCap <= 0 {
-		opts.PersistCap = 1_000_000
+	if opts.RoomTTL <= 0 {
+		opts.RoomTTL = 7 * 24 * time.Hour
+	}
+	opts.RoomTTL = max(opts.RoomTTL, opts.DedupeTTL+time.Hour) // no dedupe key outlives its room
+	if opts.BacklogCap <= 0 {
+		opts.BacklogCap = 100_000
+	}
+	if opts.ReplicaTimeout <= 0 {
+		opts.ReplicaTimeout = time.Second
+	}
+	if opts.Floor == nil {
+		opts.Floor = func(context.Context, string) (int64, error) { return 0, nil }
 	}
 	return &Broker{rdb: rdb, opts: opts}
 }
@@ -73,9 +126,11 @@ func (b *Broker) Close() error { return b.rdb.Close() }
 func (b *Broker) Ping(ctx context.Context) error { return b.rdb.Ping(ctx).Err() }
 
 // Room keys share a hash tag so a clustered Redis keeps a room on one shard.
-func seqKey(room string) string  { return "chat:{" + room + "}:seq" }
-func logKey(room string) string  { return "chat:{" + room + "}:log" }
-func channel(room string) string { return "chat:{" + room + "}:pub" }
+func seqKey(room string) string   { return "chat:{" + room + "}:seq" }
+func epochKey(room string) string { return "chat:{" + room + "}:epoch" }
+func logKey(room string) string   { return "chat:{" + room + "}:log" }
+func replKey(room string) string  { return "chat:{" + room + "}:replid" }
+func channel(room string) string  { return "chat:{" + room + "}:pub" }
 func dedupeKey(room, user, id string) string {
 	return "chat:{" + room + "}:id:" + strconv.Itoa(len(user)) + ":" + user + ":" + id
 }
@@ -92,47 +147,135 @@ func roomOf(ch string) (string, bool) {
 // Accepted is the outcome of Publish.
 type Accepted struct {
 	Seq       int64
+	Epoch     string
 	Duplicate bool // the id was seen before: this is the original seq, nothing stored
 }
 
+// Script statuses, publish.lua's second result.
+const (
+	statusAccepted  = 0
+	statusDuplicate = 1
+	statusReseed    = 2
+)
+
 // Publish accepts a message: once it returns without error the message has
-// its seq, is in the room's history, queued for Postgres and published.
+// its seq, is in the room's history, queued for Postgres, published and, with
+// MinReplicas, on that many replicas.
 func (b *Broker) Publish(ctx context.Context, room, user, text, id string, now time.Time) (Accepted, error) {
 	pre, post := protocol.MessageFrameParts(room, user, text, id, now)
 	hasID := "0"
 	if id != "" {
 		hasID = "1"
 	}
-	res, err := publishScript.Run(ctx, b.rdb,
-		[]string{seqKey(room), logKey(room), dedupeKey(room, user, id), PersistStream},
-		channel(room), pre, post, b.opts.HistorySize, int(b.opts.DedupeTTL.Seconds()),
-		b.opts.PersistCap, now.UnixNano(), hasID,
-	).Int64Slice()
+	keys := []string{seqKey(room), epochKey(room), logKey(room), dedupeKey(room, user, id), PersistStream, replKey(room)}
+	args := []any{channel(room), pre, post, b.opts.HistorySize, int(b.opts.DedupeTTL.Seconds()),
+		int(b.opts.RoomTTL.Seconds()), b.opts.BacklogCap, now.UnixNano(), hasID, "", ""}
+	acc, status, err := b.run(ctx, keys, args)
+	if err == nil && status == statusReseed {
+		// The room's counter is gone or from another primary: reseed it
+		// above what Postgres holds plus what may still have been queued
+		// for it when Redis lost it.
+		stored, ferr := b.opts.Floor(ctx, room)
+		if ferr != nil {
+			return Accepted{}, fmt.Errorf("publish to %s: reseed its counter: %w", room, ferr)
+		}
+		if stored > 0 {
+			stored += b.opts.BacklogCap
+		}
+		args[9], args[10] = stored, newEpoch()
+		acc, status, err = b.run(ctx, keys, args)
+		if err == nil && status == statusReseed {
+			err = errors.New("the script asked twice for a reseed")
+		}
+	}
 	if err != nil {
 		return Accepted{}, fmt.Errorf("publish to %s: %w", room, err)
 	}
-	return Accepted{Seq: res[0], Duplicate: res[1] == 1}, nil
+	acc.Duplicate = status == statusDuplicate
+	return acc, nil
 }
 
-// Latest returns the room's newest seq (0 for a room never written to).
-func (b *Broker) Latest(ctx context.Context, room string) (int64, error) {
-	n, err := b.rdb.Get(ctx, seqKey(room)).Int64()
-	if errors.Is(err, redis.Nil) {
-		return 0, nil
+// run evaluates the script and, with MinReplicas, WAITs on the same
+// connection (one pipeline), so WAIT covers exactly this script's writes.
+func (b *Broker) run(ctx context.Context, keys []string, args []any) (Accepted, int64, error) {
+	for loaded := false; ; loaded = true {
+		pipe := b.rdb.Pipeline()
+		eval := publishScript.EvalSha(ctx, pipe, keys, args...)
+		var wait *redis.Cmd
+		if b.opts.MinReplicas > 0 {
+			// Pipeliner lacks Wait; the reply must come within the read timeout.
+			wait = pipe.Do(ctx, "wait", b.opts.MinReplicas, b.opts.ReplicaTimeout.Milliseconds())
+		}
+		_, _ = pipe.Exec(ctx) // each command carries its own error
+		err := eval.Err()
+		if err != nil && !loaded && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			// Nothing ran: load the script and send again.
+			if err := publishScript.Load(ctx, b.rdb).Err(); err != nil {
+				return Accepted{}, 0, fmt.Errorf("load publish script: %w", err)
+			}
+			continue
+		}
+		if err != nil {
+			if redis.HasErrorPrefix(err, "OVERLOADED") {
+				return Accepted{}, 0, fmt.Errorf("%w (%v)", ErrOverloaded, err)
+			}
+			return Accepted{}, 0, err
+		}
+		res, ok := eval.Val().([]any)
+		if !ok || len(res) != 3 {
+			return Accepted{}, 0, fmt.Errorf("publish script answered %v", eval.Val())
+		}
+		seq, _ := res[0].(int64)
+		status, _ := res[1].(int64)
+		epoch, _ := res[2].(string)
+		if wait != nil && status != statusReseed {
+			n, err := wait.Int64()
+			if err != nil {
+				return Accepted{}, 0, fmt.Errorf("wait for %d replicas: %w", b.opts.MinReplicas, err)
+			}
+			if n < int64(b.opts.MinReplicas) {
+				return Accepted{}, 0, fmt.Errorf("%w: %d of %d within %s", ErrNotReplicated, n, b.opts.MinReplicas, b.opts.ReplicaTimeout)
+			}
+		}
+		return Accepted{Seq: seq, Epoch: epoch}, status, nil
 	}
+}
+
+// newEpoch is 8 random base32 characters.
+func newEpoch() string {
+	var b [5]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	return strings.ToLower(base32.StdEncoding.EncodeToString(b[:]))
+}
+
+// Latest returns the room's newest seq and its epoch: zero for a room never
+// written to or whose state Redis lost, no epoch if only that was lost (the
+// next send reseeds the room).
+func (b *Broker) Latest(ctx context.Context, room string) (protocol.Position, error) {
+	v, err := b.rdb.MGet(ctx, seqKey(room), epochKey(room)).Result()
 	if err != nil {
-		return 0, fmt.Errorf("latest seq of %s: %w", room, err)
+		return protocol.Position{}, fmt.Errorf("latest seq of %s: %w", room, err)
 	}
-	return n, nil
+	seq, _ := v[0].(string)
+	epoch, _ := v[1].(string)
+	if seq == "" {
+		return protocol.Position{}, nil
+	}
+	n, err := strconv.ParseInt(seq, 10, 64)
+	if err != nil {
+		return protocol.Position{}, fmt.Errorf("latest seq of %s: %q is not a number", room, seq)
+	}
+	return protocol.Position{Seq: n, Epoch: epoch}, nil
 }
 
-// Range returns the room's kept messages with after < seq <= upto, oldest
-// first. The log is bounded, so the result may start above after+1.
-func (b *Broker) Range(ctx context.Context, room string, after, upto int64) ([]protocol.Delivery, error) {
+// Range returns the oldest limit of the room's kept messages with after <
+// seq <= upto, oldest first. The log is bounded, so the result may start
+// above after+1.
+func (b *Broker) Range(ctx context.Context, room string, after, upto int64, limit int) ([]protocol.Delivery, error) {
 	if upto <= after {
 		return nil, nil
 	}
-	msgs, err := b.rdb.XRange(ctx, logKey(room), strconv.FormatInt(after+1, 10)+"-0", strconv.FormatInt(upto, 10)+"-0").Result()
+	msgs, err := b.rdb.XRangeN(ctx, logKey(room), strconv.FormatInt(after+1, 10)+"-0", strconv.FormatInt(upto, 10)+"-0", int64(limit)).Result()
 	if err != nil {
 		return nil, fmt.Errorf("history of %s after %d: %w", room, after, err)
 	}

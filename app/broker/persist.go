@@ -54,41 +54,73 @@ func (b *Broker) ReadPersist(ctx context.Context, consumer string, count int, bl
 
 // ClaimPersist takes over entries another consumer (or this one, before a
 // restart) was given and has not acked for minIdle: an instance killed after
-// reading them must not lose them.
-func (b *Broker) ClaimPersist(ctx context.Context, consumer string, minIdle time.Duration, count int) ([]PersistEntry, error) {
-	msgs, _, err := b.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
-		Stream: PersistStream, Group: persistGroup, Consumer: consumer, MinIdle: minIdle, Start: "0-0", Count: int64(count),
-	}).Result()
-	if err != nil && !strings.HasPrefix(err.Error(), "NOGROUP") {
-		return nil, fmt.Errorf("claim idle entries of %s: %w", PersistStream, err)
+// reading them must not lose them. lost names pending entries whose content
+// is gone from the stream: the writers delete only what they stored, so it
+// stays empty unless something else deleted or trimmed the stream.
+func (b *Broker) ClaimPersist(ctx context.Context, consumer string, minIdle time.Duration, count int) (claimed []PersistEntry, lost []string, err error) {
+	// Raw XAUTOCLAIM: go-redis drops the reply's third part, the deleted ids.
+	res, err := b.rdb.Do(ctx, "xautoclaim", PersistStream, persistGroup, consumer, minIdle.Milliseconds(), "0-0", "count", count).Slice()
+	if err != nil && strings.HasPrefix(err.Error(), "NOGROUP") {
+		return nil, nil, nil
 	}
-	return entries(msgs), nil
+	if err != nil {
+		return nil, nil, fmt.Errorf("claim idle entries of %s: %w", PersistStream, err)
+	}
+	if len(res) < 2 {
+		return nil, nil, fmt.Errorf("claim idle entries of %s: reply of %d parts", PersistStream, len(res))
+	}
+	msgs, _ := res[1].([]any)
+	for _, m := range msgs {
+		kv, _ := m.([]any)
+		if len(kv) != 2 {
+			continue
+		}
+		id, _ := kv[0].(string)
+		fields, _ := kv[1].([]any)
+		for i := 0; i+1 < len(fields); i += 2 {
+			if k, _ := fields[i].(string); k == "f" {
+				f, _ := fields[i+1].(string)
+				claimed = append(claimed, PersistEntry{ID: id, Frame: []byte(f)})
+			}
+		}
+	}
+	if len(res) > 2 {
+		deleted, _ := res[2].([]any)
+		for _, d := range deleted {
+			if id, ok := d.(string); ok {
+				lost = append(lost, id)
+			}
+		}
+	}
+	return claimed, lost, nil
 }
 
-// AckPersist marks entries as written to Postgres.
+// AckPersist marks entries as written to Postgres and deletes them, in one
+// transaction: the stream then holds exactly the entries not yet stored, so
+// nothing is ever trimmed before every writer has stored it and its length
+// is the backlog.
 func (b *Broker) AckPersist(ctx context.Context, ids []string) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	if err := b.rdb.XAck(ctx, PersistStream, persistGroup, ids...).Err(); err != nil {
+	_, err := b.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.XAck(ctx, PersistStream, persistGroup, ids...)
+		p.XDel(ctx, PersistStream, ids...)
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("ack %d entries of %s: %w", len(ids), PersistStream, err)
 	}
 	return nil
 }
 
-// PersistBacklog is how many queued messages are not yet written: never read
-// by the group plus read and not acked.
+// PersistBacklog is how many queued messages are not yet written to Postgres.
 func (b *Broker) PersistBacklog(ctx context.Context) (int64, error) {
-	groups, err := b.rdb.XInfoGroups(ctx, PersistStream).Result()
+	n, err := b.rdb.XLen(ctx, PersistStream).Result()
 	if err != nil {
-		return 0, fmt.Errorf("inspect %s: %w", PersistStream, err)
+		return 0, fmt.Errorf("length of %s: %w", PersistStream, err)
 	}
-	for _, g := range groups {
-		if g.Name == persistGroup {
-			return g.Lag + g.Pending, nil
-		}
-	}
-	return 0, nil
+	return n, nil
 }
 
 func entries(msgs []redis.XMessage) []PersistEntry {

@@ -100,6 +100,8 @@ func RefusesBadHandshakes(t testing.TB, wsURL, allowedOrigin string, mint func(u
 		{"no token", "", "", http.StatusUnauthorized},
 		{"invalid token", "not-a-jwt", "", http.StatusUnauthorized},
 		{"expired token", mint("alice", -time.Minute), "", http.StatusUnauthorized},
+		// Within the verifier's 5 s leeway: still refused, not upgraded and then closed with 1008.
+		{"token expired within the leeway", mint("alice", -2*time.Second), "", http.StatusUnauthorized},
 		{"foreign origin", mint("alice", time.Hour), "https://evil.example", http.StatusForbidden},
 		{"allowed origin", mint("alice", time.Hour), allowedOrigin, http.StatusSwitchingProtocols},
 		{"no origin (not a browser)", mint("alice", time.Hour), "", http.StatusSwitchingProtocols},

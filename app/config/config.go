@@ -28,9 +28,15 @@ type Config struct {
 	SendQueue       int           // SEND_QUEUE
 	InstanceID      string        // INSTANCE_ID
 	HistorySize     int           // HISTORY_SIZE
+	RecoveryLimit   int           // RECOVERY_LIMIT: most missed messages a resume delivers
 	RateLimit       float64       // RATE_LIMIT
 	RateBurst       int           // RATE_BURST
 	PingInterval    time.Duration // PING_INTERVAL
+	// RedisMinReplicas > 0 acks a send only once that many replicas have it.
+	RedisMinReplicas int // REDIS_MIN_REPLICAS
+	// PersistBacklogCap is how many accepted messages may wait for Postgres
+	// before sends are refused with overloaded.
+	PersistBacklogCap int // PERSIST_BACKLOG_CAP
 	// DebugAddr serves Go's pprof profiles on a listener of its own, never
 	// the public one; empty (the default) serves none.
 	DebugAddr string // DEBUG_ADDR
@@ -50,9 +56,12 @@ func Defaults() Config {
 		SendQueue:       256,
 		InstanceID:      host,
 		HistorySize:     1000,
+		RecoveryLimit:   10_000,
 		RateLimit:       20,
 		RateBurst:       40,
 		PingInterval:    25 * time.Second,
+
+		PersistBacklogCap: 100_000,
 	}
 }
 
@@ -64,7 +73,17 @@ func Load(getenv func(string) string) (Config, error) {
 		_, _, err := net.SplitHostPort(v)
 		return err == nil
 	})
-	r.str("REDIS_URL", &c.RedisURL, "redis://[:password@]host:port[/db] or rediss:// for TLS", urlWithScheme("redis", "rediss"))
+	if v := getenv("REDIS_URL"); strings.HasPrefix(v, SentinelScheme+"://") {
+		if _, err := ParseRedisSentinel(v); err != nil {
+			r.errs = append(r.errs, err)
+		} else {
+			c.RedisURL = v
+		}
+	} else {
+		r.str("REDIS_URL", &c.RedisURL, redisForms, urlWithScheme("redis", "rediss"))
+	}
+	r.integer("REDIS_MIN_REPLICAS", &c.RedisMinReplicas, 0, 10)
+	r.integer("PERSIST_BACKLOG_CAP", &c.PersistBacklogCap, 100, 100_000_000)
 	r.str("DATABASE_URL", &c.DatabaseURL, "postgres://user[:password]@host:port/db[?sslmode=...]", urlWithScheme("postgres", "postgresql"))
 	secret := getenv("JWT_SECRET")
 	if len(secret) < 8 {
@@ -87,6 +106,7 @@ func Load(getenv func(string) string) (Config, error) {
 		})
 	}
 	r.integer("HISTORY_SIZE", &c.HistorySize, 10, 1_000_000)
+	r.integer("RECOVERY_LIMIT", &c.RecoveryLimit, 100, 10_000_000)
 	r.number("RATE_LIMIT", &c.RateLimit, 0.1, 100_000)
 	r.integer("RATE_BURST", &c.RateBurst, 1, 100_000)
 	r.duration("PING_INTERVAL", &c.PingInterval, time.Second)

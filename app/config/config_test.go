@@ -49,6 +49,7 @@ func TestLoadReportsEveryBadValueOnItsOwnLine(t *testing.T) {
 		"SEND_QUEUE":        "zero",
 		"INSTANCE_ID":       "chat 1",
 		"HISTORY_SIZE":      "1",
+		"RECOVERY_LIMIT":    "99",
 		"RATE_LIMIT":        "0",
 		"RATE_BURST":        "0",
 		"PING_INTERVAL":     "10ms",

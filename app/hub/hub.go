@@ -1,12 +1,17 @@
 // Package hub keeps the rooms and their members on one instance. It
 // subscribes to a room's channel while the room has local members, forwards
-// each message to them in seq order exactly once, and serves join and resume
-// by merging history with live messages.
+// each message to them in seq order exactly once, and has a member that
+// misses messages (a resume, or a hole in what pub/sub brought) catch up from
+// history before anything newer reaches it (recovery.go).
+//
+// The pub/sub reader only calls Subscribed and Dispatch, which never wait on
+// Redis or Postgres: every round trip runs on a room's worker (subscribe,
+// unsubscribe, position) or on a member's recovery (history), never while a
+// room's lock is held.
 package hub
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -18,9 +23,17 @@ import (
 
 // Member is one connection's end of the hub.
 type Member interface {
-	// Deliver queues a frame without blocking; false means the member's
-	// queue overflowed and it is being closed.
+	// Deliver queues a live frame without blocking; false means the
+	// member's queue overflowed or it is closing.
 	Deliver(*protocol.Delivery) bool
+	// Catchup queues history frames without blocking and outside the live
+	// queue's bound: the hub paces them with Drained. False: closing.
+	Catchup([]*protocol.Delivery) bool
+	// Drained returns once the member's writer has taken every catch-up
+	// frame queued, or an error once the member closes or ctx ends.
+	Drained(ctx context.Context) error
+	// Close ends the member's connection with a WebSocket close code.
+	Close(code int, reason string)
 }
 
 // Bus subscribes the instance to rooms' channels; confirmations and messages
@@ -32,22 +45,54 @@ type Bus interface {
 
 // Recent is the short per-room history (Redis).
 type Recent interface {
-	Latest(ctx context.Context, room string) (int64, error)
-	Range(ctx context.Context, room string, after, upto int64) ([]protocol.Delivery, error)
+	Latest(ctx context.Context, room string) (protocol.Position, error)
+	// Range returns the oldest limit kept messages with after < seq <= upto.
+	Range(ctx context.Context, room string, after, upto int64, limit int) ([]protocol.Delivery, error)
 }
 
 // Archive is the durable history (Postgres).
 type Archive interface {
-	Range(ctx context.Context, room string, after, upto int64) ([]protocol.Message, error)
+	// Range returns the oldest limit stored messages with after < seq <= upto.
+	Range(ctx context.Context, room string, after, upto int64, limit int) ([]protocol.Message, error)
 }
 
-// ErrSlowConsumer: the member fell too far behind while it was catching up.
-var ErrSlowConsumer = errors.New("slow consumer: too many messages queued while catching up")
-
-// Options tunes a Hub.
+// Options tunes a Hub; zero values take the defaults.
 type Options struct {
-	PendingLimit int           // live messages a member may buffer while it catches up
-	JoinTimeout  time.Duration // how long a join waits for the room's subscription
+	// PendingLimit is how many live messages a member that catches up may
+	// hold; past it they are dropped and read from history instead.
+	PendingLimit int
+	// RecoveryLimit is the most missed messages a catch-up delivers: older
+	// ones are announced with history_gap (RECOVERY_LIMIT).
+	RecoveryLimit int64
+	PageSize      int           // messages per history read and per paced push
+	JoinTimeout   time.Duration // how long a join waits for the room's subscription
+	CallTimeout   time.Duration // each Redis or Postgres call
+	// A failed Redis or Postgres call is retried after RetryMin, doubling up
+	// to RetryMax; a catch-up gives up after RetryFor and closes its member
+	// with 1011, so that the client resumes.
+	RetryMin, RetryMax, RetryFor time.Duration
+}
+
+func (o *Options) defaults() {
+	set := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	if o.PendingLimit <= 0 {
+		o.PendingLimit = 4096
+	}
+	if o.RecoveryLimit <= 0 {
+		o.RecoveryLimit = 10_000
+	}
+	if o.PageSize <= 0 {
+		o.PageSize = 100
+	}
+	set(&o.JoinTimeout, 3*time.Second)
+	set(&o.CallTimeout, 2*time.Second)
+	set(&o.RetryMin, 50*time.Millisecond)
+	set(&o.RetryMax, time.Second)
+	set(&o.RetryFor, 10*time.Second)
 }
 
 // Hub is the set of rooms with members on this instance.
@@ -59,136 +104,112 @@ type Hub struct {
 	log     *slog.Logger
 	opts    Options
 
+	// mu guards rooms and every room's subscription state. Never take a
+	// room's mu while holding it.
 	mu    sync.Mutex
 	rooms map[string]*room
 }
 
 // New builds a hub; archive may be nil (no fallback for old history).
 func New(bus Bus, recent Recent, archive Archive, m *metrics.Metrics, log *slog.Logger, opts Options) *Hub {
-	if opts.PendingLimit <= 0 {
-		opts.PendingLimit = 4096
-	}
-	if opts.JoinTimeout <= 0 {
-		opts.JoinTimeout = 3 * time.Second
-	}
+	opts.defaults()
 	return &Hub{bus: bus, recent: recent, archive: archive, m: m, log: log, opts: opts, rooms: map[string]*room{}}
 }
 
-type room struct {
-	name  string
-	refs  int           // members plus joins in progress; guarded by Hub.mu
-	ready chan struct{} // closed once subscribed and last is known, or on failure
-	err   error         // why the room could not be set up; read after ready
+// busState is where a room stands on the pub/sub connection.
+type busState int
 
-	mu         sync.Mutex
-	subscribed bool
-	last       int64 // newest seq forwarded on this instance
-	members    map[Member]*membership
+const (
+	off      busState = iota // not subscribed
+	retrying                 // Add failed; go-redis still resubscribes it after a reconnect
+	on                       // Add succeeded
+)
+
+type room struct {
+	name string
+
+	// Guarded by Hub.mu. One worker at a time drives the subscription
+	// towards "subscribed while refs > 0", so subscribe and unsubscribe
+	// calls for a room never overlap.
+	refs      int           // members plus joins in progress
+	ready     chan struct{} // closed once subscribed and synced; renewed on unsubscribe
+	synced    bool
+	bus       busState
+	confirmed bool // a subscribe confirmation waits for a sync
+	stale     bool // a hole was seen: re-read the room's position (its epoch)
+	working   bool // a worker runs
+
+	mu      sync.Mutex // guards the fields below
+	last    int64      // newest seq known on this instance
+	epoch   string
+	members map[Member]*membership
 }
 
 type membership struct {
-	last     int64 // newest seq delivered to the member
-	catching bool  // history is being read: live messages wait in pending
+	m      Member
+	last   int64              // newest seq (or gap end) handed to the member
+	ctx    context.Context    // ends when the member leaves; set by its first catch-up
+	cancel context.CancelFunc // nil until then
+	// While catching, a recovery reads history up to target and live
+	// messages after target wait in pending, in order.
+	catching bool
+	target   int64
 	pending  []*protocol.Delivery
-	overflow bool
+	behind   bool // pending overflowed: the member is slower than the room
 }
 
-// Join adds m to the room. Without since it gets only new messages; with
-// since it first gets every message with seq > since that history holds. The
-// joined frame, a history_gap error if history cannot fill the gap, the
-// history and then the live messages reach m in that order. It returns the
-// room's latest seq at join.
-func (h *Hub) Join(ctx context.Context, m Member, name string, since *int64) (int64, error) {
+// end is the newest seq the member has or is sure to get without a new
+// history read.
+func (ms *membership) end() int64 {
+	if !ms.catching {
+		return ms.last
+	}
+	if n := len(ms.pending); n > 0 {
+		return ms.pending[n-1].Seq
+	}
+	return ms.target
+}
+
+// Join adds m to the room and returns the room's position at join. Without
+// since m gets only newer messages; with since it first gets every message
+// with seq > since: the joined frame, then the catch-up (history_gap for
+// what cannot be delivered, in its place), then the live messages. A since
+// above the room's latest is trusted only from the same epoch. m must not
+// be in the room already.
+func (h *Hub) Join(ctx context.Context, m Member, name string, since *int64, epoch string) (protocol.Position, error) {
 	r, err := h.acquire(ctx, name)
 	if err != nil {
-		return 0, err
+		return protocol.Position{}, err
 	}
-	r.mu.Lock()
-	latest := r.last
-	start := latest
-	if since != nil && *since < latest {
-		start = *since
-	}
-	ms := &membership{last: start, catching: start < latest}
-	r.members[m] = ms
-	m.Deliver(&protocol.Delivery{Room: name, Frame: protocol.Joined(name, latest)})
-	r.mu.Unlock()
-	if !ms.catching {
-		return latest, nil
-	}
-
-	history := h.history(ctx, name, start, latest, m)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, batch := range [][]*protocol.Delivery{history, ms.pending} {
-		for _, d := range batch {
-			if d.Seq > ms.last {
-				ms.last = d.Seq
-				ms.overflow = ms.overflow || !m.Deliver(d)
-			}
-		}
+	at := protocol.Position{Seq: r.last, Epoch: r.epoch}
+	ms := &membership{m: m, last: at.Seq}
+	r.members[m] = ms
+	m.Deliver(&protocol.Delivery{Room: name, Frame: protocol.Joined(name, at)})
+	switch {
+	case since == nil:
+	case *since < at.Seq:
+		ms.last = *since
+		h.catchUp(r, ms, at.Seq, metrics.OpHistory)
+	case epoch == at.Epoch:
+		// The client saw messages this instance has not forwarded yet.
+		ms.last = *since
 	}
-	ms.catching, ms.pending = false, nil
-	if ms.overflow {
-		delete(r.members, m)
-		h.release(r)
-		return latest, ErrSlowConsumer
-	}
-	return latest, nil
-}
-
-// history reads (after, upto] from Redis, falls back to Postgres for what
-// Redis no longer keeps, and tells m about any part neither can supply.
-func (h *Hub) history(ctx context.Context, room string, after, upto int64, m Member) []*protocol.Delivery {
-	recent, err := h.recent.Range(ctx, room, after, upto)
-	if err != nil {
-		h.m.RedisErrors.WithLabelValues(metrics.OpHistory).Inc()
-		h.log.Warn("resume from redis failed", "room", room, "err", err)
-	}
-	oldest := upto + 1
-	if len(recent) > 0 {
-		oldest = recent[0].Seq
-	}
-	var all []*protocol.Delivery
-	if oldest > after+1 && h.archive != nil {
-		msgs, err := h.archive.Range(ctx, room, after, oldest-1)
-		if err != nil {
-			h.m.PostgresErrors.WithLabelValues(metrics.OpHistory).Inc()
-			h.log.Warn("resume from postgres failed", "room", room, "err", err)
-		}
-		for _, msg := range msgs {
-			all = append(all, &protocol.Delivery{Room: room, Seq: msg.Seq, Frame: msg.Frame()})
-		}
-	}
-	for i := range recent {
-		all = append(all, &recent[i])
-	}
-	// Keep the contiguous tail: a client dedupes by seq, so what follows a
-	// hole must not be mistaken for a complete resume.
-	have := upto
-	for i := len(all) - 1; i >= 0 && all[i].Seq == have; i-- {
-		have--
-	}
-	if have > after {
-		h.m.HistoryGaps.Inc()
-		m.Deliver(&protocol.Delivery{Room: room, Frame: protocol.ErrorFrame(protocol.Errorf(protocol.CodeHistoryGap,
-			"messages %d to %d of room %s are no longer kept; resuming after them", after+1, have, room))})
-		all = all[len(all)-int(upto-have):]
-	}
-	return all
+	return at, nil
 }
 
 // Leave removes m from the room; leaving a room one is not in is a no-op.
 func (h *Hub) Leave(m Member, name string) bool {
-	h.mu.Lock()
-	r := h.rooms[name]
-	h.mu.Unlock()
+	r := h.lookup(name)
 	if r == nil {
 		return false
 	}
 	r.mu.Lock()
-	_, ok := r.members[m]
-	delete(r.members, m)
+	ms, ok := r.members[m]
+	if ok {
+		h.forget(r, ms)
+	}
 	r.mu.Unlock()
 	if ok {
 		h.release(r)
@@ -196,7 +217,29 @@ func (h *Hub) Leave(m Member, name string) bool {
 	return ok
 }
 
-// acquire returns the ready room, subscribing to it if it is new here.
+// drop removes a member the hub gives up on and closes its connection.
+func (h *Hub) drop(r *room, ms *membership, code int, reason string) {
+	r.mu.Lock()
+	current := r.members[ms.m] == ms
+	if current {
+		h.forget(r, ms)
+	}
+	r.mu.Unlock()
+	if current {
+		h.release(r)
+		ms.m.Close(code, reason)
+	}
+}
+
+// forget removes ms and stops its recovery; r.mu is held.
+func (h *Hub) forget(r *room, ms *membership) {
+	delete(r.members, ms.m)
+	if ms.cancel != nil {
+		ms.cancel()
+	}
+}
+
+// acquire returns the room once it is subscribed and synced.
 func (h *Hub) acquire(ctx context.Context, name string) (*room, error) {
 	h.mu.Lock()
 	r, ok := h.rooms[name]
@@ -206,62 +249,28 @@ func (h *Hub) acquire(ctx context.Context, name string) (*room, error) {
 		h.m.RoomsActive.Set(float64(len(h.rooms)))
 	}
 	r.refs++
-	h.mu.Unlock()
-	if !ok {
-		if err := h.bus.Add(ctx, name); err != nil {
-			h.m.RedisErrors.WithLabelValues(metrics.OpSubscribe).Inc()
-			h.fail(r, err)
-		}
+	if r.refs == 1 {
+		h.wake(r)
 	}
+	ready := r.ready
+	h.mu.Unlock()
 	wait, cancel := context.WithTimeout(ctx, h.opts.JoinTimeout)
 	defer cancel()
 	select {
-	case <-r.ready:
-		if r.err == nil {
-			return r, nil
-		}
-		err := r.err
-		h.release(r)
-		return nil, fmt.Errorf("join %s: %w", name, err)
+	case <-ready:
+		return r, nil
 	case <-wait.Done():
 		h.release(r)
 		return nil, fmt.Errorf("join %s: waiting for the room's subscription: %w", name, wait.Err())
 	}
 }
 
-// fail marks a room that could not be set up; it is forgotten so the next join
-// tries afresh.
-func (h *Hub) fail(r *room, err error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.subscribed || r.err != nil {
-		return
-	}
-	r.err = err
-	close(r.ready)
-	h.mu.Lock()
-	if h.rooms[r.name] == r {
-		delete(h.rooms, r.name)
-		h.m.RoomsActive.Set(float64(len(h.rooms)))
-	}
-	h.mu.Unlock()
-}
-
 func (h *Hub) release(r *room) {
 	h.mu.Lock()
+	defer h.mu.Unlock()
 	r.refs--
-	drop := r.refs == 0 && h.rooms[r.name] == r
-	if drop {
-		delete(h.rooms, r.name)
-		h.m.RoomsActive.Set(float64(len(h.rooms)))
-	}
-	h.mu.Unlock()
-	if drop && r.err == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		if err := h.bus.Remove(ctx, r.name); err != nil {
-			h.m.RedisErrors.WithLabelValues(metrics.OpUnsubscribe).Inc()
-		}
+	if r.refs == 0 {
+		h.wake(r)
 	}
 }
 
@@ -271,79 +280,187 @@ func (h *Hub) lookup(name string) *room {
 	return h.rooms[name]
 }
 
-// Subscribed handles the confirmation of a room's subscription: the first one
-// makes the room ready at Redis's latest seq; a later one follows a pub/sub
-// reconnect, so it forwards whatever was published in between.
-func (h *Hub) Subscribed(ctx context.Context, name string) {
-	r := h.lookup(name)
-	if r == nil {
-		return
+// wake starts the room's worker unless it runs; h.mu is held.
+func (h *Hub) wake(r *room) {
+	if !r.working {
+		r.working = true
+		go h.work(r)
 	}
-	latest, err := h.recent.Latest(ctx, name)
-	if err != nil {
-		h.m.RedisErrors.WithLabelValues(metrics.OpLatest).Inc()
-		h.fail(r, err)
-		return
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.err != nil {
-		return
-	}
-	if !r.subscribed {
-		r.subscribed, r.last = true, latest
-		close(r.ready)
-		return
-	}
-	h.repair(ctx, r, latest+1)
 }
 
-// Dispatch forwards one published message to the room's local members.
-func (h *Hub) Dispatch(ctx context.Context, d *protocol.Delivery) {
+// work drives the room's subscription until nothing is left to do: it
+// subscribes while the room is wanted, unsubscribes once it is not, one call
+// at a time, and re-reads the room's position after every subscribe
+// confirmation. Whatever order joins and leaves come in, the last call
+// matches the membership: go-redis forgets an unsubscribed channel for its
+// resubscription, so a late unsubscribe would otherwise silence the room.
+func (h *Hub) work(r *room) {
+	wait := h.opts.RetryMin
+	for {
+		step := h.next(r)
+		if step == nil {
+			return
+		}
+		if err := step(); err != nil {
+			time.Sleep(wait)
+			wait = min(2*wait, h.opts.RetryMax)
+			continue
+		}
+		wait = h.opts.RetryMin
+	}
+}
+
+// next picks the worker's next call, or nil when the worker is done.
+func (h *Hub) next(r *room) func() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	want := r.refs > 0
+	switch {
+	case want && r.bus != on:
+		return func() error { return h.subscribe(r) }
+	case !want && r.bus != off:
+		if r.synced {
+			r.synced, r.ready = false, make(chan struct{})
+		}
+		return func() error { return h.unsubscribe(r) }
+	case want && (r.confirmed || r.stale):
+		r.confirmed, r.stale = false, false
+		return func() error { return h.sync(r) }
+	case !want && h.rooms[r.name] == r:
+		delete(h.rooms, r.name)
+		h.m.RoomsActive.Set(float64(len(h.rooms)))
+	}
+	r.working = false
+	return nil
+}
+
+func (h *Hub) subscribe(r *room) error {
+	ctx, cancel := context.WithTimeout(context.Background(), h.opts.CallTimeout)
+	defer cancel()
+	err := h.bus.Add(ctx, r.name)
+	h.mu.Lock()
+	r.bus = on
+	if err != nil {
+		r.bus = retrying
+	}
+	h.mu.Unlock()
+	if err != nil {
+		h.m.RedisErrors.WithLabelValues(metrics.OpSubscribe).Inc()
+		h.log.Warn("subscribe failed; retrying", "room", r.name, "err", err)
+	}
+	return err
+}
+
+func (h *Hub) unsubscribe(r *room) error {
+	ctx, cancel := context.WithTimeout(context.Background(), h.opts.CallTimeout)
+	defer cancel()
+	if err := h.bus.Remove(ctx, r.name); err != nil {
+		// The channel is forgotten all the same: a reconnect does not
+		// resubscribe it, and stray messages for it are ignored.
+		h.m.RedisErrors.WithLabelValues(metrics.OpUnsubscribe).Inc()
+		h.log.Warn("unsubscribe failed", "room", r.name, "err", err)
+	}
+	h.mu.Lock()
+	r.bus = off
+	h.mu.Unlock()
+	return nil
+}
+
+// sync reads the room's position after a subscribe confirmation (the first,
+// or one after a pub/sub reconnect) or a hole: every member behind it
+// catches up from history, and a new room becomes ready.
+func (h *Hub) sync(r *room) error {
+	ctx, cancel := context.WithTimeout(context.Background(), h.opts.CallTimeout)
+	defer cancel()
+	at, err := h.recent.Latest(ctx, r.name)
+	if err != nil {
+		h.m.RedisErrors.WithLabelValues(metrics.OpLatest).Inc()
+		h.log.Warn("reading the room's position failed; retrying", "room", r.name, "err", err)
+		h.mu.Lock()
+		r.confirmed = true
+		h.mu.Unlock()
+		return err
+	}
+	r.mu.Lock()
+	if at.Epoch != "" {
+		r.epoch = at.Epoch
+	}
+	if at.Seq > r.last {
+		r.last = at.Seq
+		for _, ms := range r.members {
+			if ms.end() < at.Seq {
+				h.catchUp(r, ms, at.Seq, metrics.OpRepair)
+			}
+		}
+	}
+	r.mu.Unlock()
+	h.mu.Lock()
+	if !r.synced {
+		r.synced = true
+		close(r.ready)
+	}
+	h.mu.Unlock()
+	return nil
+}
+
+// Subscribed handles the confirmation of a room's subscription. It runs on
+// the pub/sub reader: the worker does the rest.
+func (h *Hub) Subscribed(name string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if r := h.rooms[name]; r != nil {
+		r.confirmed = true
+		h.wake(r)
+	}
+}
+
+// Dispatch forwards one published message to the room's local members. It
+// runs on the pub/sub reader and never waits: a member that d does not
+// follow contiguously catches up on its own first.
+func (h *Hub) Dispatch(d *protocol.Delivery) {
 	r := h.lookup(d.Room)
 	if r == nil {
 		return
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if !r.subscribed || d.Seq <= r.last {
+	if d.Seq <= r.last {
+		// Every member has it or has it coming from history.
+		r.mu.Unlock()
 		return
 	}
-	h.repair(ctx, r, d.Seq)
+	hole := d.Seq > r.last+1
+	r.last = d.Seq
 	h.forward(r, d)
+	r.mu.Unlock()
 	if !d.Accepted.IsZero() {
 		h.m.BroadcastLatency.Observe(time.Since(d.Accepted).Seconds())
 	}
-}
-
-// repair forwards the messages between the room's last and next that pub/sub
-// did not bring (lost while its connection was down). r.mu is held.
-func (h *Hub) repair(ctx context.Context, r *room, next int64) {
-	if next <= r.last+1 {
-		return
-	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	missed, err := h.recent.Range(ctx, r.name, r.last, next-1)
-	if err != nil {
-		h.m.RedisErrors.WithLabelValues(metrics.OpRepair).Inc()
-		h.log.Warn("repair after a pub/sub gap failed", "room", r.name, "after", r.last, "err", err)
-		return
-	}
-	for i := range missed {
-		h.forward(r, &missed[i])
+	if hole {
+		// Pub/sub lost messages, or Redis lost the room and reseeded it:
+		// re-read its position for the epoch.
+		h.mu.Lock()
+		r.stale = true
+		h.wake(r)
+		h.mu.Unlock()
 	}
 }
 
-// forward hands d to every member in seq order. r.mu is held.
+// forward hands d to every member in seq order; r.mu is held.
 func (h *Hub) forward(r *room, d *protocol.Delivery) {
-	r.last = d.Seq
 	for m, ms := range r.members {
+		end := ms.end()
 		switch {
+		case d.Seq <= end:
+		case d.Seq > end+1:
+			h.catchUp(r, ms, d.Seq-1, metrics.OpRepair)
+			ms.pending = append(ms.pending, d)
 		case ms.catching:
 			ms.pending = append(ms.pending, d)
-			ms.overflow = ms.overflow || len(ms.pending) > h.opts.PendingLimit
-		case d.Seq > ms.last:
+			if len(ms.pending) > h.opts.PendingLimit {
+				// Re-point the member at the log rather than hold more.
+				ms.target, ms.pending, ms.behind = d.Seq, nil, true
+			}
+		default:
 			ms.last = d.Seq
 			m.Deliver(d)
 		}

@@ -20,15 +20,15 @@ type memBus struct{ h *Hub }
 
 func (b *memBus) Add(_ context.Context, rooms ...string) error {
 	for _, r := range rooms {
-		go b.h.Subscribed(context.Background(), r)
+		go b.h.Subscribed(r)
 	}
 	return nil
 }
 func (b *memBus) Remove(context.Context, ...string) error { return nil }
-func (b *memBus) Latest(context.Context, string) (int64, error) {
-	return 0, nil
+func (b *memBus) Latest(context.Context, string) (protocol.Position, error) {
+	return protocol.Position{}, nil
 }
-func (b *memBus) Range(context.Context, string, int64, int64) ([]protocol.Delivery, error) {
+func (b *memBus) Range(context.Context, string, int64, int64, int) ([]protocol.Delivery, error) {
 	return nil, nil
 }
 
@@ -47,6 +47,9 @@ func (m chanMember) Deliver(d *protocol.Delivery) bool {
 		return false
 	}
 }
+func (m chanMember) Catchup([]*protocol.Delivery) bool { return true }
+func (m chanMember) Drained(context.Context) error     { return nil }
+func (m chanMember) Close(int, string)                 {}
 
 func BenchmarkFanOut(b *testing.B) {
 	for _, members := range []int{1, 100, 1000, 10000} {
@@ -59,7 +62,7 @@ func BenchmarkFanOut(b *testing.B) {
 			var dropped atomic.Int64
 			for i := 0; i < members; i++ {
 				m := chanMember{q: make(chan *protocol.Delivery, b.N+1), dropped: &dropped} // room for every message: the figure is the hub's cost, not a consumer's
-				if _, err := h.Join(context.Background(), m, "lobby", nil); err != nil {
+				if _, err := h.Join(context.Background(), m, "lobby", nil, ""); err != nil {
 					b.Fatal(err)
 				}
 				<-m.q // the joined frame
@@ -79,7 +82,7 @@ func BenchmarkFanOut(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				h.Dispatch(context.Background(), &protocol.Delivery{Room: "lobby", Seq: int64(i + 1), Frame: frame, Accepted: time.Now()})
+				h.Dispatch(&protocol.Delivery{Room: "lobby", Seq: int64(i + 1), Frame: frame, Accepted: time.Now()})
 			}
 			b.StopTimer()
 			delivered := int64(b.N*members) - dropped.Load()

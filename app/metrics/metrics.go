@@ -5,10 +5,13 @@ package metrics
 
 import (
 	"net/http"
+	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/switchboard-dev/switchboard/app/protocol"
 )
 
 // Results of a client's send, for chat_messages_received_total.
@@ -17,8 +20,13 @@ const (
 	ResultDuplicate   = "duplicate"
 	ResultRejected    = "rejected" // bad_request or not_joined
 	ResultRateLimited = "rate_limited"
-	ResultError       = "error" // Redis failed: not acked
+	ResultError       = "error"      // Redis failed: not acked
+	ResultOverloaded  = "overloaded" // the persist backlog is at its cap: not acked
 )
+
+// ClosedByClient is chat_connections_closed_total's code when the client
+// closed (or the socket failed) before the server sent a close frame.
+const ClosedByClient = "client"
 
 // Operations for chat_redis_errors_total{op} and chat_postgres_errors_total{op}.
 const (
@@ -74,6 +82,8 @@ type Metrics struct {
 	Persisted                  prometheus.Counter
 	PersistLag                 prometheus.Gauge
 	PersistBacklog             prometheus.Gauge
+	PersistBacklogCap          prometheus.Gauge
+	PersistLost                prometheus.Counter
 	HistoryGaps                prometheus.Counter
 	RoomsActive                prometheus.Gauge
 	Ready                      prometheus.Gauge
@@ -101,6 +111,8 @@ func New() *Metrics {
 		Persisted:         f.counter("chat_messages_persisted_total", "Messages this instance wrote to Postgres."),
 		PersistLag:        f.gauge("chat_persist_lag_seconds", "Age of the oldest accepted message this instance has not yet written to Postgres; 0 when caught up."),
 		PersistBacklog:    f.gauge("chat_persist_backlog_messages", "Messages queued in Redis and not yet written to Postgres (whole deployment)."),
+		PersistBacklogCap: f.gauge("chat_persist_backlog_cap_messages", "PERSIST_BACKLOG_CAP: at this backlog new sends are refused with overloaded."),
+		PersistLost:       f.counter("chat_persist_lost_total", "Queued messages found deleted from the persist stream before they were stored in Postgres; 0 unless something outside the writers trimmed it."),
 		HistoryGaps:       f.counter("chat_history_gaps_total", "Resumes that could not be filled from Redis or Postgres."),
 		RoomsActive:       f.gauge("chat_rooms_active", "Rooms with at least one member on this instance."),
 		Ready:             f.gauge("chat_ready", "1 while the instance reports ready, else 0."),
@@ -110,7 +122,8 @@ func New() *Metrics {
 	// Every label value above is exported at 0 from the start, so that rate()
 	// and the dashboards see a series before the first error happens.
 	for vec, values := range map[*prometheus.CounterVec][]string{
-		m.Received:       {ResultAccepted, ResultDuplicate, ResultRejected, ResultRateLimited, ResultError},
+		m.Received:       {ResultAccepted, ResultDuplicate, ResultRejected, ResultRateLimited, ResultError, ResultOverloaded},
+		m.Closed:         closeCodes(),
 		m.Messages:       {DirectionReceived, DirectionSent},
 		m.Refused:        {RefusedDraining, RefusedRedisDown, RefusedUnauthorized, RefusedOrigin, RefusedHandshake},
 		m.RedisErrors:    {OpPublish, OpSubscribe, OpUnsubscribe, OpLatest, OpRepair, OpHistory, OpPersistGroup, OpPersistRead, OpPersistAck},
@@ -124,6 +137,16 @@ func New() *Metrics {
 	m.FramesReceived = m.Messages.WithLabelValues(DirectionReceived)
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// closeCodes are chat_connections_closed_total's label values: every close
+// code the server sends, and ClosedByClient.
+func closeCodes() []string {
+	out := []string{ClosedByClient}
+	for _, c := range []int{protocol.CloseGoingAway, protocol.ClosePolicy, protocol.CloseTooLarge, protocol.CloseInternal, protocol.CloseTryAgainLate} {
+		out = append(out, strconv.Itoa(c))
+	}
+	return out
 }
 
 // Handler serves the registry for /metrics.

@@ -21,7 +21,7 @@ import (
 type Source interface {
 	EnsureGroup(ctx context.Context) error
 	ReadPersist(ctx context.Context, consumer string, count int, block time.Duration) ([]broker.PersistEntry, error)
-	ClaimPersist(ctx context.Context, consumer string, minIdle time.Duration, count int) ([]broker.PersistEntry, error)
+	ClaimPersist(ctx context.Context, consumer string, minIdle time.Duration, count int) (claimed []broker.PersistEntry, lost []string, err error)
 	AckPersist(ctx context.Context, ids []string) error
 	PersistBacklog(ctx context.Context) (int64, error)
 }
@@ -64,7 +64,12 @@ func (w *Writer) Run(ctx context.Context) {
 		var err error
 		if time.Since(lastClaim) >= w.ClaimIdle/2 {
 			lastClaim = time.Now()
-			entries, err = w.Source.ClaimPersist(ctx, w.Consumer, w.ClaimIdle, w.Batch)
+			var lost []string
+			entries, lost, err = w.Source.ClaimPersist(ctx, w.Consumer, w.ClaimIdle, w.Batch)
+			if len(lost) > 0 {
+				w.Metrics.PersistLost.Add(float64(len(lost)))
+				w.Log.Error("queued messages were deleted from the persist stream before they were stored", "count", len(lost), "ids", lost)
+			}
 		}
 		if err == nil && len(entries) == 0 {
 			entries, err = w.Source.ReadPersist(ctx, w.Consumer, w.Batch, time.Second)

@@ -53,6 +53,9 @@ const TimeFormat = "2006-01-02T15:04:05.000Z07:00"
 // MaxIDLen bounds a client's message id so dedupe keys stay small.
 const MaxIDLen = 128
 
+// MaxEpochLen bounds the epoch a client echoes back on join.
+const MaxEpochLen = 64
+
 var roomPattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 
 // ValidRoom reports whether name is an acceptable room name.
@@ -63,6 +66,9 @@ type ClientFrame struct {
 	Op    string `json:"op"`
 	Room  string `json:"room"`
 	Since *int64 `json:"since,omitempty"`
+	// Epoch is the room's epoch from the joined frame the client last saw:
+	// a since from another epoch is only trusted up to the room's latest.
+	Epoch string `json:"epoch,omitempty"`
 	Text  string `json:"text,omitempty"`
 	ID    string `json:"id,omitempty"`
 }
@@ -114,6 +120,9 @@ func (f ClientFrame) validate() *Error {
 	if f.Since != nil && (f.Op != OpJoin || *f.Since < 0) {
 		return Errorf(CodeBadRequest, `"since" is a non-negative seq and only goes with join`)
 	}
+	if f.Epoch != "" && (f.Op != OpJoin || len(f.Epoch) > MaxEpochLen) {
+		return Errorf(CodeBadRequest, `"epoch" goes only with join, in at most %d bytes`, MaxEpochLen)
+	}
 	if len(f.ID) > MaxIDLen {
 		return Errorf(CodeBadRequest, `"id" longer than %d bytes`, MaxIDLen)
 	}
@@ -133,12 +142,16 @@ type ServerFrame struct {
 	User     string `json:"user,omitempty"`
 	Room     string `json:"room,omitempty"`
 	Seq      int64  `json:"seq,omitempty"`
+	Epoch    string `json:"epoch,omitempty"`
 	Text     string `json:"text,omitempty"`
 	ID       string `json:"id,omitempty"`
 	TS       string `json:"ts,omitempty"`
 	Code     string `json:"code,omitempty"`
 	Message  string `json:"message,omitempty"`
 	Ref      string `json:"ref,omitempty"`
+	// From and To name the missing range of a history_gap, inclusive.
+	From int64 `json:"from,omitempty"`
+	To   int64 `json:"to,omitempty"`
 }
 
 // Message is one chat message as it is stored and delivered.
@@ -212,9 +225,19 @@ func Welcome(instance, user string) []byte {
 	return Encode(ServerFrame{Op: OpWelcome, Instance: instance, User: user})
 }
 
-func Joined(room string, seq int64) []byte {
-	// seq 0 (an empty room) must still be on the wire.
-	return []byte(`{"op":"joined","room":` + string(quote(room)) + `,"seq":` + strconv.FormatInt(seq, 10) + `}`)
+// Joined tells where the room stood at join. Seq 0 and an empty epoch (a
+// room never written to) must still be on the wire.
+func Joined(room string, at Position) []byte {
+	return []byte(`{"op":"joined","room":` + string(quote(room)) + `,"seq":` + strconv.FormatInt(at.Seq, 10) +
+		`,"epoch":` + string(quote(at.Epoch)) + `}`)
+}
+
+// HistoryGap announces that the room's messages from..to (inclusive) cannot
+// be delivered: the client may fetch them from the history endpoint, and
+// what that does not hold is lost.
+func HistoryGap(room string, from, to int64) []byte {
+	return Encode(ServerFrame{Op: OpError, Code: CodeHistoryGap, Room: room, From: from, To: to,
+		Message: fmt.Sprintf("messages %d to %d of room %s cannot be delivered here; fetch them from GET /rooms/%s/messages", from, to, room, room)})
 }
 
 func Ack(room, id string, seq int64) []byte {

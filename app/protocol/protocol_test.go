@@ -16,6 +16,7 @@ func TestDecodeClientAcceptsTheDocumentedFrames(t *testing.T) {
 	}{
 		{`{"op":"join","room":"lobby"}`, ClientFrame{Op: OpJoin, Room: "lobby"}},
 		{`{"op":"join","room":"lobby","since":41}`, ClientFrame{Op: OpJoin, Room: "lobby", Since: &since}},
+		{`{"op":"join","room":"lobby","since":41,"epoch":"k3j9x2ab"}`, ClientFrame{Op: OpJoin, Room: "lobby", Since: &since, Epoch: "k3j9x2ab"}},
 		{`{"op":"leave","room":"lobby"}`, ClientFrame{Op: OpLeave, Room: "lobby"}},
 		{`{"op":"send","room":"lobby","text":"hi","id":"c-7"}`, ClientFrame{Op: OpSend, Room: "lobby", Text: "hi", ID: "c-7"}},
 		{`{"op":"send","room":"a.b_c-D9","text":"no id"}`, ClientFrame{Op: OpSend, Room: "a.b_c-D9", Text: "no id"}},
@@ -26,7 +27,7 @@ func TestDecodeClientAcceptsTheDocumentedFrames(t *testing.T) {
 			t.Errorf("DecodeClient(%s): %v", c.in, err)
 			continue
 		}
-		if got.Op != c.want.Op || got.Room != c.want.Room || got.Text != c.want.Text || got.ID != c.want.ID ||
+		if got.Op != c.want.Op || got.Room != c.want.Room || got.Text != c.want.Text || got.ID != c.want.ID || got.Epoch != c.want.Epoch ||
 			(got.Since == nil) != (c.want.Since == nil) || (got.Since != nil && *got.Since != *c.want.Since) {
 			t.Errorf("DecodeClient(%s) = %+v, want %+v", c.in, got, c.want)
 		}
@@ -50,6 +51,8 @@ func TestDecodeClientRefusesBadFramesWithBadRequest(t *testing.T) {
 		"text on join":      {in: `{"op":"join","room":"lobby","text":"x"}`},
 		"id too long":       {in: `{"op":"send","room":"lobby","text":"x","id":"` + strings.Repeat("i", MaxIDLen+1) + `"}`},
 		"seq of wrong type": {in: `{"op":"join","room":"lobby","since":"7"}`},
+		"epoch on send":     {in: `{"op":"send","room":"lobby","text":"x","epoch":"e","id":"s2"}`, ref: "s2"},
+		"epoch too long":    {in: `{"op":"join","room":"lobby","since":1,"epoch":"` + strings.Repeat("e", MaxEpochLen+1) + `"}`},
 	}
 	for name, c := range cases {
 		_, err := DecodeClient([]byte(c.in))
@@ -86,13 +89,31 @@ func TestMessageFrameRoundTripsThroughJSON(t *testing.T) {
 	}
 }
 
-func TestJoinedCarriesSeqZero(t *testing.T) {
+func TestJoinedCarriesSeqZeroAndAnEmptyEpoch(t *testing.T) {
 	var f map[string]any
-	if err := json.Unmarshal(Joined("lobby", 0), &f); err != nil {
+	if err := json.Unmarshal(Joined("lobby", Position{}), &f); err != nil {
 		t.Fatal(err)
 	}
-	if f["seq"] != float64(0) || f["op"] != "joined" {
-		t.Fatalf("joined frame = %v, want op joined with seq 0", f)
+	if f["seq"] != float64(0) || f["op"] != "joined" || f["epoch"] != "" {
+		t.Fatalf("joined frame = %v, want op joined with seq 0 and epoch \"\"", f)
+	}
+	var sf ServerFrame
+	if err := json.Unmarshal(Joined("lobby", Position{Seq: 57, Epoch: "k3j9x2ab"}), &sf); err != nil || sf.Seq != 57 || sf.Epoch != "k3j9x2ab" {
+		t.Fatalf("joined frame decodes to %+v (%v), want seq 57 epoch k3j9x2ab", sf, err)
+	}
+}
+
+func TestHistoryGapNamesTheRoomAndTheInclusiveRange(t *testing.T) {
+	d := Gap("lobby", 42, 977)
+	var f ServerFrame
+	if err := json.Unmarshal(d.Frame, &f); err != nil {
+		t.Fatal(err)
+	}
+	if f.Op != OpError || f.Code != CodeHistoryGap || f.Room != "lobby" || f.From != 42 || f.To != 977 || f.Message == "" {
+		t.Fatalf("history_gap frame = %+v, want error history_gap lobby 42..977 with a message", f)
+	}
+	if d.IsMessage() || d.Seq != 977 {
+		t.Fatalf("gap delivery %+v: want Seq 977 (its end) and not a message", d)
 	}
 }
 

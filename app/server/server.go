@@ -6,6 +6,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"math"
 	"net/http"
@@ -103,6 +104,11 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	claims, err := s.verifier.FromRequest(r)
+	if err == nil && !time.Now().Before(claims.Expires) {
+		// Within the verifier's leeway for clock skew, but a session would
+		// be closed with 1008 at once: refuse it here.
+		err = errors.New("token expired")
+	}
 	if err != nil {
 		refuse(http.StatusUnauthorized, metrics.RefusedUnauthorized, err.Error())
 		return

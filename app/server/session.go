@@ -11,6 +11,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/switchboard-dev/switchboard/app/broker"
 	"github.com/switchboard-dev/switchboard/app/hub"
 	"github.com/switchboard-dev/switchboard/app/metrics"
 	"github.com/switchboard-dev/switchboard/app/protocol"
@@ -37,12 +38,16 @@ type session struct {
 	mu      sync.Mutex  // guards the fields below
 	timer   *time.Timer // pings, and ends the session when its token expires
 	queue   []*protocol.Delivery
-	writing bool // a writer goroutine is draining the queue
-	closed  bool // close was called: code and reason are set
+	history int           // catch-up frames in queue: outside SEND_QUEUE's bound
+	taken   chan struct{} // closed when the writer takes the queue or the session closes
+	writing bool          // a writer goroutine is draining the queue
+	closed  bool          // close was called: code and reason are set
 	code    int
 	reason  string
 	done    chan struct{} // closed when the socket is
 }
+
+var _ hub.Member = (*session)(nil)
 
 // ping is the queue's marker for a ping control frame.
 var ping = &protocol.Delivery{}
@@ -55,15 +60,15 @@ func newSession(srv *Server, conn *websocket.Conn, w *wire, user string, expires
 	}
 }
 
-// Deliver implements hub.Member: never blocks; a full queue closes the session.
+// Deliver implements hub.Member: never blocks; SEND_QUEUE live frames
+// waiting close the session as a slow consumer.
 func (s *session) Deliver(d *protocol.Delivery) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return false
 	}
-	if len(s.queue) >= s.srv.cfg.SendQueue {
-		s.srv.m.SlowConsumers.Inc()
+	if len(s.queue)-s.history >= s.srv.cfg.SendQueue {
 		s.closeLocked(protocol.CloseTryAgainLate, "slow consumer: send queue full")
 		return false
 	}
@@ -71,6 +76,51 @@ func (s *session) Deliver(d *protocol.Delivery) bool {
 	s.wake()
 	return true
 }
+
+// Catchup implements hub.Member: history frames join the queue outside its
+// bound; the hub sends the next page only once Drained says this one was taken.
+func (s *session) Catchup(ds []*protocol.Delivery) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.queue = append(s.queue, ds...)
+	s.history += len(ds)
+	s.wake()
+	return true
+}
+
+// Drained implements hub.Member: it waits until the writer has taken every
+// catch-up frame queued, which it does once it has written the batch before.
+func (s *session) Drained(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return errClosing
+	}
+	if s.history == 0 {
+		s.mu.Unlock()
+		return nil
+	}
+	if s.taken == nil {
+		s.taken = make(chan struct{})
+	}
+	taken := s.taken
+	s.mu.Unlock()
+	select {
+	case <-taken:
+		if s.isClosed() {
+			return errClosing
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close implements hub.Member.
+func (s *session) Close(code int, reason string) { s.close(code, reason) }
 
 // close has the writer send a close frame with code (none for 0) and end
 // the connection; the first call wins.
@@ -85,7 +135,20 @@ func (s *session) closeLocked(code int, reason string) {
 		return
 	}
 	s.closed, s.code, s.reason = true, code, reason
+	if code == protocol.CloseTryAgainLate {
+		s.srv.m.SlowConsumers.Inc() // here only: one count per session closed
+	}
+	s.signalTaken()
 	s.wake()
+}
+
+// signalTaken wakes Drained's waiters; s.mu is held.
+func (s *session) signalTaken() {
+	s.history = 0
+	if s.taken != nil {
+		close(s.taken)
+		s.taken = nil
+	}
 }
 
 // wake starts a writer unless one is running; s.mu is held.
@@ -284,17 +347,14 @@ func (s *session) join(f protocol.ClientFrame) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err := s.srv.hub.Join(ctx, s, f.Room, f.Since)
-	switch {
-	case errors.Is(err, hub.ErrSlowConsumer):
-		s.srv.m.SlowConsumers.Inc()
-		s.close(protocol.CloseTryAgainLate, "slow consumer: too far behind while resuming")
-	case err != nil:
+	// The catch-up of a resume runs on after this returns, so the session
+	// goes on reading the client's frames meanwhile.
+	if _, err := s.srv.hub.Join(ctx, s, f.Room, f.Since, f.Epoch); err != nil {
 		s.srv.log.Warn("join failed", "room", f.Room, "err", err)
 		s.refuse(protocol.Errorf(protocol.CodeInternal, "could not join %s: the message bus is unavailable; retry", f.Room))
-	default:
-		s.rooms = append(s.rooms, f.Room)
+		return
 	}
+	s.rooms = append(s.rooms, f.Room)
 }
 
 func (s *session) publish(f protocol.ClientFrame) {
@@ -312,6 +372,11 @@ func (s *session) publish(f protocol.ClientFrame) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	acc, err := s.srv.broker.Publish(ctx, f.Room, s.user, f.Text, f.ID, time.Now())
+	if errors.Is(err, broker.ErrOverloaded) {
+		received.WithLabelValues(metrics.ResultOverloaded).Inc()
+		s.refuse(&protocol.Error{Code: protocol.CodeOverloaded, Message: "message not accepted: the queue to the history database is full; retry later with the same id", Ref: f.ID})
+		return
+	}
 	if err != nil {
 		received.WithLabelValues(metrics.ResultError).Inc()
 		s.srv.m.RedisErrors.WithLabelValues(metrics.OpPublish).Inc()
@@ -334,6 +399,7 @@ func (s *session) write() {
 		s.mu.Lock()
 		batch, closed := s.queue, s.closed
 		s.queue = nil
+		s.signalTaken()
 		if len(batch) == 0 && !closed {
 			s.writing = false
 			s.mu.Unlock()
@@ -372,7 +438,7 @@ func (s *session) finish(queued []*protocol.Delivery) {
 		s.code = 0 // the socket failed: no close frame can reach the client
 	}
 	if s.code == 0 {
-		s.srv.m.Closed.WithLabelValues("client").Inc()
+		s.srv.m.Closed.WithLabelValues(metrics.ClosedByClient).Inc()
 		return
 	}
 	s.srv.m.Closed.WithLabelValues(strconv.Itoa(s.code)).Inc()
@@ -400,7 +466,7 @@ func (s *session) writeFrame(d *protocol.Delivery) bool {
 		return false
 	}
 	s.srv.m.FramesSent.Inc()
-	if d.Seq > 0 {
+	if d.IsMessage() {
 		s.srv.m.Delivered.Inc()
 		if !d.Accepted.IsZero() {
 			s.srv.m.DeliveryLatency.Observe(time.Since(d.Accepted).Seconds())

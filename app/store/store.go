@@ -102,11 +102,12 @@ func (s *Store) Insert(ctx context.Context, msgs []protocol.Message) error {
 	return nil
 }
 
-// Range returns the room's stored messages with after < seq <= upto, oldest first.
-func (s *Store) Range(ctx context.Context, room string, after, upto int64) ([]protocol.Message, error) {
+// Range returns the oldest limit of the room's stored messages with after <
+// seq <= upto, oldest first: a catch-up reads history a page at a time.
+func (s *Store) Range(ctx context.Context, room string, after, upto int64, limit int) ([]protocol.Message, error) {
 	return s.query(ctx, fmt.Sprintf("history of %s after %d", room, after), `
 		SELECT room, seq, user_id, body, client_id, ts FROM messages
-		WHERE room = $1 AND seq > $2 AND seq <= $3 ORDER BY seq`, room, after, upto)
+		WHERE room = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4`, room, after, upto, limit)
 }
 
 // Before returns the newest limit messages with seq < before, oldest first.

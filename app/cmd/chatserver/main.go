@@ -14,7 +14,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
@@ -61,21 +60,25 @@ func run(ctx context.Context) error {
 	}
 	log := newLogger(cfg.LogLevel).With("instance", cfg.InstanceID)
 
-	b, err := broker.Connect(cfg.RedisURL, broker.Options{HistorySize: cfg.HistorySize})
-	if err != nil {
-		return fmt.Errorf("%w: %w", errConfig, err)
-	}
-	defer b.Close()
 	st, err := store.Open(ctx, cfg.DatabaseURL)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errConfig, err)
 	}
 	defer st.Close()
+	b, err := broker.Connect(cfg.RedisURL, broker.Options{
+		HistorySize: cfg.HistorySize, BacklogCap: int64(cfg.PersistBacklogCap),
+		MinReplicas: cfg.RedisMinReplicas, Floor: st.MaxSeq,
+	})
+	if err != nil {
+		return fmt.Errorf("%w: %w", errConfig, err)
+	}
+	defer b.Close()
 
 	m := metrics.New()
+	m.PersistBacklogCap.Set(float64(cfg.PersistBacklogCap))
 	sub := b.Subscribe(ctx)
 	defer sub.Close()
-	h := hub.New(sub, b, st, m, log, hub.Options{PendingLimit: 16 * cfg.SendQueue})
+	h := hub.New(sub, b, st, m, log, hub.Options{PendingLimit: 16 * cfg.SendQueue, RecoveryLimit: int64(cfg.RecoveryLimit)})
 	srv := server.New(cfg, h, b, st, m, log)
 
 	// Background work stops when work is cancelled, after the drain.
@@ -83,10 +86,10 @@ func run(ctx context.Context) error {
 	defer stopWork()
 	go sub.Run(work, func(e broker.Event) {
 		if e.Subscribed != "" {
-			h.Subscribed(work, e.Subscribed)
+			h.Subscribed(e.Subscribed)
 			return
 		}
-		h.Dispatch(work, &e.Delivery)
+		h.Dispatch(&e.Delivery)
 	})
 	persisted := make(chan struct{})
 	go func() {
@@ -102,7 +105,7 @@ func run(ctx context.Context) error {
 	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 5 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- httpSrv.Serve(ln) }()
-	log.Info("serving", "addr", ln.Addr().String(), "redis", redactURL(cfg.RedisURL))
+	log.Info("serving", "addr", ln.Addr().String(), "redis", config.RedactURL(cfg.RedisURL))
 	if cfg.DebugAddr != "" {
 		if err := serveDebug(cfg.DebugAddr, log); err != nil {
 			return err
@@ -139,15 +142,6 @@ func newLogger(level string) *slog.Logger {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(level)) // validated by config
 	return slog.New(slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: l}))
-}
-
-// redactURL drops the password from a connection URL for the logs.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable)"
-	}
-	return u.Redacted()
 }
 
 func token(args []string) error {

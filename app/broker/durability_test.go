@@ -1,0 +1,347 @@
+package broker_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/switchboard-dev/switchboard/app/broker"
+	"github.com/switchboard-dev/switchboard/app/local"
+	"github.com/switchboard-dev/switchboard/app/metrics"
+	"github.com/switchboard-dev/switchboard/app/persist"
+	"github.com/switchboard-dev/switchboard/app/store"
+)
+
+func connect(t *testing.T, url string, opts broker.Options) *broker.Broker {
+	t.Helper()
+	b, err := broker.Connect(url, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+// startStore starts a Postgres of the test's own and opens the migrated store.
+func startStore(t *testing.T) (*local.Postgres, *store.Store) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	port, err := local.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg, err := local.StartPostgres(ctx, t.TempDir(), port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Stop(30 * time.Second) })
+	st, err := store.Open(ctx, pg.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	if err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return pg, st
+}
+
+// sender publishes like a client: with an id, retrying a failed send with
+// the same id, and records every ack so no seq can be handed out twice.
+type sender struct {
+	t     *testing.T
+	b     *broker.Broker
+	room  string
+	n     int
+	acked map[int64]string // seq → text
+}
+
+func newSender(t *testing.T, b *broker.Broker, room string) *sender {
+	return &sender{t: t, b: b, room: room, acked: map[int64]string{}}
+}
+
+func (s *sender) send() broker.Accepted {
+	s.t.Helper()
+	s.n++
+	text := fmt.Sprintf("%s message %d", s.room, s.n)
+	var acc broker.Accepted
+	var err error
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		if acc, err = s.b.Publish(context.Background(), s.room, "alice", text, "id-"+strconv.Itoa(s.n), time.Now()); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond) // Redis is coming back or failing over: retry with the same id
+	}
+	if err != nil {
+		s.t.Fatalf("send %q: %v", text, err)
+	}
+	if prev, ok := s.acked[acc.Seq]; ok && !acc.Duplicate {
+		s.t.Fatalf("seq %d of %s acked for %q and again for %q", acc.Seq, s.room, prev, text)
+	}
+	s.acked[acc.Seq] = text
+	return acc
+}
+
+func (s *sender) maxAcked() int64 {
+	var m int64
+	for seq := range s.acked {
+		m = max(m, seq)
+	}
+	return m
+}
+
+// persistAll writes everything queued to Postgres, as the writers do.
+func persistAll(t *testing.T, b *broker.Broker, st *store.Store) {
+	t.Helper()
+	ctx := context.Background()
+	if err := b.EnsureGroup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w := &persist.Writer{Source: b, Sink: st, Consumer: "test", Metrics: metrics.New(), Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	run, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); w.Run(run) }()
+	defer func() { stop(); <-done }()
+	waitFor(t, 30*time.Second, "the persist backlog to drain", func() bool {
+		n, err := b.PersistBacklog(ctx)
+		return err == nil && n == 0
+	})
+}
+
+// TestSeqIsNeverReusedAfterRedisLosesData loses the room's Redis state in
+// every way it can go (FLUSHALL, a restart without data, only the epoch key,
+// the keys expiring) with acked messages both stored and not yet stored:
+// every send after the loss gets a seq above everything ever acked, exactly
+// BacklogCap above what Postgres holds, under a new epoch.
+func TestSeqIsNeverReusedAfterRedisLosesData(t *testing.T) {
+	r := startRedis(t)
+	_, st := startStore(t)
+	const backlogCap = 50
+	b := connect(t, r.URL(), broker.Options{BacklogCap: backlogCap, Floor: st.MaxSeq})
+	rdb := r.client()
+	ctx := context.Background()
+	s := newSender(t, b, "lossy")
+
+	if a := s.send(); a.Seq != 1 || a.Epoch == "" {
+		t.Fatalf("a brand-new room's first send: seq %d epoch %q, want seq 1 and an epoch", a.Seq, a.Epoch)
+	}
+	epochs := map[string]bool{}
+	for _, loss := range []struct {
+		name string
+		do   func()
+	}{
+		{"FLUSHALL", func() { rdb.FlushAll(ctx) }},
+		{"restart without data", func() { r.kill(); r.start() }},
+		{"epoch key lost", func() { rdb.Del(ctx, "chat:{lossy}:epoch") }},
+		{"room keys expired", func() { rdb.Del(ctx, "chat:{lossy}:seq", "chat:{lossy}:epoch", "chat:{lossy}:log") }},
+	} {
+		for range 3 {
+			s.send()
+		}
+		persistAll(t, b, st)
+		stored := s.maxAcked()
+		before := s.send() // acked, then lost with Redis before it is stored
+		s.send()
+		epochs[before.Epoch] = true
+
+		loss.do()
+		after := s.send()
+		if after.Seq != stored+backlogCap+1 {
+			t.Errorf("%s: first seq after the loss is %d, want %d (stored %d + cap %d + 1); highest acked was %d",
+				loss.name, after.Seq, stored+backlogCap+1, stored, backlogCap, s.maxAcked())
+		}
+		if epochs[after.Epoch] {
+			t.Errorf("%s: the epoch stayed %q", loss.name, after.Epoch)
+		}
+		if pos, err := b.Latest(ctx, "lossy"); err != nil || pos.Seq != after.Seq || pos.Epoch != after.Epoch {
+			t.Errorf("%s: Latest = %+v, %v; want seq %d epoch %q", loss.name, pos, err, after.Seq, after.Epoch)
+		}
+	}
+	if a := newSender(t, b, "fresh").send(); a.Seq != 1 {
+		t.Errorf("a brand-new room after the losses starts at %d, want 1", a.Seq)
+	}
+
+	// Postgres never holds two messages at one seq, nor one nobody acked.
+	persistAll(t, b, st)
+	rows, err := st.Range(ctx, "lossy", 0, s.maxAcked(), len(s.acked)+100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range rows {
+		if s.acked[m.Seq] != m.Text {
+			t.Errorf("Postgres has %q at seq %d, acked for %q", m.Text, m.Seq, s.acked[m.Seq])
+		}
+	}
+}
+
+// TestPersistStreamKeepsEveryAckedMessageThroughAPostgresOutage stops
+// Postgres and publishes until the durable queue is full: everything acked,
+// far past the room log's length, is stored once Postgres is back, including
+// what a consumer that died after reading was holding; past the cap sends
+// are refused with ErrOverloaded, and a retry of an acked send is still
+// answered as a duplicate.
+func TestPersistStreamKeepsEveryAckedMessageThroughAPostgresOutage(t *testing.T) {
+	r := startRedis(t)
+	pg, st := startStore(t)
+	const backlogCap = 300
+	b := connect(t, r.URL(), broker.Options{BacklogCap: backlogCap, HistorySize: 10, Floor: st.MaxSeq})
+	ctx := context.Background()
+	s := newSender(t, b, "outage")
+
+	// A writer that read entries and died before storing them.
+	if err := b.EnsureGroup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for range 40 {
+		s.send()
+	}
+	if got, err := b.ReadPersist(ctx, "dead", 40, 0); err != nil || len(got) != 40 {
+		t.Fatalf("the dead consumer read %d entries, %v", len(got), err)
+	}
+
+	m := metrics.New()
+	w := &persist.Writer{Source: b, Sink: st, Consumer: "w1", Metrics: m, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), ClaimIdle: 300 * time.Millisecond}
+	run, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); w.Run(run) }()
+	t.Cleanup(func() { stop(); <-done })
+	backlog := func() int64 {
+		n, err := b.PersistBacklog(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	waitFor(t, 30*time.Second, "the dead consumer's entries to be claimed and stored", func() bool { return backlog() == 0 })
+
+	if err := pg.Stop(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < backlogCap; i++ {
+		s.send()
+	}
+	_, err := b.Publish(ctx, "outage", "alice", "one too many", "over", time.Now())
+	if !errors.Is(err, broker.ErrOverloaded) {
+		t.Fatalf("send past a backlog of %d: err = %v, want ErrOverloaded", backlogCap, err)
+	}
+	if got := backlog(); got != backlogCap {
+		t.Fatalf("backlog %d after %d sends during the outage, want %d", got, backlogCap, backlogCap)
+	}
+	if acc, err := b.Publish(ctx, "outage", "alice", s.acked[s.maxAcked()], "id-"+strconv.Itoa(s.n), time.Now()); err != nil || !acc.Duplicate || acc.Seq != s.maxAcked() {
+		t.Fatalf("retry of an acked send while overloaded: %+v, %v; want the duplicate of seq %d", acc, err, s.maxAcked())
+	}
+
+	if err := pg.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "the backlog to be stored after Postgres is back", func() bool { return backlog() == 0 })
+	rows, err := st.Range(ctx, "outage", 0, 1<<62, len(s.acked)+100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != len(s.acked) {
+		t.Errorf("Postgres holds %d messages, %d were acked", len(rows), len(s.acked))
+	}
+	for _, m := range rows {
+		if s.acked[m.Seq] != m.Text {
+			t.Errorf("Postgres has %q at seq %d, acked for %q", m.Text, m.Seq, s.acked[m.Seq])
+		}
+	}
+	if lost := testutil.ToFloat64(m.PersistLost); lost != 0 {
+		t.Errorf("chat_persist_lost_total = %v", lost)
+	}
+	if _, err := b.Publish(ctx, "outage", "alice", "after", "after", time.Now()); err != nil {
+		t.Errorf("send once the backlog drained: %v", err)
+	}
+}
+
+// TestRoomKeysExpireAfterTheDedupeWindow: room names are client-chosen, so a
+// room's keys expire when it is idle, each send pushing the expiry back; a
+// room outlives every dedupe key it holds, and a send after the expiry
+// reseeds it under a new epoch (TestSeqIsNeverReusedAfterRedisLosesData).
+func TestRoomKeysExpireAfterTheDedupeWindow(t *testing.T) {
+	r := startRedis(t)
+	const dedupe, room = time.Hour, 2 * time.Hour
+	b := connect(t, r.URL(), broker.Options{DedupeTTL: dedupe, RoomTTL: room})
+	rdb := r.client()
+	ctx := context.Background()
+	keys := []string{"chat:{idle}:seq", "chat:{idle}:epoch", "chat:{idle}:log"}
+	ttls := func() []time.Duration {
+		var out []time.Duration
+		for _, k := range keys {
+			out = append(out, rdb.PTTL(ctx, k).Val())
+		}
+		return out
+	}
+	if _, err := b.Publish(ctx, "idle", "alice", "hi", "c-1", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if got := rdb.PTTL(ctx, "chat:{idle}:id:5:alice:c-1").Val(); got <= 0 || got > dedupe {
+		t.Errorf("dedupe key expires in %s, want within %s", got, dedupe)
+	}
+	for i, ttl := range ttls() {
+		if ttl <= dedupe || ttl > room {
+			t.Errorf("%s expires in %s, want more than the dedupe TTL %s and at most %s", keys[i], ttl, dedupe, room)
+		}
+	}
+	for _, k := range keys {
+		rdb.PExpire(ctx, k, time.Minute)
+	}
+	if _, err := b.Publish(ctx, "idle", "alice", "again", "", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	for i, ttl := range ttls() {
+		if ttl <= dedupe {
+			t.Errorf("a send did not push %s's expiry back: %s left", keys[i], ttl)
+		}
+	}
+
+	// A room TTL shorter than the dedupe window is raised above it.
+	short := broker.New(r.client(), broker.Options{DedupeTTL: 48 * time.Hour, RoomTTL: time.Hour})
+	if _, err := short.Publish(ctx, "idle", "alice", "third", "", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if ttl := rdb.PTTL(ctx, "chat:{idle}:seq").Val(); ttl <= 48*time.Hour {
+		t.Errorf("RoomTTL 1h with DedupeTTL 48h: the room expires in %s, before its dedupe keys", ttl)
+	}
+}
+
+// TestClaimReportsEntriesDeletedBeforeTheyWereStored: XAUTOCLAIM drops the
+// ids of pending entries whose content is gone; the writers never delete
+// what they have not stored, so such ids mean someone else trimmed the
+// stream, and ClaimPersist names them (chat_persist_lost_total, an alert)
+// instead of silently acking them away.
+func TestClaimReportsEntriesDeletedBeforeTheyWereStored(t *testing.T) {
+	r := startRedis(t)
+	b := connect(t, r.URL(), broker.Options{})
+	ctx := context.Background()
+	if err := b.EnsureGroup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s := newSender(t, b, "trimmed")
+	for range 3 {
+		s.send()
+	}
+	read, err := b.ReadPersist(ctx, "dead", 10, 0)
+	if err != nil || len(read) != 3 {
+		t.Fatalf("read %d entries, %v", len(read), err)
+	}
+	if err := r.client().XTrimMaxLen(ctx, broker.PersistStream, 1).Err(); err != nil {
+		t.Fatal(err)
+	}
+	claimed, lost, err := b.ClaimPersist(ctx, "w1", 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(claimed) != 1 || claimed[0].ID != read[2].ID || len(lost) != 2 || lost[0] != read[0].ID || lost[1] != read[1].ID {
+		t.Fatalf("claimed %v, lost %v; want %s claimed and %s, %s lost", claimed, lost, read[2].ID, read[0].ID, read[1].ID)
+	}
+}

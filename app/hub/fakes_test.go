@@ -1,0 +1,511 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/switchboard-dev/switchboard/app/metrics"
+	"github.com/switchboard-dev/switchboard/app/protocol"
+)
+
+// The hub's tests run it against in-memory fakes of Redis and Postgres that
+// inject faults: calls that fail, calls held until the test lets them go,
+// messages pub/sub loses. The real stores are proven in app/server.
+
+var errInjected = errors.New("injected fault")
+
+// gate holds a call until the test opens it; a nil gate lets calls through.
+type gate struct {
+	entered chan string   // receives the call's name when it starts waiting
+	open    chan struct{} // one receive per call let through
+}
+
+func newGate() *gate { return &gate{entered: make(chan string, 100), open: make(chan struct{})} }
+
+func (g *gate) pass(name string) {
+	if g == nil {
+		return
+	}
+	g.entered <- name
+	<-g.open
+}
+
+// faults counts down injected failures per call name.
+type faults struct {
+	mu    sync.Mutex
+	left  map[string]int // calls still to fail; -1 fails forever
+	calls map[string]int
+}
+
+func (f *faults) fail(call string, n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.left == nil {
+		f.left, f.calls = map[string]int{}, map[string]int{}
+	}
+	f.left[call] = n
+}
+
+func (f *faults) check(call string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.calls == nil {
+		f.left, f.calls = map[string]int{}, map[string]int{}
+	}
+	f.calls[call]++
+	switch n := f.left[call]; {
+	case n < 0:
+		return fmt.Errorf("%s: %w", call, errInjected)
+	case n > 0:
+		f.left[call] = n - 1
+		return fmt.Errorf("%s: %w", call, errInjected)
+	}
+	return nil
+}
+
+func (f *faults) count(call string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls[call]
+}
+
+// world is one room's Redis (counter, epoch, a log of the newest `keep`
+// messages, pub/sub with go-redis's resubscription set) and Postgres.
+type world struct {
+	faults
+	h    *Hub
+	keep int
+
+	mu       sync.Mutex
+	seq      int64
+	epoch    string
+	log      map[string][]protocol.Delivery
+	stored   map[string]map[int64]protocol.Message
+	set      map[string]bool // go-redis's channels: resubscribed after a reconnect
+	live     map[string]bool // what Redis delivers to now
+	adds     []string        // bus calls in order, "add room" / "remove room"
+	addGate  *gate
+	remGate  *gate
+	latGate  *gate
+	rangeHit chan struct{} // signalled after every Range call, if set
+}
+
+func newWorld(t *testing.T, opts Options) *world {
+	w := &world{keep: 1000, epoch: "e1", log: map[string][]protocol.Delivery{}, stored: map[string]map[int64]protocol.Message{},
+		set: map[string]bool{}, live: map[string]bool{}}
+	if opts.RetryMin == 0 {
+		opts.RetryMin, opts.RetryMax = time.Millisecond, 2*time.Millisecond
+	}
+	w.h = New(w, w, archive{w}, metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)), opts)
+	return w
+}
+
+func (w *world) Add(ctx context.Context, rooms ...string) error {
+	w.mu.Lock()
+	g := w.addGate
+	w.mu.Unlock()
+	g.pass("add")
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, r := range rooms {
+		w.adds = append(w.adds, "add "+r)
+		w.set[r] = true // go-redis keeps the channel even when the call fails
+	}
+	if err := w.check("add"); err != nil {
+		return err
+	}
+	for _, r := range rooms {
+		w.live[r] = true
+		go w.h.Subscribed(r)
+	}
+	return nil
+}
+
+func (w *world) Remove(ctx context.Context, rooms ...string) error {
+	w.mu.Lock()
+	g := w.remGate
+	w.mu.Unlock()
+	g.pass("remove")
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, r := range rooms {
+		w.adds = append(w.adds, "remove "+r)
+		delete(w.set, r)
+		delete(w.live, r)
+	}
+	return w.check("remove")
+}
+
+// reconnect is a pub/sub reconnect: go-redis resubscribes its set.
+func (w *world) reconnect() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.live = map[string]bool{}
+	for r := range w.set {
+		w.live[r] = true
+		go w.h.Subscribed(r)
+	}
+}
+
+func (w *world) Latest(ctx context.Context, room string) (protocol.Position, error) {
+	w.mu.Lock()
+	g := w.latGate
+	w.mu.Unlock()
+	g.pass("latest " + room)
+	if err := w.check("latest"); err != nil {
+		return protocol.Position{}, err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return protocol.Position{Seq: w.seq, Epoch: w.epoch}, nil
+}
+
+func (w *world) Range(ctx context.Context, room string, after, upto int64, limit int) ([]protocol.Delivery, error) {
+	defer func() {
+		if w.rangeHit != nil {
+			w.rangeHit <- struct{}{}
+		}
+	}()
+	if err := w.check("redis"); err != nil {
+		return nil, err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []protocol.Delivery
+	for _, d := range w.log[room] {
+		if d.Seq > after && d.Seq <= upto && len(out) < limit {
+			out = append(out, d)
+		}
+	}
+	return out, nil
+}
+
+// archive is the Postgres side of world.
+type archive struct{ *world }
+
+func (a archive) Range(ctx context.Context, room string, after, upto int64, limit int) ([]protocol.Message, error) {
+	if err := a.check("postgres"); err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []protocol.Message
+	for s := after + 1; s <= upto && len(out) < limit; s++ {
+		if m, ok := a.stored[room][s]; ok {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+// write accepts n messages into Redis's log (trimmed to keep) and Postgres
+// without publishing them: what a member that is away misses.
+func (w *world) write(room string, n int) []*protocol.Delivery {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []*protocol.Delivery
+	for range n {
+		w.seq++
+		m := protocol.Message{Room: room, Seq: w.seq, User: "u", Text: fmt.Sprint("m", w.seq), TS: time.Unix(0, 0)}
+		d := protocol.Delivery{Room: room, Seq: w.seq, Frame: m.Frame()}
+		w.log[room] = append(w.log[room], d)
+		if len(w.log[room]) > w.keep {
+			w.log[room] = w.log[room][1:]
+		}
+		if w.stored[room] == nil {
+			w.stored[room] = map[int64]protocol.Message{}
+		}
+		w.stored[room][w.seq] = m
+		out = append(out, &d)
+	}
+	return out
+}
+
+// publish writes n messages and has pub/sub bring them, if subscribed.
+func (w *world) publish(room string, n int) {
+	for _, d := range w.write(room, n) {
+		w.mu.Lock()
+		live := w.live[room]
+		w.mu.Unlock()
+		if live {
+			w.h.Dispatch(d)
+		}
+	}
+}
+
+// unstore deletes from..to from Postgres (and from Redis's log).
+func (w *world) unstore(room string, from, to int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for s := from; s <= to; s++ {
+		delete(w.stored[room], s)
+	}
+	kept := w.log[room][:0]
+	for _, d := range w.log[room] {
+		if d.Seq < from || d.Seq > to {
+			kept = append(kept, d)
+		}
+	}
+	w.log[room] = kept
+}
+
+// reseed is Redis losing the room: its log is gone, and the counter starts
+// again above skip with a new epoch.
+func (w *world) reseed(room string, skip int64, epoch string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.log[room] = nil
+	w.seq += skip
+	w.epoch = epoch
+}
+
+func (w *world) subscribed(room string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.set[room] && w.live[room]
+}
+
+// member records what reaches it; its writer can be held to play a slow
+// client.
+type member struct {
+	mu      sync.Mutex
+	frames  []*protocol.Delivery
+	pages   []int // sizes of the catch-up pages pushed
+	queued  int   // catch-up frames the writer has not taken
+	held    bool  // the writer takes nothing while held
+	taken   chan struct{}
+	closed  int // close code, 0 while open
+	changed chan struct{}
+	waiting chan error // Drained blocked (nil), or returned its error after blocking
+}
+
+func newMember() *member {
+	return &member{changed: make(chan struct{}, 1), waiting: make(chan error, 100)}
+}
+
+func (m *member) notify() {
+	select {
+	case m.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (m *member) Deliver(d *protocol.Delivery) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed != 0 {
+		return false
+	}
+	m.frames = append(m.frames, d)
+	m.notify()
+	return true
+}
+
+func (m *member) Catchup(ds []*protocol.Delivery) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed != 0 {
+		return false
+	}
+	m.frames = append(m.frames, ds...)
+	m.pages = append(m.pages, len(ds))
+	if m.held {
+		m.queued += len(ds)
+	}
+	m.notify()
+	return true
+}
+
+func (m *member) Drained(ctx context.Context) error {
+	m.mu.Lock()
+	if m.queued == 0 {
+		m.mu.Unlock()
+		return nil
+	}
+	if m.taken == nil {
+		m.taken = make(chan struct{})
+	}
+	taken := m.taken
+	m.mu.Unlock()
+	m.waiting <- nil
+	select {
+	case <-taken:
+		return nil
+	case <-ctx.Done():
+		m.waiting <- ctx.Err()
+		return ctx.Err()
+	}
+}
+
+func (m *member) Close(code int, _ string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = code
+	if m.taken != nil {
+		close(m.taken)
+		m.taken = nil
+	}
+	m.notify()
+}
+
+// hold stops the member's writer; take lets it take what is queued once,
+// release for good.
+func (m *member) hold() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.held = true
+}
+
+func (m *member) take() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.queued = 0
+	if m.taken != nil {
+		close(m.taken)
+		m.taken = nil
+	}
+}
+
+func (m *member) release() {
+	m.mu.Lock()
+	m.held = false
+	m.mu.Unlock()
+	m.take()
+}
+
+func (m *member) pushed() []int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]int(nil), m.pages...)
+}
+
+// item is one frame as the client sees it.
+type item struct {
+	op    string // joined, message, gap
+	seq   int64  // joined's or message's seq; a gap's to
+	from  int64  // a gap's from
+	epoch string // joined's
+}
+
+func (it item) String() string {
+	switch it.op {
+	case "gap":
+		return fmt.Sprintf("gap %d-%d", it.from, it.seq)
+	case "joined":
+		return fmt.Sprintf("joined %d %s", it.seq, it.epoch)
+	}
+	return fmt.Sprint(it.seq)
+}
+
+func (m *member) items(t *testing.T) []item {
+	t.Helper()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]item, 0, len(m.frames))
+	for _, d := range m.frames {
+		var f protocol.ServerFrame
+		if err := json.Unmarshal(d.Frame, &f); err != nil {
+			t.Fatalf("frame %s: %v", d.Frame, err)
+		}
+		switch {
+		case f.Op == protocol.OpJoined:
+			out = append(out, item{op: "joined", seq: f.Seq, epoch: f.Epoch})
+		case f.Op == protocol.OpMessage:
+			out = append(out, item{op: "message", seq: f.Seq})
+		case f.Op == protocol.OpError && f.Code == protocol.CodeHistoryGap:
+			if d.From != f.From || d.Seq != f.To {
+				t.Fatalf("gap delivery %d-%d carries frame %s", d.From, d.Seq, d.Frame)
+			}
+			out = append(out, item{op: "gap", seq: f.To, from: f.From})
+		default:
+			t.Fatalf("unexpected frame %s", d.Frame)
+		}
+	}
+	return out
+}
+
+// last is the newest seq the member has been handed, a gap's end included.
+func (m *member) last(t *testing.T) int64 {
+	its := m.items(t)
+	for i := len(its) - 1; i >= 0; i-- {
+		if its[i].op != "joined" {
+			return its[i].seq
+		}
+	}
+	return 0
+}
+
+// await waits until cond holds, re-checking whenever the member gets
+// something; it fails the test after 10 s.
+func (m *member) await(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for !cond() {
+		select {
+		case <-m.changed:
+		case <-deadline:
+			t.Fatalf("waiting for %s: member has %v (closed %d)", what, m.items(t), m.closed)
+		}
+	}
+}
+
+// awaitSeq waits until the member has been handed seq.
+func (m *member) awaitSeq(t *testing.T, seq int64) {
+	t.Helper()
+	m.await(t, fmt.Sprint("seq ", seq), func() bool { return m.last(t) >= seq })
+}
+
+// eventually retries cond every millisecond for up to 10 s: for state no
+// member sees (the subscription), which has no signal of its own.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("still not %s after 10 s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// stream checks what a member saw after its joined frame: seqs strictly
+// increasing from after+1, every hole announced by a gap right where it is,
+// and returns it as text for an exact comparison.
+func stream(t *testing.T, its []item, after int64) string {
+	t.Helper()
+	var s string
+	next := after + 1
+	for _, it := range its {
+		if it.op == "joined" {
+			continue
+		}
+		from := it.seq
+		if it.op == "gap" {
+			from = it.from
+		}
+		if from != next {
+			t.Fatalf("stream %v: %v starts at %d, want %d (a hole or a repeat)", its, it, from, next)
+		}
+		next = it.seq + 1
+		s += it.String() + " "
+	}
+	return s
+}
+
+// run renders from..to as stream does.
+func run(from, to int64) string {
+	var s string
+	for i := from; i <= to; i++ {
+		s += fmt.Sprint(i) + " "
+	}
+	return s
+}
+
+func gapText(from, to int64) string { return fmt.Sprintf("gap %d-%d ", from, to) }

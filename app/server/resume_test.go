@@ -1,0 +1,153 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/gruntwork-io/terratest/modules/retry"
+
+	"github.com/switchboard-dev/switchboard/app/broker"
+	"github.com/switchboard-dev/switchboard/app/chattest"
+	"github.com/switchboard-dev/switchboard/app/protocol"
+)
+
+// A resume is tried at every size around the limits: SEND_QUEUE (256, the
+// old real window), HISTORY_SIZE (1,000: beyond it the catch-up reads
+// Postgres) and RECOVERY_LIMIT (10,000, delivered whole). Every missed
+// message arrives once and in order, with no history_gap, then the live ones
+// sent during the catch-up; the connection stays open.
+func TestResumeDeliversEveryMissedMessageAtEverySize(t *testing.T) {
+	for _, missed := range []int{255, 256, 600, 1500, 10_000} {
+		t.Run(fmt.Sprint(missed), func(t *testing.T) {
+			r := chattest.Room()
+			publish(t, r, missed)
+			if missed > 1000 {
+				waitStoredLong(t, r, missed)
+			}
+			reader := chattest.Raw(t, env.b.WSURL(), token(t, "reader", time.Hour))
+			resume(t, reader, r, 0, missed)
+			publish(t, r, 5) // live, while the reader is still catching up
+			assertStream(t, readFrames(t, reader, r, missed+5), 0, "", missed+5)
+		})
+	}
+}
+
+// Past RECOVERY_LIMIT the oldest part is announced with its range and the
+// newest RECOVERY_LIMIT messages are delivered; with SEND_QUEUE=4 the
+// catch-up's pages still never count against the live queue.
+func TestResumePastTheRecoveryLimitAnnouncesTheOldestPart(t *testing.T) {
+	small := ownChat(t, "chat-recovery-limit", "RECOVERY_LIMIT=1000", "SEND_QUEUE=4")
+	r := chattest.Room()
+	publish(t, r, 1500)
+	waitStoredLong(t, r, 1500)
+	reader := chattest.Raw(t, small.WSURL(), token(t, "reader", time.Hour))
+	resume(t, reader, r, 0, 1500)
+	assertStream(t, readFrames(t, reader, r, 1001), 0, "gap 1-500", 1500)
+	if v := chattest.Metric(t, small.URL(), "chat_slow_consumers_total"); v != 0 {
+		t.Fatalf("chat_slow_consumers_total = %v after a resume, want 0", v)
+	}
+}
+
+var publishes atomic.Int64
+
+// publish accepts n messages in room through Redis, as chat instances do,
+// eight at a time.
+func publish(t *testing.T, room string, n int) {
+	t.Helper()
+	b, err := broker.Connect(env.redis.URL(), broker.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	batch := publishes.Add(1) // ids unique per call, or the sends would be deduplicated
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += 8 {
+				if _, err := b.Publish(context.Background(), room, "sender", fmt.Sprint("m", i), fmt.Sprintf("p%d-%d", batch, i), time.Now()); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("publish to %s: %v", room, err)
+	}
+}
+
+// waitStoredLong waits for n rows: a large batch takes the persist writers
+// longer than waitStored allows.
+func waitStoredLong(t *testing.T, room string, n int) {
+	t.Helper()
+	retry.DoWithRetry(t, "rows of "+room+" in postgres", 240, 250*time.Millisecond, func() (string, error) {
+		if got := len(storedSeqs(t, room)); got != n {
+			return "", fmt.Errorf("%d of %d rows", got, n)
+		}
+		return "ok", nil
+	})
+}
+
+// resume joins room on conn asking for every message after `after`, and
+// checks the joined frame: first, at latest.
+func resume(t *testing.T, conn *websocket.Conn, room string, after int64, latest int) {
+	t.Helper()
+	if err := conn.WriteJSON(protocol.ClientFrame{Op: protocol.OpJoin, Room: room, Since: &after}); err != nil {
+		t.Fatal(err)
+	}
+	f := chattest.Next(t, conn)
+	if f.Op != protocol.OpJoined || f.Seq != int64(latest) {
+		t.Fatalf("first frame after the join %+v, want joined at seq %d", f, latest)
+	}
+}
+
+// readFrames reads n frames of room.
+func readFrames(t *testing.T, conn *websocket.Conn, room string, n int) []protocol.ServerFrame {
+	t.Helper()
+	out := make([]protocol.ServerFrame, 0, n)
+	conn.SetReadDeadline(time.Now().Add(60 * time.Second))
+	for len(out) < n {
+		var f protocol.ServerFrame
+		if err := conn.ReadJSON(&f); err != nil {
+			t.Fatalf("after %d of %d frames: %v", len(out), n, err)
+		}
+		if f.Room != room {
+			t.Fatalf("frame of another room: %+v", f)
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+// assertStream checks frames against "gap (if any), then every seq up to
+// last", strictly increasing, nothing else.
+func assertStream(t *testing.T, frames []protocol.ServerFrame, after int64, gap string, last int) {
+	t.Helper()
+	next := after + 1
+	for i, f := range frames {
+		switch {
+		case f.Op == protocol.OpError && f.Code == protocol.CodeHistoryGap && i == 0 && gap != "":
+			if got := fmt.Sprintf("gap %d-%d", f.From, f.To); got != gap || f.From != next {
+				t.Fatalf("history_gap %s, want %s", got, gap)
+			}
+			next = f.To + 1
+		case f.Op == protocol.OpMessage && f.Seq == next:
+			next++
+		default:
+			t.Fatalf("frame %d is %+v, want message %d (a gap, a duplicate or out of order)", i, f, next)
+		}
+	}
+	if next != int64(last)+1 {
+		t.Fatalf("stream ends at %d, want %d", next-1, last)
+	}
+}
