@@ -415,7 +415,7 @@ func (u *chaosUser) send(room string) {
 		case err == nil:
 			u.r.count(u.r.ops, "acked")
 			return
-		case errors.As(err, &perr) && (perr.Code == protocol.CodeInternal || perr.Code == "overloaded" || perr.Code == protocol.CodeRateLimited):
+		case errors.As(err, &perr) && (perr.Code == protocol.CodeInternal || perr.Code == protocol.CodeOverloaded || perr.Code == protocol.CodeRateLimited):
 			u.r.count(u.r.ops, "send refused "+perr.Code)
 		case errors.Is(err, context.DeadlineExceeded):
 			u.r.count(u.r.ops, "send timed out")

@@ -280,7 +280,7 @@ func (c *Client) connect(ctx context.Context) (*wire, error) {
 	c.mu.Unlock()
 	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	_, data, err := conn.ReadMessage()
-	var f frame
+	var f protocol.ServerFrame
 	if err == nil {
 		c.trace(w, false, data)
 		err = json.Unmarshal(data, &f)
@@ -339,7 +339,7 @@ func (c *Client) online(w *wire) {
 	}
 	for room, j := range c.joins {
 		if c.rooms[room] == nil {
-			frames = append(frames, joinFrame{Op: protocol.OpJoin, Room: room, Since: j.since})
+			frames = append(frames, protocol.ClientFrame{Op: protocol.OpJoin, Room: room, Since: j.since})
 			c.pending = append(c.pending, room)
 		}
 	}
@@ -422,14 +422,14 @@ func (c *Client) read(w *wire) (int, string) {
 			return code, reason
 		}
 		c.trace(w, false, data)
-		var f frame
+		var f protocol.ServerFrame
 		if json.Unmarshal(data, &f) == nil {
 			c.handle(w, f)
 		}
 	}
 }
 
-func (c *Client) handle(w *wire, f frame) {
+func (c *Client) handle(w *wire, f protocol.ServerFrame) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch f.Op {
@@ -457,7 +457,7 @@ func (c *Client) answered(room string) {
 
 // joined records a room's latest seq and epoch and answers its Join call.
 // c.mu must be held.
-func (c *Client) joined(f frame) {
+func (c *Client) joined(f protocol.ServerFrame) {
 	c.answered(f.Room)
 	rs := c.rooms[f.Room]
 	j, asked := c.joins[f.Room]
@@ -478,7 +478,7 @@ func (c *Client) joined(f frame) {
 }
 
 // refused routes an error frame to what it answers. c.mu must be held.
-func (c *Client) refused(w *wire, f frame) {
+func (c *Client) refused(w *wire, f protocol.ServerFrame) {
 	err := &protocol.Error{Code: f.Code, Message: f.Message, Ref: f.Ref}
 	switch {
 	case f.Ref != "":
@@ -610,7 +610,7 @@ func (c *Client) join(ctx context.Context, room string, since *int64) (int64, er
 		last := rs.last
 		j.since = &last
 	}
-	f := joinFrame{Op: protocol.OpJoin, Room: room, Since: j.since}
+	f := protocol.ClientFrame{Op: protocol.OpJoin, Room: room, Since: j.since}
 	if rs != nil {
 		f.Epoch = rs.epoch
 	}
