@@ -84,15 +84,25 @@ func (s *stream) covered(from, to int64) bool {
 }
 
 // checkStreams proves StrictlyIncreasing and NoSilentHole on every
-// membership of every connection, and on each user's view of each room.
+// membership of every connection, and on each user's view of each room. On
+// the wire a hole must be announced before the message after it; a user
+// gets messages and gaps on two channels, whose relative order the
+// recording cannot keep, so there a gap reported at any time covers.
 func checkStreams(events []Event) []Violation {
 	var vs []Violation
 	streams := map[streamKey]*stream{}
+	reported := map[streamKey][]span{}
+	for _, e := range events {
+		if e.Kind == Gap && e.Conn == 0 {
+			k := streamKey{e.Client, 0, e.Room}
+			reported[k] = append(reported[k], span{e.From, e.To})
+		}
+	}
 	for _, e := range events {
 		k := streamKey{e.Client, e.Conn, e.Room}
 		s := streams[k]
 		if s == nil {
-			s = &stream{}
+			s = &stream{gaps: reported[k]}
 			streams[k] = s
 		}
 		if e.Conn == 0 {
@@ -125,7 +135,7 @@ func checkStreams(events []Event) []Violation {
 				s.active = false
 			}
 		case Gap:
-			if s.active {
+			if s.active && e.Conn > 0 {
 				s.gaps = append(s.gaps, span{e.From, e.To})
 				s.gapEvs = append(s.gapEvs, e.Index)
 			}

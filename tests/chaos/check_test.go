@@ -96,8 +96,12 @@ func TestCheckCatchesEachKindOfViolation(t *testing.T) {
 			want:   []string{NoSilentHole},
 		},
 		{
+			name:   "a gap reported to the user after the message that follows it",
+			events: h(user(1), user(2), user(5), gap(0, 3, 4)),
+		},
+		{
 			name:   "a hole in the user's view the client did not report",
-			events: h(user(1), user(2), user(5)),
+			events: h(user(1), user(2), user(5), gap(0, 3, 3), Event{Client: 1, Kind: Gap, Room: "other", From: 4, To: 4}),
 			want:   []string{NoSilentHole},
 		},
 		{
