@@ -438,8 +438,14 @@ func (r *chaosRun) injectFaults(end time.Time) {
 		kinds = append(kinds, "failover redis")
 	}
 	time.Sleep(3 * time.Second) // traffic before the first fault
+	// Rounds of every kind in a seeded order: even a short run injects each.
+	var round []int
 	for time.Now().Before(end) {
-		kind := kinds[rng.IntN(len(kinds))]
+		if len(round) == 0 {
+			round = rng.Perm(len(kinds))
+		}
+		kind := kinds[round[0]]
+		round = round[1:]
 		outage := time.Duration(500+rng.IntN(3000)) * time.Millisecond
 		err := r.fault(kind, rng, outage)
 		var refused *failoverRefused
