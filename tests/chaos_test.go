@@ -463,35 +463,51 @@ func (r *chaosRun) injectFaults(end time.Time) {
 	}
 }
 
-// fault injects one fault and undoes it after outage.
+// fault injects one fault and undoes it after outage; both go into the
+// history, so that a violation's report shows the faults around it.
 func (r *chaosRun) fault(kind string, rng *rand.Rand, outage time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	note := func(format string, args ...any) {
+		r.rec.Record(chaos.Event{Client: -1, Kind: chaos.Fault, Text: fmt.Sprintf(format, args...)})
+	}
 	switch kind {
 	case "kill instance":
 		id := r.l.Chats[rng.IntN(len(r.l.Chats))].ID
+		note("SIGKILL %s", id)
 		if err := r.l.Kill(ctx, id); err != nil {
 			return err
 		}
 		time.Sleep(outage)
+		defer note("%s started again", id)
 		return r.l.Start(ctx, id)
 	case "restart redis", "restart redis without data":
 		primary, err := r.l.Primary(ctx)
 		if err != nil {
 			return err
 		}
+		note("%s: the primary %s", kind, primary.Name)
+		defer note("%s back", primary.Name)
 		return r.l.RestartRedis(ctx, primary, kind == "restart redis")
 	case "failover redis":
+		note("SENTINEL FAILOVER")
+		// A replica still syncing after a restart is no candidate: the
+		// sentinels refuse, or promote nothing within the wait.
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
 		if err := r.l.Failover(ctx); err != nil {
-			// A replica still syncing after a restart is no candidate.
+			note("failover refused: %v", err)
 			return &failoverRefused{err}
 		}
+		note("failover done")
 		return nil
 	case "stop postgres":
+		note("stop Postgres")
 		if err := r.l.StopPostgres(ctx); err != nil {
 			return err
 		}
 		time.Sleep(outage)
+		defer note("Postgres started again")
 		return r.l.StartPostgres(ctx)
 	}
 	return fmt.Errorf("unknown fault %q", kind)

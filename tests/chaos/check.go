@@ -351,14 +351,15 @@ func Explain(vs []Violation, events []Event, perInvariant, context int) string {
 }
 
 // neighbourhood is a violation's events and, for each, the context events
-// either side that share its client, connection and room.
+// either side that share its client, connection and room, with the faults
+// among them and the last fault before them.
 func neighbourhood(v Violation, events []Event, context int) []int {
 	set := map[int]bool{}
 	for _, i := range v.Events {
 		e := events[i]
 		var same []int
 		for _, o := range events {
-			if o.Client == e.Client && o.Conn == e.Conn && o.Room == e.Room {
+			if o.Client == e.Client && o.Conn == e.Conn && o.Room == e.Room && o.Kind != Fault {
 				same = append(same, o.Index)
 			}
 		}
@@ -366,6 +367,23 @@ func neighbourhood(v Violation, events []Event, context int) []int {
 		for _, j := range same[max(0, at-context):min(len(same), at+context+1)] {
 			set[j] = true
 		}
+	}
+	first, last := len(events), -1
+	for i := range set {
+		first, last = min(first, i), max(last, i)
+	}
+	before := -1
+	for _, e := range events[:last+1] {
+		switch {
+		case e.Kind != Fault:
+		case e.Index < first:
+			before = e.Index
+		default:
+			set[e.Index] = true
+		}
+	}
+	if before >= 0 {
+		set[before] = true
 	}
 	out := make([]int, 0, len(set))
 	for i := range set {
