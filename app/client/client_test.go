@@ -497,3 +497,35 @@ func TestALeftRoomStaysLeft(t *testing.T) {
 	default:
 	}
 }
+
+// A message that arrives between a resume and its joined belongs to the
+// membership the resume replaces: it is not delivered ahead of the
+// catch-up, which would make the client skip what precedes it.
+func TestMessagesBeforeJoinedWaitForTheCatchUp(t *testing.T) {
+	s := serve(t, func(n int, p *peer) {
+		p.next()
+		p.send(`{"op":"joined","room":"lobby","seq":3}`)
+		p.next()                // the leave
+		p.next()                // the resume from 3
+		p.send(msg("lobby", 6)) // late, from the membership left
+		p.send(`{"op":"joined","room":"lobby","seq":6}`)
+		for seq := int64(4); seq <= 6; seq++ {
+			p.send(msg("lobby", seq))
+		}
+		p.wait()
+	})
+	c := s.dial(t, Options{})
+	if _, err := c.Join(context.Background(), "lobby"); err != nil {
+		t.Fatal(err)
+	}
+	last, err := c.Leave(context.Background(), "lobby")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Resume(context.Background(), "lobby", last); err != nil {
+		t.Fatal(err)
+	}
+	if got := messages(t, c, 3); got[0] != 4 || got[1] != 5 || got[2] != 6 {
+		t.Fatalf("messages %v, want [4 5 6]", got)
+	}
+}

@@ -43,6 +43,12 @@ func (c *Client) message(f protocol.ServerFrame) {
 	if rs == nil {
 		return
 	}
+	if slices.Contains(c.pending, f.Room) {
+		// Sent before the joined of a join in flight: the end of the
+		// membership that join replaces. Its catch-up, from the last seq
+		// delivered, brings the message again, in order.
+		return
+	}
 	ts, _ := time.Parse(time.RFC3339Nano, f.TS)
 	msg := protocol.Message{Room: f.Room, Seq: f.Seq, User: f.User, Text: f.Text, ID: f.ID, TS: ts}
 	if rs.fetching {
