@@ -5,7 +5,7 @@ export GOFLAGS ?= -mod=mod
 BIN := bin
 GO_PKGS := ./...
 
-.PHONY: build up test lint bench deps token fuzz tools kind-up generate
+.PHONY: build up test lint bench deps token fuzz tools kind-up generate chaos
 
 build:
 	go build -trimpath -o $(BIN)/ ./app/cmd/...
@@ -43,7 +43,8 @@ lint:
 fuzz:
 	go test ./app/protocol -run '^$$' -fuzz FuzzDecodeClient -fuzztime 20s
 
-# The behaviour suite runs verbose so that each scenario prints its figures.
+# The behaviour suite runs verbose so that each scenario prints its figures;
+# tests/ includes the chaos test (TestChaos), a minute with a fixed seed.
 # The race detector runs on the packages whose code runs concurrently (app/
 # and the rest of the product). infra/ and tests/ drive processes, Pulumi's
 # mocks and kubectl from the outside; built without it they reuse what lint
@@ -53,6 +54,14 @@ test: deps lint tools
 	go test -count=1 -timeout 20m -v ./infra/...
 	go test -count=1 -timeout 20m -v ./tests/...
 	$(MAKE) fuzz
+
+# The chaos test for longer, or with another seed (make test runs it for a
+# minute with seed 1): make chaos SEED=7 DURATION=10m. It stops by itself
+# after DURATION plus the time to converge and drain (a few minutes).
+SEED ?= 1
+DURATION ?= 10m
+chaos: deps
+	SWITCHBOARD_CHAOS_SEED=$(SEED) SWITCHBOARD_CHAOS_DURATION=$(DURATION) go test -count=1 -v -timeout 0 -run '^TestChaos$$' ./tests
 
 bench:
 	go test -run '^$$' -bench . -benchmem ./app/...

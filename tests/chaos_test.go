@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -88,6 +89,13 @@ func sentinelSupported() (bool, string) {
 // and the events around each violation.
 func TestChaos(t *testing.T) {
 	seed, duration := chaosSettings(t)
+	// The run bounds itself (make chaos runs without go test's timeout):
+	// past its budget something hangs, and every goroutine's stack says what.
+	watchdog := time.AfterFunc(duration+10*time.Minute, func() {
+		debug.SetTraceback("all")
+		panic(fmt.Sprintf("chaos: seed %d still running %s after its %s of faults", seed, 10*time.Minute, duration))
+	})
+	defer watchdog.Stop()
 	dir, err := os.MkdirTemp("", "switchboard-chaos-")
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +111,8 @@ func TestChaos(t *testing.T) {
 		"RATE_LIMIT=1000", "RATE_BURST=1000")}
 	sentinel, why := sentinelSupported()
 	if sentinel {
-		opts = append(opts, target.WithSentinel())
+		// Acks wait for the replica: a failover then loses no acked message.
+		opts = append(opts, target.WithSentinel(), target.WithEnv("REDIS_MIN_REPLICAS=1"))
 	} else {
 		report.Logf(t, "chaos: SKIPPING the Redis failover through Sentinel: %s", why)
 	}
@@ -348,17 +357,17 @@ func (u *chaosUser) join(room string) {
 
 // leave leaves room, remembering the client's last seq there for a resume.
 func (u *chaosUser) leave(room string) {
-	cl := u.client()
-	last := cl.LastSeq(room)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	last, err := u.client().Leave(ctx, room)
+	if err != nil {
+		u.r.count(u.r.ops, "leave failed")
+		return
+	}
 	u.mu.Lock()
 	u.seen[room] = max(u.seen[room], last)
 	delete(u.joined, room)
 	u.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if cl.Leave(ctx, room) != nil {
-		u.r.count(u.r.ops, "leave failed")
-	}
 	u.r.count(u.r.ops, "leave")
 }
 
@@ -372,11 +381,11 @@ func (u *chaosUser) reconnect() {
 		rooms = append(rooms, room)
 	}
 	u.mu.Unlock()
+	cl.Close()
+	u.reader.Wait() // what the old client delivered is recorded before the new one's
 	for _, room := range rooms {
 		u.saw(room, cl.LastSeq(room))
 	}
-	cl.Close()
-	u.reader.Wait() // what the old client delivered is recorded before the new one's
 	u.r.count(u.r.ops, "reconnect")
 	if err := u.dial(); err != nil {
 		u.r.t.Errorf("user %d: %v", u.i, err)
@@ -407,7 +416,7 @@ func (u *chaosUser) send(room string) {
 		case err == nil:
 			u.r.count(u.r.ops, "acked")
 			return
-		case errors.As(err, &perr) && (perr.Code == protocol.CodeInternal || perr.Code == "overloaded" || perr.Code == protocol.CodeRateLimited):
+		case errors.As(err, &perr) && (perr.Code == protocol.CodeInternal || perr.Code == protocol.CodeOverloaded || perr.Code == protocol.CodeRateLimited):
 			u.r.count(u.r.ops, "send refused "+perr.Code)
 		case errors.Is(err, context.DeadlineExceeded):
 			u.r.count(u.r.ops, "send timed out")
@@ -429,47 +438,85 @@ func (r *chaosRun) injectFaults(end time.Time) {
 		kinds = append(kinds, "failover redis")
 	}
 	time.Sleep(3 * time.Second) // traffic before the first fault
+	// Rounds of every kind in a seeded order: even a short run injects each.
+	var round []int
 	for time.Now().Before(end) {
-		kind := kinds[rng.IntN(len(kinds))]
+		if len(round) == 0 {
+			round = rng.Perm(len(kinds))
+		}
+		kind := kinds[round[0]]
+		round = round[1:]
 		outage := time.Duration(500+rng.IntN(3000)) * time.Millisecond
-		if err := r.fault(kind, rng, outage); err != nil {
+		err := r.fault(kind, rng, outage)
+		var refused *failoverRefused
+		switch {
+		case errors.As(err, &refused):
+			report.Logf(r.t, "chaos: %v", err)
+			r.count(r.faults, kind+" refused by the sentinels")
+		case err != nil:
 			r.t.Errorf("fault %q: %v", kind, err)
 			return
+		default:
+			r.count(r.faults, kind)
 		}
-		r.count(r.faults, kind)
 		time.Sleep(time.Duration(1000+rng.IntN(4000)) * time.Millisecond)
 	}
 }
 
-// fault injects one fault and undoes it after outage.
+// fault injects one fault and undoes it after outage; both go into the
+// history, so that a violation's report shows the faults around it.
 func (r *chaosRun) fault(kind string, rng *rand.Rand, outage time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	note := func(format string, args ...any) {
+		r.rec.Record(chaos.Event{Client: -1, Kind: chaos.Fault, Text: fmt.Sprintf(format, args...)})
+	}
 	switch kind {
 	case "kill instance":
 		id := r.l.Chats[rng.IntN(len(r.l.Chats))].ID
+		note("SIGKILL %s", id)
 		if err := r.l.Kill(ctx, id); err != nil {
 			return err
 		}
 		time.Sleep(outage)
+		defer note("%s started again", id)
 		return r.l.Start(ctx, id)
 	case "restart redis", "restart redis without data":
 		primary, err := r.l.Primary(ctx)
 		if err != nil {
 			return err
 		}
+		note("%s: the primary %s", kind, primary.Name)
+		defer note("%s back", primary.Name)
 		return r.l.RestartRedis(ctx, primary, kind == "restart redis")
 	case "failover redis":
-		return r.l.Failover(ctx)
+		note("SENTINEL FAILOVER")
+		// A replica still syncing after a restart is no candidate: the
+		// sentinels refuse, or promote nothing within the wait.
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if err := r.l.Failover(ctx); err != nil {
+			note("failover refused: %v", err)
+			return &failoverRefused{err}
+		}
+		note("failover done")
+		return nil
 	case "stop postgres":
+		note("stop Postgres")
 		if err := r.l.StopPostgres(ctx); err != nil {
 			return err
 		}
 		time.Sleep(outage)
+		defer note("Postgres started again")
 		return r.l.StartPostgres(ctx)
 	}
 	return fmt.Errorf("unknown fault %q", kind)
 }
+
+// failoverRefused: the sentinels would not fail over (no replica in sync).
+type failoverRefused struct{ err error }
+
+func (e *failoverRefused) Error() string { return "failover refused: " + e.err.Error() }
 
 // settle waits until every instance is ready again after the last fault.
 func (r *chaosRun) settle() {

@@ -130,7 +130,7 @@ type Stats struct {
 // Client is one logical chat connection that survives reconnects.
 type Client struct {
 	opts   Options
-	dialer websocket.Dialer
+	dial   func(ctx context.Context, network, addr string) (net.Conn, error)
 	http   *http.Client
 	prefix string
 	nextID atomic.Int64
@@ -212,7 +212,7 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 	if opts.LocalAddr != nil {
 		nd.LocalAddr = &net.TCPAddr{IP: opts.LocalAddr}
 	}
-	c.dialer = websocket.Dialer{NetDialContext: nd.DialContext, HandshakeTimeout: 5 * time.Second}
+	c.dial = nd.DialContext
 	w, err := c.connect(ctx)
 	if err != nil {
 		c.cancel()
@@ -233,24 +233,35 @@ func historyBase(wsURL string) string {
 	return u
 }
 
-// connect dials and reads the welcome frame. A Close during the dial
-// cancels it, and a connection that completes after Close is closed at once.
+// connect dials and reads the welcome frame. A Close during the dial ends
+// it, and a connection that completes after Close is closed at once.
 func (c *Client) connect(ctx context.Context) (*wire, error) {
-	ctx, stop := context.WithCancel(ctx)
-	defer stop()
-	go func() {
-		select {
-		case <-c.ctx.Done():
-			stop()
-		case <-ctx.Done():
+	// gorilla's handshake does not watch ctx once the TCP connection is up:
+	// Close ends it by closing that connection.
+	var mu sync.Mutex
+	var raw net.Conn
+	dialer := websocket.Dialer{HandshakeTimeout: 5 * time.Second,
+		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			conn, err := c.dial(ctx, network, addr)
+			mu.Lock()
+			raw = conn
+			mu.Unlock()
+			return conn, err
+		}}
+	stop := context.AfterFunc(c.ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if raw != nil {
+			raw.Close()
 		}
-	}()
+	})
 	h := http.Header{}
 	for k, v := range c.opts.Header {
 		h[k] = v
 	}
 	h.Set("Authorization", "Bearer "+c.opts.Token)
-	conn, resp, err := c.dialer.DialContext(ctx, c.opts.URL, h)
+	conn, resp, err := dialer.DialContext(ctx, c.opts.URL, h)
+	stop()
 	if err != nil {
 		if resp != nil {
 			return nil, &HandshakeError{Status: resp.StatusCode, Err: err}
@@ -269,7 +280,7 @@ func (c *Client) connect(ctx context.Context) (*wire, error) {
 	c.mu.Unlock()
 	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	_, data, err := conn.ReadMessage()
-	var f frame
+	var f protocol.ServerFrame
 	if err == nil {
 		c.trace(w, false, data)
 		err = json.Unmarshal(data, &f)
@@ -328,7 +339,7 @@ func (c *Client) online(w *wire) {
 	}
 	for room, j := range c.joins {
 		if c.rooms[room] == nil {
-			frames = append(frames, joinFrame{Op: protocol.OpJoin, Room: room, Since: j.since})
+			frames = append(frames, protocol.ClientFrame{Op: protocol.OpJoin, Room: room, Since: j.since})
 			c.pending = append(c.pending, room)
 		}
 	}
@@ -382,7 +393,9 @@ func (c *Client) reconnect() (*wire, error) {
 		switch {
 		case err == nil:
 			return w, nil
-		case terminal(err), c.ctx.Err() != nil:
+		case c.ctx.Err() != nil:
+			return nil, ErrClosed
+		case terminal(err):
 			return nil, err
 		}
 	}
@@ -409,14 +422,14 @@ func (c *Client) read(w *wire) (int, string) {
 			return code, reason
 		}
 		c.trace(w, false, data)
-		var f frame
+		var f protocol.ServerFrame
 		if json.Unmarshal(data, &f) == nil {
 			c.handle(w, f)
 		}
 	}
 }
 
-func (c *Client) handle(w *wire, f frame) {
+func (c *Client) handle(w *wire, f protocol.ServerFrame) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch f.Op {
@@ -444,22 +457,28 @@ func (c *Client) answered(room string) {
 
 // joined records a room's latest seq and epoch and answers its Join call.
 // c.mu must be held.
-func (c *Client) joined(f frame) {
+func (c *Client) joined(f protocol.ServerFrame) {
 	c.answered(f.Room)
 	rs := c.rooms[f.Room]
+	j, asked := c.joins[f.Room]
+	if rs == nil && !asked {
+		// The answer to a resume of a room left since (the leave went out
+		// on the connection that broke): the user is not in it any more.
+		return
+	}
 	if rs == nil {
 		rs = &roomState{last: f.Seq}
 		c.rooms[f.Room] = rs
 	}
 	rs.epoch, rs.retries = f.Epoch, 0
-	if j, ok := c.joins[f.Room]; ok {
+	if asked {
 		delete(c.joins, f.Room)
 		j.reply <- result{seq: f.Seq}
 	}
 }
 
 // refused routes an error frame to what it answers. c.mu must be held.
-func (c *Client) refused(w *wire, f frame) {
+func (c *Client) refused(w *wire, f protocol.ServerFrame) {
 	err := &protocol.Error{Code: f.Code, Message: f.Message, Ref: f.Ref}
 	switch {
 	case f.Ref != "":
@@ -591,7 +610,7 @@ func (c *Client) join(ctx context.Context, room string, since *int64) (int64, er
 		last := rs.last
 		j.since = &last
 	}
-	f := joinFrame{Op: protocol.OpJoin, Room: room, Since: j.since}
+	f := protocol.ClientFrame{Op: protocol.OpJoin, Room: room, Since: j.since}
 	if rs != nil {
 		f.Epoch = rs.epoch
 	}
@@ -613,17 +632,22 @@ func (c *Client) join(ctx context.Context, room string, since *int64) (int64, er
 	}
 }
 
-// Leave leaves room.
-func (c *Client) Leave(ctx context.Context, room string) error {
+// Leave leaves room and returns the last seq delivered in it: Resume
+// from there gets what was sent meanwhile, without a duplicate.
+func (c *Client) Leave(ctx context.Context, room string) (int64, error) {
 	w, err := c.current(ctx)
 	if err != nil {
-		return fmt.Errorf("leave %s: %w", room, err)
+		return 0, fmt.Errorf("leave %s: %w", room, err)
 	}
 	c.mu.Lock()
+	var last int64
+	if rs := c.rooms[room]; rs != nil {
+		last = rs.last
+	}
 	delete(c.rooms, room)
 	c.mu.Unlock()
 	c.write(w, protocol.ClientFrame{Op: protocol.OpLeave, Room: room})
-	return nil
+	return last, nil
 }
 
 // Send sends text to room and returns the seq the server acked it with. A

@@ -13,26 +13,10 @@ import (
 	"github.com/switchboard-dev/switchboard/app/protocol"
 )
 
-// frame is a server frame as the client reads it: the protocol's frame
-// plus the recovery fields, the room's epoch and a history_gap's range.
-type frame struct {
-	protocol.ServerFrame
-	Epoch string `json:"epoch,omitempty"`
-	From  int64  `json:"from,omitempty"`
-	To    int64  `json:"to,omitempty"`
-}
-
-// joinFrame is a join with the epoch the client last saw in the room.
-type joinFrame struct {
-	Op    string `json:"op"`
-	Room  string `json:"room"`
-	Since *int64 `json:"since,omitempty"`
-	Epoch string `json:"epoch,omitempty"`
-}
-
-func resumeFrame(room string, rs *roomState) joinFrame {
+// resumeFrame joins room after the last seq seen, with the epoch it had.
+func resumeFrame(room string, rs *roomState) protocol.ClientFrame {
 	since := rs.last
-	return joinFrame{Op: protocol.OpJoin, Room: room, Since: &since, Epoch: rs.epoch}
+	return protocol.ClientFrame{Op: protocol.OpJoin, Room: room, Since: &since, Epoch: rs.epoch}
 }
 
 // roomState is what the client knows of a joined room.
@@ -54,9 +38,15 @@ type held struct {
 type gapRange struct{ from, to int64 }
 
 // message delivers a message frame in order. c.mu must be held.
-func (c *Client) message(f frame) {
+func (c *Client) message(f protocol.ServerFrame) {
 	rs := c.rooms[f.Room]
 	if rs == nil {
+		return
+	}
+	if slices.Contains(c.pending, f.Room) {
+		// Sent before the joined of a join in flight: the end of the
+		// membership that join replaces. Its catch-up, from the last seq
+		// delivered, brings the message again, in order.
 		return
 	}
 	ts, _ := time.Parse(time.RFC3339Nano, f.TS)
@@ -79,7 +69,7 @@ func (c *Client) deliver(rs *roomState, msg protocol.Message) {
 }
 
 // gap handles a history_gap frame. c.mu must be held.
-func (c *Client) gap(f frame) {
+func (c *Client) gap(f protocol.ServerFrame) {
 	rs := c.rooms[f.Room]
 	if rs == nil || f.To == 0 {
 		// A server that names no range: nothing to fetch, only to report.

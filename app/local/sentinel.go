@@ -185,9 +185,14 @@ func (t *Topology) Failover(ctx context.Context) error {
 }
 
 // RestartRedis stops node (SIGKILL, or SIGTERM when keepData) and starts it
-// again, without its data unless keepData. With sentinels, it comes back
-// as a replica of whichever node they name as primary by then, or as the
-// primary if they still name it.
+// again, without its data unless keepData. With sentinels, a node that
+// lost its data comes back only once they have promoted another node, and
+// as its replica: a primary restarted empty before a failover would be
+// replicated, emptiness and all, by its replicas ("Safety of replication
+// when master has persistence turned off",
+// https://redis.io/docs/latest/operate/oss_and_stack/management/replication/).
+// A node restarted with its data comes back as a replica of whichever node
+// they name by then, or as the primary if they still name it.
 func (t *Topology) RestartRedis(ctx context.Context, node *Redis, keepData bool) error {
 	if keepData {
 		if err := node.Stop(10 * time.Second); err != nil {
@@ -200,8 +205,17 @@ func (t *Topology) RestartRedis(ctx context.Context, node *Redis, keepData bool)
 		}
 	}
 	if len(t.Sentinels) > 0 {
+		primary, err := t.Primary(ctx)
+		for !keepData && (err != nil || primary == node) {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("restart %s without its data: no failover: %w (last: %v)", node.Name, ctx.Err(), err)
+			case <-time.After(100 * time.Millisecond):
+			}
+			primary, err = t.Primary(ctx)
+		}
 		node.replicaOf = ""
-		if primary, err := t.Primary(ctx); err == nil && primary != node {
+		if err == nil && primary != node {
 			node.replicaOf = primary.Addr()
 		}
 	}

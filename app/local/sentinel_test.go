@@ -63,10 +63,28 @@ func TestSentinelFailoverAndRedisRestarts(t *testing.T) {
 	if err := top.RestartRedis(ctx, old, false); err != nil {
 		t.Fatal(err)
 	}
-	if old.replicaOf == "" {
+	if old.replicaOf != top.Replica.Addr() {
 		t.Fatal("the wiped old primary came back as a primary; want a replica of the new one")
 	}
 	if err := top.waitSentinels(ctx, top.Replica.Addr()); err != nil {
 		t.Fatal(err)
+	}
+
+	// The primary itself loses its data, once the wiped node has synced
+	// again: the sentinels fail over to it, with the key, before the empty
+	// node returns.
+	synced := redis.NewClient(&redis.Options{Addr: top.Replica.Addr()})
+	if n, err := synced.Wait(ctx, 1, 10*time.Second).Result(); err != nil || n != 1 {
+		t.Fatalf("WAIT 1 after the resync: %d, %v", n, err)
+	}
+	synced.Close()
+	if err := top.RestartRedis(ctx, top.Replica, false); err != nil {
+		t.Fatal(err)
+	}
+	if primary, err := top.Primary(ctx); err != nil || primary != top.Redis {
+		t.Fatalf("primary after the primary lost its data: %v, %v; want the other node", primary, err)
+	}
+	if v := keyOn(top.Redis); v != "v" {
+		t.Fatalf("after the primary lost its data the new primary has k=%q, want v", v)
 	}
 }

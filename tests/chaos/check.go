@@ -84,15 +84,25 @@ func (s *stream) covered(from, to int64) bool {
 }
 
 // checkStreams proves StrictlyIncreasing and NoSilentHole on every
-// membership of every connection, and on each user's view of each room.
+// membership of every connection, and on each user's view of each room. On
+// the wire a hole must be announced before the message after it; a user
+// gets messages and gaps on two channels, whose relative order the
+// recording cannot keep, so there a gap reported at any time covers.
 func checkStreams(events []Event) []Violation {
 	var vs []Violation
 	streams := map[streamKey]*stream{}
+	reported := map[streamKey][]span{}
+	for _, e := range events {
+		if e.Kind == Gap && e.Conn == 0 {
+			k := streamKey{e.Client, 0, e.Room}
+			reported[k] = append(reported[k], span{e.From, e.To})
+		}
+	}
 	for _, e := range events {
 		k := streamKey{e.Client, e.Conn, e.Room}
 		s := streams[k]
 		if s == nil {
-			s = &stream{}
+			s = &stream{gaps: reported[k]}
 			streams[k] = s
 		}
 		if e.Conn == 0 {
@@ -125,7 +135,7 @@ func checkStreams(events []Event) []Violation {
 				s.active = false
 			}
 		case Gap:
-			if s.active {
+			if s.active && e.Conn > 0 {
 				s.gaps = append(s.gaps, span{e.From, e.To})
 				s.gapEvs = append(s.gapEvs, e.Index)
 			}
@@ -341,14 +351,15 @@ func Explain(vs []Violation, events []Event, perInvariant, context int) string {
 }
 
 // neighbourhood is a violation's events and, for each, the context events
-// either side that share its client, connection and room.
+// either side that share its client, connection and room, with the faults
+// among them and the last fault before them.
 func neighbourhood(v Violation, events []Event, context int) []int {
 	set := map[int]bool{}
 	for _, i := range v.Events {
 		e := events[i]
 		var same []int
 		for _, o := range events {
-			if o.Client == e.Client && o.Conn == e.Conn && o.Room == e.Room {
+			if o.Client == e.Client && o.Conn == e.Conn && o.Room == e.Room && o.Kind != Fault {
 				same = append(same, o.Index)
 			}
 		}
@@ -356,6 +367,23 @@ func neighbourhood(v Violation, events []Event, context int) []int {
 		for _, j := range same[max(0, at-context):min(len(same), at+context+1)] {
 			set[j] = true
 		}
+	}
+	first, last := len(events), -1
+	for i := range set {
+		first, last = min(first, i), max(last, i)
+	}
+	before := -1
+	for _, e := range events[:last+1] {
+		switch {
+		case e.Kind != Fault:
+		case e.Index < first:
+			before = e.Index
+		default:
+			set[e.Index] = true
+		}
+	}
+	if before >= 0 {
+		set[before] = true
 	}
 	out := make([]int, 0, len(set))
 	for i := range set {

@@ -96,8 +96,12 @@ func TestCheckCatchesEachKindOfViolation(t *testing.T) {
 			want:   []string{NoSilentHole},
 		},
 		{
+			name:   "a gap reported to the user after the message that follows it",
+			events: h(user(1), user(2), user(5), gap(0, 3, 4)),
+		},
+		{
 			name:   "a hole in the user's view the client did not report",
-			events: h(user(1), user(2), user(5)),
+			events: h(user(1), user(2), user(5), gap(0, 3, 3), Event{Client: 1, Kind: Gap, Room: "other", From: 4, To: 4}),
 			want:   []string{NoSilentHole},
 		},
 		{
@@ -175,11 +179,16 @@ func TestExplainShowsTheEventsAroundAViolation(t *testing.T) {
 	for i := 10; i < 20; i++ {
 		events = append(events, Event{Index: i, Client: 1, Conn: 1, Kind: Delivered, Room: "r", Seq: 1, User: "u", ID: id(1)})
 	}
+	events = append(events[:4], append([]Event{{Index: 4, Kind: Fault, Text: "kill instance chat-2"}}, events[4:]...)...)
+	for i := range events {
+		events[i].Index = i
+	}
 	vs := Check(events, nil, nil)
 	out := Explain(vs, events, 1, 1)
 	for _, want := range []string{
+		"   #4 00:00:00.000 FAULT kill instance chat-2",
 		"no-silent-hole: client 1 conn 1 in r: seqs 4..4 skipped",
-		" > #4 ", " > #5 ", "   #6 ",
+		" > #5 ", " > #6 ", "   #7 ",
 		"strictly-increasing: 9 more not shown",
 	} {
 		if !strings.Contains(out, want) {

@@ -28,11 +28,12 @@ const (
 	Sent                      // a send written (ID, Text)
 	Acked                     // its ack (Seq, ID)
 	Refused                   // an error frame answering a send (ID, Code)
+	Fault                     // a fault injected or undone (Text says which); no client
 )
 
 var kindNames = map[Kind]string{
 	Joining: "joining", Joined: "joined", Delivered: "delivered", Gap: "gap",
-	Leaving: "leaving", Sent: "sent", Acked: "acked", Refused: "refused",
+	Leaving: "leaving", Sent: "sent", Acked: "acked", Refused: "refused", Fault: "fault",
 }
 
 func (k Kind) String() string { return kindNames[k] }
@@ -58,6 +59,9 @@ type Event struct {
 }
 
 func (e Event) String() string {
+	if e.Kind == Fault {
+		return fmt.Sprintf("#%d %s FAULT %s", e.Index, e.Time.Format("15:04:05.000"), e.Text)
+	}
 	s := fmt.Sprintf("#%d %s c%d", e.Index, e.Time.Format("15:04:05.000"), e.Client)
 	if e.Conn > 0 {
 		s += fmt.Sprintf("/conn%d", e.Conn)

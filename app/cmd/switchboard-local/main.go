@@ -35,6 +35,7 @@ func run() error {
 	redisPort := flag.Int("redis-port", 6390, "Redis port")
 	pgPort := flag.Int("postgres-port", 5433, "PostgreSQL port")
 	nginxWorkers := flag.Int("nginx-workers", 0, "NGINX worker processes; 0: the default (2)")
+	sentinel := flag.Bool("sentinel", false, "run Redis as a primary and a replica behind three redis-sentinel; the instances use redis+sentinel://")
 	debugPorts := flag.String("debug-ports", "", "one port per instance for pprof (DEBUG_ADDR); none by default")
 	flag.Parse()
 	secret := envOr("JWT_SECRET", "dev-secret")
@@ -57,7 +58,7 @@ func run() error {
 	defer cancel()
 	top, err := local.Up(ctx, local.Options{
 		Dir: *dir, Bin: *bin, RedisPort: *redisPort, PostgresPort: *pgPort, ChatPorts: chatPorts,
-		NginxPort: *nginxPort, NginxWorkers: *nginxWorkers, DebugPorts: pprofPorts, PrometheusPort: *promPort,
+		NginxPort: *nginxPort, NginxWorkers: *nginxWorkers, Sentinel: *sentinel, DebugPorts: pprofPorts, PrometheusPort: *promPort,
 		Env: []string{"JWT_SECRET=" + secret, "ALLOWED_ORIGINS=" + envOr("ALLOWED_ORIGINS", origins(append([]int{*nginxPort}, chatPorts...)))},
 	})
 	if err != nil {
@@ -73,7 +74,7 @@ func run() error {
 	for _, c := range top.Chats {
 		fmt.Printf("  %-22s %s   (ready: %s/ready, metrics: %s/metrics)\n", c.ID, c.URL(), c.URL(), c.URL())
 	}
-	fmt.Printf("  %-22s %s\n  %-22s %s\n  %-22s %s\n", "prometheus", top.Prometheus.URL(), "redis", top.Redis.URL(), "postgres", top.Postgres.URL())
+	fmt.Printf("  %-22s %s\n  %-22s %s\n  %-22s %s\n", "prometheus", top.Prometheus.URL(), "redis", top.RedisURL(), "postgres", top.Postgres.URL())
 	fmt.Printf("\nToken for alice (24 h; more with: make token USER_NAME=bob):\n  %s\n", tok)
 	fmt.Printf("Try it in a browser: http://localhost:%d/?token=%s\n\nCtrl-C stops everything.\n", *nginxPort, tok)
 
