@@ -6,6 +6,7 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
 	"github.com/switchboard-dev/switchboard/infra/alarms"
+	"github.com/switchboard-dev/switchboard/infra/awsname"
 	"github.com/switchboard-dev/switchboard/infra/cluster"
 	"github.com/switchboard-dev/switchboard/infra/edge"
 	"github.com/switchboard-dev/switchboard/infra/managed"
@@ -20,25 +21,30 @@ import (
 // same workload and monitoring as kind, an ALB in front, CloudWatch alarms.
 func awsStack(ctx *pulumi.Context, cfg stackconfig.Config) error {
 	a := cfg.AWS
-	name := naming.Project + "-" + ctx.Stack()
+	names, err := awsname.For(naming.Project, ctx.Stack())
+	if err != nil {
+		return err
+	}
 	tags := pulumi.StringMap{"project": pulumi.String(naming.Project), "stack": pulumi.String(ctx.Stack())}
 
-	net, err := network.New(ctx, "network", network.Args{CIDR: a.VPCCIDR, NATPerAZ: a.NATPerAZ, ClusterName: name, Tags: tags})
+	net, err := network.New(ctx, "network", network.Args{CIDR: a.VPCCIDR, NATPerAZ: a.NATPerAZ, ClusterName: names.Cluster, Tags: tags})
 	if err != nil {
 		return err
 	}
 	eks, err := cluster.New(ctx, "cluster", cluster.Args{
-		Name: name, Version: a.EKSVersion, PublicSubnets: net.PublicSubnets, PrivateSubnets: net.PrivateSubnets,
+		Name: names.Cluster, Version: a.EKSVersion, PublicSubnets: net.PublicSubnets, PrivateSubnets: net.PrivateSubnets,
 		NodeInstanceType: a.NodeInstanceType, NodeMin: a.NodeMin, NodeMax: a.NodeMax, Addons: a.Addons, Tags: tags,
+		APIAllowedCIDRs: a.APIAllowedCIDRs, Region: a.Region, Profile: a.Profile,
 	})
 	if err != nil {
 		return err
 	}
 	stores, err := managed.New(ctx, "data", managed.Args{
-		Name: name, VpcID: net.VpcID.ToStringOutput(), PrivateSubnets: net.PrivateSubnets, ClientGroup: eks.SecurityGroup,
+		VpcID: net.VpcID.ToStringOutput(), PrivateSubnets: net.PrivateSubnets, ClientGroup: eks.SecurityGroup,
 		RedisNodeType: a.RedisNodeType, RedisReplicas: a.RedisReplicas,
 		DBInstanceClass: a.DBInstanceClass, DBStorageGB: a.DBStorageGB, DBMultiAZ: a.DBMultiAZ, DBBackupDays: a.DBBackupDays,
 		DeletionProtection: a.DeletionProtect, Tags: tags,
+		ReplicationGroupID: names.ReplicationGroup, DBInstanceID: names.DBInstance, DBFinalSnapshotID: names.DBFinalSnapshot,
 	})
 	if err != nil {
 		return err
@@ -55,29 +61,39 @@ func awsStack(ctx *pulumi.Context, cfg stackconfig.Config) error {
 	if err != nil {
 		return err
 	}
-	inNamespace := []pulumi.ResourceOption{k8s, pulumi.DependsOn([]pulumi.Resource{ns})}
 	namespace := ns.Metadata.Name().Elem()
 
+	controller, err := edge.NewController(ctx, "edge", edge.ControllerArgs{
+		Cluster: eks, VpcID: net.VpcID.ToStringOutput(), ChartVersion: a.LBControllerChart, Tags: tags,
+	})
+	if err != nil {
+		return err
+	}
+	// The controller's webhooks mutate every Service, and the pods of the
+	// namespace (readiness gates), and refuse them while it is not ready:
+	// all that the stack creates in the cluster waits for its release, and
+	// on destroy is deleted before it, the ALB with its permissions intact.
+	afterController := []pulumi.ResourceOption{k8s, pulumi.DependsOn([]pulumi.Resource{ns, controller.Release})}
+
 	wa := workloadArgs(cfg, namespace, stores.RedisURL, stores.DatabaseURL)
-	chat, err := workload.New(ctx, "chat", wa, inNamespace...)
+	chat, err := workload.New(ctx, "chat", wa, afterController...)
 	if err != nil {
 		return err
 	}
-	lbName := name
 	alb, err := edge.NewALB(ctx, "edge", edge.ALBArgs{
-		Cluster: eks, VpcID: net.VpcID.ToStringOutput(), Namespace: namespace, Service: chat.Service, ServicePort: workload.Port,
-		ChartVersion: a.LBControllerChart, CertificateARN: a.CertificateARN, WAFACLARN: a.WAFACLARN,
+		Namespace: namespace, Service: chat.Service, ServicePort: workload.Port,
+		CertificateARN: a.CertificateARN, WAFACLARN: a.WAFACLARN,
 		Stickiness: a.Stickiness, PingInterval: cfg.PingInterval, DrainWindow: wa.Drain.Window(),
-		LoadBalancer: lbName, Tags: tags,
-	}, pulumi.DependsOn([]pulumi.Resource{ns}))
+		LoadBalancer: names.LoadBalancer,
+	}, afterController...)
 	if err != nil {
 		return err
 	}
-	if _, err := observability.New(ctx, "observability", observabilityArgs(cfg, namespace, "ClusterIP"), inNamespace...); err != nil {
+	if _, err := observability.New(ctx, "observability", observabilityArgs(cfg, namespace, "ClusterIP"), afterController...); err != nil {
 		return err
 	}
 	if _, err := alarms.New(ctx, "alarms", alarms.Args{
-		Topic: a.AlarmTopicARN, LoadBalancer: lbName, Ready: alb.Hostname,
+		Topic: a.AlarmTopicARN, LoadBalancer: names.LoadBalancer, Ready: alb.Hostname,
 		RedisClusters: stores.RedisClusters, RedisMembers: 1 + a.RedisReplicas, DBInstance: stores.DBInstance, Tags: tags,
 	}); err != nil {
 		return err

@@ -9,6 +9,10 @@ import (
 	"time"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
+
+	"github.com/switchboard-dev/switchboard/infra/awsname"
+	"github.com/switchboard-dev/switchboard/infra/eksaddon"
+	"github.com/switchboard-dev/switchboard/infra/iampolicy"
 )
 
 // named returns the inputs of the resource of kind declared as name.
@@ -338,5 +342,341 @@ func TestProdConfigIsRefusedWithoutItsARNs(t *testing.T) {
 	delete(c, "switchboard:certificateArn")
 	if _, err := run(c); err == nil || !strings.Contains(err.Error(), "switchboard:certificateArn") {
 		t.Errorf("err %v: want certificateArn named", err)
+	}
+}
+
+// stackFileConfig is Pulumi.<stack>.yaml with the test secrets and, for
+// the AWS stacks, the settings a user sets before the first `pulumi up`.
+func stackFileConfig(t *testing.T, stack string) map[string]string {
+	cfg := stackFile(t, stack)
+	cfg["switchboard:jwtSecret"] = testJWTSecret
+	cfg["switchboard:databasePassword"] = testDBPass
+	if cfg["switchboard:target"] == "aws" {
+		cfg["switchboard:apiAllowedCidrs"] = testAPICIDRs
+	}
+	return cfg
+}
+
+// awsStacks are the AWS stack files run under the stack names a user or
+// the e2e may give them: the file's own, the e2e's (staging-test-<unix
+// seconds>), one past 60 characters, and one with characters AWS names
+// refuse.
+func awsStacks(t *testing.T, f func(t *testing.T, s *stack)) {
+	for _, file := range []string{"prod", "staging"} {
+		for _, name := range []string{
+			file, file + "-test-1764547200",
+			file + "-test-1764547200-a-much-longer-name-for-a-branch-preview-stack-42",
+			"Team_EU." + file,
+		} {
+			t.Run(file+"/"+name, func(t *testing.T) {
+				s := &stack{name: name}
+				if err := s.run(stackFileConfig(t, file)); err != nil {
+					t.Fatalf("program: %v", err)
+				}
+				f(t, s)
+			})
+		}
+	}
+}
+
+// ELBv2's rules for an HTTP health check
+// (https://docs.aws.amazon.com/elasticloadbalancing/latest/APIReference/API_CreateTargetGroup.html):
+// interval 5-300 s, timeout 2-120 s and less than the interval, thresholds
+// 2-10. The controller's default timeout (5 s) equals a 5 s interval, and
+// AWS refuses the target group.
+func TestALBHealthCheckFitsTheELBv2Rules(t *testing.T) {
+	awsStacks(t, func(t *testing.T, s *stack) {
+		an, _ := ingress(t, s)
+		n := func(key string) int {
+			v, err := strconv.Atoi(fmt.Sprint(an["alb.ingress.kubernetes.io/"+key]))
+			if err != nil {
+				t.Errorf("%s %v: want it set, an integer", key, an["alb.ingress.kubernetes.io/"+key])
+			}
+			return v
+		}
+		interval, timeout := n("healthcheck-interval-seconds"), n("healthcheck-timeout-seconds")
+		healthy, unhealthy := n("healthy-threshold-count"), n("unhealthy-threshold-count")
+		if interval < 5 || interval > 300 || timeout < 2 || timeout > 120 || timeout >= interval {
+			t.Errorf("health check every %d s, timeout %d s: want 5-300 s, 2-120 s, timeout below interval", interval, timeout)
+		}
+		if healthy < 2 || healthy > 10 || unhealthy < 2 || unhealthy > 10 {
+			t.Errorf("thresholds %d/%d: want 2-10", healthy, unhealthy)
+		}
+	})
+}
+
+// Every AWS name the stack sets fits its documented limit and charset (the
+// rules and their documents are infra/awsname's), whatever the stack's name.
+func TestEveryAWSNameFitsItsLimit(t *testing.T) {
+	awsStacks(t, func(t *testing.T, s *stack) {
+		checked := 0
+		check := func(rule awsname.Rule, v any) {
+			name, _ := v.(string)
+			if err := rule.Check(name); err != nil {
+				t.Error(err)
+			}
+			checked++
+		}
+		an, _ := ingress(t, s)
+		check(awsname.LoadBalancer, an["alb.ingress.kubernetes.io/load-balancer-name"])
+		check(awsname.Cluster, s0(t, s, "eks/cluster:Cluster")["name"])
+		check(awsname.ReplicationGroup, s0(t, s, "elasticache/replicationGroup:ReplicationGroup")["replicationGroupId"])
+		db := s0(t, s, "rds/instance:Instance")
+		check(awsname.DBInstance, db["identifier"])
+		check(awsname.DBSnapshot, db["finalSnapshotIdentifier"])
+		for _, r := range s.all("iam/role:Role") {
+			check(awsname.RolePrefix, r["namePrefix"])
+		}
+		for _, g := range s.all("ec2/securityGroup:SecurityGroup") {
+			check(awsname.SecurityGroupPrefix, g["namePrefix"])
+		}
+		if checked < 10 {
+			t.Errorf("checked %d names; the stack sets more", checked)
+		}
+	})
+}
+
+// reaches reports whether from is ordered after to: through its
+// dependencies or its parents', which the engine creates before and
+// deletes after it.
+func (s *stack) reaches(from, to resource.URN) bool {
+	byURN := map[resource.URN]declared{}
+	for _, r := range s.resources {
+		byURN[r.URN] = r
+	}
+	seen := map[resource.URN]bool{}
+	next := []resource.URN{from}
+	for len(next) > 0 {
+		u := next[0]
+		next = next[1:]
+		if u == to && u != from {
+			return true
+		}
+		if seen[u] {
+			continue
+		}
+		seen[u] = true
+		r := byURN[u]
+		next = append(next, r.Deps...)
+		if r.Parent != "" {
+			next = append(next, r.Parent)
+		}
+	}
+	return false
+}
+
+// find returns the resources of kind whose inputs satisfy match.
+func (s *stack) find(kind string, match func(map[string]any) bool) []declared {
+	var out []declared
+	for _, r := range s.of(kind) {
+		if match(plain(resource.NewObjectProperty(r.Inputs)).(map[string]any)) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// The edges Pulumi needs told: what acts through an IAM role waits for
+// the role's policies (and on destroy goes first); the load balancer
+// controller waits for its permissions, and everything the stack creates in
+// the cluster waits for the controller's webhooks, so that on destroy the
+// controller deletes the ALB before it, or its permissions, go (else the
+// ALB and its security group stay and the VPC's deletion hangs). AWS Load
+// Balancer Controller docs, "Uninstall": delete the Ingresses before the
+// controller.
+func TestOrderingEdges(t *testing.T) {
+	s := mustRun(t, awsConfig())
+	attached := func(policy string) []declared {
+		a := s.find("iam/rolePolicyAttachment:RolePolicyAttachment", func(m map[string]any) bool {
+			return strings.HasSuffix(fmt.Sprint(m["policyArn"]), "/"+policy)
+		})
+		if len(a) != 1 {
+			t.Fatalf("%d attachments of %s, want 1", len(a), policy)
+		}
+		return a
+	}
+	edge := func(from declared, to []declared, why string) {
+		for _, d := range to {
+			if !s.reaches(from.URN, d.URN) {
+				t.Errorf("%s %s does not depend on %s %s: %s", from.Type, from.Name, d.Type, d.Name, why)
+			}
+		}
+	}
+	cluster := s.of("eks/cluster:Cluster")[0]
+	edge(cluster, attached("AmazonEKSClusterPolicy"), "EKS needs its role's policy to create the cluster, and to delete it")
+	nodes := s.of("eks/nodeGroup:NodeGroup")[0]
+	for _, p := range []string{"AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryReadOnly", "AmazonEKS_CNI_Policy"} {
+		edge(nodes, attached(p), "nodes without it never join")
+	}
+	ebs := s.find("eks/addon:Addon", func(m map[string]any) bool { return m["addonName"] == "aws-ebs-csi-driver" })[0]
+	edge(ebs, attached("AmazonEBSCSIDriverPolicy"), "the driver acts through its role")
+
+	releases := s.find("helm.sh/v3:Release", func(m map[string]any) bool { return m["name"] == "aws-load-balancer-controller" })
+	if len(releases) != 1 {
+		t.Fatalf("%d load balancer controller releases, want 1", len(releases))
+	}
+	controller := releases[0]
+	if skip, _ := plain(controller.Inputs["skipAwait"]).(bool); skip {
+		t.Error("the controller's release skips await: it would be ready before its pods are")
+	}
+	policy := s.of("iam/rolePolicy:RolePolicy")
+	role := s.find("iam/role:Role", func(m map[string]any) bool {
+		return strings.Contains(fmt.Sprint(m["assumeRolePolicy"]), "kube-system:aws-load-balancer-controller")
+	})
+	for _, p := range policy {
+		if strings.Contains(p.Inputs["policy"].String(), iampolicy.ClusterTag) {
+			edge(controller, []declared{p}, "the controller must keep its permissions until it has deleted the ALB")
+		}
+	}
+	edge(controller, role, "the controller acts through its IRSA role")
+	k8s := 0
+	for _, r := range s.resources {
+		if !strings.HasPrefix(r.Type, "kubernetes:") || r.Type == "kubernetes:core/v1:Namespace" || r.URN == controller.URN {
+			continue
+		}
+		k8s++
+		edge(r, []declared{controller}, "the controller's webhooks refuse Services and pods until it is ready")
+	}
+	if k8s < 10 {
+		t.Errorf("%d Kubernetes resources checked; the stack creates more", k8s)
+	}
+}
+
+// The add-ons follow eksVersion: one row of infra/eksaddon per EKS minor,
+// kube-proxy of the cluster's minor ("Manage kube-proxy in Amazon EKS
+// clusters"), conflicts with the self-managed add-ons EKS bootstraps
+// resolved on create and update ("Create an Amazon EKS add-on").
+func TestEKSAddonsFollowEKSVersion(t *testing.T) {
+	for _, minor := range eksaddon.Minors() {
+		t.Run(minor, func(t *testing.T) {
+			s := mustRun(t, awsConfig("eksVersion", minor))
+			if v := s0(t, s, "eks/cluster:Cluster")["version"]; v != minor {
+				t.Errorf("cluster version %v, want %s", v, minor)
+			}
+			want, _ := eksaddon.For(minor)
+			got := map[string]any{}
+			for _, a := range s.all("eks/addon:Addon") {
+				got[a["addonName"].(string)] = a["addonVersion"]
+				if a["resolveConflictsOnCreate"] != "OVERWRITE" || a["resolveConflictsOnUpdate"] != "OVERWRITE" {
+					t.Errorf("add-on %v resolves conflicts %v on create, %v on update: want OVERWRITE", a["addonName"], a["resolveConflictsOnCreate"], a["resolveConflictsOnUpdate"])
+				}
+			}
+			if len(got) != len(want) {
+				t.Errorf("add-ons %v, want %v", got, want)
+			}
+			for name, v := range want {
+				if got[name] != v {
+					t.Errorf("add-on %s %v, want the table's %s", name, got[name], v)
+				}
+			}
+			if kp, _ := got["kube-proxy"].(string); !strings.HasPrefix(kp, "v"+minor+".") {
+				t.Errorf("kube-proxy %s on EKS %s", kp, minor)
+			}
+		})
+	}
+	for _, tc := range []struct{ key, overrides, want string }{
+		{"switchboard:eksVersion", "eksVersion=1.30", "1.31, 1.32, 1.33"},
+		{"switchboard:eksVersion", "eksVersion=1.34", "1.31, 1.32, 1.33"},
+		{"switchboard:addon-kube-proxy", "addon-kube-proxy=v1.32.9-eksbuild.2", "v1.33.x"},
+		{"switchboard:addon-coredns", "addon-coredns=latest", "vX.Y.Z-eksbuild.N"},
+	} {
+		k, v, _ := strings.Cut(tc.overrides, "=")
+		if _, err := run(awsConfig(k, v)); err == nil || !strings.Contains(err.Error(), tc.key) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err %v, want %s refused naming %s", tc.overrides, err, tc.key, tc.want)
+		}
+	}
+}
+
+// The controller's policy is upstream's for the pinned chart, tag
+// conditions included (iampolicy's tests prove what they restrict).
+func TestLBControllerPolicyIsUpstreams(t *testing.T) {
+	s := mustRun(t, awsConfig())
+	want, err := iampolicy.LoadBalancerController().JSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := 0
+	for _, p := range s.all("iam/rolePolicy:RolePolicy") {
+		if p["policy"] == want {
+			found++
+		}
+	}
+	if found != 1 {
+		t.Errorf("%d role policies are the controller's %s policy, want 1", found, iampolicy.LBControllerVersion)
+	}
+	chart := fmt.Sprint(s.named(t, "helm.sh/v3:Release", "edge-controller")["version"])
+	if "v2."+strings.TrimPrefix(chart, "1.") != iampolicy.LBControllerVersion {
+		t.Errorf("chart %s pinned: its controller is not %s, the policy's", chart, iampolicy.LBControllerVersion)
+	}
+}
+
+// `aws eks get-token` signs for the stack's region and, if the stack has
+// one, its profile (AWS CLI reference, eks get-token).
+func TestKubeconfigGetsATokenForTheStacksRegionAndProfile(t *testing.T) {
+	for _, tc := range []struct {
+		profile string
+		want    string
+	}{
+		{"", "args: [eks, get-token, --cluster-name, switchboard-prod, --region, eu-west-1, --output, json]"},
+		{"ops", "args: [eks, get-token, --cluster-name, switchboard-prod, --region, eu-west-1, --output, json, --profile, ops]"},
+	} {
+		cfg := awsConfig()
+		if tc.profile != "" {
+			cfg["aws:profile"] = tc.profile
+		}
+		s := mustRun(t, cfg)
+		kc := s0(t, s, "providers:kubernetes")["kubeconfig"]
+		if !strings.Contains(fmt.Sprint(kc), tc.want) {
+			t.Errorf("profile %q: kubeconfig %v: want %s", tc.profile, kc, tc.want)
+		}
+	}
+	c := awsConfig()
+	delete(c, "aws:region")
+	if _, err := run(c); err == nil || !strings.Contains(err.Error(), "aws:region") {
+		t.Errorf("err %v: want aws:region required", err)
+	}
+}
+
+// The public API endpoint admits only apiAllowedCidrs; the internet only
+// when asked for in so many words. EKS: publicAccessCidrs, at most 40
+// (Amazon EKS User Guide, "Cluster API server endpoint").
+func TestPublicAPIEndpointIsRestricted(t *testing.T) {
+	s := mustRun(t, awsConfig())
+	got := get(s0(t, s, "eks/cluster:Cluster"), "vpcConfig.publicAccessCidrs")
+	if fmt.Sprint(got) != "[198.51.100.0/24 203.0.113.7/32]" {
+		t.Errorf("public access CIDRs %v, want %s", got, testAPICIDRs)
+	}
+	many := make([]string, 41)
+	for i := range many {
+		many[i] = fmt.Sprintf("198.51.100.%d/32", i)
+	}
+	for _, bad := range []string{"", "0.0.0.0/0", "10.0.0.1/8", "2001:db8::/32", "me", strings.Join(many, ",")} {
+		if _, err := run(awsConfig("apiAllowedCidrs", bad)); err == nil || !strings.Contains(err.Error(), "switchboard:apiAllowedCidrs") {
+			t.Errorf("apiAllowedCidrs %.40q: err %v, want it refused by key", bad, err)
+		}
+	}
+	s = mustRun(t, awsConfig("apiAllowedCidrs", "0.0.0.0/0", "apiAllowAnywhere", "true"))
+	if got := get(s0(t, s, "eks/cluster:Cluster"), "vpcConfig.publicAccessCidrs.0"); got != "0.0.0.0/0" {
+		t.Errorf("with apiAllowAnywhere, public access CIDRs %v", got)
+	}
+}
+
+// The Redis auth token is generated once: a second `pulumi up` on the same
+// state draws another random password, and the replication group, its
+// secret and REDIS_URL keep the first.
+func TestRedisAuthTokenIsGeneratedOnce(t *testing.T) {
+	s := mustRun(t, awsConfig())
+	first := s0(t, s, "elasticache/replicationGroup:ReplicationGroup")["authToken"]
+	if err := s.run(awsConfig()); err != nil {
+		t.Fatalf("second run: %v", err)
+	}
+	if s.passwords != 2 {
+		t.Fatalf("%d random passwords drawn in two runs, want 2: the test proves nothing", s.passwords)
+	}
+	if again := s0(t, s, "elasticache/replicationGroup:ReplicationGroup")["authToken"]; again != first || first != testRedisToken {
+		t.Errorf("auth token %v, then %v: want the first run's, %s", first, again, testRedisToken)
+	}
+	if url, _ := get(s.one(t, "core/v1:Secret", "chat-env"), "stringData.REDIS_URL").(string); !strings.Contains(url, ":"+testRedisToken+"@") {
+		t.Errorf("REDIS_URL %q on the second run: want the first token", url)
 	}
 }

@@ -44,13 +44,16 @@ func TestDevStackOnKind(t *testing.T) {
 // `pulumi destroy` whatever happened.
 func TestProdStackOnAWS(t *testing.T) {
 	if os.Getenv("AWS_ACCESS_KEY_ID") == "" && os.Getenv("AWS_PROFILE") == "" {
-		t.Skip("needs AWS credentials (AWS_ACCESS_KEY_ID or AWS_PROFILE), SWITCHBOARD_CERTIFICATE_ARN and SWITCHBOARD_ALARM_TOPIC_ARN: none here")
+		t.Skip("needs AWS credentials (AWS_ACCESS_KEY_ID or AWS_PROFILE), SWITCHBOARD_CERTIFICATE_ARN, SWITCHBOARD_ALARM_TOPIC_ARN and SWITCHBOARD_API_ALLOWED_CIDRS: none here")
 	}
 	need(t, "the pulumi CLI, kubectl and the aws CLI", "pulumi", "kubectl", "aws")
 	jwt := randomSecret(t)
 	cfg := stackFile(t, "staging")
 	config := auto.ConfigMap{"switchboard:jwtSecret": {Value: jwt, Secret: true}}
-	for key, env := range map[string]string{"switchboard:certificateArn": "SWITCHBOARD_CERTIFICATE_ARN", "switchboard:alarmTopicArn": "SWITCHBOARD_ALARM_TOPIC_ARN"} {
+	for key, env := range map[string]string{
+		"switchboard:certificateArn": "SWITCHBOARD_CERTIFICATE_ARN", "switchboard:alarmTopicArn": "SWITCHBOARD_ALARM_TOPIC_ARN",
+		"switchboard:apiAllowedCidrs": "SWITCHBOARD_API_ALLOWED_CIDRS",
+	} {
 		if os.Getenv(env) == "" {
 			t.Fatalf("%s is not set: the stack needs it for %s", env, key)
 		}
@@ -164,19 +167,17 @@ func randomSecret(t *testing.T) string {
 // declares the whole topology.
 func TestStackFilesDeclareTheirTopology(t *testing.T) {
 	for _, tc := range []struct {
-		stack string
-		want  []string
+		stack     string
+		resources int // all of them: a component or resource lost or doubled fails
+		want      []string
 	}{
-		{"dev", []string{"apps/v1:Deployment", "apps/v1:StatefulSet", "helm.sh/v3:Release", "monitoring.coreos.com/v1:PrometheusRule"}},
-		{"prod", []string{"ec2/vpc:Vpc", "eks/cluster:Cluster", "eks/nodeGroup:NodeGroup", "elasticache/replicationGroup:ReplicationGroup",
+		{"dev", 25, []string{"apps/v1:Deployment", "apps/v1:StatefulSet", "helm.sh/v3:Release", "monitoring.coreos.com/v1:PrometheusRule"}},
+		{"prod", 92, []string{"ec2/vpc:Vpc", "eks/cluster:Cluster", "eks/nodeGroup:NodeGroup", "elasticache/replicationGroup:ReplicationGroup",
 			"rds/instance:Instance", "networking.k8s.io/v1:Ingress", "helm.sh/v3:Release", "cloudwatch/metricAlarm:MetricAlarm", "ec2/flowLog:FlowLog"}},
-		{"staging", []string{"eks/cluster:Cluster", "rds/instance:Instance"}},
+		{"staging", 85, []string{"eks/cluster:Cluster", "rds/instance:Instance"}},
 	} {
 		t.Run(tc.stack, func(t *testing.T) {
-			cfg := stackFile(t, tc.stack)
-			cfg["switchboard:jwtSecret"] = testJWTSecret
-			cfg["switchboard:databasePassword"] = testDBPass
-			s := mustRun(t, cfg)
+			s := mustRun(t, stackFileConfig(t, tc.stack))
 			counts := map[string]int{}
 			for _, r := range s.resources {
 				counts[r.Type]++
@@ -186,7 +187,9 @@ func TestStackFilesDeclareTheirTopology(t *testing.T) {
 					t.Errorf("Pulumi.%s.yaml declares no %s", tc.stack, kind)
 				}
 			}
-			logf(t, "Pulumi.%s.yaml: %d resources of %d types", tc.stack, len(s.resources), len(counts))
+			if len(s.resources) != tc.resources {
+				t.Errorf("Pulumi.%s.yaml declares %d resources of %d types, want %d", tc.stack, len(s.resources), len(counts), tc.resources)
+			}
 		})
 	}
 }

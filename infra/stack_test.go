@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
+	"github.com/pulumi/pulumi/sdk/v3/go/common/tokens"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 )
 
@@ -33,26 +34,67 @@ func kindConfig(overrides ...string) map[string]string {
 	return c
 }
 
-// declared is one resource the program declared, with its inputs.
+// declared is one resource the program declared, with its inputs, its
+// parent and the resources it depends on (explicitly or through inputs).
 type declared struct {
 	Type, Name string
 	Inputs     resource.PropertyMap
+	URN        resource.URN
+	Parent     resource.URN
+	Deps       []resource.URN
 }
 
-// stack records every resource a run of the program declares.
+// stack records every resource a run of the program declares. Like the
+// engine, it keeps each resource's inputs from the run before (state), and
+// a run keeps the old value of the inputs a resource ignores changes to.
 type stack struct {
 	mu        sync.Mutex
+	name      string // the stack's
 	resources []declared
 	outputs   map[string]any
+	state     map[resource.URN]resource.PropertyMap
+	passwords int // random passwords handed out
 }
 
 func (s *stack) NewResource(args pulumi.MockResourceArgs) (string, resource.PropertyMap, error) {
+	rpc := args.RegisterRPC
+	parentType := tokens.Type("")
+	if p := resource.URN(rpc.GetParent()); p != "" && p.QualifiedType() != resource.RootStackType {
+		parentType = p.QualifiedType()
+	}
+	d := declared{
+		Type: args.TypeToken, Name: args.Name, Inputs: args.Inputs, Parent: resource.URN(rpc.GetParent()),
+		URN: resource.NewURN(tokens.QName(s.name), "switchboard", parentType, tokens.Type(args.TypeToken), args.Name),
+	}
+	for _, u := range rpc.GetDependencies() {
+		d.Deps = append(d.Deps, resource.URN(u))
+	}
+	for _, deps := range rpc.GetPropertyDependencies() {
+		for _, u := range deps.GetUrns() {
+			d.Deps = append(d.Deps, resource.URN(u))
+		}
+	}
 	s.mu.Lock()
-	s.resources = append(s.resources, declared{args.TypeToken, args.Name, args.Inputs})
+	if old, ok := s.state[d.URN]; ok {
+		for _, path := range rpc.GetIgnoreChanges() {
+			if v, ok := old[resource.PropertyKey(path)]; ok {
+				d.Inputs[resource.PropertyKey(path)] = v
+			}
+		}
+	}
+	if s.state == nil {
+		s.state = map[resource.URN]resource.PropertyMap{}
+	}
+	s.state[d.URN] = d.Inputs
+	s.resources = append(s.resources, d)
 	s.mu.Unlock()
-	outs := args.Inputs.Copy()
+	outs := d.Inputs.Copy()
 	if strings.HasPrefix(args.TypeToken, "aws:") {
 		outs["arn"] = resource.NewStringProperty("arn:aws:mock:::" + args.Name)
+		// The provider names what has a name prefix.
+		if p, ok := outs["namePrefix"]; ok && p.IsString() {
+			outs["name"] = resource.NewStringProperty(p.StringValue() + "20261201000000000000000001")
+		}
 	}
 	// What AWS and Kubernetes compute, and the program reads back.
 	for k, v := range computed[args.TypeToken] {
@@ -92,6 +134,13 @@ func (s *stack) Call(args pulumi.MockCallArgs) (resource.PropertyMap, error) {
 	case "aws:index/getAvailabilityZones:getAvailabilityZones":
 		return resource.NewPropertyMapFromMap(map[string]any{"names": []any{"mock-1a", "mock-1b", "mock-1c"}}), nil
 	case "aws:secretsmanager/getRandomPassword:getRandomPassword":
+		// Random: every call after the first hands out another.
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.passwords++
+		if s.passwords > 1 {
+			return resource.NewPropertyMapFromMap(map[string]any{"randomPassword": fmt.Sprintf("%s-%d", testRedisToken, s.passwords)}), nil
+		}
 		return resource.NewPropertyMapFromMap(map[string]any{"randomPassword": testRedisToken}), nil
 	case "aws:secretsmanager/getSecretVersion:getSecretVersion":
 		return resource.NewPropertyMapFromMap(map[string]any{
@@ -106,10 +155,12 @@ func (s *stack) Call(args pulumi.MockCallArgs) (resource.PropertyMap, error) {
 // awsConfig is a prod stack's settings; tests override single keys.
 func awsConfig(overrides ...string) map[string]string {
 	c := map[string]string{
-		"switchboard:target":         "aws",
-		"switchboard:jwtSecret":      testJWTSecret,
-		"switchboard:certificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/mock",
-		"switchboard:alarmTopicArn":  "arn:aws:sns:eu-west-1:123456789012:switchboard-alarms",
+		"aws:region":                  "eu-west-1",
+		"switchboard:target":          "aws",
+		"switchboard:jwtSecret":       testJWTSecret,
+		"switchboard:certificateArn":  "arn:aws:acm:eu-west-1:123456789012:certificate/mock",
+		"switchboard:alarmTopicArn":   "arn:aws:sns:eu-west-1:123456789012:switchboard-alarms",
+		"switchboard:apiAllowedCidrs": testAPICIDRs,
 	}
 	for i := 0; i+1 < len(overrides); i += 2 {
 		c["switchboard:"+overrides[i]] = overrides[i+1]
@@ -117,24 +168,33 @@ func awsConfig(overrides ...string) map[string]string {
 	return c
 }
 
-// run runs the program under mocks with config; secretKeys lists the keys
-// stored as secrets (all the secret ones, unless given).
+// testAPICIDRs may reach the EKS API in the tests' stacks.
+const testAPICIDRs = "198.51.100.0/24,203.0.113.7/32"
+
+// run runs the program under mocks with config, as the stack dev (kind) or
+// prod (aws); secretKeys lists the keys stored as secrets (all the secret
+// ones, unless given).
 func run(config map[string]string, secretKeys ...string) (*stack, error) {
-	if secretKeys == nil {
-		secretKeys = []string{"switchboard:jwtSecret", "switchboard:databasePassword"}
-	}
 	stackName := "dev"
 	if config["switchboard:target"] == "aws" {
 		stackName = "prod"
 	}
-	s := &stack{}
-	err := pulumi.RunErr(func(ctx *pulumi.Context) error {
+	s := &stack{name: stackName}
+	return s, s.run(config, secretKeys...)
+}
+
+// run runs the program once more on the stack's state.
+func (s *stack) run(config map[string]string, secretKeys ...string) error {
+	if secretKeys == nil {
+		secretKeys = []string{"switchboard:jwtSecret", "switchboard:databasePassword"}
+	}
+	s.resources = nil
+	return pulumi.RunErr(func(ctx *pulumi.Context) error {
 		return program(ctx)
-	}, pulumi.WithMocks("switchboard", stackName, s), func(info *pulumi.RunInfo) {
+	}, pulumi.WithMocks("switchboard", s.name, s), func(info *pulumi.RunInfo) {
 		info.Config = maps.Clone(config)
 		info.ConfigSecretKeys = secretKeys
 	})
-	return s, err
 }
 
 func mustRun(t *testing.T, config map[string]string) *stack {

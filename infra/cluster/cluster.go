@@ -15,6 +15,7 @@ import (
 	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
+	"github.com/switchboard-dev/switchboard/infra/awsname"
 	"github.com/switchboard-dev/switchboard/infra/iampolicy"
 )
 
@@ -28,6 +29,10 @@ type Args struct {
 	NodeMin, NodeMax int
 	Addons           map[string]string // name → pinned version
 	Tags             pulumi.StringMap
+	// APIAllowedCIDRs may reach the public API endpoint.
+	APIAllowedCIDRs []string
+	// Region and Profile (optional) go to the kubeconfig's `aws eks get-token`.
+	Region, Profile string
 }
 
 // Cluster is the component.
@@ -68,6 +73,7 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 			}).(pulumi.StringArrayOutput),
 			EndpointPrivateAccess: pulumi.Bool(true),
 			EndpointPublicAccess:  pulumi.Bool(true),
+			PublicAccessCidrs:     pulumi.ToStringArray(args.APIAllowedCIDRs),
 		},
 		AccessConfig: &eks.ClusterAccessConfigArgs{
 			AuthenticationMode:                      pulumi.String("API"),
@@ -75,7 +81,7 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 		},
 		EnabledClusterLogTypes: pulumi.ToStringArray([]string{"api", "audit", "authenticator"}),
 		Tags:                   args.Tags,
-	}, parent)
+	}, parent, pulumi.DependsOn(clusterRole.Ready()))
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: %w", name, err)
 	}
@@ -105,7 +111,7 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 		},
 		UpdateConfig: &eks.NodeGroupUpdateConfigArgs{MaxUnavailable: pulumi.Int(1)},
 		Tags:         args.Tags,
-	}, parent, pulumi.IgnoreChanges([]string{"scalingConfig.desiredSize"}))
+	}, parent, pulumi.IgnoreChanges([]string{"scalingConfig.desiredSize"}), pulumi.DependsOn(nodeRole.Ready()))
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: node group: %w", name, err)
 	}
@@ -117,14 +123,21 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 		return nil, err
 	}
 	for _, addon := range slices.Sorted(maps.Keys(args.Addons)) {
+		// EKS installs vpc-cni, coredns and kube-proxy itself, self-managed:
+		// taking them over must overwrite their settings on create too, or
+		// the create fails on the conflict (Amazon EKS User Guide, "Create an
+		// Amazon EKS add-on"; terraform-aws-modules/eks and EKS Blueprints
+		// do the same).
 		a := &eks.AddonArgs{
 			ClusterName: eksCluster.Name, AddonName: pulumi.String(addon), AddonVersion: pulumi.String(args.Addons[addon]),
-			ResolveConflictsOnUpdate: pulumi.String("OVERWRITE"), Tags: args.Tags,
+			ResolveConflictsOnCreate: pulumi.String("OVERWRITE"), ResolveConflictsOnUpdate: pulumi.String("OVERWRITE"), Tags: args.Tags,
 		}
+		deps := []pulumi.Resource{nodes}
 		if addon == "aws-ebs-csi-driver" {
 			a.ServiceAccountRoleArn = ebsRole.Arn
+			deps = append(deps, ebsRole.Ready()...)
 		}
-		if _, err := eks.NewAddon(ctx, name+"-"+addon, a, parent, pulumi.DependsOn([]pulumi.Resource{nodes})); err != nil {
+		if _, err := eks.NewAddon(ctx, name+"-"+addon, a, parent, pulumi.DependsOn(deps)); err != nil {
 			return nil, fmt.Errorf("cluster %s: add-on %s: %w", name, addon, err)
 		}
 	}
@@ -132,7 +145,7 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 	c.Name = eksCluster.Name
 	c.SecurityGroup = eksCluster.VpcConfig.ClusterSecurityGroupId().Elem()
 	c.Kubeconfig = pulumi.All(eksCluster.Name, eksCluster.Endpoint, eksCluster.CertificateAuthority.Data().Elem()).ApplyT(func(v []any) string {
-		return kubeconfig(v[0].(string), v[1].(string), v[2].(string))
+		return kubeconfig(v[0].(string), v[1].(string), v[2].(string), args.Region, args.Profile)
 	}).(pulumi.StringOutput)
 	c.Provider, err = kubernetes.NewProvider(ctx, name, &kubernetes.ProviderArgs{Kubeconfig: c.Kubeconfig}, parent, pulumi.DependsOn([]pulumi.Resource{nodes}))
 	if err != nil {
@@ -141,8 +154,13 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 	return c, ctx.RegisterResourceOutputs(c, pulumi.Map{"name": c.Name, "kubeconfig": c.Kubeconfig})
 }
 
-// kubeconfig reaches the cluster with `aws eks get-token`: it holds no secret.
-func kubeconfig(name, endpoint, ca string) string {
+// kubeconfig reaches the cluster with `aws eks get-token` in the stack's
+// region (and profile, if the stack has one): it holds no secret.
+func kubeconfig(name, endpoint, ca, region, profile string) string {
+	token := []string{"eks", "get-token", "--cluster-name", name, "--region", region, "--output", "json"}
+	if profile != "" {
+		token = append(token, "--profile", profile)
+	}
 	return fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters:
@@ -154,16 +172,29 @@ users:
     exec:
       apiVersion: client.authentication.k8s.io/v1beta1
       command: aws
-      args: [eks, get-token, --cluster-name, %[1]s, --output, json]
+      args: [%[4]s]
 contexts:
 - name: %[1]s
   context: {cluster: %[1]s, user: %[1]s}
 current-context: %[1]s
-`, name, endpoint, ca)
+`, name, endpoint, ca, strings.Join(token, ", "))
+}
+
+// IAMRole is an IAM role and the AWS-managed policies attached to it.
+type IAMRole struct {
+	*iam.Role
+	Attachments []pulumi.Resource
+}
+
+// Ready is the role with its attachments: whatever acts through the role
+// depends on them all, so that it never runs without its permissions, and
+// on destroy loses them only after it is gone.
+func (r *IAMRole) Ready() []pulumi.Resource {
+	return append([]pulumi.Resource{r.Role}, r.Attachments...)
 }
 
 // Role is an IAM role with a trust policy and AWS-managed policies attached.
-func Role(ctx *pulumi.Context, name string, trust iampolicy.Document, tags pulumi.StringMap, parent pulumi.ResourceOption, managed ...string) (*iam.Role, error) {
+func Role(ctx *pulumi.Context, name string, trust iampolicy.Document, tags pulumi.StringMap, parent pulumi.ResourceOption, managed ...string) (*IAMRole, error) {
 	doc, err := trust.JSON()
 	if err != nil {
 		return nil, err
@@ -173,24 +204,31 @@ func Role(ctx *pulumi.Context, name string, trust iampolicy.Document, tags pulum
 
 // ServiceAccountRole is a role that only the Kubernetes service account
 // namespace/account may assume (IRSA).
-func ServiceAccountRole(ctx *pulumi.Context, name string, c *Cluster, namespace, account string, tags pulumi.StringMap, parent pulumi.ResourceOption, managed ...string) (*iam.Role, error) {
+func ServiceAccountRole(ctx *pulumi.Context, name string, c *Cluster, namespace, account string, tags pulumi.StringMap, parent pulumi.ResourceOption, managed ...string) (*IAMRole, error) {
 	trust := pulumi.All(c.OIDCProvider.Arn, c.OIDCIssuer).ApplyT(func(v []any) (string, error) {
 		return iampolicy.AssumedByServiceAccount(v[0].(string), v[1].(string), namespace, account).JSON()
 	}).(pulumi.StringOutput)
 	return role(ctx, name, trust, tags, parent, managed...)
 }
 
-func role(ctx *pulumi.Context, name string, trust pulumi.StringInput, tags pulumi.StringMap, parent pulumi.ResourceOption, managed ...string) (*iam.Role, error) {
-	r, err := iam.NewRole(ctx, name, &iam.RoleArgs{AssumeRolePolicy: trust, Tags: tags}, parent)
+func role(ctx *pulumi.Context, name string, trust pulumi.StringInput, tags pulumi.StringMap, parent pulumi.ResourceOption, managed ...string) (*IAMRole, error) {
+	prefix, err := awsname.RolePrefix.Prefix(ctx.Project(), ctx.Stack(), name)
 	if err != nil {
 		return nil, fmt.Errorf("role %s: %w", name, err)
 	}
+	r, err := iam.NewRole(ctx, name, &iam.RoleArgs{NamePrefix: pulumi.String(prefix), AssumeRolePolicy: trust, Tags: tags}, parent)
+	if err != nil {
+		return nil, fmt.Errorf("role %s: %w", name, err)
+	}
+	out := &IAMRole{Role: r}
 	for i, arn := range managed {
-		if _, err := iam.NewRolePolicyAttachment(ctx, fmt.Sprintf("%s-%d", name, i), &iam.RolePolicyAttachmentArgs{
+		a, err := iam.NewRolePolicyAttachment(ctx, fmt.Sprintf("%s-%d", name, i), &iam.RolePolicyAttachmentArgs{
 			Role: r.Name, PolicyArn: pulumi.String(arn),
-		}, parent); err != nil {
+		}, parent)
+		if err != nil {
 			return nil, fmt.Errorf("role %s: attach %s: %w", name, arn, err)
 		}
+		out.Attachments = append(out.Attachments, a)
 	}
-	return r, nil
+	return out, nil
 }

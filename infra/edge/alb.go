@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,26 +26,84 @@ const controllerAccount = "aws-load-balancer-controller"
 // ping: three pings, so that two lost pings never cut a connection.
 func IdleTimeout(ping time.Duration) time.Duration { return 3 * ping }
 
+// ControllerArgs configure the AWS Load Balancer Controller.
+type ControllerArgs struct {
+	Cluster      *cluster.Cluster
+	VpcID        pulumi.StringInput
+	ChartVersion string
+	Tags         pulumi.StringMap
+}
+
+// Controller is the AWS Load Balancer Controller: its IRSA role, the
+// upstream IAM policy and its Helm release.
+type Controller struct {
+	pulumi.ResourceState
+	// Release is created once the controller's pods are ready, so its
+	// webhooks answer: every Service, pod and Ingress of the stack depends
+	// on it, and on destroy the controller outlives them and deletes the ALB
+	// with its permissions intact.
+	Release *helmv3.Release
+}
+
+// NewController declares the controller.
+func NewController(ctx *pulumi.Context, name string, args ControllerArgs, opts ...pulumi.ResourceOption) (*Controller, error) {
+	c := &Controller{}
+	if err := ctx.RegisterComponentResource("switchboard:index:LBController", name, c, opts...); err != nil {
+		return nil, err
+	}
+	parent := pulumi.Parent(c)
+	policy, err := iampolicy.LoadBalancerController().JSON()
+	if err != nil {
+		return nil, err
+	}
+	role, err := cluster.ServiceAccountRole(ctx, name+"-controller", args.Cluster, "kube-system", controllerAccount, args.Tags, parent)
+	if err != nil {
+		return nil, err
+	}
+	rolePolicy, err := iam.NewRolePolicy(ctx, name+"-controller", &iam.RolePolicyArgs{Role: role.ID(), Policy: pulumi.String(policy)}, parent)
+	if err != nil {
+		return nil, fmt.Errorf("edge %s: controller policy: %w", name, err)
+	}
+	c.Release, err = helmv3.NewRelease(ctx, name+"-controller", &helmv3.ReleaseArgs{
+		Name:           pulumi.String(controllerAccount),
+		Chart:          pulumi.String("aws-load-balancer-controller"),
+		Version:        pulumi.String(args.ChartVersion),
+		Namespace:      pulumi.String("kube-system"),
+		RepositoryOpts: &helmv3.RepositoryOptsArgs{Repo: pulumi.String("https://aws.github.io/eks-charts")},
+		// The release is ready when the controller's Deployment is.
+		SkipAwait: pulumi.Bool(false),
+		Values: pulumi.Map{
+			"clusterName": args.Cluster.Name,
+			"vpcId":       args.VpcID,
+			"serviceAccount": pulumi.Map{
+				"name":        pulumi.String(controllerAccount),
+				"annotations": pulumi.Map{"eks.amazonaws.com/role-arn": role.Arn},
+			},
+		},
+	}, parent, pulumi.Provider(args.Cluster.Provider), pulumi.DependsOn(append(role.Ready(), rolePolicy)))
+	if err != nil {
+		return nil, fmt.Errorf("edge %s: controller: %w", name, err)
+	}
+	return c, ctx.RegisterResourceOutputs(c, pulumi.Map{})
+}
+
 // ALBArgs configure the AWS edge.
 type ALBArgs struct {
-	Cluster        *cluster.Cluster
-	VpcID          pulumi.StringInput
 	Namespace      pulumi.StringInput
 	Service        pulumi.StringInput // the chat ClusterIP Service
 	ServicePort    int
-	ChartVersion   string
 	CertificateARN string
 	WAFACLARN      string // optional
 	Stickiness     time.Duration
 	PingInterval   time.Duration
 	// DrainWindow is the workload's drain: the targets' deregistration delay.
 	DrainWindow  time.Duration
-	LoadBalancer string // the ALB's name, for the alarms' lookup
-	Tags         pulumi.StringMap
+	LoadBalancer string // the ALB's name (awsname), for the alarms' lookup
 }
 
-// ALB is the component: the controller and the chat Ingress it turns into
-// an Application Load Balancer.
+// ALB is the component: the chat Ingress the controller turns into an
+// Application Load Balancer. Give it the Kubernetes provider and a
+// dependency on the controller's release.
 type ALB struct {
 	pulumi.ResourceState
 	Hostname pulumi.StringOutput // the ALB's DNS name
@@ -55,36 +114,6 @@ func NewALB(ctx *pulumi.Context, name string, args ALBArgs, opts ...pulumi.Resou
 	a := &ALB{}
 	if err := ctx.RegisterComponentResource("switchboard:index:ALB", name, a, opts...); err != nil {
 		return nil, err
-	}
-	parent := pulumi.Parent(a)
-	policy, err := controllerPolicy().JSON()
-	if err != nil {
-		return nil, err
-	}
-	role, err := cluster.ServiceAccountRole(ctx, name+"-controller", args.Cluster, "kube-system", controllerAccount, args.Tags, parent)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := iam.NewRolePolicy(ctx, name+"-controller", &iam.RolePolicyArgs{Role: role.ID(), Policy: pulumi.String(policy)}, parent); err != nil {
-		return nil, fmt.Errorf("edge %s: controller policy: %w", name, err)
-	}
-	controller, err := helmv3.NewRelease(ctx, name+"-controller", &helmv3.ReleaseArgs{
-		Name:           pulumi.String(controllerAccount),
-		Chart:          pulumi.String("aws-load-balancer-controller"),
-		Version:        pulumi.String(args.ChartVersion),
-		Namespace:      pulumi.String("kube-system"),
-		RepositoryOpts: &helmv3.RepositoryOptsArgs{Repo: pulumi.String("https://aws.github.io/eks-charts")},
-		Values: pulumi.Map{
-			"clusterName": args.Cluster.Name,
-			"vpcId":       args.VpcID,
-			"serviceAccount": pulumi.Map{
-				"name":        pulumi.String(controllerAccount),
-				"annotations": pulumi.Map{"eks.amazonaws.com/role-arn": role.Arn},
-			},
-		},
-	}, parent, pulumi.Provider(args.Cluster.Provider))
-	if err != nil {
-		return nil, fmt.Errorf("edge %s: controller: %w", name, err)
 	}
 	annotations, err := ingressAnnotations(args)
 	if err != nil {
@@ -101,13 +130,27 @@ func NewALB(ctx *pulumi.Context, name string, args ALBArgs, opts ...pulumi.Resou
 				Name: args.Service, Port: &networkingv1.ServiceBackendPortArgs{Number: pulumi.Int(args.ServicePort)},
 			}},
 		},
-	}, parent, pulumi.Provider(args.Cluster.Provider), pulumi.DependsOn([]pulumi.Resource{controller}))
+	}, pulumi.Parent(a))
 	if err != nil {
 		return nil, fmt.Errorf("edge %s: ingress: %w", name, err)
 	}
 	a.Hostname = ingress.Status.LoadBalancer().Ingress().Index(pulumi.Int(0)).Hostname().Elem()
 	return a, ctx.RegisterResourceOutputs(a, pulumi.Map{"hostname": a.Hostname})
 }
+
+// HealthCheck is the target group's health check of /ready.
+type HealthCheck struct {
+	Interval, Timeout  int // seconds
+	Healthy, Unhealthy int // consecutive checks
+}
+
+// ReadyCheck is the chat target group's: a pod leaves within 10 s of
+// failing /ready, and /ready answers in milliseconds, well inside 3 s. ELBv2
+// wants the timeout below the interval
+// (https://docs.aws.amazon.com/elasticloadbalancing/latest/APIReference/API_CreateTargetGroup.html);
+// left unset, the controller's is 5 s, which an interval of 5 s makes AWS
+// refuse.
+var ReadyCheck = HealthCheck{Interval: 5, Timeout: 3, Healthy: 2, Unhealthy: 2}
 
 // ingressAnnotations configure the ALB the controller makes of the Ingress.
 func ingressAnnotations(args ALBArgs) (map[string]string, error) {
@@ -135,62 +178,13 @@ func ingressAnnotations(args ALBArgs) (map[string]string, error) {
 		"alb.ingress.kubernetes.io/target-group-attributes":      strings.Join(tg, ","),
 		"alb.ingress.kubernetes.io/load-balancer-attributes":     fmt.Sprintf("idle_timeout.timeout_seconds=%d", secs(IdleTimeout(args.PingInterval))),
 		"alb.ingress.kubernetes.io/healthcheck-path":             "/ready",
-		"alb.ingress.kubernetes.io/healthcheck-interval-seconds": "5",
-		"alb.ingress.kubernetes.io/healthy-threshold-count":      "2",
-		"alb.ingress.kubernetes.io/unhealthy-threshold-count":    "2",
+		"alb.ingress.kubernetes.io/healthcheck-interval-seconds": strconv.Itoa(ReadyCheck.Interval),
+		"alb.ingress.kubernetes.io/healthcheck-timeout-seconds":  strconv.Itoa(ReadyCheck.Timeout),
+		"alb.ingress.kubernetes.io/healthy-threshold-count":      strconv.Itoa(ReadyCheck.Healthy),
+		"alb.ingress.kubernetes.io/unhealthy-threshold-count":    strconv.Itoa(ReadyCheck.Unhealthy),
 	}
 	if args.WAFACLARN != "" {
 		an["alb.ingress.kubernetes.io/wafv2-acl-arn"] = args.WAFACLARN
 	}
 	return an, nil
-}
-
-// controllerPolicy is what the AWS Load Balancer Controller does: read the
-// VPC, manage load balancers, target groups, listeners and their security
-// groups, and attach WAF and certificates. Every action is named.
-func controllerPolicy() iampolicy.Document {
-	return iampolicy.New(
-		iampolicy.Allow([]string{
-			"ec2:DescribeAccountAttributes", "ec2:DescribeAddresses", "ec2:DescribeAvailabilityZones",
-			"ec2:DescribeInternetGateways", "ec2:DescribeVpcs", "ec2:DescribeVpcPeeringConnections",
-			"ec2:DescribeSubnets", "ec2:DescribeSecurityGroups", "ec2:DescribeInstances",
-			"ec2:DescribeNetworkInterfaces", "ec2:DescribeTags", "ec2:GetCoipPoolUsage", "ec2:DescribeCoipPools",
-			"ec2:GetSecurityGroupsForVpc",
-			"elasticloadbalancing:DescribeLoadBalancers", "elasticloadbalancing:DescribeLoadBalancerAttributes",
-			"elasticloadbalancing:DescribeListeners", "elasticloadbalancing:DescribeListenerCertificates",
-			"elasticloadbalancing:DescribeSSLPolicies", "elasticloadbalancing:DescribeRules",
-			"elasticloadbalancing:DescribeTargetGroups", "elasticloadbalancing:DescribeTargetGroupAttributes",
-			"elasticloadbalancing:DescribeTargetHealth", "elasticloadbalancing:DescribeTags",
-			"elasticloadbalancing:DescribeTrustStores", "elasticloadbalancing:DescribeListenerAttributes",
-			"elasticloadbalancing:DescribeCapacityReservation",
-			"acm:ListCertificates", "acm:DescribeCertificate",
-			"wafv2:GetWebACL", "wafv2:GetWebACLForResource", "wafv2:AssociateWebACL", "wafv2:DisassociateWebACL",
-			"shield:GetSubscriptionState",
-			"iam:ListServerCertificates", "iam:GetServerCertificate", "cognito-idp:DescribeUserPoolClient",
-		}, "*"),
-		iampolicy.Allow([]string{
-			"ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress", "ec2:CreateSecurityGroup",
-			"ec2:DeleteSecurityGroup", "ec2:CreateTags", "ec2:DeleteTags",
-		}, "*"),
-		iampolicy.Allow([]string{
-			"elasticloadbalancing:CreateLoadBalancer", "elasticloadbalancing:CreateTargetGroup",
-			"elasticloadbalancing:CreateListener", "elasticloadbalancing:DeleteListener",
-			"elasticloadbalancing:CreateRule", "elasticloadbalancing:DeleteRule",
-			"elasticloadbalancing:AddTags", "elasticloadbalancing:RemoveTags",
-			"elasticloadbalancing:ModifyLoadBalancerAttributes", "elasticloadbalancing:SetIpAddressType",
-			"elasticloadbalancing:SetSecurityGroups", "elasticloadbalancing:SetSubnets",
-			"elasticloadbalancing:DeleteLoadBalancer", "elasticloadbalancing:ModifyTargetGroup",
-			"elasticloadbalancing:ModifyTargetGroupAttributes", "elasticloadbalancing:DeleteTargetGroup",
-			"elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets",
-			"elasticloadbalancing:SetWebAcl", "elasticloadbalancing:ModifyListener",
-			"elasticloadbalancing:AddListenerCertificates", "elasticloadbalancing:RemoveListenerCertificates",
-			"elasticloadbalancing:ModifyRule", "elasticloadbalancing:ModifyListenerAttributes",
-		}, "*"),
-		iampolicy.Statement{
-			Effect:    "Allow",
-			Action:    []string{"iam:CreateServiceLinkedRole"},
-			Resource:  []string{"*"},
-			Condition: map[string]map[string]string{"StringEquals": {"iam:AWSServiceName": "elasticloadbalancing.amazonaws.com"}},
-		},
-	)
 }

@@ -15,12 +15,27 @@ type Document struct {
 
 // Statement is one statement of a document.
 type Statement struct {
-	Sid       string                       `json:"Sid,omitempty"`
-	Effect    string                       `json:"Effect"`
-	Principal map[string][]string          `json:"Principal,omitempty"`
-	Action    []string                     `json:"Action"`
-	Resource  []string                     `json:"Resource,omitempty"`
-	Condition map[string]map[string]string `json:"Condition,omitempty"`
+	Sid       string              `json:"Sid,omitempty"`
+	Effect    string              `json:"Effect"`
+	Principal map[string][]string `json:"Principal,omitempty"`
+	Action    []string            `json:"Action"`
+	Resource  []string            `json:"Resource,omitempty"`
+	Condition Conditions          `json:"Condition,omitempty"`
+}
+
+// Conditions map an operator (StringEquals, Null) to condition keys and
+// their values.
+type Conditions map[string]map[string]Values
+
+// Values are a condition key's values; IAM matches any of them.
+type Values []string
+
+// MarshalJSON writes one value as a string, as IAM's examples do.
+func (v Values) MarshalJSON() ([]byte, error) {
+	if len(v) == 1 {
+		return json.Marshal(v[0])
+	}
+	return json.Marshal([]string(v))
 }
 
 // Allow is a statement allowing actions on resources.
@@ -48,9 +63,9 @@ func AssumedByServiceAccount(providerARN, providerURL, namespace, name string) D
 		Effect:    "Allow",
 		Action:    []string{"sts:AssumeRoleWithWebIdentity"},
 		Principal: map[string][]string{"Federated": {providerARN}},
-		Condition: map[string]map[string]string{"StringEquals": {
-			providerURL + ":sub": fmt.Sprintf("system:serviceaccount:%s:%s", namespace, name),
-			providerURL + ":aud": "sts.amazonaws.com",
+		Condition: Conditions{"StringEquals": {
+			providerURL + ":sub": {fmt.Sprintf("system:serviceaccount:%s:%s", namespace, name)},
+			providerURL + ":aud": {"sts.amazonaws.com"},
 		}},
 	})
 }

@@ -15,6 +15,8 @@ import (
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/rds"
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/secretsmanager"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+
+	"github.com/switchboard-dev/switchboard/infra/awsname"
 )
 
 // Ports the security groups open, and nothing else.
@@ -28,7 +30,6 @@ const database = "switchboard"
 
 // Args configure the stores.
 type Args struct {
-	Name           string // prefix of the AWS names
 	VpcID          pulumi.StringInput
 	PrivateSubnets pulumi.StringArrayInput
 	// ClientGroup is the only security group the stores admit: the cluster's.
@@ -41,6 +42,10 @@ type Args struct {
 	DBBackupDays       int
 	DeletionProtection bool
 	Tags               pulumi.StringMap
+
+	// AWS names (infra/awsname): the replication group id, the DB instance
+	// and final snapshot identifiers.
+	ReplicationGroupID, DBInstanceID, DBFinalSnapshotID string
 }
 
 // Managed is the component. The URLs are secrets.
@@ -97,6 +102,7 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 		return nil, fmt.Errorf("managed %s: cache subnet group: %w", name, err)
 	}
 	redis, err := elasticache.NewReplicationGroup(ctx, name, &elasticache.ReplicationGroupArgs{
+		ReplicationGroupId:       pulumi.String(args.ReplicationGroupID),
 		Description:              pulumi.String("Switchboard message bus"),
 		Engine:                   pulumi.String("redis"),
 		EngineVersion:            pulumi.String("7.1"),
@@ -132,6 +138,7 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 		return nil, fmt.Errorf("managed %s: db parameters: %w", name, err)
 	}
 	pg, err := rds.NewInstance(ctx, name, &rds.InstanceArgs{
+		Identifier:                 pulumi.String(args.DBInstanceID),
 		Engine:                     pulumi.String("postgres"),
 		EngineVersion:              pulumi.String("16"),
 		InstanceClass:              pulumi.String(args.DBInstanceClass),
@@ -150,7 +157,7 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 		BackupRetentionPeriod:      pulumi.Int(args.DBBackupDays),
 		DeletionProtection:         pulumi.Bool(args.DeletionProtection),
 		SkipFinalSnapshot:          pulumi.Bool(!args.DeletionProtection),
-		FinalSnapshotIdentifier:    pulumi.String(args.Name + "-final"),
+		FinalSnapshotIdentifier:    pulumi.String(args.DBFinalSnapshotID),
 		PerformanceInsightsEnabled: pulumi.Bool(true),
 		AutoMinorVersionUpgrade:    pulumi.Bool(true),
 		CopyTagsToSnapshot:         pulumi.Bool(true),
@@ -186,7 +193,12 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 
 // onlyFrom is a security group that admits port from the client group alone.
 func onlyFrom(ctx *pulumi.Context, name string, args Args, port int, parent pulumi.ResourceOption) (*ec2.SecurityGroup, error) {
+	prefix, err := awsname.SecurityGroupPrefix.Prefix(ctx.Project(), ctx.Stack(), name)
+	if err != nil {
+		return nil, fmt.Errorf("managed %s: security group: %w", name, err)
+	}
 	sg, err := ec2.NewSecurityGroup(ctx, name, &ec2.SecurityGroupArgs{
+		NamePrefix:  pulumi.String(prefix),
 		VpcId:       args.VpcID,
 		Description: pulumi.Sprintf("Switchboard %s: port %d from the cluster only", name, port),
 		Ingress: ec2.SecurityGroupIngressArray{ec2.SecurityGroupIngressArgs{

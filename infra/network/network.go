@@ -13,6 +13,7 @@ import (
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/iam"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
+	"github.com/switchboard-dev/switchboard/infra/awsname"
 	"github.com/switchboard-dev/switchboard/infra/iampolicy"
 )
 
@@ -173,7 +174,11 @@ func flowLogs(ctx *pulumi.Context, name string, vpc *ec2.Vpc, tags pulumi.String
 	if err != nil {
 		return err
 	}
-	role, err := iam.NewRole(ctx, name+"-flows", &iam.RoleArgs{AssumeRolePolicy: pulumi.String(trust), Tags: tags}, parent)
+	prefix, err := awsname.RolePrefix.Prefix(ctx.Project(), ctx.Stack(), name+"-flows")
+	if err != nil {
+		return fmt.Errorf("network %s: flow log role: %w", name, err)
+	}
+	role, err := iam.NewRole(ctx, name+"-flows", &iam.RoleArgs{NamePrefix: pulumi.String(prefix), AssumeRolePolicy: pulumi.String(trust), Tags: tags}, parent)
 	if err != nil {
 		return fmt.Errorf("network %s: flow log role: %w", name, err)
 	}

@@ -6,12 +6,17 @@ package stackconfig
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi/config"
+
+	"github.com/switchboard-dev/switchboard/infra/eksaddon"
 )
 
 // Targets.
@@ -71,7 +76,7 @@ type AWSSettings struct {
 	EKSVersion        string
 	NodeInstanceType  string
 	NodeMin, NodeMax  int
-	Addons            map[string]string // EKS add-on → pinned version
+	Addons            map[string]string // EKS add-on → pinned version: eksaddon's row for EKSVersion, addon-<name> overrides
 	LBControllerChart string            // aws-load-balancer-controller chart version
 	CertificateARN    string            // ACM, for the HTTPS listener
 	WAFACLARN         string            // optional WAFv2 web ACL
@@ -84,6 +89,13 @@ type AWSSettings struct {
 	DBMultiAZ         bool
 	DBBackupDays      int
 	DeletionProtect   bool // RDS deletion protection
+	// APIAllowedCIDRs may reach the public EKS API endpoint: where `pulumi
+	// up` and kubectl run. 0.0.0.0/0 only with APIAllowAnywhere.
+	APIAllowedCIDRs  []string
+	APIAllowAnywhere bool
+	// Region and Profile are the AWS provider's (aws:region, aws:profile),
+	// for the kubeconfig's `aws eks get-token`.
+	Region, Profile string
 }
 
 // Defaults are the values of every unset key.
@@ -115,12 +127,7 @@ func Defaults() Config {
 			NodeInstanceType: "m6i.large",
 			NodeMin:          3,
 			NodeMax:          6,
-			Addons: map[string]string{
-				"vpc-cni":            "v1.19.5-eksbuild.3",
-				"coredns":            "v1.12.1-eksbuild.2",
-				"kube-proxy":         "v1.33.0-eksbuild.2",
-				"aws-ebs-csi-driver": "v1.45.0-eksbuild.2",
-			},
+			// Addons: infra/eksaddon's row for EKSVersion.
 			LBControllerChart: "1.13.4",
 			Stickiness:        time.Hour,
 			RedisNodeType:     "cache.r7g.large",
@@ -247,10 +254,12 @@ func (r *reader) aws(a *AWSSettings) {
 	r.boolean("dbMultiAz", &a.DBMultiAZ)
 	r.integer("dbBackupDays", &a.DBBackupDays, 1, 35)
 	r.boolean("deletionProtection", &a.DeletionProtect)
-	for name := range a.Addons {
-		v := a.Addons[name]
-		r.str("addon-"+name, &v)
-		a.Addons[name] = v
+	r.addons(a)
+	r.apiCIDRs(a)
+	aws := config.New(r.ctx, "aws")
+	a.Region, a.Profile = aws.Get("region"), aws.Get("profile")
+	if a.Region == "" {
+		r.errs = append(r.errs, errors.New("aws:region is not set: `pulumi config set aws:region <region>`, e.g. eu-west-1"))
 	}
 	// The lb_cookie duration is 1 s to 7 days.
 	if a.Stickiness < time.Second || a.Stickiness > 7*24*time.Hour {
@@ -258,6 +267,58 @@ func (r *reader) aws(a *AWSSettings) {
 	}
 	if a.NodeMax < a.NodeMin {
 		r.fail("nodeMax", strconv.Itoa(a.NodeMax), fmt.Sprintf("at least nodeMin (%d)", a.NodeMin))
+	}
+}
+
+// addons pins the add-ons of eksVersion's row, each overridable by
+// addon-<name>, and refuses an eksVersion without a row or a kube-proxy of
+// another minor.
+func (r *reader) addons(a *AWSSettings) {
+	row, err := eksaddon.For(a.EKSVersion)
+	if err != nil {
+		r.fail("eksVersion", a.EKSVersion, "one of "+strings.Join(eksaddon.Minors(), ", ")+", the minors infra/eksaddon has add-on versions for")
+		return
+	}
+	for _, name := range slices.Sorted(maps.Keys(row)) {
+		v := row[name]
+		r.str("addon-"+name, &v)
+		if err := eksaddon.Check(a.EKSVersion, name, v); err != nil {
+			r.fail("addon-"+name, v, err.Error())
+		}
+		row[name] = v
+	}
+	a.Addons = row
+}
+
+// maxAPICIDRs is EKS's limit on public access CIDR blocks per cluster
+// (Amazon EKS User Guide, "Cluster API server endpoint").
+const maxAPICIDRs = 40
+
+// apiCIDRs reads apiAllowedCidrs, required: IPv4 CIDRs, comma-separated.
+// One that admits every address is refused unless apiAllowAnywhere is true.
+func (r *reader) apiCIDRs(a *AWSSettings) {
+	r.boolean("apiAllowAnywhere", &a.APIAllowAnywhere)
+	v := r.cfg.Get("apiAllowedCidrs")
+	want := "comma-separated IPv4 CIDRs that may reach the EKS API (your and CI's egress, e.g. 198.51.100.7/32), at most 40"
+	if v == "" {
+		r.fail("apiAllowedCidrs", v, want)
+		return
+	}
+	for _, c := range strings.Split(v, ",") {
+		c = strings.TrimSpace(c)
+		p, err := netip.ParsePrefix(c)
+		switch {
+		case err != nil || !p.Addr().Is4() || p.Masked() != p:
+			r.fail("apiAllowedCidrs", v, fmt.Sprintf("%s; %q is not one (a CIDR's host bits are zero)", want, c))
+			return
+		case p.Bits() == 0 && !a.APIAllowAnywhere:
+			r.fail("apiAllowedCidrs", v, "CIDRs narrower than 0.0.0.0/0, or apiAllowAnywhere true to open the API endpoint to the internet")
+			return
+		}
+		a.APIAllowedCIDRs = append(a.APIAllowedCIDRs, c)
+	}
+	if len(a.APIAllowedCIDRs) > maxAPICIDRs {
+		r.fail("apiAllowedCidrs", v, want)
 	}
 }
 

@@ -1,0 +1,126 @@
+package awsname
+
+import (
+	"strings"
+	"testing"
+)
+
+// stacks are the names every derivation must survive: the stack files',
+// the e2e's (staging-test-<unix seconds>), 60+ characters, every character
+// Pulumi allows in a stack name, and case alone telling two apart.
+var stacks = []string{
+	"dev", "staging", "prod",
+	"staging-test-1764547200",
+	"staging-test-1764547200-with-a-much-longer-suffix-for-the-ci-run-42",
+	strings.Repeat("very-long-stack-name-", 12),
+	"Prod_EU.west-1", "prod_eu.west-1", "-x-", "internal", "sg",
+}
+
+// Each documented rule, broken once: Check refuses what AWS refuses.
+func TestCheckRefusesWhatTheDocsRefuse(t *testing.T) {
+	for _, tc := range []struct {
+		rule Rule
+		name string
+		why  string
+	}{
+		{LoadBalancer, strings.Repeat("a", 33), "ELBv2: at most 32 characters"},
+		{LoadBalancer, "internal-chat", `ELBv2: must not begin with "internal-"`},
+		{LoadBalancer, "chat-", "ELBv2: must not end with a hyphen"},
+		{LoadBalancer, "-chat", "ELBv2: must not begin with a hyphen"},
+		{LoadBalancer, "chat_prod", "ELBv2: alphanumerics and hyphens only"},
+		{ReplicationGroup, strings.Repeat("a", 41), "ElastiCache: 1 to 40 characters"},
+		{ReplicationGroup, "1redis", "ElastiCache: first character a letter"},
+		{ReplicationGroup, "redis--prod", "ElastiCache: no two consecutive hyphens"},
+		{ReplicationGroup, "redis-", "ElastiCache: cannot end with a hyphen"},
+		{ReplicationGroup, "Redis", "ElastiCache: stored lowercase"},
+		{DBInstance, strings.Repeat("a", 64), "RDS: 1 to 63 characters"},
+		{DBInstance, "9db", "RDS: first character a letter"},
+		{DBInstance, "db--prod", "RDS: no two consecutive hyphens"},
+		{DBInstance, "db-", "RDS: can't end with a hyphen"},
+		{DBSnapshot, "db--final", "RDS: no two consecutive hyphens"},
+		{RolePrefix, strings.Repeat("a", 39), "IAM: role name 64 less the 26-character suffix"},
+		{RolePrefix, "role name", "IAM: [\\w+=,.@-] only"},
+		{SecurityGroupPrefix, "sg-data", `EC2: cannot start with "sg-"`},
+		{SecurityGroupPrefix, strings.Repeat("a", 230), "EC2: 255 less the 26-character suffix"},
+		{Cluster, strings.Repeat("a", 101), "EKS: at most 100 characters"},
+		{Cluster, "_cluster", "EKS: must start with an alphanumeric character"},
+		{Cluster, "cluster.prod", "EKS: alphanumerics, hyphens and underscores only"},
+	} {
+		if err := tc.rule.Check(tc.name); err == nil {
+			t.Errorf("%s %q accepted: %s", tc.rule.Kind, tc.name, tc.why)
+		}
+	}
+}
+
+// Every name of every stack fits its rule, is stable, keeps a short
+// stack's name readable, and differs from every other stack's.
+func TestEveryNameFitsForAnyStackName(t *testing.T) {
+	seen := map[string]string{}
+	for _, stack := range stacks {
+		n, err := For("switchboard", stack)
+		if err != nil {
+			t.Errorf("stack %q: %v", stack, err)
+			continue
+		}
+		again, _ := For("switchboard", stack)
+		if again != n {
+			t.Errorf("stack %q: names %v then %v: want them stable", stack, n, again)
+		}
+		for _, got := range []struct {
+			rule Rule
+			name string
+		}{
+			{Cluster, n.Cluster}, {LoadBalancer, n.LoadBalancer}, {ReplicationGroup, n.ReplicationGroup},
+			{DBInstance, n.DBInstance}, {DBSnapshot, n.DBFinalSnapshot},
+		} {
+			if err := got.rule.Check(got.name); err != nil {
+				t.Errorf("stack %q: %v", stack, err)
+			}
+			if other, ok := seen[got.rule.Kind+"/"+got.name]; ok {
+				t.Errorf("stacks %q and %q share the %s %q", other, stack, got.rule.Kind, got.name)
+			}
+			seen[got.rule.Kind+"/"+got.name] = stack
+		}
+		for _, rule := range []Rule{RolePrefix, SecurityGroupPrefix} {
+			p, err := rule.Prefix("switchboard", stack, "cluster-nodes")
+			if err != nil {
+				t.Errorf("stack %q: %v", stack, err)
+				continue
+			}
+			if err := rule.Check(p); err != nil || !strings.HasSuffix(p, "-") {
+				t.Errorf("stack %q: prefix %q (%v): want it valid and ending in a hyphen", stack, p, err)
+			}
+		}
+	}
+	if n, _ := For("switchboard", "prod"); n.LoadBalancer != "switchboard-prod" || n.DBInstance != "switchboard-prod" {
+		t.Errorf("names %+v: want a name that fits kept as it is", n)
+	}
+}
+
+// What no cut can fix is refused, with the rule's documentation.
+func TestUnfittableNamesAreRefused(t *testing.T) {
+	for _, tc := range []struct {
+		rule  Rule
+		parts []string
+	}{
+		{LoadBalancer, []string{"internal", "chat"}},
+		{DBInstance, []string{"1st", "db"}},
+		{ReplicationGroup, []string{"_"}},
+		{SecurityGroupPrefix, []string{"sg", "data"}},
+		{Cluster, nil},
+	} {
+		if name, err := tc.rule.Fit(tc.parts...); err == nil {
+			t.Errorf("%s of %q: derived %q, want a refusal", tc.rule.Kind, tc.parts, name)
+		} else if tc.parts != nil && !strings.Contains(err.Error(), "docs.aws.amazon.com") {
+			t.Errorf("refusal %q: want the documented rule cited", err)
+		}
+	}
+}
+
+// The README's example: the e2e's stack name.
+func TestTheE2EStackNameIsCutAsDocumented(t *testing.T) {
+	n, err := For("switchboard", "staging-test-1764547200")
+	if err != nil || n.LoadBalancer != "switchboard-staging-tes-77332345" {
+		t.Errorf("ALB %q (%v): want switchboard-staging-tes-77332345, as the README says", n.LoadBalancer, err)
+	}
+}

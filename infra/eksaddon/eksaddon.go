@@ -1,0 +1,63 @@
+// Package eksaddon is the table of the EKS add-on versions the stacks pin,
+// one row per Kubernetes minor, so that each add-on stays consistent with
+// the cluster's eksVersion (kube-proxy's minor must be the cluster's).
+package eksaddon
+
+import (
+	"fmt"
+	"maps"
+	"regexp"
+	"slices"
+	"strings"
+)
+
+// versions are the EKS add-on type's versions per cluster minor, from the
+// Amazon EKS User Guide's version tables: "Manage kube-proxy in Amazon EKS
+// clusters" (managing-kube-proxy.html), "Manage CoreDNS for DNS in Amazon
+// EKS clusters" (managing-coredns.html) and "Assign IPs to Pods with the
+// Amazon VPC CNI" (managing-vpc-cni.html). AWS publishes no per-minor table
+// for the EBS CSI driver: its version is one `aws eks
+// describe-addon-versions --addon-name aws-ebs-csi-driver` lists for each
+// of these minors. Adding a minor is adding a row from those pages.
+var versions = map[string]map[string]string{
+	"1.31": {
+		"vpc-cni": "v1.20.1-eksbuild.3", "coredns": "v1.11.4-eksbuild.24", "kube-proxy": "v1.31.13-eksbuild.2",
+		"aws-ebs-csi-driver": "v1.45.0-eksbuild.2",
+	},
+	"1.32": {
+		"vpc-cni": "v1.20.1-eksbuild.3", "coredns": "v1.11.4-eksbuild.24", "kube-proxy": "v1.32.9-eksbuild.2",
+		"aws-ebs-csi-driver": "v1.45.0-eksbuild.2",
+	},
+	"1.33": {
+		"vpc-cni": "v1.20.1-eksbuild.3", "coredns": "v1.12.4-eksbuild.1", "kube-proxy": "v1.33.5-eksbuild.2",
+		"aws-ebs-csi-driver": "v1.45.0-eksbuild.2",
+	},
+}
+
+// Minors are the cluster versions the table has a row for.
+func Minors() []string { return slices.Sorted(maps.Keys(versions)) }
+
+// For is a copy of the row of eksVersion ("1.33").
+func For(eksVersion string) (map[string]string, error) {
+	row, ok := versions[eksVersion]
+	if !ok {
+		return nil, fmt.Errorf("no add-on versions for EKS %q: want one of %s", eksVersion, strings.Join(Minors(), ", "))
+	}
+	return maps.Clone(row), nil
+}
+
+// version is an EKS add-on version: vMAJOR.MINOR.PATCH-eksbuild.N.
+var version = regexp.MustCompile(`^v(\d+)\.(\d+)\.\d+-eksbuild\.\d+$`)
+
+// Check refuses a version that is not an EKS add-on version, and a
+// kube-proxy whose minor is not the cluster's.
+func Check(eksVersion, addon, v string) error {
+	m := version.FindStringSubmatch(v)
+	if m == nil {
+		return fmt.Errorf("add-on %s %q: want vX.Y.Z-eksbuild.N", addon, v)
+	}
+	if addon == "kube-proxy" && m[1]+"."+m[2] != eksVersion {
+		return fmt.Errorf("add-on kube-proxy %q: want the minor of eksVersion, v%s.x-eksbuild.N", v, eksVersion)
+	}
+	return nil
+}

@@ -1,0 +1,51 @@
+package eksaddon
+
+import (
+	"strings"
+	"testing"
+)
+
+// kube-proxy's minor must be the cluster's ("Manage kube-proxy in Amazon
+// EKS clusters": the add-on version table lists one kube-proxy per
+// Kubernetes version), and every row pins the same add-ons.
+func TestEveryRowIsConsistentWithItsMinor(t *testing.T) {
+	if len(Minors()) < 3 {
+		t.Errorf("minors %v: want at least 1.31, 1.32 and 1.33", Minors())
+	}
+	want, _ := For("1.33")
+	for _, minor := range Minors() {
+		row, err := For(minor)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(row) != len(want) {
+			t.Errorf("EKS %s pins %d add-ons, 1.33 pins %d", minor, len(row), len(want))
+		}
+		for addon, v := range row {
+			if err := Check(minor, addon, v); err != nil {
+				t.Errorf("EKS %s: %v", minor, err)
+			}
+		}
+		if !strings.HasPrefix(row["kube-proxy"], "v"+minor+".") {
+			t.Errorf("EKS %s: kube-proxy %s", minor, row["kube-proxy"])
+		}
+	}
+}
+
+func TestMismatchesAreRefused(t *testing.T) {
+	for _, tc := range []struct{ eks, addon, version string }{
+		{"1.33", "kube-proxy", "v1.32.9-eksbuild.2"},
+		{"1.31", "kube-proxy", "v1.33.5-eksbuild.2"},
+		{"1.33", "coredns", "1.12.4"},
+		{"1.33", "vpc-cni", "latest"},
+	} {
+		if err := Check(tc.eks, tc.addon, tc.version); err == nil {
+			t.Errorf("EKS %s with %s %s accepted", tc.eks, tc.addon, tc.version)
+		}
+	}
+	for _, v := range []string{"1.30", "1.34", "1.33.0", ""} {
+		if _, err := For(v); err == nil || !strings.Contains(err.Error(), "1.31, 1.32, 1.33") {
+			t.Errorf("EKS %q: %v, want a refusal listing the minors", v, err)
+		}
+	}
+}
