@@ -176,6 +176,11 @@ func TestStackFilesDeclareTheirTopology(t *testing.T) {
 			cfg := stackFile(t, tc.stack)
 			cfg["switchboard:jwtSecret"] = testJWTSecret
 			cfg["switchboard:databasePassword"] = testDBPass
+			if cfg["switchboard:target"] == "aws" {
+				// What the stack files leave to each user (TestStackFilesNameWhatTheUserMustSet).
+				cfg["switchboard:certificateArn"] = testCertificateARN
+				cfg["switchboard:alarmTopicArn"] = testAlarmTopicARN
+			}
 			s := mustRun(t, cfg)
 			counts := map[string]int{}
 			for _, r := range s.resources {
