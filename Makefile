@@ -36,9 +36,11 @@ kind-up:
 	docker build -t switchboard/chatserver:dev .
 	kind load docker-image switchboard/chatserver:dev --name switchboard
 
+# gofmt, go vet, and actionlint on every GitHub Actions workflow.
 lint:
 	@test -z "$$(gofmt -l app infra tests dashboards nginx 2>/dev/null)" || { gofmt -l app infra tests dashboards nginx; echo "gofmt: files above need formatting"; exit 1; }
 	go vet $(GO_PKGS)
+	@./scripts/actionlint.sh
 
 fuzz:
 	go test ./app/protocol -run '^$$' -fuzz FuzzDecodeClient -fuzztime 20s

@@ -229,3 +229,89 @@ func TestRulesForSetsTheInstanceMinimum(t *testing.T) {
 	}
 	t.Fatal("no SwitchboardInstancesBelowMinimum")
 }
+
+// Grafana refuses a rule uid longer than 40 characters, or with characters
+// other than letters, digits, '-' and '_' (pkg/util/shortid_generator.go:
+// MaxUIDLength = 40, "Only letters, numbers, '-' and '_' are allowed"),
+// and a uid used twice in an organisation; one bad uid and provisioning
+// loads none of the file's rules.
+func TestEveryGrafanaRuleUIDIsOneGrafanaAccepts(t *testing.T) {
+	long := "SwitchboardPersistenceBacklogGrowingFasterThanWritten"
+	ruleFile := func(groups ...string) []byte {
+		var b strings.Builder
+		b.WriteString("groups:\n")
+		for _, g := range groups {
+			b.WriteString(g)
+		}
+		return []byte(b.String())
+	}
+	group := func(name string, alerts ...string) string {
+		s := "  - name: " + name + "\n    rules:\n"
+		for _, a := range alerts {
+			s += "      - alert: " + a + "\n        expr: up == 0\n"
+		}
+		return s
+	}
+	for _, tc := range []struct {
+		name    string
+		file    []byte
+		refused string // empty: accepted
+	}{
+		{"alerts.yaml", dashboards.Alerts, ""},
+		{"names past 40 characters sharing their start", ruleFile(group("g", long, long+"Again", "Short")), ""},
+		{"non-ASCII and punctuation", ruleFile(group("g", "Ünïcode.Alert:Name")), ""},
+		{"one name in two groups", ruleFile(group("a", "SameName"), group("b", "SameName")), "uid same-name is taken by an alert of group a"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := grafana.Alerting(tc.file, grafana.AlertingOptions{Folder: "f", OrgID: 1})
+			if tc.refused != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.refused) {
+					t.Fatalf("err %v: want a refusal saying %q", err, tc.refused)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			uids := ruleUIDs(t, out)
+			if len(uids) == 0 {
+				t.Fatal("no rules generated")
+			}
+			checkUIDs(t, uids)
+		})
+	}
+	// The committed file, which Grafana loads.
+	checkUIDs(t, ruleUIDs(t, dashboards.GrafanaAlerting))
+}
+
+func ruleUIDs(t *testing.T, provisioning []byte) []string {
+	t.Helper()
+	var prov struct {
+		Groups []struct{ Rules []struct{ UID string } }
+	}
+	if err := yaml.Unmarshal(provisioning, &prov); err != nil {
+		t.Fatal(err)
+	}
+	var uids []string
+	for _, g := range prov.Groups {
+		for _, r := range g.Rules {
+			uids = append(uids, r.UID)
+		}
+	}
+	return uids
+}
+
+func checkUIDs(t *testing.T, uids []string) {
+	t.Helper()
+	valid := regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
+	seen := map[string]bool{}
+	for _, uid := range uids {
+		if len(uid) > grafana.MaxUID || !valid.MatchString(uid) {
+			t.Errorf("rule uid %q (%d characters): Grafana wants at most %d of [a-zA-Z0-9-_]", uid, len(uid), grafana.MaxUID)
+		}
+		if seen[uid] {
+			t.Errorf("rule uid %q used twice", uid)
+		}
+		seen[uid] = true
+	}
+}

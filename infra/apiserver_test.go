@@ -55,9 +55,10 @@ func TestDevStackOnARealAPIServer(t *testing.T) {
 		return nil
 	}
 
-	// What the cluster has before the stack: three fake nodes, the
-	// Prometheus Operator's CRDs (existing mode) and volumes for the stores.
-	if err := apply(cluster, fakeNodes(3)+persistentVolumes(2, dir)); err != nil {
+	// What the cluster has before the stack: three fake nodes, kind's
+	// control-plane node, the Prometheus Operator's CRDs (existing mode) and
+	// volumes for the stores.
+	if err := apply(cluster, fakeNodes(3)+kindControlPlane(t)+persistentVolumes(2, dir)); err != nil {
 		t.Fatalf("nodes and volumes: %v", err)
 	}
 	for _, crd := range operatorCRDs(t) {
@@ -91,6 +92,21 @@ func TestDevStackOnARealAPIServer(t *testing.T) {
 		}
 		if len(nodes) < 3 {
 			t.Errorf("chat pods on nodes %v: want them spread over 3 nodes", nodes)
+		}
+	})
+
+	// The host's port reaches kind's control-plane node only, and the edge
+	// Service (externalTrafficPolicy Local) answers only on nodes with an
+	// edge pod: every edge pod must be there.
+	t.Run("EdgePodsRunOnTheNodeTheHostPortReaches", func(t *testing.T) {
+		pods := k8s.ListPods(t, kc, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=edge"})
+		if len(pods) == 0 {
+			t.Fatal("no edge pods")
+		}
+		for _, p := range pods {
+			if p.Spec.NodeName != kindControlPlaneName {
+				t.Errorf("edge pod %s on node %q: want %s, the node whose port mapping the host's traffic arrives at", p.Name, p.Spec.NodeName, kindControlPlaneName)
+			}
 		}
 	})
 
@@ -219,6 +235,47 @@ status:
 `, i)
 	}
 	return b.String()
+}
+
+const kindControlPlaneName = "switchboard-control-plane"
+
+// kindControlPlane is the node kind makes of kind/cluster.yaml's
+// control-plane entry: its labels, and the control-plane taint kubeadm
+// sets and kind keeps in a cluster with workers.
+func kindControlPlane(t *testing.T) string {
+	nodes := kindCluster(t)
+	for _, n := range nodes {
+		if n.Role != "control-plane" {
+			continue
+		}
+		labels := map[string]string{"kubernetes.io/hostname": kindControlPlaneName, "kubernetes.io/os": "linux", "type": "kwok", "node-role.kubernetes.io/control-plane": ""}
+		for k, v := range n.Labels {
+			labels[k] = v
+		}
+		var taints []map[string]string
+		for _, key := range n.noSchedule(nodes) {
+			taints = append(taints, map[string]string{"key": key, "effect": "NoSchedule"})
+		}
+		b, err := yaml.Marshal(map[string]any{
+			"apiVersion": "v1", "kind": "Node",
+			"metadata": map[string]any{
+				"name":        kindControlPlaneName,
+				"annotations": map[string]string{"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+				"labels":      labels,
+			},
+			"spec": map[string]any{"taints": taints},
+			"status": map[string]any{
+				"allocatable": map[string]string{"cpu": "4", "memory": "8Gi", "pods": "110"},
+				"capacity":    map[string]string{"cpu": "4", "memory": "8Gi", "pods": "110"},
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return "---\n" + string(b)
+	}
+	t.Fatal("kind/cluster.yaml has no control-plane node")
+	return ""
 }
 
 // persistentVolumes stand in for a storage provisioner: the controller

@@ -116,8 +116,9 @@ func TestHTTPSWithRedirectAndOptionalWAF(t *testing.T) {
 	if _, ok := an["alb.ingress.kubernetes.io/wafv2-acl-arn"]; ok {
 		t.Error("a WAF ACL is attached though none is configured")
 	}
-	an, _ = ingress(t, mustRun(t, awsConfig("wafAclArn", "arn:aws:wafv2:mock")))
-	if an["alb.ingress.kubernetes.io/wafv2-acl-arn"] != "arn:aws:wafv2:mock" {
+	const waf = "arn:aws:wafv2:eu-west-1:210987654321:regional/webacl/chat/a1b2c3"
+	an, _ = ingress(t, mustRun(t, awsConfig("wafAclArn", waf)))
+	if an["alb.ingress.kubernetes.io/wafv2-acl-arn"] != waf {
 		t.Error("the configured WAF ACL is not attached")
 	}
 	ns := mustRun(t, awsConfig()).one(t, "core/v1:Namespace", "switchboard")
@@ -319,7 +320,7 @@ func TestAlarmsCoverTheManagedPartsAndNotifyTheTopic(t *testing.T) {
 	metrics := map[string]int{}
 	for _, a := range s.all("cloudwatch/metricAlarm:MetricAlarm") {
 		metrics[a["namespace"].(string)+"/"+a["metricName"].(string)]++
-		if get(a, "alarmActions.0") != "arn:aws:sns:eu-west-1:123456789012:switchboard-alarms" {
+		if get(a, "alarmActions.0") != testAlarmTopicARN {
 			t.Errorf("alarm %v notifies %v, want the configured topic", a["metricName"], a["alarmActions"])
 		}
 	}
@@ -353,6 +354,9 @@ func stackFileConfig(t *testing.T, stack string) map[string]string {
 	cfg["switchboard:databasePassword"] = testDBPass
 	if cfg["switchboard:target"] == "aws" {
 		cfg["switchboard:apiAllowedCidrs"] = testAPICIDRs
+		// What the stack files leave to each user (TestStackFilesNameWhatTheUserMustSet).
+		cfg["switchboard:certificateArn"] = testCertificateARN
+		cfg["switchboard:alarmTopicArn"] = testAlarmTopicARN
 	}
 	return cfg
 }

@@ -78,6 +78,8 @@ func workloadArgs(cfg stackconfig.Config, namespace pulumi.StringInput, redisURL
 		RedisURL:       redisURL,
 		DatabaseURL:    databaseURL,
 		JWTSecret:      cfg.JWTSecret,
+
+		ImagePullSecrets: cfg.ImagePullSecrets,
 	}
 }
 
@@ -88,5 +90,6 @@ func observabilityArgs(cfg stackconfig.Config, namespace pulumi.StringInput, gra
 		ChartVersion:   cfg.PrometheusStackVer,
 		MinInstances:   cfg.Replicas,
 		GrafanaService: grafanaService,
+		DatasourceUID:  cfg.GrafanaDatasourceUID,
 	}
 }

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"fmt"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +11,7 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 	"gopkg.in/yaml.v3"
 
+	"github.com/switchboard-dev/switchboard/infra/edge"
 	"github.com/switchboard-dev/switchboard/infra/observability"
 	"github.com/switchboard-dev/switchboard/infra/stackconfig"
 )
@@ -254,25 +257,9 @@ func TestObservabilityModes(t *testing.T) {
 }
 
 func TestKindClusterMapsTheNodePorts(t *testing.T) {
-	b, err := os.ReadFile("kind/cluster.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cluster struct {
-		Nodes []struct {
-			Role              string
-			ExtraPortMappings []struct {
-				ContainerPort int `yaml:"containerPort"`
-				HostPort      int `yaml:"hostPort"`
-			} `yaml:"extraPortMappings"`
-		}
-	}
-	if err := yaml.Unmarshal(b, &cluster); err != nil {
-		t.Fatal(err)
-	}
 	mapped := map[int]int{}
 	workers := 0
-	for _, n := range cluster.Nodes {
+	for _, n := range kindCluster(t) {
 		for _, m := range n.ExtraPortMappings {
 			mapped[m.ContainerPort] = m.HostPort
 		}
@@ -288,5 +275,124 @@ func TestKindClusterMapsTheNodePorts(t *testing.T) {
 	}
 	if workers < 2 {
 		t.Errorf("%d workers: want at least 2 so the topology spread means something", workers)
+	}
+}
+
+// kindNode is a node of infra/kind/cluster.yaml.
+type kindNode struct {
+	Role              string
+	Image             string
+	Labels            map[string]string
+	ExtraPortMappings []struct {
+		ContainerPort int `yaml:"containerPort"`
+		HostPort      int `yaml:"hostPort"`
+	} `yaml:"extraPortMappings"`
+}
+
+func kindCluster(t *testing.T) []kindNode {
+	t.Helper()
+	b, err := os.ReadFile("kind/cluster.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cluster struct{ Nodes []kindNode }
+	if err := yaml.Unmarshal(b, &cluster); err != nil {
+		t.Fatal(err)
+	}
+	return cluster.Nodes
+}
+
+// noSchedule are the NoSchedule taints a node of the cluster carries:
+// kubeadm taints control-plane nodes node-role.kubernetes.io/control-plane,
+// and kind removes that taint only from a cluster without workers.
+func (n kindNode) noSchedule(nodes []kindNode) []string {
+	if n.Role != "control-plane" {
+		return nil
+	}
+	for _, o := range nodes {
+		if o.Role == "worker" {
+			return []string{edge.ControlPlaneTaint}
+		}
+	}
+	return nil
+}
+
+func (n kindNode) maps(containerPort int) bool {
+	for _, m := range n.ExtraPortMappings {
+		if m.ContainerPort == containerPort {
+			return true
+		}
+	}
+	return false
+}
+
+// On kind the host's port reaches one node, the one whose extraPortMappings
+// name the edge's NodePort (kind's configuration guide: Extra Port
+// Mappings). With externalTrafficPolicy Local a node forwards NodePort
+// traffic only to endpoints on itself and drops it where there are none
+// (Kubernetes docs, "Virtual IPs and Service Proxies": External traffic
+// policy). So every node the edge pods can be scheduled on (their
+// nodeSelector matches its labels and they tolerate its NoSchedule taints)
+// must be a mapped one, and there must be one: kind's Ingress guide pins the
+// edge to a node labelled ingress-ready=true for this reason.
+func TestKindEdgeRunsOnTheNodeTheHostPortReaches(t *testing.T) {
+	for _, tc := range []struct{ name, replicas string }{{"default replicas", ""}, {"three replicas", "3"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var over []string
+			if tc.replicas != "" {
+				over = []string{"edgeReplicas", tc.replicas}
+			}
+			s := mustRun(t, kindConfig(over...))
+			svc := s.one(t, "core/v1:Service", "edge")
+			if get(svc, "spec.externalTrafficPolicy") != "Local" {
+				t.Errorf("edge Service policy %v: want Local, so that ip_hash sees the client's address", get(svc, "spec.externalTrafficPolicy"))
+			}
+			port := int(get(svc, "spec.ports.0.nodePort").(float64))
+			pod := get(s.one(t, "apps/v1:Deployment", "edge"), "spec.template.spec").(map[string]any)
+			selector, _ := pod["nodeSelector"].(map[string]any)
+			tolerated := map[string]bool{}
+			tolerations, _ := pod["tolerations"].([]any)
+			for _, tol := range tolerations {
+				if get(tol, "operator") == "Exists" && (get(tol, "effect") == "NoSchedule" || get(tol, "effect") == nil) {
+					tolerated[fmt.Sprint(get(tol, "key"))] = true
+				}
+			}
+			nodes := kindCluster(t)
+			var schedulable []string
+		nodes:
+			for i, n := range nodes {
+				for k, v := range selector {
+					if n.Labels[k] != v {
+						continue nodes
+					}
+				}
+				for _, taint := range n.noSchedule(nodes) {
+					if !tolerated[taint] {
+						continue nodes
+					}
+				}
+				name := fmt.Sprintf("node %d (%s)", i, n.Role)
+				schedulable = append(schedulable, name)
+				if !n.maps(port) {
+					t.Errorf("edge pods can run on %s, which does not map node port %d: the host's traffic would find no local endpoint", name, port)
+				}
+			}
+			if len(schedulable) == 0 {
+				t.Errorf("edge pods (nodeSelector %v, tolerations %v) fit no node of kind/cluster.yaml", selector, tolerations)
+			}
+		})
+	}
+}
+
+// kind pins its node images by digest: an image by tag alone may be built
+// for another kind release (kind's release notes: "You must use the @sha256
+// digest to guarantee an image built for this release").
+func TestKindNodeImageIsPinnedByDigest(t *testing.T) {
+	pinned := regexp.MustCompile(`^kindest/node:v1\.[0-9]+\.[0-9]+@sha256:[a-f0-9]{64}$`)
+	nodes := kindCluster(t)
+	for i, n := range nodes {
+		if !pinned.MatchString(n.Image) || n.Image != nodes[0].Image {
+			t.Errorf("node %d (%s) image %q: want every node on one kindest/node:<version>@sha256:<digest>", i, n.Role, n.Image)
+		}
 	}
 }

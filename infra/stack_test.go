@@ -118,6 +118,7 @@ var computed = map[string]map[string]any{
 		"primaryEndpointAddress": "redis.mock.cache.amazonaws.com",
 		"memberClusters":         []any{"redis-001", "redis-002", "redis-003"},
 	},
+	"random:index/randomPassword:RandomPassword": {"result": testGrafanaPass},
 	"kubernetes:networking.k8s.io/v1:Ingress": {
 		"status": map[string]any{"loadBalancer": map[string]any{"ingress": []any{map[string]any{"hostname": "alb.mock.elb.amazonaws.com"}}}},
 	},
@@ -127,6 +128,8 @@ var computed = map[string]map[string]any{
 const (
 	testRedisToken = "redis-token-for-tests-0123456789"
 	testRDSPass    = "rds-password-for-tests-9876543210"
+	// What the random provider generates.
+	testGrafanaPass = "grafana-password-for-tests-0123456"
 )
 
 func (s *stack) Call(args pulumi.MockCallArgs) (resource.PropertyMap, error) {
@@ -152,14 +155,21 @@ func (s *stack) Call(args pulumi.MockCallArgs) (resource.PropertyMap, error) {
 	return args.Args, nil
 }
 
+// ARNs of the kind a user sets: not the AWS documentation's account, which
+// the config check refuses as a placeholder.
+const (
+	testCertificateARN = "arn:aws:acm:eu-west-1:210987654321:certificate/4f9d3c2a-8b1e-4a6f-9c0d-5e7b2a1f3c4d"
+	testAlarmTopicARN  = "arn:aws:sns:eu-west-1:210987654321:switchboard-alarms"
+)
+
 // awsConfig is a prod stack's settings; tests override single keys.
 func awsConfig(overrides ...string) map[string]string {
 	c := map[string]string{
 		"aws:region":                  "eu-west-1",
 		"switchboard:target":          "aws",
 		"switchboard:jwtSecret":       testJWTSecret,
-		"switchboard:certificateArn":  "arn:aws:acm:eu-west-1:123456789012:certificate/mock",
-		"switchboard:alarmTopicArn":   "arn:aws:sns:eu-west-1:123456789012:switchboard-alarms",
+		"switchboard:certificateArn":  testCertificateARN,
+		"switchboard:alarmTopicArn":   testAlarmTopicARN,
 		"switchboard:apiAllowedCidrs": testAPICIDRs,
 	}
 	for i := 0; i+1 < len(overrides); i += 2 {

@@ -10,6 +10,7 @@ command -v prometheus >/dev/null || need+=(prometheus)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
 command -v chromium >/dev/null || need+=(chromium)
 command -v kubectl >/dev/null || need+=(kubectl)
+command -v shellcheck >/dev/null || need+=(shellcheck)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "deps: installing Debian packages: ${need[*]}"
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"gopkg.in/yaml.v3"
 )
 
 // dockerfile is the parts of ../Dockerfile the checks need.
@@ -43,6 +45,9 @@ func parseDockerfile(t *testing.T, path string) dockerfile {
 		}
 		switch args := fields[1:]; strings.ToUpper(fields[0]) {
 		case "FROM":
+			for len(args) > 0 && strings.HasPrefix(args[0], "--") { // --platform=…
+				args = args[1:]
+			}
 			if len(args) == 3 && strings.EqualFold(args[1], "AS") {
 				stage = args[2]
 				d.stages = append(d.stages, stage)
@@ -139,4 +144,85 @@ func dockerfileBuildsWhatItShips(t *testing.T, s *suite) {
 	}
 	report.Logf(t, "Dockerfile: stages %v, %q builds a static binary, USER %s, STOPSIGNAL %s, EXPOSE %v, HEALTHCHECK %v passes on %s and fails on a dead port",
 		d.stages, d.build, d.user, d.stopSignal, d.expose, d.healthcheck, in.ID)
+}
+
+// The release workflow builds the image for every platform its
+// build-push-action step lists; BuildKit runs the Dockerfile's build stage
+// with TARGETOS and TARGETARCH set to each. The build line, run as written
+// with those values, gives a static binary for each platform's machine.
+func TestDockerfileBuildsForEveryReleasePlatform(t *testing.T) {
+	d := parseDockerfile(t, "../Dockerfile")
+	if !strings.Contains(d.build, "GOARCH=$TARGETARCH") || !strings.Contains(d.build, "GOOS=$TARGETOS") {
+		t.Fatalf("build line %q: want GOOS=$TARGETOS GOARCH=$TARGETARCH, so that each platform gets its own binary", d.build)
+	}
+	platforms := releasePlatforms(t)
+	if !slices.Contains(platforms, "linux/amd64") || !slices.Contains(platforms, "linux/arm64") {
+		t.Errorf("release platforms %v: want linux/amd64 and linux/arm64 (Graviton nodes)", platforms)
+	}
+	machines := map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}
+	for _, p := range platforms {
+		t.Run(p, func(t *testing.T) {
+			goos, goarch, _ := strings.Cut(p, "/")
+			out := filepath.Join(t.TempDir(), "chatserver")
+			build := regexp.MustCompile(`-o \S+`).ReplaceAllString(d.build, "-o "+out)
+			cmd := exec.Command("sh", "-c", build)
+			cmd.Dir = ".."
+			cmd.Env = append(os.Environ(), "TARGETOS="+goos, "TARGETARCH="+goarch)
+			if b, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("%s with TARGETOS=%s TARGETARCH=%s: %v\n%s", build, goos, goarch, err, b)
+			}
+			bin, err := elf.Open(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer bin.Close()
+			if want, ok := machines[goarch]; !ok || bin.Machine != want {
+				t.Errorf("%s: binary for %v, want %v", p, bin.Machine, want)
+			}
+			for _, prog := range bin.Progs {
+				if prog.Type == elf.PT_INTERP {
+					t.Errorf("%s: the binary needs a dynamic loader; the runtime image has none", p)
+				}
+			}
+		})
+	}
+}
+
+// releasePlatforms are the platforms of the workflows' build-push-action steps.
+func releasePlatforms(t *testing.T) []string {
+	files, err := filepath.Glob("../.github/workflows/*.yml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no workflow in .github/workflows (%v)", err)
+	}
+	var platforms []string
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wf struct {
+			Jobs map[string]struct {
+				Steps []struct {
+					Uses string
+					With map[string]string
+				}
+			}
+		}
+		if err := yaml.Unmarshal(b, &wf); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		for _, job := range wf.Jobs {
+			for _, s := range job.Steps {
+				if strings.HasPrefix(s.Uses, "docker/build-push-action@") {
+					for _, p := range strings.Split(s.With["platforms"], ",") {
+						platforms = append(platforms, strings.TrimSpace(p))
+					}
+				}
+			}
+		}
+	}
+	if len(platforms) == 0 {
+		t.Fatalf("no docker/build-push-action step with platforms in %v", files)
+	}
+	return platforms
 }

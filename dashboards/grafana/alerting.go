@@ -2,6 +2,8 @@ package grafana
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"regexp"
 	"strings"
@@ -90,7 +92,29 @@ type timeRange struct {
 // whatever its value, is an alert instance.
 const firing = "is_number($A) || is_nan($A) || is_inf($A)"
 
-var uidUnsafe = regexp.MustCompile(`[^a-z0-9-]+`)
+// MaxUID is the longest uid Grafana accepts, for alert rules as for
+// dashboards; its characters are letters, digits, '-' and '_' (Grafana's
+// pkg/util/shortid_generator.go: MaxUIDLength, ErrUIDTooLong,
+// ErrUIDFormatInvalid). Provisioning refuses the whole file otherwise.
+const MaxUID = 40
+
+var (
+	uidUnsafe = regexp.MustCompile(`[^a-z0-9-]+`)
+	wordStart = regexp.MustCompile(`([a-z0-9])([A-Z])`)
+)
+
+// ruleUID is an alert's uid: its name in kebab case, which reads well in
+// Grafana's URLs (SwitchboardInstanceDown: switchboard-instance-down). A
+// name too long for MaxUID keeps its start and ends with a hash of the
+// whole name, so that two long names sharing a start stay apart.
+func ruleUID(alert string) string {
+	uid := strings.Trim(uidUnsafe.ReplaceAllString(strings.ToLower(wordStart.ReplaceAllString(alert, "$1-$2")), "-"), "-")
+	if len(uid) <= MaxUID {
+		return uid
+	}
+	sum := sha256.Sum256([]byte(alert))
+	return strings.TrimRight(uid[:MaxUID-9], "-") + "-" + hex.EncodeToString(sum[:4])
+}
 
 // Alerting turns a Prometheus rule file into Grafana's alerting provisioning
 // format: the same expressions, durations, labels and annotations, evaluated
@@ -103,6 +127,7 @@ func Alerting(ruleFile []byte, o AlertingOptions) ([]byte, error) {
 		return nil, err
 	}
 	out := provisioning{APIVersion: 1}
+	uids := map[string]string{} // uid → the group that has it
 	for _, g := range rules.Groups {
 		ag := alertGroup{OrgID: o.OrgID, Name: g.Name, Folder: o.Folder, Interval: g.Interval}
 		if ag.Interval == "" {
@@ -112,8 +137,13 @@ func Alerting(ruleFile []byte, o AlertingOptions) ([]byte, error) {
 			if r.Alert == "" {
 				return nil, fmt.Errorf("group %s: recording rule %s: Grafana alerting has no recording rules here; keep them out of the alert file", g.Name, r.Record)
 			}
+			uid := ruleUID(r.Alert)
+			if other, dup := uids[uid]; dup {
+				return nil, fmt.Errorf("group %s: alert %s: its uid %s is taken by an alert of group %s; Grafana needs a uid unique in the organisation: give the alerts distinct names", g.Name, r.Alert, uid, other)
+			}
+			uids[uid] = g.Name
 			ag.Rules = append(ag.Rules, alertRule{
-				UID:       strings.Trim(uidUnsafe.ReplaceAllString(strings.ToLower(g.Name+"-"+r.Alert), "-"), "-"),
+				UID:       uid,
 				Title:     r.Alert,
 				Condition: "B",
 				Data: []query{

@@ -20,6 +20,21 @@ import (
 // port is where NGINX listens in its pod (unprivileged: above 1024).
 const port = 8080
 
+// The edge pods run on the node that receives the host's traffic. kind
+// maps a host port to one node only (infra/kind/cluster.yaml: the
+// control-plane node's extraPortMappings), and a NodePort Service with
+// externalTrafficPolicy Local forwards only to endpoints on the node the
+// traffic arrived at, dropping it where there are none (Kubernetes docs,
+// "Virtual IPs and Service Proxies": External traffic policy). Local keeps
+// the client's address for ip_hash; Cluster would SNAT it to a node's
+// address. So, as kind's Ingress guide does, the mapped node carries the
+// label ingress-ready=true, the pods select it, and they tolerate the
+// control-plane taint that kind keeps in a cluster with workers.
+const (
+	IngressReadyLabel = "ingress-ready"
+	ControlPlaneTaint = "node-role.kubernetes.io/control-plane"
+)
+
 // clusterDNS re-resolves the headless Service; NGINX resolves this name
 // itself once, at start.
 const clusterDNS = "kube-dns.kube-system.svc.cluster.local"
@@ -86,6 +101,10 @@ func NewNginx(ctx *pulumi.Context, name string, args NginxArgs, opts ...pulumi.R
 					Annotations: pulumi.StringMap{"switchboard.dev/config-sha256": checksum},
 				},
 				Spec: &corev1.PodSpecArgs{
+					NodeSelector: pulumi.StringMap{IngressReadyLabel: pulumi.String("true")},
+					Tolerations: corev1.TolerationArray{corev1.TolerationArgs{
+						Key: pulumi.String(ControlPlaneTaint), Operator: pulumi.String("Exists"), Effect: pulumi.String("NoSchedule"),
+					}},
 					SecurityContext: &corev1.PodSecurityContextArgs{
 						RunAsNonRoot: pulumi.Bool(true), RunAsUser: pulumi.Int(101), RunAsGroup: pulumi.Int(101),
 						SeccompProfile: &corev1.SeccompProfileArgs{Type: pulumi.String("RuntimeDefault")},
@@ -126,7 +145,9 @@ func NewNginx(ctx *pulumi.Context, name string, args NginxArgs, opts ...pulumi.R
 		Spec: &corev1.ServiceSpecArgs{
 			Type:     pulumi.String("NodePort"),
 			Selector: naming.Selector(naming.Edge),
-			// Keep the client's address: ip_hash keys on it.
+			// Keep the client's address: ip_hash keys on it. On kind that
+			// address is the Docker network's gateway for every client on
+			// the host, so they all hash to one chat pod.
 			ExternalTrafficPolicy: pulumi.String("Local"),
 			Ports: corev1.ServicePortArray{corev1.ServicePortArgs{
 				Name: pulumi.String("http"), Port: pulumi.Int(80), TargetPort: pulumi.String("http"), NodePort: pulumi.Int(args.NodePort),

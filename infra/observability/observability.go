@@ -15,6 +15,7 @@ import (
 	corev1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/core/v1"
 	helmv3 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/helm/v3"
 	metav1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/meta/v1"
+	"github.com/pulumi/pulumi-random/sdk/v4/go/random"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
 	"github.com/switchboard-dev/switchboard/dashboards"
@@ -24,9 +25,16 @@ import (
 // Namespace of kube-prometheus-stack in install mode.
 const Namespace = "monitoring"
 
-// datasourceUID is the uid kube-prometheus-stack gives its Prometheus
-// datasource; the sidecar fills in no __inputs, so the dashboard names it.
-const datasourceUID = "prometheus"
+// GrafanaAdminSecret holds Grafana's admin user and generated password in
+// install mode (keys admin-user, admin-password).
+const GrafanaAdminSecret = "grafana-admin"
+
+// releaseTimeout is how long `pulumi up` waits for kube-prometheus-stack
+// to become ready. Helm's default, 5 minutes, is too short on a cold
+// cluster, where the images of the operator, Prometheus, Alertmanager,
+// Grafana, kube-state-metrics and node-exporter are all pulled first and the
+// admission-webhook Jobs run before the operator starts.
+const releaseTimeout = 15 * 60 // seconds
 
 // GrafanaNodePort exposes Grafana on kind's node (mapped to the host's 3000).
 const GrafanaNodePort = 30300
@@ -41,6 +49,10 @@ type Args struct {
 	MinInstances int
 	// GrafanaService: ClusterIP (reach it by port-forward) or NodePort (kind).
 	GrafanaService string
+	// DatasourceUID is the uid of the Prometheus datasource the dashboard
+	// queries: the sidecar fills in no __inputs, so the dashboard names it.
+	// In install mode the chart's datasource gets this uid.
+	DatasourceUID string
 }
 
 // Observability is the component.
@@ -104,7 +116,7 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 		return nil, fmt.Errorf("observability %s: prometheusrule: %w", name, err)
 	}
 
-	dashboard := bytes.ReplaceAll(dashboards.Dashboard, []byte("${DS_PROMETHEUS}"), []byte(datasourceUID))
+	dashboard := bytes.ReplaceAll(dashboards.Dashboard, []byte("${DS_PROMETHEUS}"), []byte(args.DatasourceUID))
 	if _, err := corev1.NewConfigMap(ctx, name+"-dashboard", &corev1.ConfigMapArgs{
 		// The Grafana sidecar loads every ConfigMap with this label.
 		Metadata: meta(naming.Project+"-dashboard", pulumi.StringMap{"grafana_dashboard": pulumi.String("1")}),
@@ -121,6 +133,25 @@ func installStack(ctx *pulumi.Context, name string, args Args, parent pulumi.Res
 	}, pulumi.Parent(parent))
 	if err != nil {
 		return nil, fmt.Errorf("observability %s: namespace: %w", name, err)
+	}
+	// Grafana's admin password: the chart's default is the well-known
+	// prom-operator. A RandomPassword is generated once and kept in the
+	// stack's state, so every later `pulumi up` reuses it; the chart reads
+	// it from a Secret, never from a value (kubectl -n monitoring get secret
+	// grafana-admin shows it).
+	pw, err := random.NewRandomPassword(ctx, name+"-grafana-admin", &random.RandomPasswordArgs{
+		Length: pulumi.Int(32), Special: pulumi.Bool(false),
+	}, pulumi.Parent(parent))
+	if err != nil {
+		return nil, fmt.Errorf("observability %s: grafana password: %w", name, err)
+	}
+	password := pulumi.ToSecret(pw.Result).(pulumi.StringOutput)
+	admin, err := corev1.NewSecret(ctx, name+"-grafana-admin", &corev1.SecretArgs{
+		Metadata:   &metav1.ObjectMetaArgs{Name: pulumi.String(GrafanaAdminSecret), Namespace: ns.Metadata.Name()},
+		StringData: pulumi.StringMap{"admin-user": pulumi.String("admin"), "admin-password": password},
+	}, pulumi.Parent(parent))
+	if err != nil {
+		return nil, fmt.Errorf("observability %s: grafana admin secret: %w", name, err)
 	}
 	grafanaService := map[string]any{"type": args.GrafanaService}
 	if args.GrafanaService == "NodePort" {
@@ -140,14 +171,23 @@ func installStack(ctx *pulumi.Context, name string, args Args, parent pulumi.Res
 				"ruleSelectorNilUsesHelmValues":           pulumi.Bool(false),
 			}},
 			"grafana": pulumi.Map{
+				"admin": pulumi.Map{
+					"existingSecret": pulumi.String(GrafanaAdminSecret),
+					"userKey":        pulumi.String("admin-user"),
+					"passwordKey":    pulumi.String("admin-password"),
+				},
 				"service": pulumi.ToMap(grafanaService),
-				"sidecar": pulumi.Map{"dashboards": pulumi.Map{
-					"enabled": pulumi.Bool(true), "label": pulumi.String("grafana_dashboard"), "searchNamespace": pulumi.String("ALL"),
-				}},
+				"sidecar": pulumi.Map{
+					"dashboards": pulumi.Map{
+						"enabled": pulumi.Bool(true), "label": pulumi.String("grafana_dashboard"), "searchNamespace": pulumi.String("ALL"),
+					},
+					"datasources": pulumi.Map{"uid": pulumi.String(args.DatasourceUID)},
+				},
 			},
 		},
 		WaitForJobs: pulumi.Bool(true),
-	}, pulumi.Parent(parent))
+		Timeout:     pulumi.Int(releaseTimeout),
+	}, pulumi.Parent(parent), pulumi.DependsOn([]pulumi.Resource{admin}))
 	if err != nil {
 		return nil, fmt.Errorf("observability %s: kube-prometheus-stack: %w", name, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -41,8 +42,8 @@ type Config struct {
 	Namespace   string
 	KubeContext string // kubeconfig context for kind
 
-	Image          string
-	Replicas       int // minimum, and the HPA's minReplicas
+	Image          string // repo:tag, repo@sha256:…, or repo:tag@sha256:…
+	Replicas       int    // minimum, and the HPA's minReplicas
 	MaxReplicas    int
 	CPURequest     string
 	MemoryRequest  string
@@ -50,6 +51,10 @@ type Config struct {
 	MemoryLimit    string
 	AllowedOrigins string
 	PingInterval   time.Duration
+
+	// ImagePullSecrets name Secrets in the namespace that let the chat pods
+	// pull Image from a private registry.
+	ImagePullSecrets []string
 
 	// The drain: preStop sleep, then SIGTERM, DRAIN_DELAY and DRAIN_TIMEOUT.
 	PreStop      time.Duration
@@ -62,6 +67,10 @@ type Config struct {
 
 	Observability      string // install or existing
 	PrometheusStackVer string // kube-prometheus-stack chart version
+	// GrafanaDatasourceUID is the uid of the Prometheus datasource the
+	// dashboard queries: the chart's in install mode, the cluster's Grafana
+	// has its own in existing mode.
+	GrafanaDatasourceUID string
 
 	JWTSecret        pulumi.StringOutput // secret
 	DatabasePassword pulumi.StringOutput // secret; kind's in-cluster Postgres
@@ -120,6 +129,8 @@ func Defaults() Config {
 		EdgeReplicas:       2,
 		Observability:      Install,
 		PrometheusStackVer: "79.5.0",
+		// kube-prometheus-stack's grafana.sidecar.datasources.uid.
+		GrafanaDatasourceUID: "prometheus",
 		AWS: AWSSettings{
 			VPCCIDR:          "10.0.0.0/16",
 			NATPerAZ:         true,
@@ -148,7 +159,8 @@ func Load(ctx *pulumi.Context) (Config, error) {
 	r.oneOf("target", &c.Target, true, Kind, AWS)
 	r.str("namespace", &c.Namespace)
 	r.str("kubeContext", &c.KubeContext)
-	r.str("image", &c.Image)
+	r.image("image", &c.Image)
+	r.names("imagePullSecrets", &c.ImagePullSecrets)
 	r.integer("replicas", &c.Replicas, 1, 100)
 	r.integer("maxReplicas", &c.MaxReplicas, 1, 1000)
 	r.str("cpuRequest", &c.CPURequest)
@@ -160,11 +172,12 @@ func Load(ctx *pulumi.Context) (Config, error) {
 	r.duration("preStop", &c.PreStop)
 	r.duration("drainDelay", &c.DrainDelay)
 	r.duration("drainTimeout", &c.DrainTimeout)
-	r.str("edgeImage", &c.EdgeImage)
+	r.image("edgeImage", &c.EdgeImage)
 	r.integer("edgeNodePort", &c.EdgeNodePort, 30000, 32767)
 	r.integer("edgeReplicas", &c.EdgeReplicas, 1, 20)
 	r.oneOf("observability", &c.Observability, false, Install, Existing)
 	r.str("prometheusStackVersion", &c.PrometheusStackVer)
+	r.pattern("grafanaDatasourceUid", &c.GrafanaDatasourceUID, grafanaUID, "a Grafana datasource uid: 1 to 40 letters, digits, '-' or '_'")
 	c.JWTSecret = r.secret("jwtSecret", true)
 	c.DatabasePassword = r.secret("databasePassword", c.Target == Kind)
 	if c.Target == AWS {
@@ -243,10 +256,10 @@ func (r *reader) aws(a *AWSSettings) {
 	r.integer("nodeMin", &a.NodeMin, 1, 100)
 	r.integer("nodeMax", &a.NodeMax, 1, 1000)
 	r.str("lbControllerChartVersion", &a.LBControllerChart)
-	r.required("certificateArn", &a.CertificateARN, "arn:aws:acm:")
-	r.str("wafAclArn", &a.WAFACLARN)
+	r.arn("certificateArn", &a.CertificateARN, true, "acm", "certificate/")
+	r.arn("wafAclArn", &a.WAFACLARN, false, "wafv2", "")
 	r.duration("stickiness", &a.Stickiness)
-	r.required("alarmTopicArn", &a.AlarmTopicARN, "arn:aws:sns:")
+	r.arn("alarmTopicArn", &a.AlarmTopicARN, true, "sns", "")
 	r.str("redisNodeType", &a.RedisNodeType)
 	r.integer("redisReplicas", &a.RedisReplicas, 1, 5)
 	r.str("dbInstanceClass", &a.DBInstanceClass)
@@ -335,12 +348,89 @@ func (r *reader) boolean(key string, into *bool) {
 	*into = b
 }
 
-// required reads a key that must be set and start with prefix.
-func (r *reader) required(key string, into *string, prefix string) {
+// Image references as the distribution spec writes them
+// (github.com/distribution/reference's grammar): an optional registry
+// host[:port]/, lower-case path components, then a tag, a sha256 digest, or
+// both. An untagged name would mean :latest, which moves: refused.
+var imageRef = func() *regexp.Regexp {
+	host := `(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?))*(?::[0-9]+)?`
+	path := `[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*`
+	tag := `:[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127}`
+	digest := `@sha256:[a-f0-9]{64}`
+	return regexp.MustCompile(`^(?:` + host + `/)?` + path + `(?:/` + path + `)*(?:` + tag + `|` + digest + `|` + tag + digest + `)$`)
+}()
+
+const imageForm = "an image reference repo:tag, repo@sha256:<64 hex> or repo:tag@sha256:<64 hex>"
+
+func (r *reader) image(key string, into *string) {
+	r.pattern(key, into, imageRef, imageForm)
+}
+
+// grafanaUID: Grafana refuses uids longer than 40 characters or with other
+// characters (pkg/util/shortid_generator.go).
+var grafanaUID = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,40}$`)
+
+// pattern reads a key whose value, when set, must match re.
+func (r *reader) pattern(key string, into *string, re *regexp.Regexp, form string) {
 	v := r.cfg.Get(key)
-	if !strings.HasPrefix(v, prefix) {
-		r.fail(key, v, "an ARN starting with "+prefix)
+	if v == "" {
 		return
+	}
+	if !re.MatchString(v) {
+		r.fail(key, v, form)
+		return
+	}
+	*into = v
+}
+
+// objectName is a Kubernetes object name (a DNS-1123 subdomain).
+var objectName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+
+// names reads a comma-separated list of Kubernetes object names.
+func (r *reader) names(key string, into *[]string) {
+	v := r.cfg.Get(key)
+	if v == "" {
+		return
+	}
+	var out []string
+	for _, n := range strings.Split(v, ",") {
+		n = strings.TrimSpace(n)
+		if len(n) > 253 || !objectName.MatchString(n) {
+			r.fail(key, v, "a comma-separated list of Secret names (lower-case DNS-1123 names, such as ghcr-pull)")
+			return
+		}
+		out = append(out, n)
+	}
+	*into = out
+}
+
+// An ARN is arn:<partition>:<service>:<region>:<account>:<resource>
+// (AWS's "Identify AWS resources with Amazon Resource Names"). The
+// account is 12 digits; every service here is regional.
+var arnRe = regexp.MustCompile(`^arn:aws(?:-[a-z]+)*:([a-z0-9-]+):([a-z]{2}(?:-[a-z]+)+-[0-9]+):([0-9]{12}):(.+)$`)
+
+// placeholders are values copied from examples: AWS's documentation
+// account and words that mark a value to fill in.
+var placeholders = []string{"123456789012", "replace-me", "replace_me", "replaceme", "changeme", "change-me", "example", "...", "<", ">"}
+
+// arn reads an ARN of service whose resource starts with resource,
+// refusing one copied from an example.
+func (r *reader) arn(key string, into *string, required bool, service, resource string) {
+	v := r.cfg.Get(key)
+	if v == "" && !required {
+		return
+	}
+	form := fmt.Sprintf("your own ARN arn:aws:%s:<region>:<12-digit account>:%s<id> (`pulumi config set %s:%s <arn>`)", service, resource, r.ctx.Project(), key)
+	m := arnRe.FindStringSubmatch(v)
+	if m == nil || m[1] != service || !strings.HasPrefix(m[4], resource) || len(m[4]) == len(resource) {
+		r.fail(key, v, form)
+		return
+	}
+	for _, p := range placeholders {
+		if strings.Contains(strings.ToLower(v), p) {
+			r.fail(key, v, fmt.Sprintf("%s, not a placeholder (it contains %q)", form, p))
+			return
+		}
 	}
 	*into = v
 }

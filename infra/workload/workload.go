@@ -39,6 +39,9 @@ type Args struct {
 	RedisURL    pulumi.StringInput
 	DatabaseURL pulumi.StringInput
 	JWTSecret   pulumi.StringInput
+
+	// ImagePullSecrets name Secrets for pulling Image from a private registry.
+	ImagePullSecrets []string
 }
 
 // Workload is the chat server's component.
@@ -180,7 +183,12 @@ func podSpec(args Args, envSecret pulumi.StringInput) *corev1.PodSpecArgs {
 	plain := func(k, v string) corev1.EnvVarArgs {
 		return corev1.EnvVarArgs{Name: pulumi.String(k), Value: pulumi.String(v)}
 	}
+	var pullSecrets corev1.LocalObjectReferenceArray
+	for _, n := range args.ImagePullSecrets {
+		pullSecrets = append(pullSecrets, corev1.LocalObjectReferenceArgs{Name: pulumi.String(n)})
+	}
 	return &corev1.PodSpecArgs{
+		ImagePullSecrets:              pullSecrets,
 		TerminationGracePeriodSeconds: pulumi.Int(seconds(args.Drain.Grace())),
 		SecurityContext: &corev1.PodSecurityContextArgs{
 			RunAsNonRoot:   pulumi.Bool(true),
