@@ -27,7 +27,6 @@ import (
 	"github.com/switchboard-dev/switchboard/app/metrics"
 	"github.com/switchboard-dev/switchboard/app/persist"
 	"github.com/switchboard-dev/switchboard/app/server"
-	"github.com/switchboard-dev/switchboard/app/store"
 )
 
 // errConfig marks a configuration error: exit code 2.
@@ -66,7 +65,7 @@ func run(ctx context.Context) error {
 		return fmt.Errorf("%w: %w", errConfig, err)
 	}
 	defer b.Close()
-	st, err := store.Open(ctx, cfg.DatabaseURL)
+	st, err := openStore(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errConfig, err)
 	}
