@@ -6,7 +6,9 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
 	"github.com/switchboard-dev/switchboard/infra/alarms"
+	"github.com/switchboard-dev/switchboard/infra/autoscaling"
 	"github.com/switchboard-dev/switchboard/infra/cluster"
+	"github.com/switchboard-dev/switchboard/infra/dbaccess"
 	"github.com/switchboard-dev/switchboard/infra/edge"
 	"github.com/switchboard-dev/switchboard/infra/managed"
 	"github.com/switchboard-dev/switchboard/infra/naming"
@@ -58,9 +60,23 @@ func awsStack(ctx *pulumi.Context, cfg stackconfig.Config) error {
 	inNamespace := []pulumi.ResourceOption{k8s, pulumi.DependsOn([]pulumi.Resource{ns})}
 	namespace := ns.Metadata.Name().Elem()
 
-	wa := workloadArgs(cfg, namespace, stores.RedisURL, stores.DatabaseURL)
+	db, err := dbaccess.New(ctx, "db", dbaccess.Args{
+		Cluster: eks, NamespaceName: cfg.Namespace, Namespace: namespace, Database: managed.Database,
+		DBInstanceARN: stores.DBInstanceARN, DBResourceID: stores.DBResourceID, DBAddress: stores.DBAddress, DBPort: managed.PostgresPort,
+		MasterSecretARN: stores.MasterSecretARN, Tags: tags,
+	}, inNamespace...)
+	if err != nil {
+		return err
+	}
+	wa := workloadArgs(cfg, namespace, stores.RedisURL, db.DatabaseURL)
+	wa.ServiceAccount, wa.After = db.ServiceAccount.ToStringPtrOutput(), []pulumi.Resource{db.Bootstrap}
+	wa.Env = map[string]string{"DATABASE_AUTH": dbaccess.Auth, "AWS_REGION": a.Region}
 	chat, err := workload.New(ctx, "chat", wa, inNamespace...)
 	if err != nil {
+		return err
+	}
+	nodes := &autoscaling.NodeArgs{Cluster: eks, EKSVersion: a.EKSVersion, Region: a.Region, Tags: tags}
+	if _, err := autoscaling.New(ctx, "autoscaling", autoscalingArgs(cfg, nodes), k8s); err != nil {
 		return err
 	}
 	lbName := name

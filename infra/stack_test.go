@@ -69,6 +69,8 @@ var computed = map[string]map[string]any{
 		"vpcConfig":            map[string]any{"clusterSecurityGroupId": "sg-cluster"},
 	},
 	"aws:rds/instance:Instance": {
+		"arn":               testDBInstanceARN,
+		"resourceId":        testDBResourceID,
 		"address":           "db.mock.rds.amazonaws.com",
 		"masterUserSecrets": []any{map[string]any{"secretArn": "arn:aws:secretsmanager:mock:db"}},
 	},
@@ -81,10 +83,13 @@ var computed = map[string]map[string]any{
 	},
 }
 
-// Secrets the invokes hand out; like the config's, never in plain text.
+// The secret the invokes hand out; like the config's, never in plain text.
+const testRedisToken = "redis-token-for-tests-0123456789"
+
+// The RDS instance as AWS names it.
 const (
-	testRedisToken = "redis-token-for-tests-0123456789"
-	testRDSPass    = "rds-password-for-tests-9876543210"
+	testDBInstanceARN = "arn:aws:rds:eu-west-1:123456789012:db:switchboard-prod"
+	testDBResourceID  = "db-ABCDEFGHIJKLMNOPQRSTUVWXY0"
 )
 
 func (s *stack) Call(args pulumi.MockCallArgs) (resource.PropertyMap, error) {
@@ -93,10 +98,6 @@ func (s *stack) Call(args pulumi.MockCallArgs) (resource.PropertyMap, error) {
 		return resource.NewPropertyMapFromMap(map[string]any{"names": []any{"mock-1a", "mock-1b", "mock-1c"}}), nil
 	case "aws:secretsmanager/getRandomPassword:getRandomPassword":
 		return resource.NewPropertyMapFromMap(map[string]any{"randomPassword": testRedisToken}), nil
-	case "aws:secretsmanager/getSecretVersion:getSecretVersion":
-		return resource.NewPropertyMapFromMap(map[string]any{
-			"secretString": `{"username":"switchboard","password":"` + testRDSPass + `"}`,
-		}), nil
 	case "aws:lb/getLoadBalancer:getLoadBalancer":
 		return resource.NewPropertyMapFromMap(map[string]any{"arnSuffix": "app/switchboard-prod/123"}), nil
 	}
@@ -106,6 +107,7 @@ func (s *stack) Call(args pulumi.MockCallArgs) (resource.PropertyMap, error) {
 // awsConfig is a prod stack's settings; tests override single keys.
 func awsConfig(overrides ...string) map[string]string {
 	c := map[string]string{
+		"aws:region":                 "eu-west-1",
 		"switchboard:target":         "aws",
 		"switchboard:jwtSecret":      testJWTSecret,
 		"switchboard:certificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/mock",

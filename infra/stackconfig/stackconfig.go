@@ -58,6 +58,13 @@ type Config struct {
 	Observability      string // install or existing
 	PrometheusStackVer string // kube-prometheus-stack chart version
 
+	// Autoscaling (capacity.go): the HPA's target of open connections per
+	// pod, the Prometheus that prometheus-adapter queries for it, and
+	// whether to install metrics-server.
+	ConnectionsPerPod int
+	PrometheusURL     string
+	MetricsServer     bool
+
 	JWTSecret        pulumi.StringOutput // secret
 	DatabasePassword pulumi.StringOutput // secret; kind's in-cluster Postgres
 
@@ -66,6 +73,7 @@ type Config struct {
 
 // AWSSettings are the prod and staging stacks' settings.
 type AWSSettings struct {
+	Region            string // aws:region
 	VPCCIDR           string
 	NATPerAZ          bool // one NAT gateway per AZ (prod) or one for all (staging)
 	EKSVersion        string
@@ -108,6 +116,9 @@ func Defaults() Config {
 		EdgeReplicas:       2,
 		Observability:      Install,
 		PrometheusStackVer: "79.5.0",
+		ConnectionsPerPod:  5000,
+		PrometheusURL:      "http://kube-prometheus-stack-prometheus.monitoring.svc:9090",
+		MetricsServer:      true,
 		AWS: AWSSettings{
 			VPCCIDR:          "10.0.0.0/16",
 			NATPerAZ:         true,
@@ -158,6 +169,7 @@ func Load(ctx *pulumi.Context) (Config, error) {
 	r.integer("edgeReplicas", &c.EdgeReplicas, 1, 20)
 	r.oneOf("observability", &c.Observability, false, Install, Existing)
 	r.str("prometheusStackVersion", &c.PrometheusStackVer)
+	r.autoscaling(&c)
 	c.JWTSecret = r.secret("jwtSecret", true)
 	c.DatabasePassword = r.secret("databasePassword", c.Target == Kind)
 	if c.Target == AWS {
@@ -165,6 +177,9 @@ func Load(ctx *pulumi.Context) (Config, error) {
 	}
 	if c.MaxReplicas < c.Replicas {
 		r.fail("maxReplicas", strconv.Itoa(c.MaxReplicas), fmt.Sprintf("at least replicas (%d)", c.Replicas))
+	}
+	if c.Target == AWS {
+		r.fitsNodes(c)
 	}
 	if err := errors.Join(r.errs...); err != nil {
 		return Config{}, fmt.Errorf("stack config:\n%w", err)
@@ -229,6 +244,7 @@ func (r *reader) duration(key string, into *time.Duration) {
 }
 
 func (r *reader) aws(a *AWSSettings) {
+	r.region(a)
 	r.str("vpcCidr", &a.VPCCIDR)
 	r.boolean("natPerAz", &a.NATPerAZ)
 	r.str("eksVersion", &a.EKSVersion)
