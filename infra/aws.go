@@ -6,8 +6,10 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
 	"github.com/switchboard-dev/switchboard/infra/alarms"
+	"github.com/switchboard-dev/switchboard/infra/autoscaling"
 	"github.com/switchboard-dev/switchboard/infra/awsname"
 	"github.com/switchboard-dev/switchboard/infra/cluster"
+	"github.com/switchboard-dev/switchboard/infra/dbaccess"
 	"github.com/switchboard-dev/switchboard/infra/edge"
 	"github.com/switchboard-dev/switchboard/infra/managed"
 	"github.com/switchboard-dev/switchboard/infra/naming"
@@ -75,9 +77,23 @@ func awsStack(ctx *pulumi.Context, cfg stackconfig.Config) error {
 	// on destroy is deleted before it, the ALB with its permissions intact.
 	afterController := []pulumi.ResourceOption{k8s, pulumi.DependsOn([]pulumi.Resource{ns, controller.Release})}
 
-	wa := workloadArgs(cfg, namespace, stores.RedisURL, stores.DatabaseURL)
+	db, err := dbaccess.New(ctx, "db", dbaccess.Args{
+		Cluster: eks, NamespaceName: cfg.Namespace, Namespace: namespace, Database: managed.Database,
+		DBInstanceARN: stores.DBInstanceARN, DBResourceID: stores.DBResourceID, DBAddress: stores.DBAddress, DBPort: managed.PostgresPort,
+		MasterSecretARN: stores.MasterSecretARN, Tags: tags,
+	}, afterController...)
+	if err != nil {
+		return err
+	}
+	wa := workloadArgs(cfg, namespace, stores.RedisURL, db.DatabaseURL)
+	wa.ServiceAccount, wa.After = db.ServiceAccount.ToStringPtrOutput(), []pulumi.Resource{db.Bootstrap}
+	wa.Env = map[string]string{"DATABASE_AUTH": dbaccess.Auth, "AWS_REGION": a.Region}
 	chat, err := workload.New(ctx, "chat", wa, afterController...)
 	if err != nil {
+		return err
+	}
+	nodes := &autoscaling.NodeArgs{Cluster: eks, EKSVersion: a.EKSVersion, Region: a.Region, Tags: tags}
+	if _, err := autoscaling.New(ctx, "autoscaling", autoscalingArgs(cfg, nodes), afterController...); err != nil {
 		return err
 	}
 	alb, err := edge.NewALB(ctx, "edge", edge.ALBArgs{

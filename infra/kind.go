@@ -8,6 +8,7 @@ import (
 	metav1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/meta/v1"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
+	"github.com/switchboard-dev/switchboard/infra/autoscaling"
 	"github.com/switchboard-dev/switchboard/infra/data"
 	"github.com/switchboard-dev/switchboard/infra/edge"
 	"github.com/switchboard-dev/switchboard/infra/naming"
@@ -46,6 +47,9 @@ func kindStack(ctx *pulumi.Context, cfg stackconfig.Config) error {
 	if err != nil {
 		return err
 	}
+	if _, err := autoscaling.New(ctx, "autoscaling", autoscalingArgs(cfg, nil), k8s); err != nil {
+		return err
+	}
 	if _, err := edge.NewNginx(ctx, "edge", edge.NginxArgs{
 		Namespace: namespace,
 		Upstream:  pulumi.Sprintf("%s.%s.svc.cluster.local:%d", chat.Headless, namespace, workload.Port),
@@ -65,10 +69,11 @@ func kindStack(ctx *pulumi.Context, cfg stackconfig.Config) error {
 // target runs the same workload.
 func workloadArgs(cfg stackconfig.Config, namespace pulumi.StringInput, redisURL, databaseURL pulumi.StringInput) workload.Args {
 	return workload.Args{
-		Namespace:   namespace,
-		Image:       cfg.Image,
-		MinReplicas: cfg.Replicas,
-		MaxReplicas: cfg.MaxReplicas,
+		Namespace:         namespace,
+		Image:             cfg.Image,
+		MinReplicas:       cfg.Replicas,
+		MaxReplicas:       cfg.MaxReplicas,
+		ConnectionsPerPod: cfg.ConnectionsPerPod,
 		Resources: workload.Resources{
 			CPURequest: cfg.CPURequest, MemoryRequest: cfg.MemoryRequest, CPULimit: cfg.CPULimit, MemoryLimit: cfg.MemoryLimit,
 		},
@@ -80,6 +85,17 @@ func workloadArgs(cfg stackconfig.Config, namespace pulumi.StringInput, redisURL
 		JWTSecret:      cfg.JWTSecret,
 
 		ImagePullSecrets: cfg.ImagePullSecrets,
+	}
+}
+
+// autoscalingArgs serve the HPA its metrics; nodes is the node autoscaler
+// (AWS), nil on kind.
+func autoscalingArgs(cfg stackconfig.Config, nodes *autoscaling.NodeArgs) autoscaling.Args {
+	return autoscaling.Args{
+		MetricsServer:      cfg.MetricsServer,
+		KubeletInsecureTLS: cfg.Target == stackconfig.Kind,
+		PrometheusURL:      cfg.PrometheusURL,
+		Nodes:              nodes,
 	}
 }
 

@@ -111,6 +111,8 @@ var computed = map[string]map[string]any{
 		"vpcConfig":            map[string]any{"clusterSecurityGroupId": "sg-cluster"},
 	},
 	"aws:rds/instance:Instance": {
+		"arn":               testDBInstanceARN,
+		"resourceId":        testDBResourceID,
 		"address":           "db.mock.rds.amazonaws.com",
 		"masterUserSecrets": []any{map[string]any{"secretArn": "arn:aws:secretsmanager:mock:db"}},
 	},
@@ -124,12 +126,15 @@ var computed = map[string]map[string]any{
 	},
 }
 
-// Secrets the invokes hand out; like the config's, never in plain text.
+// The secret the invokes hand out; like the config's, never in plain text.
+const testRedisToken = "redis-token-for-tests-0123456789"
+
 const (
-	testRedisToken = "redis-token-for-tests-0123456789"
-	testRDSPass    = "rds-password-for-tests-9876543210"
 	// What the random provider generates.
 	testGrafanaPass = "grafana-password-for-tests-0123456"
+	// The RDS instance as AWS names it.
+	testDBInstanceARN = "arn:aws:rds:eu-west-1:123456789012:db:switchboard-prod"
+	testDBResourceID  = "db-ABCDEFGHIJKLMNOPQRSTUVWXY0"
 )
 
 func (s *stack) Call(args pulumi.MockCallArgs) (resource.PropertyMap, error) {
@@ -145,10 +150,6 @@ func (s *stack) Call(args pulumi.MockCallArgs) (resource.PropertyMap, error) {
 			return resource.NewPropertyMapFromMap(map[string]any{"randomPassword": fmt.Sprintf("%s-%d", testRedisToken, s.passwords)}), nil
 		}
 		return resource.NewPropertyMapFromMap(map[string]any{"randomPassword": testRedisToken}), nil
-	case "aws:secretsmanager/getSecretVersion:getSecretVersion":
-		return resource.NewPropertyMapFromMap(map[string]any{
-			"secretString": `{"username":"switchboard","password":"` + testRDSPass + `"}`,
-		}), nil
 	case "aws:lb/getLoadBalancer:getLoadBalancer":
 		return resource.NewPropertyMapFromMap(map[string]any{"arnSuffix": "app/switchboard-prod/123"}), nil
 	}

@@ -19,6 +19,7 @@ type Config struct {
 	ListenAddr      string        // LISTEN_ADDR
 	RedisURL        string        // REDIS_URL
 	DatabaseURL     string        // DATABASE_URL
+	DatabaseAuth    string        // DATABASE_AUTH: password or rds-iam (database.go)
 	JWTSecret       []byte        // JWT_SECRET
 	AllowedOrigins  []string      // ALLOWED_ORIGINS
 	LogLevel        string        // LOG_LEVEL
@@ -49,6 +50,7 @@ func Defaults() Config {
 		ListenAddr:      ":8080",
 		RedisURL:        "redis://127.0.0.1:6379/0",
 		DatabaseURL:     "postgres://switchboard@127.0.0.1:5432/switchboard?sslmode=disable",
+		DatabaseAuth:    AuthPassword,
 		LogLevel:        "info",
 		DrainDelay:      5 * time.Second,
 		DrainTimeout:    10 * time.Second,
@@ -85,6 +87,7 @@ func Load(getenv func(string) string) (Config, error) {
 	r.integer("REDIS_MIN_REPLICAS", &c.RedisMinReplicas, 0, 10)
 	r.integer("PERSIST_BACKLOG_CAP", &c.PersistBacklogCap, 100, 100_000_000)
 	r.str("DATABASE_URL", &c.DatabaseURL, "postgres://user[:password]@host:port/db[?sslmode=...]", urlWithScheme("postgres", "postgresql"))
+	r.databaseAuth(&c)
 	secret := getenv("JWT_SECRET")
 	if len(secret) < 8 {
 		r.fail("JWT_SECRET", strings.Repeat("*", len(secret)), "a secret of at least 8 bytes; it is required")

@@ -110,7 +110,7 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 			MinSize: pulumi.Int(args.NodeMin), DesiredSize: pulumi.Int(args.NodeMin), MaxSize: pulumi.Int(args.NodeMax),
 		},
 		UpdateConfig: &eks.NodeGroupUpdateConfigArgs{MaxUnavailable: pulumi.Int(1)},
-		Tags:         args.Tags,
+		Tags:         nodeGroupTags(args),
 	}, parent, pulumi.IgnoreChanges([]string{"scalingConfig.desiredSize"}), pulumi.DependsOn(nodeRole.Ready()))
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: node group: %w", name, err)

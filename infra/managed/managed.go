@@ -1,12 +1,11 @@
 // Package managed is the prod stack's data layer on AWS's managed services:
 // an ElastiCache Redis replication group and an RDS PostgreSQL instance in
 // the private subnets, reachable only from the cluster's security group, with
-// their credentials in Secrets Manager. It hands the chat server the same two
-// URLs as the in-cluster stores of kind, with TLS.
+// their credentials in Secrets Manager. It hands the chat server the Redis
+// URL, with TLS, and infra/dbaccess the database (IAM authentication on).
 package managed
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/url"
 
@@ -25,8 +24,8 @@ const (
 	PostgresPort = 5432
 )
 
-// database and user of the chat server.
-const database = "switchboard"
+// Database of the chat server, and the RDS master user's name.
+const Database = "switchboard"
 
 // Args configure the stores.
 type Args struct {
@@ -48,11 +47,15 @@ type Args struct {
 	ReplicationGroupID, DBInstanceID, DBFinalSnapshotID string
 }
 
-// Managed is the component. The URLs are secrets.
+// Managed is the component. The Redis URL is a secret; the database's
+// credentials are not handed out (infra/dbaccess connects by IAM).
 type Managed struct {
 	pulumi.ResourceState
 	RedisURL        pulumi.StringOutput
-	DatabaseURL     pulumi.StringOutput
+	DBAddress       pulumi.StringOutput
+	DBInstanceARN   pulumi.StringOutput // for the rds-db:connect resource
+	DBResourceID    pulumi.StringOutput
+	MasterSecretARN pulumi.StringOutput      // RDS's managed master secret
 	RedisClusters   pulumi.StringArrayOutput // member cache clusters, for alarms
 	DBInstance      pulumi.StringOutput      // identifier, for alarms
 	RedisAuthSecret pulumi.StringOutput      // Secrets Manager ARN of the auth token
@@ -138,30 +141,32 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 		return nil, fmt.Errorf("managed %s: db parameters: %w", name, err)
 	}
 	pg, err := rds.NewInstance(ctx, name, &rds.InstanceArgs{
-		Identifier:                 pulumi.String(args.DBInstanceID),
-		Engine:                     pulumi.String("postgres"),
-		EngineVersion:              pulumi.String("16"),
-		InstanceClass:              pulumi.String(args.DBInstanceClass),
-		AllocatedStorage:           pulumi.Int(args.DBStorageGB),
-		MaxAllocatedStorage:        pulumi.Int(4 * args.DBStorageGB),
-		StorageType:                pulumi.String("gp3"),
-		StorageEncrypted:           pulumi.Bool(true),
-		DbName:                     pulumi.String(database),
-		Username:                   pulumi.String(database),
-		ManageMasterUserPassword:   pulumi.Bool(true),
-		DbSubnetGroupName:          pgSubnets.Name,
-		VpcSecurityGroupIds:        pulumi.StringArray{pgSG.ID().ToStringOutput()},
-		PubliclyAccessible:         pulumi.Bool(false),
-		MultiAz:                    pulumi.Bool(args.DBMultiAZ),
-		ParameterGroupName:         params.Name,
-		BackupRetentionPeriod:      pulumi.Int(args.DBBackupDays),
-		DeletionProtection:         pulumi.Bool(args.DeletionProtection),
-		SkipFinalSnapshot:          pulumi.Bool(!args.DeletionProtection),
-		FinalSnapshotIdentifier:    pulumi.String(args.DBFinalSnapshotID),
-		PerformanceInsightsEnabled: pulumi.Bool(true),
-		AutoMinorVersionUpgrade:    pulumi.Bool(true),
-		CopyTagsToSnapshot:         pulumi.Bool(true),
-		Tags:                       args.Tags,
+		Identifier:               pulumi.String(args.DBInstanceID),
+		Engine:                   pulumi.String("postgres"),
+		EngineVersion:            pulumi.String("16"),
+		InstanceClass:            pulumi.String(args.DBInstanceClass),
+		AllocatedStorage:         pulumi.Int(args.DBStorageGB),
+		MaxAllocatedStorage:      pulumi.Int(4 * args.DBStorageGB),
+		StorageType:              pulumi.String("gp3"),
+		StorageEncrypted:         pulumi.Bool(true),
+		DbName:                   pulumi.String(Database),
+		Username:                 pulumi.String(Database),
+		ManageMasterUserPassword: pulumi.Bool(true),
+		// The chat server logs in by IAM token (infra/dbaccess).
+		IamDatabaseAuthenticationEnabled: pulumi.Bool(true),
+		DbSubnetGroupName:                pgSubnets.Name,
+		VpcSecurityGroupIds:              pulumi.StringArray{pgSG.ID().ToStringOutput()},
+		PubliclyAccessible:               pulumi.Bool(false),
+		MultiAz:                          pulumi.Bool(args.DBMultiAZ),
+		ParameterGroupName:               params.Name,
+		BackupRetentionPeriod:            pulumi.Int(args.DBBackupDays),
+		DeletionProtection:               pulumi.Bool(args.DeletionProtection),
+		SkipFinalSnapshot:                pulumi.Bool(!args.DeletionProtection),
+		FinalSnapshotIdentifier:          pulumi.String(args.DBFinalSnapshotID),
+		PerformanceInsightsEnabled:       pulumi.Bool(true),
+		AutoMinorVersionUpgrade:          pulumi.Bool(true),
+		CopyTagsToSnapshot:               pulumi.Bool(true),
+		Tags:                             args.Tags,
 	}, parent)
 	if err != nil {
 		return nil, fmt.Errorf("managed %s: postgres: %w", name, err)
@@ -172,23 +177,15 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 		return u.String()
 	}).(pulumi.StringOutput)
 	m.RedisURL = pulumi.ToSecret(m.RedisURL).(pulumi.StringOutput)
-	// RDS keeps the master password in Secrets Manager; the URL is read from
-	// there at each `pulumi up`.
-	secretArn := pg.MasterUserSecrets.Index(pulumi.Int(0)).SecretArn().Elem()
-	credentials := secretsmanager.LookupSecretVersionOutput(ctx, secretsmanager.LookupSecretVersionOutputArgs{SecretId: secretArn}, parent)
-	m.DatabaseURL = pulumi.All(credentials.SecretString(), pg.Address).ApplyT(func(v []any) (string, error) {
-		var c struct{ Username, Password string }
-		if err := json.Unmarshal([]byte(v[0].(string)), &c); err != nil {
-			return "", fmt.Errorf("read the RDS master secret: %w", err)
-		}
-		u := url.URL{Scheme: "postgres", User: url.UserPassword(c.Username, c.Password), Host: fmt.Sprintf("%s:%d", v[1], PostgresPort), Path: "/" + database, RawQuery: "sslmode=require"}
-		return u.String(), nil
-	}).(pulumi.StringOutput)
-	m.DatabaseURL = pulumi.ToSecret(m.DatabaseURL).(pulumi.StringOutput)
+	// The master password stays in Secrets Manager, where RDS rotates it.
+	m.MasterSecretARN = pg.MasterUserSecrets.Index(pulumi.Int(0)).SecretArn().Elem()
+	m.DBInstanceARN = pg.Arn
+	m.DBResourceID = pg.ResourceId
+	m.DBAddress = pg.Address
 	m.RedisClusters = redis.MemberClusters
 	m.DBInstance = pg.Identifier
 	m.RedisAuthSecret = tokenSecret.Arn
-	return m, ctx.RegisterResourceOutputs(m, pulumi.Map{"redisUrl": m.RedisURL, "databaseUrl": m.DatabaseURL})
+	return m, ctx.RegisterResourceOutputs(m, pulumi.Map{"redisUrl": m.RedisURL, "dbAddress": m.DBAddress})
 }
 
 // onlyFrom is a security group that admits port from the client group alone.

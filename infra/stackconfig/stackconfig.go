@@ -72,6 +72,13 @@ type Config struct {
 	// has its own in existing mode.
 	GrafanaDatasourceUID string
 
+	// Autoscaling (capacity.go): the HPA's target of open connections per
+	// pod, the Prometheus that prometheus-adapter queries for it, and
+	// whether to install metrics-server.
+	ConnectionsPerPod int
+	PrometheusURL     string
+	MetricsServer     bool
+
 	JWTSecret        pulumi.StringOutput // secret
 	DatabasePassword pulumi.StringOutput // secret; kind's in-cluster Postgres
 
@@ -131,6 +138,9 @@ func Defaults() Config {
 		PrometheusStackVer: "79.5.0",
 		// kube-prometheus-stack's grafana.sidecar.datasources.uid.
 		GrafanaDatasourceUID: "prometheus",
+		ConnectionsPerPod:    5000,
+		PrometheusURL:        "http://kube-prometheus-stack-prometheus.monitoring.svc:9090",
+		MetricsServer:        true,
 		AWS: AWSSettings{
 			VPCCIDR:          "10.0.0.0/16",
 			NATPerAZ:         true,
@@ -178,6 +188,7 @@ func Load(ctx *pulumi.Context) (Config, error) {
 	r.oneOf("observability", &c.Observability, false, Install, Existing)
 	r.str("prometheusStackVersion", &c.PrometheusStackVer)
 	r.pattern("grafanaDatasourceUid", &c.GrafanaDatasourceUID, grafanaUID, "a Grafana datasource uid: 1 to 40 letters, digits, '-' or '_'")
+	r.autoscaling(&c)
 	c.JWTSecret = r.secret("jwtSecret", true)
 	c.DatabasePassword = r.secret("databasePassword", c.Target == Kind)
 	if c.Target == AWS {
@@ -185,6 +196,9 @@ func Load(ctx *pulumi.Context) (Config, error) {
 	}
 	if c.MaxReplicas < c.Replicas {
 		r.fail("maxReplicas", strconv.Itoa(c.MaxReplicas), fmt.Sprintf("at least replicas (%d)", c.Replicas))
+	}
+	if c.Target == AWS {
+		r.fitsNodes(c)
 	}
 	if err := errors.Join(r.errs...); err != nil {
 		return Config{}, fmt.Errorf("stack config:\n%w", err)

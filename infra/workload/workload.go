@@ -35,6 +35,15 @@ type Args struct {
 	Drain          Drain
 	PingInterval   time.Duration
 	AllowedOrigins string
+	// ConnectionsPerPod is the HPA's target of open WebSockets per pod.
+	ConnectionsPerPod int
+	// ServiceAccount the pods run as (AWS: the one allowed to connect to
+	// the database); nil: the namespace's default.
+	ServiceAccount pulumi.StringPtrInput
+	// Env are further plain variables (AWS: DATABASE_AUTH, AWS_REGION).
+	Env map[string]string
+	// After are resources the pods wait for (AWS: the database role).
+	After []pulumi.Resource
 	// Secrets: they reach the pods only through a Kubernetes Secret.
 	RedisURL    pulumi.StringInput
 	DatabaseURL pulumi.StringInput
@@ -57,6 +66,9 @@ type Workload struct {
 func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOption) (*Workload, error) {
 	if args.MinReplicas < 1 || args.MaxReplicas < args.MinReplicas {
 		return nil, fmt.Errorf("workload %s: replicas %d to %d: want 1 ≤ min ≤ max", name, args.MinReplicas, args.MaxReplicas)
+	}
+	if args.ConnectionsPerPod < 1 {
+		return nil, fmt.Errorf("workload %s: %d connections per pod: want at least 1", name, args.ConnectionsPerPod)
 	}
 	w := &Workload{}
 	if err := ctx.RegisterComponentResource("switchboard:index:Workload", name, w, opts...); err != nil {
@@ -94,7 +106,7 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 				Spec:     podSpec(args, env.Metadata.Name().Elem()),
 			},
 		},
-	}, parent, pulumi.DependsOn([]pulumi.Resource{env}),
+	}, parent, pulumi.DependsOn(append([]pulumi.Resource{env}, args.After...)),
 		// The autoscaler owns the replica count once the Deployment exists.
 		pulumi.IgnoreChanges([]string{"spec.replicas"}))
 	if err != nil {
@@ -134,15 +146,6 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 		return nil, fmt.Errorf("workload %s: disruption budget: %w", name, err)
 	}
 
-	utilization := func(resource string, percent int) autoscalingv2.MetricSpecArgs {
-		return autoscalingv2.MetricSpecArgs{
-			Type: pulumi.String("Resource"),
-			Resource: &autoscalingv2.ResourceMetricSourceArgs{
-				Name:   pulumi.String(resource),
-				Target: &autoscalingv2.MetricTargetArgs{Type: pulumi.String("Utilization"), AverageUtilization: pulumi.Int(percent)},
-			},
-		}
-	}
 	if _, err := autoscalingv2.NewHorizontalPodAutoscaler(ctx, name, &autoscalingv2.HorizontalPodAutoscalerArgs{
 		Metadata: meta(naming.Chat),
 		Spec: &autoscalingv2.HorizontalPodAutoscalerSpecArgs{
@@ -151,7 +154,7 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 			},
 			MinReplicas: pulumi.Int(args.MinReplicas),
 			MaxReplicas: pulumi.Int(args.MaxReplicas),
-			Metrics:     autoscalingv2.MetricSpecArray{utilization("cpu", 70), utilization("memory", 80)},
+			Metrics:     metrics(args.ConnectionsPerPod),
 			Behavior: &autoscalingv2.HorizontalPodAutoscalerBehaviorArgs{
 				// Scaling in drains clients: do it slowly.
 				ScaleDown: &autoscalingv2.HPAScalingRulesArgs{
@@ -190,6 +193,7 @@ func podSpec(args Args, envSecret pulumi.StringInput) *corev1.PodSpecArgs {
 	return &corev1.PodSpecArgs{
 		ImagePullSecrets:              pullSecrets,
 		TerminationGracePeriodSeconds: pulumi.Int(seconds(args.Drain.Grace())),
+		ServiceAccountName:            args.ServiceAccount,
 		SecurityContext: &corev1.PodSecurityContextArgs{
 			RunAsNonRoot:   pulumi.Bool(true),
 			RunAsUser:      pulumi.Int(65532),
@@ -206,7 +210,7 @@ func podSpec(args Args, envSecret pulumi.StringInput) *corev1.PodSpecArgs {
 			Name:  pulumi.String(naming.Chat),
 			Image: pulumi.String(args.Image),
 			Ports: corev1.ContainerPortArray{corev1.ContainerPortArgs{Name: pulumi.String("http"), ContainerPort: pulumi.Int(Port)}},
-			Env: corev1.EnvVarArray{
+			Env: append(corev1.EnvVarArray{
 				plain("LISTEN_ADDR", fmt.Sprintf(":%d", Port)),
 				plain("DRAIN_DELAY", args.Drain.Delay.String()),
 				plain("DRAIN_TIMEOUT", args.Drain.Timeout.String()),
@@ -221,7 +225,7 @@ func podSpec(args Args, envSecret pulumi.StringInput) *corev1.PodSpecArgs {
 				corev1.EnvVarArgs{Name: pulumi.String("GOMEMLIMIT"), ValueFrom: &corev1.EnvVarSourceArgs{
 					ResourceFieldRef: &corev1.ResourceFieldSelectorArgs{ContainerName: pulumi.String(naming.Chat), Resource: pulumi.String("limits.memory")},
 				}},
-			},
+			}, extraEnv(args.Env)...),
 			EnvFrom: corev1.EnvFromSourceArray{corev1.EnvFromSourceArgs{
 				SecretRef: &corev1.SecretEnvSourceArgs{Name: envSecret},
 			}},

@@ -26,7 +26,6 @@ import (
 	"github.com/switchboard-dev/switchboard/app/metrics"
 	"github.com/switchboard-dev/switchboard/app/persist"
 	"github.com/switchboard-dev/switchboard/app/server"
-	"github.com/switchboard-dev/switchboard/app/store"
 )
 
 // errConfig marks a configuration error: exit code 2.
@@ -60,7 +59,7 @@ func run(ctx context.Context) error {
 	}
 	log := newLogger(cfg.LogLevel).With("instance", cfg.InstanceID)
 
-	st, err := store.Open(ctx, cfg.DatabaseURL)
+	st, err := openStore(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errConfig, err)
 	}

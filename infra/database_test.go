@@ -1,0 +1,122 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/switchboard-dev/switchboard/app/config"
+	"github.com/switchboard-dev/switchboard/infra/dbaccess"
+	"github.com/switchboard-dev/switchboard/infra/iampolicy"
+)
+
+// env returns a container's plain environment.
+func envOf(container any) map[string]any {
+	out := map[string]any{}
+	for _, e := range get(container, "env").([]any) {
+		out[get(e, "name").(string)] = get(e, "value")
+	}
+	return out
+}
+
+// On AWS the chat server logs in as its own role by IAM token: RDS has IAM
+// database authentication on, the pods run as a service account whose IRSA
+// role may rds-db:connect as that one database user
+// (arn:aws:rds-db:<region>:<account>:dbuser:<DbiResourceId>/<user>), and
+// the URL holds no password. Nothing to rotate, nothing to go stale.
+// https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/UsingWithRDS.IAMDBAuth.IAMPolicy.html
+func TestChatConnectsAsItsOwnRoleByIAMToken(t *testing.T) {
+	for _, stackFile := range []string{"prod", "staging"} {
+		t.Run(stackFile, func(t *testing.T) {
+			cfg := awsConfig()
+			if stackFile == "staging" {
+				cfg = awsConfig("dbMultiAz", "false", "deletionProtection", "false", "maxReplicas", "4")
+			}
+			s := mustRun(t, cfg)
+			if db := s0(t, s, "rds/instance:Instance"); db["iamDatabaseAuthenticationEnabled"] != true {
+				t.Fatalf("iamDatabaseAuthenticationEnabled = %v: RDS ignores IAM tokens without it", db["iamDatabaseAuthenticationEnabled"])
+			}
+			url, _ := get(s.one(t, "core/v1:Secret", "chat-env"), "stringData.DATABASE_URL").(string)
+			want := fmt.Sprintf("postgres://%s@db.mock.rds.amazonaws.com:5432/switchboard?sslmode=require", dbaccess.Role)
+			if url != want {
+				t.Errorf("DATABASE_URL %q, want %q: the chat role, TLS, no password", url, want)
+			}
+			pod := get(s.one(t, "apps/v1:Deployment", "chat"), "spec.template.spec")
+			env := envOf(get(pod, "containers.0"))
+			if env["DATABASE_AUTH"] != config.AuthRDSIAM || env["AWS_REGION"] != "eu-west-1" {
+				t.Errorf("DATABASE_AUTH %v, AWS_REGION %v: want %s in eu-west-1", env["DATABASE_AUTH"], env["AWS_REGION"], config.AuthRDSIAM)
+			}
+			if get(pod, "serviceAccountName") != dbaccess.ChatAccount {
+				t.Fatalf("pods run as %v, want %s", get(pod, "serviceAccountName"), dbaccess.ChatAccount)
+			}
+			sa := get(s.one(t, "core/v1:ServiceAccount", dbaccess.ChatAccount), "metadata.annotations").(map[string]any)
+			if sa["eks.amazonaws.com/role-arn"] != "arn:aws:mock:::db-chat" {
+				t.Errorf("chat service account annotations %v: want its IRSA role", sa)
+			}
+			trust := s.named(t, "iam/role:Role", "db-chat")["assumeRolePolicy"].(string)
+			if !strings.Contains(trust, `"system:serviceaccount:switchboard:chat"`) {
+				t.Errorf("trust %s: want the chat service account only", trust)
+			}
+			doc := policy(t, s, "db-chat")
+			wantARN := fmt.Sprintf("arn:aws:rds-db:eu-west-1:123456789012:dbuser:%s/%s", testDBResourceID, dbaccess.Role)
+			if len(doc.Statement) != 1 || fmt.Sprint(doc.Statement[0].Action, doc.Statement[0].Resource) != fmt.Sprintf("[rds-db:connect] [%s]", wantARN) {
+				t.Errorf("policy %+v: want rds-db:connect on %s alone", doc.Statement, wantARN)
+			}
+		})
+	}
+}
+
+// The master password, which RDS rotates every 7 days, stays in Secrets
+// Manager: the program never reads it, no Kubernetes object holds it, and
+// the bootstrap Job reads it at run time from the secret, with a role that
+// may read that one secret, into a memory volume that ends with the pod.
+// The Job runs the role's SQL over TLS; the chat pods wait for it.
+func TestMasterPasswordStaysInSecretsManager(t *testing.T) {
+	s := mustRun(t, awsConfig())
+	for _, r := range s.all("core/v1:Secret") {
+		if data := fmt.Sprint(r["stringData"]); strings.Contains(data, "password") {
+			t.Errorf("Secret %v holds a password: %v", get(r, "metadata.name"), data)
+		}
+	}
+	secretARN := "arn:aws:secretsmanager:mock:db"
+	doc := policy(t, s, "db-bootstrap")
+	if len(doc.Statement) != 1 || fmt.Sprint(doc.Statement[0].Action, doc.Statement[0].Resource) != fmt.Sprintf("[secretsmanager:GetSecretValue] [%s]", secretARN) {
+		t.Errorf("bootstrap policy %+v: want GetSecretValue on the master secret alone", doc.Statement)
+	}
+	jobs := s.all("batch/v1:Job")
+	if len(jobs) != 1 {
+		t.Fatalf("%d Jobs, want the bootstrap", len(jobs))
+	}
+	pod := get(jobs[0], "spec.template.spec")
+	if get(pod, "serviceAccountName") != "db-bootstrap" {
+		t.Errorf("bootstrap runs as %v", get(pod, "serviceAccountName"))
+	}
+	fetch, psql := get(pod, "initContainers.0"), get(pod, "containers.0")
+	if envOf(fetch)["MASTER_SECRET_ARN"] != secretARN || !strings.Contains(fmt.Sprint(get(fetch, "command")), "secretsmanager get-secret-value") {
+		t.Errorf("init container %v: want it to fetch the master secret", fetch)
+	}
+	if e := envOf(psql); e["PGSSLMODE"] != "require" || e["APP_ROLE"] != dbaccess.Role || e["PGHOST"] != "db.mock.rds.amazonaws.com" {
+		t.Errorf("psql env %v: want TLS to the instance, creating %s", e, dbaccess.Role)
+	}
+	for _, v := range get(pod, "volumes").([]any) {
+		if get(v, "name") == "master" && get(v, "emptyDir.medium") != "Memory" {
+			t.Errorf("the master secret lands on %v: want a memory volume", v)
+		}
+	}
+	script := get(s.one(t, "core/v1:ConfigMap", "db-bootstrap"), "data").(map[string]any)
+	for _, want := range []string{"GRANT rds_iam TO", "CREATE SCHEMA IF NOT EXISTS"} {
+		if !strings.Contains(script["bootstrap.sql"].(string), want) {
+			t.Errorf("bootstrap.sql lacks %q", want)
+		}
+	}
+}
+
+func policy(t *testing.T, s *stack, name string) iampolicy.Document {
+	t.Helper()
+	var doc iampolicy.Document
+	if err := json.Unmarshal([]byte(s.named(t, "iam/rolePolicy:RolePolicy", name)["policy"].(string)), &doc); err != nil {
+		t.Fatal(err)
+	}
+	return doc
+}
