@@ -688,3 +688,21 @@ func TestRedisAuthTokenIsGeneratedOnce(t *testing.T) {
 		t.Errorf("REDIS_URL %q on the second run: want the first token", url)
 	}
 }
+
+// An ElastiCache failover promotes a replica that replicates asynchronously
+// (https://docs.aws.amazon.com/AmazonElastiCache/latest/dg/AutoFailover.html):
+// with replicas, every ack waits (Redis WAIT) until one holds the message;
+// without any, WAIT could never succeed, so the setting stays off.
+func TestAcksWaitForAnElastiCacheReplica(t *testing.T) {
+	for _, tc := range []struct {
+		replicas, want string
+	}{{"2", "1"}, {"1", "1"}, {"0", ""}} {
+		t.Run("replicas="+tc.replicas, func(t *testing.T) {
+			s := mustRun(t, awsConfig("redisReplicas", tc.replicas))
+			env := envOf(get(s.one(t, "apps/v1:Deployment", "chat"), "spec.template.spec.containers.0"))
+			if got, _ := env["REDIS_MIN_REPLICAS"].(string); got != tc.want {
+				t.Errorf("REDIS_MIN_REPLICAS = %q with %s replicas, want %q", got, tc.replicas, tc.want)
+			}
+		})
+	}
+}
