@@ -88,11 +88,10 @@ func awsStack(ctx *pulumi.Context, cfg stackconfig.Config) error {
 	wa := workloadArgs(cfg, namespace, stores.RedisURL, db.DatabaseURL)
 	wa.ServiceAccount, wa.After = db.ServiceAccount.ToStringPtrOutput(), []pulumi.Resource{db.Bootstrap}
 	wa.Env = map[string]string{"DATABASE_AUTH": dbaccess.Auth, "AWS_REGION": a.Region}
-	if a.RedisReplicas > 0 {
-		// An ack waits until a replica holds the message, so a Multi-AZ
-		// failover to that replica keeps every acked message.
-		wa.Env["REDIS_MIN_REPLICAS"] = "1"
-	}
+	// An ack waits until a replica holds the message, so a Multi-AZ
+	// failover to that replica keeps every acked message (redisReplicas
+	// is at least 1).
+	wa.Env["REDIS_MIN_REPLICAS"] = "1"
 	chat, err := workload.New(ctx, "chat", wa, afterController...)
 	if err != nil {
 		return err

@@ -171,10 +171,10 @@ func TestStackFilesDeclareTheirTopology(t *testing.T) {
 		resources int // all of them: a component or resource lost or doubled fails
 		want      []string
 	}{
-		{"dev", 25, []string{"apps/v1:Deployment", "apps/v1:StatefulSet", "helm.sh/v3:Release", "monitoring.coreos.com/v1:PrometheusRule"}},
-		{"prod", 92, []string{"ec2/vpc:Vpc", "eks/cluster:Cluster", "eks/nodeGroup:NodeGroup", "elasticache/replicationGroup:ReplicationGroup",
+		{"dev", 30, []string{"apps/v1:Deployment", "apps/v1:StatefulSet", "helm.sh/v3:Release", "monitoring.coreos.com/v1:PrometheusRule"}},
+		{"prod", 109, []string{"ec2/vpc:Vpc", "eks/cluster:Cluster", "eks/nodeGroup:NodeGroup", "elasticache/replicationGroup:ReplicationGroup",
 			"rds/instance:Instance", "networking.k8s.io/v1:Ingress", "helm.sh/v3:Release", "cloudwatch/metricAlarm:MetricAlarm", "ec2/flowLog:FlowLog"}},
-		{"staging", 85, []string{"eks/cluster:Cluster", "rds/instance:Instance"}},
+		{"staging", 102, []string{"eks/cluster:Cluster", "rds/instance:Instance"}},
 	} {
 		t.Run(tc.stack, func(t *testing.T) {
 			s := mustRun(t, stackFileConfig(t, tc.stack))

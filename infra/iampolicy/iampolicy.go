@@ -38,6 +38,16 @@ func (v Values) MarshalJSON() ([]byte, error) {
 	return json.Marshal([]string(v))
 }
 
+// UnmarshalJSON reads both forms IAM writes: one string or a list.
+func (v *Values) UnmarshalJSON(b []byte) error {
+	var one string
+	if err := json.Unmarshal(b, &one); err == nil {
+		*v = Values{one}
+		return nil
+	}
+	return json.Unmarshal(b, (*[]string)(v))
+}
+
 // Allow is a statement allowing actions on resources.
 func Allow(actions []string, resources ...string) Statement {
 	return Statement{Effect: "Allow", Action: actions, Resource: resources}
