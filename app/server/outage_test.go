@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"os"
 	"testing"
 	"time"
 
@@ -27,9 +26,18 @@ func readyState(t *testing.T, c *local.Chat) (int, map[string]any) {
 	return resp.StatusCode, body
 }
 
-func TestReadinessFollowsRedisButOnlyReportsPostgres(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+// ownStack is a Redis, a Postgres and one chat instance of a test's own,
+// for tests that stop or restart them; each is stopped when the test ends.
+type ownStack struct {
+	redis *local.Redis
+	pg    *local.Postgres
+	chat  *local.Chat
+}
+
+// startOwnStack starts the stack; settings are the instance's environment
+// besides REDIS_URL, DATABASE_URL, JWT_SECRET and a drain of about a second.
+func startOwnStack(ctx context.Context, t *testing.T, id string, settings ...string) ownStack {
+	t.Helper()
 	dir := t.TempDir()
 	ports := make([]int, 3)
 	for i := range ports {
@@ -43,20 +51,28 @@ func TestReadinessFollowsRedisButOnlyReportsPostgres(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer redis.Stop(10 * time.Second)
+	t.Cleanup(func() { redis.Stop(10 * time.Second) })
 	pg, err := local.StartPostgres(ctx, dir, ports[1])
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pg.Stop(30 * time.Second)
-	c, err := local.StartChat(ctx, local.ChatConfig{Bin: env.bin, Dir: dir, ID: "chat-outage", Port: ports[2], Env: []string{
+	t.Cleanup(func() { pg.Stop(30 * time.Second) })
+	vars := append([]string{
 		"REDIS_URL=" + redis.URL(), "DATABASE_URL=" + pg.URL(), "JWT_SECRET=" + secret, "DRAIN_DELAY=0s", "DRAIN_TIMEOUT=1s",
-	}})
+	}, settings...)
+	c, err := local.StartChat(ctx, local.ChatConfig{Bin: env.bin, Dir: dir, ID: id, Port: ports[2], Env: vars})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Stop(20 * time.Second)
-	defer os.RemoveAll(dir)
+	t.Cleanup(func() { c.Stop(20 * time.Second) })
+	return ownStack{redis: redis, pg: pg, chat: c}
+}
+
+func TestReadinessFollowsRedisButOnlyReportsPostgres(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	st := startOwnStack(ctx, t, "chat-outage")
+	redis, pg, c := st.redis, st.pg, st.chat
 
 	waitReady := func(want int, check func(map[string]any) bool) {
 		retry.DoWithRetry(t, "/ready", 40, 250*time.Millisecond, func() (string, error) {

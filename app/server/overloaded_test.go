@@ -9,7 +9,6 @@ import (
 	"github.com/gruntwork-io/terratest/modules/retry"
 
 	"github.com/switchboard-dev/switchboard/app/chattest"
-	"github.com/switchboard-dev/switchboard/app/local"
 	"github.com/switchboard-dev/switchboard/app/protocol"
 )
 
@@ -22,34 +21,9 @@ import (
 func TestSendsPastTheBacklogCapAreRefusedOverloaded(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	dir := t.TempDir()
-	ports := make([]int, 3)
-	for i := range ports {
-		p, err := local.FreePort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports[i] = p
-	}
-	redis, err := local.StartRedis(ctx, dir, ports[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer redis.Stop(10 * time.Second)
-	pg, err := local.StartPostgres(ctx, dir, ports[1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pg.Stop(30 * time.Second)
 	const backlogCap = 100
-	c, err := local.StartChat(ctx, local.ChatConfig{Bin: env.bin, Dir: dir, ID: "chat-overloaded", Port: ports[2], Env: []string{
-		"REDIS_URL=" + redis.URL(), "DATABASE_URL=" + pg.URL(), "JWT_SECRET=" + secret, "DRAIN_DELAY=0s", "DRAIN_TIMEOUT=1s",
-		fmt.Sprintf("PERSIST_BACKLOG_CAP=%d", backlogCap), "RATE_LIMIT=10000", "RATE_BURST=10000",
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Stop(20 * time.Second)
+	st := startOwnStack(ctx, t, "chat-overloaded", fmt.Sprintf("PERSIST_BACKLOG_CAP=%d", backlogCap), "RATE_LIMIT=10000", "RATE_BURST=10000")
+	pg, c := st.pg, st.chat
 
 	conn := chattest.Raw(t, c.WSURL(), token(t, "alice", time.Hour))
 	room := chattest.Room()

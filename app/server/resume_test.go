@@ -14,7 +14,6 @@ import (
 
 	"github.com/switchboard-dev/switchboard/app/broker"
 	"github.com/switchboard-dev/switchboard/app/chattest"
-	"github.com/switchboard-dev/switchboard/app/local"
 	"github.com/switchboard-dev/switchboard/app/protocol"
 )
 
@@ -66,33 +65,8 @@ var publishes atomic.Int64
 func TestResumeDuringAPostgresOutageIsRetriedNotAGap(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	dir := t.TempDir()
-	ports := make([]int, 3)
-	for i := range ports {
-		p, err := local.FreePort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports[i] = p
-	}
-	redis, err := local.StartRedis(ctx, dir, ports[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer redis.Stop(10 * time.Second)
-	pg, err := local.StartPostgres(ctx, dir, ports[1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pg.Stop(30 * time.Second)
-	c, err := local.StartChat(ctx, local.ChatConfig{Bin: env.bin, Dir: dir, ID: "chat-pg-outage", Port: ports[2], Env: []string{
-		"REDIS_URL=" + redis.URL(), "DATABASE_URL=" + pg.URL(), "JWT_SECRET=" + secret, "HISTORY_SIZE=10",
-		"RATE_LIMIT=10000", "RATE_BURST=10000", "DRAIN_DELAY=0s", "DRAIN_TIMEOUT=1s",
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Stop(20 * time.Second)
+	st := startOwnStack(ctx, t, "chat-pg-outage", "HISTORY_SIZE=10", "RATE_LIMIT=10000", "RATE_BURST=10000")
+	redis, pg, c := st.redis, st.pg, st.chat
 
 	// 30 messages: Redis keeps 21..30, Postgres alone has 1..20.
 	r := chattest.Room()
