@@ -38,9 +38,18 @@ var ErrOverloaded = errors.New("overloaded: the queue to Postgres is full")
 // survive a failover; a retry with the same id is deduplicated.
 var ErrNotReplicated = errors.New("not confirmed by enough replicas")
 
-// Floor returns the highest seq stored durably for a room (0 if none): a room
-// whose Redis state was lost is reseeded above it.
-type Floor func(ctx context.Context, room string) (int64, error)
+// Ledger is the durable side of seq allocation (Postgres): Redis hands out a
+// room's seqs only below a limit reserved here first, so a room whose Redis
+// state is lost, by a failover, a restart without data or expiry, restarts
+// above every seq it ever had, however often that happens.
+type Ledger interface {
+	// ReserveSeqs returns hi, the top of n new seqs above atLeast and above
+	// every earlier reservation of the room; reused tells that the room had
+	// seqs before.
+	ReserveSeqs(ctx context.Context, room string, atLeast, n int64) (hi int64, reused bool, err error)
+	// SentSeq finds the seq a sender's message id was stored under.
+	SentSeq(ctx context.Context, room, user, id string) (seq int64, found bool, err error)
+}
 
 // Options tunes the broker; zero values take the defaults.
 type Options struct {
@@ -50,16 +59,24 @@ type Options struct {
 	// DedupeTTL so no dedupe key outlives its room's counter.
 	RoomTTL time.Duration
 	// BacklogCap bounds the persist stream: past it sends are refused with
-	// ErrOverloaded. A reseeded room starts BacklogCap above its stored seqs.
+	// ErrOverloaded.
 	BacklogCap int64
 	// MinReplicas > 0 makes every send WAIT for that many replicas, on the
 	// connection that ran the script, for up to ReplicaTimeout (default 1s,
 	// kept under the client's read timeout: Connect's is 2s).
 	MinReplicas    int
 	ReplicaTimeout time.Duration
-	// Floor is the durable history's highest seq per room; nil means 0,
+	// Ledger reserves seqs durably; nil keeps reservations in this process,
 	// which only suits tests that never lose Redis's data.
-	Floor Floor
+	Ledger Ledger
+	// SeqBlock is how many seqs one reservation covers (default 10000): a
+	// reseed skips at most that many, and a room reserves again every
+	// SeqBlock sends, ahead of need, so a Postgres outage does not stop it.
+	SeqBlock int64
+	// RecheckWindow is how long after a reseed a send whose dedupe key is
+	// missing is looked up in Postgres by its id (default 5 minutes): a
+	// client's retry of a send the lost state had accepted.
+	RecheckWindow time.Duration
 }
 
 // Broker talks to one Redis (or a primary with replicas behind one endpoint,
@@ -113,8 +130,14 @@ func New(rdb *redis.Client, opts Options) *Broker {
 	if opts.ReplicaTimeout <= 0 {
 		opts.ReplicaTimeout = time.Second
 	}
-	if opts.Floor == nil {
-		opts.Floor = func(context.Context, string) (int64, error) { return 0, nil }
+	if opts.Ledger == nil {
+		opts.Ledger = &memLedger{}
+	}
+	if opts.SeqBlock <= 0 {
+		opts.SeqBlock = 10_000
+	}
+	if opts.RecheckWindow <= 0 {
+		opts.RecheckWindow = 5 * time.Minute
 	}
 	return &Broker{rdb: rdb, opts: opts}
 }
@@ -130,6 +153,8 @@ func seqKey(room string) string   { return "chat:{" + room + "}:seq" }
 func epochKey(room string) string { return "chat:{" + room + "}:epoch" }
 func logKey(room string) string   { return "chat:{" + room + "}:log" }
 func replKey(room string) string  { return "chat:{" + room + "}:replid" }
+func limitKey(room string) string { return "chat:{" + room + "}:limit" }
+func checkKey(room string) string { return "chat:{" + room + "}:recheck" }
 func channel(room string) string  { return "chat:{" + room + "}:pub" }
 func dedupeKey(room, user, id string) string {
 	return "chat:{" + room + "}:id:" + strconv.Itoa(len(user)) + ":" + user + ":" + id
@@ -156,6 +181,8 @@ const (
 	statusAccepted  = 0
 	statusDuplicate = 1
 	statusReseed    = 2
+	statusExhausted = 3
+	statusCheckID   = 4
 )
 
 // Publish accepts a message: once it returns without error the message has
@@ -167,37 +194,96 @@ func (b *Broker) Publish(ctx context.Context, room, user, text, id string, now t
 	if id != "" {
 		hasID = "1"
 	}
-	keys := []string{seqKey(room), epochKey(room), logKey(room), dedupeKey(room, user, id), PersistStream, replKey(room)}
+	keys := []string{seqKey(room), epochKey(room), logKey(room), dedupeKey(room, user, id), PersistStream,
+		replKey(room), limitKey(room), checkKey(room)}
 	args := []any{channel(room), pre, post, b.opts.HistorySize, int(b.opts.DedupeTTL.Seconds()),
-		int(b.opts.RoomTTL.Seconds()), b.opts.BacklogCap, now.UnixNano(), hasID, "", ""}
-	acc, status, err := b.run(ctx, keys, args)
-	if err == nil && status == statusReseed {
-		// The room's counter is gone or from another primary: reseed it
-		// above what Postgres holds plus what may still have been queued
-		// for it when Redis lost it.
-		stored, ferr := b.opts.Floor(ctx, room)
-		if ferr != nil {
-			return Accepted{}, fmt.Errorf("publish to %s: reseed its counter: %w", room, ferr)
+		int(b.opts.RoomTTL.Seconds()), b.opts.BacklogCap, now.UnixNano(), hasID, "", "", "", 0, "0"}
+	// Each status but the first two asks for Postgres first; the state may
+	// change again meanwhile (another failover), so a few rounds are allowed.
+	for range 4 {
+		acc, status, headroom, err := b.run(ctx, keys, args)
+		if err != nil {
+			return Accepted{}, fmt.Errorf("publish to %s: %w", room, err)
 		}
-		if stored > 0 {
-			stored += b.opts.BacklogCap
-		}
-		args[9], args[10] = stored, newEpoch()
-		acc, status, err = b.run(ctx, keys, args)
-		if err == nil && status == statusReseed {
-			err = errors.New("the script asked twice for a reseed")
+		switch status {
+		case statusAccepted:
+			if headroom < b.opts.SeqBlock/2 && headroom%256 == 0 {
+				// Reserve ahead, every 256 sends while low; a failure
+				// (Postgres down) is retried by the next of them.
+				_ = b.extend(ctx, room, acc.Epoch, acc.Seq)
+			}
+			return acc, nil
+		case statusDuplicate:
+			acc.Duplicate = true
+			return acc, nil
+		case statusCheckID:
+			if dup, found, err := b.storedDuplicate(ctx, room, user, id); err != nil || found {
+				return dup, err
+			}
+			args[13] = "1"
+		case statusExhausted:
+			if err := b.extend(ctx, room, acc.Epoch, acc.Seq); err != nil {
+				return Accepted{}, fmt.Errorf("publish to %s: %w", room, err)
+			}
+		case statusReseed:
+			// acc.Seq is the counter this Redis holds: from before
+			// reservations existed, it may be above every reservation.
+			hi, reused, err := b.opts.Ledger.ReserveSeqs(ctx, room, acc.Seq, b.opts.SeqBlock)
+			if err != nil {
+				return Accepted{}, fmt.Errorf("publish to %s: reseed its counter: %w", room, err)
+			}
+			args[9], args[10], args[11], args[12] = hi-b.opts.SeqBlock, newEpoch(), hi, 0
+			if reused {
+				args[12] = now.Add(b.opts.RecheckWindow).UnixNano()
+				if args[13] == "0" {
+					if dup, found, err := b.storedDuplicate(ctx, room, user, id); err != nil || found {
+						return dup, err
+					}
+					args[13] = "1"
+				}
+			}
+		default:
+			return Accepted{}, fmt.Errorf("publish to %s: the script answered status %d", room, status)
 		}
 	}
+	return Accepted{}, fmt.Errorf("publish to %s: the room's Redis state kept changing", room)
+}
+
+// storedDuplicate looks a send's id up in Postgres: found, it is a retry of
+// a message accepted before Redis lost its state.
+func (b *Broker) storedDuplicate(ctx context.Context, room, user, id string) (Accepted, bool, error) {
+	if id == "" {
+		return Accepted{}, false, nil
+	}
+	seq, found, err := b.opts.Ledger.SentSeq(ctx, room, user, id)
 	if err != nil {
-		return Accepted{}, fmt.Errorf("publish to %s: %w", room, err)
+		return Accepted{}, false, fmt.Errorf("publish to %s: look its id up after a reseed: %w", room, err)
 	}
-	acc.Duplicate = status == statusDuplicate
-	return acc, nil
+	return Accepted{Seq: seq, Duplicate: true}, found, nil
+}
+
+//go:embed extend.lua
+var extendSource string
+
+var extendScript = redis.NewScript(extendSource)
+
+// extend reserves the room's next block and raises its limit, unless the
+// room was reseeded meanwhile (its new epoch has a reservation of its own).
+func (b *Broker) extend(ctx context.Context, room, epoch string, at int64) error {
+	hi, _, err := b.opts.Ledger.ReserveSeqs(ctx, room, at, b.opts.SeqBlock)
+	if err != nil {
+		return fmt.Errorf("reserve more seqs: %w", err)
+	}
+	err = extendScript.Run(ctx, b.rdb, []string{epochKey(room), limitKey(room)}, epoch, hi, int(b.opts.RoomTTL.Seconds())).Err()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("raise the seq limit: %w", err)
+	}
+	return nil
 }
 
 // run evaluates the script and, with MinReplicas, WAITs on the same
 // connection (one pipeline), so WAIT covers exactly this script's writes.
-func (b *Broker) run(ctx context.Context, keys []string, args []any) (Accepted, int64, error) {
+func (b *Broker) run(ctx context.Context, keys []string, args []any) (acc Accepted, status, headroom int64, err error) {
 	for loaded := false; ; loaded = true {
 		pipe := b.rdb.Pipeline()
 		eval := publishScript.EvalSha(ctx, pipe, keys, args...)
@@ -211,33 +297,34 @@ func (b *Broker) run(ctx context.Context, keys []string, args []any) (Accepted, 
 		if err != nil && !loaded && redis.HasErrorPrefix(err, "NOSCRIPT") {
 			// Nothing ran: load the script and send again.
 			if err := publishScript.Load(ctx, b.rdb).Err(); err != nil {
-				return Accepted{}, 0, fmt.Errorf("load publish script: %w", err)
+				return Accepted{}, 0, 0, fmt.Errorf("load publish script: %w", err)
 			}
 			continue
 		}
 		if err != nil {
 			if redis.HasErrorPrefix(err, "OVERLOADED") {
-				return Accepted{}, 0, fmt.Errorf("%w (%v)", ErrOverloaded, err)
+				return Accepted{}, 0, 0, fmt.Errorf("%w (%v)", ErrOverloaded, err)
 			}
-			return Accepted{}, 0, err
+			return Accepted{}, 0, 0, err
 		}
 		res, ok := eval.Val().([]any)
-		if !ok || len(res) != 3 {
-			return Accepted{}, 0, fmt.Errorf("publish script answered %v", eval.Val())
+		if !ok || len(res) != 4 {
+			return Accepted{}, 0, 0, fmt.Errorf("publish script answered %v", eval.Val())
 		}
 		seq, _ := res[0].(int64)
 		status, _ := res[1].(int64)
 		epoch, _ := res[2].(string)
-		if wait != nil && status != statusReseed {
+		headroom, _ := res[3].(int64)
+		if wait != nil && status == statusAccepted {
 			n, err := wait.Int64()
 			if err != nil {
-				return Accepted{}, 0, fmt.Errorf("wait for %d replicas: %w", b.opts.MinReplicas, err)
+				return Accepted{}, 0, 0, fmt.Errorf("wait for %d replicas: %w", b.opts.MinReplicas, err)
 			}
 			if n < int64(b.opts.MinReplicas) {
-				return Accepted{}, 0, fmt.Errorf("%w: %d of %d within %s", ErrNotReplicated, n, b.opts.MinReplicas, b.opts.ReplicaTimeout)
+				return Accepted{}, 0, 0, fmt.Errorf("%w: %d of %d within %s", ErrNotReplicated, n, b.opts.MinReplicas, b.opts.ReplicaTimeout)
 			}
 		}
-		return Accepted{Seq: seq, Epoch: epoch}, status, nil
+		return Accepted{Seq: seq, Epoch: epoch}, status, headroom, nil
 	}
 }
 

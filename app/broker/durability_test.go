@@ -118,14 +118,15 @@ func persistAll(t *testing.T, b *broker.Broker, st *store.Store) {
 
 // TestSeqIsNeverReusedAfterRedisLosesData loses the room's Redis state in
 // every way it can go (FLUSHALL, a restart without data, only the epoch key,
-// the keys expiring) with acked messages both stored and not yet stored:
-// every send after the loss gets a seq above everything ever acked, exactly
-// BacklogCap above what Postgres holds, under a new epoch.
+// the keys expiring, twice in a row before Postgres stored anything) with
+// acked messages both stored and not yet stored, across reservations of
+// small blocks: every send after the loss gets a seq above everything ever
+// acked, skipping at most two blocks, under a new epoch.
 func TestSeqIsNeverReusedAfterRedisLosesData(t *testing.T) {
 	r := startRedis(t)
 	_, st := startStore(t)
-	const backlogCap = 50
-	b := connect(t, r.URL(), broker.Options{BacklogCap: backlogCap, Floor: st.MaxSeq})
+	const block = 16
+	b := connect(t, r.URL(), broker.Options{SeqBlock: block, Ledger: st})
 	rdb := r.client()
 	ctx := context.Background()
 	s := newSender(t, b, "lossy")
@@ -133,30 +134,34 @@ func TestSeqIsNeverReusedAfterRedisLosesData(t *testing.T) {
 	if a := s.send(); a.Seq != 1 || a.Epoch == "" {
 		t.Fatalf("a brand-new room's first send: seq %d epoch %q, want seq 1 and an epoch", a.Seq, a.Epoch)
 	}
+	flush := func() { rdb.FlushAll(ctx) }
 	epochs := map[string]bool{}
 	for _, loss := range []struct {
-		name string
-		do   func()
+		name  string
+		store bool // Postgres stores what came before the loss
+		do    func()
 	}{
-		{"FLUSHALL", func() { rdb.FlushAll(ctx) }},
-		{"restart without data", func() { r.kill(); r.start() }},
-		{"epoch key lost", func() { rdb.Del(ctx, "chat:{lossy}:epoch") }},
-		{"room keys expired", func() { rdb.Del(ctx, "chat:{lossy}:seq", "chat:{lossy}:epoch", "chat:{lossy}:log") }},
+		{"FLUSHALL", true, flush},
+		{"restart without data", true, func() { r.kill(); r.start() }},
+		{"epoch key lost", true, func() { rdb.Del(ctx, "chat:{lossy}:epoch") }},
+		{"room keys expired", true, func() { rdb.Del(ctx, "chat:{lossy}:seq", "chat:{lossy}:epoch", "chat:{lossy}:log") }},
+		{"FLUSHALL with nothing stored", false, flush},
+		{"FLUSHALL again with nothing stored", false, flush},
 	} {
-		for range 3 {
+		for range 2 * block {
 			s.send()
 		}
-		persistAll(t, b, st)
-		stored := s.maxAcked()
+		if loss.store {
+			persistAll(t, b, st)
+		}
 		before := s.send() // acked, then lost with Redis before it is stored
-		s.send()
 		epochs[before.Epoch] = true
 
 		loss.do()
 		after := s.send()
-		if after.Seq != stored+backlogCap+1 {
-			t.Errorf("%s: first seq after the loss is %d, want %d (stored %d + cap %d + 1); highest acked was %d",
-				loss.name, after.Seq, stored+backlogCap+1, stored, backlogCap, s.maxAcked())
+		if after.Seq <= before.Seq || after.Seq > before.Seq+2*block+1 {
+			t.Errorf("%s: first seq after the loss is %d, want above the highest acked %d by at most two blocks of %d",
+				loss.name, after.Seq, before.Seq, block)
 		}
 		if epochs[after.Epoch] {
 			t.Errorf("%s: the epoch stayed %q", loss.name, after.Epoch)
@@ -182,6 +187,87 @@ func TestSeqIsNeverReusedAfterRedisLosesData(t *testing.T) {
 	}
 }
 
+// TestARetryWhoseDedupeKeyRedisLostIsAnsweredFromPostgres: a send was
+// accepted and stored, then Redis lost its state (a failover to a replica
+// that never got it, here FLUSHALL) while the sender, told internal, was
+// about to retry. The retry, whether it is the send that reseeds the room or
+// comes after another did, is answered with the original seq and stored
+// nowhere again; a new id is still accepted.
+func TestARetryWhoseDedupeKeyRedisLostIsAnsweredFromPostgres(t *testing.T) {
+	r := startRedis(t)
+	_, st := startStore(t)
+	b := connect(t, r.URL(), broker.Options{Ledger: st})
+	rdb := r.client()
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name         string
+		othersReseed bool // another sender's message reseeds the room first
+	}{{"the retry reseeds the room", false}, {"the retry comes after the reseed", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			room := fmt.Sprintf("retry-%t", tc.othersReseed)
+			s := newSender(t, b, room)
+			s.send()
+			orig := s.send()
+			persistAll(t, b, st)
+			rdb.FlushAll(ctx)
+			if tc.othersReseed {
+				if _, err := b.Publish(ctx, room, "bob", "first after the loss", "b-1", time.Now()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			retry, err := b.Publish(ctx, room, "alice", s.acked[orig.Seq], "id-2", time.Now())
+			if err != nil || !retry.Duplicate || retry.Seq != orig.Seq {
+				t.Fatalf("retry of id-2 after the loss: %+v, %v; want the duplicate of seq %d", retry, err, orig.Seq)
+			}
+			fresh, err := b.Publish(ctx, room, "alice", "new", "id-3", time.Now())
+			if err != nil || fresh.Duplicate || fresh.Seq <= orig.Seq {
+				t.Fatalf("a new id after the loss: %+v, %v; want a new seq above %d", fresh, err, orig.Seq)
+			}
+			persistAll(t, b, st)
+			if seq, found, err := st.SentSeq(ctx, room, "alice", "id-2"); err != nil || !found || seq != orig.Seq {
+				t.Errorf("id-2 in Postgres: seq %d found %t, %v; want seq %d", seq, found, err, orig.Seq)
+			}
+			rows, err := st.Range(ctx, room, 0, 1<<62, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := len(rows); n != 3+btoi(tc.othersReseed) {
+				t.Errorf("Postgres holds %d messages of %s, want %d: %+v", n, room, 3+btoi(tc.othersReseed), rows)
+			}
+		})
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// TestSeqsAreReservedAheadSoAPostgresOutageDoesNotStopARoom: a room reserves
+// its next block of seqs while half of the current one is left, so with
+// Postgres down it goes on past the end of the block it was in.
+func TestSeqsAreReservedAheadSoAPostgresOutageDoesNotStopARoom(t *testing.T) {
+	r := startRedis(t)
+	pg, st := startStore(t)
+	const block = 1024
+	b := connect(t, r.URL(), broker.Options{SeqBlock: block, Ledger: st})
+	s := newSender(t, b, "busy")
+	for range block - 256 {
+		s.send()
+	}
+	if err := pg.Stop(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for range block {
+		s.send()
+	}
+	if got := s.maxAcked(); got != 2*block-256 {
+		t.Errorf("highest seq %d, want %d", got, 2*block-256)
+	}
+}
+
 // TestPersistStreamKeepsEveryAckedMessageThroughAPostgresOutage stops
 // Postgres and publishes until the durable queue is full: everything acked,
 // far past the room log's length, is stored once Postgres is back, including
@@ -192,7 +278,7 @@ func TestPersistStreamKeepsEveryAckedMessageThroughAPostgresOutage(t *testing.T)
 	r := startRedis(t)
 	pg, st := startStore(t)
 	const backlogCap = 300
-	b := connect(t, r.URL(), broker.Options{BacklogCap: backlogCap, HistorySize: 10, Floor: st.MaxSeq})
+	b := connect(t, r.URL(), broker.Options{BacklogCap: backlogCap, HistorySize: 10, Ledger: st})
 	ctx := context.Background()
 	s := newSender(t, b, "outage")
 

@@ -1,22 +1,32 @@
 -- Accept one message atomically: dedupe by the sender's id, refuse when the
 -- durable queue is full, (re)seed the room's counter when its state is lost,
--- allocate the next seq, finish the frame, keep it in the room's bounded log
--- (stream id = seq, so resume is a range read), queue it for Postgres and
--- publish it.
--- KEYS: seq counter, epoch, room log, dedupe key, persist stream, the
---       replication id the room's counter was seeded under
+-- allocate the next seq below the reserved limit, finish the frame, keep it
+-- in the room's bounded log (stream id = seq, so resume is a range read),
+-- queue it for Postgres and publish it.
+-- KEYS: 1 seq counter, 2 epoch, 3 room log, 4 dedupe key, 5 persist stream,
+--       6 the replication id the room was seeded under, 7 the reserved
+--       limit, 8 until when a missing dedupe key must be checked in Postgres
 -- ARGV: 1 channel, 2 frame prefix, 3 frame suffix, 4 log length,
 --       5 dedupe ttl (s), 6 room ttl (s), 7 persist backlog cap,
---       8 accept time (unix ns), 9 has id ("1"/"0"),
---       10 reseed floor ("" when not known yet), 11 epoch for a reseed
--- Returns {seq, status, epoch}: status 0 accepted, 1 duplicate (the original
--- seq and epoch), 2 the room must be reseeded: call again with a floor.
+--       8 accept time (unix ns), 9 has id ("1"/"0"), 10 reseed floor ("" when
+--       not reserved yet), 11 epoch, 12 limit and 13 recheck deadline (unix
+--       ns, 0 for none) for a reseed, 14 "1" when Postgres was checked for
+--       the id already
+-- Returns {seq, status, epoch, headroom}: status 0 accepted, 1 duplicate
+-- (the original seq and epoch), 2 the room must be reseeded (seq: its
+-- counter here), 3 its reserved seqs ran out (seq: its counter), 4 the id
+-- must be looked up in Postgres first.
+local now = tonumber(ARGV[8])
 if ARGV[9] == '1' then
   local seen = redis.call('GET', KEYS[4])
   if seen then
     local seq, epoch = string.match(seen, '^(%d+)/(.*)$')
     if not seq then seq, epoch = seen, '' end -- stored before rooms had epochs
-    return {tonumber(seq), 1, epoch}
+    return {tonumber(seq), 1, epoch, 0}
+  end
+  -- Shortly after a reseed a retry may find its key gone with the old state.
+  if ARGV[14] ~= '1' and tonumber(redis.call('GET', KEYS[8]) or '0') > now then
+    return {0, 4, '', 0}
   end
 end
 -- The stream holds only entries not yet written to Postgres (the writers
@@ -27,19 +37,25 @@ end
 -- A new replication id means a failover or a restart: this primary may lack
 -- the newest writes of the previous one, so the counter cannot be trusted.
 local replid = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)') or ''
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
 local epoch = redis.call('GET', KEYS[2])
-if not epoch or redis.call('EXISTS', KEYS[1]) == 0 or redis.call('GET', KEYS[6]) ~= replid then
-  -- Counter, epoch or primary changed: the room is new, expired or may have
-  -- lost writes. Its counter restarts above every seq that may have been acked.
-  if ARGV[10] == '' then return {0, 2, ''} end
-  local floor = tonumber(ARGV[10])
-  if tonumber(redis.call('GET', KEYS[1]) or '0') < floor then
-    redis.call('SET', KEYS[1], floor)
-  end
+local limit = tonumber(redis.call('GET', KEYS[7]) or '0')
+if not epoch or limit == 0 or redis.call('GET', KEYS[6]) ~= replid then
+  -- The room is new, expired or may have lost writes: its counter restarts
+  -- at the floor of a fresh reservation, above every seq it ever had.
+  if ARGV[10] == '' then return {cur, 2, '', 0} end
+  cur = math.max(cur, tonumber(ARGV[10]))
+  limit = tonumber(ARGV[12])
   epoch = ARGV[11]
+  redis.call('SET', KEYS[1], string.format('%d', cur))
   redis.call('SET', KEYS[2], epoch)
   redis.call('SET', KEYS[6], replid)
+  redis.call('SET', KEYS[7], string.format('%d', limit))
+  if tonumber(ARGV[13]) > now then
+    redis.call('SET', KEYS[8], ARGV[13], 'PXAT', math.floor(tonumber(ARGV[13]) / 1000000))
+  end
 end
+if cur >= limit then return {cur, 3, epoch, 0} end
 local seq = redis.call('INCR', KEYS[1])
 local frame = ARGV[2] .. seq .. ARGV[3]
 redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[4], seq .. '-0', 'f', frame)
@@ -50,6 +66,6 @@ end
 -- Room names are client-chosen: an idle room's keys expire. The room TTL
 -- outlives every dedupe key, and the next send after expiry reseeds with a
 -- new epoch, so no seq is reused.
-for _, i in ipairs({1, 2, 3, 6}) do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
+for _, i in ipairs({1, 2, 3, 6, 7}) do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
 redis.call('PUBLISH', ARGV[1], ARGV[8] .. ' ' .. seq .. ' ' .. frame)
-return {seq, 0, epoch}
+return {seq, 0, epoch, limit - seq}

@@ -249,14 +249,13 @@ func TestFailoverToALaggingReplicaDoesNotReuseSeqs(t *testing.T) {
 	primary := startRedis(t)
 	replica := startReplica(t, primary)
 	_, st := startStore(t)
-	const backlogCap = 50
-	b := connect(t, primary.URL(), broker.Options{BacklogCap: backlogCap, Floor: st.MaxSeq})
+	const block = 50
+	b := connect(t, primary.URL(), broker.Options{SeqBlock: block, Ledger: st})
 	s := newSender(t, b, "lagging")
 	for range 5 {
 		s.send()
 	}
 	persistAll(t, b, st)
-	stored := s.maxAcked()
 	ctx := context.Background()
 	if err := primary.client().Do(ctx, "wait", 1, 5000).Err(); err != nil {
 		t.Fatal(err)
@@ -271,12 +270,12 @@ func TestFailoverToALaggingReplicaDoesNotReuseSeqs(t *testing.T) {
 		old = s.send()
 	}
 
-	promoted := connect(t, replica.URL(), broker.Options{BacklogCap: backlogCap, Floor: st.MaxSeq})
+	promoted := connect(t, replica.URL(), broker.Options{SeqBlock: block, Ledger: st})
 	s.b = promoted
 	after := s.send()
-	if after.Seq != stored+backlogCap+1 || after.Seq <= old.Seq {
-		t.Errorf("first seq on the promoted replica %d, want %d (stored %d + cap %d + 1), above the lost %d",
-			after.Seq, stored+backlogCap+1, stored, backlogCap, old.Seq)
+	if after.Seq != block+1 || after.Seq <= old.Seq {
+		t.Errorf("first seq on the promoted replica %d, want %d (the second block of %d), above the lost %d",
+			after.Seq, block+1, block, old.Seq)
 	}
 	if after.Epoch == old.Epoch {
 		t.Errorf("the epoch stayed %q across the failover", after.Epoch)

@@ -66,7 +66,7 @@ func run(ctx context.Context) error {
 	defer st.Close()
 	b, err := broker.Connect(cfg.RedisURL, broker.Options{
 		HistorySize: cfg.HistorySize, BacklogCap: int64(cfg.PersistBacklogCap),
-		MinReplicas: cfg.RedisMinReplicas, Floor: st.MaxSeq,
+		MinReplicas: cfg.RedisMinReplicas, Ledger: st,
 	})
 	if err != nil {
 		return fmt.Errorf("%w: %w", errConfig, err)
