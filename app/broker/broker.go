@@ -33,9 +33,10 @@ const PersistStream = "chat:persist"
 // was kept.
 var ErrOverloaded = errors.New("overloaded: the queue to Postgres is full")
 
-// ErrNotReplicated: the message was accepted by the primary but fewer than
-// Options.MinReplicas replicas confirmed it in time. It may or may not
-// survive a failover; a retry with the same id is deduplicated.
+// ErrNotReplicated: fewer than Options.MinReplicas replicas were online, so
+// nothing was written, or they did not confirm the message in time: then it
+// may or may not survive a failover, and a retry with the same id is
+// deduplicated.
 var ErrNotReplicated = errors.New("not confirmed by enough replicas")
 
 // Ledger is the durable side of seq allocation (Postgres): Redis hands out a
@@ -197,7 +198,7 @@ func (b *Broker) Publish(ctx context.Context, room, user, text, id string, now t
 	keys := []string{seqKey(room), epochKey(room), logKey(room), dedupeKey(room, user, id), PersistStream,
 		replKey(room), limitKey(room), checkKey(room)}
 	args := []any{channel(room), pre, post, b.opts.HistorySize, int(b.opts.DedupeTTL.Seconds()),
-		int(b.opts.RoomTTL.Seconds()), b.opts.BacklogCap, now.UnixNano(), hasID, "", "", "", 0, "0"}
+		int(b.opts.RoomTTL.Seconds()), b.opts.BacklogCap, now.UnixNano(), hasID, "", "", "", 0, "0", b.opts.MinReplicas}
 	// Each status but the first two asks for Postgres first; the state may
 	// change again meanwhile (another failover), so a few rounds are allowed.
 	for range 4 {
@@ -304,6 +305,9 @@ func (b *Broker) run(ctx context.Context, keys []string, args []any) (acc Accept
 		if err != nil {
 			if redis.HasErrorPrefix(err, "OVERLOADED") {
 				return Accepted{}, 0, 0, fmt.Errorf("%w (%v)", ErrOverloaded, err)
+			}
+			if redis.HasErrorPrefix(err, "NOREPLICAS") {
+				return Accepted{}, 0, 0, fmt.Errorf("%w: nothing written (%v)", ErrNotReplicated, err)
 			}
 			return Accepted{}, 0, 0, err
 		}

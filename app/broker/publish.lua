@@ -11,7 +11,7 @@
 --       8 accept time (unix ns), 9 has id ("1"/"0"), 10 reseed floor ("" when
 --       not reserved yet), 11 epoch, 12 limit and 13 recheck deadline (unix
 --       ns, 0 for none) for a reseed, 14 "1" when Postgres was checked for
---       the id already
+--       the id already, 15 replicas that must be online (REDIS_MIN_REPLICAS)
 -- Returns {seq, status, epoch, headroom}: status 0 accepted, 1 duplicate
 -- (the original seq and epoch), 2 the room must be reseeded (seq: its
 -- counter here), 3 its reserved seqs ran out (seq: its counter), 4 the id
@@ -36,7 +36,20 @@ if redis.call('XLEN', KEYS[5]) >= tonumber(ARGV[7]) then
 end
 -- A new replication id means a failover or a restart: this primary may lack
 -- the newest writes of the previous one, so the counter cannot be trusted.
-local replid = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)') or ''
+local info = redis.call('INFO', 'replication')
+local replid = string.match(info, 'master_replid:(%w+)') or ''
+-- A primary without its replicas may be the loser of a failover that its
+-- sentinels have not demoted yet: writing here would fork the room's
+-- history, and the winner's acks could be reused when this node is promoted
+-- back (no new replication id then). Refuse before writing anything.
+local need = tonumber(ARGV[15])
+if need > 0 then
+  local online = 0
+  for _ in string.gmatch(info, 'state=online') do online = online + 1 end
+  if online < need then
+    return redis.error_reply('NOREPLICAS ' .. online .. ' of ' .. need .. ' replicas online')
+  end
+end
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
 local epoch = redis.call('GET', KEYS[2])
 local limit = tonumber(redis.call('GET', KEYS[7]) or '0')
