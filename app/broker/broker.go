@@ -4,6 +4,7 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	_ "embed"
@@ -293,8 +294,13 @@ func (b *Broker) run(ctx context.Context, keys []string, args []any) (acc Accept
 			// Pipeliner lacks Wait; the reply must come within the read timeout.
 			wait = pipe.Do(ctx, "wait", b.opts.MinReplicas, b.opts.ReplicaTimeout.Milliseconds())
 		}
-		_, _ = pipe.Exec(ctx) // each command carries its own error
+		_, execErr := pipe.Exec(ctx)
 		err := eval.Err()
+		if err == nil && eval.Val() == nil {
+			// go-redis leaves the commands untouched when no connection
+			// could be had (a dial to a failing-over primary): nothing ran.
+			err = cmp.Or(execErr, errors.New("no reply"))
+		}
 		if err != nil && !loaded && redis.HasErrorPrefix(err, "NOSCRIPT") {
 			// Nothing ran: load the script and send again.
 			if err := publishScript.Load(ctx, b.rdb).Err(); err != nil {
