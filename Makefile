@@ -64,5 +64,10 @@ DURATION ?= 10m
 chaos: deps
 	SWITCHBOARD_CHAOS_SEED=$(SEED) SWITCHBOARD_CHAOS_DURATION=$(DURATION) go test -count=1 -v -timeout 0 -run '^TestChaos$$' ./tests
 
-bench:
+# The Go micro-benchmarks, then the load scenarios on the local target
+# (tests/bench_test.go): through NGINX to 3 instances, and straight to one
+# instance (TestDirectScenarios). Each scenario prints one line. Minutes of
+# full load on every core.
+bench: deps build
 	go test -run '^$$' -bench . -benchmem ./app/...
+	SWITCHBOARD_BENCH=1 go test -count=1 -timeout 60m -v -run '^Test(Direct|Load)Scenarios$$' ./tests
