@@ -4,15 +4,17 @@
 package broker
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
 	_ "embed"
 	"encoding/base32"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -84,8 +86,10 @@ type Options struct {
 // Broker talks to one Redis (or a primary with replicas behind one endpoint,
 // or a primary found through Sentinel).
 type Broker struct {
-	rdb  *redis.Client
-	opts Options
+	rdb     *redis.Client
+	opts    Options
+	pipes   *pipelines
+	seeding [64]seedStripe
 }
 
 // Connect dials REDIS_URL: redis://, rediss:// or redis+sentinel://. Timeouts
@@ -141,11 +145,16 @@ func New(rdb *redis.Client, opts Options) *Broker {
 	if opts.RecheckWindow <= 0 {
 		opts.RecheckWindow = 5 * time.Minute
 	}
-	return &Broker{rdb: rdb, opts: opts}
+	b := &Broker{rdb: rdb, opts: opts}
+	b.pipes = startPipelines(b)
+	return b
 }
 
-// Close releases the connections.
-func (b *Broker) Close() error { return b.rdb.Close() }
+// Close stops the publish pipelines and releases the connections.
+func (b *Broker) Close() error {
+	b.pipes.stop()
+	return b.rdb.Close()
+}
 
 // Ping checks that Redis answers.
 func (b *Broker) Ping(ctx context.Context) error { return b.rdb.Ping(ctx).Err() }
@@ -202,7 +211,13 @@ func (b *Broker) Publish(ctx context.Context, room, user, text, id string, now t
 		int(b.opts.RoomTTL.Seconds()), b.opts.BacklogCap, now.UnixNano(), hasID, "", "", "", 0, "0", b.opts.MinReplicas}
 	// Each status but the first two asks for Postgres first; the state may
 	// change again meanwhile (another failover), so a few rounds are allowed.
-	for range 4 {
+	// A reservation is made under the room's lock: of this instance's
+	// concurrent sends that found the room unseeded or out of seqs, one
+	// reserves and the others, seeing that it did, look again.
+	st := b.stripe(room)
+	locked := false
+	for range 6 {
+		gen := st.gen.Load()
 		acc, status, headroom, err := b.run(ctx, keys, args)
 		if err != nil {
 			return Accepted{}, fmt.Errorf("publish to %s: %w", room, err)
@@ -223,6 +238,22 @@ func (b *Broker) Publish(ctx context.Context, room, user, text, id string, now t
 				return dup, err
 			}
 			args[13] = "1"
+			continue
+		case statusExhausted, statusReseed:
+			if !locked {
+				st.mu.Lock()
+				if st.gen.Load() != gen {
+					// Another send reserved since this one looked: look again.
+					st.mu.Unlock()
+					continue
+				}
+				locked = true
+				defer func() { st.gen.Add(1); st.mu.Unlock() }()
+			}
+		default:
+			return Accepted{}, fmt.Errorf("publish to %s: the script answered status %d", room, status)
+		}
+		switch status {
 		case statusExhausted:
 			if err := b.extend(ctx, room, acc.Epoch, acc.Seq); err != nil {
 				return Accepted{}, fmt.Errorf("publish to %s: %w", room, err)
@@ -244,8 +275,6 @@ func (b *Broker) Publish(ctx context.Context, room, user, text, id string, now t
 					args[13] = "1"
 				}
 			}
-		default:
-			return Accepted{}, fmt.Errorf("publish to %s: the script answered status %d", room, status)
 		}
 	}
 	return Accepted{}, fmt.Errorf("publish to %s: the room's Redis state kept changing", room)
@@ -262,6 +291,19 @@ func (b *Broker) storedDuplicate(ctx context.Context, room, user, id string) (Ac
 		return Accepted{}, false, fmt.Errorf("publish to %s: look its id up after a reseed: %w", room, err)
 	}
 	return Accepted{Seq: seq, Duplicate: true}, found, nil
+}
+
+// seedStripe serialises this instance's reservations for the rooms that
+// hash to it; gen counts the reservations made under it.
+type seedStripe struct {
+	mu  sync.Mutex
+	gen atomic.Uint64
+}
+
+func (b *Broker) stripe(room string) *seedStripe {
+	h := fnv.New32a()
+	h.Write([]byte(room))
+	return &b.seeding[h.Sum32()%uint32(len(b.seeding))]
 }
 
 //go:embed extend.lua
@@ -281,61 +323,6 @@ func (b *Broker) extend(ctx context.Context, room, epoch string, at int64) error
 		return fmt.Errorf("raise the seq limit: %w", err)
 	}
 	return nil
-}
-
-// run evaluates the script and, with MinReplicas, WAITs on the same
-// connection (one pipeline), so WAIT covers exactly this script's writes.
-func (b *Broker) run(ctx context.Context, keys []string, args []any) (acc Accepted, status, headroom int64, err error) {
-	for loaded := false; ; loaded = true {
-		pipe := b.rdb.Pipeline()
-		eval := publishScript.EvalSha(ctx, pipe, keys, args...)
-		var wait *redis.Cmd
-		if b.opts.MinReplicas > 0 {
-			// Pipeliner lacks Wait; the reply must come within the read timeout.
-			wait = pipe.Do(ctx, "wait", b.opts.MinReplicas, b.opts.ReplicaTimeout.Milliseconds())
-		}
-		_, execErr := pipe.Exec(ctx)
-		err := eval.Err()
-		if err == nil && eval.Val() == nil {
-			// go-redis leaves the commands untouched when no connection
-			// could be had (a dial to a failing-over primary): nothing ran.
-			err = cmp.Or(execErr, errors.New("no reply"))
-		}
-		if err != nil && !loaded && redis.HasErrorPrefix(err, "NOSCRIPT") {
-			// Nothing ran: load the script and send again.
-			if err := publishScript.Load(ctx, b.rdb).Err(); err != nil {
-				return Accepted{}, 0, 0, fmt.Errorf("load publish script: %w", err)
-			}
-			continue
-		}
-		if err != nil {
-			if redis.HasErrorPrefix(err, "OVERLOADED") {
-				return Accepted{}, 0, 0, fmt.Errorf("%w (%v)", ErrOverloaded, err)
-			}
-			if redis.HasErrorPrefix(err, "NOREPLICAS") {
-				return Accepted{}, 0, 0, fmt.Errorf("%w: nothing written (%v)", ErrNotReplicated, err)
-			}
-			return Accepted{}, 0, 0, err
-		}
-		res, ok := eval.Val().([]any)
-		if !ok || len(res) != 4 {
-			return Accepted{}, 0, 0, fmt.Errorf("publish script answered %v", eval.Val())
-		}
-		seq, _ := res[0].(int64)
-		status, _ := res[1].(int64)
-		epoch, _ := res[2].(string)
-		headroom, _ := res[3].(int64)
-		if wait != nil && status == statusAccepted {
-			n, err := wait.Int64()
-			if err != nil {
-				return Accepted{}, 0, 0, fmt.Errorf("wait for %d replicas: %w", b.opts.MinReplicas, err)
-			}
-			if n < int64(b.opts.MinReplicas) {
-				return Accepted{}, 0, 0, fmt.Errorf("%w: %d of %d within %s", ErrNotReplicated, n, b.opts.MinReplicas, b.opts.ReplicaTimeout)
-			}
-		}
-		return Accepted{Seq: seq, Epoch: epoch}, status, headroom, nil
-	}
 }
 
 // newEpoch is 8 random base32 characters.
