@@ -27,8 +27,10 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-// Conn is a server-side gorilla connection over a wire of this package.
-// Use its gorilla methods as usual, and this package's between messages.
+// Conn is a server-side gorilla connection over a wire of this package: use
+// its gorilla methods as usual. WaitReadable, Buffered and SkipPong are for
+// the one reading goroutine, between messages; Hold and Release for the one
+// writing goroutine.
 type Conn struct {
 	*websocket.Conn
 	wire wire
