@@ -89,7 +89,7 @@ type Broker struct {
 	rdb     *redis.Client
 	opts    Options
 	pipes   *pipelines
-	seeding [64]seedStripe
+	seeding [256]seedStripe
 }
 
 // Connect dials REDIS_URL: redis://, rediss:// or redis+sentinel://. Timeouts
@@ -216,7 +216,7 @@ func (b *Broker) Publish(ctx context.Context, room, user, text, id string, now t
 	// reserves and the others, seeing that it did, look again.
 	st := b.stripe(room)
 	locked := false
-	for range 6 {
+	for attempts := 0; attempts < 6; attempts++ {
 		gen := st.gen.Load()
 		acc, status, headroom, err := b.run(ctx, keys, args)
 		if err != nil {
@@ -243,8 +243,10 @@ func (b *Broker) Publish(ctx context.Context, room, user, text, id string, now t
 			if !locked {
 				st.mu.Lock()
 				if st.gen.Load() != gen {
-					// Another send reserved since this one looked: look again.
+					// Another send reserved since this one looked: look
+					// again. This is progress, not an attempt (ctx bounds it).
 					st.mu.Unlock()
+					attempts--
 					continue
 				}
 				locked = true

@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -37,10 +38,11 @@ func (c *pipelineCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) re
 	}
 }
 
-// TestConcurrentSendsShareRoundTrips: 400 sends released at once, after
-// Redis forgot the script, travel in far fewer pipelines than sends, with
-// one WAIT per pipeline; each is acked once with its own seq, and every
-// room's seqs run 1..n without a hole.
+// TestConcurrentSendsShareRoundTrips: 2000 sends to 400 new rooms (more
+// rooms than reservation locks) released at once, after Redis forgot the
+// script, travel in far fewer pipelines than sends, with one WAIT per
+// pipeline; each is acked once, and every room's seqs run 1..n without a
+// hole: its concurrent first sends shared one reservation.
 func TestConcurrentSendsShareRoundTrips(t *testing.T) {
 	primary := startRedis(t)
 	startReplica(t, primary)
@@ -54,7 +56,7 @@ func TestConcurrentSendsShareRoundTrips(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	const senders, rooms = 400, 4
+	const senders, rooms = 2000, 400
 	start := make(chan struct{})
 	var wg sync.WaitGroup
 	seqs := make([][]bool, rooms)
@@ -68,7 +70,7 @@ func TestConcurrentSendsShareRoundTrips(t *testing.T) {
 			defer wg.Done()
 			<-start
 			room := i % rooms
-			acc, err := b.Publish(ctx, "busy-"+string(rune('a'+room)), "alice", "hi", "", time.Now())
+			acc, err := b.Publish(ctx, fmt.Sprintf("busy-%d", room), "alice", "hi", "", time.Now())
 			if err != nil {
 				t.Errorf("send %d: %v", i, err)
 				return
