@@ -49,6 +49,7 @@ type Server struct {
 	m        *metrics.Metrics
 	log      *slog.Logger
 	upgrader websocket.Upgrader
+	workers  *workers // the sessions' reads and writes
 
 	draining atomic.Bool // unready: the load balancer should stop sending new clients
 	refusing atomic.Bool // closing connections: /ws answers 503
@@ -66,6 +67,7 @@ func New(cfg config.Config, h *hub.Hub, b Broker, a Archive, m *metrics.Metrics,
 		verifier: auth.NewVerifier(cfg.JWTSecret),
 		origins:  auth.NewOrigins(cfg.AllowedOrigins),
 		sessions: map[*session]struct{}{},
+		workers:  newWorkers(),
 	}
 	s.upgrader = websocket.Upgrader{
 		WriteBufferSize: 1024,

@@ -155,7 +155,7 @@ func (s *session) signalTaken() {
 func (s *session) wake() {
 	if !s.writing {
 		s.writing = true
-		go s.write()
+		s.srv.workers.do(s.write)
 	}
 }
 
@@ -235,8 +235,8 @@ func (s *session) tick() {
 // read waits for the client's frames and has them handled until the
 // connection fails or the session closes. Reading and handling a frame go
 // deep (gorilla, JSON, Redis) and would grow this goroutine's stack for
-// good, so they run on a goroutine of their own; this one only waits, on a
-// stack that stays at the 2 KiB minimum (measured: 8 KiB otherwise).
+// good, so they run on a pooled worker (workers.go); this one only waits, on
+// a stack that stays at the 2 KiB minimum (measured: 8 KiB otherwise).
 func (s *session) read() error {
 	for {
 		if err := s.conn.WaitReadable(); err != nil {
@@ -244,10 +244,10 @@ func (s *session) read() error {
 		}
 		var err error
 		s.handling.Add(1)
-		go func() {
+		s.srv.workers.do(func() {
 			defer s.handling.Done()
 			err = s.readBuffered()
-		}()
+		})
 		s.handling.Wait()
 		if err != nil {
 			return err
