@@ -15,28 +15,14 @@ import (
 // BenchmarkPublish is one sender's round trip through the publish script,
 // without and with a replica to WAIT for.
 func BenchmarkPublish(b *testing.B) {
-	for _, tc := range []struct {
-		name     string
-		replicas int
-	}{{"no-wait", 0}, {"wait-for-1-replica", 1}} {
-		b.Run(tc.name, func(b *testing.B) {
-			primary := startRedis(b)
-			if tc.replicas > 0 {
-				startReplica(b, primary)
-			}
-			br, err := broker.Connect(primary.URL(), broker.Options{MinReplicas: tc.replicas})
-			if err != nil {
+	withAndWithoutReplica(b, func(b *testing.B, br *broker.Broker, _ *redisServer) {
+		ctx := context.Background()
+		for b.Loop() {
+			if _, err := br.Publish(ctx, "bench", "alice", "hello", "", time.Now()); err != nil {
 				b.Fatal(err)
 			}
-			defer br.Close()
-			ctx := context.Background()
-			for b.Loop() {
-				if _, err := br.Publish(ctx, "bench", "alice", "hello", "", time.Now()); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
+		}
+	})
 }
 
 // BenchmarkPublishConcurrent is a busy instance: 100 senders in 100 rooms at
@@ -44,6 +30,29 @@ func BenchmarkPublish(b *testing.B) {
 // (INFO cpu), which the other processes on the machine disturb less than
 // wall time.
 func BenchmarkPublishConcurrent(b *testing.B) {
+	withAndWithoutReplica(b, func(b *testing.B, br *broker.Broker, primary *redisServer) {
+		ctx := context.Background()
+		var room atomic.Int64
+		before := redisCPU(b, primary)
+		b.SetParallelism(50) // 100 senders on 2 cores
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			name := fmt.Sprintf("bench-%d", room.Add(1))
+			for pb.Next() {
+				if _, err := br.Publish(ctx, name, "alice", "hello", "", time.Now()); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+		b.StopTimer()
+		b.ReportMetric((redisCPU(b, primary)-before)*1e6/float64(b.N), "redis-cpu-µs/op")
+	})
+}
+
+// withAndWithoutReplica runs bench against a Redis of its own, alone
+// (no-wait) and with a replica that every send WAITs for.
+func withAndWithoutReplica(b *testing.B, bench func(*testing.B, *broker.Broker, *redisServer)) {
 	for _, tc := range []struct {
 		name     string
 		replicas int
@@ -58,23 +67,7 @@ func BenchmarkPublishConcurrent(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer br.Close()
-			ctx := context.Background()
-			var room atomic.Int64
-			cpu := func() float64 { return redisCPU(b, primary) }
-			before := cpu()
-			b.SetParallelism(50) // 100 senders on 2 cores
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				name := fmt.Sprintf("bench-%d", room.Add(1))
-				for pb.Next() {
-					if _, err := br.Publish(ctx, name, "alice", "hello", "", time.Now()); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-			b.StopTimer()
-			b.ReportMetric((cpu()-before)*1e6/float64(b.N), "redis-cpu-µs/op")
+			bench(b, br, primary)
 		})
 	}
 }
