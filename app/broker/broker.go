@@ -10,11 +10,8 @@ import (
 	"encoding/base32"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -86,10 +83,9 @@ type Options struct {
 // Broker talks to one Redis (or a primary with replicas behind one endpoint,
 // or a primary found through Sentinel).
 type Broker struct {
-	rdb     *redis.Client
-	opts    Options
-	pipes   *pipelines
-	seeding [256]seedStripe
+	rdb   *redis.Client
+	opts  Options
+	pipes *pipelines
 }
 
 // Connect dials REDIS_URL: redis://, rediss:// or redis+sentinel://. Timeouts
@@ -160,13 +156,14 @@ func (b *Broker) Close() error {
 func (b *Broker) Ping(ctx context.Context) error { return b.rdb.Ping(ctx).Err() }
 
 // Room keys share a hash tag so a clustered Redis keeps a room on one shard.
-func seqKey(room string) string   { return "chat:{" + room + "}:seq" }
-func epochKey(room string) string { return "chat:{" + room + "}:epoch" }
-func logKey(room string) string   { return "chat:{" + room + "}:log" }
-func replKey(room string) string  { return "chat:{" + room + "}:replid" }
-func limitKey(room string) string { return "chat:{" + room + "}:limit" }
-func checkKey(room string) string { return "chat:{" + room + "}:recheck" }
-func channel(room string) string  { return "chat:{" + room + "}:pub" }
+func seqKey(room string) string     { return "chat:{" + room + "}:seq" }
+func epochKey(room string) string   { return "chat:{" + room + "}:epoch" }
+func logKey(room string) string     { return "chat:{" + room + "}:log" }
+func replKey(room string) string    { return "chat:{" + room + "}:replid" }
+func limitKey(room string) string   { return "chat:{" + room + "}:limit" }
+func checkKey(room string) string   { return "chat:{" + room + "}:recheck" }
+func seedingKey(room string) string { return "chat:{" + room + "}:seeding" }
+func channel(room string) string    { return "chat:{" + room + "}:pub" }
 func dedupeKey(room, user, id string) string {
 	return "chat:{" + room + "}:id:" + strconv.Itoa(len(user)) + ":" + user + ":" + id
 }
@@ -194,6 +191,7 @@ const (
 	statusReseed    = 2
 	statusExhausted = 3
 	statusCheckID   = 4
+	statusSeeding   = 5
 )
 
 // Publish accepts a message: once it returns without error the message has
@@ -206,18 +204,13 @@ func (b *Broker) Publish(ctx context.Context, room, user, text, id string, now t
 		hasID = "1"
 	}
 	keys := []string{seqKey(room), epochKey(room), logKey(room), dedupeKey(room, user, id), PersistStream,
-		replKey(room), limitKey(room), checkKey(room)}
+		replKey(room), limitKey(room), checkKey(room), seedingKey(room)}
 	args := []any{channel(room), pre, post, b.opts.HistorySize, int(b.opts.DedupeTTL.Seconds()),
 		int(b.opts.RoomTTL.Seconds()), b.opts.BacklogCap, now.UnixNano(), hasID, "", "", "", 0, "0", b.opts.MinReplicas}
 	// Each status but the first two asks for Postgres first; the state may
 	// change again meanwhile (another failover), so a few rounds are allowed.
-	// A reservation is made under the room's lock: of this instance's
-	// concurrent sends that found the room unseeded or out of seqs, one
-	// reserves and the others, seeing that it did, look again.
-	st := b.stripe(room)
-	locked := false
+	// Waiting for another sender's reseed is not an attempt (ctx bounds it).
 	for attempts := 0; attempts < 6; attempts++ {
-		gen := st.gen.Load()
 		acc, status, headroom, err := b.run(ctx, keys, args)
 		if err != nil {
 			return Accepted{}, fmt.Errorf("publish to %s: %w", room, err)
@@ -238,31 +231,21 @@ func (b *Broker) Publish(ctx context.Context, room, user, text, id string, now t
 				return dup, err
 			}
 			args[13] = "1"
-			continue
-		case statusExhausted, statusReseed:
-			if !locked {
-				st.mu.Lock()
-				if st.gen.Load() != gen {
-					// Another send reserved since this one looked: look
-					// again. This is progress, not an attempt (ctx bounds it).
-					st.mu.Unlock()
-					attempts--
-					continue
-				}
-				locked = true
-				defer func() { st.gen.Add(1); st.mu.Unlock() }()
+		case statusSeeding:
+			attempts--
+			select {
+			case <-ctx.Done():
+				return Accepted{}, fmt.Errorf("publish to %s: wait for its reseed: %w", room, ctx.Err())
+			case <-time.After(5 * time.Millisecond):
 			}
-		default:
-			return Accepted{}, fmt.Errorf("publish to %s: the script answered status %d", room, status)
-		}
-		switch status {
 		case statusExhausted:
 			if err := b.extend(ctx, room, acc.Epoch, acc.Seq); err != nil {
 				return Accepted{}, fmt.Errorf("publish to %s: %w", room, err)
 			}
 		case statusReseed:
-			// acc.Seq is the counter this Redis holds: from before
-			// reservations existed, it may be above every reservation.
+			// This send holds the room's seeding lock. acc.Seq is the
+			// counter this Redis holds: from before reservations existed,
+			// it may be above every reservation.
 			hi, reused, err := b.opts.Ledger.ReserveSeqs(ctx, room, acc.Seq, b.opts.SeqBlock)
 			if err != nil {
 				return Accepted{}, fmt.Errorf("publish to %s: reseed its counter: %w", room, err)
@@ -277,6 +260,8 @@ func (b *Broker) Publish(ctx context.Context, room, user, text, id string, now t
 					args[13] = "1"
 				}
 			}
+		default:
+			return Accepted{}, fmt.Errorf("publish to %s: the script answered status %d", room, status)
 		}
 	}
 	return Accepted{}, fmt.Errorf("publish to %s: the room's Redis state kept changing", room)
@@ -293,19 +278,6 @@ func (b *Broker) storedDuplicate(ctx context.Context, room, user, id string) (Ac
 		return Accepted{}, false, fmt.Errorf("publish to %s: look its id up after a reseed: %w", room, err)
 	}
 	return Accepted{Seq: seq, Duplicate: true}, found, nil
-}
-
-// seedStripe serialises this instance's reservations for the rooms that
-// hash to it; gen counts the reservations made under it.
-type seedStripe struct {
-	mu  sync.Mutex
-	gen atomic.Uint64
-}
-
-func (b *Broker) stripe(room string) *seedStripe {
-	h := fnv.New32a()
-	h.Write([]byte(room))
-	return &b.seeding[h.Sum32()%uint32(len(b.seeding))]
 }
 
 //go:embed extend.lua

@@ -3,6 +3,7 @@ package broker_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -38,11 +39,11 @@ func (c *pipelineCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) re
 	}
 }
 
-// TestConcurrentSendsShareRoundTrips: 2000 sends to 400 new rooms (more
-// rooms than reservation locks) released at once, after Redis forgot the
-// script, travel in far fewer pipelines than sends, with one WAIT per
-// pipeline; each is acked once, and every room's seqs run 1..n without a
-// hole: its concurrent first sends shared one reservation.
+// TestConcurrentSendsShareRoundTrips: 2000 sends to 400 new rooms released
+// at once, after Redis forgot the script, travel in far fewer pipelines than
+// sends, with one WAIT per pipeline; each is acked once, and every room's
+// seqs run 1..n without a hole: its concurrent first sends shared one
+// reservation.
 func TestConcurrentSendsShareRoundTrips(t *testing.T) {
 	primary := startRedis(t)
 	startReplica(t, primary)
@@ -93,5 +94,55 @@ func TestConcurrentSendsShareRoundTrips(t *testing.T) {
 	}
 	if w != p {
 		t.Errorf("%d WAITs in %d pipelines, want one each", w, p)
+	}
+}
+
+// TestANewRoomStartsAt1WhicheverInstanceSeedsIt: three instances (brokers
+// sharing Redis and Postgres) send to 50 new rooms at once, 10 sends each
+// per instance: every room's seqs are 1..30, whichever instance reserved
+// its first block, since one sender of all of them reserves while the
+// others wait for the room's seeding lock.
+func TestANewRoomStartsAt1WhicheverInstanceSeedsIt(t *testing.T) {
+	r := startRedis(t)
+	_, st := startStore(t)
+	var brokers []*broker.Broker
+	for range 3 {
+		brokers = append(brokers, connect(t, r.URL(), broker.Options{Ledger: st}))
+	}
+	const rooms, each = 50, 10
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	acked := map[string][]int64{}
+	for room := range rooms {
+		name := fmt.Sprintf("new-%d", room)
+		for _, b := range brokers {
+			for range each {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					acc, err := b.Publish(context.Background(), name, "alice", "hi", "", time.Now())
+					if err != nil {
+						t.Errorf("send to %s: %v", name, err)
+						return
+					}
+					mu.Lock()
+					acked[name] = append(acked[name], acc.Seq)
+					mu.Unlock()
+				}()
+			}
+		}
+	}
+	close(start)
+	wg.Wait()
+	for name, seqs := range acked {
+		slices.Sort(seqs)
+		for i, seq := range seqs {
+			if seq != int64(i+1) {
+				t.Errorf("%s: seqs %v, want 1..%d", name, seqs, len(brokers)*each)
+				break
+			}
+		}
 	}
 }

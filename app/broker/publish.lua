@@ -5,7 +5,8 @@
 -- queue it for Postgres and publish it.
 -- KEYS: 1 seq counter, 2 epoch, 3 room log, 4 dedupe key, 5 persist stream,
 --       6 the replication id the room was seeded under, 7 the reserved
---       limit, 8 until when a missing dedupe key must be checked in Postgres
+--       limit, 8 until when a missing dedupe key must be checked in Postgres,
+--       9 the room's seeding lock
 -- ARGV: 1 channel, 2 frame prefix, 3 frame suffix, 4 log length,
 --       5 dedupe ttl (s), 6 room ttl (s), 7 persist backlog cap,
 --       8 accept time (unix ns), 9 has id ("1"/"0"), 10 reseed floor ("" when
@@ -14,8 +15,9 @@
 --       the id already, 15 replicas that must be online (REDIS_MIN_REPLICAS)
 -- Returns {seq, status, epoch, headroom}: status 0 accepted, 1 duplicate
 -- (the original seq and epoch), 2 the room must be reseeded (seq: its
--- counter here), 3 its reserved seqs ran out (seq: its counter), 4 the id
--- must be looked up in Postgres first.
+-- counter here; the caller now holds the seeding lock), 3 its reserved seqs
+-- ran out (seq: its counter), 4 the id must be looked up in Postgres first,
+-- 5 another sender is reseeding the room: look again shortly.
 local now = tonumber(ARGV[8])
 if ARGV[9] == '1' then
   local seen = redis.call('GET', KEYS[4])
@@ -56,7 +58,12 @@ local limit = tonumber(redis.call('GET', KEYS[7]) or '0')
 if not epoch or limit == 0 or redis.call('GET', KEYS[6]) ~= replid then
   -- The room is new, expired or may have lost writes: its counter restarts
   -- at the floor of a fresh reservation, above every seq it ever had.
-  if ARGV[10] == '' then return {cur, 2, '', 0} end
+  if ARGV[10] == '' then
+    -- One sender at a time, of every instance, reserves for the room, so
+    -- its concurrent first sends share one block and a new room starts at 1.
+    if redis.call('SET', KEYS[9], '1', 'NX', 'PX', 2000) then return {cur, 2, '', 0} end
+    return {cur, 5, '', 0}
+  end
   cur = math.max(cur, tonumber(ARGV[10]))
   limit = tonumber(ARGV[12])
   epoch = ARGV[11]
@@ -64,6 +71,7 @@ if not epoch or limit == 0 or redis.call('GET', KEYS[6]) ~= replid then
   redis.call('SET', KEYS[2], epoch)
   redis.call('SET', KEYS[6], replid)
   redis.call('SET', KEYS[7], string.format('%d', limit))
+  redis.call('DEL', KEYS[9])
   if tonumber(ARGV[13]) > now then
     redis.call('SET', KEYS[8], ARGV[13], 'PXAT', math.floor(tonumber(ARGV[13]) / 1000000))
   end
