@@ -529,3 +529,38 @@ func TestMessagesBeforeJoinedWaitForTheCatchUp(t *testing.T) {
 		t.Fatalf("messages %v, want [4 5 6]", got)
 	}
 }
+
+// A Close while a gap's range is being fetched leaves the room's last seq
+// before the gap: the messages that waited behind the gap are not counted
+// as delivered, so a resume from LastSeq is told of the gap again.
+func TestCloseDuringAGapsFetchKeepsTheRoomBeforeTheGap(t *testing.T) {
+	fetching := make(chan struct{})
+	s := serve(t, func(n int, p *peer) {
+		p.next()
+		p.send(`{"op":"joined","room":"lobby","seq":50}`)
+		p.send(msg("lobby", 2))
+		p.send(`{"op":"error","code":"history_gap","room":"lobby","from":3,"to":48,"message":"not kept"}`)
+		p.send(msg("lobby", 49))
+		p.wait()
+	})
+	s.mux.HandleFunc("GET /rooms/{room}/messages", func(w http.ResponseWriter, r *http.Request) {
+		close(fetching)
+		<-r.Context().Done() // answers only when the client gives up
+	})
+	c := s.dial(t, Options{FillGaps: true})
+	if _, err := c.Resume(context.Background(), "lobby", 1); err != nil {
+		t.Fatal(err)
+	}
+	if got := messages(t, c, 1); got[0] != 2 {
+		t.Fatalf("messages %v, want [2]", got)
+	}
+	<-fetching
+	c.Close()
+	// The fetch ends on its own goroutine, which Close does not wait for:
+	// watch the position for a while after it.
+	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if last := c.LastSeq("lobby"); last != 2 {
+			t.Fatalf("LastSeq after a Close during the gap's fetch = %d, want 2 (before the gap)", last)
+		}
+	}
+}

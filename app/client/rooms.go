@@ -101,8 +101,12 @@ func (c *Client) fill(room string, rs *roomState, g gapRange) {
 		msgs, err := c.fetch(room, g)
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		if c.rooms[room] != rs {
-			return // left meanwhile
+		if c.closed || c.rooms[room] != rs {
+			// Closed or left meanwhile. After Close the mailboxes take
+			// nothing more, so the room's position stays before the gap:
+			// a client resuming from LastSeq is told of the gap again,
+			// rather than getting the later messages without it.
+			return
 		}
 		rs.fetching = false
 		c.filled(room, rs, g, msgs, err)
