@@ -130,8 +130,17 @@ k8s_build() {
   local minor=${K8S#v1.}
   local ld="-s -w -X k8s.io/component-base/version.gitVersion=$K8S -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${minor%%.*}"
   mkdir -p "$K8SBIN.tmp"
+  # `make tools` (scripts/tools.sh) builds the control plane the same way: reuse it.
+  local tools
+  tools=$(ls -d "${SWITCHBOARD_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/switchboard/tools}/k8s-$K8S-kwok-"*/ 2>/dev/null | grep -v '\.tmp/$' | head -1 || true)
+  for b in kube-apiserver kube-controller-manager kube-scheduler; do
+    [ -n "$tools" ] && [ -x "$tools/$b" ] && cp "$tools/$b" "$K8SBIN/"
+  done
+  local want=()
+  for b in "${K8S_BINS[@]}"; do [ -x "$K8SBIN/$b" ] || want+=("k8s.io/kubernetes/cmd/$b"); done
+  [ ${#want[@]} -gt 0 ] || return 0
   (cd tools/k8s && nicely go build -trimpath -ldflags "$ld" -o "$K8SBIN.tmp/" \
-    "${K8S_BINS[@]/#/k8s.io/kubernetes/cmd/}")
+    "${want[@]}")
   mv "$K8SBIN.tmp"/* "$K8SBIN/" && rmdir "$K8SBIN.tmp"
 }
 
@@ -271,6 +280,43 @@ node_build() {
   rm -f "$d/preload.tar"
 }
 
+# The repository Dockerfile's base images, made here (no registry): the
+# build stage's golang:<minor>-bookworm from this machine's Go toolchain, the
+# runtime's distroless/static-debian12:nonroot from Debian files.
+GOMINOR=$(go env GOVERSION | sed -E 's/^go([0-9]+\.[0-9]+).*/\1/')
+GOLANG=golang:$GOMINOR-bookworm
+DISTROLESS=gcr.io/distroless/static-debian12:nonroot
+bases_ok() { have_image "$GOLANG" && have_image "$DISTROLESS"; }
+bases_build() {
+  local d
+  d=$(ctx golang) && cp infra/kindnode/images/golang/Dockerfile "$d/" && mkdir -p "$d/ca" &&
+    cp -a "$(go env GOROOT)" "$d/go" && rm -rf "$d/go/pkg/obj"
+  cp /usr/local/share/ca-certificates/*.crt "$d/ca/" 2>/dev/null || true
+  image "$GOLANG" "$d"
+  image "$DISTROLESS" infra/kindnode/images/distroless
+}
+
+# The chat server from the repository's Dockerfile. Docker's legacy builder
+# (no buildx here) does not define $BUILDPLATFORM, so the Dockerfile is fed
+# with `--platform=$BUILDPLATFORM` removed: a build for this machine's
+# platform, which is what that flag selects. Keyed by the sources' hash.
+CHAT=switchboard/chatserver:dev
+chat_key() { { cat Dockerfile go.mod go.sum; find app -type f | sort | xargs cat; } | sha256sum | cut -c1-12; }
+chat_ok() { [ "$(docker image inspect -f '{{index .Config.Labels "switchboard.e2e.key"}}' "$CHAT" 2>/dev/null)" = "$(chat_key)" ]; }
+chat_build() {
+  local arch
+  arch=$(go env GOARCH)
+  sed 's/--platform=\$BUILDPLATFORM //' Dockerfile | nicely docker build -f - --build-arg TARGETOS=linux \
+    --build-arg TARGETARCH="$arch" --label "switchboard.e2e.key=$(chat_key)" -t "$CHAT" .
+}
+
+# Redis, PostgreSQL and NGINX from Debian packages (infra/kindnode/images).
+DATA_IMAGES=(redis:7.0-bookworm postgres:15-bookworm nginx:1.30-sid)
+data_ok() { for i in "${DATA_IMAGES[@]}"; do have_image "switchboard.local/$i" || return 1; done; }
+data_build() {
+  for i in "${DATA_IMAGES[@]}"; do image "switchboard.local/$i" "infra/kindnode/images/${i%%:*}"; done
+}
+
 build() {
   ensure_docker
   write_docker_wrapper
@@ -283,6 +329,9 @@ build() {
   step debian-base base_ok base_build
   step component-images components_ok components_build
   step node-image node_ok node_build
+  step chat-bases bases_ok bases_build
+  step chatserver-image chat_ok chat_build
+  step data-images data_ok data_build
   say "node image: $NODE"
 }
 
