@@ -5,7 +5,7 @@ export GOFLAGS ?= -mod=mod
 BIN := bin
 GO_PKGS := ./...
 
-.PHONY: build up test lint bench deps token fuzz tools kind-up generate chaos
+.PHONY: build up test lint bench deps token fuzz tools kind-up generate chaos e2e
 
 build:
 	go build -trimpath -o $(BIN)/ ./app/cmd/...
@@ -67,3 +67,10 @@ chaos: deps
 
 bench:
 	go test -run '^$$' -bench . -benchmem ./app/...
+
+# The dev stack on a real kind cluster built here (no registry, no internet
+# but the Go proxy and Debian's mirror): node image, component and app
+# images, the pulumi CLI and Kubernetes provider, then TestDevStackOnKind.
+# Cached under ~/.cache/switchboard/e2e; see scripts/e2e.sh and the README.
+e2e:
+	@./scripts/e2e.sh

@@ -19,19 +19,52 @@ import (
 )
 
 // The dev stack on a real kind cluster: `pulumi up` through the Automation
-// API, the behaviour suite through NGINX's host port with kill and restart
-// through the Kubernetes API, then `pulumi destroy`.
+// API (an inline program: the same `program` as `pulumi up`, no Go language
+// host), the behaviour suite through NGINX's host port with kill and restart
+// through the Kubernetes API, then `pulumi destroy`. `make e2e` builds the
+// cluster, its images, the pulumi CLI and the Kubernetes provider plugin here
+// (scripts/e2e.sh) and runs it with them on PATH and a throwaway PULUMI_HOME.
+//
+// Settings the e2e run overrides, from the environment scripts/e2e.sh sets:
+// SWITCHBOARD_EDGE_IMAGE, SWITCHBOARD_REDIS_IMAGE and SWITCHBOARD_POSTGRES_IMAGE
+// (images built from Debian packages), SWITCHBOARD_OBSERVABILITY (`existing`:
+// kube-prometheus-stack's chart cannot be fetched without the internet).
 func TestDevStackOnKind(t *testing.T) {
-	need(t, "a kind cluster (kind and a Docker engine) and the pulumi CLI with internet for its plugins", "kind", "docker", "pulumi")
-	if out, err := exec.Command("kind", "get", "clusters").Output(); err != nil || !strings.Contains(string(out), "switchboard") {
-		t.Skip("needs the kind cluster switchboard: `make kind-up` creates it and loads the image")
+	need(t, "kind, a Docker engine, the pulumi CLI and its Kubernetes provider plugin (`make e2e` builds them)",
+		"kind", "docker", "kubectl", "pulumi", "pulumi-resource-kubernetes")
+	cfg := stackFile(t, "dev")
+	cluster := strings.TrimPrefix(cfg["switchboard:kubeContext"], "kind-")
+	if out, err := exec.Command("kind", "get", "clusters").Output(); err != nil || !strings.Contains(string(out), cluster) {
+		t.Skipf("needs the kind cluster %s: `make e2e` (or `make kind-up`) creates it and loads the images", cluster)
+	}
+	for key, env := range map[string]string{
+		"switchboard:edgeImage": "SWITCHBOARD_EDGE_IMAGE", "switchboard:redisImage": "SWITCHBOARD_REDIS_IMAGE",
+		"switchboard:postgresImage": "SWITCHBOARD_POSTGRES_IMAGE", "switchboard:observability": "SWITCHBOARD_OBSERVABILITY",
+	} {
+		if v := os.Getenv(env); v != "" {
+			cfg[key] = v
+		}
 	}
 	jwt := randomSecret(t)
-	cfg := stackFile(t, "dev")
 	e2e(t, "dev", cfg, auto.ConfigMap{
 		"switchboard:jwtSecret":        {Value: jwt, Secret: true},
 		"switchboard:databasePassword": {Value: randomSecret(t), Secret: true},
 	}, func(ctx context.Context, stack auto.Stack, _ auto.OutputMap) []string {
+		kubectl := func(args ...string) string {
+			out, err := exec.CommandContext(ctx, "kubectl", append([]string{"--context", cfg["switchboard:kubeContext"], "-n", cfg["switchboard:namespace"]}, args...)...).CombinedOutput()
+			if err != nil {
+				t.Errorf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+			}
+			return string(out)
+		}
+		// Every pod Ready with its real probes.
+		kubectl("wait", "--for=condition=Ready", "pod", "--all", "--timeout=5m")
+		logf(t, "pods after pulumi up:\n%s", kubectl("get", "pods", "-o", "wide"))
+		// The chat page and the health of the edge through the host port kind maps.
+		http_helper.HttpGetWithRetryWithCustomValidation(t, kindChatURL+"/nginx-health", nil, 60, 2*time.Second,
+			func(status int, _ string) bool { return status == 200 })
+		http_helper.HttpGetWithRetryWithCustomValidation(t, kindChatURL+"/", nil, 10, 2*time.Second,
+			func(status int, body string) bool { return status == 200 && strings.Contains(strings.ToLower(body), "<html") })
 		return []string{
 			"SWITCHBOARD_ENDPOINT=" + kindChatURL, "SWITCHBOARD_KUBE_CONTEXT=" + cfg["switchboard:kubeContext"],
 			"SWITCHBOARD_NAMESPACE=" + cfg["switchboard:namespace"], "SWITCHBOARD_JWT_SECRET=" + jwt,
@@ -108,7 +141,7 @@ func e2e(t *testing.T, base string, settings map[string]string, secrets auto.Con
 // up creates a uniquely named stack in a local backend and runs `pulumi up`.
 func up(ctx context.Context, t *testing.T, base string, settings map[string]string, secrets auto.ConfigMap) (auto.Stack, auto.OutputMap) {
 	name := fmt.Sprintf("%s-test-%d", base, time.Now().Unix())
-	stack, err := auto.UpsertStackLocalSource(ctx, name, "..", auto.EnvVars(map[string]string{
+	stack, err := auto.UpsertStackInlineSource(ctx, name, "switchboard", program, auto.EnvVars(map[string]string{
 		"PULUMI_BACKEND_URL":       "file://" + t.TempDir(),
 		"PULUMI_CONFIG_PASSPHRASE": "switchboard-test",
 	}))

@@ -61,9 +61,12 @@ type Config struct {
 	DrainDelay   time.Duration
 	DrainTimeout time.Duration
 
-	EdgeImage    string // NGINX 1.27.3 or newer (resolve in upstreams)
-	EdgeNodePort int    // the kind node port mapped to the host
-	EdgeReplicas int
+	EdgeImage string // NGINX 1.27.3 or newer (resolve in upstreams)
+
+	RedisImage    string // kind: the in-cluster Redis (empty: infra/data's default)
+	PostgresImage string // kind: the in-cluster PostgreSQL 15 (empty: infra/data's default)
+	EdgeNodePort  int    // the kind node port mapped to the host
+	EdgeReplicas  int
 
 	Observability      string // install or existing
 	PrometheusStackVer string // kube-prometheus-stack chart version
@@ -183,6 +186,8 @@ func Load(ctx *pulumi.Context) (Config, error) {
 	r.duration("drainDelay", &c.DrainDelay)
 	r.duration("drainTimeout", &c.DrainTimeout)
 	r.image("edgeImage", &c.EdgeImage)
+	r.image("redisImage", &c.RedisImage)
+	r.image("postgresImage", &c.PostgresImage)
 	r.integer("edgeNodePort", &c.EdgeNodePort, 30000, 32767)
 	r.integer("edgeReplicas", &c.EdgeReplicas, 1, 20)
 	r.oneOf("observability", &c.Observability, false, Install, Existing)
