@@ -9,6 +9,7 @@
 #   scripts/e2e.sh test       cluster, then TestDevStackOnKind
 #   scripts/e2e.sh down       delete the kind cluster
 #   scripts/e2e.sh env        print the PATH and variables the cluster needs (eval it)
+#   scripts/e2e.sh cached     succeed if nothing needs building, else name what does
 #
 # What it builds, and from what:
 #   - a Debian bookworm base (debootstrap --variant=minbase from the apt
@@ -349,7 +350,21 @@ cluster() {
   kubectl --context "kind-$CLUSTER" get nodes -o wide
 }
 
+# cached: succeeds when every build step would be a cache hit (for .ci/run),
+# else names the steps that would build.
+cached() {
+  docker info >/dev/null 2>&1 || ensure_docker
+  local missing=() pair
+  for pair in kind:kind_ok k8s-binaries:k8s_ok etcd:etcd_ok pause:pause_ok coredns:coredns_ok \
+    local-path-provisioner:localpath_ok debian-base:base_ok component-images:components_ok node-image:node_ok \
+    chat-bases:bases_ok data-images:data_ok pulumi-cli:pulumi_ok pulumi-kubernetes-provider:provider_ok; do
+    ${pair#*:} || missing+=("${pair%%:*}")
+  done
+  [ ${#missing[@]} -eq 0 ] || { echo "${missing[*]}"; return 1; }
+}
+
 case "${1:-all}" in
+  cached) cached ;;
   build) build ;;
   cluster) cluster ;;
   down) kindenv; kind delete cluster --name "$CLUSTER" ;;
