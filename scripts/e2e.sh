@@ -363,12 +363,16 @@ cached() {
   [ ${#missing[@]} -eq 0 ] || { echo "${missing[*]}"; return 1; }
 }
 
-case "${1:-all}" in
-  cached) cached ;;
-  build) build ;;
-  cluster) cluster ;;
-  down) kindenv; kind delete cluster --name "$CLUSTER" ;;
-  env) build >&2; echo "export PATH=$BIN:$K8SBIN:\$PATH" ;;
-  all | test) cluster ;;
-  *) die "unknown command $1 (build, cluster, test, down, env)" ;;
-esac
+# One line, parsed whole before it runs: editing this file while it runs is safe.
+main() {
+  case "${1:-all}" in
+    cached) cached ;;
+    build) build ;;
+    cluster) cluster ;;
+    down) kindenv; kind delete cluster --name "$CLUSTER" ;;
+    env) build >&2; echo "export PATH=$BIN:$K8SBIN:\$PATH" ;;
+    all | test) e2etest ;;
+    *) die "unknown command $1 (build, cluster, test, down, env, cached)" ;;
+  esac
+}
+main "$@"; exit $?
