@@ -266,7 +266,7 @@ node_build() {
   image switchboard.local/kind-node-base:$K8S "$d"
   docker save "${COMPONENTS[@]}" -o "$d/preload.tar"
   docker rm -f switchboard-node-preload >/dev/null 2>&1 || true
-  # containerd alone (no systemd), to import the images into its content store.
+  # containerd alone (the commit keeps the base's STOPSIGNAL), (no systemd), to import the images into its content store.
   docker run -d --name switchboard-node-preload --entrypoint /usr/bin/containerd \
     -v "$d/preload.tar:/preload.tar:ro" switchboard.local/kind-node-base:$K8S
   for _ in $(seq 30); do docker exec switchboard-node-preload ctr version >/dev/null 2>&1 && break; sleep 1; done
@@ -275,7 +275,6 @@ node_build() {
   docker stop switchboard-node-preload
   docker commit \
     --change 'ENTRYPOINT ["/usr/local/bin/switchboard-node-init"]' --change 'CMD ["/sbin/init"]' \
-    --change 'STOPSIGNAL SIGRTMIN+3' \
     switchboard-node-preload "$NODE"
   docker rm switchboard-node-preload
   rm -f "$d/preload.tar"
@@ -318,6 +317,31 @@ data_build() {
   for i in "${DATA_IMAGES[@]}"; do image "switchboard.local/$i" "infra/kindnode/images/${i%%:*}"; done
 }
 
+# --- Pulumi --------------------------------------------------------------
+
+# The pulumi CLI (tools/pulumi) and the Kubernetes provider plugin
+# (tools/pulumi-kubernetes), both from the module proxy, into $BIN; the test
+# finds them on PATH (the engine prefers a provider plugin on PATH to one it
+# would download) and runs with a throwaway PULUMI_HOME.
+PULUMI=v3.274.1
+PULUMI_K8S=v4.0.0-20260115033456-f47bc2d6f199
+pulumi_ok() { [ -x "$BIN/pulumi" ] && [ "$("$BIN/pulumi" version 2>/dev/null)" = "$PULUMI" ]; }
+pulumi_build() {
+  (cd tools/pulumi && nicely go build -trimpath \
+    -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$PULUMI" \
+    -o "$BIN/pulumi.tmp" github.com/pulumi/pulumi/pkg/v3/cmd/pulumi)
+  mv "$BIN/pulumi.tmp" "$BIN/pulumi"
+}
+provider_ok() { [ -x "$BIN/pulumi-resource-kubernetes" ] && [ "$(cat "$BIN/pulumi-resource-kubernetes.version" 2>/dev/null)" = "$PULUMI_K8S" ]; }
+provider_build() {
+  (cd tools/pulumi-kubernetes && VERSION=${PULUMI_K8S#v} go run gen.go &&
+    nicely go build -trimpath \
+      -ldflags "-s -w -X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=${PULUMI_K8S#v}" \
+      -o "$BIN/pulumi-resource-kubernetes.tmp" .)
+  mv "$BIN/pulumi-resource-kubernetes.tmp" "$BIN/pulumi-resource-kubernetes"
+  echo "$PULUMI_K8S" >"$BIN/pulumi-resource-kubernetes.version"
+}
+
 build() {
   ensure_docker
   write_docker_wrapper
@@ -333,10 +357,24 @@ build() {
   step chat-bases bases_ok bases_build
   step chatserver-image chat_ok chat_build
   step data-images data_ok data_build
+  step pulumi-cli pulumi_ok pulumi_build
+  step pulumi-kubernetes-provider provider_ok provider_build
   say "node image: $NODE"
 }
 
 kindenv() { export PATH=$BIN:$K8SBIN:$PATH; }
+
+# The Prometheus Operator's CRDs from its module, so that the dev stack's
+# ServiceMonitor and PrometheusRule (observability in `existing` mode) apply.
+PROMOP=v0.85.0
+crds() {
+  local dir
+  dir=$(GOFLAGS= go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROMOP" |
+    sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  for c in servicemonitors prometheusrules podmonitors; do
+    kubectl --context "kind-$CLUSTER" apply --server-side -f "$dir/example/prometheus-operator-crd/monitoring.coreos.com_$c.yaml"
+  done
+}
 
 cluster() {
   build
@@ -347,7 +385,25 @@ cluster() {
     kind create cluster --config infra/kind/cluster.yaml --image "$NODE" --wait 5m
     printf '%s\t%s\tcold\t%ds\n' "$(date -u +%FT%TZ)" kind-create-cluster $(( $(date +%s) - began )) >>"$CACHE/times.log"
   fi
+  local began=$(date +%s)
+  kind load docker-image --name "$CLUSTER" "$CHAT" "${DATA_IMAGES[@]/#/switchboard.local/}"
+  crds
+  printf '%s\t%s\t-\t%ds\n' "$(date -u +%FT%TZ)" kind-load-images-and-crds $(( $(date +%s) - began )) >>"$CACHE/times.log"
   kubectl --context "kind-$CLUSTER" get nodes -o wide
+}
+
+e2etest() {
+  cluster
+  local home
+  home=$(mktemp -d)
+  trap 'rm -rf "$home"' EXIT
+  say "TestDevStackOnKind (PULUMI_HOME=$home)"
+  PULUMI_HOME=$home PULUMI_SKIP_UPDATE_CHECK=1 PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true \
+    SWITCHBOARD_EDGE_IMAGE=switchboard.local/nginx:1.30-sid \
+    SWITCHBOARD_REDIS_IMAGE=switchboard.local/redis:7.0-bookworm \
+    SWITCHBOARD_POSTGRES_IMAGE=switchboard.local/postgres:15-bookworm \
+    SWITCHBOARD_OBSERVABILITY=existing \
+    go test -count=1 -v -timeout 60m -run '^TestDevStackOnKind$' ./infra/
 }
 
 # cached: succeeds when every build step would be a cache hit (for .ci/run),
