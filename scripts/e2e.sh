@@ -95,6 +95,7 @@ ensure_docker() {
 # SYS_MODULE and SYS_RESOURCE, no seccomp or AppArmor profile, unmasked /proc
 # and /sys paths, every device rule and the kernel log; the node's own init
 # (infra/kindnode) remounts /sys and the cgroup controllers read-write.
+# `docker exec --privileged` (kind runs its commands in nodes so) loses the flag.
 write_docker_wrapper() {
   local real
   real=$(PATH=$(echo "$PATH" | tr ':' '\n' | grep -vx "$BIN" | paste -sd:) command -v docker)
@@ -113,6 +114,13 @@ if [ "\${1:-}" = run ]; then
       args+=("\$a")
     fi
   done
+  exec $real "\${args[@]}"
+fi
+# docker exec --privileged would ask for the refused capabilities again; the
+# node's processes have its capabilities without it.
+if [ "\${1:-}" = exec ]; then
+  args=()
+  for a in "\$@"; do [ "\$a" = --privileged ] || args+=("\$a"); done
   exec $real "\${args[@]}"
 fi
 exec $real "\$@"
