@@ -432,6 +432,7 @@ main() {
   case "${1:-all}" in
     cached) cached ;;
     build) build ;;
+    node) ensure_docker; write_docker_wrapper; step node-image node_ok node_build; say "node image: $NODE" ;;
     cluster) cluster ;;
     down) kindenv; kind delete cluster --name "$CLUSTER" ;;
     env) build >&2; echo "export PATH=$BIN:$K8SBIN:\$PATH" ;;
