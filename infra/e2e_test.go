@@ -25,10 +25,9 @@ import (
 // cluster, its images, the pulumi CLI and the Kubernetes provider plugin here
 // (scripts/e2e.sh) and runs it with them on PATH and a throwaway PULUMI_HOME.
 //
-// Settings the e2e run overrides, from the environment scripts/e2e.sh sets:
-// SWITCHBOARD_EDGE_IMAGE, SWITCHBOARD_REDIS_IMAGE and SWITCHBOARD_POSTGRES_IMAGE
-// (images built from Debian packages), SWITCHBOARD_OBSERVABILITY (`existing`:
-// kube-prometheus-stack's chart cannot be fetched without the internet).
+// SWITCHBOARD_STACK_OVERRIDES changes settings of Pulumi.dev.yaml for the
+// run; scripts/e2e.sh sets the images it built from Debian packages and turns
+// off what would fetch Helm charts from the internet (see the README).
 func TestDevStackOnKind(t *testing.T) {
 	need(t, "kind, a Docker engine, the pulumi CLI and its Kubernetes provider plugin (`make e2e` builds them)",
 		"kind", "docker", "kubectl", "pulumi", "pulumi-resource-kubernetes")
@@ -37,12 +36,12 @@ func TestDevStackOnKind(t *testing.T) {
 	if out, err := exec.Command("kind", "get", "clusters").Output(); err != nil || !strings.Contains(string(out), cluster) {
 		t.Skipf("needs the kind cluster %s: `make e2e` (or `make kind-up`) creates it and loads the images", cluster)
 	}
-	for key, env := range map[string]string{
-		"switchboard:edgeImage": "SWITCHBOARD_EDGE_IMAGE", "switchboard:redisImage": "SWITCHBOARD_REDIS_IMAGE",
-		"switchboard:postgresImage": "SWITCHBOARD_POSTGRES_IMAGE", "switchboard:observability": "SWITCHBOARD_OBSERVABILITY",
-	} {
-		if v := os.Getenv(env); v != "" {
-			cfg[key] = v
+	// Settings this machine needs (scripts/e2e.sh sets them): key=value pairs
+	// of the switchboard namespace, separated by commas.
+	for _, kv := range strings.Split(os.Getenv("SWITCHBOARD_STACK_OVERRIDES"), ",") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(kv), "="); ok {
+			cfg["switchboard:"+k] = v
+			logf(t, "setting switchboard:%s=%s (SWITCHBOARD_STACK_OVERRIDES)", k, v)
 		}
 	}
 	jwt := randomSecret(t)

@@ -93,6 +93,7 @@ func workloadArgs(cfg stackconfig.Config, namespace pulumi.StringInput, redisURL
 func autoscalingArgs(cfg stackconfig.Config, nodes *autoscaling.NodeArgs) autoscaling.Args {
 	return autoscaling.Args{
 		MetricsServer:      cfg.MetricsServer,
+		PrometheusAdapter:  cfg.PrometheusAdapter,
 		KubeletInsecureTLS: cfg.Target == stackconfig.Kind,
 		PrometheusURL:      cfg.PrometheusURL,
 		Nodes:              nodes,

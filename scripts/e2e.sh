@@ -400,6 +400,13 @@ cluster() {
   kubectl --context "kind-$CLUSTER" get nodes -o wide
 }
 
+# The dev stack's settings for this machine: the images built here, and no
+# Helm chart (kube-prometheus-stack, metrics-server, prometheus-adapter come
+# from chart repositories on the internet, out of reach here).
+OVERRIDES="edgeImage=switchboard.local/nginx:1.30-sid,redisImage=switchboard.local/redis:7.0-bookworm"
+OVERRIDES+=",postgresImage=switchboard.local/postgres:15-bookworm,observability=existing"
+OVERRIDES+=",metricsServer=false,prometheusAdapter=false"
+
 e2etest() {
   cluster
   local home
@@ -407,10 +414,7 @@ e2etest() {
   trap 'rm -rf "$home"' EXIT
   say "TestDevStackOnKind (PULUMI_HOME=$home)"
   PULUMI_HOME=$home PULUMI_SKIP_UPDATE_CHECK=1 PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true \
-    SWITCHBOARD_EDGE_IMAGE=switchboard.local/nginx:1.30-sid \
-    SWITCHBOARD_REDIS_IMAGE=switchboard.local/redis:7.0-bookworm \
-    SWITCHBOARD_POSTGRES_IMAGE=switchboard.local/postgres:15-bookworm \
-    SWITCHBOARD_OBSERVABILITY=existing \
+    SWITCHBOARD_STACK_OVERRIDES="$OVERRIDES" \
     go test -count=1 -v -timeout 60m -run '^TestDevStackOnKind$' ./infra/
 }
 

@@ -81,6 +81,7 @@ type Config struct {
 	ConnectionsPerPod int
 	PrometheusURL     string
 	MetricsServer     bool
+	PrometheusAdapter bool // install prometheus-adapter (the HPA's connections metric)
 
 	JWTSecret        pulumi.StringOutput // secret
 	DatabasePassword pulumi.StringOutput // secret; kind's in-cluster Postgres
@@ -144,6 +145,7 @@ func Defaults() Config {
 		ConnectionsPerPod:    5000,
 		PrometheusURL:        "http://kube-prometheus-stack-prometheus.monitoring.svc:9090",
 		MetricsServer:        true,
+		PrometheusAdapter:    true,
 		AWS: AWSSettings{
 			VPCCIDR:          "10.0.0.0/16",
 			NATPerAZ:         true,
