@@ -63,7 +63,9 @@ func TestDevStackOnKind(t *testing.T) {
 		http_helper.HttpGetWithRetryWithCustomValidation(t, kindChatURL+"/nginx-health", nil, 60, 2*time.Second,
 			func(status int, _ string) bool { return status == 200 })
 		http_helper.HttpGetWithRetryWithCustomValidation(t, kindChatURL+"/", nil, 10, 2*time.Second,
-			func(status int, body string) bool { return status == 200 && strings.Contains(strings.ToLower(body), "<html") })
+			func(status int, body string) bool {
+				return status == 200 && strings.Contains(strings.ToLower(body), "<html")
+			})
 		return []string{
 			"SWITCHBOARD_ENDPOINT=" + kindChatURL, "SWITCHBOARD_KUBE_CONTEXT=" + cfg["switchboard:kubeContext"],
 			"SWITCHBOARD_NAMESPACE=" + cfg["switchboard:namespace"], "SWITCHBOARD_JWT_SECRET=" + jwt,
