@@ -325,6 +325,30 @@ data_build() {
   for i in "${DATA_IMAGES[@]}"; do image "switchboard.local/$i" "infra/kindnode/images/${i%%:*}"; done
 }
 
+# metrics-server, which the dev stack's chart would install (the HPA's CPU
+# metric): built from its module, applied from the module's own release
+# manifests with this image and --kubelet-insecure-tls (kind's kubelets serve
+# self-signed certificates), as the stack's metricsServer setting does.
+METRICS=v0.8.0
+METRICS_IMAGE=switchboard.local/metrics-server:$METRICS
+metrics_ok() { have_image "$METRICS_IMAGE"; }
+metrics_build() {
+  local d
+  d=$(ctx metrics-server)
+  GOBIN=$d CGO_ENABLED=0 GOFLAGS= nicely go install -trimpath -ldflags "-s -w" "sigs.k8s.io/metrics-server/cmd/metrics-server@$METRICS"
+  binimage "$d" metrics-server "" "$METRICS_IMAGE" '["/usr/local/bin/metrics-server"]'
+}
+metrics_apply() {
+  local dir
+  dir=$(GOFLAGS= go mod download -json "sigs.k8s.io/metrics-server@$METRICS" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  kubectl kustomize "$dir/manifests/overlays/release" |
+    sed "s|image: .*metrics-server.*|image: $METRICS_IMAGE|" |
+    kubectl --context "kind-$CLUSTER" apply -f -
+  kubectl --context "kind-$CLUSTER" -n kube-system get deploy metrics-server -o jsonpath='{.spec.template.spec.containers[0].args}' | grep -q kubelet-insecure-tls ||
+    kubectl --context "kind-$CLUSTER" -n kube-system patch deployment metrics-server --type=json \
+      -p '[{"op":"add","path":"/spec/template/spec/containers/0/args/-","value":"--kubelet-insecure-tls"}]'
+}
+
 # --- Pulumi --------------------------------------------------------------
 
 # The pulumi CLI (tools/pulumi) and the Kubernetes provider plugin
@@ -365,6 +389,7 @@ build() {
   step chat-bases bases_ok bases_build
   step chatserver-image chat_ok chat_build
   step data-images data_ok data_build
+  step metrics-server metrics_ok metrics_build
   step pulumi-cli pulumi_ok pulumi_build
   step pulumi-kubernetes-provider provider_ok provider_build
   say "node image: $NODE"
@@ -394,8 +419,9 @@ cluster() {
     printf '%s\t%s\tcold\t%ds\n' "$(date -u +%FT%TZ)" kind-create-cluster $(( $(date +%s) - began )) >>"$CACHE/times.log"
   fi
   local began=$(date +%s)
-  kind load docker-image --name "$CLUSTER" "$CHAT" "${DATA_IMAGES[@]/#/switchboard.local/}"
+  kind load docker-image --name "$CLUSTER" "$CHAT" "${DATA_IMAGES[@]/#/switchboard.local/}" "$METRICS_IMAGE"
   crds
+  metrics_apply
   printf '%s\t%s\t-\t%ds\n' "$(date -u +%FT%TZ)" kind-load-images-and-crds $(( $(date +%s) - began )) >>"$CACHE/times.log"
   kubectl --context "kind-$CLUSTER" get nodes -o wide
 }
@@ -425,7 +451,7 @@ cached() {
   local missing=() pair
   for pair in kind:kind_ok k8s-binaries:k8s_ok etcd:etcd_ok pause:pause_ok coredns:coredns_ok \
     local-path-provisioner:localpath_ok debian-base:base_ok component-images:components_ok node-image:node_ok \
-    chat-bases:bases_ok data-images:data_ok pulumi-cli:pulumi_ok pulumi-kubernetes-provider:provider_ok; do
+    chat-bases:bases_ok data-images:data_ok metrics-server:metrics_ok pulumi-cli:pulumi_ok pulumi-kubernetes-provider:provider_ok; do
     ${pair#*:} || missing+=("${pair%%:*}")
   done
   [ ${#missing[@]} -eq 0 ] || { echo "${missing[*]}"; return 1; }
