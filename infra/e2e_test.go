@@ -66,6 +66,38 @@ func TestDevStackOnKind(t *testing.T) {
 			func(status int, body string) bool {
 				return status == 200 && strings.Contains(strings.ToLower(body), "<html")
 			})
+		// The HPA reads the chat pods' CPU from metrics-server.
+		hpaCPU := ""
+		for end := time.Now().Add(4 * time.Minute); time.Now().Before(end); time.Sleep(10 * time.Second) {
+			hpaCPU = strings.TrimSpace(kubectl("get", "hpa", "-o",
+				`jsonpath={.items[*].status.currentMetrics[?(@.type=="Resource")].resource.current.averageUtilization}`))
+			if hpaCPU != "" {
+				break
+			}
+		}
+		if hpaCPU == "" {
+			t.Errorf("the HPA read no CPU metric in 4 minutes:\n%s", kubectl("describe", "hpa"))
+		} else {
+			logf(t, "HPA reads CPU utilisation %s%%", hpaCPU)
+		}
+		// A node drain: a worker without the Redis and Postgres pods (their
+		// volumes are node-local), the chat pods move under the disruption
+		// budget and the edge serves again.
+		data := kubectl("get", "pods", "redis-0", "postgres-0", "-o", "jsonpath={.items[*].spec.nodeName}")
+		for _, node := range strings.Fields(kubectl("get", "nodes", "-l", "!node-role.kubernetes.io/control-plane", "-o", "jsonpath={.items[*].metadata.name}")) {
+			if strings.Contains(data, node) {
+				continue
+			}
+			began := time.Now()
+			kubectl("drain", node, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=3m")
+			kubectl("rollout", "status", "deployment/chat", "--timeout=3m")
+			http_helper.HttpGetWithRetryWithCustomValidation(t, kindChatURL+"/", nil, 30, 2*time.Second,
+				func(status int, _ string) bool { return status == 200 })
+			logf(t, "drained %s: chat pods Ready elsewhere and the page served after %s:\n%s", node,
+				time.Since(began).Round(time.Second), kubectl("get", "pods", "-o", "wide"))
+			kubectl("uncordon", node)
+			break
+		}
 		return []string{
 			"SWITCHBOARD_ENDPOINT=" + kindChatURL, "SWITCHBOARD_KUBE_CONTEXT=" + cfg["switchboard:kubeContext"],
 			"SWITCHBOARD_NAMESPACE=" + cfg["switchboard:namespace"], "SWITCHBOARD_JWT_SECRET=" + jwt,

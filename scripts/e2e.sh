@@ -437,7 +437,8 @@ e2etest() {
   cluster
   local home
   home=$(mktemp -d)
-  trap 'rm -rf "$home"' EXIT
+  # The cluster goes with the test, unless SWITCHBOARD_KEEP_CLUSTER=1.
+  trap 'rm -rf "$home"; [ "${SWITCHBOARD_KEEP_CLUSTER:-}" = 1 ] || kind delete cluster --name "$CLUSTER"' EXIT
   say "TestDevStackOnKind (PULUMI_HOME=$home)"
   PULUMI_HOME=$home PULUMI_SKIP_UPDATE_CHECK=1 PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true \
     SWITCHBOARD_STACK_OVERRIDES="$OVERRIDES" \
