@@ -38,5 +38,5 @@ JSON
       fi
     done <<< "$nodes"
   fi
-  sleep 5
+  sleep 10
 done
