@@ -220,7 +220,11 @@ COMPONENTS=(
   "switchboard.local/podnet:v1" "switchboard.local/local-path-provisioner:$LOCALPATH"
   "$BASE"
 )
-components_ok() { for i in "${COMPONENTS[@]}"; do have_image "$i" || return 1; done; }
+podnet_key() { cat infra/kindnode/images/podnet.sh "$K8SBIN/kubectl" | sha256sum | cut -c1-12; }
+components_ok() {
+  for i in "${COMPONENTS[@]}"; do have_image "$i" || return 1; done
+  [ "$(docker image inspect -f '{{index .Config.Labels "switchboard.e2e.key"}}' switchboard.local/podnet:v1)" = "$(podnet_key)" ]
+}
 components_build() {
   local d
   # One image per binary: Debian plus the binary in /usr/local/bin, as
@@ -237,7 +241,7 @@ components_build() {
     binimage "$d" local-path-provisioner "" "switchboard.local/local-path-provisioner:$LOCALPATH"
   d=$(ctx podnet) && cp "$K8SBIN/kubectl" infra/kindnode/images/podnet.sh "$d/" &&
     printf 'FROM %s\nRUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iproute2 && rm -rf /var/lib/apt/lists/*\nCOPY kubectl podnet.sh /usr/local/bin/\n' "$BASE" >"$d/Dockerfile" &&
-    docker build -t switchboard.local/podnet:v1 "$d"
+    docker build --label "switchboard.e2e.key=$(podnet_key)" -t switchboard.local/podnet:v1 "$d"
   # pause: a static binary, nothing else.
   d=$(ctx pause) && cp "$CACHE/pause-$PAUSE/pause" "$d/" &&
     printf 'FROM scratch\nCOPY pause /pause\nUSER 65535:65535\nENTRYPOINT ["/pause"]\n' >"$d/Dockerfile" &&
