@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -101,6 +102,53 @@ func TestDevStackOnKind(t *testing.T) {
 			t.Errorf("the HPA read no CPU metric in 4 minutes:\n%s", kubectl("describe", "hpa"))
 		} else {
 			logf(t, "HPA reads CPU utilisation %v%%", hpaCPU)
+		}
+		// The dashboard's queries against the in-cluster Prometheus (run by the
+		// Prometheus Operator that scripts/e2e.sh installs; observability is in
+		// existing mode), once it scrapes the chat pods through the stack's
+		// ServiceMonitor.
+		if _, err := try("get", "--raw", "/api/v1/namespaces/monitoring/services/prometheus-operated:9090/proxy/-/ready"); err != nil {
+			t.Errorf("no in-cluster Prometheus (monitoring/prometheus-operated): %v", err)
+		} else {
+			promQuery := func(q string) (int, error) {
+				out, err := try("get", "--raw", "/api/v1/namespaces/monitoring/services/prometheus-operated:9090/proxy/api/v1/query?query="+url.QueryEscape(q))
+				if err != nil {
+					return 0, fmt.Errorf("%v: %s", err, out)
+				}
+				var r struct {
+					Status string
+					Data   struct{ Result []json.RawMessage }
+				}
+				if err := json.Unmarshal([]byte(out), &r); err != nil || r.Status != "success" {
+					return 0, fmt.Errorf("%s: %v", out, err)
+				}
+				return len(r.Data.Result), nil
+			}
+			scraped := 0
+			for end := time.Now().Add(3 * time.Minute); scraped < 3 && time.Now().Before(end); time.Sleep(10 * time.Second) {
+				scraped, _ = promQuery(`websocket_connections_active{namespace="` + cfg["switchboard:namespace"] + `"}`)
+			}
+			if scraped < 3 {
+				t.Errorf("Prometheus scrapes %d chat pods through the ServiceMonitor after 3 minutes, want 3", scraped)
+			}
+			exprs := dashboardExprs(t)
+			vars := strings.NewReplacer("$namespace", cfg["switchboard:namespace"], "$job", ".*", "$instance", ".*", "$__rate_interval", "2m")
+			answered, empty := 0, []string{}
+			for _, e := range exprs {
+				n, err := promQuery(vars.Replace(e))
+				switch {
+				case err != nil:
+					t.Errorf("dashboard query %q: %v", e, err)
+				case n == 0:
+					empty = append(empty, e)
+				default:
+					answered++
+				}
+			}
+			logf(t, "in-cluster Prometheus: %d chat pods scraped; %d of %d dashboard queries return data; empty: %q", scraped, answered, len(exprs), empty)
+			if answered == 0 {
+				t.Errorf("no dashboard query returned data")
+			}
 		}
 		// A node drain of the first worker. The chat pods move under their
 		// disruption budget; Redis or Postgres, if there, wait for the node:
@@ -279,4 +327,35 @@ func TestStackFilesDeclareTheirTopology(t *testing.T) {
 			}
 		})
 	}
+}
+
+// dashboardExprs are the PromQL expressions of dashboards/switchboard.json.
+func dashboardExprs(t *testing.T) []string {
+	b, err := os.ReadFile("../dashboards/switchboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc any
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	var exprs []string
+	var walk func(any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			if e, ok := v["expr"].(string); ok && e != "" {
+				exprs = append(exprs, e)
+			}
+			for _, c := range v {
+				walk(c)
+			}
+		case []any:
+			for _, c := range v {
+				walk(c)
+			}
+		}
+	}
+	walk(doc)
+	return exprs
 }

@@ -322,8 +322,8 @@ chat_build() {
     --build-arg TARGETARCH="$arch" --label "switchboard.e2e.key=$(chat_key)" -t "$CHAT" .
 }
 
-# Redis, PostgreSQL and NGINX from Debian packages (infra/kindnode/images).
-DATA_IMAGES=(redis:7.0-bookworm postgres:15-bookworm nginx:1.30-sid)
+# Redis, PostgreSQL, NGINX and Prometheus from Debian packages (infra/kindnode/images).
+DATA_IMAGES=(redis:7.0-bookworm postgres:15-bookworm nginx:1.30-sid prometheus:2.42-bookworm)
 data_ok() { for i in "${DATA_IMAGES[@]}"; do have_image "switchboard.local/$i" || return 1; done; }
 data_build() {
   for i in "${DATA_IMAGES[@]}"; do image "switchboard.local/$i" "infra/kindnode/images/${i%%:*}"; done
@@ -351,6 +351,43 @@ metrics_apply() {
   kubectl --context "kind-$CLUSTER" -n kube-system get deploy metrics-server -o jsonpath='{.spec.template.spec.containers[0].args}' | grep -q kubelet-insecure-tls ||
     kubectl --context "kind-$CLUSTER" -n kube-system patch deployment metrics-server --type=json \
       -p '[{"op":"add","path":"/spec/template/spec/containers/0/args/-","value":"--kubelet-insecure-tls"}]'
+}
+
+# The Prometheus Operator v0.85.0 and its config reloader (tools/prometheus-operator),
+# applied from its module's bundle.yaml (CRDs, RBAC, Deployment) with these
+# images; it runs infra/kindnode/prometheus.yaml's Prometheus (Debian's 2.42).
+PROMOP=v0.85.0
+PROMOP_BIN=$CACHE/prometheus-operator-$PROMOP
+promop_ok() { have_image "switchboard.local/prometheus-operator:$PROMOP" && have_image "switchboard.local/prometheus-config-reloader:$PROMOP"; }
+promop_build() {
+  mkdir -p "$PROMOP_BIN"
+  [ -x "$PROMOP_BIN/operator" ] && [ -x "$PROMOP_BIN/prometheus-config-reloader" ] ||
+    (cd tools/prometheus-operator && CGO_ENABLED=0 nicely go build -trimpath -ldflags "-s -w" -o "$PROMOP_BIN/" \
+      github.com/prometheus-operator/prometheus-operator/cmd/operator \
+      github.com/prometheus-operator/prometheus-operator/cmd/prometheus-config-reloader)
+  local d b
+  for b in operator prometheus-config-reloader; do
+    d=$(ctx "promop-$b") && cp "$PROMOP_BIN/$b" infra/kindnode/images/prometheus-operator/Dockerfile "$d/"
+    local tag=switchboard.local/prometheus-$b:$PROMOP
+    [ $b = operator ] && tag=switchboard.local/prometheus-operator:$PROMOP
+    docker build --build-arg BASE="$BASE" --build-arg BINARY=$b -t "$tag" \
+      --label "org.opencontainers.image.source=switchboard-e2e" "$d"
+    docker build -t "$tag" - <<EOF
+FROM $tag
+ENTRYPOINT ["/bin/$b"]
+EOF
+  done
+}
+PROMOP_IMAGES=("switchboard.local/prometheus-operator:$PROMOP" "switchboard.local/prometheus-config-reloader:$PROMOP")
+promop_apply() {
+  local dir
+  dir=$(GOFLAGS= go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROMOP" |
+    sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  sed -e "s|quay.io/prometheus-operator/prometheus-config-reloader:$PROMOP|${PROMOP_IMAGES[1]}|" \
+    -e "s|quay.io/prometheus-operator/prometheus-operator:$PROMOP|${PROMOP_IMAGES[0]}|" "$dir/bundle.yaml" |
+    kubectl --context "kind-$CLUSTER" apply --server-side --force-conflicts -f - >/dev/null
+  kubectl --context "kind-$CLUSTER" -n default rollout status deployment/prometheus-operator --timeout=3m
+  kubectl --context "kind-$CLUSTER" apply -f infra/kindnode/prometheus.yaml
 }
 
 # --- Pulumi --------------------------------------------------------------
@@ -394,24 +431,13 @@ build() {
   step chatserver-image chat_ok chat_build
   step data-images data_ok data_build
   step metrics-server metrics_ok metrics_build
+  step prometheus-operator promop_ok promop_build
   step pulumi-cli pulumi_ok pulumi_build
   step pulumi-kubernetes-provider provider_ok provider_build
   say "node image: $NODE"
 }
 
 kindenv() { export PATH=$BIN:$K8SBIN:$PATH; }
-
-# The Prometheus Operator's CRDs from its module, so that the dev stack's
-# ServiceMonitor and PrometheusRule (observability in `existing` mode) apply.
-PROMOP=v0.85.0
-crds() {
-  local dir
-  dir=$(GOFLAGS= go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROMOP" |
-    sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
-  for c in servicemonitors prometheusrules podmonitors; do
-    kubectl --context "kind-$CLUSTER" apply --server-side -f "$dir/example/prometheus-operator-crd/monitoring.coreos.com_$c.yaml"
-  done
-}
 
 cluster() {
   build
@@ -423,8 +449,8 @@ cluster() {
     printf '%s\t%s\tcold\t%ds\n' "$(date -u +%FT%TZ)" kind-create-cluster $(( $(date +%s) - began )) >>"$CACHE/times.log"
   fi
   local began=$(date +%s)
-  kind load docker-image --name "$CLUSTER" "$CHAT" "${DATA_IMAGES[@]/#/switchboard.local/}" "$METRICS_IMAGE"
-  crds
+  kind load docker-image --name "$CLUSTER" "$CHAT" "${DATA_IMAGES[@]/#/switchboard.local/}" "$METRICS_IMAGE" "${PROMOP_IMAGES[@]}"
+  promop_apply
   metrics_apply
   printf '%s\t%s\t-\t%ds\n' "$(date -u +%FT%TZ)" kind-load-images-and-crds $(( $(date +%s) - began )) >>"$CACHE/times.log"
   kubectl --context "kind-$CLUSTER" get nodes -o wide
@@ -456,7 +482,7 @@ cached() {
   local missing=() pair
   for pair in kind:kind_ok k8s-binaries:k8s_ok etcd:etcd_ok pause:pause_ok coredns:coredns_ok \
     local-path-provisioner:localpath_ok debian-base:base_ok component-images:components_ok node-image:node_ok \
-    chat-bases:bases_ok data-images:data_ok metrics-server:metrics_ok pulumi-cli:pulumi_ok pulumi-kubernetes-provider:provider_ok; do
+    chat-bases:bases_ok data-images:data_ok metrics-server:metrics_ok prometheus-operator:promop_ok pulumi-cli:pulumi_ok pulumi-kubernetes-provider:provider_ok; do
     ${pair#*:} || missing+=("${pair%%:*}")
   done
   [ ${#missing[@]} -eq 0 ] || { echo "${missing[*]}"; return 1; }
