@@ -368,7 +368,7 @@ promop_build() {
   local d b
   for b in operator prometheus-config-reloader; do
     d=$(ctx "promop-$b") && cp "$PROMOP_BIN/$b" infra/kindnode/images/prometheus-operator/Dockerfile "$d/"
-    local tag=switchboard.local/prometheus-$b:$PROMOP
+    local tag=switchboard.local/$b:$PROMOP
     [ $b = operator ] && tag=switchboard.local/prometheus-operator:$PROMOP
     docker build --build-arg BASE="$BASE" --build-arg BINARY=$b -t "$tag" \
       --label "org.opencontainers.image.source=switchboard-e2e" "$d"
