@@ -322,8 +322,8 @@ chat_build() {
     --build-arg TARGETARCH="$arch" --label "switchboard.e2e.key=$(chat_key)" -t "$CHAT" .
 }
 
-# Redis, PostgreSQL, NGINX and Prometheus from Debian packages (infra/kindnode/images).
-DATA_IMAGES=(redis:7.0-bookworm postgres:15-bookworm nginx:1.30-sid prometheus:2.42-bookworm)
+# Redis, PostgreSQL and NGINX from Debian packages (infra/kindnode/images).
+DATA_IMAGES=(redis:7.0-bookworm postgres:15-bookworm nginx:1.30-sid)
 data_ok() { for i in "${DATA_IMAGES[@]}"; do have_image "switchboard.local/$i" || return 1; done; }
 data_build() {
   for i in "${DATA_IMAGES[@]}"; do image "switchboard.local/$i" "infra/kindnode/images/${i%%:*}"; done
@@ -355,7 +355,7 @@ metrics_apply() {
 
 # The Prometheus Operator v0.85.0 and its config reloader (tools/prometheus-operator),
 # applied from its module's bundle.yaml (CRDs, RBAC, Deployment) with these
-# images; it runs infra/kindnode/prometheus.yaml's Prometheus (Debian's 2.42).
+# images; it runs infra/kindnode/prometheus.yaml's Prometheus (built below).
 PROMOP=v0.85.0
 PROMOP_BIN=$CACHE/prometheus-operator-$PROMOP
 promop_ok() { have_image "switchboard.local/prometheus-operator:$PROMOP" && have_image "switchboard.local/prometheus-config-reloader:$PROMOP"; }
@@ -377,6 +377,24 @@ FROM $tag
 ENTRYPOINT ["/bin/$b"]
 EOF
   done
+}
+# Prometheus itself from its module: Debian's prometheus package (2.42) is
+# built without Kubernetes service discovery ("field kubernetes_sd_configs not
+# found in type config.ScrapeConfig" on the operator's configuration). Built
+# without the web UI's assets (the module has none); the API is all the test uses.
+PROM=v0.316.0 PROM_VERSION=3.16.0
+PROM_IMAGE=switchboard.local/prometheus:v$PROM_VERSION
+prom_ok() { have_image "$PROM_IMAGE"; }
+prom_build() {
+  local d
+  d=$(ctx prometheus)
+  [ -x "$CACHE/prometheus-v$PROM_VERSION/prometheus" ] ||
+    GOBIN=$CACHE/prometheus-v$PROM_VERSION CGO_ENABLED=0 GOFLAGS= nicely go install -trimpath \
+      -ldflags "-s -w -X github.com/prometheus/common/version.Version=$PROM_VERSION" \
+      "github.com/prometheus/prometheus/cmd/prometheus@$PROM"
+  cp "$CACHE/prometheus-v$PROM_VERSION/prometheus" "$d/"
+  printf 'FROM %s\nCOPY prometheus /bin/prometheus\nRUN mkdir -p /prometheus && chown 1000:2000 /prometheus\nUSER 1000\nWORKDIR /prometheus\nENTRYPOINT ["/bin/prometheus"]\n' "$BASE" >"$d/Dockerfile"
+  docker build -t "$PROM_IMAGE" "$d"
 }
 PROMOP_IMAGES=("switchboard.local/prometheus-operator:$PROMOP" "switchboard.local/prometheus-config-reloader:$PROMOP")
 promop_apply() {
@@ -432,6 +450,7 @@ build() {
   step data-images data_ok data_build
   step metrics-server metrics_ok metrics_build
   step prometheus-operator promop_ok promop_build
+  step prometheus prom_ok prom_build
   step pulumi-cli pulumi_ok pulumi_build
   step pulumi-kubernetes-provider provider_ok provider_build
   say "node image: $NODE"
@@ -449,7 +468,7 @@ cluster() {
     printf '%s\t%s\tcold\t%ds\n' "$(date -u +%FT%TZ)" kind-create-cluster $(( $(date +%s) - began )) >>"$CACHE/times.log"
   fi
   local began=$(date +%s)
-  kind load docker-image --name "$CLUSTER" "$CHAT" "${DATA_IMAGES[@]/#/switchboard.local/}" "$METRICS_IMAGE" "${PROMOP_IMAGES[@]}"
+  kind load docker-image --name "$CLUSTER" "$CHAT" "${DATA_IMAGES[@]/#/switchboard.local/}" "$METRICS_IMAGE" "${PROMOP_IMAGES[@]}" "$PROM_IMAGE"
   promop_apply
   metrics_apply
   printf '%s\t%s\t-\t%ds\n' "$(date -u +%FT%TZ)" kind-load-images-and-crds $(( $(date +%s) - began )) >>"$CACHE/times.log"
@@ -482,7 +501,7 @@ cached() {
   local missing=() pair
   for pair in kind:kind_ok k8s-binaries:k8s_ok etcd:etcd_ok pause:pause_ok coredns:coredns_ok \
     local-path-provisioner:localpath_ok debian-base:base_ok component-images:components_ok node-image:node_ok \
-    chat-bases:bases_ok data-images:data_ok metrics-server:metrics_ok prometheus-operator:promop_ok pulumi-cli:pulumi_ok pulumi-kubernetes-provider:provider_ok; do
+    chat-bases:bases_ok data-images:data_ok metrics-server:metrics_ok prometheus-operator:promop_ok prometheus:prom_ok pulumi-cli:pulumi_ok pulumi-kubernetes-provider:provider_ok; do
     ${pair#*:} || missing+=("${pair%%:*}")
   done
   [ ${#missing[@]} -eq 0 ] || { echo "${missing[*]}"; return 1; }
