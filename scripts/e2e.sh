@@ -26,7 +26,6 @@
 # The times of each step, cold and warm, go to $CACHE/times.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-repo=$PWD
 
 K8S=v1.33.13
 KIND=v0.33.0
@@ -131,7 +130,7 @@ EOF
 # --- Binaries ------------------------------------------------------------
 
 kind_ok() { [ -x "$BIN/kind" ] && "$BIN/kind" version 2>/dev/null | grep -q "$KIND"; }
-kind_build() { GOBIN=$BIN GOFLAGS= nicely go install "sigs.k8s.io/kind@$KIND"; }
+kind_build() { GOBIN=$BIN GOFLAGS='' nicely go install "sigs.k8s.io/kind@$KIND"; }
 
 K8S_BINS=(kubelet kubeadm kubectl kube-proxy kube-apiserver kube-controller-manager kube-scheduler)
 k8s_ok() { for b in "${K8S_BINS[@]}"; do [ -x "$K8SBIN/$b" ] || return 1; done; }
@@ -170,12 +169,12 @@ pause_build() {
 
 coredns_ok() { [ -x "$CACHE/coredns-$COREDNS/coredns" ]; }
 coredns_build() {
-  GOBIN=$CACHE/coredns-$COREDNS CGO_ENABLED=0 GOFLAGS= nicely go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS"
+  GOBIN=$CACHE/coredns-$COREDNS CGO_ENABLED=0 GOFLAGS='' nicely go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS"
 }
 
 localpath_ok() { [ -x "$CACHE/local-path-provisioner-$LOCALPATH/local-path-provisioner" ]; }
 localpath_build() {
-  GOBIN=$CACHE/local-path-provisioner-$LOCALPATH CGO_ENABLED=0 GOFLAGS= nicely go install -trimpath -ldflags "-s -w" "github.com/rancher/local-path-provisioner@$LOCALPATH"
+  GOBIN=$CACHE/local-path-provisioner-$LOCALPATH CGO_ENABLED=0 GOFLAGS='' nicely go install -trimpath -ldflags "-s -w" "github.com/rancher/local-path-provisioner@$LOCALPATH"
 }
 
 # --- Images --------------------------------------------------------------
@@ -339,12 +338,12 @@ metrics_ok() { have_image "$METRICS_IMAGE"; }
 metrics_build() {
   local d
   d=$(ctx metrics-server)
-  GOBIN=$d CGO_ENABLED=0 GOFLAGS= nicely go install -trimpath -ldflags "-s -w" "sigs.k8s.io/metrics-server/cmd/metrics-server@$METRICS"
+  GOBIN=$d CGO_ENABLED=0 GOFLAGS='' nicely go install -trimpath -ldflags "-s -w" "sigs.k8s.io/metrics-server/cmd/metrics-server@$METRICS"
   binimage "$d" metrics-server "" "$METRICS_IMAGE" '["/usr/local/bin/metrics-server"]'
 }
 metrics_apply() {
   local dir
-  dir=$(GOFLAGS= go mod download -json "sigs.k8s.io/metrics-server@$METRICS" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  dir=$(GOFLAGS='' go mod download -json "sigs.k8s.io/metrics-server@$METRICS" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
   kubectl kustomize "$dir/manifests/overlays/release" |
     sed "s|image: .*metrics-server.*|image: $METRICS_IMAGE|" |
     kubectl --context "kind-$CLUSTER" apply -f -
@@ -389,7 +388,7 @@ prom_build() {
   local d
   d=$(ctx prometheus)
   [ -x "$CACHE/prometheus-v$PROM_VERSION/prometheus" ] ||
-    GOBIN=$CACHE/prometheus-v$PROM_VERSION CGO_ENABLED=0 GOFLAGS= nicely go install -trimpath \
+    GOBIN=$CACHE/prometheus-v$PROM_VERSION CGO_ENABLED=0 GOFLAGS='' nicely go install -trimpath \
       -ldflags "-s -w -X github.com/prometheus/common/version.Version=$PROM_VERSION" \
       "github.com/prometheus/prometheus/cmd/prometheus@$PROM"
   cp "$CACHE/prometheus-v$PROM_VERSION/prometheus" "$d/"
@@ -399,7 +398,7 @@ prom_build() {
 PROMOP_IMAGES=("switchboard.local/prometheus-operator:$PROMOP" "switchboard.local/prometheus-config-reloader:$PROMOP")
 promop_apply() {
   local dir
-  dir=$(GOFLAGS= go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROMOP" |
+  dir=$(GOFLAGS='' go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROMOP" |
     sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
   sed -e "s|quay.io/prometheus-operator/prometheus-config-reloader:$PROMOP|${PROMOP_IMAGES[1]}|" \
     -e "s|quay.io/prometheus-operator/prometheus-operator:$PROMOP|${PROMOP_IMAGES[0]}|" "$dir/bundle.yaml" |
