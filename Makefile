@@ -46,8 +46,7 @@ fuzz:
 	go test ./app/protocol -run '^$$' -fuzz FuzzDecodeClient -fuzztime 20s
 
 # The behaviour suite runs verbose so that each scenario prints its figures;
-# The chaos test (TestChaos) is left to `make chaos`: it still finds two
-# faults after a Sentinel failover (see the README), and make test stays green.
+# it includes a minute of the chaos test (TestChaos) with seed 1.
 # The race detector runs on the packages whose code runs concurrently (app/
 # and the rest of the product). infra/ and tests/ drive processes, Pulumi's
 # mocks and kubectl from the outside; built without it they reuse what lint
@@ -55,7 +54,7 @@ fuzz:
 test: deps lint tools
 	go test -race -count=1 -timeout 20m ./app/... ./nginx/... ./dashboards/...
 	go test -count=1 -timeout 20m -v ./infra/...
-	go test -count=1 -timeout 20m -v -skip '^TestChaos$$' ./tests/...
+	go test -count=1 -timeout 25m -v ./tests/...
 	$(MAKE) fuzz
 
 # The chaos test, with a seed and a duration: make chaos SEED=1 DURATION=1m. It stops by itself
@@ -65,8 +64,13 @@ DURATION ?= 10m
 chaos: deps
 	SWITCHBOARD_CHAOS_SEED=$(SEED) SWITCHBOARD_CHAOS_DURATION=$(DURATION) go test -count=1 -v -timeout 0 -run '^TestChaos$$' ./tests
 
-bench:
+# The Go micro-benchmarks, then the load scenarios on the local target
+# (tests/bench_test.go): through NGINX to 3 instances, and straight to one
+# instance (TestDirectScenarios). Each scenario prints one line. Minutes of
+# full load on every core.
+bench: deps build
 	go test -run '^$$' -bench . -benchmem ./app/...
+	SWITCHBOARD_BENCH=1 go test -count=1 -timeout 60m -v -run '^Test(Direct|Load)Scenarios$$' ./tests
 
 # The dev stack on a real kind cluster built here (no registry, no internet
 # but the Go proxy and Debian's mirror): node image, component and app

@@ -26,38 +26,7 @@ var benchSettings = []string{"JWT_SECRET=bench-secret", "LOG_LEVEL=warn", "RATE_
 // The load scenarios of `make bench` on the local target, each printing one
 // summary line. Figures are reported, not asserted.
 func TestLoadScenarios(t *testing.T) {
-	if os.Getenv("SWITCHBOARD_BENCH") == "" {
-		t.Skip("the load scenarios run under `make bench` (SWITCHBOARD_BENCH=1): minutes of full load on every core")
-	}
-	dir := t.TempDir()
-	for _, cmd := range []string{"chatserver", "chatload"} {
-		if out, err := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, cmd), "../app/cmd/"+cmd).CombinedOutput(); err != nil {
-			t.Fatalf("build %s: %v\n%s", cmd, err, out)
-		}
-	}
-	ports := make([]int, 6)
-	for i := range ports {
-		p, err := local.FreePort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports[i] = p
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	top, err := local.Up(ctx, local.Options{
-		Dir: filepath.Join(dir, "state"), Bin: filepath.Join(dir, "chatserver"),
-		ChatPorts: ports[:3], DebugPorts: ports[3:], NginxWorkers: 8, Env: benchSettings,
-	})
-	if err != nil {
-		t.Fatalf("start the local target: %v", err)
-	}
-	defer top.Down()
-	var pids []string
-	for _, c := range top.Chats {
-		pids = append(pids, strconv.Itoa(c.Pid()))
-	}
-	b := &bench{t: t, dir: dir, endpoint: top.Nginx.URL(), pids: strings.Join(pids, ",")}
+	top, b := startBench(t, 3)
 	report.Logf(t, "machine: %d cores; NGINX with 8 workers in front of 3 instances, Redis and Postgres on the same host", runtime.NumCPU())
 
 	t.Run("Idle", func(t *testing.T) {
@@ -89,7 +58,7 @@ func TestLoadScenarios(t *testing.T) {
 			time.Sleep(5 * time.Second) // the last connects
 			early := perConn("5 s after the last connect")
 			for _, c := range top.Chats {
-				fetch(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap?gc=1", c.DebugPort), filepath.Join(dir, "idle-heap.pprof"))
+				fetch(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap?gc=1", c.DebugPort), filepath.Join(b.dir, "idle-heap.pprof"))
 			}
 			time.Sleep(10 * time.Second) // the scavenger returns freed pages
 			held <- early + "\n  " + perConn("after a garbage collection")
@@ -101,31 +70,97 @@ func TestLoadScenarios(t *testing.T) {
 		b.run(t, "fan-out", "-conns", "1000", "-rooms", "1", "-publishers", "20", "-rate", "200", "-duration", "10s")
 	})
 	t.Run("Saturation", func(t *testing.T) {
-		best := 0.0
-		for _, rate := range []int{500, 1000, 2000, 3000, 4000, 6000, 8000} {
-			profile := rate == 1000
-			var stopProfile func()
-			if profile {
-				settle(t)
-				stopProfile = b.profile(top.Chats[0].DebugPort)
-			}
-			rep := b.run(t, fmt.Sprintf("saturation at %d msg/s", rate), "-conns", "1000", "-rooms", "100", "-publishers", "100",
-				"-rate", strconv.Itoa(rate), "-duration", "8s")
-			if profile {
-				stopProfile()
-			}
-			p99 := time.Duration(rep.Latency.Quantile(0.99))
-			if p99 > 50*time.Millisecond || rep.Lost() > 0 {
-				report.Logf(t, "saturation: p99 %s at %d msg/s; the highest sustained with p99 ≤ 50 ms is %.0f deliveries/s", p99.Round(time.Millisecond), rate, best)
-				return
-			}
-			best = rep.DeliveriesPerSec
-		}
-		report.Logf(t, "saturation: p99 stayed ≤ 50 ms up to the last step: %.0f deliveries/s", best)
+		b.saturate(t, "saturation", []int{500, 1000, 2000, 3000, 4000, 6000, 8000},
+			"-conns", "1000", "-rooms", "100", "-publishers", "100", "-duration", "8s")
 	})
 	t.Run("ManyRooms", func(t *testing.T) {
 		b.run(t, "many rooms", "-conns", "50000", "-rooms", "5000", "-publishers", "5000", "-rate", "2000", "-duration", "10s", "-connect-rate", "3000")
 	})
+}
+
+// TestDirectScenarios are issue 16's figures: one instance, the load tool
+// straight to it (no NGINX), Redis and Postgres on the same cores, 64-byte
+// messages. Each prints one line: the highest rate whose p99 stays within
+// 50 ms, for 1000 rooms of 10 and one room of 1,000, and the tail at a
+// fixed 20,000 deliveries/s on 1000 rooms of 10.
+func TestDirectScenarios(t *testing.T) {
+	top, b := startBench(t, 1)
+	b.endpoint = top.Chats[0].URL()
+	report.Logf(t, "machine: %d cores; one instance, no NGINX, Redis and Postgres on the same host", runtime.NumCPU())
+	t.Run("Saturation1000x10", func(t *testing.T) {
+		b.saturate(t, "direct 1000 rooms × 10", []int{2000, 3000, 4000, 5000, 5500, 6000, 7000, 8000},
+			"-conns", "10000", "-rooms", "1000", "-publishers", "1000", "-connect-rate", "3000", "-duration", "8s")
+	})
+	t.Run("Saturation1x1000", func(t *testing.T) {
+		b.saturate(t, "direct 1 room × 1,000", []int{50, 80, 110, 130, 160, 200},
+			"-conns", "1000", "-rooms", "1", "-publishers", "20", "-duration", "8s")
+	})
+	t.Run("Profile", func(t *testing.T) {
+		settle(t)
+		stop := b.profile(top.Chats[0].DebugPort)
+		b.run(t, "direct 1000 rooms × 10 at 2000 msg/s, profiled", "-conns", "10000", "-rooms", "1000", "-publishers", "1000",
+			"-connect-rate", "3000", "-rate", "2000", "-duration", "10s")
+		stop()
+	})
+	t.Run("TailAt20k", func(t *testing.T) {
+		rep := b.run(t, "direct 1000 rooms × 10 at 20,000 deliveries/s", "-conns", "10000", "-rooms", "1000", "-publishers", "1000",
+			"-connect-rate", "3000", "-rate", "2000", "-duration", "10s")
+		report.Logf(t, "direct tail: p99 %s at %.0f deliveries/s", time.Duration(rep.Latency.Quantile(0.99)).Round(100*time.Microsecond), rep.DeliveriesPerSec)
+	})
+}
+
+// saturate steps through rates (messages a second) until p99 passes 50 ms
+// or a message is lost, and prints the highest deliveries/s before that.
+func (b *bench) saturate(t *testing.T, name string, rates []int, args ...string) {
+	best := 0.0
+	for _, rate := range rates {
+		rep := b.run(t, fmt.Sprintf("%s at %d msg/s", name, rate), append(args, "-rate", strconv.Itoa(rate))...)
+		p99 := time.Duration(rep.Latency.Quantile(0.99))
+		if p99 > 50*time.Millisecond || rep.Lost() > 0 {
+			report.Logf(t, "%s: p99 %s at %d msg/s; the highest with p99 ≤ 50 ms is %.0f deliveries/s", name, p99.Round(time.Millisecond), rate, best)
+			return
+		}
+		best = rep.DeliveriesPerSec
+	}
+	report.Logf(t, "%s: p99 stayed ≤ 50 ms up to the last step: %.0f deliveries/s", name, best)
+}
+
+// startBench builds the server and the load tool and starts the local
+// target with n instances, each serving pprof.
+func startBench(t *testing.T, n int) (*local.Topology, *bench) {
+	t.Helper()
+	if os.Getenv("SWITCHBOARD_BENCH") == "" {
+		t.Skip("the load scenarios run under `make bench` (SWITCHBOARD_BENCH=1): minutes of full load on every core")
+	}
+	dir := t.TempDir()
+	for _, cmd := range []string{"chatserver", "chatload"} {
+		if out, err := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, cmd), "../app/cmd/"+cmd).CombinedOutput(); err != nil {
+			t.Fatalf("build %s: %v\n%s", cmd, err, out)
+		}
+	}
+	ports := make([]int, 2*n)
+	for i := range ports {
+		p, err := local.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports[i] = p
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	top, err := local.Up(ctx, local.Options{
+		Dir: filepath.Join(dir, "state"), Bin: filepath.Join(dir, "chatserver"),
+		ChatPorts: ports[:n], DebugPorts: ports[n:], NginxWorkers: 8, Env: benchSettings,
+	})
+	if err != nil {
+		t.Fatalf("start the local target: %v", err)
+	}
+	t.Cleanup(func() { top.Down() })
+	var pids []string
+	for _, c := range top.Chats {
+		pids = append(pids, strconv.Itoa(c.Pid()))
+	}
+	return top, &bench{t: t, dir: dir, endpoint: top.Nginx.URL(), pids: strings.Join(pids, ",")}
 }
 
 type bench struct {
@@ -180,7 +215,7 @@ func (b *bench) profile(port int) (stop func()) {
 				args = append(args, p.flag)
 			}
 			out, err := exec.Command("go", append(args, p.file)...).CombinedOutput()
-			report.Logf(b.t, "%s profile of chat-1 at 1000 msg/s (%v):\n%s", p.name, err, out)
+			report.Logf(b.t, "%s profile of chat-1 (%v):\n%s", p.name, err, out)
 		}
 	}
 }

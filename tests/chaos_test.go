@@ -339,11 +339,12 @@ func (u *chaosUser) join(room string) {
 	since, before := u.seen[room]
 	u.mu.Unlock()
 	var err error
+	var at int64
 	if before {
 		_, err = u.client().Resume(ctx, room, since)
 		u.r.count(u.r.ops, "resume")
 	} else {
-		_, err = u.client().Join(ctx, room)
+		at, err = u.client().Join(ctx, room)
 		u.r.count(u.r.ops, "join")
 	}
 	if err != nil {
@@ -352,6 +353,9 @@ func (u *chaosUser) join(room string) {
 	}
 	u.mu.Lock()
 	u.joined[room] = true
+	// A fresh member is owed only what comes after the room's position at
+	// its join: it has reached that much.
+	u.seen[room] = max(u.seen[room], at)
 	u.mu.Unlock()
 }
 

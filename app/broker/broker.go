@@ -33,9 +33,10 @@ const PersistStream = "chat:persist"
 // was kept.
 var ErrOverloaded = errors.New("overloaded: the queue to Postgres is full")
 
-// ErrNotReplicated: the message was accepted by the primary but fewer than
-// Options.MinReplicas replicas confirmed it in time. It may or may not
-// survive a failover; a retry with the same id is deduplicated.
+// ErrNotReplicated: fewer than Options.MinReplicas replicas were online, so
+// nothing was written, or they did not confirm the message in time: then it
+// may or may not survive a failover, and a retry with the same id is
+// deduplicated.
 var ErrNotReplicated = errors.New("not confirmed by enough replicas")
 
 // Ledger is the durable side of seq allocation (Postgres): Redis hands out a
@@ -82,8 +83,9 @@ type Options struct {
 // Broker talks to one Redis (or a primary with replicas behind one endpoint,
 // or a primary found through Sentinel).
 type Broker struct {
-	rdb  *redis.Client
-	opts Options
+	rdb   *redis.Client
+	opts  Options
+	pipes *pipelines
 }
 
 // Connect dials REDIS_URL: redis://, rediss:// or redis+sentinel://. Timeouts
@@ -139,23 +141,29 @@ func New(rdb *redis.Client, opts Options) *Broker {
 	if opts.RecheckWindow <= 0 {
 		opts.RecheckWindow = 5 * time.Minute
 	}
-	return &Broker{rdb: rdb, opts: opts}
+	b := &Broker{rdb: rdb, opts: opts}
+	b.pipes = startPipelines(b)
+	return b
 }
 
-// Close releases the connections.
-func (b *Broker) Close() error { return b.rdb.Close() }
+// Close stops the publish pipelines and releases the connections.
+func (b *Broker) Close() error {
+	b.pipes.stop()
+	return b.rdb.Close()
+}
 
 // Ping checks that Redis answers.
 func (b *Broker) Ping(ctx context.Context) error { return b.rdb.Ping(ctx).Err() }
 
 // Room keys share a hash tag so a clustered Redis keeps a room on one shard.
-func seqKey(room string) string   { return "chat:{" + room + "}:seq" }
-func epochKey(room string) string { return "chat:{" + room + "}:epoch" }
-func logKey(room string) string   { return "chat:{" + room + "}:log" }
-func replKey(room string) string  { return "chat:{" + room + "}:replid" }
-func limitKey(room string) string { return "chat:{" + room + "}:limit" }
-func checkKey(room string) string { return "chat:{" + room + "}:recheck" }
-func channel(room string) string  { return "chat:{" + room + "}:pub" }
+func seqKey(room string) string     { return "chat:{" + room + "}:seq" }
+func epochKey(room string) string   { return "chat:{" + room + "}:epoch" }
+func logKey(room string) string     { return "chat:{" + room + "}:log" }
+func replKey(room string) string    { return "chat:{" + room + "}:replid" }
+func limitKey(room string) string   { return "chat:{" + room + "}:limit" }
+func checkKey(room string) string   { return "chat:{" + room + "}:recheck" }
+func seedingKey(room string) string { return "chat:{" + room + "}:seeding" }
+func channel(room string) string    { return "chat:{" + room + "}:pub" }
 func dedupeKey(room, user, id string) string {
 	return "chat:{" + room + "}:id:" + strconv.Itoa(len(user)) + ":" + user + ":" + id
 }
@@ -183,6 +191,7 @@ const (
 	statusReseed    = 2
 	statusExhausted = 3
 	statusCheckID   = 4
+	statusSeeding   = 5
 )
 
 // Publish accepts a message: once it returns without error the message has
@@ -195,12 +204,13 @@ func (b *Broker) Publish(ctx context.Context, room, user, text, id string, now t
 		hasID = "1"
 	}
 	keys := []string{seqKey(room), epochKey(room), logKey(room), dedupeKey(room, user, id), PersistStream,
-		replKey(room), limitKey(room), checkKey(room)}
+		replKey(room), limitKey(room), checkKey(room), seedingKey(room)}
 	args := []any{channel(room), pre, post, b.opts.HistorySize, int(b.opts.DedupeTTL.Seconds()),
-		int(b.opts.RoomTTL.Seconds()), b.opts.BacklogCap, now.UnixNano(), hasID, "", "", "", 0, "0"}
+		int(b.opts.RoomTTL.Seconds()), b.opts.BacklogCap, now.UnixNano(), hasID, "", "", "", 0, "0", b.opts.MinReplicas}
 	// Each status but the first two asks for Postgres first; the state may
 	// change again meanwhile (another failover), so a few rounds are allowed.
-	for range 4 {
+	// Waiting for another sender's reseed is not an attempt (ctx bounds it).
+	for attempts := 0; attempts < 6; attempts++ {
 		acc, status, headroom, err := b.run(ctx, keys, args)
 		if err != nil {
 			return Accepted{}, fmt.Errorf("publish to %s: %w", room, err)
@@ -221,13 +231,21 @@ func (b *Broker) Publish(ctx context.Context, room, user, text, id string, now t
 				return dup, err
 			}
 			args[13] = "1"
+		case statusSeeding:
+			attempts--
+			select {
+			case <-ctx.Done():
+				return Accepted{}, fmt.Errorf("publish to %s: wait for its reseed: %w", room, ctx.Err())
+			case <-time.After(5 * time.Millisecond):
+			}
 		case statusExhausted:
 			if err := b.extend(ctx, room, acc.Epoch, acc.Seq); err != nil {
 				return Accepted{}, fmt.Errorf("publish to %s: %w", room, err)
 			}
 		case statusReseed:
-			// acc.Seq is the counter this Redis holds: from before
-			// reservations existed, it may be above every reservation.
+			// This send holds the room's seeding lock. acc.Seq is the
+			// counter this Redis holds: from before reservations existed,
+			// it may be above every reservation.
 			hi, reused, err := b.opts.Ledger.ReserveSeqs(ctx, room, acc.Seq, b.opts.SeqBlock)
 			if err != nil {
 				return Accepted{}, fmt.Errorf("publish to %s: reseed its counter: %w", room, err)
@@ -279,53 +297,6 @@ func (b *Broker) extend(ctx context.Context, room, epoch string, at int64) error
 		return fmt.Errorf("raise the seq limit: %w", err)
 	}
 	return nil
-}
-
-// run evaluates the script and, with MinReplicas, WAITs on the same
-// connection (one pipeline), so WAIT covers exactly this script's writes.
-func (b *Broker) run(ctx context.Context, keys []string, args []any) (acc Accepted, status, headroom int64, err error) {
-	for loaded := false; ; loaded = true {
-		pipe := b.rdb.Pipeline()
-		eval := publishScript.EvalSha(ctx, pipe, keys, args...)
-		var wait *redis.Cmd
-		if b.opts.MinReplicas > 0 {
-			// Pipeliner lacks Wait; the reply must come within the read timeout.
-			wait = pipe.Do(ctx, "wait", b.opts.MinReplicas, b.opts.ReplicaTimeout.Milliseconds())
-		}
-		_, _ = pipe.Exec(ctx) // each command carries its own error
-		err := eval.Err()
-		if err != nil && !loaded && redis.HasErrorPrefix(err, "NOSCRIPT") {
-			// Nothing ran: load the script and send again.
-			if err := publishScript.Load(ctx, b.rdb).Err(); err != nil {
-				return Accepted{}, 0, 0, fmt.Errorf("load publish script: %w", err)
-			}
-			continue
-		}
-		if err != nil {
-			if redis.HasErrorPrefix(err, "OVERLOADED") {
-				return Accepted{}, 0, 0, fmt.Errorf("%w (%v)", ErrOverloaded, err)
-			}
-			return Accepted{}, 0, 0, err
-		}
-		res, ok := eval.Val().([]any)
-		if !ok || len(res) != 4 {
-			return Accepted{}, 0, 0, fmt.Errorf("publish script answered %v", eval.Val())
-		}
-		seq, _ := res[0].(int64)
-		status, _ := res[1].(int64)
-		epoch, _ := res[2].(string)
-		headroom, _ := res[3].(int64)
-		if wait != nil && status == statusAccepted {
-			n, err := wait.Int64()
-			if err != nil {
-				return Accepted{}, 0, 0, fmt.Errorf("wait for %d replicas: %w", b.opts.MinReplicas, err)
-			}
-			if n < int64(b.opts.MinReplicas) {
-				return Accepted{}, 0, 0, fmt.Errorf("%w: %d of %d within %s", ErrNotReplicated, n, b.opts.MinReplicas, b.opts.ReplicaTimeout)
-			}
-		}
-		return Accepted{Seq: seq, Epoch: epoch}, status, headroom, nil
-	}
 }
 
 // newEpoch is 8 random base32 characters.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/switchboard-dev/switchboard/app/local"
 	"github.com/switchboard-dev/switchboard/app/metrics"
 	"github.com/switchboard-dev/switchboard/app/persist"
+	"github.com/switchboard-dev/switchboard/app/protocol"
 	"github.com/switchboard-dev/switchboard/app/store"
 )
 
@@ -429,5 +431,61 @@ func TestClaimReportsEntriesDeletedBeforeTheyWereStored(t *testing.T) {
 	}
 	if len(claimed) != 1 || claimed[0].ID != read[2].ID || len(lost) != 2 || lost[0] != read[0].ID || lost[1] != read[1].ID {
 		t.Fatalf("claimed %v, lost %v; want %s claimed and %s, %s lost", claimed, lost, read[2].ID, read[0].ID, read[1].ID)
+	}
+}
+
+// countingSink counts the inserts a writer makes into the real store.
+type countingSink struct {
+	*store.Store
+	inserts atomic.Int64
+}
+
+func (c *countingSink) Insert(ctx context.Context, msgs []protocol.Message) error {
+	c.inserts.Add(1)
+	return c.Store.Insert(ctx, msgs)
+}
+
+// TestPersistWriterBatchesASteadyStream: 1,000 sends at about 2,000 a
+// second reach Postgres in a few dozen inserts at most, not an insert (a
+// commit) for every few messages, since the writer lingers after a short
+// batch; and all of them are stored.
+func TestPersistWriterBatchesASteadyStream(t *testing.T) {
+	r := startRedis(t)
+	_, st := startStore(t)
+	b := connect(t, r.URL(), broker.Options{})
+	ctx := context.Background()
+	if err := b.EnsureGroup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sink := &countingSink{Store: st}
+	w := &persist.Writer{Source: b, Sink: sink, Consumer: "steady", Metrics: metrics.New(), Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	run, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); w.Run(run) }()
+	t.Cleanup(func() { stop(); <-done })
+
+	const sends = 1000
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for i := range sends {
+		if i%2 == 0 {
+			<-tick.C
+		}
+		if _, err := b.Publish(ctx, "steady", "alice", "hi", "", time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 30*time.Second, "the stream to be stored", func() bool {
+		n, err := b.PersistBacklog(ctx)
+		return err == nil && n == 0
+	})
+	rows, err := st.Range(ctx, "steady", 0, sends, sends+1)
+	if err != nil || len(rows) != sends {
+		t.Fatalf("Postgres holds %d of %d messages, %v", len(rows), sends, err)
+	}
+	if n := sink.inserts.Load(); n > 60 {
+		t.Errorf("%d inserts for %d messages sent over about half a second: the writer did not batch them", n, sends)
+	} else {
+		t.Logf("%d messages in %d inserts", sends, n)
 	}
 }

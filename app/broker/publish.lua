@@ -5,17 +5,19 @@
 -- queue it for Postgres and publish it.
 -- KEYS: 1 seq counter, 2 epoch, 3 room log, 4 dedupe key, 5 persist stream,
 --       6 the replication id the room was seeded under, 7 the reserved
---       limit, 8 until when a missing dedupe key must be checked in Postgres
+--       limit, 8 until when a missing dedupe key must be checked in Postgres,
+--       9 the room's seeding lock
 -- ARGV: 1 channel, 2 frame prefix, 3 frame suffix, 4 log length,
 --       5 dedupe ttl (s), 6 room ttl (s), 7 persist backlog cap,
 --       8 accept time (unix ns), 9 has id ("1"/"0"), 10 reseed floor ("" when
 --       not reserved yet), 11 epoch, 12 limit and 13 recheck deadline (unix
 --       ns, 0 for none) for a reseed, 14 "1" when Postgres was checked for
---       the id already
+--       the id already, 15 replicas that must be online (REDIS_MIN_REPLICAS)
 -- Returns {seq, status, epoch, headroom}: status 0 accepted, 1 duplicate
 -- (the original seq and epoch), 2 the room must be reseeded (seq: its
--- counter here), 3 its reserved seqs ran out (seq: its counter), 4 the id
--- must be looked up in Postgres first.
+-- counter here; the caller now holds the seeding lock), 3 its reserved seqs
+-- ran out (seq: its counter), 4 the id must be looked up in Postgres first,
+-- 5 another sender is reseeding the room: look again shortly.
 local now = tonumber(ARGV[8])
 if ARGV[9] == '1' then
   local seen = redis.call('GET', KEYS[4])
@@ -36,14 +38,32 @@ if redis.call('XLEN', KEYS[5]) >= tonumber(ARGV[7]) then
 end
 -- A new replication id means a failover or a restart: this primary may lack
 -- the newest writes of the previous one, so the counter cannot be trusted.
-local replid = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)') or ''
+local info = redis.call('INFO', 'replication')
+local replid = string.match(info, 'master_replid:(%w+)') or ''
+-- A primary without its replicas may be the loser of a failover that its
+-- sentinels have not demoted yet: writing here would fork the room's
+-- history, and the winner's acks could be reused when this node is promoted
+-- back (no new replication id then). Refuse before writing anything.
+local need = tonumber(ARGV[15])
+if need > 0 then
+  local online = 0
+  for _ in string.gmatch(info, 'state=online') do online = online + 1 end
+  if online < need then
+    return redis.error_reply('NOREPLICAS ' .. online .. ' of ' .. need .. ' replicas online')
+  end
+end
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
 local epoch = redis.call('GET', KEYS[2])
 local limit = tonumber(redis.call('GET', KEYS[7]) or '0')
 if not epoch or limit == 0 or redis.call('GET', KEYS[6]) ~= replid then
   -- The room is new, expired or may have lost writes: its counter restarts
   -- at the floor of a fresh reservation, above every seq it ever had.
-  if ARGV[10] == '' then return {cur, 2, '', 0} end
+  if ARGV[10] == '' then
+    -- One sender at a time, of every instance, reserves for the room, so
+    -- its concurrent first sends share one block and a new room starts at 1.
+    if redis.call('SET', KEYS[9], '1', 'NX', 'PX', 2000) then return {cur, 2, '', 0} end
+    return {cur, 5, '', 0}
+  end
   cur = math.max(cur, tonumber(ARGV[10]))
   limit = tonumber(ARGV[12])
   epoch = ARGV[11]
@@ -51,6 +71,7 @@ if not epoch or limit == 0 or redis.call('GET', KEYS[6]) ~= replid then
   redis.call('SET', KEYS[2], epoch)
   redis.call('SET', KEYS[6], replid)
   redis.call('SET', KEYS[7], string.format('%d', limit))
+  redis.call('DEL', KEYS[9])
   if tonumber(ARGV[13]) > now then
     redis.call('SET', KEYS[8], ARGV[13], 'PXAT', math.floor(tonumber(ARGV[13]) / 1000000))
   end

@@ -2,6 +2,10 @@ package broker_test
 
 import (
 	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -11,6 +15,44 @@ import (
 // BenchmarkPublish is one sender's round trip through the publish script,
 // without and with a replica to WAIT for.
 func BenchmarkPublish(b *testing.B) {
+	withAndWithoutReplica(b, func(b *testing.B, br *broker.Broker, _ *redisServer) {
+		ctx := context.Background()
+		for b.Loop() {
+			if _, err := br.Publish(ctx, "bench", "alice", "hello", "", time.Now()); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkPublishConcurrent is a busy instance: 100 senders in 100 rooms at
+// once. Besides the time per send it reports the Redis CPU each send costs
+// (INFO cpu), which the other processes on the machine disturb less than
+// wall time.
+func BenchmarkPublishConcurrent(b *testing.B) {
+	withAndWithoutReplica(b, func(b *testing.B, br *broker.Broker, primary *redisServer) {
+		ctx := context.Background()
+		var room atomic.Int64
+		before := redisCPU(b, primary)
+		b.SetParallelism(50) // 100 senders on 2 cores
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			name := fmt.Sprintf("bench-%d", room.Add(1))
+			for pb.Next() {
+				if _, err := br.Publish(ctx, name, "alice", "hello", "", time.Now()); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+		b.StopTimer()
+		b.ReportMetric((redisCPU(b, primary)-before)*1e6/float64(b.N), "redis-cpu-µs/op")
+	})
+}
+
+// withAndWithoutReplica runs bench against a Redis of its own, alone
+// (no-wait) and with a replica that every send WAITs for.
+func withAndWithoutReplica(b *testing.B, bench func(*testing.B, *broker.Broker, *redisServer)) {
 	for _, tc := range []struct {
 		name     string
 		replicas int
@@ -25,12 +67,25 @@ func BenchmarkPublish(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer br.Close()
-			ctx := context.Background()
-			for b.Loop() {
-				if _, err := br.Publish(ctx, "bench", "alice", "hello", "", time.Now()); err != nil {
-					b.Fatal(err)
-				}
-			}
+			bench(b, br, primary)
 		})
 	}
+}
+
+// redisCPU is the seconds of CPU the Redis server used so far.
+func redisCPU(b *testing.B, r *redisServer) float64 {
+	info, err := r.client().Info(context.Background(), "cpu").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total float64
+	for _, line := range strings.Split(info, "\r\n") {
+		for _, k := range []string{"used_cpu_sys:", "used_cpu_user:"} {
+			if v, ok := strings.CutPrefix(line, k); ok {
+				f, _ := strconv.ParseFloat(v, 64)
+				total += f
+			}
+		}
+	}
+	return total
 }

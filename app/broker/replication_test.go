@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -143,34 +144,57 @@ func waitLinked(t testing.TB, replica *redisServer) {
 }
 
 // TestMinReplicasAcksOnlyWhatAReplicaHas: with REDIS_MIN_REPLICAS=1 an ack
-// means the replica holds the message; with the replica down the send is
-// refused (the primary may keep it), and the client's retry with its id once
-// the replica is back is the duplicate, acked.
+// means the replica holds the message. With the replica gone the send is
+// refused before anything is written: a primary without its replicas may be
+// a failover's loser. With the replica connected but stalled (SIGSTOP) the
+// message is written, WAIT falls short and the send is refused; the
+// client's retry with its id once the replica is back is the duplicate.
 func TestMinReplicasAcksOnlyWhatAReplicaHas(t *testing.T) {
 	primary := startRedis(t)
 	replica := startReplica(t, primary)
-	b := connect(t, primary.URL(), broker.Options{MinReplicas: 1})
+	b := connect(t, primary.URL(), broker.Options{MinReplicas: 1, ReplicaTimeout: 300 * time.Millisecond})
 	ctx := context.Background()
 	if _, err := b.Publish(ctx, "replicated", "alice", "one", "id-1", time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if n := replica.client().XLen(ctx, "chat:{replicated}:log").Val(); n != 1 {
+	logLen := func(r *redisServer) int64 { return r.client().XLen(ctx, "chat:{replicated}:log").Val() }
+	if n := logLen(replica); n != 1 {
 		t.Fatalf("acked, but the replica holds %d messages", n)
 	}
 
 	replica.kill()
+	waitFor(t, 10*time.Second, "the primary to see its replica gone", func() bool {
+		return strings.Contains(primary.client().Info(ctx, "replication").Val(), "connected_slaves:0")
+	})
 	_, err := b.Publish(ctx, "replicated", "alice", "two", "id-2", time.Now())
 	if !errors.Is(err, broker.ErrNotReplicated) {
 		t.Fatalf("send with the replica down: err = %v, want ErrNotReplicated", err)
 	}
+	if n := logLen(primary); n != 1 {
+		t.Fatalf("refused for want of a replica, yet the primary holds %d messages, want 1", n)
+	}
 
 	replica.start("--replicaof", "127.0.0.1", strconv.Itoa(primary.Port))
 	waitLinked(t, replica)
+	if err := replica.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	_, err = b.Publish(ctx, "replicated", "alice", "two", "id-2", time.Now())
+	if err := replica.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(err, broker.ErrNotReplicated) {
+		t.Fatalf("send with the replica stalled: err = %v, want ErrNotReplicated", err)
+	}
 	acc, err := b.Publish(ctx, "replicated", "alice", "two", "id-2", time.Now())
 	if err != nil || !acc.Duplicate || acc.Seq != 2 {
 		t.Fatalf("retry once the replica is back: %+v, %v; want the duplicate of seq 2", acc, err)
 	}
-	if n := replica.client().XLen(ctx, "chat:{replicated}:log").Val(); n != 2 {
+	// A duplicate's answer does not wait for the replica, which catches up on its own.
+	if err := primary.client().Do(ctx, "wait", 1, 5000).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n := logLen(replica); n != 2 {
 		t.Fatalf("acked, but the replica holds %d messages, want 2", n)
 	}
 }

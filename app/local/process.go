@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -170,7 +171,7 @@ func waitTCP(ctx context.Context, p *Process, addr string) error {
 		}
 		select {
 		case <-p.done:
-			return fmt.Errorf("%s exited before listening on %s (exit %d); see %s", p.Name, addr, p.ExitCode(), p.LogPath)
+			return fmt.Errorf("%s exited before listening on %s (exit %d); see %s, which ends:\n%s", p.Name, addr, p.ExitCode(), p.LogPath, p.logTail(5))
 		case <-ctx.Done():
 			return fmt.Errorf("%s not listening on %s: %w; see %s", p.Name, addr, ctx.Err(), p.LogPath)
 		case <-time.After(50 * time.Millisecond):
@@ -191,7 +192,7 @@ func waitHTTP(ctx context.Context, p *Process, url string) error {
 		}
 		select {
 		case <-p.done:
-			return fmt.Errorf("%s exited at start (exit %d); see %s", p.Name, p.ExitCode(), p.LogPath)
+			return fmt.Errorf("%s exited at start (exit %d); see %s, which ends:\n%s", p.Name, p.ExitCode(), p.LogPath, p.logTail(5))
 		case <-ctx.Done():
 			return fmt.Errorf("%s: no 200 from %s: %w; see %s", p.Name, url, ctx.Err(), p.LogPath)
 		case <-time.After(50 * time.Millisecond):
@@ -200,3 +201,14 @@ func waitHTTP(ctx context.Context, p *Process, url string) error {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// logTail is the last n lines of the process's log: a test's temporary
+// directory, log included, is gone by the time anyone reads the failure.
+func (p *Process) logTail(n int) string {
+	b, err := os.ReadFile(p.LogPath)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}

@@ -42,6 +42,12 @@ type Writer struct {
 
 	Batch     int           // entries per insert; default 500
 	ClaimIdle time.Duration // how long an entry may sit unacked before another consumer takes it; default 5s
+	// Linger is how long the writer waits after a batch smaller than Batch
+	// before it reads again (default 50ms), so that a steady stream is
+	// written in batches, not a commit per few messages: at 5,000 msg/s
+	// that is 20 commits a second instead of hundreds. Nothing waits on it
+	// but history reads from Postgres, which Redis's log covers meanwhile.
+	Linger time.Duration
 }
 
 // Run writes until ctx ends, then returns once the batch in hand is written
@@ -52,6 +58,9 @@ func (w *Writer) Run(ctx context.Context) {
 	}
 	if w.ClaimIdle <= 0 {
 		w.ClaimIdle = 5 * time.Second
+	}
+	if w.Linger <= 0 {
+		w.Linger = 50 * time.Millisecond
 	}
 	if !w.retry(ctx, "migrate", func(c context.Context) error { return w.Sink.Migrate(c) }, w.Metrics.PostgresErrors.WithLabelValues(metrics.OpPersistMigrate)) ||
 		!w.retry(ctx, "create group", w.Source.EnsureGroup, w.Metrics.RedisErrors.WithLabelValues(metrics.OpPersistGroup)) {
@@ -86,6 +95,9 @@ func (w *Writer) Run(ctx context.Context) {
 			w.Metrics.PersistLag.Set(0)
 		} else {
 			w.write(ctx, entries)
+			if len(entries) < w.Batch {
+				sleep(ctx, w.Linger)
+			}
 		}
 		if time.Since(lastBacklog) >= 5*time.Second {
 			lastBacklog = time.Now()

@@ -23,6 +23,7 @@ import (
 	"github.com/switchboard-dev/switchboard/app/hub"
 	"github.com/switchboard-dev/switchboard/app/metrics"
 	"github.com/switchboard-dev/switchboard/app/protocol"
+	"github.com/switchboard-dev/switchboard/app/wsconn"
 )
 
 // Broker accepts messages (Redis).
@@ -48,6 +49,7 @@ type Server struct {
 	m        *metrics.Metrics
 	log      *slog.Logger
 	upgrader websocket.Upgrader
+	workers  *workers // the sessions' reads and writes
 
 	draining atomic.Bool // unready: the load balancer should stop sending new clients
 	refusing atomic.Bool // closing connections: /ws answers 503
@@ -65,10 +67,12 @@ func New(cfg config.Config, h *hub.Hub, b Broker, a Archive, m *metrics.Metrics,
 		verifier: auth.NewVerifier(cfg.JWTSecret),
 		origins:  auth.NewOrigins(cfg.AllowedOrigins),
 		sessions: map[*session]struct{}{},
+		workers:  newWorkers(),
 	}
 	s.upgrader = websocket.Upgrader{
 		WriteBufferSize: 1024,
-		// Buffers return to the pool between writes: an idle connection holds none.
+		// ReadBufferSize stays 0: the read buffer is wsconn's, which gorilla adopts.
+		// Write buffers return to the pool between writes: an idle connection holds none.
 		WriteBufferPool:  &sync.Pool{},
 		HandshakeTimeout: 5 * time.Second,
 		CheckOrigin:      func(*http.Request) bool { return true }, // checked before the upgrade, with a 403
@@ -117,12 +121,12 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusForbidden, metrics.RefusedOrigin, "origin "+r.Header.Get("Origin")+" is not allowed")
 		return
 	}
-	conn, wire, err := s.upgrade(w, r)
+	conn, err := s.upgrade(w, r)
 	if err != nil {
 		s.m.Refused.WithLabelValues(metrics.RefusedHandshake).Inc()
 		return // the upgrader has answered with the reason
 	}
-	sess := newSession(s, conn, wire, claims.User, claims.Expires)
+	sess := newSession(s, conn, claims.User, claims.Expires)
 	sess.send(protocol.Welcome(s.cfg.InstanceID, claims.User))
 	if !s.track(sess) {
 		sess.close(protocol.CloseGoingAway, "server going away")
@@ -134,14 +138,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	go sess.run()
 }
 
-// upgrade completes the WebSocket handshake over a wire.
-func (s *Server) upgrade(w http.ResponseWriter, r *http.Request) (*websocket.Conn, *wire, error) {
-	ww := &wiredWriter{ResponseWriter: w}
-	conn, err := s.upgrader.Upgrade(ww, r, nil)
-	if err != nil {
-		return nil, nil, err
-	}
-	return conn, ww.wire, nil
+// upgrade completes the WebSocket handshake.
+func (s *Server) upgrade(w http.ResponseWriter, r *http.Request) (*wsconn.Conn, error) {
+	return wsconn.Upgrade(&s.upgrader, w, r, nil)
 }
 
 // track registers a session unless the drain has begun closing them.

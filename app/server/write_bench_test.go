@@ -32,11 +32,11 @@ func benchmarkWritePath(b *testing.B, window int) {
 	srv := New(config.Defaults(), nil, nil, nil, metrics.New(), nil)
 	sessions := make(chan *session, 1)
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		conn, wire, err := srv.upgrade(w, r)
+		conn, err := srv.upgrade(w, r)
 		if err != nil {
 			return
 		}
-		sessions <- newSession(srv, conn, wire, "bench", time.Now().Add(time.Hour))
+		sessions <- newSession(srv, conn, "bench", time.Now().Add(time.Hour))
 	}))
 	defer ts.Close()
 	client, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(ts.URL, "http"), nil)

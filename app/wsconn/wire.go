@@ -1,10 +1,8 @@
-package server
+package wsconn
 
 import (
 	"bufio"
-	"errors"
 	"net"
-	"net/http"
 	"sync"
 	"time"
 )
@@ -14,12 +12,12 @@ const coalesceLimit = 32 << 10
 
 var coalesceBuffers = sync.Pool{New: func() any { b := make([]byte, 0, coalesceLimit); return &b }}
 
-// wire is the connection under the WebSocket framing. While the session's
-// writer holds it, the frames of one batch gather in a pooled buffer and
-// reach the kernel in one write: a member behind on a busy room then costs
-// one syscall per batch here, and one read and write in the proxy, instead
-// of one per frame. It also skips setting a write deadline equal to the one
-// already set, which gorilla does before every frame.
+// wire is the connection under gorilla's framing. While it is held, the
+// frames of one batch gather in a pooled buffer and reach the kernel in one
+// write: a peer behind on a busy stream then costs one syscall per batch, and
+// one read and write in a proxy, instead of one per frame. It also skips
+// setting a write deadline equal to the one already set, which gorilla does
+// before every frame.
 type wire struct {
 	net.Conn
 	in *bufio.Reader // what gorilla reads through
@@ -86,30 +84,4 @@ func (w *wire) flush() error {
 	_, err := w.Conn.Write(*w.buf)
 	*w.buf = (*w.buf)[:0]
 	return err
-}
-
-// readBufferSize is the wire's read buffer: client frames are small, larger
-// ones are read in pieces. Gorilla reads through it (it takes a hijacked
-// reader of more than 256 bytes as its own), so the session can tell
-// whether a frame is already buffered.
-const readBufferSize = 320
-
-// wiredWriter hands the upgrader a wire in place of the hijacked connection.
-type wiredWriter struct {
-	http.ResponseWriter
-	wire *wire
-}
-
-func (ww *wiredWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	conn, rw, err := http.NewResponseController(ww.ResponseWriter).Hijack()
-	if err != nil {
-		return nil, nil, err
-	}
-	if rw.Reader.Buffered() > 0 {
-		conn.Close()
-		return nil, nil, errors.New("client sent data before the handshake completed")
-	}
-	ww.wire = &wire{Conn: conn}
-	ww.wire.in = bufio.NewReaderSize(ww.wire, readBufferSize)
-	return ww.wire, bufio.NewReadWriter(ww.wire.in, rw.Writer), nil
 }

@@ -1,0 +1,137 @@
+// Package wsconn gives gorilla/websocket server connections that cost little
+// while idle and little per batch written. It is the only code that relies on
+// how gorilla works inside, not only on its API:
+//
+//   - Upgrade hands gorilla a hijacked connection whose buffered reader gorilla
+//     adopts as its own (it does for a reader of more than 256 bytes when
+//     Upgrader.ReadBufferSize is 0), so a connection has one small read buffer
+//     and this package can see what gorilla has yet to read.
+//   - WaitReadable waits for the peer on a shallow stack, outside gorilla.
+//   - SkipPong consumes a pong frame at the head of that buffer as gorilla
+//     would, without gorilla then blocking for the next data frame.
+//   - Hold and Release coalesce the frames gorilla writes into one write, and
+//     the connection skips the write deadline gorilla sets again before every
+//     frame when it has not changed.
+//
+// Its tests run a real gorilla client and server over loopback and pin the
+// gorilla version these assumptions were checked against (version_test.go):
+// upgrading gorilla fails a test here before it reaches an instance.
+package wsconn
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"net/http"
+
+	"github.com/gorilla/websocket"
+)
+
+// Conn is a server-side gorilla connection over a wire of this package: use
+// its gorilla methods as usual. WaitReadable, Buffered and SkipPong are for
+// the one reading goroutine, between messages; Hold and Release for the one
+// writing goroutine.
+type Conn struct {
+	*websocket.Conn
+	wire wire
+}
+
+// Upgrade completes the WebSocket handshake like u.Upgrade. u.ReadBufferSize
+// must be 0: the read buffer is this package's (ReadBufferSize bytes), which
+// gorilla adopts. Give u a WriteBufferPool so that an idle connection holds no
+// write buffer.
+func Upgrade(u *websocket.Upgrader, w http.ResponseWriter, r *http.Request, responseHeader http.Header) (*Conn, error) {
+	if u.ReadBufferSize != 0 {
+		// A programming error: gorilla would allocate a read buffer of its own
+		// and read around this package's.
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return nil, errReadBufferSize
+	}
+	h := hijacker{ResponseWriter: w}
+	ws, err := u.Upgrade(&h, r, responseHeader)
+	if err != nil {
+		return nil, err
+	}
+	h.conn.Conn = ws
+	return h.conn, nil
+}
+
+var errReadBufferSize = errors.New("wsconn: Upgrader.ReadBufferSize must be 0 for gorilla to adopt the connection's read buffer")
+
+// ReadBufferSize is a connection's read buffer: client frames are small,
+// larger ones are read in pieces. It must stay above the 256 bytes past which
+// gorilla adopts a hijacked reader, and hold a whole control frame (131 bytes
+// with its header and masking key) for SkipPong to find one.
+const ReadBufferSize = 320
+
+// hijacker hands the upgrader a wire in place of the hijacked connection.
+type hijacker struct {
+	http.ResponseWriter
+	conn *Conn
+}
+
+func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, rw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	if rw.Reader.Buffered() > 0 {
+		nc.Close()
+		return nil, nil, errors.New("client sent data before the handshake completed")
+	}
+	h.conn = &Conn{wire: wire{Conn: nc}}
+	w := &h.conn.wire
+	w.in = bufio.NewReaderSize(w, ReadBufferSize)
+	return w, bufio.NewReadWriter(w.in, rw.Writer), nil
+}
+
+// WaitReadable blocks until the peer has sent something or reading fails
+// (deadline, close). It calls nothing deep, so a goroutine that only waits
+// here keeps Go's 2 KiB minimum stack; read the frames on another goroutine.
+func (c *Conn) WaitReadable() error {
+	_, err := c.wire.in.Peek(1)
+	return err
+}
+
+// Buffered is how many bytes the peer has sent that gorilla has yet to read:
+// with none, the next read waits for the peer.
+func (c *Conn) Buffered() int { return c.wire.in.Buffered() }
+
+// SkipPong consumes the pong frame at the head of the read buffer, if a whole
+// one is there, and calls the pong handler with its payload, as gorilla's
+// reads would; it returns the handler's error. It leaves anything else
+// (another frame, an invalid or partial pong) to gorilla. Call it only
+// between messages. After a control frame gorilla goes on to wait for the next
+// data frame, which on an idle connection would hold a deep stack for as long
+// as the peer is silent.
+func (c *Conn) SkipPong() (bool, error) {
+	const finPong, masked, maskLen = 0x8A, 0x80, 4
+	in := c.wire.in
+	if in.Buffered() < 2 {
+		return false, nil
+	}
+	h, _ := in.Peek(2)
+	n := int(h[1] & 0x7F)
+	size := 2 + maskLen + n
+	if h[0] != finPong || h[1]&masked == 0 || n > 125 || in.Buffered() < size {
+		return false, nil
+	}
+	var payload string
+	if n > 0 {
+		f, _ := in.Peek(size)
+		var p [125]byte
+		for i := range n {
+			p[i] = f[2+maskLen+i] ^ f[2+i%maskLen]
+		}
+		payload = string(p[:n])
+	}
+	in.Discard(size)
+	return true, c.Conn.PongHandler()(payload)
+}
+
+// Hold gathers the frames written from now on until Release: a batch then
+// reaches the kernel in one write (coalesceLimit bytes at most at a time).
+func (c *Conn) Hold() { c.wire.hold() }
+
+// Release writes what Hold gathered.
+func (c *Conn) Release() error { return c.wire.release() }
