@@ -483,10 +483,11 @@ OVERRIDES+=",metricsServer=false,prometheusAdapter=false"
 
 e2etest() {
   cluster
-  local home
-  home=$(mktemp -d)
-  # The cluster goes with the test, unless SWITCHBOARD_KEEP_CLUSTER=1.
-  trap 'rm -rf "$home"; [ "${SWITCHBOARD_KEEP_CLUSTER:-}" = 1 ] || kind delete cluster --name "$CLUSTER"' EXIT
+  E2E_HOME=$(mktemp -d)
+  # The cluster goes with the test, unless SWITCHBOARD_KEEP_CLUSTER=1 (the
+  # trap runs after this function returns: it uses globals only).
+  trap 'rm -rf "$E2E_HOME"; [ "${SWITCHBOARD_KEEP_CLUSTER:-}" = 1 ] || kind delete cluster --name "$CLUSTER"' EXIT
+  local home=$E2E_HOME
   say "TestDevStackOnKind (PULUMI_HOME=$home)"
   PULUMI_HOME=$home PULUMI_SKIP_UPDATE_CHECK=1 PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true \
     SWITCHBOARD_STACK_OVERRIDES="$OVERRIDES" \
