@@ -5,7 +5,7 @@ export GOFLAGS ?= -mod=mod
 BIN := bin
 GO_PKGS := ./...
 
-.PHONY: build up test lint bench deps token fuzz tools kind-up generate chaos
+.PHONY: build up test lint bench deps token fuzz tools kind-up generate chaos e2e
 
 build:
 	go build -trimpath -o $(BIN)/ ./app/cmd/...
@@ -71,3 +71,10 @@ chaos: deps
 bench: deps build
 	go test -run '^$$' -bench . -benchmem ./app/...
 	SWITCHBOARD_BENCH=1 go test -count=1 -timeout 60m -v -run '^Test(Direct|Load)Scenarios$$' ./tests
+
+# The dev stack on a real kind cluster built here (no registry, no internet
+# but the Go proxy and Debian's mirror): node image, component and app
+# images, the pulumi CLI and Kubernetes provider, then TestDevStackOnKind.
+# Cached under ~/.cache/switchboard/e2e; see scripts/e2e.sh and the README.
+e2e:
+	@./scripts/e2e.sh

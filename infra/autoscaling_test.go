@@ -251,3 +251,23 @@ func TestClusterAutoscalerImagesMatchTheirEKSMinor(t *testing.T) {
 		}
 	}
 }
+
+// prometheus-adapter is installed unless prometheusAdapter is false (its
+// chart comes from the internet, which `make e2e` cannot reach).
+func TestPrometheusAdapterCanBeLeftOut(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		config   map[string]string
+		installs bool
+	}{
+		{"kind", kindConfig(), true},
+		{"aws", awsConfig(), true},
+		{"kind, prometheusAdapter false", kindConfig("prometheusAdapter", "false"), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if v := mustRun(t, tc.config).release("prometheus-adapter"); (v != nil) != tc.installs {
+				t.Errorf("prometheus-adapter installed: %v, want %v", v != nil, tc.installs)
+			}
+		})
+	}
+}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,19 +21,157 @@ import (
 )
 
 // The dev stack on a real kind cluster: `pulumi up` through the Automation
-// API, the behaviour suite through NGINX's host port with kill and restart
-// through the Kubernetes API, then `pulumi destroy`.
+// API (an inline program: the same `program` as `pulumi up`, no Go language
+// host), the behaviour suite through NGINX's host port with kill and restart
+// through the Kubernetes API, then `pulumi destroy`. `make e2e` builds the
+// cluster, its images, the pulumi CLI and the Kubernetes provider plugin here
+// (scripts/e2e.sh) and runs it with them on PATH and a throwaway PULUMI_HOME.
+//
+// SWITCHBOARD_STACK_OVERRIDES changes settings of Pulumi.dev.yaml for the
+// run; scripts/e2e.sh sets the images it built from Debian packages and turns
+// off what would fetch Helm charts from the internet (see the README).
 func TestDevStackOnKind(t *testing.T) {
-	need(t, "a kind cluster (kind and a Docker engine) and the pulumi CLI with internet for its plugins", "kind", "docker", "pulumi")
-	if out, err := exec.Command("kind", "get", "clusters").Output(); err != nil || !strings.Contains(string(out), "switchboard") {
-		t.Skip("needs the kind cluster switchboard: `make kind-up` creates it and loads the image")
+	need(t, "kind, a Docker engine, the pulumi CLI and its Kubernetes provider plugin (`make e2e` builds them)",
+		"kind", "docker", "kubectl", "pulumi", "pulumi-resource-kubernetes")
+	cfg := stackFile(t, "dev")
+	cluster := strings.TrimPrefix(cfg["switchboard:kubeContext"], "kind-")
+	if out, err := exec.Command("kind", "get", "clusters").Output(); err != nil || !strings.Contains(string(out), cluster) {
+		t.Skipf("needs the kind cluster %s: `make e2e` (or `make kind-up`) creates it and loads the images", cluster)
+	}
+	// Settings this machine needs (scripts/e2e.sh sets them): key=value pairs
+	// of the switchboard namespace, separated by commas.
+	for _, kv := range strings.Split(os.Getenv("SWITCHBOARD_STACK_OVERRIDES"), ",") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(kv), "="); ok {
+			cfg["switchboard:"+k] = v
+			logf(t, "setting switchboard:%s=%s (SWITCHBOARD_STACK_OVERRIDES)", k, v)
+		}
 	}
 	jwt := randomSecret(t)
-	cfg := stackFile(t, "dev")
 	e2e(t, "dev", cfg, auto.ConfigMap{
 		"switchboard:jwtSecret":        {Value: jwt, Secret: true},
 		"switchboard:databasePassword": {Value: randomSecret(t), Secret: true},
 	}, func(ctx context.Context, stack auto.Stack, _ auto.OutputMap) []string {
+		kubectl := func(args ...string) string {
+			out, err := exec.CommandContext(ctx, "kubectl", append([]string{"--context", cfg["switchboard:kubeContext"], "-n", cfg["switchboard:namespace"]}, args...)...).CombinedOutput()
+			if err != nil {
+				t.Errorf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+			}
+			return string(out)
+		}
+		// Every pod Ready with its real probes.
+		kubectl("wait", "--for=condition=Ready", "pod", "--all", "--timeout=5m")
+		logf(t, "pods after pulumi up:\n%s", kubectl("get", "pods", "-o", "wide"))
+		// The chat page and the health of the edge through the host port kind maps.
+		http_helper.HttpGetWithRetryWithCustomValidation(t, kindChatURL+"/nginx-health", nil, 60, 2*time.Second,
+			func(status int, _ string) bool { return status == 200 })
+		http_helper.HttpGetWithRetryWithCustomValidation(t, kindChatURL+"/", nil, 10, 2*time.Second,
+			func(status int, body string) bool {
+				return status == 200 && strings.Contains(strings.ToLower(body), "<html")
+			})
+		try := func(args ...string) (string, error) {
+			out, err := exec.CommandContext(ctx, "kubectl", append([]string{"--context", cfg["switchboard:kubeContext"], "-n", cfg["switchboard:namespace"]}, args...)...).CombinedOutput()
+			return string(out), err
+		}
+		// The HPA reads the chat pods' CPU from metrics-server.
+		var hpaCPU []int
+		for end := time.Now().Add(4 * time.Minute); len(hpaCPU) == 0 && time.Now().Before(end); time.Sleep(10 * time.Second) {
+			var hpas struct {
+				Items []struct {
+					Status struct {
+						CurrentMetrics []struct {
+							Type     string
+							Resource *struct {
+								Name    string
+								Current struct{ AverageUtilization *int }
+							}
+						}
+					}
+				}
+			}
+			if out, err := try("get", "hpa", "-o", "json"); err == nil && json.Unmarshal([]byte(out), &hpas) == nil {
+				for _, h := range hpas.Items {
+					for _, m := range h.Status.CurrentMetrics {
+						if m.Resource != nil && m.Resource.Name == "cpu" && m.Resource.Current.AverageUtilization != nil {
+							hpaCPU = append(hpaCPU, *m.Resource.Current.AverageUtilization)
+						}
+					}
+				}
+			}
+		}
+		if len(hpaCPU) == 0 {
+			t.Errorf("the HPA read no CPU metric in 4 minutes:\n%s", kubectl("describe", "hpa"))
+		} else {
+			logf(t, "HPA reads CPU utilisation %v%%", hpaCPU)
+		}
+		// The dashboard's queries against the in-cluster Prometheus (run by the
+		// Prometheus Operator that scripts/e2e.sh installs; observability is in
+		// existing mode), once it scrapes the chat pods through the stack's
+		// ServiceMonitor.
+		if _, err := try("get", "--raw", "/api/v1/namespaces/monitoring/services/prometheus-operated:9090/proxy/-/ready"); err != nil {
+			t.Errorf("no in-cluster Prometheus (monitoring/prometheus-operated): %v", err)
+		} else {
+			promQuery := func(q string) (int, error) {
+				out, err := try("get", "--raw", "/api/v1/namespaces/monitoring/services/prometheus-operated:9090/proxy/api/v1/query?query="+url.QueryEscape(q))
+				if err != nil {
+					return 0, fmt.Errorf("%v: %s", err, out)
+				}
+				var r struct {
+					Status string
+					Data   struct{ Result []json.RawMessage }
+				}
+				if err := json.Unmarshal([]byte(out), &r); err != nil || r.Status != "success" {
+					return 0, fmt.Errorf("%s: %v", out, err)
+				}
+				return len(r.Data.Result), nil
+			}
+			scraped := 0
+			for end := time.Now().Add(3 * time.Minute); scraped < 3 && time.Now().Before(end); time.Sleep(10 * time.Second) {
+				scraped, _ = promQuery(`websocket_connections_active{namespace="` + cfg["switchboard:namespace"] + `"}`)
+			}
+			if scraped < 3 {
+				t.Errorf("Prometheus scrapes %d chat pods through the ServiceMonitor after 3 minutes, want 3", scraped)
+			}
+			exprs := dashboardExprs(t)
+			vars := strings.NewReplacer("$namespace", cfg["switchboard:namespace"], "$job", ".*", "$instance", ".*", "$__rate_interval", "2m")
+			answered, empty := 0, []string{}
+			for _, e := range exprs {
+				n, err := promQuery(vars.Replace(e))
+				switch {
+				case err != nil:
+					t.Errorf("dashboard query %q: %v", e, err)
+				case n == 0:
+					empty = append(empty, e)
+				default:
+					answered++
+				}
+			}
+			logf(t, "in-cluster Prometheus: %d chat pods scraped; %d of %d dashboard queries return data; empty: %q", scraped, answered, len(exprs), empty)
+			if answered == 0 {
+				t.Errorf("no dashboard query returned data")
+			}
+		}
+		// A node drain of the first worker: the chat pods must stay available
+		// (they move under their disruption budget). Redis or Postgres, if on
+		// that worker, wait for it: their volumes are node-local (local-path),
+		// and the chat pods are unready without them, which fails here.
+		workers := strings.Fields(kubectl("get", "nodes", "-l", "!node-role.kubernetes.io/control-plane", "-o", "jsonpath={.items[*].metadata.name}"))
+		if len(workers) > 0 {
+			node, began := workers[0], time.Now()
+			out, err := try("drain", node, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=3m")
+			logf(t, "kubectl drain %s (%s, err %v):\n%s", node, time.Since(began).Round(time.Second), err, out)
+			out, err = try("rollout", "status", "deployment/chat", "--timeout=2m")
+			pods := kubectl("get", "pods", "-o", "wide")
+			if err != nil {
+				t.Errorf("while %s is drained the chat pods are not available within 2 minutes (%v): %s\n%s", node, err, strings.TrimSpace(out), pods)
+			} else {
+				logf(t, "chat pods available while %s is drained:\n%s", node, pods)
+			}
+			kubectl("uncordon", node)
+			kubectl("wait", "--for=condition=Ready", "pod", "--all", "--timeout=5m")
+			http_helper.HttpGetWithRetryWithCustomValidation(t, kindChatURL+"/", nil, 30, 2*time.Second,
+				func(status int, _ string) bool { return status == 200 })
+			logf(t, "drain of %s: every pod Ready again and the page served %s after the drain began", node, time.Since(began).Round(time.Second))
+		}
 		return []string{
 			"SWITCHBOARD_ENDPOINT=" + kindChatURL, "SWITCHBOARD_KUBE_CONTEXT=" + cfg["switchboard:kubeContext"],
 			"SWITCHBOARD_NAMESPACE=" + cfg["switchboard:namespace"], "SWITCHBOARD_JWT_SECRET=" + jwt,
@@ -108,7 +248,7 @@ func e2e(t *testing.T, base string, settings map[string]string, secrets auto.Con
 // up creates a uniquely named stack in a local backend and runs `pulumi up`.
 func up(ctx context.Context, t *testing.T, base string, settings map[string]string, secrets auto.ConfigMap) (auto.Stack, auto.OutputMap) {
 	name := fmt.Sprintf("%s-test-%d", base, time.Now().Unix())
-	stack, err := auto.UpsertStackLocalSource(ctx, name, "..", auto.EnvVars(map[string]string{
+	stack, err := auto.UpsertStackInlineSource(ctx, name, "switchboard", program, auto.EnvVars(map[string]string{
 		"PULUMI_BACKEND_URL":       "file://" + t.TempDir(),
 		"PULUMI_CONFIG_PASSPHRASE": "switchboard-test",
 	}))
@@ -192,4 +332,35 @@ func TestStackFilesDeclareTheirTopology(t *testing.T) {
 			}
 		})
 	}
+}
+
+// dashboardExprs are the PromQL expressions of dashboards/switchboard.json.
+func dashboardExprs(t *testing.T) []string {
+	b, err := os.ReadFile("../dashboards/switchboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc any
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	var exprs []string
+	var walk func(any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			if e, ok := v["expr"].(string); ok && e != "" {
+				exprs = append(exprs, e)
+			}
+			for _, c := range v {
+				walk(c)
+			}
+		case []any:
+			for _, c := range v {
+				walk(c)
+			}
+		}
+	}
+	walk(doc)
+	return exprs
 }

@@ -39,7 +39,7 @@ func kindStack(ctx *pulumi.Context, cfg stackconfig.Config) error {
 	inNamespace := []pulumi.ResourceOption{k8s, pulumi.DependsOn([]pulumi.Resource{ns})}
 	namespace := ns.Metadata.Name().Elem()
 
-	stores, err := data.New(ctx, "data", data.Args{Namespace: namespace, Password: cfg.DatabasePassword}, inNamespace...)
+	stores, err := data.New(ctx, "data", data.Args{Namespace: namespace, Password: cfg.DatabasePassword, RedisImage: cfg.RedisImage, PostgresImage: cfg.PostgresImage}, inNamespace...)
 	if err != nil {
 		return err
 	}
@@ -93,6 +93,7 @@ func workloadArgs(cfg stackconfig.Config, namespace pulumi.StringInput, redisURL
 func autoscalingArgs(cfg stackconfig.Config, nodes *autoscaling.NodeArgs) autoscaling.Args {
 	return autoscaling.Args{
 		MetricsServer:      cfg.MetricsServer,
+		PrometheusAdapter:  cfg.PrometheusAdapter,
 		KubeletInsecureTLS: cfg.Target == stackconfig.Kind,
 		PrometheusURL:      cfg.PrometheusURL,
 		Nodes:              nodes,

@@ -39,6 +39,9 @@ type Args struct {
 	MetricsServer bool
 	// KubeletInsecureTLS: kind's kubelets serve self-signed certificates.
 	KubeletInsecureTLS bool
+	// PrometheusAdapter installs prometheus-adapter, which serves the HPA the
+	// connections metric from Prometheus; false when none can be installed.
+	PrometheusAdapter bool
 	// PrometheusURL is the Prometheus the adapter queries.
 	PrometheusURL string
 	// Nodes is the node autoscaler (EKS); nil on kind.
@@ -74,33 +77,35 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 			return nil, fmt.Errorf("autoscaling %s: metrics-server: %w", name, err)
 		}
 	}
-	prom, err := url.Parse(args.PrometheusURL)
-	if err != nil || prom.Hostname() == "" {
-		return nil, fmt.Errorf("autoscaling %s: Prometheus URL %q: want http://host:port", name, args.PrometheusURL)
-	}
-	port := prom.Port()
-	if port == "" {
-		port = "9090"
-	}
-	if _, err := helmv3.NewRelease(ctx, name+"-prometheus-adapter", &helmv3.ReleaseArgs{
-		Name: pulumi.String("prometheus-adapter"), Chart: pulumi.String("prometheus-adapter"), Version: pulumi.String(adapterChart),
-		Namespace: pulumi.String(namespace), RepositoryOpts: &helmv3.RepositoryOptsArgs{Repo: pulumi.String(adapterRepo)},
-		Values: pulumi.Map{
-			"prometheus": pulumi.Map{"url": pulumi.String(prom.Scheme + "://" + prom.Hostname()), "port": pulumi.String(port)},
-			// Only the chat server's metric: the defaults would publish
-			// every series Prometheus holds.
-			"rules": pulumi.Map{"default": pulumi.Bool(false), "custom": pulumi.Array{pulumi.Map{
-				"seriesQuery": pulumi.String(fmt.Sprintf(adapterSeriesPattern, ConnectionsMetric)),
-				"resources": pulumi.Map{"overrides": pulumi.Map{
-					"namespace": pulumi.Map{"resource": pulumi.String("namespace")},
-					"pod":       pulumi.Map{"resource": pulumi.String("pod")},
-				}},
-				"name":         pulumi.Map{"matches": pulumi.String("^" + ConnectionsMetric + "$"), "as": pulumi.String(ConnectionsMetric)},
-				"metricsQuery": pulumi.String(adapterMetricsQuery),
-			}}},
-		},
-	}, parent); err != nil {
-		return nil, fmt.Errorf("autoscaling %s: prometheus-adapter: %w", name, err)
+	if args.PrometheusAdapter {
+		prom, err := url.Parse(args.PrometheusURL)
+		if err != nil || prom.Hostname() == "" {
+			return nil, fmt.Errorf("autoscaling %s: Prometheus URL %q: want http://host:port", name, args.PrometheusURL)
+		}
+		port := prom.Port()
+		if port == "" {
+			port = "9090"
+		}
+		if _, err := helmv3.NewRelease(ctx, name+"-prometheus-adapter", &helmv3.ReleaseArgs{
+			Name: pulumi.String("prometheus-adapter"), Chart: pulumi.String("prometheus-adapter"), Version: pulumi.String(adapterChart),
+			Namespace: pulumi.String(namespace), RepositoryOpts: &helmv3.RepositoryOptsArgs{Repo: pulumi.String(adapterRepo)},
+			Values: pulumi.Map{
+				"prometheus": pulumi.Map{"url": pulumi.String(prom.Scheme + "://" + prom.Hostname()), "port": pulumi.String(port)},
+				// Only the chat server's metric: the defaults would publish
+				// every series Prometheus holds.
+				"rules": pulumi.Map{"default": pulumi.Bool(false), "custom": pulumi.Array{pulumi.Map{
+					"seriesQuery": pulumi.String(fmt.Sprintf(adapterSeriesPattern, ConnectionsMetric)),
+					"resources": pulumi.Map{"overrides": pulumi.Map{
+						"namespace": pulumi.Map{"resource": pulumi.String("namespace")},
+						"pod":       pulumi.Map{"resource": pulumi.String("pod")},
+					}},
+					"name":         pulumi.Map{"matches": pulumi.String("^" + ConnectionsMetric + "$"), "as": pulumi.String(ConnectionsMetric)},
+					"metricsQuery": pulumi.String(adapterMetricsQuery),
+				}}},
+			},
+		}, parent); err != nil {
+			return nil, fmt.Errorf("autoscaling %s: prometheus-adapter: %w", name, err)
+		}
 	}
 	if args.Nodes != nil {
 		if err := clusterAutoscaler(ctx, name, *args.Nodes, parent); err != nil {

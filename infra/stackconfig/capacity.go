@@ -19,6 +19,7 @@ const headroom = 0.8
 func (r *reader) autoscaling(c *Config) {
 	r.integer("connectionsPerPod", &c.ConnectionsPerPod, 1, 1_000_000)
 	r.boolean("metricsServer", &c.MetricsServer)
+	r.boolean("prometheusAdapter", &c.PrometheusAdapter)
 	if v := r.cfg.Get("prometheusUrl"); v != "" {
 		u, err := url.Parse(v)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || (u.Path != "" && u.Path != "/") {

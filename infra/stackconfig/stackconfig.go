@@ -61,9 +61,12 @@ type Config struct {
 	DrainDelay   time.Duration
 	DrainTimeout time.Duration
 
-	EdgeImage    string // NGINX 1.27.3 or newer (resolve in upstreams)
-	EdgeNodePort int    // the kind node port mapped to the host
-	EdgeReplicas int
+	EdgeImage string // NGINX 1.27.3 or newer (resolve in upstreams)
+
+	RedisImage    string // kind: the in-cluster Redis (empty: infra/data's default)
+	PostgresImage string // kind: the in-cluster PostgreSQL 15 (empty: infra/data's default)
+	EdgeNodePort  int    // the kind node port mapped to the host
+	EdgeReplicas  int
 
 	Observability      string // install or existing
 	PrometheusStackVer string // kube-prometheus-stack chart version
@@ -78,6 +81,7 @@ type Config struct {
 	ConnectionsPerPod int
 	PrometheusURL     string
 	MetricsServer     bool
+	PrometheusAdapter bool // install prometheus-adapter (the HPA's connections metric)
 
 	JWTSecret        pulumi.StringOutput // secret
 	DatabasePassword pulumi.StringOutput // secret; kind's in-cluster Postgres
@@ -141,6 +145,7 @@ func Defaults() Config {
 		ConnectionsPerPod:    5000,
 		PrometheusURL:        "http://kube-prometheus-stack-prometheus.monitoring.svc:9090",
 		MetricsServer:        true,
+		PrometheusAdapter:    true,
 		AWS: AWSSettings{
 			VPCCIDR:          "10.0.0.0/16",
 			NATPerAZ:         true,
@@ -183,6 +188,8 @@ func Load(ctx *pulumi.Context) (Config, error) {
 	r.duration("drainDelay", &c.DrainDelay)
 	r.duration("drainTimeout", &c.DrainTimeout)
 	r.image("edgeImage", &c.EdgeImage)
+	r.image("redisImage", &c.RedisImage)
+	r.image("postgresImage", &c.PostgresImage)
 	r.integer("edgeNodePort", &c.EdgeNodePort, 30000, 32767)
 	r.integer("edgeReplicas", &c.EdgeReplicas, 1, 20)
 	r.oneOf("observability", &c.Observability, false, Install, Existing)
