@@ -88,7 +88,7 @@ func TestDirectScenarios(t *testing.T) {
 	b.endpoint = top.Chats[0].URL()
 	report.Logf(t, "machine: %d cores; one instance, no NGINX, Redis and Postgres on the same host", runtime.NumCPU())
 	t.Run("Saturation1000x10", func(t *testing.T) {
-		b.saturate(t, "direct 1000 rooms × 10", []int{2000, 3000, 4000, 5000, 5500, 6000, 7000, 8000},
+		b.saturate(t, "direct 1000 rooms × 10", []int{500, 1000, 1500, 2000, 3000, 4000, 5500, 7000},
 			"-conns", "10000", "-rooms", "1000", "-publishers", "1000", "-connect-rate", "3000", "-duration", "8s")
 	})
 	t.Run("Saturation1x1000", func(t *testing.T) {
