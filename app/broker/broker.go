@@ -207,9 +207,11 @@ func (b *Broker) Publish(ctx context.Context, room, user, text, id string, now t
 		replKey(room), limitKey(room), checkKey(room), seedingKey(room)}
 	args := []any{channel(room), pre, post, b.opts.HistorySize, int(b.opts.DedupeTTL.Seconds()),
 		int(b.opts.RoomTTL.Seconds()), b.opts.BacklogCap, now.UnixNano(), hasID, "", "", "", 0, "0", b.opts.MinReplicas}
-	// Each status but the first two asks for Postgres first; the state may
-	// change again meanwhile (another failover), so a few rounds are allowed.
-	// Waiting for another sender's reseed is not an attempt (ctx bounds it).
+	// An unseeded room, one out of seqs or a missing dedupe key after a
+	// reseed asks for Postgres first, then the script runs again; the state
+	// may change again meanwhile (another failover), so a few rounds are
+	// allowed. Waiting for another sender's reseed is not an attempt (ctx
+	// bounds it).
 	for attempts := 0; attempts < 6; attempts++ {
 		acc, status, headroom, err := b.run(ctx, keys, args)
 		if err != nil {
