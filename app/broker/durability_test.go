@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/switchboard-dev/switchboard/app/broker"
+	"github.com/switchboard-dev/switchboard/app/chattest"
 	"github.com/switchboard-dev/switchboard/app/local"
 	"github.com/switchboard-dev/switchboard/app/metrics"
 	"github.com/switchboard-dev/switchboard/app/persist"
@@ -34,17 +35,9 @@ func connect(t *testing.T, url string, opts broker.Options) *broker.Broker {
 // startStore starts a Postgres of the test's own and opens the migrated store.
 func startStore(t *testing.T) (*local.Postgres, *store.Store) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	port, err := local.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pg, err := local.StartPostgres(ctx, t.TempDir(), port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pg.Stop(30 * time.Second) })
+	pg := chattest.StartPostgres(t)
 	st, err := store.Open(ctx, pg.URL())
 	if err != nil {
 		t.Fatal(err)

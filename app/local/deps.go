@@ -106,6 +106,9 @@ type Postgres struct {
 	dir  string
 }
 
+// DataDir is the cluster's data directory (pg_hba.conf, postgresql.conf).
+func (p *Postgres) DataDir() string { return filepath.Join(p.dir, "postgres") }
+
 // Database is the database the chat servers use.
 const Database = "switchboard"
 

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/switchboard-dev/switchboard/app/chattest"
 	"github.com/switchboard-dev/switchboard/app/local"
 	"github.com/switchboard-dev/switchboard/app/protocol"
 	"github.com/switchboard-dev/switchboard/app/store"
@@ -26,16 +25,7 @@ import (
 func TestRotatedPasswordReachesTheOpenStoreAtItsNextConnection(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	dir := t.TempDir()
-	port, err := local.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pg, err := local.StartPostgres(ctx, dir, port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pg.Stop(30 * time.Second)
+	pg := chattest.StartPostgres(t)
 	admin, err := pgx.Connect(ctx, pg.URL())
 	if err != nil {
 		t.Fatal(err)
@@ -49,7 +39,7 @@ func TestRotatedPasswordReachesTheOpenStoreAtItsNextConnection(t *testing.T) {
 	}
 	exec(`CREATE ROLE chat_rotating LOGIN PASSWORD 'first-password'`)
 	exec(`GRANT USAGE, CREATE ON SCHEMA public TO chat_rotating`)
-	requirePasswords(t, ctx, admin, filepath.Join(dir, "postgres"))
+	chattest.RequirePasswords(t, ctx, admin, pg)
 
 	var current atomic.Value
 	current.Store("first-password")
@@ -94,20 +84,6 @@ func TestRotatedPasswordReachesTheOpenStoreAtItsNextConnection(t *testing.T) {
 	}
 	if asked.Load() <= before {
 		t.Error("the credential source was not asked again after the rotation")
-	}
-}
-
-// requirePasswords switches the test server from trust to SCRAM for every
-// role but postgres, as RDS has it.
-func requirePasswords(t *testing.T, ctx context.Context, admin *pgx.Conn, data string) {
-	t.Helper()
-	hba := "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
-	if err := os.WriteFile(filepath.Join(data, "pg_hba.conf"), []byte(hba), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var ok bool
-	if err := admin.QueryRow(ctx, `SELECT pg_reload_conf()`).Scan(&ok); err != nil || !ok {
-		t.Fatalf("reload pg_hba.conf: %v", err)
 	}
 }
 

@@ -14,7 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/switchboard-dev/switchboard/app/local"
+	"github.com/switchboard-dev/switchboard/app/chattest"
 	"github.com/switchboard-dev/switchboard/app/protocol"
 	"github.com/switchboard-dev/switchboard/app/store"
 )
@@ -33,16 +33,7 @@ const masterPassword = `m4ster\pa$$'word!`
 func TestBootstrapGivesTheChatRoleItsSchemaAndNothingElse(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	dir := t.TempDir()
-	port, err := local.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pg, err := local.StartPostgres(ctx, dir, port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pg.Stop(30 * time.Second)
+	pg := chattest.StartPostgres(t)
 	admin := connect(t, ctx, pg.URL())
 	for _, sql := range []string{
 		`CREATE ROLE rds_iam NOLOGIN`,
@@ -54,7 +45,7 @@ func TestBootstrapGivesTheChatRoleItsSchemaAndNothingElse(t *testing.T) {
 			t.Fatalf("%s: %v", sql, err)
 		}
 	}
-	requirePasswords(t, ctx, admin, filepath.Join(dir, "postgres"))
+	chattest.RequirePasswords(t, ctx, admin, pg)
 	masterURL := (&url.URL{Scheme: "postgres", User: url.UserPassword("switchboard", masterPassword), Host: pg.Addr(), Path: "/switchboard", RawQuery: "sslmode=disable"}).String()
 
 	// The stack before this role: the server ran as the master user.
@@ -71,7 +62,7 @@ func TestBootstrapGivesTheChatRoleItsSchemaAndNothingElse(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	credentials := filepath.Join(dir, "secret.json")
+	credentials := filepath.Join(t.TempDir(), "secret.json")
 	secret := fmt.Sprintf(`{"username":"switchboard","password":%q}`, masterPassword)
 	if err := os.WriteFile(credentials, []byte(secret), 0o600); err != nil {
 		t.Fatal(err)
@@ -81,7 +72,7 @@ func TestBootstrapGivesTheChatRoleItsSchemaAndNothingElse(t *testing.T) {
 		cmd.Env = append(os.Environ(),
 			"PATH=/usr/lib/postgresql/15/bin:"+os.Getenv("PATH"),
 			"CREDENTIALS="+credentials, "SQL=bootstrap.sql", "APP_ROLE="+Role, "APP_SCHEMA="+Schema,
-			"PGHOST=127.0.0.1", fmt.Sprintf("PGPORT=%d", port), "PGDATABASE=switchboard", "PGSSLMODE=disable",
+			"PGHOST=127.0.0.1", fmt.Sprintf("PGPORT=%d", pg.Port), "PGDATABASE=switchboard", "PGSSLMODE=disable",
 		)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("bootstrap run %d: %v\n%s", run, err, out)
@@ -153,17 +144,4 @@ func open(t *testing.T, ctx context.Context, url string) *store.Store {
 		t.Fatal(err)
 	}
 	return st
-}
-
-// requirePasswords switches the server from trust to SCRAM for every role
-// but postgres, as RDS has it.
-func requirePasswords(t *testing.T, ctx context.Context, admin *pgx.Conn, data string) {
-	t.Helper()
-	hba := "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
-	if err := os.WriteFile(filepath.Join(data, "pg_hba.conf"), []byte(hba), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := admin.Exec(ctx, `SELECT pg_reload_conf()`); err != nil {
-		t.Fatal(err)
-	}
 }

@@ -1,0 +1,45 @@
+package chattest
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/switchboard-dev/switchboard/app/local"
+)
+
+// StartPostgres starts a PostgreSQL 15 of the test's own on a free port,
+// stopped when the test ends.
+func StartPostgres(t testing.TB) *local.Postgres {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	port, err := local.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg, err := local.StartPostgres(ctx, t.TempDir(), port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Stop(30 * time.Second) })
+	return pg
+}
+
+// RequirePasswords switches pg from trust to SCRAM for every role but
+// postgres, as RDS has it; admin is a connection as postgres.
+func RequirePasswords(t testing.TB, ctx context.Context, admin *pgx.Conn, pg *local.Postgres) {
+	t.Helper()
+	hba := "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
+	if err := os.WriteFile(filepath.Join(pg.DataDir(), "pg_hba.conf"), []byte(hba), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var ok bool
+	if err := admin.QueryRow(ctx, `SELECT pg_reload_conf()`).Scan(&ok); err != nil || !ok {
+		t.Fatalf("reload pg_hba.conf: %v", err)
+	}
+}
