@@ -11,8 +11,8 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 	"gopkg.in/yaml.v3"
 
-	"github.com/switchboard-dev/switchboard/infra/edge"
 	"github.com/switchboard-dev/switchboard/infra/observability"
+	"github.com/switchboard-dev/switchboard/infra/placement"
 	"github.com/switchboard-dev/switchboard/infra/stackconfig"
 )
 
@@ -306,7 +306,7 @@ func (n kindNode) noSchedule(nodes []kindNode) []string {
 	}
 	for _, o := range nodes {
 		if o.Role == "worker" {
-			return []string{edge.ControlPlaneTaint}
+			return []string{placement.ControlPlaneTaint}
 		}
 	}
 	return nil
@@ -344,38 +344,70 @@ func TestKindEdgeRunsOnTheNodeTheHostPortReaches(t *testing.T) {
 			}
 			port := int(get(svc, "spec.ports.0.nodePort").(float64))
 			pod := get(s.one(t, "apps/v1:Deployment", "edge"), "spec.template.spec").(map[string]any)
-			selector, _ := pod["nodeSelector"].(map[string]any)
-			tolerated := map[string]bool{}
-			tolerations, _ := pod["tolerations"].([]any)
-			for _, tol := range tolerations {
-				if get(tol, "operator") == "Exists" && (get(tol, "effect") == "NoSchedule" || get(tol, "effect") == nil) {
-					tolerated[fmt.Sprint(get(tol, "key"))] = true
-				}
-			}
 			nodes := kindCluster(t)
-			var schedulable []string
-		nodes:
-			for i, n := range nodes {
-				for k, v := range selector {
-					if n.Labels[k] != v {
-						continue nodes
-					}
-				}
-				for _, taint := range n.noSchedule(nodes) {
-					if !tolerated[taint] {
-						continue nodes
-					}
-				}
-				name := fmt.Sprintf("node %d (%s)", i, n.Role)
-				schedulable = append(schedulable, name)
-				if !n.maps(port) {
-					t.Errorf("edge pods can run on %s, which does not map node port %d: the host's traffic would find no local endpoint", name, port)
+			fits := schedulable(pod, nodes)
+			for _, i := range fits {
+				if !nodes[i].maps(port) {
+					t.Errorf("edge pods can run on node %d (%s), which does not map node port %d: the host's traffic would find no local endpoint", i, nodes[i].Role, port)
 				}
 			}
-			if len(schedulable) == 0 {
-				t.Errorf("edge pods (nodeSelector %v, tolerations %v) fit no node of kind/cluster.yaml", selector, tolerations)
+			if len(fits) == 0 {
+				t.Errorf("edge pods (nodeSelector %v, tolerations %v) fit no node of kind/cluster.yaml", pod["nodeSelector"], pod["tolerations"])
 			}
 		})
+	}
+}
+
+// schedulable lists the nodes of kind/cluster.yaml that pod (a pod spec)
+// fits: its nodeSelector matches the node's labels and it tolerates the
+// node's NoSchedule taints.
+func schedulable(pod map[string]any, nodes []kindNode) []int {
+	selector, _ := pod["nodeSelector"].(map[string]any)
+	tolerated := map[string]bool{}
+	tolerations, _ := pod["tolerations"].([]any)
+	for _, tol := range tolerations {
+		if get(tol, "operator") == "Exists" && (get(tol, "effect") == "NoSchedule" || get(tol, "effect") == nil) {
+			tolerated[fmt.Sprint(get(tol, "key"))] = true
+		}
+	}
+	var fits []int
+nodes:
+	for i, n := range nodes {
+		for k, v := range selector {
+			if n.Labels[k] != v {
+				continue nodes
+			}
+		}
+		for _, taint := range n.noSchedule(nodes) {
+			if !tolerated[taint] {
+				continue nodes
+			}
+		}
+		fits = append(fits, i)
+	}
+	return fits
+}
+
+// The stores' volumes are local-path ones: the provisioner creates each on
+// the node that first runs its pod, and the PersistentVolume's node affinity
+// holds the pod to that node from then on. If that node is drained, the store
+// stays Pending and every chat pod goes unready without it (seen on kind:
+// issue 15). Node maintenance drains workers, the nodes that hold the chat
+// pods, so the stores must fit only nodes that are not workers.
+func TestKindStoresRunWhereNoWorkerDrainReaches(t *testing.T) {
+	s := mustRun(t, kindConfig())
+	nodes := kindCluster(t)
+	for _, store := range []string{"redis", "postgres"} {
+		pod := get(s.one(t, "apps/v1:StatefulSet", store), "spec.template.spec").(map[string]any)
+		fits := schedulable(pod, nodes)
+		if len(fits) == 0 {
+			t.Errorf("%s (nodeSelector %v, tolerations %v) fits no node of kind/cluster.yaml", store, pod["nodeSelector"], pod["tolerations"])
+		}
+		for _, i := range fits {
+			if nodes[i].Role == "worker" {
+				t.Errorf("%s can run on node %d, a worker: draining it would strand the store's node-local volume", store, i)
+			}
+		}
 	}
 }
 

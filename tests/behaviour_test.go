@@ -63,6 +63,7 @@ func TestBehaviour(t *testing.T) {
 			{"RedisRestart", redisRestart},
 			{"KillAnInstanceUnderLoad", killUnderLoad},
 			{"RollingRestartUnderLoad", rollingRestart},
+			{"NodeDrainUnderLoad", nodeDrain},
 		} {
 			t.Run(sc.name, func(t *testing.T) { sc.run(t, s) })
 		}
@@ -175,14 +176,19 @@ func (s *suite) token(t testing.TB, user string, ttl time.Duration) string {
 // client is closed at the test's end.
 func (s *suite) dial(t testing.TB, user string, i int) *client.Client {
 	t.Helper()
+	return s.dialURL(t, s.wsURL, user, i)
+}
+
+func (s *suite) dialURL(t testing.TB, wsURL, user string, i int) *client.Client {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	c, err := client.Dial(ctx, client.Options{
-		URL: s.wsURL, Token: s.token(t, user, time.Hour), LocalAddr: s.source(i),
+		URL: wsURL, Token: s.token(t, user, time.Hour), LocalAddr: s.source(i),
 		MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second,
 	})
 	if err != nil {
-		t.Fatalf("dial %s as %s from %v: %v", s.wsURL, user, s.source(i), err)
+		t.Fatalf("dial %s as %s from %v: %v", wsURL, user, s.source(i), err)
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
@@ -199,13 +205,23 @@ func (s *suite) members(t testing.TB, prefix, room string, first, n int) []*clie
 	return cs
 }
 
-// onEveryInstance dials from successive sources until it holds one client on
-// each instance, and returns those, in the order of Instances.
+// onEveryInstance holds one client on each instance and returns them in the
+// order of Instances. Where the balancer sees the clients' 127.x.y.z
+// addresses it dials through it from successive sources until ip_hash has
+// placed one on each. Elsewhere every client reaches the balancer from one
+// address and lands on one instance, so it dials each instance at its own
+// URL (a port-forward to the pod on Kubernetes).
 func (s *suite) onEveryInstance(t testing.TB, prefix string, first int) []*client.Client {
 	t.Helper()
-	ids := s.instanceIDs(t)
+	ins := s.instances(t)
 	found := map[string]*client.Client{}
-	for i := first; len(found) < len(ids) && i < first+200; i++ {
+	if !s.loopback {
+		for i, in := range ins {
+			u := strings.Replace(in.URL, "http", "ws", 1) + "/ws"
+			found[in.ID] = s.dialURL(t, u, fmt.Sprintf("%s-%d", prefix, first+i), first+i)
+		}
+	}
+	for i := first; len(found) < len(ins) && i < first+200; i++ {
 		c := s.dial(t, fmt.Sprintf("%s-%d", prefix, i), i)
 		if _, ok := found[c.Instance()]; ok {
 			c.Close()
@@ -214,11 +230,15 @@ func (s *suite) onEveryInstance(t testing.TB, prefix string, first int) []*clien
 		found[c.Instance()] = c
 	}
 	var cs []*client.Client
-	for _, id := range ids {
-		if found[id] == nil {
-			t.Fatalf("no client landed on %s from 200 sources", id)
+	for _, in := range ins {
+		c := found[in.ID]
+		if c == nil {
+			t.Fatalf("no client landed on %s from 200 sources", in.ID)
 		}
-		cs = append(cs, found[id])
+		if c.Instance() != in.ID {
+			t.Fatalf("a client dialed to %s at %s landed on %s", in.ID, in.URL, c.Instance())
+		}
+		cs = append(cs, c)
 	}
 	return cs
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"strings"
@@ -270,4 +271,50 @@ func readUntilClosed(conn *websocket.Conn) <-chan error {
 		}
 	}()
 	return ended
+}
+
+// A client that sends a burst faster than it reads the replies is slowed
+// down, not closed: its own frames' replies wait behind the reader, so a
+// burst of refusals (handled far faster than written) cannot fill the send
+// queue. With one CPU the writer cannot run while the reader handles a
+// buffered burst, which is how the flood through kind was closed with 1013.
+func TestABurstOfRefusedSendsIsSlowedNotClosedAsASlowConsumer(t *testing.T) {
+	one := ownChat(t, "chat-one-cpu", "GOMAXPROCS=1", "RATE_LIMIT=1", "RATE_BURST=1", "SEND_QUEUE=16")
+	conn := chattest.Raw(t, one.WSURL(), token(t, "burst", time.Hour))
+	r := chattest.Room()
+	conn.WriteJSON(protocol.ClientFrame{Op: protocol.OpJoin, Room: r})
+	if f := chattest.Next(t, conn); f.Op != protocol.OpJoined {
+		t.Fatalf("join: %+v", f)
+	}
+	// 2,000 sends in one TCP write: masked client frames (a zero mask key
+	// leaves the payload as it is), each under 126 bytes.
+	const n = 2000
+	var burst []byte
+	for i := range n {
+		payload := fmt.Sprintf(`{"op":"send","room":%q,"id":"b%d","text":"burst"}`, r, i)
+		burst = append(burst, 0x81, 0x80|byte(len(payload)), 0, 0, 0, 0)
+		burst = append(burst, payload...)
+	}
+	if _, err := conn.NetConn().Write(burst); err != nil {
+		t.Fatal(err)
+	}
+	replies := map[string]bool{}
+	for len(replies) < n {
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		var f protocol.ServerFrame
+		if err := conn.ReadJSON(&f); err != nil {
+			t.Fatalf("after %d of %d replies: %v", len(replies), n, err)
+		}
+		switch {
+		case f.Op == protocol.OpAck:
+			replies[f.ID] = true
+		case f.Op == protocol.OpError && f.Code == protocol.CodeRateLimited:
+			replies[f.Ref] = true
+		case f.Op != protocol.OpMessage:
+			t.Fatalf("unexpected frame %+v", f)
+		}
+	}
+	if v := chattest.Metric(t, one.URL(), "chat_slow_consumers_total"); v != 0 {
+		t.Fatalf("chat_slow_consumers_total = %v, want 0", v)
+	}
 }

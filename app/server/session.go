@@ -273,6 +273,9 @@ func (s *session) readBuffered() error {
 			return err
 		}
 		if !skipped {
+			if err := s.awaitRoom(); err != nil {
+				return err
+			}
 			kind, data, err := s.conn.ReadMessage()
 			if err != nil {
 				return err
@@ -291,6 +294,36 @@ func (s *session) readBuffered() error {
 }
 
 var errClosing = errors.New("session closing")
+
+// awaitRoom holds the reader, before it takes the client's next frame,
+// while half of SEND_QUEUE is waiting, until the writer takes the queue.
+// Each frame queues a reply (an ack, or a refusal in microseconds), and a
+// buffered burst is handled faster than it is written; with one CPU the
+// writer does not run at all meanwhile. So a client that sends faster than
+// it reads is slowed down, as TCP slows a sender, not closed as a slow
+// consumer; the other half of the queue stays for the rooms' deliveries.
+func (s *session) awaitRoom() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return errClosing
+	}
+	// A queue that is not empty has a writer, which will take it.
+	if len(s.queue)-s.history < max(1, s.srv.cfg.SendQueue/2) {
+		s.mu.Unlock()
+		return nil
+	}
+	if s.taken == nil {
+		s.taken = make(chan struct{})
+	}
+	taken := s.taken
+	s.mu.Unlock()
+	<-taken
+	if s.isClosed() {
+		return errClosing
+	}
+	return nil
+}
 
 // handle executes one client frame.
 func (s *session) handle(kind int, data []byte) {

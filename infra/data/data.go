@@ -1,7 +1,8 @@
 // Package data runs Redis and Postgres inside the cluster for the kind
-// target: a StatefulSet with a volume each, a Service and probes. The AWS
-// target replaces it with ElastiCache and RDS; both hand the chat server
-// the same two URLs.
+// target: a StatefulSet with a volume each, a Service and probes, on the
+// node that no worker drain touches (infra/placement). The AWS target
+// replaces it with ElastiCache and RDS; both hand the chat server the same
+// two URLs.
 package data
 
 import (
@@ -14,6 +15,7 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
 	"github.com/switchboard-dev/switchboard/infra/naming"
+	"github.com/switchboard-dev/switchboard/infra/placement"
 )
 
 // Database and user of the chat server in the in-cluster Postgres.
@@ -122,6 +124,7 @@ func declare(ctx *pulumi.Context, name string, args Args, s store, parent pulumi
 	if err != nil {
 		return fmt.Errorf("data %s: %s service: %w", name, s.component, err)
 	}
+	onIngressNode, tolerations := placement.OnIngressNode()
 	_, err = appsv1.NewStatefulSet(ctx, name+"-"+s.component, &appsv1.StatefulSetArgs{
 		Metadata: meta,
 		Spec: &appsv1.StatefulSetSpecArgs{
@@ -131,6 +134,8 @@ func declare(ctx *pulumi.Context, name string, args Args, s store, parent pulumi
 			Template: &corev1.PodTemplateSpecArgs{
 				Metadata: &metav1.ObjectMetaArgs{Labels: naming.Labels(s.component)},
 				Spec: &corev1.PodSpecArgs{
+					NodeSelector: onIngressNode,
+					Tolerations:  tolerations,
 					SecurityContext: &corev1.PodSecurityContextArgs{
 						RunAsNonRoot: pulumi.Bool(true), RunAsUser: pulumi.Int(s.uid), RunAsGroup: pulumi.Int(s.uid), FsGroup: pulumi.Int(s.uid),
 						SeccompProfile: &corev1.SeccompProfileArgs{Type: pulumi.String("RuntimeDefault")},

@@ -14,6 +14,7 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
 	"github.com/switchboard-dev/switchboard/infra/naming"
+	"github.com/switchboard-dev/switchboard/infra/placement"
 	"github.com/switchboard-dev/switchboard/nginx"
 )
 
@@ -29,11 +30,8 @@ const port = 8080
 // the client's address for ip_hash; Cluster would SNAT it to a node's
 // address. So, as kind's Ingress guide does, the mapped node carries the
 // label ingress-ready=true, the pods select it, and they tolerate the
-// control-plane taint that kind keeps in a cluster with workers.
-const (
-	IngressReadyLabel = "ingress-ready"
-	ControlPlaneTaint = "node-role.kubernetes.io/control-plane"
-)
+// control-plane taint that kind keeps in a cluster with workers
+// (placement.OnIngressNode).
 
 // clusterDNS re-resolves the headless Service; NGINX resolves this name
 // itself once, at start.
@@ -90,6 +88,7 @@ func NewNginx(ctx *pulumi.Context, name string, args NginxArgs, opts ...pulumi.R
 		}
 		return m
 	}
+	onIngressNode, tolerations := placement.OnIngressNode()
 	if _, err := appsv1.NewDeployment(ctx, name, &appsv1.DeploymentArgs{
 		Metadata: meta,
 		Spec: &appsv1.DeploymentSpecArgs{
@@ -101,10 +100,8 @@ func NewNginx(ctx *pulumi.Context, name string, args NginxArgs, opts ...pulumi.R
 					Annotations: pulumi.StringMap{"switchboard.dev/config-sha256": checksum},
 				},
 				Spec: &corev1.PodSpecArgs{
-					NodeSelector: pulumi.StringMap{IngressReadyLabel: pulumi.String("true")},
-					Tolerations: corev1.TolerationArray{corev1.TolerationArgs{
-						Key: pulumi.String(ControlPlaneTaint), Operator: pulumi.String("Exists"), Effect: pulumi.String("NoSchedule"),
-					}},
+					NodeSelector: onIngressNode,
+					Tolerations:  tolerations,
 					SecurityContext: &corev1.PodSecurityContextArgs{
 						RunAsNonRoot: pulumi.Bool(true), RunAsUser: pulumi.Int(101), RunAsGroup: pulumi.Int(101),
 						SeccompProfile: &corev1.SeccompProfileArgs{Type: pulumi.String("RuntimeDefault")},

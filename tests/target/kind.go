@@ -94,21 +94,58 @@ func (k *Kubernetes) Kill(ctx context.Context, id string) error {
 
 // Start waits for the Deployment to replace the killed pod: on Kubernetes
 // the instance comes back under a new name.
-func (k *Kubernetes) Start(ctx context.Context, id string) error {
+func (k *Kubernetes) Start(ctx context.Context, _ string) error {
 	_, err := k.run(ctx, "rollout", "status", "deployment/chat", "--timeout=5m")
 	return err
 }
 
-// Restart deletes the pod gracefully (preStop, SIGTERM, drain) and waits for
-// its replacement; the drain is the time the pod took to go.
-func (k *Kubernetes) Restart(ctx context.Context, id string) (time.Duration, error) {
-	k.forget(id)
-	began := time.Now()
-	if _, err := k.run(ctx, "delete", "pod", id, "--wait=true"); err != nil {
-		return 0, err
+// RollingUpdate is `kubectl rollout restart`: the Deployment replaces its
+// pods under its rolling-update strategy, each old pod going through its
+// preStop hook and drain. Kubernetes does not say how long each drain took.
+func (k *Kubernetes) RollingUpdate(ctx context.Context) ([]time.Duration, error) {
+	if _, err := k.run(ctx, "rollout", "restart", "deployment/chat"); err != nil {
+		return nil, err
 	}
-	drain := time.Since(began)
-	return drain, k.Start(ctx, id)
+	return nil, k.Start(ctx, "")
+}
+
+// DrainNode drains the worker holding the most ready chat pods with `kubectl
+// drain` (evictions, which honour the PodDisruptionBudget), waits for the
+// Deployment to be available without it and uncordons it.
+func (k *Kubernetes) DrainNode(ctx context.Context) (node string, err error) {
+	out, err := k.run(ctx, "get", "pods", "-l", "app.kubernetes.io/name=chat",
+		"-o", `jsonpath={range .items[?(@.status.containerStatuses[0].ready==true)]}{.metadata.name} {.spec.nodeName}{"\n"}{end}`)
+	if err != nil {
+		return "", err
+	}
+	on := map[string][]string{} // node → its pods
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		pod, n, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		if on[n] = append(on[n], pod); node == "" || len(on[n]) > len(on[node]) {
+			node = n
+		}
+	}
+	if node == "" {
+		return "", fmt.Errorf("drain: no ready chat pod on any node")
+	}
+	for _, pod := range on[node] {
+		k.forget(pod)
+	}
+	defer func() { // whatever happened, the node takes pods again
+		if _, uerr := k.run(context.Background(), "uncordon", node); err == nil {
+			err = uerr
+		}
+	}()
+	if _, err := k.run(ctx, "drain", node, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=5m"); err != nil {
+		return node, err
+	}
+	if err := k.Start(ctx, ""); err != nil {
+		return node, fmt.Errorf("chat pods while %s is drained: %w", node, err)
+	}
+	return node, nil
 }
 
 func (k *Kubernetes) scale(ctx context.Context, set string, n int) error {

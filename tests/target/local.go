@@ -101,6 +101,24 @@ func (l *Local) Start(ctx context.Context, id string) error {
 	return c.WaitReady(ctx)
 }
 
+// RollingUpdate restarts the instances in turn.
+func (l *Local) RollingUpdate(ctx context.Context) ([]time.Duration, error) {
+	var drains []time.Duration
+	for _, c := range l.Chats {
+		drain, err := l.Restart(ctx, c.ID)
+		if err != nil {
+			return drains, err
+		}
+		drains = append(drains, drain)
+	}
+	return drains, nil
+}
+
+// DrainNode: the local target's instances are processes on this machine.
+func (l *Local) DrainNode(context.Context) (string, error) { return "", ErrNoNodes }
+
+// Restart stops the instance gracefully (SIGTERM and its drain), starts it
+// again and returns when it is ready, with how long the drain took.
 func (l *Local) Restart(ctx context.Context, id string) (time.Duration, error) {
 	c, err := l.Chat(id)
 	if err != nil {

@@ -6,8 +6,13 @@ package target
 
 import (
 	"context"
+	"errors"
 	"time"
 )
+
+// ErrNoNodes is DrainNode's answer on a target whose instances run on no
+// nodes it can drain (the local target's processes).
+var ErrNoNodes = errors.New("the target has no nodes to drain")
 
 // Instance is one chat server behind the load balancer.
 type Instance struct {
@@ -31,9 +36,16 @@ type Target interface {
 	Kill(ctx context.Context, id string) error
 	// Start brings a killed instance back and returns when it is ready.
 	Start(ctx context.Context, id string) error
-	// Restart stops the instance gracefully (SIGTERM and its drain), starts it
-	// again and returns when it is ready, with how long the drain took.
-	Restart(ctx context.Context, id string) (drain time.Duration, err error)
+	// RollingUpdate replaces every instance the way a new version rolls out
+	// (each drained gracefully, the next once its replacement is ready) and
+	// returns when all are ready, with each instance's drain where the target
+	// measures it.
+	RollingUpdate(ctx context.Context) (drains []time.Duration, err error)
+	// DrainNode drains the node that holds the most instances, as node
+	// maintenance does (cordon, evict under the disruption budget), waits for
+	// every instance to be available elsewhere, makes the node schedulable
+	// again and returns its name; ErrNoNodes where there are none.
+	DrainNode(ctx context.Context) (string, error)
 
 	StopRedis(ctx context.Context) error
 	StartRedis(ctx context.Context) error
