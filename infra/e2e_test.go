@@ -22,8 +22,9 @@ import (
 
 // The dev stack on a real kind cluster: `pulumi up` through the Automation
 // API (an inline program: the same `program` as `pulumi up`, no Go language
-// host), the behaviour suite through NGINX's host port with kill and restart
-// through the Kubernetes API, then `pulumi destroy`. `make e2e` builds the
+// host), the behaviour suite through NGINX's host port with kills, a rolling
+// update, a node drain and the stores' restarts through the Kubernetes API,
+// then `pulumi destroy`. `make e2e` builds the
 // cluster, its images, the pulumi CLI and the Kubernetes provider plugin here
 // (scripts/e2e.sh) and runs it with them on PATH and a throwaway PULUMI_HOME.
 //
@@ -149,28 +150,6 @@ func TestDevStackOnKind(t *testing.T) {
 			if answered == 0 {
 				t.Errorf("no dashboard query returned data")
 			}
-		}
-		// A node drain of the first worker: the chat pods must stay available
-		// (they move under their disruption budget). Redis or Postgres, if on
-		// that worker, wait for it: their volumes are node-local (local-path),
-		// and the chat pods are unready without them, which fails here.
-		workers := strings.Fields(kubectl("get", "nodes", "-l", "!node-role.kubernetes.io/control-plane", "-o", "jsonpath={.items[*].metadata.name}"))
-		if len(workers) > 0 {
-			node, began := workers[0], time.Now()
-			out, err := try("drain", node, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=3m")
-			logf(t, "kubectl drain %s (%s, err %v):\n%s", node, time.Since(began).Round(time.Second), err, out)
-			out, err = try("rollout", "status", "deployment/chat", "--timeout=2m")
-			pods := kubectl("get", "pods", "-o", "wide")
-			if err != nil {
-				t.Errorf("while %s is drained the chat pods are not available within 2 minutes (%v): %s\n%s", node, err, strings.TrimSpace(out), pods)
-			} else {
-				logf(t, "chat pods available while %s is drained:\n%s", node, pods)
-			}
-			kubectl("uncordon", node)
-			kubectl("wait", "--for=condition=Ready", "pod", "--all", "--timeout=5m")
-			http_helper.HttpGetWithRetryWithCustomValidation(t, kindChatURL+"/", nil, 30, 2*time.Second,
-				func(status int, _ string) bool { return status == 200 })
-			logf(t, "drain of %s: every pod Ready again and the page served %s after the drain began", node, time.Since(began).Round(time.Second))
 		}
 		return []string{
 			"SWITCHBOARD_ENDPOINT=" + kindChatURL, "SWITCHBOARD_KUBE_CONTEXT=" + cfg["switchboard:kubeContext"],

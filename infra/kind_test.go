@@ -197,10 +197,17 @@ func TestNginxEdgeIsStickyAndFollowsThePods(t *testing.T) {
 		"resolver kube-dns.kube-system.svc.cluster.local",
 		"server chat-headless.switchboard.svc.cluster.local:8080",
 		" resolve",
+		"proxy_next_upstream error timeout http_503;",
 	} {
 		if !strings.Contains(conf, want) {
 			t.Errorf("nginx.conf lacks %q:\n%s", want, conf)
 		}
+	}
+	// NGINX re-resolves the pods every few seconds: with only ready pods
+	// published, it would have none for those seconds after an outage that
+	// made every pod unready.
+	if get(s.one(t, "core/v1:Service", "chat-headless"), "spec.publishNotReadyAddresses") != true {
+		t.Error("chat-headless: want publishNotReadyAddresses, NGINX passing an unready pod's 503 on to the next")
 	}
 	svc := s.one(t, "core/v1:Service", "edge")
 	if get(svc, "spec.type") != "NodePort" || get(svc, "spec.ports.0.nodePort") != float64(30080) {

@@ -18,7 +18,6 @@ var source string
 
 var tmpl = template.Must(template.New("nginx.conf").Funcs(template.FuncMap{
 	"seconds": func(d time.Duration) string { return fmt.Sprintf("%ds", int(d.Round(time.Second)/time.Second)) },
-	"max3":    func(n int) int { return max(n, 3) },
 	"inc":     func(i int) int { return i + 1 },
 	"share":   func(all []string) string { return fmt.Sprintf("%.2f", 100/float64(len(all))) },
 }).Parse(source))

@@ -1,11 +1,17 @@
 package nginx_test
 
 import (
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/gruntwork-io/terratest/modules/retry"
 
 	"github.com/switchboard-dev/switchboard/nginx"
 )
@@ -92,4 +98,71 @@ func TestNginxAcceptsTheRenderedConfig(t *testing.T) {
 	if out, err := exec.Command(bin, "-t", "-p", dir, "-e", filepath.Join(dir, "error.log"), "-c", path).CombinedOutput(); err != nil {
 		t.Fatalf("nginx -t: %v\n%s", err, out)
 	}
+}
+
+// A handshake refused with 503 (a draining instance, or one whose Redis is
+// down) goes on to the next instance; only when every instance refuses does
+// the client get the 503. Each case lists the refusing instance first and
+// last, so that ip_hash picks it first in one of them.
+func TestA503GoesToTheNextInstanceUnlessAllRefuse(t *testing.T) {
+	bin, err := exec.LookPath("nginx")
+	if err != nil {
+		t.Fatal("nginx is not installed: run make deps (apt-get install -y nginx-light)")
+	}
+	refusing := instance(t, http.StatusServiceUnavailable)
+	serving := instance(t, http.StatusOK)
+	for _, tc := range []struct {
+		name    string
+		servers []string
+		want    int
+	}{
+		{"refusing first", []string{refusing, serving}, http.StatusOK},
+		{"refusing last", []string{serving, refusing}, http.StatusOK},
+		{"all refusing", []string{refusing, instance(t, http.StatusServiceUnavailable)}, http.StatusServiceUnavailable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			listen := freeAddr(t)
+			dir := t.TempDir()
+			conf, err := nginx.Render(nginx.Config{Listen: listen, Servers: tc.servers, Runtime: dir, Foreground: true, Workers: "1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(dir, "nginx.conf")
+			if err := os.WriteFile(path, conf, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(bin, "-p", dir, "-e", filepath.Join(dir, "error.log"), "-c", path)
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+			var resp *http.Response
+			retry.DoWithRetry(t, "nginx listens", 50, 100*time.Millisecond, func() (string, error) {
+				resp, err = http.Get("http://" + listen + "/ws")
+				return "", err
+			})
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Errorf("through NGINX to %v: %d, want %d", tc.servers, resp.StatusCode, tc.want)
+			}
+		})
+	}
+}
+
+// instance is an HTTP server on a free port that answers every request with status.
+func instance(t *testing.T, status int) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(status) }))
+	t.Cleanup(srv.Close)
+	return srv.Listener.Addr().String()
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }

@@ -495,9 +495,14 @@ e2etest() {
 }
 
 # cached: succeeds when every build step would be a cache hit (for .ci/run),
-# else names the steps that would build.
+# else names the steps that would build. The images live in the engine's
+# store, so it starts an installed engine that is not running (nothing on
+# this machine starts one at boot).
 cached() {
-  docker info >/dev/null 2>&1 || { echo "a running Docker engine"; return 1; }
+  if ! docker info >/dev/null 2>&1; then
+    command -v dockerd >/dev/null || { echo "the Docker engine (docker.io)"; return 1; }
+    ensure_docker || { echo "a Docker engine that starts (see $CACHE/dockerd.log)"; return 1; }
+  fi
   local missing=() pair
   for pair in kind:kind_ok k8s-binaries:k8s_ok etcd:etcd_ok pause:pause_ok coredns:coredns_ok \
     local-path-provisioner:localpath_ok debian-base:base_ok component-images:components_ok node-image:node_ok \

@@ -66,30 +66,31 @@ func endpoints(t *testing.T, s *suite) {
 		t.Errorf("%s/metrics through the load balancer: %d, want 404", s.Endpoint(), code)
 	}
 
-	// Two clients from one address land on one instance: the second one's
-	// connection must show in that instance's gauge, and go again.
-	first := s.dial(t, "metrics", 300)
-	var url string
+	// A client's connection and its accepted message show in the gauge and
+	// counter of the instance it landed on, and its connection goes again.
+	// (Which instance that is depends on the balancer: on kind two NGINX pods
+	// each order the chat pods their own way.)
+	urls := map[string]string{}
+	conns, accepted := map[string]float64{}, map[string]float64{}
 	for _, in := range s.instances(t) {
-		if in.ID == first.Instance() {
-			url = in.URL
-		}
+		urls[in.ID] = in.URL
+		conns[in.ID] = chattest.Metric(t, in.URL, "websocket_connections_active")
+		accepted[in.ID] = chattest.Metric(t, in.URL, `chat_messages_received_total{result="accepted"`)
 	}
-	base := chattest.Metric(t, url, "websocket_connections_active")
-	accepted := chattest.Metric(t, url, `chat_messages_received_total{result="accepted"`)
 	c := s.dial(t, "metrics", 300)
+	on, url := c.Instance(), urls[c.Instance()]
 	until(t, "websocket_connections_active rises by one", 10*time.Second, func() error {
-		return want(chattest.Metric(t, url, "websocket_connections_active"), base+1)
+		return want(chattest.Metric(t, url, "websocket_connections_active"), conns[on]+1)
 	})
 	room := chattest.Room()
 	chattest.Join(t, c, room)
 	chattest.Send(t, c, room, "counted")
-	if err := want(chattest.Metric(t, url, `chat_messages_received_total{result="accepted"`), accepted+1); err != nil {
+	if err := want(chattest.Metric(t, url, `chat_messages_received_total{result="accepted"`), accepted[on]+1); err != nil {
 		t.Errorf("accepted messages: %v", err)
 	}
 	c.Close()
 	until(t, "websocket_connections_active falls back", 10*time.Second, func() error {
-		return want(chattest.Metric(t, url, "websocket_connections_active"), base)
+		return want(chattest.Metric(t, url, "websocket_connections_active"), conns[on])
 	})
-	report.Logf(t, "endpoints: /health, /ready, /metrics 200 on every instance; /metrics 404 through the load balancer; connections and accepted messages counted on %s", first.Instance())
+	report.Logf(t, "endpoints: /health, /ready, /metrics 200 on every instance; /metrics 404 through the load balancer; connections and accepted messages counted on %s", on)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -102,8 +103,15 @@ func NewOrigins(list []string) Origins {
 	return o
 }
 
-// Allowed reports whether a request with this Origin header may connect. No
-// Origin means the client is not a browser, so no cross-site risk.
-func (o Origins) Allowed(origin string) bool {
-	return origin == "" || o.any || o.allowed[strings.ToLower(origin)]
+// Allowed reports whether a request with this Origin header, sent to host
+// (its Host header), may connect. No Origin means the client is not a
+// browser, so no cross-site risk; an origin whose host:port is the request's
+// own is the server's own page (the chat page at /), the same origin, as
+// gorilla/websocket's default check allows.
+func (o Origins) Allowed(origin, host string) bool {
+	if origin == "" || o.any || o.allowed[strings.ToLower(origin)] {
+		return true
+	}
+	u, err := url.Parse(origin)
+	return err == nil && host != "" && strings.EqualFold(u.Host, host)
 }

@@ -76,18 +76,26 @@ func TestFromRequestReadsHeaderOrQuery(t *testing.T) {
 
 func TestOrigins(t *testing.T) {
 	o := NewOrigins([]string{"http://localhost:8080", "https://chat.example.com"})
+	const host = "chat.internal:8080" // the Host the request was sent to
 	for origin, want := range map[string]bool{
-		"":                         true,
-		"http://localhost:8080":    true,
-		"HTTPS://CHAT.EXAMPLE.COM": true,
-		"https://evil.example":     false,
-		"http://localhost:8081":    false,
+		"":                                       true,
+		"http://localhost:8080":                  true,
+		"HTTPS://CHAT.EXAMPLE.COM":               true,
+		"https://evil.example":                   false,
+		"http://localhost:8081":                  false,
+		"http://chat.internal:8080":              true,  // the server's own page
+		"http://chat.internal:9090":              false, // same host, another origin
+		"http://evil.example/chat.internal:8080": false,
+		"%":                                      false,
 	} {
-		if got := o.Allowed(origin); got != want {
-			t.Errorf("Allowed(%q) = %v, want %v", origin, got, want)
+		if got := o.Allowed(origin, host); got != want {
+			t.Errorf("Allowed(%q, %q) = %v, want %v", origin, host, got, want)
 		}
 	}
-	if !NewOrigins([]string{"*"}).Allowed("https://anything.example") {
+	if o.Allowed("http://x", "") {
+		t.Error("a request without a Host allows any origin")
+	}
+	if !NewOrigins([]string{"*"}).Allowed("https://anything.example", host) {
 		t.Error("* does not allow every origin")
 	}
 }

@@ -117,7 +117,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusUnauthorized, metrics.RefusedUnauthorized, err.Error())
 		return
 	}
-	if !s.origins.Allowed(r.Header.Get("Origin")) {
+	if !s.origins.Allowed(r.Header.Get("Origin"), r.Host) {
 		refuse(http.StatusForbidden, metrics.RefusedOrigin, "origin "+r.Header.Get("Origin")+" is not allowed")
 		return
 	}

@@ -56,8 +56,8 @@ type Args struct {
 // Workload is the chat server's component.
 type Workload struct {
 	pulumi.ResourceState
-	// Service is the ClusterIP Service; Headless lists every ready pod for
-	// a proxy that resolves the pods itself (NGINX on kind).
+	// Service is the ClusterIP Service; Headless lists every pod, ready or
+	// not, for a proxy that resolves the pods itself (NGINX on kind).
 	Service  pulumi.StringOutput
 	Headless pulumi.StringOutput
 }
@@ -125,10 +125,16 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 	if err != nil {
 		return nil, fmt.Errorf("workload %s: service: %w", name, err)
 	}
+	// The headless Service publishes every pod, ready or not: NGINX resolves
+	// it every few seconds, and a list of ready pods only would leave it with
+	// none for those seconds after an outage that made them all unready (the
+	// dev stack answered 503 then). An unready pod refuses the handshake with
+	// 503, which NGINX passes on to the next pod (nginx/nginx.conf.tmpl).
 	headless, err := corev1.NewService(ctx, name+"-headless", &corev1.ServiceArgs{
 		Metadata: meta(naming.Chat + "-headless"),
 		Spec: &corev1.ServiceSpecArgs{
 			ClusterIP: pulumi.String("None"), Selector: naming.Selector(naming.Chat), Ports: port,
+			PublishNotReadyAddresses: pulumi.Bool(true),
 		},
 	}, parent)
 	if err != nil {
