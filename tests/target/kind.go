@@ -58,17 +58,27 @@ func (k *Kubernetes) run(ctx context.Context, args ...string) (string, error) {
 	return string(out), nil
 }
 
-// pods lists the ready chat pods.
+// pods lists the running chat pods that are not terminating, ready or not:
+// NGINX sends clients to every one of them (the headless Service publishes
+// unready pods), and a scenario that waits for the instances to go unready
+// and back must see them meanwhile.
 func (k *Kubernetes) pods(ctx context.Context) ([]string, error) {
 	out, err := k.run(ctx, "get", "pods", "-l", "app.kubernetes.io/name=chat",
-		"-o", `jsonpath={range .items[?(@.status.containerStatuses[0].ready==true)]}{.metadata.name}{"\n"}{end}`)
+		"-o", `jsonpath={range .items[?(@.status.phase=="Running")]}{.metadata.name} {.metadata.deletionTimestamp}{"\n"}{end}`)
 	if err != nil {
 		return nil, err
 	}
-	return strings.Fields(out), nil
+	var pods []string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		// A terminating pod's line carries its deletionTimestamp.
+		if f := strings.Fields(line); len(f) == 1 {
+			pods = append(pods, f[0])
+		}
+	}
+	return pods, nil
 }
 
-// Instances lists the ready chat pods, each reached through a port-forward.
+// Instances lists the chat pods, each reached through a port-forward.
 func (k *Kubernetes) Instances(ctx context.Context) ([]Instance, error) {
 	pods, err := k.pods(ctx)
 	if err != nil {
