@@ -111,12 +111,28 @@ func (k *Kubernetes) Start(ctx context.Context, _ string) error {
 
 // RollingUpdate is `kubectl rollout restart`: the Deployment replaces its
 // pods under its rolling-update strategy, each old pod going through its
-// preStop hook and drain. Kubernetes does not say how long each drain took.
+// preStop hook and drain. The rollout counts as complete once the new pods
+// are available, while the old ones may still be draining their clients, so
+// it returns only once every old pod is gone. Kubernetes does not say how
+// long each drain took.
 func (k *Kubernetes) RollingUpdate(ctx context.Context) ([]time.Duration, error) {
+	old, err := k.pods(ctx)
+	if err != nil {
+		return nil, err
+	}
 	if _, err := k.run(ctx, "rollout", "restart", "deployment/chat"); err != nil {
 		return nil, err
 	}
-	return nil, k.Start(ctx, "")
+	if err := k.Start(ctx, ""); err != nil {
+		return nil, err
+	}
+	for _, pod := range old {
+		k.forget(pod)
+		if _, err := k.run(ctx, "wait", "--for=delete", "pod/"+pod, "--timeout=5m"); err != nil && !strings.Contains(err.Error(), "NotFound") {
+			return nil, err
+		}
+	}
+	return nil, nil
 }
 
 // DrainNode drains the worker holding the most ready chat pods with `kubectl
