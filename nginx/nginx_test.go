@@ -57,6 +57,7 @@ func TestResolverModeReResolvesTheInstances(t *testing.T) {
 		"resolver kube-dns.kube-system.svc.cluster.local valid=5s ipv6=off;",
 		"zone chat 256k;",
 		"server chat-headless.switchboard.svc.cluster.local:8080 max_fails=0 fail_timeout=10s resolve;",
+		"error_log stderr warn;", // no Runtime: in a container, whose runtime collects stderr
 	)
 }
 
