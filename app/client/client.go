@@ -178,7 +178,8 @@ type sendCall struct {
 	on         *wire // the connection it was last written on
 }
 
-// Dial connects and returns once the server has welcomed the client.
+// Dial connects and returns once the server has welcomed the client. Until
+// ctx ends it retries, with backoff, the failures a reconnect retries.
 func Dial(ctx context.Context, opts Options) (*Client, error) {
 	if opts.MinBackoff <= 0 {
 		opts.MinBackoff = 100 * time.Millisecond
@@ -213,7 +214,7 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 		nd.LocalAddr = &net.TCPAddr{IP: opts.LocalAddr}
 	}
 	c.dial = nd.DialContext
-	w, err := c.connect(ctx)
+	w, err := c.connectFirst(ctx)
 	if err != nil {
 		c.cancel()
 		c.msgs.close()
@@ -378,6 +379,25 @@ func (c *Client) unsent(w *wire) []any {
 func (c *Client) backoff(attempt int) time.Duration {
 	ceiling := float64(c.opts.MinBackoff) * math.Pow(2, float64(min(attempt, 20)))
 	return time.Duration(mrand.Int64N(int64(min(ceiling, float64(c.opts.MaxBackoff))) + 1))
+}
+
+// connectFirst connects as a reconnect does: a failure that a retry can get
+// past (503 while an instance drains, a 502 from a balancer whose instance
+// just died, a refused connection) is tried again with backoff until ctx
+// ends, which returns the last failure; 401, 403, and any failure with
+// NoReconnect, return at once.
+func (c *Client) connectFirst(ctx context.Context) (*wire, error) {
+	for attempt := 0; ; attempt++ {
+		w, err := c.connect(ctx)
+		if err == nil || terminal(err) || c.opts.NoReconnect {
+			return w, err
+		}
+		select {
+		case <-time.After(c.backoff(attempt)):
+		case <-ctx.Done():
+			return nil, err
+		}
+	}
 }
 
 func (c *Client) reconnect() (*wire, error) {

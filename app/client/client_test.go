@@ -564,3 +564,49 @@ func TestCloseDuringAGapsFetchKeepsTheRoomBeforeTheGap(t *testing.T) {
 		}
 	}
 }
+
+// The first connection is retried as a reconnect is: refusals a retry can
+// get past (503 while an instance drains, 502 from a balancer whose instance
+// just died) until the server welcomes the client; 401 and 403, or any
+// refusal with NoReconnect, fail Dial at once.
+func TestDialRetriesWhatAReconnectRetries(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		refusals    []int // the first handshakes' answers, then an upgrade
+		noReconnect bool
+		wantStatus  int // Dial's HandshakeError; 0: Dial succeeds
+		wantTries   int32
+	}{
+		{"503 then 502, then welcomed", []int{http.StatusServiceUnavailable, http.StatusBadGateway}, false, 0, 3},
+		{"401 at once", []int{http.StatusUnauthorized}, false, http.StatusUnauthorized, 1},
+		{"403 at once", []int{http.StatusForbidden}, false, http.StatusForbidden, 1},
+		{"503 with NoReconnect", []int{http.StatusServiceUnavailable}, true, http.StatusServiceUnavailable, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := serve(t, func(_ int, p *peer) { p.wait() })
+			s.refuse = func(n int) int {
+				if n <= len(tc.refusals) {
+					return tc.refusals[n-1]
+				}
+				return 0
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			c, err := Dial(ctx, Options{URL: "ws" + strings.TrimPrefix(s.URL, "http") + "/ws", NoReconnect: tc.noReconnect,
+				MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond})
+			if c != nil {
+				defer c.Close()
+			}
+			var he *HandshakeError
+			switch {
+			case tc.wantStatus == 0 && err != nil:
+				t.Fatalf("Dial: %v, want the client welcomed", err)
+			case tc.wantStatus != 0 && (!errors.As(err, &he) || he.Status != tc.wantStatus):
+				t.Fatalf("Dial: %v, want a HandshakeError with %d", err, tc.wantStatus)
+			}
+			if got := s.conns.Load(); got != tc.wantTries {
+				t.Errorf("%d handshakes, want %d", got, tc.wantTries)
+			}
+		})
+	}
+}
