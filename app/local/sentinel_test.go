@@ -73,8 +73,10 @@ func TestSentinelFailoverAndRedisRestarts(t *testing.T) {
 	// The primary itself loses its data, once the wiped node has synced
 	// again: the sentinels fail over to it, with the key, before the empty
 	// node returns.
+	// A full resync starts after repl-diskless-sync-delay (5 s) and then
+	// transfers and loads the data: allow it 30 s on a busy machine.
 	synced := redis.NewClient(&redis.Options{Addr: top.Replica.Addr()})
-	if n, err := synced.Wait(ctx, 1, 10*time.Second).Result(); err != nil || n != 1 {
+	if n, err := synced.Wait(ctx, 1, 30*time.Second).Result(); err != nil || n != 1 {
 		t.Fatalf("WAIT 1 after the resync: %d, %v", n, err)
 	}
 	synced.Close()
