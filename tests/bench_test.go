@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -150,7 +151,9 @@ func startBench(t *testing.T, n int) (*local.Topology, *bench) {
 	defer cancel()
 	top, err := local.Up(ctx, local.Options{
 		Dir: filepath.Join(dir, "state"), Bin: filepath.Join(dir, "chatserver"),
-		ChatPorts: ports[:n], DebugPorts: ports[n:], NginxWorkers: 8, Env: benchSettings,
+		ChatPorts: ports[:n], DebugPorts: ports[n:], NginxWorkers: 8,
+		// SWITCHBOARD_BENCH_ENV: settings to try on the instances (KEY=VALUE ...).
+		Env: append(slices.Clone(benchSettings), strings.Fields(os.Getenv("SWITCHBOARD_BENCH_ENV"))...),
 	})
 	if err != nil {
 		t.Fatalf("start the local target: %v", err)
