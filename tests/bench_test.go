@@ -212,8 +212,8 @@ func (b *bench) profile(port int) (stop func()) {
 		<-done
 		heap := filepath.Join(b.dir, "heap.pprof")
 		fetch(base+"heap", heap)
-		for _, p := range []struct{ name, file, flag string }{{"CPU", cpu, ""}, {"heap in use", heap, "-sample_index=inuse_space"}} {
-			args := []string{"tool", "pprof", "-top", "-nodecount=12"}
+		for _, p := range []struct{ name, file, flag string }{{"CPU", cpu, ""}, {"CPU, cumulative", cpu, "-cum"}, {"heap in use", heap, "-sample_index=inuse_space"}} {
+			args := []string{"tool", "pprof", "-top", "-nodecount=25"}
 			if p.flag != "" {
 				args = append(args, p.flag)
 			}
