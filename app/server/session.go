@@ -101,12 +101,19 @@ func (s *session) Catchup(ds []*protocol.Delivery) bool {
 // Drained implements hub.Member: it waits until the writer has taken every
 // catch-up frame queued, which it does once it has written the batch before.
 func (s *session) Drained(ctx context.Context) error {
+	return s.untilTaken(ctx, func() bool { return s.history > 0 })
+}
+
+// untilTaken returns at once unless waiting (called with s.mu held) says
+// the queue holds too much, and then once the writer next takes the queue;
+// errClosing once the session closes.
+func (s *session) untilTaken(ctx context.Context, waiting func() bool) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return errClosing
 	}
-	if s.history == 0 {
+	if !waiting() {
 		s.mu.Unlock()
 		return nil
 	}
@@ -303,26 +310,10 @@ var errClosing = errors.New("session closing")
 // it reads is slowed down, as TCP slows a sender, not closed as a slow
 // consumer; the other half of the queue stays for the rooms' deliveries.
 func (s *session) awaitRoom() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return errClosing
-	}
 	// A queue that is not empty has a writer, which will take it.
-	if len(s.queue)-s.history < max(1, s.srv.cfg.SendQueue/2) {
-		s.mu.Unlock()
-		return nil
-	}
-	if s.taken == nil {
-		s.taken = make(chan struct{})
-	}
-	taken := s.taken
-	s.mu.Unlock()
-	<-taken
-	if s.isClosed() {
-		return errClosing
-	}
-	return nil
+	return s.untilTaken(context.Background(), func() bool {
+		return len(s.queue)-s.history >= max(1, s.srv.cfg.SendQueue/2)
+	})
 }
 
 // handle executes one client frame.
