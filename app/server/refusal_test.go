@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/gruntwork-io/terratest/modules/retry"
 
 	"github.com/switchboard-dev/switchboard/app/chattest"
 	"github.com/switchboard-dev/switchboard/app/client"
@@ -132,9 +133,16 @@ func TestSIGTERMDrainsThenExitsZero(t *testing.T) {
 	if err := c.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	// Unready at once, still accepting during DRAIN_DELAY.
-	if code := chattest.Get(t, c.URL()+"/ready"); code != http.StatusServiceUnavailable {
-		t.Fatalf("/ready during drain = %d, want 503", code)
+	// Unready as soon as the signal is handled (the process gets it
+	// asynchronously), still accepting during DRAIN_DELAY.
+	retry.DoWithRetry(t, "/ready 503 after SIGTERM", 20, 10*time.Millisecond, func() (string, error) {
+		if code := chattest.Get(t, c.URL()+"/ready"); code != http.StatusServiceUnavailable {
+			return "", fmt.Errorf("/ready during drain = %d, want 503", code)
+		}
+		return "", nil
+	})
+	if since := time.Since(start); since > 500*time.Millisecond {
+		t.Fatalf("unready only %s after SIGTERM", since)
 	}
 	late, err := client.Dial(context.Background(), client.Options{URL: c.WSURL(), Token: token(t, "bob", time.Hour), NoReconnect: true})
 	if err != nil {
