@@ -50,6 +50,7 @@ type Server struct {
 	log      *slog.Logger
 	upgrader websocket.Upgrader
 	workers  *workers // the sessions' reads and writes
+	flushers flushers // the sessions' writes that need not wait
 
 	draining atomic.Bool // unready: the load balancer should stop sending new clients
 	refusing atomic.Bool // closing connections: /ws answers 503
@@ -69,6 +70,7 @@ func New(cfg config.Config, h *hub.Hub, b Broker, a Archive, m *metrics.Metrics,
 		sessions: map[*session]struct{}{},
 		workers:  newWorkers(),
 	}
+	s.flushers = newFlushers(s.workers)
 	s.upgrader = websocket.Upgrader{
 		WriteBufferSize: 1024,
 		// ReadBufferSize stays 0: the read buffer is wsconn's, which gorilla adopts.

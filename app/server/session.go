@@ -35,7 +35,7 @@ type session struct {
 	limit    bucket
 	handling sync.WaitGroup
 	// writeDeadline is the socket's write deadline in Unix ns; only the
-	// writer touches it (8 bytes: a time.Time would push the session into
+	// socket's writer (a flusher, or the writer goroutine) touches it (8 bytes: a time.Time would push the session into
 	// the next allocation size).
 	writeDeadline int64
 
@@ -165,11 +165,12 @@ func (s *session) signalTaken() {
 	}
 }
 
-// wake starts a writer unless one is running; s.mu is held.
+// wake has a flusher write the queue unless a writer has it already; s.mu
+// is held.
 func (s *session) wake() {
 	if !s.writing {
 		s.writing = true
-		s.srv.workers.do(s.write)
+		s.srv.flushers.add(s)
 	}
 }
 
@@ -410,15 +411,89 @@ func (s *session) publish(f protocol.ClientFrame) {
 	s.send(protocol.Ack(f.Room, f.ID, acc.Seq))
 }
 
+// flush writes the queue without waiting for the socket, on a flusher's
+// goroutine (flushers.go), using buf for the frames, which it returns. A
+// socket that takes less, a write that fails, a batch too large for one
+// write and the close go to the writer goroutine instead, which waits.
+func (s *session) flush(buf []byte) []byte {
+	s.mu.Lock()
+	batch, closed := s.queue, s.closed
+	if closed {
+		s.mu.Unlock()
+		s.srv.workers.do(s.write)
+		return buf
+	}
+	s.queue = nil
+	s.signalTaken()
+	if len(batch) == 0 {
+		s.writing = false
+		s.mu.Unlock()
+		return buf
+	}
+	s.mu.Unlock()
+	buf = buf[:0]
+	for _, d := range batch {
+		if d == ping {
+			buf = wsconn.AppendPing(buf)
+		} else {
+			buf = wsconn.AppendText(buf, d.Frame)
+		}
+	}
+	wrote := false
+	if len(buf) <= maxFlush {
+		s.keepDeadline(time.Now())
+		var err error
+		if wrote, err = s.conn.TryWrite(buf); err != nil {
+			s.close(protocol.CloseInternal, "write failed")
+			s.srv.workers.do(s.write)
+			return buf
+		}
+	}
+	if !wrote {
+		s.srv.workers.do(func() { s.writeAfter(batch) })
+		return buf
+	}
+	for _, d := range batch {
+		if d != ping {
+			s.sent(d)
+		}
+	}
+	if s.conn.Pending() {
+		s.srv.workers.do(s.write)
+		return buf
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.queue) == 0 && !s.closed {
+		s.writing = false
+		return buf
+	}
+	// More came meanwhile: the session goes to the back of the line.
+	s.srv.flushers.add(s)
+	return buf
+}
+
+// maxFlush bounds the frames a flusher writes for one session at a time.
+const maxFlush = 16 << 10
+
+// writeAfter writes batch, which a flusher took, and goes on as the writer.
+func (s *session) writeAfter(batch []*protocol.Delivery) {
+	if !s.writeBatch(batch) {
+		s.close(protocol.CloseInternal, "write failed")
+	}
+	s.write()
+}
+
 // write drains the queue, a batch at a time, then ends; after close it
-// finishes the connection. It is the only goroutine that writes to the socket.
+// finishes the connection. While it runs it is the only goroutine that
+// writes to the socket.
 func (s *session) write() {
 	for {
 		s.mu.Lock()
 		batch, closed := s.queue, s.closed
 		s.queue = nil
 		s.signalTaken()
-		if len(batch) == 0 && !closed {
+		if len(batch) == 0 && !closed && !s.conn.Pending() {
 			s.writing = false
 			s.mu.Unlock()
 			return
@@ -436,14 +511,7 @@ func (s *session) write() {
 
 // writeBatch writes frames to the socket in one go, under one deadline.
 func (s *session) writeBatch(batch []*protocol.Delivery) bool {
-	// A batch may take writeTimeout/2 to writeTimeout. The deadline moves
-	// only when less than half of it is left: each move updates a runtime
-	// timer, which at one batch per delivery cost a tenth of an instance's
-	// CPU in the 1000 rooms × 10 profile.
-	if now := time.Now(); time.Duration(s.writeDeadline-now.UnixNano()) < writeTimeout/2 {
-		s.writeDeadline = now.Add(writeTimeout).UnixNano()
-		s.conn.SetWriteDeadline(time.Unix(0, s.writeDeadline))
-	}
+	s.keepDeadline(time.Now())
 	s.conn.Hold()
 	ok := true
 	for _, d := range batch {
@@ -452,6 +520,17 @@ func (s *session) writeBatch(batch []*protocol.Delivery) bool {
 		}
 	}
 	return s.conn.Release() == nil && ok
+}
+
+// keepDeadline gives the socket's writes writeTimeout/2 to writeTimeout. The
+// deadline moves only when less than half of it is left: each move updates a
+// runtime timer, which at one batch per delivery cost a tenth of an
+// instance's CPU in the 1000 rooms × 10 profile.
+func (s *session) keepDeadline(now time.Time) {
+	if time.Duration(s.writeDeadline-now.UnixNano()) < writeTimeout/2 {
+		s.writeDeadline = now.Add(writeTimeout).UnixNano()
+		s.conn.SetWriteDeadline(time.Unix(0, s.writeDeadline))
+	}
 }
 
 // finish flushes what is queued when the server drains (the client would
@@ -490,6 +569,12 @@ func (s *session) writeFrame(d *protocol.Delivery) bool {
 	if err := s.conn.WriteMessage(websocket.TextMessage, d.Frame); err != nil {
 		return false
 	}
+	s.sent(d)
+	return true
+}
+
+// sent counts a frame written.
+func (s *session) sent(d *protocol.Delivery) {
 	s.srv.m.FramesSent.Inc()
 	if d.IsMessage() {
 		s.srv.m.Delivered.Inc()
@@ -497,7 +582,6 @@ func (s *session) writeFrame(d *protocol.Delivery) bool {
 			s.srv.m.DeliveryLatency.Observe(time.Since(d.Accepted).Seconds())
 		}
 	}
-	return true
 }
 
 // bucket is a token bucket: rate tokens a second, at most burst saved up.

@@ -135,3 +135,34 @@ func (c *Conn) Hold() { c.wire.hold() }
 
 // Release writes what Hold gathered.
 func (c *Conn) Release() error { return c.wire.release() }
+
+// TryWrite writes frames, whole frames made with AppendText and AppendPing,
+// with one system call that does not wait, and reports whether any of it
+// went. When the socket took only part, the rest goes first in the next
+// Release, which the caller must then call (after Hold): Pending tells. Only
+// for the one writing goroutine, never while gorilla writes or between Hold
+// and Release. Unlike gorilla's writes it takes no goroutine switch to wait
+// for a full socket: a fan-out writes many sockets from one goroutine this
+// way and leaves only the full ones to a goroutine each.
+func (c *Conn) TryWrite(frames []byte) (bool, error) { return c.wire.tryWrite(frames) }
+
+// Pending tells whether the rest of what TryWrite began waits for Release.
+func (c *Conn) Pending() bool { return c.wire.pending() }
+
+// AppendText appends a final, unmasked text frame holding payload: a
+// server's frame as gorilla writes it without compression (RFC 6455, 5.2).
+func AppendText(b, payload []byte) []byte {
+	const finText = 0x81
+	switch n := len(payload); {
+	case n < 126:
+		b = append(b, finText, byte(n))
+	case n <= 0xFFFF:
+		b = append(b, finText, 126, byte(n>>8), byte(n))
+	default:
+		b = append(b, finText, 127, 0, 0, 0, 0, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	}
+	return append(b, payload...)
+}
+
+// AppendPing appends an empty ping frame.
+func AppendPing(b []byte) []byte { return append(b, 0x89, 0) }

@@ -2,8 +2,10 @@ package wsconn
 
 import (
 	"bufio"
+	"errors"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -24,7 +26,7 @@ type wire struct {
 
 	mu       sync.Mutex
 	held     bool
-	buf      *[]byte
+	buf      *[]byte // gathered while held; the rest of a frame tryWrite began
 	deadline time.Time
 }
 
@@ -32,6 +34,9 @@ func (w *wire) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if !w.held {
+		if err := w.drop(); err != nil {
+			return 0, err
+		}
 		return w.Conn.Write(p)
 	}
 	if w.buf == nil {
@@ -71,6 +76,11 @@ func (w *wire) release() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.held = false
+	return w.drop()
+}
+
+// drop writes what waits in the buffer and returns it to the pool.
+func (w *wire) drop() error {
 	if w.buf == nil {
 		return nil
 	}
@@ -84,4 +94,46 @@ func (w *wire) flush() error {
 	_, err := w.Conn.Write(*w.buf)
 	*w.buf = (*w.buf)[:0]
 	return err
+}
+
+// tryWrite writes frame with one system call that does not wait. It reports
+// whether any of it went: the rest, if some is left, goes first in the next
+// release. Nothing goes while a batch is held or a rest waits, or when the
+// socket cannot be written without Go's poller (its buffer full, a deadline
+// passed, a connection that is not a socket).
+func (w *wire) tryWrite(frame []byte) (bool, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	sc, ok := w.Conn.(syscall.Conn)
+	if w.held || w.buf != nil || !ok {
+		return false, nil
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false, nil
+	}
+	n, werr := 0, error(nil)
+	// Returning true makes Go try once: it waits for the poller only when the
+	// function asks to.
+	err = raw.Write(func(fd uintptr) bool {
+		n, werr = syscall.Write(int(fd), frame)
+		return true
+	})
+	switch {
+	case err != nil, errors.Is(werr, syscall.EAGAIN), errors.Is(werr, syscall.EINTR):
+		return false, nil // the blocking write will report a real failure
+	case werr != nil:
+		return false, werr
+	case n < len(frame):
+		w.buf = coalesceBuffers.Get().(*[]byte)
+		*w.buf = append((*w.buf)[:0], frame[n:]...)
+	}
+	return true, nil
+}
+
+// pending tells whether the rest of a frame waits for release.
+func (w *wire) pending() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf != nil
 }
