@@ -1,68 +1,52 @@
 package server
 
-import (
-	"runtime"
-	"sync"
-	"unsafe"
-)
+import "sync"
 
-// flushers write the sessions' queued frames, a few goroutines for all of
-// them, each frame batch with one system call that does not wait
-// (session.flush). A room's message to 1,000 members is then 1,000 system
-// calls on a goroutine per core, not 1,000 goroutines woken: those filled
-// the run queues, and Go consults the network poller only when they are
-// empty, so the next frames from Redis and the clients waited unread.
+// flushers write the sessions' queued frames in chunks: a pooled worker
+// takes up to flushChunk sessions that have frames waiting and writes each
+// one's batch with one system call that does not wait (session.flush). A
+// room's message to 1,000 members then wakes about 60 goroutines rather
+// than 1,000: those filled the run queues, and Go consults the network
+// poller only when they are empty, so the next frames from Redis and the
+// clients waited unread. A chunk is short, so the chunks of a large fan-out
+// spread over the cores and never hold one for long; a few long-running
+// flushers instead fell behind whenever the other goroutines had the cores.
 // A session whose socket is full goes to a writer goroutine of its own.
-type flushers []*flusher
-
-type flusher struct {
-	mu      sync.Mutex
-	ready   []*session
-	spare   []*session
-	running bool
+type flushers struct {
 	workers *workers
+
+	mu    sync.Mutex
+	ready []*session
 }
 
-func newFlushers(w *workers) flushers {
-	fs := make(flushers, runtime.GOMAXPROCS(0))
-	for i := range fs {
-		fs[i] = &flusher{workers: w}
-	}
-	return fs
-}
+const flushChunk = 32
 
-// add has one of the flushers write s, always the same one for a session.
-func (fs flushers) add(s *session) {
-	f := fs[(uintptr(unsafe.Pointer(s))>>6)%uintptr(len(fs))]
+// add has s flushed by the next chunk; the first session waiting starts one.
+func (f *flushers) add(s *session) {
 	f.mu.Lock()
 	f.ready = append(f.ready, s)
-	start := !f.running
-	f.running = true
+	start := len(f.ready) == 1
 	f.mu.Unlock()
 	if start {
-		f.workers.do(f.drain)
+		f.workers.do(f.chunk)
 	}
 }
 
-// drain flushes the sessions added until none is left.
-func (f *flusher) drain() {
+// chunk takes up to flushChunk sessions, starts the next chunk if more are
+// waiting, and flushes its own.
+func (f *flushers) chunk() {
+	var take [flushChunk]*session
+	f.mu.Lock()
+	n := copy(take[:], f.ready)
+	rest := copy(f.ready, f.ready[n:])
+	clear(f.ready[rest:])
+	f.ready = f.ready[:rest]
+	f.mu.Unlock()
+	if rest > 0 {
+		f.workers.do(f.chunk)
+	}
 	var buf []byte
-	for {
-		f.mu.Lock()
-		list := f.ready
-		if len(list) == 0 {
-			f.running = false
-			f.mu.Unlock()
-			return
-		}
-		f.ready, f.spare = f.spare[:0], nil
-		f.mu.Unlock()
-		for _, s := range list {
-			buf = s.flush(buf)
-		}
-		clear(list)
-		f.mu.Lock()
-		f.spare = list[:0]
-		f.mu.Unlock()
+	for _, s := range take[:n] {
+		buf = s.flush(buf)
 	}
 }

@@ -49,8 +49,8 @@ type Server struct {
 	m        *metrics.Metrics
 	log      *slog.Logger
 	upgrader websocket.Upgrader
-	workers  *workers // the sessions' reads and writes
-	flushers flushers // the sessions' writes that need not wait
+	workers  *workers  // the sessions' reads and writes
+	flushers *flushers // the sessions' writes that need not wait
 
 	draining atomic.Bool // unready: the load balancer should stop sending new clients
 	refusing atomic.Bool // closing connections: /ws answers 503
@@ -70,7 +70,7 @@ func New(cfg config.Config, h *hub.Hub, b Broker, a Archive, m *metrics.Metrics,
 		sessions: map[*session]struct{}{},
 		workers:  newWorkers(),
 	}
-	s.flushers = newFlushers(s.workers)
+	s.flushers = &flushers{workers: s.workers}
 	s.upgrader = websocket.Upgrader{
 		WriteBufferSize: 1024,
 		// ReadBufferSize stays 0: the read buffer is wsconn's, which gorilla adopts.

@@ -23,9 +23,10 @@ const maxRoomsPerConnection = 100
 
 // session is one WebSocket connection. Its only long-lived goroutine is the
 // reader (run), which has each client frame executed in turn. Deliveries go to a
-// bounded queue that a writer goroutine drains and then ends: an idle
-// connection holds no writer stack, no queue and no write buffer, which is
-// most of what a connection costs (README, Performance).
+// bounded queue that the flushers write (flushers.go), or, while the socket is
+// full, a writer goroutine that drains it and then ends: an idle connection
+// holds no writer stack, no queue and no write buffer, which is most of what
+// a connection costs (README, Performance).
 type session struct {
 	srv      *Server
 	conn     *wsconn.Conn
