@@ -5,7 +5,7 @@ import "sync"
 // flushers write the sessions' queued frames in chunks: a pooled worker
 // takes up to flushChunk sessions that have frames waiting and writes each
 // one's batch with one system call that does not wait (session.flush). A
-// room's message to 1,000 members then wakes about 60 goroutines rather
+// room's message to 1,000 members then wakes about 30 goroutines rather
 // than 1,000: those filled the run queues, and Go consults the network
 // poller only when they are empty, so the next frames from Redis and the
 // clients waited unread. A chunk is short, so the chunks of a large fan-out
