@@ -16,7 +16,8 @@ type flushers struct {
 	workers *workers
 
 	mu    sync.Mutex
-	ready []*session
+	ready []*session // waiting from head on
+	head  int
 }
 
 const flushChunk = 32
@@ -25,7 +26,7 @@ const flushChunk = 32
 func (f *flushers) add(s *session) {
 	f.mu.Lock()
 	f.ready = append(f.ready, s)
-	start := len(f.ready) == 1
+	start := len(f.ready)-f.head == 1
 	f.mu.Unlock()
 	if start {
 		f.workers.do(f.chunk)
@@ -37,12 +38,19 @@ func (f *flushers) add(s *session) {
 func (f *flushers) chunk() {
 	var take [flushChunk]*session
 	f.mu.Lock()
-	n := copy(take[:], f.ready)
-	rest := copy(f.ready, f.ready[n:])
-	clear(f.ready[rest:])
-	f.ready = f.ready[:rest]
+	n := copy(take[:], f.ready[f.head:])
+	clear(f.ready[f.head : f.head+n])
+	f.head += n
+	more := f.head < len(f.ready)
+	if !more || f.head > len(f.ready)/2 {
+		// Move the waiting ones down: taking from the front stays O(1) a
+		// session, and the slice does not grow under a steady backlog.
+		rest := copy(f.ready, f.ready[f.head:])
+		clear(f.ready[rest:])
+		f.ready, f.head = f.ready[:rest], 0
+	}
 	f.mu.Unlock()
-	if rest > 0 {
+	if more {
 		f.workers.do(f.chunk)
 	}
 	var buf []byte
