@@ -36,8 +36,9 @@ type session struct {
 	limit    bucket
 	handling sync.WaitGroup
 	// writeDeadline is the socket's write deadline in Unix ns; only the
-	// socket's writer (a flusher, or the writer goroutine) touches it (8 bytes: a time.Time would push the session into
-	// the next allocation size).
+	// socket's writer (a flusher, or the writer goroutine) touches it (8
+	// bytes: a time.Time would push the session into the next allocation
+	// size).
 	writeDeadline int64
 
 	mu      sync.Mutex  // guards the fields below
