@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -133,10 +134,12 @@ func TestA503GoesToTheNextInstanceUnlessAllRefuse(t *testing.T) {
 				t.Fatal(err)
 			}
 			cmd := exec.Command(bin, "-p", dir, "-e", filepath.Join(dir, "error.log"), "-c", path)
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+			// The whole group: a killed master leaves its worker running.
+			t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() })
 			var resp *http.Response
 			retry.DoWithRetry(t, "nginx listens", 50, 100*time.Millisecond, func() (string, error) {
 				resp, err = http.Get("http://" + listen + "/ws")

@@ -119,9 +119,13 @@ func (p *Process) stopWith(sig syscall.Signal, grace time.Duration) error {
 	return fmt.Errorf("%s did not stop within %s after %s; killed", p.Name, grace, sig)
 }
 
-// Kill sends SIGKILL and waits for the process to be gone.
+// Kill sends SIGKILL to the process and everything it started (its process
+// group: NGINX's workers, PostgreSQL's backends, which would otherwise live
+// on without it) and waits for the process to be gone.
 func (p *Process) Kill() {
-	_ = p.Signal(syscall.SIGKILL)
+	if syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL) != nil {
+		_ = p.Signal(syscall.SIGKILL)
+	}
 	<-p.done
 }
 
