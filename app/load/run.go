@@ -8,15 +8,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/gorilla/websocket"
-
-	"github.com/switchboard-dev/switchboard/app/auth"
 	"github.com/switchboard-dev/switchboard/app/protocol"
 )
 
@@ -43,6 +41,7 @@ type runner struct {
 	mu                           sync.Mutex // guards rep's maps and histograms
 	window                       *Histogram // latency since the last progress
 	open, sent, acked, delivered atomic.Int64
+	readers                      sync.WaitGroup // connections read by goroutines of their own
 }
 
 type member struct {
@@ -61,13 +60,17 @@ func Run(ctx context.Context, o Options, h Hooks) (*Report, error) {
 	r := &runner{o: o, rep: newReport(), window: NewHistogram()}
 	stopProgress := r.progress(h.Progress)
 	defer stopProgress()
+	pollers, err := r.pollers()
+	if err != nil {
+		return nil, err
+	}
 
 	// Connect at the share's part of the connect rate.
 	var every time.Duration
 	if o.ConnectRate > 0 {
 		every = time.Duration(float64(time.Second) * float64(o.Of) / o.ConnectRate)
 	}
-	var conns []*conn
+	var conns, all []*conn // all: the failed too, closed at the end
 	var wg sync.WaitGroup
 	var cmu sync.Mutex
 	began, attempts := time.Now(), 0
@@ -85,7 +88,16 @@ func Run(ctx context.Context, o Options, h Hooks) (*Report, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := r.dial(ctx, u.String(), k)
+			var p *poller
+			if len(pollers) > 0 {
+				p = pollers[k%len(pollers)]
+			}
+			c, err := r.dial(ctx, u, k, p)
+			cmu.Lock()
+			defer cmu.Unlock()
+			if c != nil {
+				all = append(all, c)
+			}
 			if err != nil {
 				r.mu.Lock()
 				r.rep.Connect.Failed++
@@ -93,9 +105,7 @@ func Run(ctx context.Context, o Options, h Hooks) (*Report, error) {
 				r.mu.Unlock()
 				return
 			}
-			cmu.Lock()
 			conns = append(conns, c)
-			cmu.Unlock()
 		}()
 		// Never more than 256 handshakes in flight per process.
 		if attempts%256 == 0 {
@@ -103,14 +113,26 @@ func Run(ctx context.Context, o Options, h Hooks) (*Report, error) {
 		}
 	}
 	wg.Wait()
+	// Readers stop before the members' counts are read, and whatever ends
+	// the run early closes every connection too.
+	closeAll := sync.OnceValue(func() error {
+		for _, c := range all {
+			c.closed.Store(true)
+		}
+		var errs []error
+		for _, p := range pollers {
+			errs = append(errs, p.close())
+		}
+		for _, c := range all {
+			c.shut()
+		}
+		r.readers.Wait()
+		return errors.Join(errs...)
+	})
+	defer closeAll()
 	r.rep.Connect.Attempted = r.rep.Connect.Failed + len(conns)
 	if len(conns) == 0 && r.rep.Connect.Attempted > 0 {
 		return r.rep, fmt.Errorf("no connection opened: %s", topError(r.rep.Connect.Errors))
-	}
-	readers := sync.WaitGroup{}
-	for _, c := range conns {
-		readers.Add(1)
-		go func() { defer readers.Done(); r.read(c) }()
 	}
 	if h.Ready != nil {
 		if err := h.Ready(ctx); err != nil {
@@ -157,11 +179,9 @@ func Run(ctx context.Context, o Options, h Hooks) (*Report, error) {
 		}
 		last = now
 	}
-	for _, c := range conns {
-		c.closed.Store(true)
-		c.ws.Close()
+	if err := closeAll(); err != nil {
+		return r.rep, err
 	}
-	readers.Wait()
 	r.rep.Connect.Open = len(conns)
 	r.rep.Sent, r.rep.Acked, r.rep.Deliveries = r.sent.Load(), r.acked.Load(), r.delivered.Load()
 	for _, c := range conns {
@@ -176,107 +196,55 @@ func Run(ctx context.Context, o Options, h Hooks) (*Report, error) {
 	return r.rep, nil
 }
 
-// conn is one client connection and what it saw of its room.
-type conn struct {
-	k      int
-	ws     *websocket.Conn
-	m      member
-	closed atomic.Bool // closed by us at the end
-}
-
-func (r *runner) dial(ctx context.Context, wsURL string, k int) (*conn, error) {
-	d := websocket.Dialer{HandshakeTimeout: 30 * time.Second, ReadBufferSize: 1024, WriteBufferSize: 1024}
-	if r.o.Spread {
-		nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: source(k)}, Timeout: 30 * time.Second}
-		d.NetDialContext = nd.DialContext
-	}
-	token := r.o.Token
-	if token == "" {
-		var err error
-		if token, err = auth.Mint([]byte(r.o.Secret), fmt.Sprintf("load-%d", k), 24*time.Hour); err != nil {
+// pollers start one poller per CPU Go may use, so that the load tool's
+// reading spreads as the server's writing does; none without epoll.
+func (r *runner) pollers() ([]*poller, error) {
+	var ps []*poller
+	for range runtime.GOMAXPROCS(0) {
+		p, err := newPoller()
+		if err != nil {
+			for _, p := range ps {
+				p.close()
+			}
 			return nil, err
 		}
-	}
-	began := time.Now()
-	ws, resp, err := d.DialContext(ctx, wsURL, http.Header{"Authorization": {"Bearer " + token}})
-	if err != nil {
-		if resp != nil {
-			return nil, fmt.Errorf("handshake refused: %s%s", resp.Status, hint(resp.StatusCode))
+		if p != nil {
+			ps = append(ps, p)
 		}
-		return nil, fmt.Errorf("connect: %w", unwrapNet(err))
 	}
-	c := &conn{k: k, ws: ws, m: member{room: r.o.room(k)}}
-	// welcome, then joined with the room's seq.
-	if _, _, err := ws.ReadMessage(); err != nil {
-		ws.Close()
-		return nil, fmt.Errorf("welcome: %w", err)
-	}
-	if err := ws.WriteMessage(websocket.TextMessage, []byte(`{"op":"join","room":"`+c.m.room+`"}`)); err != nil {
-		ws.Close()
-		return nil, fmt.Errorf("join: %w", err)
-	}
-	var f protocol.ServerFrame
-	if _, data, err := ws.ReadMessage(); err != nil || json.Unmarshal(data, &f) != nil || f.Op != protocol.OpJoined {
-		ws.Close()
-		return nil, fmt.Errorf("join %s: got %q, %v", c.m.room, f.Op, err)
-	}
-	c.m.joined, c.m.last = f.Seq, f.Seq
-	r.mu.Lock()
-	r.rep.Connect.Time.Record(time.Since(began))
-	r.mu.Unlock()
-	r.open.Add(1)
-	return c, nil
+	return ps, nil
 }
 
-// read counts what the server sends c until the connection ends.
-func (r *runner) read(c *conn) {
-	var f protocol.ServerFrame
-	for {
-		_, data, err := c.ws.ReadMessage()
-		if err != nil {
-			if !c.closed.Load() {
-				code := "reset"
-				var ce *websocket.CloseError
-				if errors.As(err, &ce) {
-					code = strconv.Itoa(ce.Code)
-				}
-				r.mu.Lock()
-				r.rep.Disconnects[code]++
-				r.mu.Unlock()
-			}
-			r.open.Add(-1)
-			return
+// received counts a text frame from c's room.
+func (r *runner) received(c *conn, data []byte, now time.Time) {
+	if seq, sent, ok := messageFrame(data); ok {
+		r.delivered.Add(1)
+		switch {
+		case seq <= c.m.last:
+			c.m.dups++
+		default:
+			c.m.gaps += seq - c.m.last - 1
+			c.m.last = seq
 		}
-		now := time.Now()
-		if seq, sent, ok := messageFrame(data); ok {
-			r.delivered.Add(1)
-			switch {
-			case seq <= c.m.last:
-				c.m.dups++
-			default:
-				c.m.gaps += seq - c.m.last - 1
-				c.m.last = seq
-			}
-			if !sent.IsZero() {
-				r.mu.Lock()
-				r.rep.Latency.Record(now.Sub(sent))
-				r.window.Record(now.Sub(sent))
-				r.mu.Unlock()
-			}
-			continue
-		}
-		f = protocol.ServerFrame{}
-		if json.Unmarshal(data, &f) != nil {
-			continue
-		}
-		switch f.Op {
-		case protocol.OpAck:
-			r.acked.Add(1)
-		case protocol.OpError:
+		if !sent.IsZero() {
 			r.mu.Lock()
-			r.rep.SendErrors[f.Code]++
+			r.rep.Latency.Record(now.Sub(sent))
+			r.window.Record(now.Sub(sent))
 			r.mu.Unlock()
 		}
+		return
+	}
+	var f protocol.ServerFrame
+	if json.Unmarshal(data, &f) != nil {
+		return
+	}
+	switch f.Op {
+	case protocol.OpAck:
+		r.acked.Add(1)
+	case protocol.OpError:
+		r.mu.Lock()
+		r.rep.SendErrors[f.Code]++
+		r.mu.Unlock()
 	}
 }
 
@@ -301,7 +269,7 @@ func (r *runner) publish(ctx context.Context, c *conn, budget *atomic.Int64) {
 		}
 		stamp := strconv.FormatInt(time.Now().UnixNano(), 10) + " "
 		frame := `{"op":"send","room":"` + c.m.room + `","id":"` + strconv.Itoa(c.k) + "-" + strconv.Itoa(n) + `","text":"` + stamp + pad[len(stamp):] + `"}`
-		if err := c.ws.WriteMessage(websocket.TextMessage, []byte(frame)); err != nil {
+		if err := c.send(opText, []byte(frame)); err != nil {
 			return
 		}
 		r.sent.Add(1)
