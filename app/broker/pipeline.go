@@ -11,11 +11,11 @@ import (
 )
 
 // Sends are coalesced: a few pipelines run at once, and the sends that
-// arrive while they are busy go together in the next one, so a busy
-// instance pays one round trip, one read and one write in Redis and, with
-// MinReplicas, one WAIT per batch rather than per send. A send to an idle
-// instance goes at once. Each script's reply is its own; WAIT, last on the
-// connection, covers every script before it.
+// arrive while they are busy go together in the next one, one run of the
+// publish script for the whole batch, so a busy instance pays one round
+// trip, one script call and, with MinReplicas, one WAIT per batch rather
+// than per send. A send to an idle instance goes at once. Each send's reply
+// is its own; WAIT, after the script on its connection, covers all of it.
 const (
 	pipelineCount = 4
 	batchMax      = 128
@@ -102,47 +102,54 @@ func (b *Broker) run(ctx context.Context, keys []string, args []any) (acc Accept
 	return Accepted{Seq: c.seq, Epoch: c.epoch}, c.status, c.headroom, nil
 }
 
-// exec runs a batch in one pipeline, loading the script first if Redis
+// exec runs a batch in one run of the script, loading it first if Redis
 // lacks it (then nothing of the batch ran).
 func (b *Broker) exec(batch []*call) {
 	ctx := context.Background() // each command is bounded by the client's timeouts
+	keys := make([]string, 0, len(batch)*len(batch[0].keys))
+	args := make([]any, 0, len(batch)*len(batch[0].args))
+	for _, c := range batch {
+		keys, args = append(keys, c.keys...), append(args, c.args...)
+	}
 	for loaded := false; ; loaded = true {
 		pipe := b.rdb.Pipeline()
-		evals := make([]*redis.Cmd, len(batch))
-		for i, c := range batch {
-			evals[i] = publishScript.EvalSha(ctx, pipe, c.keys, c.args...)
-		}
+		eval := publishScript.EvalSha(ctx, pipe, keys, args...)
 		var wait *redis.Cmd
 		if b.opts.MinReplicas > 0 {
 			// Pipeliner lacks Wait; the reply must come within the read timeout.
 			wait = pipe.Do(ctx, "wait", b.opts.MinReplicas, b.opts.ReplicaTimeout.Milliseconds())
 		}
 		_, execErr := pipe.Exec(ctx)
-		var again []*call
-		for i, c := range batch {
-			err := evals[i].Err()
-			if err == nil && evals[i].Val() == nil {
-				// go-redis leaves the commands untouched when no connection
-				// could be had (a dial to a failing-over primary): nothing ran.
-				err = cmp.Or(execErr, errors.New("no reply"))
+		err := eval.Err()
+		if err == nil && eval.Val() == nil {
+			// go-redis leaves the commands untouched when no connection
+			// could be had (a dial to a failing-over primary): nothing ran.
+			err = cmp.Or(execErr, errors.New("no reply"))
+		}
+		if err != nil && !loaded && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			if err := publishScript.Load(ctx, b.rdb).Err(); err != nil {
+				err = fmt.Errorf("load publish script: %w", err)
+				for _, c := range batch {
+					c.err = err
+					close(c.ready)
+				}
+				return
 			}
-			if err != nil && !loaded && redis.HasErrorPrefix(err, "NOSCRIPT") {
-				again = append(again, c)
+			continue
+		}
+		replies, ok := eval.Val().([]any)
+		if err == nil && (!ok || len(replies) != len(batch)) {
+			err = fmt.Errorf("publish script answered %v to %d sends", eval.Val(), len(batch))
+		}
+		for i, c := range batch {
+			if err != nil {
+				c.finish(nil, err, wait, b.opts)
 				continue
 			}
-			c.finish(evals[i].Val(), err, wait, b.opts)
+			refused, _ := replies[i].(error) // OVERLOADED or NOREPLICAS: this send alone
+			c.finish(replies[i], refused, wait, b.opts)
 		}
-		if len(again) == 0 {
-			return
-		}
-		if err := publishScript.Load(ctx, b.rdb).Err(); err != nil {
-			for _, c := range again {
-				c.err = fmt.Errorf("load publish script: %w", err)
-				close(c.ready)
-			}
-			return
-		}
-		batch = again
+		return
 	}
 }
 

@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -9,31 +10,43 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gruntwork-io/terratest/modules/retry"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/switchboard-dev/switchboard/app/broker"
 )
 
-// pipelineCounter counts the publish pipelines a client sends, the script
-// runs and the WAITs in them.
-type pipelineCounter struct{ pipelines, sends, waits atomic.Int64 }
+// pipelineCounter counts the publish pipelines a client sends, the sends
+// their script runs carry and the WAITs in them; with gate set, every
+// pipeline waits for it to close.
+type pipelineCounter struct {
+	pipelines, sends, waits, most atomic.Int64
+	gate                          chan struct{}
+}
 
 func (*pipelineCounter) DialHook(next redis.DialHook) redis.DialHook          { return next }
 func (*pipelineCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
 func (c *pipelineCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		sends := 0
+		sends := int64(0)
 		for _, cmd := range cmds {
 			switch cmd.Name() {
 			case "evalsha":
-				sends++
+				// evalsha sha numkeys keys... args...: 9 keys a send.
+				keys, _ := cmd.Args()[2].(int)
+				sends += int64(keys / 9)
 			case "wait":
 				c.waits.Add(1)
 			}
 		}
 		if sends > 0 { // not the connection's own set-up
 			c.pipelines.Add(1)
-			c.sends.Add(int64(sends))
+			c.sends.Add(sends)
+			for m := c.most.Load(); sends > m && !c.most.CompareAndSwap(m, sends); m = c.most.Load() {
+			}
+			if c.gate != nil {
+				<-c.gate
+			}
 		}
 		return next(ctx, cmds)
 	}
@@ -88,7 +101,7 @@ func TestConcurrentSendsShareRoundTrips(t *testing.T) {
 	close(start)
 	wg.Wait()
 	p, s, w := count.pipelines.Load(), count.sends.Load(), count.waits.Load()
-	t.Logf("%d sends (%d script runs, the first after SCRIPT FLUSH) in %d pipelines, %d WAITs", senders, s, p, w)
+	t.Logf("%d sends (%d in script runs, the first run after SCRIPT FLUSH) in %d pipelines, at most %d a run, %d WAITs", senders, s, p, count.most.Load(), w)
 	if p >= senders/2 {
 		t.Errorf("%d pipelines for %d concurrent sends: they were not coalesced", p, senders)
 	}
@@ -144,5 +157,81 @@ func TestANewRoomStartsAt1WhicheverInstanceSeedsIt(t *testing.T) {
 				break
 			}
 		}
+	}
+}
+
+// TestEachSendOfABatchIsRefusedOrDeduplicatedAlone: sends that share one
+// run of the script are judged one after another, as if each ran alone.
+// With the pipelines held while 200 sends queue, the backlog cap of 50
+// accepts exactly 50 of 200 new messages and refuses the rest, and 50
+// sends of one id to each of 4 rooms get seq 1 there, only the first of
+// them not a duplicate.
+func TestEachSendOfABatchIsRefusedOrDeduplicatedAlone(t *testing.T) {
+	r := startRedis(t)
+	for _, tc := range []struct {
+		name string
+		id   func(i int) string
+		cap  int64
+		want func(t *testing.T, accepted, duplicates, overloaded int, seqs map[int64]int)
+	}{
+		{"past the backlog cap", func(i int) string { return fmt.Sprint("cap-", i) }, 50,
+			func(t *testing.T, accepted, duplicates, overloaded int, _ map[int64]int) {
+				if accepted != 50 || overloaded != 150 || duplicates != 0 {
+					t.Errorf("%d accepted, %d refused, %d duplicates; want 50, 150, 0", accepted, overloaded, duplicates)
+				}
+			}},
+		{"one id sent 50 times to each room", func(int) string { return "same" }, 100_000,
+			func(t *testing.T, accepted, duplicates, overloaded int, seqs map[int64]int) {
+				if accepted != 4 || duplicates != 196 || len(seqs) != 1 || seqs[1] != 200 {
+					t.Errorf("%d accepted, %d duplicates, seqs %v; want 4, 196, all seq 1", accepted, duplicates, seqs)
+				}
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rdb := r.client()
+			if err := rdb.FlushAll(context.Background()).Err(); err != nil {
+				t.Fatal(err)
+			}
+			count := &pipelineCounter{gate: make(chan struct{})}
+			rdb.AddHook(count)
+			b := broker.New(rdb, broker.Options{BacklogCap: tc.cap})
+			t.Cleanup(func() { b.Close() })
+			var mu sync.Mutex
+			var wg sync.WaitGroup
+			accepted, duplicates, overloaded, seqs := 0, 0, 0, map[int64]int{}
+			for i := range 200 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					acc, err := b.Publish(context.Background(), fmt.Sprint("batch-", i%4), "alice", "hi", tc.id(i), time.Now())
+					mu.Lock()
+					defer mu.Unlock()
+					switch {
+					case errors.Is(err, broker.ErrOverloaded):
+						overloaded++
+					case err != nil:
+						t.Errorf("send %d: %v", i, err)
+					case acc.Duplicate:
+						duplicates++
+						seqs[acc.Seq]++
+					default:
+						accepted++
+						seqs[acc.Seq]++
+					}
+				}()
+			}
+			retry.DoWithRetry(t, "the four pipelines held", 100, 20*time.Millisecond, func() (string, error) {
+				if n := count.pipelines.Load(); n < 4 {
+					return "", fmt.Errorf("%d held", n)
+				}
+				return "", nil
+			})
+			close(count.gate)
+			wg.Wait()
+			tc.want(t, accepted, duplicates, overloaded, seqs)
+			if m := count.most.Load(); m < 2 {
+				t.Errorf("at most %d send in a run of the script: nothing was batched", m)
+			}
+		})
 	}
 }

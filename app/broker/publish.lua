@@ -1,8 +1,12 @@
--- Accept one message atomically: dedupe by the sender's id, refuse when the
--- durable queue is full, (re)seed the room's counter when its state is lost,
--- allocate the next seq below the reserved limit, finish the frame, keep it
--- in the room's bounded log (stream id = seq, so resume is a range read),
--- queue it for Postgres and publish it.
+-- Accept a batch of messages atomically, each as if alone: dedupe by the
+-- sender's id, refuse when the durable queue is full, (re)seed the room's
+-- counter when its state is lost, allocate the next seq below the reserved
+-- limit, finish the frame, keep it in the room's bounded log (stream id =
+-- seq, so resume is a range read), queue it for Postgres and publish it.
+-- One run for the batch pays the script's call and INFO once rather than
+-- per message.
+-- Each message has 9 KEYS and 15 ARGV, in order (KEYS 5 is the same stream
+-- for all):
 -- KEYS: 1 seq counter, 2 epoch, 3 room log, 4 dedupe key, 5 persist stream,
 --       6 the replication id the room was seeded under, 7 the reserved
 --       limit, 8 until when a missing dedupe key must be checked in Postgres,
@@ -13,80 +17,99 @@
 --       not reserved yet), 11 epoch, 12 limit and 13 recheck deadline (unix
 --       ns, 0 for none) for a reseed, 14 "1" when Postgres was checked for
 --       the id already, 15 replicas that must be online (REDIS_MIN_REPLICAS)
--- Returns {seq, status, epoch, headroom}: status 0 accepted, 1 duplicate
--- (the original seq and epoch), 2 the room must be reseeded (seq: its
--- counter here; the caller now holds the seeding lock), 3 its reserved seqs
--- ran out (seq: its counter), 4 the id must be looked up in Postgres first,
--- 5 another sender is reseeding the room: look again shortly.
-local now = tonumber(ARGV[8])
-if ARGV[9] == '1' then
-  local seen = redis.call('GET', KEYS[4])
-  if seen then
-    local seq, epoch = string.match(seen, '^(%d+)/(.*)$')
-    if not seq then seq, epoch = seen, '' end -- stored before rooms had epochs
-    return {tonumber(seq), 1, epoch, 0}
-  end
-  -- Shortly after a reseed a retry may find its key gone with the old state.
-  if ARGV[14] ~= '1' and tonumber(redis.call('GET', KEYS[8]) or '0') > now then
-    return {0, 4, '', 0}
-  end
-end
--- The stream holds only entries not yet written to Postgres (the writers
--- delete what they stored), so its length is the backlog.
-if redis.call('XLEN', KEYS[5]) >= tonumber(ARGV[7]) then
-  return redis.error_reply('OVERLOADED persist backlog reached its cap of ' .. ARGV[7])
-end
+-- Returns one reply per message: an error (OVERLOADED, NOREPLICAS: nothing
+-- of it written) or {seq, status, epoch, headroom}: status 0 accepted,
+-- 1 duplicate (the original seq and epoch), 2 the room must be reseeded
+-- (seq: its counter here; the caller now holds the seeding lock), 3 its
+-- reserved seqs ran out (seq: its counter), 4 the id must be looked up in
+-- Postgres first, 5 another sender is reseeding the room: look again shortly.
+
 -- A new replication id means a failover or a restart: this primary may lack
 -- the newest writes of the previous one, so the counter cannot be trusted.
 local info = redis.call('INFO', 'replication')
 local replid = string.match(info, 'master_replid:(%w+)') or ''
--- A primary without its replicas may be the loser of a failover that its
--- sentinels have not demoted yet: writing here would fork the room's
--- history, and the winner's acks could be reused when this node is promoted
--- back (no new replication id then). Refuse before writing anything.
-local need = tonumber(ARGV[15])
-if need > 0 then
-  local online = 0
-  for _ in string.gmatch(info, 'state=online') do online = online + 1 end
-  if online < need then
+local online = 0
+for _ in string.gmatch(info, 'state=online') do online = online + 1 end
+-- The stream holds only entries not yet written to Postgres (the writers
+-- delete what they stored), so its length is the backlog.
+local backlog = redis.call('XLEN', KEYS[5])
+
+local function publish(k, a)
+  local now = tonumber(ARGV[a + 8])
+  -- The room's state in one read: seq, epoch, limit, replid, recheck.
+  local room = redis.call('MGET', KEYS[k + 1], KEYS[k + 2], KEYS[k + 7], KEYS[k + 6], KEYS[k + 8])
+  if ARGV[a + 9] == '1' then
+    local seen = redis.call('GET', KEYS[k + 4])
+    if seen then
+      local seq, epoch = string.match(seen, '^(%d+)/(.*)$')
+      if not seq then seq, epoch = seen, '' end -- stored before rooms had epochs
+      return {tonumber(seq), 1, epoch, 0}
+    end
+    -- Shortly after a reseed a retry may find its key gone with the old state.
+    if ARGV[a + 14] ~= '1' and tonumber(room[5] or '0') > now then
+      return {0, 4, '', 0}
+    end
+  end
+  if backlog >= tonumber(ARGV[a + 7]) then
+    return redis.error_reply('OVERLOADED persist backlog reached its cap of ' .. ARGV[a + 7])
+  end
+  -- A primary without its replicas may be the loser of a failover that its
+  -- sentinels have not demoted yet: writing here would fork the room's
+  -- history, and the winner's acks could be reused when this node is promoted
+  -- back (no new replication id then). Refuse before writing anything.
+  local need = tonumber(ARGV[a + 15])
+  if need > 0 and online < need then
     return redis.error_reply('NOREPLICAS ' .. online .. ' of ' .. need .. ' replicas online')
   end
-end
-local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
-local epoch = redis.call('GET', KEYS[2])
-local limit = tonumber(redis.call('GET', KEYS[7]) or '0')
-if not epoch or limit == 0 or redis.call('GET', KEYS[6]) ~= replid then
-  -- The room is new, expired or may have lost writes: its counter restarts
-  -- at the floor of a fresh reservation, above every seq it ever had.
-  if ARGV[10] == '' then
-    -- One sender at a time, of every instance, reserves for the room, so
-    -- its concurrent first sends share one block and a new room starts at 1.
-    if redis.call('SET', KEYS[9], '1', 'NX', 'PX', 2000) then return {cur, 2, '', 0} end
-    return {cur, 5, '', 0}
+  local cur = tonumber(room[1] or '0')
+  local epoch = room[2]
+  local limit = tonumber(room[3] or '0')
+  if not epoch or limit == 0 or room[4] ~= replid then
+    -- The room is new, expired or may have lost writes: its counter restarts
+    -- at the floor of a fresh reservation, above every seq it ever had.
+    if ARGV[a + 10] == '' then
+      -- One sender at a time, of every instance, reserves for the room, so
+      -- its concurrent first sends share one block and a new room starts at 1.
+      if redis.call('SET', KEYS[k + 9], '1', 'NX', 'PX', 2000) then return {cur, 2, '', 0} end
+      return {cur, 5, '', 0}
+    end
+    cur = math.max(cur, tonumber(ARGV[a + 10]))
+    limit = tonumber(ARGV[a + 12])
+    epoch = ARGV[a + 11]
+    redis.call('SET', KEYS[k + 1], string.format('%d', cur))
+    redis.call('SET', KEYS[k + 2], epoch)
+    redis.call('SET', KEYS[k + 6], replid)
+    redis.call('SET', KEYS[k + 7], string.format('%d', limit))
+    redis.call('DEL', KEYS[k + 9])
+    if tonumber(ARGV[a + 13]) > now then
+      redis.call('SET', KEYS[k + 8], ARGV[a + 13], 'PXAT', math.floor(tonumber(ARGV[a + 13]) / 1000000))
+    end
   end
-  cur = math.max(cur, tonumber(ARGV[10]))
-  limit = tonumber(ARGV[12])
-  epoch = ARGV[11]
-  redis.call('SET', KEYS[1], string.format('%d', cur))
-  redis.call('SET', KEYS[2], epoch)
-  redis.call('SET', KEYS[6], replid)
-  redis.call('SET', KEYS[7], string.format('%d', limit))
-  redis.call('DEL', KEYS[9])
-  if tonumber(ARGV[13]) > now then
-    redis.call('SET', KEYS[8], ARGV[13], 'PXAT', math.floor(tonumber(ARGV[13]) / 1000000))
+  if cur >= limit then return {cur, 3, epoch, 0} end
+  local seq = redis.call('INCR', KEYS[k + 1])
+  local frame = ARGV[a + 2] .. seq .. ARGV[a + 3]
+  redis.call('XADD', KEYS[k + 3], 'MAXLEN', ARGV[a + 4], seq .. '-0', 'f', frame)
+  redis.call('XADD', KEYS[k + 5], '*', 'f', frame)
+  backlog = backlog + 1
+  if ARGV[a + 9] == '1' then
+    redis.call('SET', KEYS[k + 4], seq .. '/' .. epoch, 'EX', ARGV[a + 5])
   end
+  -- Room names are client-chosen: an idle room's keys expire. The room TTL
+  -- outlives every dedupe key, and the next send after expiry reseeds with a
+  -- new epoch, so no seq is reused. The five TTLs are renewed together once
+  -- the counter's falls below halfway from the room TTL to the dedupe TTL
+  -- (a reseed's SET clears it: -1), not on every send: the keys then
+  -- always outlive a dedupe key set now.
+  local ttl = redis.call('TTL', KEYS[k + 1])
+  if ttl < (tonumber(ARGV[a + 6]) + tonumber(ARGV[a + 5])) / 2 then
+    for _, i in ipairs({1, 2, 3, 6, 7}) do redis.call('EXPIRE', KEYS[k + i], ARGV[a + 6]) end
+  end
+  redis.call('PUBLISH', ARGV[a + 1], ARGV[a + 8] .. ' ' .. seq .. ' ' .. frame)
+  return {seq, 0, epoch, limit - seq}
 end
-if cur >= limit then return {cur, 3, epoch, 0} end
-local seq = redis.call('INCR', KEYS[1])
-local frame = ARGV[2] .. seq .. ARGV[3]
-redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[4], seq .. '-0', 'f', frame)
-redis.call('XADD', KEYS[5], '*', 'f', frame)
-if ARGV[9] == '1' then
-  redis.call('SET', KEYS[4], seq .. '/' .. epoch, 'EX', ARGV[5])
+
+local replies = {}
+for i = 0, #KEYS / 9 - 1 do
+  replies[i + 1] = publish(9 * i, 15 * i)
 end
--- Room names are client-chosen: an idle room's keys expire. The room TTL
--- outlives every dedupe key, and the next send after expiry reseeds with a
--- new epoch, so no seq is reused.
-for _, i in ipairs({1, 2, 3, 6, 7}) do redis.call('EXPIRE', KEYS[i], ARGV[6]) end
-redis.call('PUBLISH', ARGV[1], ARGV[8] .. ' ' .. seq .. ' ' .. frame)
-return {seq, 0, epoch, limit - seq}
+return replies
