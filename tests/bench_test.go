@@ -177,7 +177,11 @@ type bench struct {
 func (b *bench) run(t *testing.T, name string, args ...string) *loadtool.Report {
 	settle(t)
 	out := filepath.Join(b.dir, strings.NewReplacer(" ", "-", "/", "-").Replace(name)+".json")
-	cmd := exec.Command(filepath.Join(b.dir, "chatload"), append([]string{
+	// chatload runs under SCHED_BATCH: its wakeups then never preempt the
+	// server it measures, as a client on another machine could not (on
+	// these 2 shared cores the load tool's pollers, woken by nearly every
+	// frame, otherwise preempted the instance in its writes).
+	cmd := exec.Command("chrt", append([]string{"--batch", "0", filepath.Join(b.dir, "chatload"),
 		"-endpoint", b.endpoint, "-secret", "bench-secret", "-pids", b.pids, "-json", out,
 	}, args...)...)
 	cmd.Stderr = os.Stderr
