@@ -89,11 +89,11 @@ func TestDirectScenarios(t *testing.T) {
 	b.endpoint = top.Chats[0].URL()
 	report.Logf(t, "machine: %d cores; one instance, no NGINX, Redis and Postgres on the same host", runtime.NumCPU())
 	t.Run("Saturation1000x10", func(t *testing.T) {
-		b.saturate(t, "direct 1000 rooms × 10", []int{500, 1000, 1500, 2000, 3000, 4000, 5500, 7000},
+		b.saturate(t, "direct 1000 rooms × 10", []int{500, 1000, 1500, 2000, 2500, 3000, 3500, 4000, 5500, 7000},
 			"-conns", "10000", "-rooms", "1000", "-publishers", "1000", "-connect-rate", "3000", "-duration", "8s")
 	})
 	t.Run("Saturation1x1000", func(t *testing.T) {
-		b.saturate(t, "direct 1 room × 1,000", []int{50, 80, 110, 130, 160, 200},
+		b.saturate(t, "direct 1 room × 1,000", []int{50, 80, 110, 130, 160, 200, 250, 300, 400},
 			"-conns", "1000", "-rooms", "1", "-publishers", "20", "-duration", "8s")
 	})
 	t.Run("Profile", func(t *testing.T) {

@@ -240,8 +240,15 @@ func HistoryGap(room string, from, to int64) []byte {
 		Message: fmt.Sprintf("messages %d to %d of room %s cannot be delivered here; fetch them from GET /rooms/%s/messages", from, to, room, room)})
 }
 
+// Ack is built without the JSON encoder, as Encode would write it: one is
+// sent for every message.
 func Ack(room, id string, seq int64) []byte {
-	return Encode(ServerFrame{Op: OpAck, Room: room, ID: id, Seq: seq})
+	b := append([]byte(`{"op":"ack","room":`), quote(room)...)
+	b = strconv.AppendInt(append(b, `,"seq":`...), seq, 10)
+	if id != "" {
+		b = append(append(b, `,"id":`...), quote(id)...)
+	}
+	return append(b, '}')
 }
 
 func ErrorFrame(e *Error) []byte {

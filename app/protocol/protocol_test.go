@@ -141,3 +141,19 @@ func FuzzDecodeClient(f *testing.F) {
 		}
 	})
 }
+
+func TestAckIsWhatTheEncoderWrites(t *testing.T) {
+	for _, tc := range []struct {
+		room, id string
+		seq      int64
+	}{
+		{"lobby", "c-1", 1},
+		{"lobby", "", 42},
+		{`quo"te<&>`, "é\\n\u2028", 1 << 62},
+	} {
+		want := Encode(ServerFrame{Op: OpAck, Room: tc.room, ID: tc.id, Seq: tc.seq})
+		if got := Ack(tc.room, tc.id, tc.seq); string(got) != string(want) {
+			t.Errorf("Ack(%q, %q, %d) = %s, want %s", tc.room, tc.id, tc.seq, got, want)
+		}
+	}
+}
