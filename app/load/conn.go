@@ -79,6 +79,10 @@ func (r *runner) dial(ctx context.Context, u *url.URL, k int, p *poller) (*conn,
 	_ = nc.SetDeadline(time.Time{})
 	c := &conn{k: k, r: r, m: member{room: r.o.room(k)}, joined: make(chan error, 1)}
 	if err := r.attach(c, nc, rest, p); err != nil {
+		nc.Close()
+		if c.shut != nil {
+			c.shut()
+		}
 		return nil, err
 	}
 	select {
