@@ -68,7 +68,7 @@ func (r *runner) dial(ctx context.Context, u *url.URL, k int, p *poller) (*conn,
 		return nil, fmt.Errorf("connect: %w", unwrapNet(err))
 	}
 	if u.Scheme == "wss" {
-		nc = tls.Client(nc, &tls.Config{ServerName: u.Hostname()})
+		nc = tls.Client(nc, &tls.Config{ServerName: u.Hostname(), RootCAs: r.roots})
 	}
 	_ = nc.SetDeadline(time.Now().Add(setupTimeout))
 	rest, err := handshake(nc, u, token)

@@ -26,13 +26,17 @@ func message(seq int64, sent time.Time, pad int) []byte {
 // The load tool frames the protocol itself, so it is checked against
 // gorilla's server: a message gorilla fragments (its write buffer is
 // smaller), a ping that must be answered, and a close code that must be
-// counted, read by a poller and by a connection's own goroutine.
+// counted, read by a poller, by a connection's own goroutine, and over TLS
+// (always a goroutine).
 func TestConnectionsReadWhatGorillaWrites(t *testing.T) {
-	for _, polled := range []bool{true, false} {
-		t.Run(fmt.Sprintf("polled=%v", polled), func(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		polled, tls bool
+	}{{"polled", true, false}, {"goroutine", false, false}, {"tls", true, true}} {
+		t.Run(tc.name, func(t *testing.T) {
 			ponged := make(chan string, 1)
 			up := websocket.Upgrader{WriteBufferSize: 256}
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 				if req.Header.Get("Authorization") != "Bearer token" {
 					http.Error(w, "no token", http.StatusUnauthorized)
 					return
@@ -56,12 +60,20 @@ func TestConnectionsReadWhatGorillaWrites(t *testing.T) {
 				ws.WriteControl(websocket.PingMessage, []byte("are you there"), time.Now().Add(time.Second))
 				ws.ReadMessage() // the pong is handled while reading; the close ends it
 			}))
+			if tc.tls {
+				srv.StartTLS()
+			} else {
+				srv.Start()
+			}
 			defer srv.Close()
 
 			r := &runner{o: Options{Token: "token", Rooms: 1, Conns: 1}, rep: newReport(), window: NewHistogram()}
+			if tc.tls {
+				r.roots = srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
+			}
 			u, _ := url.Parse(strings.Replace(srv.URL, "http", "ws", 1) + "/ws")
 			var p *poller
-			if polled {
+			if tc.polled {
 				var err error
 				if p, err = newPoller(); err != nil {
 					t.Fatal(err)

@@ -3,6 +3,7 @@ package load
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,6 +43,7 @@ type runner struct {
 	window                       *Histogram // latency since the last progress
 	open, sent, acked, delivered atomic.Int64
 	readers                      sync.WaitGroup // connections read by goroutines of their own
+	roots                        *x509.CertPool // trusted for wss://; nil: the system's
 }
 
 type member struct {
