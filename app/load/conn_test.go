@@ -35,23 +35,8 @@ func TestConnectionsReadWhatGorillaWrites(t *testing.T) {
 	}{{"polled", true, false}, {"goroutine", false, false}, {"tls", true, true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			ponged := make(chan string, 1)
-			up := websocket.Upgrader{WriteBufferSize: 256}
-			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-				if req.Header.Get("Authorization") != "Bearer token" {
-					http.Error(w, "no token", http.StatusUnauthorized)
-					return
-				}
-				ws, err := up.Upgrade(w, req, nil)
-				if err != nil {
-					return
-				}
-				defer ws.Close()
+			srv := httptest.NewUnstartedServer(gorillaChat(t, func(ws *websocket.Conn) {
 				ws.SetPongHandler(func(data string) error { ponged <- data; return nil })
-				ws.WriteMessage(websocket.TextMessage, protocol.Welcome("i", "u"))
-				if _, join, err := ws.ReadMessage(); err != nil || !strings.Contains(string(join), `"op":"join"`) {
-					t.Errorf("join: %s, %v", join, err)
-					return
-				}
 				ws.WriteMessage(websocket.TextMessage, protocol.Joined("r", protocol.Position{Seq: 7}))
 				for seq := int64(8); seq <= 10; seq++ {
 					ws.WriteMessage(websocket.TextMessage, message(seq, time.Now(), 30))
@@ -118,19 +103,7 @@ func TestConnectionsReadWhatGorillaWrites(t *testing.T) {
 // A refused handshake is reported with its status, and a join the server
 // answers with an error fails the connect with what it said.
 func TestRefusalsAreReportedAsTheServerGaveThem(t *testing.T) {
-	up := websocket.Upgrader{}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if req.Header.Get("Authorization") != "Bearer token" {
-			http.Error(w, "no token", http.StatusUnauthorized)
-			return
-		}
-		ws, err := up.Upgrade(w, req, nil)
-		if err != nil {
-			return
-		}
-		defer ws.Close()
-		ws.WriteMessage(websocket.TextMessage, protocol.Welcome("i", "u"))
-		ws.ReadMessage()
+	srv := httptest.NewServer(gorillaChat(t, func(ws *websocket.Conn) {
 		ws.WriteMessage(websocket.TextMessage, protocol.ErrorFrame(protocol.Errorf("bad_room", "no such room")))
 		ws.ReadMessage()
 	}))
@@ -178,6 +151,31 @@ func TestFramesSplitAtEveryByteAreReadWhole(t *testing.T) {
 			t.Fatalf("cut at %d: last %d, %d delivered, %d bytes pending", cut, c.m.last, r.delivered.Load(), len(c.pending))
 		}
 	}
+}
+
+// gorillaChat is a chat server's opening on gorilla: it takes only "Bearer
+// token", writes a welcome and reads the join, then leaves the connection
+// to then. Its write buffer is small enough that a large message goes out
+// in fragments.
+func gorillaChat(t *testing.T, then func(ws *websocket.Conn)) http.Handler {
+	up := websocket.Upgrader{WriteBufferSize: 256}
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.Header.Get("Authorization") != "Bearer token" {
+			http.Error(w, "no token", http.StatusUnauthorized)
+			return
+		}
+		ws, err := up.Upgrade(w, req, nil)
+		if err != nil {
+			return
+		}
+		defer ws.Close()
+		ws.WriteMessage(websocket.TextMessage, protocol.Welcome("i", "u"))
+		if _, join, err := ws.ReadMessage(); err != nil || !strings.Contains(string(join), `"op":"join"`) {
+			t.Errorf("join: %s, %v", join, err)
+			return
+		}
+		then(ws)
+	})
 }
 
 type discard struct{}
