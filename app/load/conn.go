@@ -29,6 +29,7 @@ type conn struct {
 	r *runner
 	m member
 
+	src    io.Reader  // the socket, read only by c's reader
 	w      io.Writer  // the socket
 	wmu    sync.Mutex // a frame at a time: publisher and reader both write
 	shut   func() error
@@ -112,7 +113,7 @@ func (r *runner) attach(c *conn, nc net.Conn, rest []byte, p *poller) error {
 		if err != nil {
 			return fmt.Errorf("connect: %w", err)
 		}
-		c.w, c.shut = fd, fd.Close
+		c.src, c.w, c.shut = fd, fd, fd.Close
 		if c.read(rest, time.Now()) {
 			if err := p.add(c, fd); err != nil {
 				return fmt.Errorf("connect: %w", err)
@@ -120,27 +121,36 @@ func (r *runner) attach(c *conn, nc net.Conn, rest []byte, p *poller) error {
 		}
 		return nil
 	}
-	c.w, c.shut = nc, nc.Close
+	c.src, c.w, c.shut = nc, nc, nc.Close
 	r.readers.Add(1)
 	go func() {
 		defer r.readers.Done()
-		buf := make([]byte, 0, 16<<10)
+		var buf []byte
 		for alive := c.read(rest, time.Now()); alive; {
-			b := append(buf[:0], c.pending...)
-			if cap(b)-len(b) < 4<<10 {
-				b = append(b, make([]byte, 16<<10)...)[:len(b)]
-			}
-			n, err := nc.Read(b[len(b):cap(b)])
-			if n > 0 {
-				alive = c.read(b[:len(b)+n], time.Now())
-			} else {
-				c.end("reset", err)
-				alive = false
-			}
-			buf = b
+			buf, alive = c.receive(buf)
 		}
 	}()
 	return nil
+}
+
+// receive reads c's socket once into buf, after what is pending, and
+// handles what came; buf is the reader's scratch, returned grown if it had
+// to be. It is false once c is over.
+func (c *conn) receive(buf []byte) ([]byte, bool) {
+	b := append(buf[:0], c.pending...)
+	if cap(b)-len(b) < 4<<10 {
+		b = append(b, make([]byte, 16<<10)...)[:len(b)]
+	}
+	n, err := c.src.Read(b[len(b):cap(b)])
+	switch {
+	case n > 0:
+		return b, c.read(b[:len(b)+n], time.Now())
+	case err == nil: // nothing to read yet
+		return b, true
+	default:
+		c.end("reset", err)
+		return b, false
+	}
 }
 
 // read handles the bytes just read, pending first: each whole frame, the

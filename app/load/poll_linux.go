@@ -3,6 +3,7 @@ package load
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -60,7 +61,7 @@ func (p *poller) loop() {
 	defer close(p.done)
 	events := make([]unix.EpollEvent, 256)
 	ready := make([]*conn, 0, len(events))
-	buf := make([]byte, 0, 64<<10)
+	var buf []byte
 	for !p.stop.Load() {
 		n, err := unix.EpollWait(p.epfd, events, 100)
 		if err != nil {
@@ -81,21 +82,8 @@ func (p *poller) loop() {
 				continue
 			}
 			fd := int(events[i].Fd)
-			b := append(buf[:0], c.pending...)
-			if cap(b)-len(b) < 4<<10 {
-				b = append(b, make([]byte, 64<<10)...)[:len(b)]
-			}
-			m, err := unix.Read(fd, b[len(b):cap(b)])
-			buf = b
-			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
-				continue
-			}
-			alive := m > 0
-			if alive {
-				alive = c.read(b[:len(b)+m], time.Now())
-			} else {
-				c.end("reset", err)
-			}
+			var alive bool
+			buf, alive = c.receive(buf)
 			if !alive {
 				_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fd, nil)
 				p.mu.Lock()
@@ -125,6 +113,21 @@ func detach(tc *net.TCPConn) (*fdConn, error) {
 	}
 	tc.Close()
 	return &fdConn{fd: fd}, nil
+}
+
+// Read reads what the socket holds without waiting: 0 and no error when it
+// holds nothing yet, io.EOF once the peer has closed it.
+func (f *fdConn) Read(b []byte) (int, error) {
+	n, err := unix.Read(f.fd, b)
+	switch {
+	case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR):
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("read: %w", err)
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
 }
 
 // Write writes all of b, waiting while the socket is full.

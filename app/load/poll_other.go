@@ -20,6 +20,8 @@ func (p *poller) close() error { return nil }
 
 func detach(*net.TCPConn) (*fdConn, error) { return nil, errors.New("no poller") }
 
+func (*fdConn) Read([]byte) (int, error) { return 0, errors.New("no poller") }
+
 func (*fdConn) Write([]byte) (int, error) { return 0, errors.New("no poller") }
 
 func (*fdConn) Close() error { return nil }
