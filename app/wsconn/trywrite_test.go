@@ -48,8 +48,11 @@ func TestTryWriteFramesReadAsGorillaWritesThem(t *testing.T) {
 // client reads, every frame arrives whole and in order.
 func TestTryWriteLeavesTheRestToRelease(t *testing.T) {
 	p := dial(t)
-	tcp := p.raw.Conn.(*net.TCPConn)
-	tcp.SetWriteBuffer(16 << 10)
+	p.raw.Conn.(*net.TCPConn).SetWriteBuffer(16 << 10)
+	// A fixed receive buffer: reading 4 MiB would otherwise let the kernel
+	// grow it up to tcp_rmem's maximum (32 MiB here), and the full socket
+	// below would take millions of bytes before it refused one.
+	p.client.NetConn().(*net.TCPConn).SetReadBuffer(16 << 10)
 	big := bytes.Repeat([]byte("x"), 4<<20) // more than loopback's buffers hold
 	small := []byte("small")
 
