@@ -65,12 +65,13 @@ chaos: deps
 	SWITCHBOARD_CHAOS_SEED=$(SEED) SWITCHBOARD_CHAOS_DURATION=$(DURATION) go test -count=1 -v -timeout 0 -run '^TestChaos$$' ./tests
 
 # The Go micro-benchmarks, then the load scenarios on the local target
-# (tests/bench_test.go): through NGINX to 3 instances, and straight to one
-# instance (TestDirectScenarios). Each scenario prints one line. Minutes of
-# full load on every core.
+# (tests/bench_test.go): through NGINX to 3 instances, straight to one
+# instance (TestDirectScenarios), and the same direct scenarios against
+# Centrifugo (TestCentrifugoScenarios; built once into ~/.cache/switchboard).
+# Each scenario prints one line. Most of an hour of full load on every core.
 bench: deps build
 	go test -run '^$$' -bench . -benchmem ./app/...
-	SWITCHBOARD_BENCH=1 go test -count=1 -timeout 60m -v -run '^Test(Direct|Load)Scenarios$$' ./tests
+	SWITCHBOARD_BENCH=1 go test -count=1 -timeout 100m -v -run '^Test(Direct|Load|Centrifugo)Scenarios$$' ./tests
 
 # The dev stack on a real kind cluster built here (no registry, no internet
 # but the Go proxy and Debian's mirror): node image, component and app

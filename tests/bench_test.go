@@ -88,26 +88,119 @@ func TestDirectScenarios(t *testing.T) {
 	top, b := startBench(t, 1)
 	b.endpoint = top.Chats[0].URL()
 	report.Logf(t, "machine: %d cores; one instance, no NGINX, Redis and Postgres on the same host", runtime.NumCPU())
-	t.Run("Saturation1000x10", func(t *testing.T) {
-		b.saturate(t, "direct 1000 rooms × 10", []int{500, 1000, 1500, 2000, 2500, 3000, 3500, 4000, 5500, 7000},
-			"-conns", "10000", "-rooms", "1000", "-publishers", "1000", "-connect-rate", "3000", "-duration", "8s")
-	})
-	t.Run("Saturation1x1000", func(t *testing.T) {
-		b.saturate(t, "direct 1 room × 1,000", []int{50, 80, 110, 130, 160, 200, 250, 300, 400},
-			"-conns", "1000", "-rooms", "1", "-publishers", "20", "-duration", "8s")
-	})
-	t.Run("Profile", func(t *testing.T) {
-		settle(t)
+	b.direct(t, "direct", func(t *testing.T) {
 		stop := b.profile(top.Chats[0].DebugPort)
 		b.run(t, "direct 1000 rooms × 10 at 2000 msg/s, profiled", "-conns", "10000", "-rooms", "1000", "-publishers", "1000",
 			"-connect-rate", "3000", "-rate", "2000", "-duration", "10s")
 		stop()
 	})
-	t.Run("TailAt20k", func(t *testing.T) {
-		rep := b.run(t, "direct 1000 rooms × 10 at 20,000 deliveries/s", "-conns", "10000", "-rooms", "1000", "-publishers", "1000",
-			"-connect-rate", "3000", "-rate", "2000", "-duration", "10s")
-		report.Logf(t, "direct tail: p99 %s at %.0f deliveries/s", time.Duration(rep.Latency.Quantile(0.99)).Round(100*time.Microsecond), rep.DeliveriesPerSec)
+}
+
+// TestCentrifugoScenarios runs the direct scenarios against Centrifugo, the
+// server issue 16's targets are set against, with the same load tool
+// speaking its protocol on the same day and machine: one node, the Redis
+// engine on a Redis started as the local target's is, history kept for
+// every channel. Centrifugo is built once from the Go module proxy into
+// ~/.cache/switchboard.
+func TestCentrifugoScenarios(t *testing.T) {
+	b := newBench(t)
+	bin := buildCentrifugo(t)
+	ports := make([]int, 2)
+	for i := range ports {
+		p, err := local.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports[i] = p
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rdb, err := local.StartRedis(ctx, b.dir, ports[0])
+	if err != nil {
+		t.Fatalf("start Redis: %v", err)
+	}
+	t.Cleanup(rdb.Kill)
+	// Channels without a namespace, as Switchboard's rooms: clients may
+	// subscribe, subscribers publish, and history gives every publication
+	// an offset (the seq the load tool counts gaps with).
+	config := fmt.Sprintf(`{
+  "http_server": {"port": "%d"},
+  "log": {"level": "warn"},
+  "client": {"token": {"hmac_secret_key": "bench-secret"}, "allowed_origins": ["*"]},
+  "engine": {"type": "redis", "redis": {"address": %q}},
+  "channel": {"without_namespace": {"allow_subscribe_for_client": true, "allow_publish_for_subscriber": true,
+    "history_size": 100, "history_ttl": "300s", "force_recovery": true}}
+}`, ports[1], rdb.Addr())
+	cfgFile := filepath.Join(b.dir, "centrifugo.json")
+	if err := os.WriteFile(cfgFile, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "--config", cfgFile)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start Centrifugo: %v", err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
 	})
+	b.endpoint = fmt.Sprintf("http://127.0.0.1:%d", ports[1])
+	until(t, "Centrifugo healthy", 30*time.Second, func() error {
+		resp, err := http.Get(b.endpoint + "/health")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return want(float64(resp.StatusCode), http.StatusOK)
+	})
+	b.pids, b.args = strconv.Itoa(cmd.Process.Pid), []string{"-protocol", "centrifugo"}
+	report.Logf(t, "machine: %d cores; one Centrifugo v%s node, no NGINX, its Redis on the same host", runtime.NumCPU(), centrifugoVersion)
+	b.direct(t, "centrifugo", nil)
+}
+
+// direct runs the direct scenarios against b's endpoint, their lines
+// prefixed with name; profile, if set, runs between the saturations and
+// the tail.
+func (b *bench) direct(t *testing.T, name string, profile func(*testing.T)) {
+	t.Run("Saturation1000x10", func(t *testing.T) {
+		b.saturate(t, name+" 1000 rooms × 10", []int{500, 1000, 1500, 2000, 2500, 3000, 3500, 4000, 5500, 7000},
+			"-conns", "10000", "-rooms", "1000", "-publishers", "1000", "-connect-rate", "3000", "-duration", "8s")
+	})
+	t.Run("Saturation1x1000", func(t *testing.T) {
+		b.saturate(t, name+" 1 room × 1,000", []int{50, 80, 110, 130, 160, 200, 250, 300, 400},
+			"-conns", "1000", "-rooms", "1", "-publishers", "20", "-duration", "8s")
+	})
+	if profile != nil {
+		t.Run("Profile", profile)
+	}
+	t.Run("TailAt20k", func(t *testing.T) {
+		rep := b.run(t, name+" 1000 rooms × 10 at 20,000 deliveries/s", "-conns", "10000", "-rooms", "1000", "-publishers", "1000",
+			"-connect-rate", "3000", "-rate", "2000", "-duration", "10s")
+		report.Logf(t, "%s tail: p99 %s at %.0f deliveries/s", name, time.Duration(rep.Latency.Quantile(0.99)).Round(100*time.Microsecond), rep.DeliveriesPerSec)
+	})
+}
+
+// centrifugoVersion is the Centrifugo measured; the module proxy serves it.
+const centrifugoVersion = "6.9.1"
+
+// buildCentrifugo installs Centrifugo into ~/.cache/switchboard once and
+// returns its path.
+func buildCentrifugo(t *testing.T) string {
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(cache, "switchboard", "centrifugo-v"+centrifugoVersion)
+	bin := filepath.Join(dir, "centrifugo")
+	if _, err := os.Stat(bin); err == nil {
+		return bin
+	}
+	cmd := exec.Command("go", "install", "github.com/centrifugal/centrifugo/v6@v"+centrifugoVersion)
+	cmd.Env = append(os.Environ(), "GOBIN="+dir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build Centrifugo v%s: %v\n%s", centrifugoVersion, err, out)
+	}
+	return bin
 }
 
 // saturate steps through rates (messages a second) until p99 passes 50 ms
@@ -130,15 +223,7 @@ func (b *bench) saturate(t *testing.T, name string, rates []int, args ...string)
 // target with n instances, each serving pprof.
 func startBench(t *testing.T, n int) (*local.Topology, *bench) {
 	t.Helper()
-	if os.Getenv("SWITCHBOARD_BENCH") == "" {
-		t.Skip("the load scenarios run under `make bench` (SWITCHBOARD_BENCH=1): minutes of full load on every core")
-	}
-	dir := t.TempDir()
-	for _, cmd := range []string{"chatserver", "chatload"} {
-		if out, err := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, cmd), "../app/cmd/"+cmd).CombinedOutput(); err != nil {
-			t.Fatalf("build %s: %v\n%s", cmd, err, out)
-		}
-	}
+	b := newBench(t)
 	ports := make([]int, 2*n)
 	for i := range ports {
 		p, err := local.FreePort()
@@ -150,7 +235,7 @@ func startBench(t *testing.T, n int) (*local.Topology, *bench) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	top, err := local.Up(ctx, local.Options{
-		Dir: filepath.Join(dir, "state"), Bin: filepath.Join(dir, "chatserver"),
+		Dir: filepath.Join(b.dir, "state"), Bin: filepath.Join(b.dir, "chatserver"),
 		ChatPorts: ports[:n], DebugPorts: ports[n:], NginxWorkers: 8,
 		// SWITCHBOARD_BENCH_ENV: settings to try on the instances (KEY=VALUE ...).
 		Env: append(slices.Clone(benchSettings), strings.Fields(os.Getenv("SWITCHBOARD_BENCH_ENV"))...),
@@ -163,7 +248,23 @@ func startBench(t *testing.T, n int) (*local.Topology, *bench) {
 	for _, c := range top.Chats {
 		pids = append(pids, strconv.Itoa(c.Pid()))
 	}
-	return top, &bench{t: t, dir: dir, endpoint: top.Nginx.URL(), pids: strings.Join(pids, ",")}
+	b.endpoint, b.pids = top.Nginx.URL(), strings.Join(pids, ",")
+	return top, b
+}
+
+// newBench builds the server and the load tool into a directory of the test's.
+func newBench(t *testing.T) *bench {
+	t.Helper()
+	if os.Getenv("SWITCHBOARD_BENCH") == "" {
+		t.Skip("the load scenarios run under `make bench` (SWITCHBOARD_BENCH=1): minutes of full load on every core")
+	}
+	dir := t.TempDir()
+	for _, cmd := range []string{"chatserver", "chatload"} {
+		if out, err := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, cmd), "../app/cmd/"+cmd).CombinedOutput(); err != nil {
+			t.Fatalf("build %s: %v\n%s", cmd, err, out)
+		}
+	}
+	return &bench{t: t, dir: dir}
 }
 
 type bench struct {
@@ -171,6 +272,7 @@ type bench struct {
 	dir      string
 	endpoint string
 	pids     string
+	args     []string // for every run of chatload (its protocol)
 }
 
 // run runs chatload with args against the local target and prints its summary.
@@ -183,7 +285,7 @@ func (b *bench) run(t *testing.T, name string, args ...string) *loadtool.Report 
 	// frame, otherwise preempted the instance in its writes).
 	cmd := exec.Command("chrt", append([]string{"--batch", "0", filepath.Join(b.dir, "chatload"),
 		"-endpoint", b.endpoint, "-secret", "bench-secret", "-pids", b.pids, "-json", out,
-	}, args...)...)
+	}, slices.Concat(b.args, args)...)...)
 	cmd.Stderr = os.Stderr
 	text, err := cmd.Output()
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,7 +15,6 @@ import (
 	"time"
 
 	"github.com/switchboard-dev/switchboard/app/auth"
-	"github.com/switchboard-dev/switchboard/app/protocol"
 )
 
 // setupTimeout bounds a connection's handshake and its join.
@@ -39,6 +37,7 @@ type conn struct {
 	pending []byte     // a frame begun but not wholly read
 	message []byte     // a fragmented message so far
 	joined  chan error // the outcome of the join, once
+	events  []event    // scratch for the frame being read
 }
 
 type connState int
@@ -78,6 +77,12 @@ func (r *runner) dial(ctx context.Context, u *url.URL, k int, p *poller) (*conn,
 		return nil, err
 	}
 	_ = nc.SetDeadline(time.Time{})
+	if hello := r.d.greeting(token); hello != nil {
+		if _, err := nc.Write(appendFrame(nil, opText, hello)); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("connect: %w", unwrapNet(err))
+		}
+	}
 	c := &conn{k: k, r: r, m: member{room: r.o.room(k)}, joined: make(chan error, 1)}
 	if err := r.attach(c, nc, rest, p); err != nil {
 		nc.Close()
@@ -200,33 +205,29 @@ func (c *conn) frame(fin bool, op byte, payload []byte, now time.Time) bool {
 	return true
 }
 
-// text moves c through welcome and join, then counts what its room sends.
+// text moves c through the greeting and the join, then counts what its
+// room sends.
 func (c *conn) text(data []byte, now time.Time) bool {
-	switch c.state {
-	case awaitWelcome:
-		var f protocol.ServerFrame
-		if json.Unmarshal(data, &f) != nil || f.Op != protocol.OpWelcome {
-			c.fail(fmt.Errorf("welcome: got %.200s", data))
-			return false
-		}
-		if err := c.send(opText, []byte(`{"op":"join","room":"`+c.m.room+`"}`)); err != nil {
-			c.fail(fmt.Errorf("join: %w", err))
-			return false
-		}
-		c.state = awaitJoined
-	case awaitJoined:
-		var f protocol.ServerFrame
-		if json.Unmarshal(data, &f) != nil || f.Op != protocol.OpJoined {
-			c.fail(fmt.Errorf("join %s: got %.200s", c.m.room, data))
-			return false
-		}
-		c.m.joined, c.m.last = f.Seq, f.Seq
-		c.state = open
-		c.r.open.Add(1)
-		c.joined <- nil
-	case open:
+	if c.state == open {
 		c.r.received(c, data, now)
+		return true
 	}
+	reply, joined, seq, err := c.r.d.setup(c.state, data, c.m.room)
+	if err == nil && reply != nil {
+		err = c.send(opText, reply)
+	}
+	if err != nil {
+		c.fail(err)
+		return false
+	}
+	if !joined {
+		c.state = awaitJoined
+		return true
+	}
+	c.m.joined, c.m.last = seq, seq
+	c.state = open
+	c.r.open.Add(1)
+	c.joined <- nil
 	return true
 }
 

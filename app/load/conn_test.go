@@ -52,7 +52,7 @@ func TestConnectionsReadWhatGorillaWrites(t *testing.T) {
 			}
 			defer srv.Close()
 
-			r := &runner{o: Options{Token: "token", Rooms: 1, Conns: 1}, rep: newReport(), window: NewHistogram()}
+			r := &runner{o: Options{Token: "token", Rooms: 1, Conns: 1}, d: switchboard{}, rep: newReport(), window: NewHistogram()}
 			if tc.tls {
 				r.roots = srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
 			}
@@ -118,7 +118,7 @@ func TestRefusalsAreReportedAsTheServerGaveThem(t *testing.T) {
 		{"wrong", "handshake refused: 401 Unauthorized (check -token or -secret"},
 		{"token", "bad_room"},
 	} {
-		r := &runner{o: Options{Token: tc.token, Rooms: 1, Conns: 1}, rep: newReport(), window: NewHistogram()}
+		r := &runner{o: Options{Token: tc.token, Rooms: 1, Conns: 1}, d: switchboard{}, rep: newReport(), window: NewHistogram()}
 		c, err := r.dial(context.Background(), u, 0, p)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("token %q: got %v, want %q", tc.token, err, tc.want)
@@ -139,7 +139,7 @@ func TestFramesSplitAtEveryByteAreReadWhole(t *testing.T) {
 	}
 	stream = wsconn.AppendPing(stream)
 	for cut := 1; cut < len(stream); cut += 1 + cut/64 {
-		r := &runner{rep: newReport(), window: NewHistogram()}
+		r := &runner{d: switchboard{}, rep: newReport(), window: NewHistogram()}
 		c := &conn{r: r, state: open, w: discard{}}
 		if !c.read(append([]byte(nil), stream[:cut]...), time.Now()) {
 			t.Fatalf("cut at %d: ended", cut)

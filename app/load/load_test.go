@@ -50,15 +50,79 @@ func TestMergedReportsCountLossesAndDuplicates(t *testing.T) {
 	}
 }
 
-func TestMessageFramesAreReadWithoutJSON(t *testing.T) {
+// TestEachDialectReadsWhatItsServerWrites: Switchboard's frames as the
+// protocol package writes them, and Centrifugo's as Centrifugo v6.9.1 wrote
+// them to this tool's commands (several replies may share a frame, a line
+// each).
+func TestEachDialectReadsWhatItsServerWrites(t *testing.T) {
+	const stamp = "1795437083123456789"
 	sent := time.Unix(0, 1795437083123456789)
-	frame := protocol.Message{Room: "r", Seq: 4711, User: "u", Text: "1795437083123456789 xxxx", ID: "1-2", TS: time.Now()}.Frame()
-	seq, at, ok := messageFrame(frame)
-	if !ok || seq != 4711 || !at.Equal(sent) {
-		t.Errorf("read seq %d sent %v ok %v from %s", seq, at, ok, frame)
+	cfPub := `{"push":{"channel":"room-1","pub":{"data":{"text":"` + stamp + ` xx"},"info":{"user":"alice","client":"64dd"},"offset":4711,"epoch":"dsgQ"}}}`
+	for _, tc := range []struct {
+		name string
+		d    dialect
+		data string
+		want []event
+	}{
+		{"switchboard message", switchboard{}, string(protocol.Message{Room: "r", Seq: 4711, User: "u", Text: stamp + " xx", ID: "1-2", TS: time.Now()}.Frame()),
+			[]event{{kind: delivery, seq: 4711, sent: sent}}},
+		{"switchboard message without a send time", switchboard{}, string(protocol.Message{Room: "r", Seq: 7, User: "u", Text: "hello there"}.Frame()),
+			[]event{{kind: delivery, seq: 7}}},
+		{"switchboard ack", switchboard{}, string(protocol.Ack("r", "1-2", 4711)), []event{{kind: ack}}},
+		{"switchboard refusal", switchboard{}, string(protocol.ErrorFrame(protocol.Errorf(protocol.CodeRateLimited, "slow down"))),
+			[]event{{kind: refusal, code: protocol.CodeRateLimited}}},
+		{"centrifugo publication", centrifugo{}, cfPub, []event{{kind: delivery, seq: 4711, sent: sent}}},
+		{"centrifugo publish reply", centrifugo{}, `{"id":5,"publish":{}}`, []event{{kind: ack}}},
+		{"centrifugo refusal", centrifugo{}, `{"id":4,"error":{"code":103,"message":"permission denied"}}`, []event{{kind: refusal, code: "103"}}},
+		{"centrifugo ping", centrifugo{}, `{}`, []event{{kind: ping}}},
+		{"centrifugo join push: no publication", centrifugo{}, `{"push":{"channel":"room-1","join":{"info":{"user":"bob","client":"9f2a"}}}}`, nil},
+		{"centrifugo replies sharing a frame", centrifugo{}, `{"id":6,"publish":{}}` + "\n" + cfPub + "\n{}",
+			[]event{{kind: ack}, {kind: delivery, seq: 4711, sent: sent}, {kind: ping}}},
+	} {
+		got := tc.d.events([]byte(tc.data), nil)
+		if len(got) != len(tc.want) {
+			t.Errorf("%s: got %+v, want %+v", tc.name, got, tc.want)
+			continue
+		}
+		for i := range got {
+			if got[i].kind != tc.want[i].kind || got[i].seq != tc.want[i].seq || got[i].code != tc.want[i].code || !got[i].sent.Equal(tc.want[i].sent) {
+				t.Errorf("%s: event %d is %+v, want %+v", tc.name, i, got[i], tc.want[i])
+			}
+		}
 	}
-	if _, _, ok := messageFrame(protocol.Ack("r", "1-2", 4711)); ok {
-		t.Error("an ack was read as a message")
+}
+
+// TestEachDialectOpensAMember: the greeting's answer leads to the join, the
+// join's answer gives the room's seq, and anything else fails the member.
+func TestEachDialectOpensAMember(t *testing.T) {
+	for _, tc := range []struct {
+		name            string
+		d               dialect
+		welcome, joined string
+		wantJoin        string
+		wantSeq         int64
+	}{
+		{"switchboard", switchboard{}, `{"op":"welcome","user":"load-1"}`, `{"op":"joined","room":"r-1","seq":41}`, `{"op":"join","room":"r-1"}`, 41},
+		{"centrifugo", centrifugo{}, `{"id":1,"connect":{"client":"64dd","version":"0.0.0 OSS","ping":25,"pong":true}}`,
+			`{"id":2,"subscribe":{"recoverable":true,"epoch":"dsgQ","offset":41,"positioned":true}}`, `{"id":2,"subscribe":{"channel":"r-1"}}`, 41},
+		{"centrifugo, a channel without history yet", centrifugo{}, `{"id":1,"connect":{"client":"64dd"}}`,
+			`{"id":2,"subscribe":{"recoverable":true,"epoch":"dsgQ","positioned":true}}`, `{"id":2,"subscribe":{"channel":"r-1"}}`, 0},
+	} {
+		reply, joined, _, err := tc.d.setup(awaitWelcome, []byte(tc.welcome), "r-1")
+		if err != nil || joined || string(reply) != tc.wantJoin {
+			t.Errorf("%s: the greeting's answer gave %s, joined %v, %v; want %s", tc.name, reply, joined, err, tc.wantJoin)
+		}
+		reply, joined, seq, err := tc.d.setup(awaitJoined, []byte(tc.joined), "r-1")
+		if err != nil || !joined || seq != tc.wantSeq || reply != nil {
+			t.Errorf("%s: the join's answer gave joined %v at seq %d, reply %s, %v; want seq %d", tc.name, joined, seq, reply, err, tc.wantSeq)
+		}
+		refused := `{"op":"error","code":"unauthorized"}`
+		if tc.d == (centrifugo{}) {
+			refused = `{"id":1,"error":{"code":109,"message":"token expired"}}`
+		}
+		if _, _, _, err := tc.d.setup(awaitWelcome, []byte(refused), "r-1"); err == nil || !strings.Contains(err.Error(), refused) {
+			t.Errorf("%s: a refused greeting gave %v, want an error quoting it", tc.name, err)
+		}
 	}
 }
 
@@ -72,6 +136,7 @@ func TestBadOptionsAreRefusedByFlag(t *testing.T) {
 		change func(*Options)
 	}{
 		{"-endpoint", func(o *Options) { o.Endpoint = "ftp://x" }},
+		{"-protocol", func(o *Options) { o.Protocol = "mqtt" }},
 		{"-token or -secret", func(o *Options) { o.Token = "" }},
 		{"-rooms", func(o *Options) { o.Rooms = 11 }},
 		{"-publishers", func(o *Options) { o.Publishers = 11 }},

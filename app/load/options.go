@@ -17,6 +17,7 @@ import (
 // Options describe a whole run; Index and Of pick one process's share.
 type Options struct {
 	Endpoint    string        // the load balancer: http(s)://host:port or ws(s)://host:port/ws
+	Protocol    string        // switchboard (the default), or centrifugo to measure Centrifugo alike
 	Token       string        // one token for every connection, or
 	Secret      string        // the server's JWT_SECRET, to mint one token per connection
 	Conns       int           // connections in all
@@ -38,6 +39,9 @@ func (o *Options) Validate() error {
 	var errs []error
 	u, err := o.url()
 	if err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := dialectOf(o.Protocol); err != nil {
 		errs = append(errs, err)
 	}
 	if o.Token == "" && o.Secret == "" {
@@ -69,7 +73,8 @@ func (o *Options) Validate() error {
 	return errors.Join(errs...)
 }
 
-// url is the WebSocket URL of the endpoint.
+// url is the WebSocket URL of the endpoint, with the protocol's path when
+// it gives none.
 func (o *Options) url() (*url.URL, error) {
 	u, err := url.Parse(o.Endpoint)
 	if err != nil || u.Host == "" {
@@ -83,8 +88,8 @@ func (o *Options) url() (*url.URL, error) {
 	default:
 		return nil, fmt.Errorf("-endpoint %q: scheme %q, want http, https, ws or wss", o.Endpoint, u.Scheme)
 	}
-	if u.Path == "" || u.Path == "/" {
-		u.Path = "/ws"
+	if d, err := dialectOf(o.Protocol); err == nil && (u.Path == "" || u.Path == "/") {
+		u.Path = d.path()
 	}
 	return u, nil
 }

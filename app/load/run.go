@@ -1,10 +1,8 @@
 package load
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -15,8 +13,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/switchboard-dev/switchboard/app/protocol"
 )
 
 // Hooks let the caller watch and pace a run: Ready is called once every
@@ -38,6 +34,7 @@ type Progress struct {
 // runner is one share's state.
 type runner struct {
 	o                            Options
+	d                            dialect
 	rep                          *Report
 	mu                           sync.Mutex // guards rep's maps and histograms
 	window                       *Histogram // latency since the last progress
@@ -59,7 +56,8 @@ func Run(ctx context.Context, o Options, h Hooks) (*Report, error) {
 		return nil, err
 	}
 	u, _ := o.url()
-	r := &runner{o: o, rep: newReport(), window: NewHistogram()}
+	d, _ := dialectOf(o.Protocol)
+	r := &runner{o: o, d: d, rep: newReport(), window: NewHistogram()}
 	stopProgress := r.progress(h.Progress)
 	defer stopProgress()
 	pollers, err := r.pollers()
@@ -217,36 +215,35 @@ func (r *runner) pollers() ([]*poller, error) {
 	return ps, nil
 }
 
-// received counts a text frame from c's room.
+// received counts what a text frame from c's room holds.
 func (r *runner) received(c *conn, data []byte, now time.Time) {
-	if seq, sent, ok := messageFrame(data); ok {
-		r.delivered.Add(1)
-		switch {
-		case seq <= c.m.last:
-			c.m.dups++
-		default:
-			c.m.gaps += seq - c.m.last - 1
-			c.m.last = seq
-		}
-		if !sent.IsZero() {
+	c.events = r.d.events(data, c.events[:0])
+	for _, e := range c.events {
+		switch e.kind {
+		case delivery:
+			r.delivered.Add(1)
+			switch {
+			case e.seq <= c.m.last:
+				c.m.dups++
+			default:
+				c.m.gaps += e.seq - c.m.last - 1
+				c.m.last = e.seq
+			}
+			if !e.sent.IsZero() {
+				r.mu.Lock()
+				r.rep.Latency.Record(now.Sub(e.sent))
+				r.window.Record(now.Sub(e.sent))
+				r.mu.Unlock()
+			}
+		case ack:
+			r.acked.Add(1)
+		case refusal:
 			r.mu.Lock()
-			r.rep.Latency.Record(now.Sub(sent))
-			r.window.Record(now.Sub(sent))
+			r.rep.SendErrors[e.code]++
 			r.mu.Unlock()
+		case ping:
+			_ = c.send(opText, cfPing) // a dead socket shows on the next read
 		}
-		return
-	}
-	var f protocol.ServerFrame
-	if json.Unmarshal(data, &f) != nil {
-		return
-	}
-	switch f.Op {
-	case protocol.OpAck:
-		r.acked.Add(1)
-	case protocol.OpError:
-		r.mu.Lock()
-		r.rep.SendErrors[f.Code]++
-		r.mu.Unlock()
 	}
 }
 
@@ -270,50 +267,11 @@ func (r *runner) publish(ctx context.Context, c *conn, budget *atomic.Int64) {
 			return
 		}
 		stamp := strconv.FormatInt(time.Now().UnixNano(), 10) + " "
-		frame := `{"op":"send","room":"` + c.m.room + `","id":"` + strconv.Itoa(c.k) + "-" + strconv.Itoa(n) + `","text":"` + stamp + pad[len(stamp):] + `"}`
-		if err := c.send(opText, []byte(frame)); err != nil {
+		if err := c.send(opText, r.d.send(c.m.room, c.k, n, stamp+pad[len(stamp):])); err != nil {
 			return
 		}
 		r.sent.Add(1)
 	}
-}
-
-var (
-	messagePrefix = []byte(`{"op":"message",`)
-	seqField      = []byte(`,"seq":`)
-	textField     = []byte(`,"text":"`)
-)
-
-// messageFrame reads a message frame's seq and the send time publish wrote
-// at the head of its text, without a JSON decoder: the loader reads every
-// delivery of the run, and the server writes these fields in this order
-// (protocol.MessageFrameParts). A zero time: the text carries none.
-func messageFrame(data []byte) (seq int64, sent time.Time, ok bool) {
-	if !bytes.HasPrefix(data, messagePrefix) {
-		return 0, time.Time{}, false
-	}
-	i := bytes.Index(data, seqField)
-	if i < 0 {
-		return 0, time.Time{}, false
-	}
-	rest := data[i+len(seqField):]
-	n := 0
-	for n < len(rest) && rest[n] >= '0' && rest[n] <= '9' {
-		seq = seq*10 + int64(rest[n]-'0')
-		n++
-	}
-	if n == 0 {
-		return 0, time.Time{}, false
-	}
-	if j := bytes.Index(rest, textField); j >= 0 {
-		text := rest[j+len(textField):]
-		if k := bytes.IndexByte(text, ' '); k > 0 {
-			if ns, err := strconv.ParseInt(string(text[:k]), 10, 64); err == nil {
-				sent = time.Unix(0, ns)
-			}
-		}
-	}
-	return seq, sent, true
 }
 
 func (r *runner) progress(report func(Progress)) (stop func()) {

@@ -51,6 +51,7 @@ func parse(args []string) (*flags, error) {
 	f := &flags{}
 	fs := flag.NewFlagSet("chatload", flag.ContinueOnError)
 	fs.StringVar(&f.o.Endpoint, "endpoint", "http://127.0.0.1:8080", "the load balancer: http(s)://host:port or ws(s)://host:port/ws")
+	fs.StringVar(&f.o.Protocol, "protocol", "switchboard", "the servers' protocol: switchboard, or centrifugo to measure a Centrifugo server alike (its JSON protocol, at /connection/websocket unless -endpoint names a path)")
 	fs.StringVar(&f.o.Token, "token", "", "a JWT for every connection")
 	fs.StringVar(&f.o.Secret, "secret", os.Getenv("JWT_SECRET"), "the server's JWT_SECRET, to mint a token per connection (default $JWT_SECRET)")
 	fs.IntVar(&f.o.Conns, "conns", 100, "connections in all")
