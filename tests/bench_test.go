@@ -105,14 +105,7 @@ func TestDirectScenarios(t *testing.T) {
 func TestCentrifugoScenarios(t *testing.T) {
 	b := newBench(t)
 	bin := buildCentrifugo(t)
-	ports := make([]int, 2)
-	for i := range ports {
-		p, err := local.FreePort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports[i] = p
-	}
+	ports := freePorts(t, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	rdb, err := local.StartRedis(ctx, b.dir, ports[0])
@@ -224,14 +217,7 @@ func (b *bench) saturate(t *testing.T, name string, rates []int, args ...string)
 func startBench(t *testing.T, n int) (*local.Topology, *bench) {
 	t.Helper()
 	b := newBench(t)
-	ports := make([]int, 2*n)
-	for i := range ports {
-		p, err := local.FreePort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports[i] = p
-	}
+	ports := freePorts(t, 2*n)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	top, err := local.Up(ctx, local.Options{
@@ -250,6 +236,18 @@ func startBench(t *testing.T, n int) (*local.Topology, *bench) {
 	}
 	b.endpoint, b.pids = top.Nginx.URL(), strings.Join(pids, ",")
 	return top, b
+}
+
+func freePorts(t *testing.T, n int) []int {
+	ports := make([]int, n)
+	for i := range ports {
+		p, err := local.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports[i] = p
+	}
+	return ports
 }
 
 // newBench builds the server and the load tool into a directory of the test's.
