@@ -98,55 +98,11 @@ func TestDirectScenarios(t *testing.T) {
 
 // TestCentrifugoScenarios runs the direct scenarios against Centrifugo, the
 // server issue 16's targets are set against, with the same load tool
-// speaking its protocol on the same day and machine: one node, the Redis
-// engine on a Redis started as the local target's is, history kept for
-// every channel. Centrifugo is built once from the Go module proxy into
-// ~/.cache/switchboard.
+// speaking its protocol on the same day and machine (centrifugo_test.go).
 func TestCentrifugoScenarios(t *testing.T) {
 	b := newBench(t)
-	bin := buildCentrifugo(t)
-	ports := freePorts(t, 2)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	rdb, err := local.StartRedis(ctx, b.dir, ports[0])
-	if err != nil {
-		t.Fatalf("start Redis: %v", err)
-	}
-	t.Cleanup(rdb.Kill)
-	// Channels without a namespace, as Switchboard's rooms: clients may
-	// subscribe, subscribers publish, and history gives every publication
-	// an offset (the seq the load tool counts gaps with).
-	config := fmt.Sprintf(`{
-  "http_server": {"port": "%d"},
-  "log": {"level": "warn"},
-  "client": {"token": {"hmac_secret_key": "bench-secret"}, "allowed_origins": ["*"]},
-  "engine": {"type": "redis", "redis": {"address": %q}},
-  "channel": {"without_namespace": {"allow_subscribe_for_client": true, "allow_publish_for_subscriber": true,
-    "history_size": 100, "history_ttl": "300s", "force_recovery": true}}
-}`, ports[1], rdb.Addr())
-	cfgFile := filepath.Join(b.dir, "centrifugo.json")
-	if err := os.WriteFile(cfgFile, []byte(config), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "--config", cfgFile)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start Centrifugo: %v", err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	b.endpoint = fmt.Sprintf("http://127.0.0.1:%d", ports[1])
-	until(t, "Centrifugo healthy", 30*time.Second, func() error {
-		resp, err := http.Get(b.endpoint + "/health")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		return want(float64(resp.StatusCode), http.StatusOK)
-	})
-	b.pids, b.args = strconv.Itoa(cmd.Process.Pid), []string{"-protocol", "centrifugo"}
+	cf := startCentrifugo(t, b.dir)
+	b.endpoint, b.pids, b.args = cf.endpoint, strconv.Itoa(cf.pid), []string{"-protocol", "centrifugo"}
 	report.Logf(t, "machine: %d cores; one Centrifugo v%s node, no NGINX, its Redis on the same host", runtime.NumCPU(), centrifugoVersion)
 	b.direct(t, "centrifugo", nil)
 }
@@ -171,29 +127,6 @@ func (b *bench) direct(t *testing.T, name string, profile func(*testing.T)) {
 			"-connect-rate", "3000", "-rate", "2000", "-duration", "10s")
 		report.Logf(t, "%s tail: p99 %s at %.0f deliveries/s", name, time.Duration(rep.Latency.Quantile(0.99)).Round(100*time.Microsecond), rep.DeliveriesPerSec)
 	})
-}
-
-// centrifugoVersion is the Centrifugo measured; the module proxy serves it.
-const centrifugoVersion = "6.9.1"
-
-// buildCentrifugo installs Centrifugo into ~/.cache/switchboard once and
-// returns its path.
-func buildCentrifugo(t *testing.T) string {
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := filepath.Join(cache, "switchboard", "centrifugo-v"+centrifugoVersion)
-	bin := filepath.Join(dir, "centrifugo")
-	if _, err := os.Stat(bin); err == nil {
-		return bin
-	}
-	cmd := exec.Command("go", "install", "github.com/centrifugal/centrifugo/v6@v"+centrifugoVersion)
-	cmd.Env = append(os.Environ(), "GOBIN="+dir)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build Centrifugo v%s: %v\n%s", centrifugoVersion, err, out)
-	}
-	return bin
 }
 
 // saturate steps through rates (messages a second) until p99 passes 50 ms

@@ -1,0 +1,119 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	loadtool "github.com/switchboard-dev/switchboard/app/load"
+	"github.com/switchboard-dev/switchboard/app/local"
+)
+
+// centrifugoVersion is the Centrifugo that `make bench` measures beside
+// Switchboard; the Go module proxy serves it.
+const centrifugoVersion = "6.9.1"
+
+// TestLoadToolDrivesCentrifugo: chatload's Centrifugo dialect against the
+// real server. Every send is acked and reaches all ten members of its
+// channel once, in offset order, with its latency measured, as the same
+// run against Switchboard reports it.
+func TestLoadToolDrivesCentrifugo(t *testing.T) {
+	cf := startCentrifugo(t, t.TempDir())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rep, err := loadtool.Run(ctx, loadtool.Options{
+		Endpoint: cf.endpoint, Protocol: "centrifugo", Secret: "bench-secret",
+		Conns: 40, Rooms: 4, Publishers: 4, Rate: 200, Messages: 200, Size: 64,
+		Drain: 5 * time.Second, RoomPrefix: "drive", Of: 1,
+	}, loadtool.Hooks{})
+	if err != nil {
+		t.Fatalf("chatload -protocol centrifugo: %v", err)
+	}
+	if rep.Connect.Open != 40 || rep.Sent != 200 || rep.Acked != 200 {
+		t.Fatalf("open %d, sent %d, acked %d; want 40, 200, 200 (errors %v, refusals %v)", rep.Connect.Open, rep.Sent, rep.Acked, rep.Connect.Errors, rep.SendErrors)
+	}
+	if rep.Deliveries != 2000 || rep.Lost() != 0 || rep.Duplicated != 0 || rep.Latency.Total != 2000 {
+		t.Errorf("%d deliveries (%d with a latency), %d lost, %d duplicated; want 2000, 2000, 0, 0", rep.Deliveries, rep.Latency.Total, rep.Lost(), rep.Duplicated)
+	}
+}
+
+type centrifugo struct {
+	endpoint string
+	pid      int
+}
+
+// startCentrifugo runs one Centrifugo node on a Redis of its own, started
+// as the local target's is, with data under dir. Channels without a
+// namespace stand for rooms: clients may subscribe, subscribers publish,
+// and history gives every publication an offset (the seq chatload counts
+// gaps by).
+func startCentrifugo(t *testing.T, dir string) centrifugo {
+	t.Helper()
+	bin := buildCentrifugo(t)
+	ports := freePorts(t, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rdb, err := local.StartRedis(ctx, dir, ports[0])
+	if err != nil {
+		t.Fatalf("start Redis: %v", err)
+	}
+	t.Cleanup(rdb.Kill)
+	config := fmt.Sprintf(`{
+  "http_server": {"port": "%d"},
+  "log": {"level": "warn"},
+  "health": {"enabled": true},
+  "client": {"token": {"hmac_secret_key": "bench-secret"}, "allowed_origins": ["*"]},
+  "engine": {"type": "redis", "redis": {"address": %q}},
+  "channel": {"without_namespace": {"allow_subscribe_for_client": true, "allow_publish_for_subscriber": true,
+    "history_size": 100, "history_ttl": "300s", "force_recovery": true}}
+}`, ports[1], rdb.Addr())
+	file := filepath.Join(dir, "centrifugo.json")
+	if err := os.WriteFile(file, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "--config", file)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start Centrifugo: %v", err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	cf := centrifugo{endpoint: fmt.Sprintf("http://127.0.0.1:%d", ports[1]), pid: cmd.Process.Pid}
+	until(t, "Centrifugo healthy", 30*time.Second, func() error {
+		resp, err := http.Get(cf.endpoint + "/health")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return want(float64(resp.StatusCode), http.StatusOK)
+	})
+	return cf
+}
+
+// buildCentrifugo installs Centrifugo into ~/.cache/switchboard once and
+// returns its path.
+func buildCentrifugo(t *testing.T) string {
+	t.Helper()
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(cache, "switchboard", "centrifugo-v"+centrifugoVersion)
+	bin := filepath.Join(dir, "centrifugo")
+	if _, err := os.Stat(bin); err == nil {
+		return bin
+	}
+	cmd := exec.Command("go", "install", "github.com/centrifugal/centrifugo/v6@v"+centrifugoVersion)
+	cmd.Env = append(os.Environ(), "GOBIN="+dir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build Centrifugo v%s: %v\n%s", centrifugoVersion, err, out)
+	}
+	return bin
+}
