@@ -1,5 +1,5 @@
-// Package load drives a Switchboard deployment with many WebSocket clients
-// and measures it: connects, acks, deliveries, publish-to-deliver latency,
+// Package load drives a Switchboard deployment (or, to compare, a
+// Centrifugo server: dialect.go) with many WebSocket clients and measures it: connects, acks, deliveries, publish-to-deliver latency,
 // lost and duplicated messages, disconnects. One process runs a share of
 // the connections; cmd/chatload spreads a run over several processes, since
 // each may hold only so many open files, and merges their reports.

@@ -298,7 +298,9 @@ func (r *runner) progress(report func(Progress)) (stop func()) {
 	return func() { close(done) }
 }
 
-func hint(status int) string {
+// hint says what a refused handshake most likely means; path is where the
+// protocol's WebSocket was looked for.
+func hint(status int, path string) string {
 	switch status {
 	case http.StatusUnauthorized:
 		return " (check -token or -secret: the server refused the token)"
@@ -307,7 +309,7 @@ func hint(status int) string {
 	case http.StatusServiceUnavailable:
 		return " (instance draining or Redis down)"
 	case http.StatusNotFound, http.StatusBadRequest:
-		return " (is -endpoint a Switchboard load balancer? the WebSocket is at /ws)"
+		return " (is -endpoint the server of -protocol? its WebSocket was looked for at " + path + ")"
 	}
 	return ""
 }

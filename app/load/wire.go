@@ -51,7 +51,7 @@ func handshake(nc net.Conn, u *url.URL, token string) ([]byte, error) {
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusSwitchingProtocols {
-		return nil, fmt.Errorf("handshake refused: %s%s", resp.Status, hint(resp.StatusCode))
+		return nil, fmt.Errorf("handshake refused: %s%s", resp.Status, hint(resp.StatusCode, u.Path))
 	}
 	sum := sha1.Sum([]byte(key + acceptGUID))
 	if resp.Header.Get("Sec-WebSocket-Accept") != base64.StdEncoding.EncodeToString(sum[:]) {
