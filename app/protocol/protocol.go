@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"time"
+	"unicode/utf8"
 )
 
 // Client operations.
@@ -175,14 +176,13 @@ func (m Message) Frame() []byte {
 // allocation script finish the frame without a JSON encoder, so every
 // instance forwards the same bytes to every recipient.
 func MessageFrameParts(room, user, text, id string, ts time.Time) (pre, post []byte) {
-	pre = append([]byte(`{"op":"message","room":`), quote(room)...)
+	pre = appendQuote(append(make([]byte, 0, 32+len(room)), `{"op":"message","room":`...), room)
 	pre = append(pre, `,"seq":`...)
-	post = append([]byte(`,"user":`), quote(user)...)
-	post = append(post, `,"text":`...)
-	post = append(post, quote(text)...)
+	post = make([]byte, 0, 64+len(user)+len(text)+len(id))
+	post = appendQuote(append(post, `,"user":`...), user)
+	post = appendQuote(append(post, `,"text":`...), text)
 	if id != "" {
-		post = append(post, `,"id":`...)
-		post = append(post, quote(id)...)
+		post = appendQuote(append(post, `,"id":`...), id)
 	}
 	post = append(post, `,"ts":"`...)
 	post = ts.UTC().AppendFormat(post, TimeFormat)
@@ -228,8 +228,9 @@ func Welcome(instance, user string) []byte {
 // Joined tells where the room stood at join. Seq 0 and an empty epoch (a
 // room never written to) must still be on the wire.
 func Joined(room string, at Position) []byte {
-	return []byte(`{"op":"joined","room":` + string(quote(room)) + `,"seq":` + strconv.FormatInt(at.Seq, 10) +
-		`,"epoch":` + string(quote(at.Epoch)) + `}`)
+	b := appendQuote([]byte(`{"op":"joined","room":`), room)
+	b = strconv.AppendInt(append(b, `,"seq":`...), at.Seq, 10)
+	return append(appendQuote(append(b, `,"epoch":`...), at.Epoch), '}')
 }
 
 // HistoryGap announces that the room's messages from..to (inclusive) cannot
@@ -243,10 +244,10 @@ func HistoryGap(room string, from, to int64) []byte {
 // Ack is built without the JSON encoder, as Encode would write it: one is
 // sent for every message.
 func Ack(room, id string, seq int64) []byte {
-	b := append([]byte(`{"op":"ack","room":`), quote(room)...)
+	b := appendQuote(append(make([]byte, 0, 48+len(room)+len(id)), `{"op":"ack","room":`...), room)
 	b = strconv.AppendInt(append(b, `,"seq":`...), seq, 10)
 	if id != "" {
-		b = append(append(b, `,"id":`...), quote(id)...)
+		b = appendQuote(append(b, `,"id":`...), id)
 	}
 	return append(b, '}')
 }
@@ -255,7 +256,54 @@ func ErrorFrame(e *Error) []byte {
 	return Encode(ServerFrame{Op: OpError, Code: e.Code, Message: e.Message, Ref: e.Ref})
 }
 
-func quote(s string) []byte {
-	b, _ := json.Marshal(s)
-	return b
+// appendQuote appends s as a JSON string, byte for byte as encoding/json
+// writes it: <, > and & escaped, U+2028 and U+2029 escaped, invalid UTF-8
+// replaced by U+FFFD. Every message frame and ack quotes three or four
+// strings, and json.Marshal allocates for each.
+func appendQuote(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b = append(append(b, s[start:i]...), `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			b = append(append(b, s[start:i]...), '\\', 'u', '2', '0', '2', hex[r&0xF])
+		default:
+			i += size
+			continue
+		}
+		i += size
+		start = i
+	}
+	return append(append(b, s[start:]...), '"')
 }

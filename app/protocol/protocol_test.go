@@ -157,3 +157,20 @@ func TestAckIsWhatTheEncoderWrites(t *testing.T) {
 		}
 	}
 }
+
+// FuzzAppendQuoteIsWhatTheEncoderWrites: the frames are built without
+// encoding/json, so every string must come out as json.Marshal quotes it.
+func FuzzAppendQuoteIsWhatTheEncoderWrites(f *testing.F) {
+	for _, s := range []string{
+		"", "lobby", `quo"te\`, "<&>", "\b\f\n\r\t\x00\x1f\x7f", "é€😀",
+		"\u2028\u2029", "\xff", "a\xc3", "\xed\xa0\x80", "\uFFFD",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want, _ := json.Marshal(s)
+		if got := appendQuote([]byte("x"), s); string(got) != "x"+string(want) {
+			t.Fatalf("appendQuote(%q) = %s, want %s", s, got[1:], want)
+		}
+	})
+}

@@ -14,6 +14,7 @@ import "sync"
 // A session whose socket is full goes to a writer goroutine of its own.
 type flushers struct {
 	workers *workers
+	run     func() // chunk, bound once: a method value passed on allocates
 
 	mu    sync.Mutex
 	ready []*session // waiting from head on
@@ -29,7 +30,7 @@ func (f *flushers) add(s *session) {
 	start := len(f.ready)-f.head == 1
 	f.mu.Unlock()
 	if start {
-		f.workers.do(f.chunk)
+		f.workers.do(f.run)
 	}
 }
 
@@ -51,10 +52,23 @@ func (f *flushers) chunk() {
 	}
 	f.mu.Unlock()
 	if more {
-		f.workers.do(f.chunk)
+		f.workers.do(f.run)
 	}
-	var buf []byte
+	buf := frameBuffers.Get().(*[]byte)
 	for _, s := range take[:n] {
-		buf = s.flush(buf)
+		*buf = s.flush(*buf)
 	}
+	if cap(*buf) <= maxFlush {
+		frameBuffers.Put(buf)
+	}
+}
+
+// frameBuffers hold a chunk's frames on their way to the sockets; a buffer
+// grown past maxFlush by a batch that went to a writer is left to the GC.
+var frameBuffers = sync.Pool{New: func() any { return new([]byte) }}
+
+func newFlushers(w *workers) *flushers {
+	f := &flushers{workers: w}
+	f.run = f.chunk
+	return f
 }

@@ -70,7 +70,7 @@ func New(cfg config.Config, h *hub.Hub, b Broker, a Archive, m *metrics.Metrics,
 		sessions: map[*session]struct{}{},
 		workers:  newWorkers(),
 	}
-	s.flushers = &flushers{workers: s.workers}
+	s.flushers = newFlushers(s.workers)
 	s.upgrader = websocket.Upgrader{
 		WriteBufferSize: 1024,
 		// ReadBufferSize stays 0: the read buffer is wsconn's, which gorilla adopts.

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -286,13 +287,9 @@ func (s *session) readBuffered() error {
 			if err := s.awaitRoom(); err != nil {
 				return err
 			}
-			kind, data, err := s.conn.ReadMessage()
-			if err != nil {
+			if err := s.readFrame(); err != nil {
 				return err
 			}
-			s.conn.SetReadDeadline(time.Now().Add(s.readTimeout()))
-			s.srv.m.FramesReceived.Inc()
-			s.handle(kind, data)
 			if s.isClosed() {
 				return errClosing
 			}
@@ -304,6 +301,35 @@ func (s *session) readBuffered() error {
 }
 
 var errClosing = errors.New("session closing")
+
+// readFrame reads the client's next frame into a pooled buffer, which it
+// returns once the frame is handled: handle keeps nothing of it.
+func (s *session) readFrame() error {
+	kind, r, err := s.conn.NextReader()
+	if err != nil {
+		return err
+	}
+	buf := readBuffers.Get().(*bytes.Buffer)
+	defer putReadBuffer(buf)
+	buf.Reset()
+	if _, err := buf.ReadFrom(r); err != nil {
+		return err
+	}
+	s.conn.SetReadDeadline(time.Now().Add(s.readTimeout()))
+	s.srv.m.FramesReceived.Inc()
+	s.handle(kind, buf.Bytes())
+	return nil
+}
+
+var readBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// putReadBuffer pools buf unless a large frame grew it: those are rare, and
+// a pool of them would hold MAX_MESSAGE_BYTES a worker for good.
+func putReadBuffer(buf *bytes.Buffer) {
+	if buf.Cap() <= 4<<10 {
+		readBuffers.Put(buf)
+	}
+}
 
 // awaitRoom holds the reader, before it takes the client's next frame,
 // while half of SEND_QUEUE is waiting, until the writer takes the queue.

@@ -28,6 +28,7 @@ type wire struct {
 	held     bool
 	buf      *[]byte // gathered while held; the rest of a frame tryWrite began
 	deadline time.Time
+	raw      syscall.RawConn // tryWrite's, once it has been asked for
 }
 
 func (w *wire) Write(p []byte) (int, error) {
@@ -104,21 +105,26 @@ func (w *wire) flush() error {
 func (w *wire) tryWrite(frame []byte) (bool, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	sc, ok := w.Conn.(syscall.Conn)
-	if w.held || w.buf != nil || !ok {
+	if w.held || w.buf != nil {
 		return false, nil
 	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return false, nil
+	if w.raw == nil {
+		sc, ok := w.Conn.(syscall.Conn)
+		if !ok {
+			return false, nil
+		}
+		raw, err := sc.SyscallConn()
+		if err != nil {
+			return false, nil
+		}
+		w.raw = raw
 	}
-	n, werr := 0, error(nil)
-	// Returning true makes Go try once: it waits for the poller only when the
-	// function asks to.
-	err = raw.Write(func(fd uintptr) bool {
-		n, werr = syscall.Write(int(fd), frame)
-		return true
-	})
+	once := onceWrites.Get().(*onceWrite)
+	defer onceWrites.Put(once)
+	once.frame = frame
+	err := w.raw.Write(once.fn)
+	n, werr := once.n, once.err
+	*once = onceWrite{fn: once.fn}
 	switch {
 	case err != nil, errors.Is(werr, syscall.EAGAIN), errors.Is(werr, syscall.EINTR):
 		return false, nil // the blocking write will report a real failure
@@ -129,6 +135,30 @@ func (w *wire) tryWrite(frame []byte) (bool, error) {
 		*w.buf = append((*w.buf)[:0], frame[n:]...)
 	}
 	return true, nil
+}
+
+// onceWrite is one write that does not wait, as a function for
+// RawConn.Write. Pooled with the function bound, so a delivery allocates
+// nothing: a closure over the frame and the result escaped to the heap on
+// every call.
+type onceWrite struct {
+	fn    func(fd uintptr) bool
+	frame []byte
+	n     int
+	err   error
+}
+
+var onceWrites = sync.Pool{New: func() any {
+	o := new(onceWrite)
+	o.fn = o.write
+	return o
+}}
+
+// write returns true, so Go tries once: it waits for the poller only when
+// the function asks to.
+func (o *onceWrite) write(fd uintptr) bool {
+	o.n, o.err = syscall.Write(int(fd), o.frame)
+	return true
 }
 
 // pending tells whether the rest of a frame waits for release.
