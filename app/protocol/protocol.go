@@ -4,10 +4,8 @@
 package protocol
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"regexp"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -57,10 +55,22 @@ const MaxIDLen = 128
 // MaxEpochLen bounds the epoch a client echoes back on join.
 const MaxEpochLen = 64
 
-var roomPattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
-
-// ValidRoom reports whether name is an acceptable room name.
-func ValidRoom(name string) bool { return roomPattern.MatchString(name) }
+// ValidRoom reports whether name is an acceptable room name: 1 to 64 of
+// [A-Za-z0-9_.-]. Every frame's room is checked, so this is a loop, not a
+// regular expression.
+func ValidRoom(name string) bool {
+	if len(name) == 0 || len(name) > 64 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		switch c := name[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '_', c == '.', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // ClientFrame is any frame a client sends.
 type ClientFrame struct {
@@ -86,25 +96,6 @@ func (e *Error) Error() string { return e.Code + ": " + e.Message }
 // Errorf builds a refusal with a formatted message.
 func Errorf(code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
-}
-
-// DecodeClient parses and validates one client frame. A refusal is always a
-// *Error with code bad_request, carrying the frame's id when it could be read.
-func DecodeClient(data []byte) (ClientFrame, error) {
-	var f ClientFrame
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&f); err != nil {
-		return f, Errorf(CodeBadRequest, "frame is not valid JSON of the expected shape: %v", err)
-	}
-	if dec.More() {
-		return f, Errorf(CodeBadRequest, "one JSON object per frame")
-	}
-	if err := f.validate(); err != nil {
-		err.Ref = f.ID
-		return f, err
-	}
-	return f, nil
 }
 
 func (f ClientFrame) validate() *Error {

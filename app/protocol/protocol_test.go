@@ -174,3 +174,53 @@ func FuzzAppendQuoteIsWhatTheEncoderWrites(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodePlainAgreesWithTheDecoder: every frame the fast path takes, the
+// JSON decoder takes too, with the same fields; the rest goes to the decoder.
+func FuzzDecodePlainAgreesWithTheDecoder(f *testing.F) {
+	for _, s := range []string{
+		`{"op":"join","room":"lobby","since":41,"epoch":"k3j9x2ab"}`,
+		` { "op" : "send" , "room" : "lobby" , "text" : "héllo 😀" , "id" : "c-7" } `,
+		`{"op":"leave","room":"x"}`, `{}`, `{"op":"join","room":"a","since":0}`,
+		`{"op":"join","room":"a","since":01}`, `{"op":"join","room":"a","since":1.5}`,
+		`{"op":"join","room":"a","since":1e3}`, `{"op":"join","room":"a","since":-1}`,
+		`{"op":"join","room":"a","since":9223372036854775807}`, `{"op":"join","room":"a","since":null}`,
+		`{"op":"send","room":"a","text":"a\"b"}`, `{"op":"send","room":"a","text":"\u00e9"}`,
+		"{\"op\":\"send\",\"room\":\"a\",\"text\":\"\xff\"}", "{\"op\":\"send\",\"room\":\"a\",\"text\":\"\t\"}",
+		`{"OP":"join","room":"a"}`, `{"op":"join","op":"leave","room":"a"}`, `{"op":"join","room":"a",}`,
+		`{"op":"join","room":"a"}}`, `{"op":"join","room":"a"} x`, `{"op":"join","room":"a"`, `{"op":"join" "room":"a"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		plain, ok := decodePlain(data)
+		if !ok {
+			return
+		}
+		ref, err := decodeJSON(data)
+		if err != nil {
+			t.Fatalf("decodePlain took %q, which the decoder refuses: %v", data, err)
+		}
+		if plain.Op != ref.Op || plain.Room != ref.Room || plain.Epoch != ref.Epoch || plain.Text != ref.Text || plain.ID != ref.ID ||
+			(plain.Since == nil) != (ref.Since == nil) || (plain.Since != nil && *plain.Since != *ref.Since) {
+			t.Fatalf("decodePlain(%q) = %+v, the decoder %+v", data, plain, ref)
+		}
+	})
+}
+
+func TestDecodePlainTakesTheFramesClientsSend(t *testing.T) {
+	for _, in := range []string{
+		`{"op":"join","room":"lobby","since":41,"epoch":"k3j9x2ab"}`,
+		`{"op":"send","room":"lobby","text":"héllo 😀","id":"c-7"}`,
+		`{"op":"leave","room":"lobby"}`,
+	} {
+		data := []byte(in)
+		if _, ok := decodePlain(data); !ok {
+			t.Errorf("decodePlain(%s) left it to the decoder", in)
+		}
+		// One allocation for the strings, one for since.
+		if n := testing.AllocsPerRun(100, func() { DecodeClient(data) }); n > 2 {
+			t.Errorf("DecodeClient(%s) made %.0f allocations, want at most 2", in, n)
+		}
+	}
+}
