@@ -45,7 +45,7 @@ lint:
 fuzz:
 	go test ./app/protocol -run '^$$' -fuzz FuzzDecodeClient -fuzztime 20s
 	go test ./app/protocol -run '^$$' -fuzz FuzzAppendQuoteIsWhatTheEncoderWrites -fuzztime 20s
-	go test ./app/protocol -run '^$$' -fuzz FuzzDecodePlainAgreesWithTheDecoder -fuzztime 20s
+	go test ./app/protocol -run '^$$' -fuzz FuzzPlainAgreesWithTheDecoder -fuzztime 20s
 
 # The behaviour suite runs verbose so that each scenario prints its figures;
 # it includes a minute of the chaos test (TestChaos) with seed 1.

@@ -188,22 +188,6 @@ func JoinFrameParts(pre []byte, seq int64, post []byte) []byte {
 	return append(out, post...)
 }
 
-// ParseMessage decodes a message frame back into a Message.
-func ParseMessage(frame []byte) (Message, error) {
-	var f ServerFrame
-	if err := json.Unmarshal(frame, &f); err != nil {
-		return Message{}, fmt.Errorf("decode message frame: %w", err)
-	}
-	if f.Op != OpMessage {
-		return Message{}, fmt.Errorf("decode message frame: op %q is not %q", f.Op, OpMessage)
-	}
-	ts, err := time.Parse(time.RFC3339Nano, f.TS)
-	if err != nil {
-		return Message{}, fmt.Errorf("decode message frame ts: %w", err)
-	}
-	return Message{Room: f.Room, Seq: f.Seq, User: f.User, Text: f.Text, ID: f.ID, TS: ts}, nil
-}
-
 // Encode marshals a server frame. ServerFrame holds only strings and ints,
 // so marshalling cannot fail.
 func Encode(f ServerFrame) []byte {

@@ -175,9 +175,10 @@ func FuzzAppendQuoteIsWhatTheEncoderWrites(f *testing.F) {
 	})
 }
 
-// FuzzDecodePlainAgreesWithTheDecoder: every frame the fast path takes, the
-// JSON decoder takes too, with the same fields; the rest goes to the decoder.
-func FuzzDecodePlainAgreesWithTheDecoder(f *testing.F) {
+// FuzzPlainAgreesWithTheDecoder: every client frame and message frame the
+// plain parsers take, the JSON decoder takes too, with the same fields; the
+// rest goes to the decoder.
+func FuzzPlainAgreesWithTheDecoder(f *testing.F) {
 	for _, s := range []string{
 		`{"op":"join","room":"lobby","since":41,"epoch":"k3j9x2ab"}`,
 		` { "op" : "send" , "room" : "lobby" , "text" : "héllo 😀" , "id" : "c-7" } `,
@@ -185,30 +186,42 @@ func FuzzDecodePlainAgreesWithTheDecoder(f *testing.F) {
 		`{"op":"join","room":"a","since":01}`, `{"op":"join","room":"a","since":1.5}`,
 		`{"op":"join","room":"a","since":1e3}`, `{"op":"join","room":"a","since":-1}`,
 		`{"op":"join","room":"a","since":9223372036854775807}`, `{"op":"join","room":"a","since":null}`,
+		`{"op":"join","room":"a","since":"7"}`, `{"op":"join","room":7}`,
 		`{"op":"send","room":"a","text":"a\"b"}`, `{"op":"send","room":"a","text":"\u00e9"}`,
 		"{\"op\":\"send\",\"room\":\"a\",\"text\":\"\xff\"}", "{\"op\":\"send\",\"room\":\"a\",\"text\":\"\t\"}",
 		`{"OP":"join","room":"a"}`, `{"op":"join","op":"leave","room":"a"}`, `{"op":"join","room":"a",}`,
 		`{"op":"join","room":"a"}}`, `{"op":"join","room":"a"} x`, `{"op":"join","room":"a"`, `{"op":"join" "room":"a"}`,
+		string(Message{Room: "lobby", Seq: 42, User: "alice", Text: "hi <b>", ID: "c-1", TS: time.Now()}.Frame()),
+		string(Message{Room: "lobby", Seq: 1, User: "bob", Text: "x", TS: time.Now()}.Frame()),
+		`{"op":"message","room":"a","seq":1,"user":"u","text":"t","ts":"yesterday"}`,
+		`{"op":"ack","room":"a","seq":1,"ts":"2026-12-01T00:00:00.000Z"}`,
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		plain, ok := decodePlain(data)
-		if !ok {
-			return
+		if plain, ok := decodePlain(data); ok {
+			ref, err := decodeJSON(data)
+			if err != nil {
+				t.Fatalf("decodePlain took %q, which the decoder refuses: %v", data, err)
+			}
+			if plain.Op != ref.Op || plain.Room != ref.Room || plain.Epoch != ref.Epoch || plain.Text != ref.Text || plain.ID != ref.ID ||
+				(plain.Since == nil) != (ref.Since == nil) || (plain.Since != nil && *plain.Since != *ref.Since) {
+				t.Fatalf("decodePlain(%q) = %+v, the decoder %+v", data, plain, ref)
+			}
 		}
-		ref, err := decodeJSON(data)
-		if err != nil {
-			t.Fatalf("decodePlain took %q, which the decoder refuses: %v", data, err)
-		}
-		if plain.Op != ref.Op || plain.Room != ref.Room || plain.Epoch != ref.Epoch || plain.Text != ref.Text || plain.ID != ref.ID ||
-			(plain.Since == nil) != (ref.Since == nil) || (plain.Since != nil && *plain.Since != *ref.Since) {
-			t.Fatalf("decodePlain(%q) = %+v, the decoder %+v", data, plain, ref)
+		if plain, ok := parsePlainMessage(data); ok {
+			ref, err := parseMessageJSON(data)
+			if err != nil {
+				t.Fatalf("parsePlainMessage took %q, which the decoder refuses: %v", data, err)
+			}
+			if plain != ref {
+				t.Fatalf("parsePlainMessage(%q) = %+v, the decoder %+v", data, plain, ref)
+			}
 		}
 	})
 }
 
-func TestDecodePlainTakesTheFramesClientsSend(t *testing.T) {
+func TestThePlainParsersTakeTheUsualFrames(t *testing.T) {
 	for _, in := range []string{
 		`{"op":"join","room":"lobby","since":41,"epoch":"k3j9x2ab"}`,
 		`{"op":"send","room":"lobby","text":"héllo 😀","id":"c-7"}`,
@@ -222,5 +235,9 @@ func TestDecodePlainTakesTheFramesClientsSend(t *testing.T) {
 		if n := testing.AllocsPerRun(100, func() { DecodeClient(data) }); n > 2 {
 			t.Errorf("DecodeClient(%s) made %.0f allocations, want at most 2", in, n)
 		}
+	}
+	frame := Message{Room: "lobby", Seq: 42, User: "alice", Text: "héllo 😀", ID: "c-1", TS: time.Now()}.Frame()
+	if _, ok := parsePlainMessage(frame); !ok {
+		t.Errorf("parsePlainMessage(%s) left it to the decoder", frame)
 	}
 }
