@@ -324,7 +324,7 @@ func (s *session) readFrame() error {
 var readBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // putReadBuffer pools buf unless a large frame grew it: those are rare, and
-// a pool of them would hold MAX_MESSAGE_BYTES a worker for good.
+// pooled they would keep up to MAX_MESSAGE_BYTES each between collections.
 func putReadBuffer(buf *bytes.Buffer) {
 	if buf.Cap() <= 4<<10 {
 		readBuffers.Put(buf)
