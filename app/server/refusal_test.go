@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -17,6 +20,7 @@ import (
 
 	"github.com/switchboard-dev/switchboard/app/chattest"
 	"github.com/switchboard-dev/switchboard/app/client"
+	"github.com/switchboard-dev/switchboard/app/local"
 	"github.com/switchboard-dev/switchboard/app/protocol"
 )
 
@@ -263,6 +267,83 @@ func TestServerKeepsClientsThatAnswerPingsAndDropsSilentOnes(t *testing.T) {
 	case err := <-answeringEnded:
 		t.Fatalf("the client that answered every ping was closed after %s: %v", time.Since(connected), err)
 	default:
+	}
+}
+
+// An idle client that answers pings holds no goroutine on the server: its
+// pong is read on a worker that lets go of it, where gorilla would go on to
+// wait there for the next data frame (a goroutine per idle client again).
+func TestIdleClientsThatAnswerPingsHoldNoGoroutine(t *testing.T) {
+	// Pings come every 3 s and an idle worker ends after 2 s: between the
+	// bursts of pongs no worker is left, unless a session holds one.
+	c := ownChat(t, "chat-idle-pings", "PING_INTERVAL=3s")
+	base := goroutines(t, c)
+	const n = 40
+	var pongs atomic.Int64
+	for i := range n {
+		conn := chattest.Raw(t, c.WSURL(), token(t, fmt.Sprintf("idle-%d", i), time.Hour))
+		conn.SetReadDeadline(time.Time{})
+		conn.SetPingHandler(func(data string) error {
+			pongs.Add(1)
+			return conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+		})
+		readUntilClosed(conn)
+	}
+	var held int
+	retry.DoWithRetry(t, "every client answered 2 pings and the server holds under a quarter of a goroutine each", 80, 250*time.Millisecond, func() (string, error) {
+		held = goroutines(t, c) - base
+		if pongs.Load() < 2*n || held >= n/4 {
+			return "", fmt.Errorf("%d pongs, %d goroutines more than before the %d clients", pongs.Load(), held, n)
+		}
+		return "", nil
+	})
+	t.Logf("%d idle clients answering pings: %d goroutines more than before them", n, held)
+}
+
+// goroutines is the instance's go_goroutines.
+func goroutines(t *testing.T, c *local.Chat) int {
+	t.Helper()
+	resp, err := http.Get(c.URL() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, "go_goroutines "); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				t.Fatalf("go_goroutines %q: %v", v, err)
+			}
+			return n
+		}
+	}
+	t.Fatal("no go_goroutines in /metrics")
+	return 0
+}
+
+// A frame that trickles in and never completes counts as silence: there is
+// no read deadline, so the session's tick must end it, and the worker that
+// waits for the rest of the frame with it.
+func TestAFrameThatNeverCompletesEndsWithTheReadTimeout(t *testing.T) {
+	c := ownChat(t, "chat-trickle", "PING_INTERVAL=1s")
+	conn := chattest.Raw(t, c.WSURL(), token(t, "trickler", time.Hour))
+	conn.SetPingHandler(func(string) error { return nil })
+	conn.SetReadDeadline(time.Time{}) // only the server may end it
+	connected := time.Now()
+	ended := readUntilClosed(conn)
+	// A masked text frame of 100 bytes: its header, key and 10 of them.
+	partial := append([]byte{0x81, 0x80 | 100, 1, 2, 3, 4}, make([]byte, 10)...)
+	if _, err := conn.NetConn().Write(partial); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-ended:
+		if took := time.Since(connected); took < 6*time.Second {
+			t.Fatalf("closed after %s, before the read timeout of 7 s: %v", took, err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("a client with a frame left unfinished was still connected 15 s later (read timeout 7 s)")
 	}
 }
 

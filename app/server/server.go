@@ -22,6 +22,7 @@ import (
 	"github.com/switchboard-dev/switchboard/app/config"
 	"github.com/switchboard-dev/switchboard/app/hub"
 	"github.com/switchboard-dev/switchboard/app/metrics"
+	"github.com/switchboard-dev/switchboard/app/netpoll"
 	"github.com/switchboard-dev/switchboard/app/protocol"
 	"github.com/switchboard-dev/switchboard/app/wsconn"
 )
@@ -49,8 +50,9 @@ type Server struct {
 	m        *metrics.Metrics
 	log      *slog.Logger
 	upgrader websocket.Upgrader
-	workers  *workers  // the sessions' reads and writes
-	flushers *flushers // the sessions' writes that need not wait
+	workers  *workers        // the sessions' reads and writes
+	flushers *flushers       // the sessions' writes that need not wait
+	poller   *netpoll.Poller // reports the sessions' client frames
 
 	draining atomic.Bool // unready: the load balancer should stop sending new clients
 	refusing atomic.Bool // closing connections: /ws answers 503
@@ -61,14 +63,20 @@ type Server struct {
 	live     sync.WaitGroup
 }
 
-// New wires a server; call WatchDependencies before serving.
-func New(cfg config.Config, h *hub.Hub, b Broker, a Archive, m *metrics.Metrics, log *slog.Logger) *Server {
+// New wires a server; call WatchDependencies before serving, and Close
+// after the drain.
+func New(cfg config.Config, h *hub.Hub, b Broker, a Archive, m *metrics.Metrics, log *slog.Logger) (*Server, error) {
+	poller, err := netpoll.New()
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
 		cfg: cfg, hub: h, broker: b, archive: a, m: m, log: log,
 		verifier: auth.NewVerifier(cfg.JWTSecret),
 		origins:  auth.NewOrigins(cfg.AllowedOrigins),
 		sessions: map[*session]struct{}{},
 		workers:  newWorkers(),
+		poller:   poller,
 	}
 	s.flushers = newFlushers(s.workers)
 	s.upgrader = websocket.Upgrader{
@@ -79,8 +87,11 @@ func New(cfg config.Config, h *hub.Hub, b Broker, a Archive, m *metrics.Metrics,
 		HandshakeTimeout: 5 * time.Second,
 		CheckOrigin:      func(*http.Request) bool { return true }, // checked before the upgrade, with a 403
 	}
-	return s
+	return s, nil
 }
+
+// Close stops reading the sessions' sockets; call it once they have ended.
+func (s *Server) Close() error { return s.poller.Close() }
 
 // Handler routes every endpoint.
 func (s *Server) Handler() http.Handler {
@@ -133,11 +144,11 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if !s.track(sess) {
 		sess.close(protocol.CloseGoingAway, "server going away")
 	}
-	// The session runs on a goroutine of its own so that this handler
-	// returns: net/http then frees the connection's 4 KiB read and write
-	// buffers and its deep handler stack, which an idle WebSocket would
-	// otherwise hold for hours (measured: 34.6 KiB RSS per connection).
-	go sess.run()
+	// This handler returns at once: net/http then frees the connection's
+	// 4 KiB read and write buffers and its deep handler stack, which an idle
+	// WebSocket would otherwise hold for hours (measured: 34.6 KiB RSS per
+	// connection).
+	sess.start()
 }
 
 // upgrade completes the WebSocket handshake.
@@ -192,6 +203,10 @@ func (s *Server) check(ctx context.Context) readiness {
 		rd.Reason = "draining"
 	case redisErr != nil:
 		rd.Reason = "redis unreachable: " + redisErr.Error()
+	case s.poller.Err() != nil:
+		// No client frame would be read again: let the load balancer move
+		// the clients elsewhere.
+		rd.Reason = "sockets no longer watched: " + s.poller.Err().Error()
 	default:
 		rd.Ready = true
 	}

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -15,6 +16,7 @@ import (
 	"github.com/switchboard-dev/switchboard/app/broker"
 	"github.com/switchboard-dev/switchboard/app/hub"
 	"github.com/switchboard-dev/switchboard/app/metrics"
+	"github.com/switchboard-dev/switchboard/app/netpoll"
 	"github.com/switchboard-dev/switchboard/app/protocol"
 	"github.com/switchboard-dev/switchboard/app/wsconn"
 )
@@ -22,20 +24,20 @@ import (
 // maxRoomsPerConnection bounds what one connection can make an instance subscribe to.
 const maxRoomsPerConnection = 100
 
-// session is one WebSocket connection. Its only long-lived goroutine is the
-// reader (run), which has each client frame executed in turn. Deliveries go to a
-// bounded queue that the flushers write (flushers.go), or, while the socket is
-// full, a writer goroutine that drains it and then ends: an idle connection
-// holds no writer stack, no queue and no write buffer, which is most of what
-// a connection costs (README, Performance).
+// session is one WebSocket connection. It has no goroutine of its own: the
+// server's poller reports the client's frames, which a worker reads and has
+// executed in turn (serve). Deliveries go to a bounded queue that the
+// flushers write (flushers.go), or, while the socket is full, a writer
+// goroutine that drains it and then ends: an idle connection holds no stack,
+// no queue and no write buffer (README, Performance).
 type session struct {
-	srv      *Server
-	conn     *wsconn.Conn
-	user     string
-	expires  time.Time
-	rooms    []string // touched only by handle, one frame at a time
-	limit    bucket
-	handling sync.WaitGroup
+	srv     *Server
+	conn    *wsconn.Conn
+	user    string
+	expires time.Time
+	rooms   []string // touched only by handle, one frame at a time
+	limit   bucket
+	heard   atomic.Int64 // when the client last sent a whole frame, as monotonic ns since epoch
 	// writeDeadline is the socket's write deadline in Unix ns; only the
 	// socket's writer (a flusher, or the writer goroutine) touches it (8
 	// bytes: a time.Time would push the session into the next allocation
@@ -43,15 +45,17 @@ type session struct {
 	writeDeadline int64
 
 	mu      sync.Mutex  // guards the fields below
-	timer   *time.Timer // pings, and ends the session when its token expires
+	timer   *time.Timer // pings, and ends the session when its token expires or its client is silent
 	queue   []*protocol.Delivery
 	history int           // catch-up frames in queue: outside SEND_QUEUE's bound
 	taken   chan struct{} // closed when the writer takes the queue or the session closes
 	writing bool          // a writer goroutine is draining the queue
 	closed  bool          // close was called: code and reason are set
+	ended   bool          // end has begun: the reading is over
+	watch   *netpoll.Watch
 	code    int
 	reason  string
-	done    chan struct{} // closed when the socket is
+	done    chan struct{} // closed when the socket is shut down (end closes it)
 }
 
 var _ hub.Member = (*session)(nil)
@@ -187,26 +191,61 @@ func (s *session) send(frame []byte) { s.Deliver(&protocol.Delivery{Frame: frame
 
 func (s *session) refuse(e *protocol.Error) { s.send(protocol.ErrorFrame(e)) }
 
-// run serves the connection until it ends. Its goroutine is the one an
-// idle connection holds, blocked in read: it calls nothing deep before, so
-// that its stack stays at the 2 KiB minimum.
-func (s *session) run() {
-	s.open()
-	s.end(s.read())
-}
-
-func (s *session) open() {
+// start serves the connection from now on: the poller reports the client's
+// frames, and nothing waits for them meanwhile.
+func (s *session) start() {
 	s.srv.m.ConnectionsActive.Inc()
-	s.mu.Lock()
-	s.timer = time.AfterFunc(s.untilTick(), s.tick)
-	s.mu.Unlock()
 	s.conn.SetReadLimit(int64(s.srv.cfg.MaxMessageBytes))
-	s.conn.SetReadDeadline(time.Now().Add(s.readTimeout()))
 	s.conn.SetPongHandler(s.pong)
+	s.heardNow()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.timer = time.AfterFunc(s.untilTick(), s.tick)
+	serve := s.serve
+	// Held until the watch is set: a report can come before Watch returns,
+	// and its serve waits here for it.
+	var err error
+	if s.watch, err = s.conn.Watch(s.srv.poller, func() { s.srv.workers.do(serve) }); err != nil {
+		// Likely fs.epoll.max_user_watches: each socket takes two watches,
+		// Go's and the poller's.
+		s.srv.log.Error("session not watched: closed", "user", s.user, "err", err)
+		s.srv.workers.do(func() { s.end(err) })
+	}
 }
 
-// end closes the connection after read returns, then leaves every room.
+// serve runs on a worker when the poller reports the client: it reads and
+// handles what the client sent, then re-arms the watch, or ends the session
+// once the connection failed or closed.
+func (s *session) serve() {
+	err := s.conn.Fill()
+	if err == nil {
+		err = s.readBuffered()
+	}
+	if err == nil {
+		s.mu.Lock()
+		w, ended := s.watch, s.ended
+		s.mu.Unlock()
+		if ended {
+			return // a report that came after the watch stopped
+		}
+		if err = w.Arm(); err == nil {
+			return
+		}
+	}
+	s.end(err)
+}
+
+// end closes the connection once reading it is over (the first call
+// wins), then leaves every room.
 func (s *session) end(err error) {
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		return
+	}
+	s.ended = true
+	w := s.watch
+	s.mu.Unlock()
 	if errors.Is(err, websocket.ErrReadLimit) {
 		s.close(protocol.CloseTooLarge, "frame larger than "+strconv.Itoa(s.srv.cfg.MaxMessageBytes)+" bytes")
 	} else {
@@ -214,6 +253,10 @@ func (s *session) end(err error) {
 		s.close(0, "connection ended")
 	}
 	<-s.done
+	if w != nil {
+		w.Stop()
+	}
+	s.conn.Close()
 	s.timer.Stop()
 	for _, room := range s.rooms {
 		s.srv.hub.Leave(s, room)
@@ -226,8 +269,18 @@ func (s *session) end(err error) {
 func (s *session) readTimeout() time.Duration { return 2*s.srv.cfg.PingInterval + 5*time.Second }
 
 func (s *session) pong(string) error {
-	return s.conn.SetReadDeadline(time.Now().Add(s.readTimeout()))
+	s.heardNow()
+	return nil
 }
+
+// heardNow notes that the client sent a whole frame: tick ends a session
+// silent for longer than readTimeout, which also ends a frame trickling in
+// slower than that (no read deadline is needed).
+func (s *session) heardNow() { s.heard.Store(int64(time.Since(epoch))) }
+
+// epoch is what heard counts from: time.Since reads the monotonic clock, so
+// a step of the wall clock neither closes every session nor keeps dead ones.
+var epoch = time.Now()
 
 // untilTick is when the session's one timer fires next: the next ping, or
 // the token's expiry if that comes first.
@@ -235,11 +288,16 @@ func (s *session) untilTick() time.Duration {
 	return min(s.srv.cfg.PingInterval, time.Until(s.expires))
 }
 
-// tick closes the session once its token has expired, and otherwise queues
-// a ping behind what is queued and sets the next tick.
+// tick closes the session once its token has expired or its client has
+// missed two pongs, and otherwise queues a ping behind what is queued and
+// sets the next tick.
 func (s *session) tick() {
 	if !time.Now().Before(s.expires) {
 		s.close(protocol.ClosePolicy, "token expired")
+		return
+	}
+	if time.Since(epoch)-time.Duration(s.heard.Load()) > s.readTimeout() {
+		s.close(0, "client silent") // gone: nothing to tell it
 		return
 	}
 	if !s.Deliver(ping) {
@@ -248,29 +306,6 @@ func (s *session) tick() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.timer.Reset(s.untilTick())
-}
-
-// read waits for the client's frames and has them handled until the
-// connection fails or the session closes. Reading and handling a frame go
-// deep (gorilla, JSON, Redis) and would grow this goroutine's stack for
-// good, so they run on a pooled worker (workers.go); this one only waits, on
-// a stack that stays at the 2 KiB minimum (measured: 8 KiB otherwise).
-func (s *session) read() error {
-	for {
-		if err := s.conn.WaitReadable(); err != nil {
-			return err
-		}
-		var err error
-		s.handling.Add(1)
-		s.srv.workers.do(func() {
-			defer s.handling.Done()
-			err = s.readBuffered()
-		})
-		s.handling.Wait()
-		if err != nil {
-			return err
-		}
-	}
 }
 
 // readBuffered handles frames until none is left in the read buffer.
@@ -315,7 +350,7 @@ func (s *session) readFrame() error {
 	if _, err := buf.ReadFrom(r); err != nil {
 		return err
 	}
-	s.conn.SetReadDeadline(time.Now().Add(s.readTimeout()))
+	s.heardNow()
 	s.srv.m.FramesReceived.Inc()
 	s.handle(kind, buf.Bytes())
 	return nil
@@ -562,10 +597,11 @@ func (s *session) keepDeadline(now time.Time) {
 }
 
 // finish flushes what is queued when the server drains (the client would
-// otherwise resume it), sends the close frame and closes the socket.
+// otherwise resume it), sends the close frame and shuts the socket down:
+// that wakes the reading side, which closes it (end).
 func (s *session) finish(queued []*protocol.Delivery) {
 	defer close(s.done)
-	defer s.conn.Close()
+	defer s.conn.Shutdown()
 	if s.code == protocol.CloseGoingAway && !s.writeBatch(queued) {
 		s.code = 0 // the socket failed: no close frame can reach the client
 	}

@@ -11,7 +11,7 @@ const workerIdle = 2 * time.Second
 // writing a batch (gorilla, JSON, Redis, system calls). On a fresh goroutine
 // each time, that work grows a 2 KiB stack to 8 KiB or more, copying it on
 // the way, frame after frame; a pooled goroutine keeps the stack it grew.
-// The sessions' own goroutines, which hold idle connections, stay at 2 KiB.
+// An idle session has no goroutine at all: the poller watches its socket.
 type workers struct{ jobs chan func() }
 
 func newWorkers() *workers { return &workers{jobs: make(chan func())} }

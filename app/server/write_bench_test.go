@@ -29,7 +29,11 @@ func BenchmarkWritePath(b *testing.B) {
 }
 
 func benchmarkWritePath(b *testing.B, window int) {
-	srv := New(config.Defaults(), nil, nil, nil, metrics.New(), nil)
+	srv, err := New(config.Defaults(), nil, nil, nil, metrics.New(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
 	sessions := make(chan *session, 1)
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		conn, err := srv.upgrade(w, r)

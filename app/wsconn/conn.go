@@ -6,7 +6,9 @@
 //     adopts as its own (it does for a reader of more than 256 bytes when
 //     Upgrader.ReadBufferSize is 0), so a connection has one small read buffer
 //     and this package can see what gorilla has yet to read.
-//   - WaitReadable waits for the peer on a shallow stack, outside gorilla.
+//   - Watch reports the peer's next bytes without a goroutine waiting
+//     (netpoll), Fill reads them into that buffer, and Buffered shows what
+//     gorilla has yet to read.
 //   - SkipPong consumes a pong frame at the head of that buffer as gorilla
 //     would, without gorilla then blocking for the next data frame.
 //   - Hold and Release coalesce the frames gorilla writes into one write, and
@@ -23,14 +25,17 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"syscall"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/switchboard-dev/switchboard/app/netpoll"
 )
 
 // Conn is a server-side gorilla connection over a wire of this package: use
-// its gorilla methods as usual. WaitReadable, Buffered and SkipPong are for
-// the one reading goroutine, between messages; Hold and Release for the one
-// writing goroutine.
+// its gorilla methods as usual. Buffered and SkipPong are for the one
+// reading goroutine, between messages; Hold and Release for the one writing
+// goroutine.
 type Conn struct {
 	*websocket.Conn
 	wire wire
@@ -85,10 +90,50 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return w, bufio.NewReadWriter(w.in, rw.Writer), nil
 }
 
-// WaitReadable blocks until the peer has sent something or reading fails
-// (deadline, close). It calls nothing deep, so a goroutine that only waits
-// here keeps Go's 2 KiB minimum stack; read the frames on another goroutine.
-func (c *Conn) WaitReadable() error {
+// Watch has p call ready when the peer's next bytes, or its close, reach the
+// socket, with no goroutine waiting: an idle connection holds no stack. The
+// watch reports once; re-arm it after reading what is buffered, and stop it
+// before closing c. Shutdown makes it report too.
+func (c *Conn) Watch(p *netpoll.Poller, ready func()) (*netpoll.Watch, error) {
+	var w *netpoll.Watch
+	err := c.control(func(fd int) (err error) {
+		w, err = p.Watch(fd, ready)
+		return err
+	})
+	return w, err
+}
+
+// Shutdown ends the connection both ways without closing its descriptor: a
+// read in progress returns, a watch reports, and the descriptor stays c's
+// until Close.
+func (c *Conn) Shutdown() error {
+	return c.control(func(fd int) error { return syscall.Shutdown(fd, syscall.SHUT_RDWR) })
+}
+
+func (c *Conn) control(f func(fd int) error) error {
+	sc, ok := c.wire.Conn.(syscall.Conn)
+	if !ok {
+		return errors.New("wsconn: the connection is not a socket")
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := raw.Control(func(fd uintptr) { ferr = f(int(fd)) }); err != nil {
+		return err
+	}
+	return ferr
+}
+
+// Fill reads what the socket holds into the read buffer, when it is empty.
+// Call it once a watch has reported, before SkipPong: the report means
+// bytes, the peer's close or an error are waiting, so it does not block, and
+// SkipPong sees only what is buffered.
+func (c *Conn) Fill() error {
+	if c.wire.in.Buffered() > 0 {
+		return nil
+	}
 	_, err := c.wire.in.Peek(1)
 	return err
 }

@@ -78,7 +78,11 @@ func run(ctx context.Context) error {
 	sub := b.Subscribe(ctx)
 	defer sub.Close()
 	h := hub.New(sub, b, st, m, log, hub.Options{PendingLimit: 16 * cfg.SendQueue, RecoveryLimit: int64(cfg.RecoveryLimit)})
-	srv := server.New(cfg, h, b, st, m, log)
+	srv, err := server.New(cfg, h, b, st, m, log)
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	defer srv.Close()
 
 	// Background work stops when work is cancelled, after the drain.
 	work, stopWork := context.WithCancel(ctx)
