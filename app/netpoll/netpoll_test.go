@@ -127,10 +127,20 @@ func TestAReusedDescriptorReportsToItsNewWatch(t *testing.T) {
 	}
 	unix.Close(fds[0])
 	unix.Close(fds[1])
-	fd, peer := pair(t)
-	if fd != fds[0] {
-		t.Skipf("the kernel gave descriptor %d, not the closed %d", fd, fds[0])
+	next, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
 	}
+	fd, peer := next[0], next[1]
+	if fd != fds[0] {
+		// Put the new socket at the closed number, as the kernel usually does.
+		if err := unix.Dup3(fd, fds[0], unix.O_CLOEXEC); err != nil {
+			t.Fatal(err)
+		}
+		unix.Close(fd)
+		fd = fds[0]
+	}
+	t.Cleanup(func() { unix.Close(fd); unix.Close(peer) })
 	_, reports := watch(t, p, fd)
 	send(t, peer)
 	reported(t, reports, "the new socket's peer sent a byte")
