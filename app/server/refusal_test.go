@@ -5,10 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -20,7 +18,6 @@ import (
 
 	"github.com/switchboard-dev/switchboard/app/chattest"
 	"github.com/switchboard-dev/switchboard/app/client"
-	"github.com/switchboard-dev/switchboard/app/local"
 	"github.com/switchboard-dev/switchboard/app/protocol"
 )
 
@@ -277,7 +274,7 @@ func TestIdleClientsThatAnswerPingsHoldNoGoroutine(t *testing.T) {
 	// Pings come every 3 s and an idle worker ends after 2 s: between the
 	// bursts of pongs no worker is left, unless a session holds one.
 	c := ownChat(t, "chat-idle-pings", "PING_INTERVAL=3s")
-	base := goroutines(t, c)
+	base := chattest.Metric(t, c.URL(), "go_goroutines")
 	const n = 40
 	var pongs atomic.Int64
 	for i := range n {
@@ -289,37 +286,15 @@ func TestIdleClientsThatAnswerPingsHoldNoGoroutine(t *testing.T) {
 		})
 		readUntilClosed(conn)
 	}
-	var held int
+	var held float64
 	retry.DoWithRetry(t, "every client answered 2 pings and the server holds under a quarter of a goroutine each", 80, 250*time.Millisecond, func() (string, error) {
-		held = goroutines(t, c) - base
+		held = chattest.Metric(t, c.URL(), "go_goroutines") - base
 		if pongs.Load() < 2*n || held >= n/4 {
-			return "", fmt.Errorf("%d pongs, %d goroutines more than before the %d clients", pongs.Load(), held, n)
+			return "", fmt.Errorf("%d pongs, %.0f goroutines more than before the %d clients", pongs.Load(), held, n)
 		}
 		return "", nil
 	})
-	t.Logf("%d idle clients answering pings: %d goroutines more than before them", n, held)
-}
-
-// goroutines is the instance's go_goroutines.
-func goroutines(t *testing.T, c *local.Chat) int {
-	t.Helper()
-	resp, err := http.Get(c.URL() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(line, "go_goroutines "); ok {
-			n, err := strconv.Atoi(v)
-			if err != nil {
-				t.Fatalf("go_goroutines %q: %v", v, err)
-			}
-			return n
-		}
-	}
-	t.Fatal("no go_goroutines in /metrics")
-	return 0
+	t.Logf("%d idle clients answering pings: %.0f goroutines more than before them", n, held)
 }
 
 // A frame that trickles in and never completes counts as silence: there is

@@ -111,11 +111,7 @@ func (c *Conn) Shutdown() error {
 }
 
 func (c *Conn) control(f func(fd int) error) error {
-	sc, ok := c.wire.Conn.(syscall.Conn)
-	if !ok {
-		return errors.New("wsconn: the connection is not a socket")
-	}
-	raw, err := sc.SyscallConn()
+	raw, err := rawConn(c.wire.Conn)
 	if err != nil {
 		return err
 	}

@@ -109,11 +109,7 @@ func (w *wire) tryWrite(frame []byte) (bool, error) {
 		return false, nil
 	}
 	if w.raw == nil {
-		sc, ok := w.Conn.(syscall.Conn)
-		if !ok {
-			return false, nil
-		}
-		raw, err := sc.SyscallConn()
+		raw, err := rawConn(w.Conn)
 		if err != nil {
 			return false, nil
 		}
@@ -166,4 +162,13 @@ func (w *wire) pending() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.buf != nil
+}
+
+// rawConn is nc's socket for system calls of this package's own.
+func rawConn(nc net.Conn) (syscall.RawConn, error) {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return nil, errors.New("wsconn: the connection is not a socket")
+	}
+	return sc.SyscallConn()
 }
