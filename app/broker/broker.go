@@ -39,6 +39,12 @@ var ErrOverloaded = errors.New("overloaded: the queue to Postgres is full")
 // deduplicated.
 var ErrNotReplicated = errors.New("not confirmed by enough replicas")
 
+// ErrNoSeqs refuses a send to a room that must reserve seqs in Postgres
+// first (a new room, or one whose Redis state was lost) while Postgres does
+// not answer: seqs handed out without a durable reservation could be handed
+// out again. Nothing was kept.
+var ErrNoSeqs = errors.New("cannot reserve seqs for the room: Postgres unavailable")
+
 // Ledger is the durable side of seq allocation (Postgres): Redis hands out a
 // room's seqs only below a limit reserved here first, so a room whose Redis
 // state is lost, by a failover, a restart without data or expiry, restarts
@@ -46,8 +52,10 @@ var ErrNotReplicated = errors.New("not confirmed by enough replicas")
 type Ledger interface {
 	// ReserveSeqs returns hi, the top of n new seqs above atLeast and above
 	// every earlier reservation of the room; reused tells that the room had
-	// seqs before.
-	ReserveSeqs(ctx context.Context, room string, atLeast, n int64) (hi int64, reused bool, err error)
+	// seqs before. restart records hi-n as a floor where the room's counter
+	// may restart (a reseed): the seqs below it that no message had are
+	// then known as skipped, never announced as lost (hub's recovery).
+	ReserveSeqs(ctx context.Context, room string, atLeast, n int64, restart bool) (hi int64, reused bool, err error)
 	// SentSeq finds the seq a sender's message id was stored under.
 	SentSeq(ctx context.Context, room, user, id string) (seq int64, found bool, err error)
 }
@@ -192,7 +200,12 @@ const (
 	statusExhausted = 3
 	statusCheckID   = 4
 	statusSeeding   = 5
+	statusNoSeqs    = 6
 )
+
+// After a failed reservation the room refuses sends for this long, so that
+// its senders do not queue on Postgres one after another.
+const reserveFailedFor = time.Second
 
 // Publish accepts a message: once it returns without error the message has
 // its seq, is in the room's history, queued for Postgres, published and, with
@@ -212,6 +225,7 @@ func (b *Broker) Publish(ctx context.Context, room, user, text, id string, now t
 	// may change again meanwhile (another failover), so a few rounds are
 	// allowed. Waiting for another sender's reseed is not an attempt (ctx
 	// bounds it).
+	wait := 5 * time.Millisecond
 	for attempts := 0; attempts < 6; attempts++ {
 		acc, status, headroom, err := b.run(ctx, keys, args)
 		if err != nil {
@@ -222,41 +236,49 @@ func (b *Broker) Publish(ctx context.Context, room, user, text, id string, now t
 			if headroom < b.opts.SeqBlock/2 && headroom%256 == 0 {
 				// Reserve ahead, every 256 sends while low; a failure
 				// (Postgres down) is retried by the next of them.
-				_ = b.extend(ctx, room, acc.Epoch, acc.Seq)
+				_ = b.extend(ctx, room, acc.Epoch, acc.Seq, false)
 			}
 			return acc, nil
 		case statusDuplicate:
 			acc.Duplicate = true
 			return acc, nil
 		case statusCheckID:
-			if dup, found, err := b.storedDuplicate(ctx, room, user, id); err != nil || found {
+			if dup, found, err := b.sentBefore(ctx, room, user, id); err != nil || found {
 				return dup, err
 			}
 			args[13] = "1"
 		case statusSeeding:
+			// Another sender reserves in Postgres: a round trip at best,
+			// a connect timeout at worst, so the wait grows.
 			attempts--
 			select {
 			case <-ctx.Done():
 				return Accepted{}, fmt.Errorf("publish to %s: wait for its reseed: %w", room, ctx.Err())
-			case <-time.After(5 * time.Millisecond):
+			case <-time.After(wait):
 			}
+			wait = min(2*wait, 200*time.Millisecond)
+		case statusNoSeqs:
+			return Accepted{}, fmt.Errorf("publish to %s: %w (a reservation failed within %s)", room, ErrNoSeqs, reserveFailedFor)
 		case statusExhausted:
-			if err := b.extend(ctx, room, acc.Epoch, acc.Seq); err != nil {
+			if err := b.extend(ctx, room, acc.Epoch, acc.Seq, true); err != nil {
 				return Accepted{}, fmt.Errorf("publish to %s: %w", room, err)
 			}
 		case statusReseed:
 			// This send holds the room's seeding lock. acc.Seq is the
 			// counter this Redis holds: from before reservations existed,
 			// it may be above every reservation.
-			hi, reused, err := b.opts.Ledger.ReserveSeqs(ctx, room, acc.Seq, b.opts.SeqBlock)
+			hi, reused, err := b.opts.Ledger.ReserveSeqs(ctx, room, acc.Seq, b.opts.SeqBlock, true)
 			if err != nil {
-				return Accepted{}, fmt.Errorf("publish to %s: reseed its counter: %w", room, err)
+				// The lock turns into a short refusal for every sender
+				// of the room instead of a queue of them on Postgres.
+				_ = b.rdb.Set(context.WithoutCancel(ctx), seedingKey(room), "failed", reserveFailedFor).Err()
+				return Accepted{}, fmt.Errorf("publish to %s: reseed its counter: %w: %w", room, ErrNoSeqs, err)
 			}
 			args[9], args[10], args[11], args[12] = hi-b.opts.SeqBlock, newEpoch(), hi, 0
 			if reused {
 				args[12] = now.Add(b.opts.RecheckWindow).UnixNano()
 				if args[13] == "0" {
-					if dup, found, err := b.storedDuplicate(ctx, room, user, id); err != nil || found {
+					if dup, found, err := b.sentBefore(ctx, room, user, id); err != nil || found {
 						return dup, err
 					}
 					args[13] = "1"
@@ -269,11 +291,20 @@ func (b *Broker) Publish(ctx context.Context, room, user, text, id string, now t
 	return Accepted{}, fmt.Errorf("publish to %s: the room's Redis state kept changing", room)
 }
 
-// storedDuplicate looks a send's id up in Postgres: found, it is a retry of
-// a message accepted before Redis lost its state.
-func (b *Broker) storedDuplicate(ctx context.Context, room, user, id string) (Accepted, bool, error) {
+// sentBefore looks a send's id up in the persist backlog, then in Postgres:
+// found, it is a retry of a message accepted before Redis lost its dedupe
+// key. In that order, because a writer deletes an entry from the backlog
+// only after its row is committed: an entry the scan misses is already in
+// Postgres for the lookup after it, however the two interleave.
+func (b *Broker) sentBefore(ctx context.Context, room, user, id string) (Accepted, bool, error) {
 	if id == "" {
 		return Accepted{}, false, nil
+	}
+	if m, found, err := b.pendingSend(ctx, room, user, id); err != nil || found {
+		if err != nil {
+			return Accepted{}, false, fmt.Errorf("publish to %s: look its id up in the persist backlog: %w", room, err)
+		}
+		return Accepted{Seq: m.Seq, Duplicate: true}, true, nil
 	}
 	seq, found, err := b.opts.Ledger.SentSeq(ctx, room, user, id)
 	if err != nil {
@@ -287,14 +318,22 @@ var extendSource string
 
 var extendScript = redis.NewScript(extendSource)
 
-// extend reserves the room's next block and raises its limit, unless the
-// room was reseeded meanwhile (its new epoch has a reservation of its own).
-func (b *Broker) extend(ctx context.Context, room, epoch string, at int64) error {
-	hi, _, err := b.opts.Ledger.ReserveSeqs(ctx, room, at, b.opts.SeqBlock)
+// extend reserves the room's next block and raises its limit if the block
+// follows the current one, unless the room was reseeded meanwhile (its new
+// epoch has a reservation of its own). exhausted: the room has no seqs
+// left, so a block that does not follow restarts the room at its floor
+// with a new epoch (recorded as a floor) rather than being thrown away.
+func (b *Broker) extend(ctx context.Context, room, epoch string, at int64, exhausted bool) error {
+	hi, _, err := b.opts.Ledger.ReserveSeqs(ctx, room, at, b.opts.SeqBlock, exhausted)
 	if err != nil {
 		return fmt.Errorf("reserve more seqs: %w", err)
 	}
-	err = extendScript.Run(ctx, b.rdb, []string{epochKey(room), limitKey(room)}, epoch, hi, int(b.opts.RoomTTL.Seconds())).Err()
+	restart := ""
+	if exhausted {
+		restart = newEpoch()
+	}
+	err = extendScript.Run(ctx, b.rdb, []string{epochKey(room), limitKey(room), seqKey(room)},
+		epoch, hi, int(b.opts.RoomTTL.Seconds()), hi-b.opts.SeqBlock, restart).Err()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("raise the seq limit: %w", err)
 	}

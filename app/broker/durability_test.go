@@ -113,7 +113,8 @@ func persistAll(t *testing.T, b *broker.Broker, st *store.Store) {
 
 // TestSeqIsNeverReusedAfterRedisLosesData loses the room's Redis state in
 // every way it can go (FLUSHALL, a restart without data, only the epoch key,
-// the keys expiring, twice in a row before Postgres stored anything) with
+// the keys expiring, the counter evicted, twice in a row before Postgres
+// stored anything) with
 // acked messages both stored and not yet stored, across reservations of
 // small blocks: every send after the loss gets a seq above everything ever
 // acked, skipping at most two blocks, under a new epoch.
@@ -140,6 +141,9 @@ func TestSeqIsNeverReusedAfterRedisLosesData(t *testing.T) {
 		{"restart without data", true, func() { r.kill(); r.start() }},
 		{"epoch key lost", true, func() { rdb.Del(ctx, "chat:{lossy}:epoch") }},
 		{"room keys expired", true, func() { rdb.Del(ctx, "chat:{lossy}:seq", "chat:{lossy}:epoch", "chat:{lossy}:log") }},
+		// An evicting policy takes one key at a time: the epoch survives.
+		{"counter evicted", true, func() { rdb.Del(ctx, "chat:{lossy}:seq") }},
+		{"counter and log evicted, nothing stored", false, func() { rdb.Del(ctx, "chat:{lossy}:seq", "chat:{lossy}:log") }},
 		{"FLUSHALL with nothing stored", false, flush},
 		{"FLUSHALL again with nothing stored", false, flush},
 	} {
@@ -433,7 +437,7 @@ type countingSink struct {
 	inserts atomic.Int64
 }
 
-func (c *countingSink) Insert(ctx context.Context, msgs []protocol.Message) error {
+func (c *countingSink) Insert(ctx context.Context, msgs []protocol.Message) ([]store.Rejection, error) {
 	c.inserts.Add(1)
 	return c.Store.Insert(ctx, msgs)
 }

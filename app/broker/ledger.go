@@ -12,7 +12,7 @@ type memLedger struct {
 	his map[string]int64
 }
 
-func (l *memLedger) ReserveSeqs(_ context.Context, room string, atLeast, n int64) (int64, bool, error) {
+func (l *memLedger) ReserveSeqs(_ context.Context, room string, atLeast, n int64, _ bool) (int64, bool, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.his == nil {

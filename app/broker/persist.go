@@ -1,13 +1,17 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/switchboard-dev/switchboard/app/protocol"
 )
 
 // persistGroup is the consumer group whose members write the persist stream
@@ -131,4 +135,60 @@ func entries(msgs []redis.XMessage) []PersistEntry {
 		}
 	}
 	return out
+}
+
+// backlogPage is how many persist entries one XRANGE of a scan reads.
+const backlogPage = 1000
+
+// scanBacklog hands each message still waiting for Postgres to fn, oldest
+// first, until fn returns false. The backlog is every room's, so this is for
+// the rare questions that Postgres cannot answer yet (a resume over messages
+// not stored yet, a retry's id after a reseed), never for the hot path; it
+// is bounded by BacklogCap.
+func (b *Broker) scanBacklog(ctx context.Context, fn func(protocol.Message, []byte) bool) error {
+	start := "-"
+	for {
+		msgs, err := b.rdb.XRangeN(ctx, PersistStream, start, "+", backlogPage).Result()
+		if err != nil {
+			return fmt.Errorf("scan %s: %w", PersistStream, err)
+		}
+		for _, e := range entries(msgs) {
+			m, err := protocol.ParseMessage(e.Frame)
+			if err == nil && !fn(m, e.Frame) {
+				return nil
+			}
+		}
+		if len(msgs) < backlogPage {
+			return nil
+		}
+		start = "(" + msgs[len(msgs)-1].ID
+	}
+}
+
+// Pending returns the room's messages with after < seq <= upto that are
+// queued for Postgres and not stored yet, in seq order.
+func (b *Broker) Pending(ctx context.Context, room string, after, upto int64) ([]protocol.Delivery, error) {
+	var out []protocol.Delivery
+	err := b.scanBacklog(ctx, func(m protocol.Message, frame []byte) bool {
+		if m.Room == room && m.Seq > after && m.Seq <= upto {
+			out = append(out, protocol.Delivery{Room: room, Seq: m.Seq, Frame: frame})
+		}
+		return true
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pending messages of %s after %d: %w", room, after, err)
+	}
+	slices.SortFunc(out, func(a, b protocol.Delivery) int { return cmp.Compare(a.Seq, b.Seq) })
+	return out, nil
+}
+
+// pendingSend finds a sender's message by its id in the persist backlog.
+func (b *Broker) pendingSend(ctx context.Context, room, user, id string) (m protocol.Message, found bool, err error) {
+	err = b.scanBacklog(ctx, func(p protocol.Message, _ []byte) bool {
+		if p.Room == room && p.User == user && p.ID == id {
+			m, found = p, true
+		}
+		return !found
+	})
+	return m, found, err
 }

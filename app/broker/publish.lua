@@ -22,7 +22,8 @@
 -- 1 duplicate (the original seq and epoch), 2 the room must be reseeded
 -- (seq: its counter here; the caller now holds the seeding lock), 3 its
 -- reserved seqs ran out (seq: its counter), 4 the id must be looked up in
--- Postgres first, 5 another sender is reseeding the room: look again shortly.
+-- Postgres first, 5 another sender is reseeding the room: look again shortly,
+-- 6 the room's last reservation failed a moment ago: refuse for now.
 
 -- A new replication id means a failover or a restart: this primary may lack
 -- the newest writes of the previous one, so the counter cannot be trusted.
@@ -64,13 +65,17 @@ local function publish(k, a)
   local cur = tonumber(room[1] or '0')
   local epoch = room[2]
   local limit = tonumber(room[3] or '0')
-  if not epoch or limit == 0 or room[4] ~= replid then
-    -- The room is new, expired or may have lost writes: its counter restarts
-    -- at the floor of a fresh reservation, above every seq it ever had.
+  if not room[1] or not epoch or limit == 0 or room[4] ~= replid then
+    -- The room is new, expired, lost a key (an eviction takes one key at a
+    -- time: a counter gone under a surviving epoch would restart at 1) or
+    -- may have lost writes: its counter restarts at the floor of a fresh
+    -- reservation, above every seq it ever had.
     if ARGV[a + 10] == '' then
       -- One sender at a time, of every instance, reserves for the room, so
       -- its concurrent first sends share one block and a new room starts at 1.
       if redis.call('SET', KEYS[k + 9], '1', 'NX', 'PX', 2000) then return {cur, 2, '', 0} end
+      -- 'failed': the last reservation failed (Postgres down) moments ago.
+      if redis.call('GET', KEYS[k + 9]) == 'failed' then return {cur, 6, '', 0} end
       return {cur, 5, '', 0}
     end
     cur = math.max(cur, tonumber(ARGV[a + 10]))

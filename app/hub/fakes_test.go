@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -88,6 +89,8 @@ type world struct {
 	epoch   string
 	log     map[string][]protocol.Delivery
 	stored  map[string]map[int64]protocol.Message
+	backlog map[string]map[int64]protocol.Message // accepted, not stored yet
+	floors  map[string][]int64                    // where reseeds restarted the counter
 	set     map[string]bool // go-redis's channels: resubscribed after a reconnect
 	live    map[string]bool // what Redis delivers to now
 	adds    []string        // bus calls in order, "add room" / "remove room"
@@ -98,6 +101,7 @@ type world struct {
 
 func newWorld(t *testing.T, opts Options) *world {
 	w := &world{keep: 1000, epoch: "e1", log: map[string][]protocol.Delivery{}, stored: map[string]map[int64]protocol.Message{},
+		backlog: map[string]map[int64]protocol.Message{}, floors: map[string][]int64{},
 		set: map[string]bool{}, live: map[string]bool{}}
 	if opts.RetryMin == 0 {
 		opts.RetryMin, opts.RetryMax = time.Millisecond, 2*time.Millisecond
@@ -181,8 +185,52 @@ func (w *world) Range(ctx context.Context, room string, after, upto int64, limit
 	return out, nil
 }
 
+func (w *world) Pending(ctx context.Context, room string, after, upto int64) ([]protocol.Delivery, error) {
+	if err := w.check("backlog"); err != nil {
+		return nil, err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []protocol.Delivery
+	for s := after + 1; s <= upto; s++ {
+		if m, ok := w.backlog[room][s]; ok {
+			out = append(out, protocol.Delivery{Room: room, Seq: s, Frame: m.Frame()})
+		}
+	}
+	return out, nil
+}
+
 // archive is the Postgres side of world.
 type archive struct{ *world }
+
+func (a archive) Floors(ctx context.Context, room string, from, to int64) ([]int64, error) {
+	if err := a.check("postgres"); err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []int64
+	for _, f := range a.floors[room] {
+		if f >= from && f <= to {
+			out = append(out, f)
+		}
+	}
+	return out, nil
+}
+
+func (a archive) Newest(ctx context.Context, room string, after, upto, n int64) (oldest, count int64, err error) {
+	if err := a.check("postgres"); err != nil {
+		return 0, 0, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for s := upto; s > after && count < n; s-- {
+		if _, ok := a.stored[room][s]; ok {
+			oldest, count = s, count+1
+		}
+	}
+	return oldest, count, nil
+}
 
 func (a archive) Range(ctx context.Context, room string, after, upto int64, limit int) ([]protocol.Message, error) {
 	if err := a.check("postgres"); err != nil {
@@ -251,13 +299,30 @@ func (w *world) unstore(room string, from, to int64) {
 }
 
 // reseed is Redis losing the room: its log is gone, and the counter starts
-// again above skip with a new epoch.
+// again above skip with a new epoch, from a floor Postgres records.
 func (w *world) reseed(room string, skip int64, epoch string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.log[room] = nil
 	w.seq += skip
 	w.epoch = epoch
+	w.floors[room] = append(w.floors[room], w.seq)
+}
+
+// queue moves from..to out of Postgres into the persist backlog: accepted,
+// not stored yet (they stay in Redis's log unless it dropped them).
+func (w *world) queue(room string, from, to int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.backlog[room] == nil {
+		w.backlog[room] = map[int64]protocol.Message{}
+	}
+	for s := from; s <= to; s++ {
+		if m, ok := w.stored[room][s]; ok {
+			w.backlog[room][s] = m
+			delete(w.stored[room], s)
+		}
+	}
 }
 
 func (w *world) subscribed(room string) bool {
@@ -271,7 +336,7 @@ func (w *world) subscribed(room string) bool {
 type member struct {
 	mu      sync.Mutex
 	frames  []*protocol.Delivery
-	pages   []int // sizes of the catch-up pages pushed
+	pages   []int // messages in each catch-up page pushed (gaps not counted)
 	queued  int   // catch-up frames the writer has not taken
 	held    bool  // the writer takes nothing while held
 	taken   chan struct{}
@@ -309,7 +374,13 @@ func (m *member) Catchup(ds []*protocol.Delivery) bool {
 		return false
 	}
 	m.frames = append(m.frames, ds...)
-	m.pages = append(m.pages, len(ds))
+	n := 0
+	for _, d := range ds {
+		if d.IsMessage() {
+			n++
+		}
+	}
+	m.pages = append(m.pages, n)
 	if m.held {
 		m.queued += len(ds)
 	}
@@ -470,9 +541,10 @@ func eventually(t *testing.T, what string, cond func() bool) {
 }
 
 // stream checks what a member saw after its joined frame: seqs strictly
-// increasing from after+1, every hole announced by a gap right where it is,
-// and returns it as text for an exact comparison.
-func stream(t *testing.T, its []item, after int64) string {
+// increasing from after+1, every hole announced by a gap right where it is
+// or ending at one of the skips (a reseed's floor: seqs no message had), and
+// returns it as text for an exact comparison.
+func stream(t *testing.T, its []item, after int64, skips ...int64) string {
 	t.Helper()
 	var s string
 	next := after + 1
@@ -483,6 +555,10 @@ func stream(t *testing.T, its []item, after int64) string {
 		from := it.seq
 		if it.op == "gap" {
 			from = it.from
+		}
+		if from > next && slices.Contains(skips, from-1) {
+			s += skipText(next, from-1)
+			next = from
 		}
 		if from != next {
 			t.Fatalf("stream %v: %v starts at %d, want %d (a hole or a repeat)", its, it, from, next)
@@ -503,3 +579,5 @@ func run(from, to int64) string {
 }
 
 func gapText(from, to int64) string { return fmt.Sprintf("gap %d-%d ", from, to) }
+
+func skipText(from, to int64) string { return fmt.Sprintf("skip %d-%d ", from, to) }

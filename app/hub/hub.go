@@ -48,12 +48,22 @@ type Recent interface {
 	Latest(ctx context.Context, room string) (protocol.Position, error)
 	// Range returns the oldest limit kept messages with after < seq <= upto.
 	Range(ctx context.Context, room string, after, upto int64, limit int) ([]protocol.Delivery, error)
+	// Pending returns the room's messages with after < seq <= upto that are
+	// queued for the archive and not stored there yet, in seq order.
+	Pending(ctx context.Context, room string, after, upto int64) ([]protocol.Delivery, error)
 }
 
 // Archive is the durable history (Postgres).
 type Archive interface {
 	// Range returns the oldest limit stored messages with after < seq <= upto.
 	Range(ctx context.Context, room string, after, upto int64, limit int) ([]protocol.Message, error)
+	// Floors returns the seqs f, from <= f <= to, above which the room's
+	// counter restarted: between a floor and the last message below it lie
+	// seqs no message had.
+	Floors(ctx context.Context, room string, from, to int64) ([]int64, error)
+	// Newest counts the stored messages with after < seq <= upto, at most
+	// n, and returns the oldest seq of the newest n.
+	Newest(ctx context.Context, room string, after, upto, n int64) (oldest, count int64, err error)
 }
 
 // Options tunes a Hub; zero values take the defaults.
@@ -62,7 +72,8 @@ type Options struct {
 	// hold; past it they are dropped and read from history instead.
 	PendingLimit int
 	// RecoveryLimit is the most missed messages a catch-up delivers: older
-	// ones are announced with history_gap (RECOVERY_LIMIT).
+	// ones are announced with history_gap (RECOVERY_LIMIT). Messages are
+	// counted, not seqs: the seqs a reseed skipped cost nothing.
 	RecoveryLimit int64
 	PageSize      int           // messages per history read and per paced push
 	JoinTimeout   time.Duration // how long a join waits for the room's subscription
@@ -174,9 +185,11 @@ func (ms *membership) end() int64 {
 // since m gets only newer messages; with since it first gets every message
 // with seq > since: the joined frame, then the catch-up (history_gap for
 // what cannot be delivered, in its place), then the live messages. A since
-// above the room's latest is trusted only from the same epoch. m must not
-// be in the room already.
-func (h *Hub) Join(ctx context.Context, m Member, name string, since *int64, epoch string) (protocol.Position, error) {
+// above the room's latest is trusted whatever its epoch: seqs never go back
+// (a room whose Redis state is lost restarts above every seq it had), so
+// nothing at or below since is the member's to get again. m must not be in
+// the room already.
+func (h *Hub) Join(ctx context.Context, m Member, name string, since *int64) (protocol.Position, error) {
 	r, err := h.acquire(ctx, name)
 	if err != nil {
 		return protocol.Position{}, err
@@ -192,8 +205,9 @@ func (h *Hub) Join(ctx context.Context, m Member, name string, since *int64, epo
 	case *since < at.Seq:
 		ms.last = *since
 		h.catchUp(r, ms, at.Seq, metrics.OpHistory)
-	case epoch == at.Epoch:
-		// The client saw messages this instance has not forwarded yet.
+	default:
+		// The client saw messages this instance has not forwarded yet, or
+		// Redis lost the room since: its next seqs are above since.
 		ms.last = *since
 	}
 	return at, nil

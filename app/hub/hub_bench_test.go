@@ -31,6 +31,9 @@ func (b *memBus) Latest(context.Context, string) (protocol.Position, error) {
 func (b *memBus) Range(context.Context, string, int64, int64, int) ([]protocol.Delivery, error) {
 	return nil, nil
 }
+func (b *memBus) Pending(context.Context, string, int64, int64) ([]protocol.Delivery, error) {
+	return nil, nil
+}
 
 // chanMember drains its queue like a session's writer would.
 type chanMember struct {
@@ -62,7 +65,7 @@ func BenchmarkFanOut(b *testing.B) {
 			var dropped atomic.Int64
 			for i := 0; i < members; i++ {
 				m := chanMember{q: make(chan *protocol.Delivery, b.N+1), dropped: &dropped} // room for every message: the figure is the hub's cost, not a consumer's
-				if _, err := h.Join(context.Background(), m, "lobby", nil, ""); err != nil {
+				if _, err := h.Join(context.Background(), m, "lobby", nil); err != nil {
 					b.Fatal(err)
 				}
 				<-m.q // the joined frame

@@ -19,11 +19,11 @@ const lobby = "lobby"
 
 func since(n int64) *int64 { return &n }
 
-func join(t *testing.T, w *world, m *member, room string, after *int64, epoch string) protocol.Position {
+func join(t *testing.T, w *world, m *member, room string, after *int64) protocol.Position {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	at, err := w.h.Join(ctx, m, room, after, epoch)
+	at, err := w.h.Join(ctx, m, room, after)
 	if err != nil {
 		t.Fatalf("join %s: %v", room, err)
 	}
@@ -55,8 +55,8 @@ func TestResumeCatchesUpEveryMissedMessageOrAnnouncesTheRange(t *testing.T) {
 		{"nothing below redis at all", Options{PageSize: 8}, 20, 60, []span{{1, 40}}, 0, gapText(1, 40) + run(41, 60)},
 		{"past the recovery limit the oldest part is announced", Options{RecoveryLimit: 100, PageSize: 16}, 1000, 250, nil, 0,
 			gapText(1, 150) + run(151, 250)},
-		{"the limit's gap merges with a missing range after it", Options{RecoveryLimit: 100, PageSize: 16}, 50, 250, []span{{151, 160}}, 0,
-			gapText(1, 160) + run(161, 250)},
+		{"the limit counts the messages there are, not the missing ones", Options{RecoveryLimit: 100, PageSize: 16}, 50, 250, []span{{151, 160}}, 0,
+			gapText(1, 140) + run(141, 150) + gapText(151, 160) + run(161, 250)},
 		{"exactly the recovery limit is delivered whole", Options{RecoveryLimit: 100, PageSize: 16}, 30, 100, nil, 0, run(1, 100)},
 		{"a since level with the room needs nothing", Options{}, 1000, 30, nil, 30, ""},
 	}
@@ -69,7 +69,7 @@ func TestResumeCatchesUpEveryMissedMessageOrAnnouncesTheRange(t *testing.T) {
 				w.unstore(lobby, s.from, s.to)
 			}
 			m := newMember()
-			at := join(t, w, m, lobby, since(c.since), "e1")
+			at := join(t, w, m, lobby, since(c.since))
 			if at != (protocol.Position{Seq: int64(c.write), Epoch: "e1"}) {
 				t.Fatalf("joined at %+v, want seq %d epoch e1", at, c.write)
 			}
@@ -93,8 +93,8 @@ func TestResumeCatchesUpEveryMissedMessageOrAnnouncesTheRange(t *testing.T) {
 				t.Errorf("chat_history_gaps_total = %v, want %d", v, gaps)
 			}
 			for _, n := range m.pushed() {
-				if n > w.h.opts.PageSize+1 { // a page plus the gap in front of it
-					t.Errorf("a catch-up page of %d frames, page size %d", n, w.h.opts.PageSize)
+				if n > w.h.opts.PageSize {
+					t.Errorf("a catch-up page of %d messages, page size %d", n, w.h.opts.PageSize)
 				}
 			}
 			// The member is live now: the next message follows at once.
@@ -112,7 +112,7 @@ func TestCatchUpGoesAtTheMembersPaceAndLiveMessagesFollowIt(t *testing.T) {
 	w.write(lobby, 50)
 	m := newMember()
 	m.hold()
-	join(t, w, m, lobby, since(0), "e1")
+	join(t, w, m, lobby, since(0))
 	for page := 1; page <= 5; page++ {
 		if err := <-m.waiting; err != nil {
 			t.Fatal(err)
@@ -140,7 +140,7 @@ func TestLiveMessagesPastThePendingLimitAreReadFromTheLog(t *testing.T) {
 	w.write(lobby, 30)
 	m := newMember()
 	m.hold()
-	join(t, w, m, lobby, since(0), "e1")
+	join(t, w, m, lobby, since(0))
 	<-m.waiting
 	w.publish(lobby, 20)
 	m.release()
@@ -160,7 +160,7 @@ func TestAMemberFallingBehindByMoreThanTheLimitIsClosedAsSlow(t *testing.T) {
 	w.write(lobby, 10)
 	m := newMember()
 	m.hold()
-	join(t, w, m, lobby, since(0), "e1")
+	join(t, w, m, lobby, since(0))
 	<-m.waiting
 	w.publish(lobby, 40)
 	m.take()
@@ -185,7 +185,7 @@ func TestTransientErrorsDuringResumeAreRetriedNotTakenForAGap(t *testing.T) {
 			w.write(lobby, 60)
 			w.fail(store, 3)
 			m := newMember()
-			join(t, w, m, lobby, since(0), "e1")
+			join(t, w, m, lobby, since(0))
 			m.awaitSeq(t, 60)
 			if got := stream(t, m.items(t), 0); got != run(1, 60) {
 				t.Fatalf("stream %s, want 1..60", got)
@@ -209,7 +209,7 @@ func TestHistoryThatStaysUnavailableClosesTheMemberWith1011(t *testing.T) {
 	w.write(lobby, 60)
 	w.fail("postgres", -1)
 	m := newMember()
-	join(t, w, m, lobby, since(0), "e1")
+	join(t, w, m, lobby, since(0))
 	m.await(t, "close", func() bool { m.mu.Lock(); defer m.mu.Unlock(); return m.closed != 0 })
 	if m.closed != protocol.CloseInternal {
 		t.Fatalf("closed with %d, want 1011", m.closed)
@@ -227,7 +227,7 @@ func TestHistoryThatStaysUnavailableClosesTheMemberWith1011(t *testing.T) {
 func TestAHoleInPubSubIsRepairedBeforeLaterMessages(t *testing.T) {
 	w := newWorld(t, Options{})
 	m := newMember()
-	join(t, w, m, lobby, nil, "")
+	join(t, w, m, lobby, nil)
 	w.publish(lobby, 5)
 	w.write(lobby, 3) // lost on pub/sub
 	w.publish(lobby, 1)
@@ -242,7 +242,7 @@ func TestAHoleInPubSubIsRepairedBeforeLaterMessages(t *testing.T) {
 func TestAFailingRepairNeverForwardsPastTheHole(t *testing.T) {
 	w := newWorld(t, Options{})
 	m := newMember()
-	join(t, w, m, lobby, nil, "")
+	join(t, w, m, lobby, nil)
 	w.publish(lobby, 5)
 	w.fail("redis", -1)
 	w.write(lobby, 3)
@@ -262,18 +262,21 @@ func TestAFailingRepairNeverForwardsPastTheHole(t *testing.T) {
 }
 
 // Redis lost the room: its counter was reseeded above everything stored,
-// with a new epoch. The skipped range is announced to live members, and
-// joins get the new epoch.
-func TestWhatRedisLostIsAnnouncedAndTheNewEpochTakesOver(t *testing.T) {
+// with a new epoch. Live members pass over the seqs the reseed skipped, with
+// no gap (no message had them), and joins get the new epoch.
+func TestWhatARoomsReseedSkippedIsPassedOverAndTheNewEpochTakesOver(t *testing.T) {
 	w := newWorld(t, Options{})
 	m := newMember()
-	join(t, w, m, lobby, nil, "")
+	join(t, w, m, lobby, nil)
 	w.publish(lobby, 5)
 	w.reseed(lobby, 100, "e2")
 	w.publish(lobby, 1)
 	m.awaitSeq(t, 106)
-	if got, want := stream(t, m.items(t), 0), run(1, 5)+gapText(6, 105)+"106 "; got != want {
+	if got, want := stream(t, m.items(t), 0, 105), run(1, 5)+skipText(6, 105)+"106 "; got != want {
 		t.Fatalf("stream %s, want %s", got, want)
+	}
+	if v := testutil.ToFloat64(w.h.m.HistoryGaps); v != 0 {
+		t.Errorf("chat_history_gaps_total = %v for skipped seqs, want 0", v)
 	}
 	eventually(t, "the new epoch read", func() bool {
 		r := w.h.lookup(lobby)
@@ -282,27 +285,105 @@ func TestWhatRedisLostIsAnnouncedAndTheNewEpochTakesOver(t *testing.T) {
 		return r.epoch == "e2"
 	})
 	late := newMember()
-	if at := join(t, w, late, lobby, nil, ""); at != (protocol.Position{Seq: 106, Epoch: "e2"}) {
+	if at := join(t, w, late, lobby, nil); at != (protocol.Position{Seq: 106, Epoch: "e2"}) {
 		t.Fatalf("joined at %+v, want 106 e2", at)
 	}
 }
 
-// A since above the room's latest on this instance (messages still on their
-// way here) is trusted from the same epoch only.
-func TestASinceAheadOfTheInstanceIsTrustedOnlyInItsEpoch(t *testing.T) {
+// A resume across reseeds gets every message and no gap: not for the seqs
+// the reseeds skipped, and not for messages still on their way to Postgres;
+// what is truly gone (in no store, no backlog) is still announced, and so is
+// the part of it above a floor.
+func TestAResumeAcrossReseedsAndTheBacklogAnnouncesOnlyWhatIsGone(t *testing.T) {
+	cases := []struct {
+		name  string
+		build func(w *world)
+		since int64
+		skips []int64
+		want  string
+	}{
+		{"seqs skipped by a reseed", func(w *world) {
+			w.write(lobby, 60)
+			w.reseed(lobby, 100, "e2")
+			w.write(lobby, 40)
+		}, 0, []int64{160}, run(1, 60) + skipText(61, 160) + run(161, 200)},
+		{"two reseeds, one right after the other", func(w *world) {
+			w.write(lobby, 20)
+			w.reseed(lobby, 50, "e2")
+			w.reseed(lobby, 50, "e3")
+			w.write(lobby, 10)
+		}, 10, []int64{70, 120}, run(11, 20) + skipText(21, 120) + run(121, 130)},
+		{"messages acked while Postgres was down, not stored yet", func(w *world) {
+			w.write(lobby, 50)
+			w.queue(lobby, 4, 43)
+		}, 0, nil, run(1, 50)},
+		{"part queued, part lost: only the lost part is announced", func(w *world) {
+			w.write(lobby, 50)
+			w.queue(lobby, 4, 20)
+			w.unstore(lobby, 21, 25)
+		}, 0, nil, run(1, 20) + gapText(21, 25) + run(26, 50)},
+		{"lost at the start of a new epoch: announced above its floor", func(w *world) {
+			w.write(lobby, 30)
+			w.reseed(lobby, 100, "e2")
+			w.write(lobby, 40)
+			w.unstore(lobby, 131, 135)
+		}, 0, []int64{130}, run(1, 30) + skipText(31, 130) + gapText(131, 135) + run(136, 170)},
+		{"a since inside the skipped seqs", func(w *world) {
+			w.write(lobby, 30)
+			w.reseed(lobby, 100, "e2")
+			w.write(lobby, 20)
+		}, 30, []int64{130}, skipText(31, 130) + run(131, 150)},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			w := newWorld(t, Options{PageSize: 8})
+			w.keep = 10
+			c.build(w)
+			m := newMember()
+			at := join(t, w, m, lobby, since(c.since))
+			m.awaitSeq(t, at.Seq)
+			if got := stream(t, m.items(t), c.since, c.skips...); got != c.want {
+				t.Fatalf("stream\n got %s\nwant %s", got, c.want)
+			}
+		})
+	}
+}
+
+// RECOVERY_LIMIT counts messages: a reseed's jump of thousands of seqs does
+// not make a short catch-up look long.
+func TestTheRecoveryLimitCountsMessagesNotSeqs(t *testing.T) {
+	w := newWorld(t, Options{RecoveryLimit: 300, PageSize: 50})
+	w.keep = 10
+	w.write(lobby, 300)
+	w.reseed(lobby, 10_000, "e2")
+	w.write(lobby, 100)
+	m := newMember()
+	at := join(t, w, m, lobby, since(100))
+	m.awaitSeq(t, at.Seq)
+	if got, want := stream(t, m.items(t), 100, 10_300), run(101, 300)+skipText(301, 10_300)+run(10_301, 10_400); got != want {
+		t.Fatalf("stream\n got %s\nwant %s", got, want)
+	}
+	// Past the limit in messages, the oldest part is still announced.
+	late := newMember()
+	at = join(t, w, late, lobby, since(0))
+	late.awaitSeq(t, at.Seq)
+	if got, want := stream(t, late.items(t), 0, 10_300), gapText(1, 100)+run(101, 300)+skipText(301, 10_300)+run(10_301, 10_400); got != want {
+		t.Fatalf("stream\n got %s\nwant %s", got, want)
+	}
+}
+
+// A since above the room's latest on this instance is trusted whatever its
+// epoch: messages still on their way here, or a room Redis lost, whose next
+// seqs are above every seq it had. Nothing at or below since comes again.
+func TestASinceAheadOfTheInstanceIsTrusted(t *testing.T) {
 	w := newWorld(t, Options{})
 	w.write(lobby, 10)
-	same, other := newMember(), newMember()
-	join(t, w, same, lobby, since(12), "e1")
-	join(t, w, other, lobby, since(12), "e0")
+	m := newMember()
+	join(t, w, m, lobby, since(12))
 	w.publish(lobby, 3)
-	same.awaitSeq(t, 13)
-	other.awaitSeq(t, 13)
-	if got := stream(t, same.items(t), 12); got != "13 " {
-		t.Errorf("same epoch: %s, want 13 alone", got)
-	}
-	if got := stream(t, other.items(t), 10); got != run(11, 13) {
-		t.Errorf("other epoch: %s, want 11..13", got)
+	m.awaitSeq(t, 13)
+	if got := stream(t, m.items(t), 12); got != "13 " {
+		t.Errorf("stream %s, want 13 alone", got)
 	}
 }
 
@@ -311,7 +392,7 @@ func TestASinceAheadOfTheInstanceIsTrustedOnlyInItsEpoch(t *testing.T) {
 func TestAPubSubReconnectCatchesUpWhatWasPublishedMeanwhile(t *testing.T) {
 	w := newWorld(t, Options{})
 	m := newMember()
-	join(t, w, m, lobby, nil, "")
+	join(t, w, m, lobby, nil)
 	w.publish(lobby, 3)
 	w.mu.Lock()
 	w.live = map[string]bool{} // the connection is down
@@ -333,7 +414,7 @@ func TestThePubSubReaderNeverWaitsOnRedis(t *testing.T) {
 	members := map[string]*member{}
 	for _, r := range rooms {
 		members[r] = newMember()
-		join(t, w, members[r], r, nil, "")
+		join(t, w, members[r], r, nil)
 	}
 	w.mu.Lock()
 	w.latGate = newGate()
@@ -362,14 +443,14 @@ func TestLeaveAndJoinRacingLeaveTheSubscriptionMatchingTheMembership(t *testing.
 	t.Run("the unsubscribe is in flight when a join comes", func(t *testing.T) {
 		w := newWorld(t, Options{})
 		first, second := newMember(), newMember()
-		join(t, w, first, lobby, nil, "")
+		join(t, w, first, lobby, nil)
 		w.mu.Lock()
 		w.remGate = newGate()
 		w.mu.Unlock()
 		w.h.Leave(first, lobby)
 		<-w.remGate.entered
 		joined := make(chan protocol.Position)
-		go func() { joined <- join(t, w, second, lobby, nil, "") }()
+		go func() { joined <- join(t, w, second, lobby, nil) }()
 		eventually(t, "the join waiting", func() bool {
 			w.h.mu.Lock()
 			defer w.h.mu.Unlock()
@@ -390,7 +471,7 @@ func TestLeaveAndJoinRacingLeaveTheSubscriptionMatchingTheMembership(t *testing.
 		ctx, cancel := context.WithCancel(context.Background())
 		gaveUp := make(chan error)
 		go func() {
-			_, err := w.h.Join(ctx, newMember(), lobby, nil, "")
+			_, err := w.h.Join(ctx, newMember(), lobby, nil)
 			gaveUp <- err
 		}()
 		<-w.addGate.entered
@@ -411,7 +492,7 @@ func TestLeaveAndJoinRacingLeaveTheSubscriptionMatchingTheMembership(t *testing.
 		w.addGate = nil
 		w.mu.Unlock()
 		m := newMember()
-		join(t, w, m, lobby, nil, "")
+		join(t, w, m, lobby, nil)
 		assertServes(t, w, m)
 	})
 	t.Run("a join comes while the subscribe of a join that gave up is in flight", func(t *testing.T) {
@@ -422,7 +503,7 @@ func TestLeaveAndJoinRacingLeaveTheSubscriptionMatchingTheMembership(t *testing.
 		ctx, cancel := context.WithCancel(context.Background())
 		gaveUp := make(chan error)
 		go func() {
-			_, err := w.h.Join(ctx, newMember(), lobby, nil, "")
+			_, err := w.h.Join(ctx, newMember(), lobby, nil)
 			gaveUp <- err
 		}()
 		<-w.addGate.entered
@@ -430,7 +511,7 @@ func TestLeaveAndJoinRacingLeaveTheSubscriptionMatchingTheMembership(t *testing.
 		<-gaveUp
 		m := newMember()
 		joined := make(chan protocol.Position)
-		go func() { joined <- join(t, w, m, lobby, nil, "") }()
+		go func() { joined <- join(t, w, m, lobby, nil) }()
 		eventually(t, "the join waiting", func() bool {
 			w.h.mu.Lock()
 			defer w.h.mu.Unlock()
@@ -460,7 +541,7 @@ func TestRandomJoinsLeavesAndReconnectsSettleSubscribedExactlyWhenThereAreMember
 				defer wg.Done()
 				m := newMember()
 				for i := range steps {
-					if _, err := w.h.Join(context.Background(), m, lobby, nil, ""); err != nil {
+					if _, err := w.h.Join(context.Background(), m, lobby, nil); err != nil {
 						t.Errorf("join: %v", err)
 						return
 					}
@@ -501,7 +582,7 @@ func TestLeavingDuringACatchUpStopsIt(t *testing.T) {
 	w.write(lobby, 50)
 	m := newMember()
 	m.hold()
-	join(t, w, m, lobby, since(0), "e1")
+	join(t, w, m, lobby, since(0))
 	<-m.waiting
 	w.h.Leave(m, lobby)
 	if err := <-m.waiting; err == nil {

@@ -21,11 +21,15 @@ import (
 // bound. Live messages wait in the member's pending list meanwhile; past
 // PendingLimit they are dropped and read from history too.
 //
-// Nothing is skipped silently: what neither store holds, and the oldest part
-// of a catch-up longer than RecoveryLimit, is announced with a history_gap
-// naming the range, in its place in the stream. A Redis or Postgres error is
-// retried, never taken for a gap; when retries run out the member is closed
-// with 1011 and resumes from the last seq it got.
+// A gap means gone. What no store holds and never will is announced with a
+// history_gap naming the range, in its place in the stream, and so is the
+// oldest part of a catch-up longer than RecoveryLimit messages. Nothing else
+// is: a message still queued for Postgres is read from that queue; the seqs
+// a reseed skipped (between a room's last message and the floor its counter
+// restarted at) are passed over in silence, because no message had them. A
+// Redis or Postgres error is retried, never taken for a gap; when retries
+// run out the member is closed with 1011 and resumes from the last seq it
+// got.
 
 // catchUp has ms read history up to `to` before anything newer reaches it,
 // starting its recovery unless one runs; r.mu is held.
@@ -45,7 +49,8 @@ func (h *Hub) catchUp(r *room, ms *membership, to int64, op string) {
 // hands it the live messages that waited and turns it live. op labels the
 // errors: history for a resume, repair for a hole.
 func (h *Hub) recover(r *room, ms *membership, op string) {
-	var gapFrom int64 // a history_gap from here to ms.last is not announced yet
+	var gapFrom int64    // a history_gap from here to ms.last is not announced yet
+	limited := int64(-1) // the target last measured against RecoveryLimit
 	for {
 		r.mu.Lock()
 		if r.members[ms.m] != ms {
@@ -55,15 +60,32 @@ func (h *Hub) recover(r *room, ms *membership, op string) {
 		after, upto := ms.last, ms.target
 		var batch []*protocol.Delivery
 		switch {
-		case upto-after > h.opts.RecoveryLimit && ms.behind:
+		case upto-after > h.opts.RecoveryLimit && limited != upto:
+			// Far behind in seqs; count the messages, outside the lock.
 			r.mu.Unlock()
-			h.drop(r, ms, protocol.CloseTryAgainLate, "slow consumer: fell behind the room by more than the recovery limit")
-			return
-		case upto-after > h.opts.RecoveryLimit:
-			if gapFrom == 0 {
-				gapFrom = after + 1
+			var start int64
+			err := h.retry(ms.ctx, r.name, after, func(ctx context.Context) (err error) {
+				start, err = h.limitStart(ctx, r.name, after, upto, op)
+				return err
+			})
+			if err != nil {
+				h.giveUp(r, ms, after, err)
+				return
 			}
-			ms.last = upto - h.opts.RecoveryLimit
+			limited = upto
+			r.mu.Lock()
+			switch {
+			case r.members[ms.m] != ms || ms.last != after || ms.target != upto || start == after:
+			case ms.behind:
+				r.mu.Unlock()
+				h.drop(r, ms, protocol.CloseTryAgainLate, "slow consumer: fell behind the room by more than the recovery limit")
+				return
+			default:
+				if gapFrom == 0 {
+					gapFrom = after + 1
+				}
+				ms.last = start
+			}
 			r.mu.Unlock()
 			continue
 		case after >= upto && len(ms.pending) == 0:
@@ -81,13 +103,22 @@ func (h *Hub) recover(r *room, ms *membership, op string) {
 		r.mu.Unlock()
 
 		if batch == nil {
-			var err error
-			if batch, err = h.read(ms.ctx, r.name, after, upto, op); err != nil {
-				if ms.ctx.Err() == nil {
-					h.log.Warn("catch-up failed; closing the member so that it resumes", "room", r.name, "after", after, "err", err)
-					h.drop(r, ms, protocol.CloseInternal, "history unavailable; resume")
-				}
+			err := h.retry(ms.ctx, r.name, after, func(ctx context.Context) (err error) {
+				batch, err = h.page(ctx, r.name, after, upto, op)
+				return err
+			})
+			if err != nil {
+				h.giveUp(r, ms, after, err)
 				return
+			}
+			if len(batch) == 0 {
+				// Only skipped seqs up to upto: nothing to hand over.
+				r.mu.Lock()
+				if r.members[ms.m] == ms && ms.last == after {
+					ms.last = upto
+				}
+				r.mu.Unlock()
+				continue
 			}
 		}
 		batch = announce(r.name, gapFrom, batch)
@@ -111,6 +142,36 @@ func (h *Hub) recover(r *room, ms *membership, op string) {
 	}
 }
 
+// giveUp closes a member whose catch-up cannot read history, so that its
+// client resumes; nothing if the member left meanwhile.
+func (h *Hub) giveUp(r *room, ms *membership, after int64, err error) {
+	if ms.ctx.Err() == nil {
+		h.log.Warn("catch-up failed; closing the member so that it resumes", "room", r.name, "after", after, "err", err)
+		h.drop(r, ms, protocol.CloseInternal, "history unavailable; resume")
+	}
+}
+
+// limitStart returns where a catch-up of (after, upto] starts so that it
+// delivers at most RecoveryLimit stored messages: after itself when they
+// are fewer. Messages still queued for Postgres are not counted, so a
+// catch-up may deliver the limit plus that backlog.
+func (h *Hub) limitStart(ctx context.Context, room string, after, upto int64, op string) (int64, error) {
+	if h.archive == nil {
+		return upto - h.opts.RecoveryLimit, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, h.opts.CallTimeout)
+	defer cancel()
+	oldest, count, err := h.archive.Newest(ctx, room, after, upto, h.opts.RecoveryLimit)
+	if err != nil {
+		h.m.PostgresErrors.WithLabelValues(op).Inc()
+		return 0, fmt.Errorf("from postgres: %w", err)
+	}
+	if count < h.opts.RecoveryLimit {
+		return after, nil
+	}
+	return oldest - 1, nil
+}
+
 // announce puts the history_gap from `from` in front of batch, merged with
 // the gap batch may start with; from is 0 when there is none.
 func announce(room string, from int64, batch []*protocol.Delivery) []*protocol.Delivery {
@@ -123,32 +184,33 @@ func announce(room string, from int64, batch []*protocol.Delivery) []*protocol.D
 	return append([]*protocol.Delivery{protocol.Gap(room, from, batch[0].Seq-1)}, batch...)
 }
 
-// read returns the next page of (after, upto]: messages from after+1 on,
-// with history_gaps for what neither store holds, never empty. A failed
-// call is retried with backoff for RetryFor.
-func (h *Hub) read(ctx context.Context, room string, after, upto int64, op string) ([]*protocol.Delivery, error) {
+// retry runs call until it succeeds, backing off, for up to RetryFor.
+func (h *Hub) retry(ctx context.Context, room string, after int64, call func(context.Context) error) error {
 	deadline := time.Now().Add(h.opts.RetryFor)
 	wait := h.opts.RetryMin
 	for {
-		batch, err := h.page(ctx, room, after, upto, op)
+		err := call(ctx)
 		if err == nil {
-			return batch, nil
+			return nil
 		}
 		if time.Now().Add(wait).After(deadline) {
-			return nil, fmt.Errorf("read %s after %d: giving up after %s: %w", room, after, h.opts.RetryFor, err)
+			return fmt.Errorf("read %s after %d: giving up after %s: %w", room, after, h.opts.RetryFor, err)
 		}
 		h.log.Warn("history read failed; retrying", "room", room, "after", after, "in", wait, "err", err)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-t.C:
 		}
 		wait = min(2*wait, h.opts.RetryMax)
 	}
 }
 
+// page returns the next page of (after, upto]: messages from after+1 on,
+// with history_gaps for what no store holds; empty only when every seq of
+// the range was skipped by a reseed.
 func (h *Hub) page(ctx context.Context, room string, after, upto int64, op string) ([]*protocol.Delivery, error) {
 	ctx, cancel := context.WithTimeout(ctx, h.opts.CallTimeout)
 	defer cancel()
@@ -159,48 +221,143 @@ func (h *Hub) page(ctx context.Context, room string, after, upto int64, op strin
 	}
 	// Redis keeps the newest messages: the run that starts right after
 	// `after`, if any, is the page.
-	var out []*protocol.Delivery
-	for i := range recent {
-		if recent[i].Seq != after+1+int64(i) {
-			break
-		}
-		out = append(out, &recent[i])
-	}
-	if len(out) > 0 {
+	if out := contiguous(recent, after+1); len(out) > 0 {
 		return out, nil
 	}
 	below := upto
 	if len(recent) > 0 {
 		below = recent[0].Seq - 1
 	}
-	return h.archived(ctx, room, after, below, op)
+	out, err := h.archived(ctx, room, after, below, op)
+	if err != nil || len(out) > 0 || below == upto {
+		return out, err
+	}
+	// (after, below] were all skipped by a reseed: Redis's run is next.
+	return contiguous(recent, below+1), nil
+}
+
+// contiguous is the messages of ds that follow on from seq `from` without a hole.
+func contiguous(ds []protocol.Delivery, from int64) []*protocol.Delivery {
+	var out []*protocol.Delivery
+	for i := range ds {
+		if ds[i].Seq != from+int64(i) {
+			break
+		}
+		out = append(out, &ds[i])
+	}
+	return out
 }
 
 // archived reads (after, below] from Postgres, which Redis no longer keeps.
+// below+1 is a message (Redis's oldest kept) or below is the room's newest
+// known seq, so the seqs up to below since the last restart floor were all
+// handed out.
 func (h *Hub) archived(ctx context.Context, room string, after, below int64, op string) ([]*protocol.Delivery, error) {
 	if h.archive == nil {
 		return []*protocol.Delivery{protocol.Gap(room, after+1, below)}, nil
 	}
+	msgs, err := h.stored(ctx, room, after, below, op)
+	if err != nil {
+		return nil, err
+	}
+	end := below // the page covers (after, end]
+	if len(msgs) == h.opts.PageSize {
+		end = msgs[len(msgs)-1].Seq
+	}
+	if holes(msgs, after, end) {
+		// Messages acked and not stored yet are in the persist backlog.
+		// It is read before Postgres is read again: an entry leaves it only
+		// once its row is committed, so each message is in one or the other.
+		pending, err := h.recent.Pending(ctx, room, after, end)
+		if err != nil {
+			h.m.RedisErrors.WithLabelValues(op).Inc()
+			return nil, fmt.Errorf("from the persist backlog: %w", err)
+		}
+		if msgs, err = h.stored(ctx, room, after, end, op); err != nil {
+			return nil, err
+		}
+		if msgs = merge(msgs, pending, end); len(msgs) > h.opts.PageSize {
+			msgs = msgs[:h.opts.PageSize]
+			end = msgs[len(msgs)-1].Seq
+		}
+	}
+	var floors []int64
+	if holes(msgs, after, end) {
+		if floors, err = h.archive.Floors(ctx, room, after, end); err != nil {
+			h.m.PostgresErrors.WithLabelValues(op).Inc()
+			return nil, fmt.Errorf("from postgres: %w", err)
+		}
+	}
+	out := make([]*protocol.Delivery, 0, len(msgs)+1)
+	next := after + 1
+	for _, d := range msgs {
+		out = appendLost(out, room, next, d.Seq-1, floors)
+		out = append(out, d)
+		next = d.Seq + 1
+	}
+	return appendLost(out, room, next, end, floors), nil
+}
+
+// stored reads a page of (after, below] from Postgres as deliveries.
+func (h *Hub) stored(ctx context.Context, room string, after, below int64, op string) ([]*protocol.Delivery, error) {
 	msgs, err := h.archive.Range(ctx, room, after, below, h.opts.PageSize)
 	if err != nil {
 		h.m.PostgresErrors.WithLabelValues(op).Inc()
 		return nil, fmt.Errorf("from postgres: %w", err)
 	}
-	out := make([]*protocol.Delivery, 0, len(msgs)+1)
-	next := after + 1
+	out := make([]*protocol.Delivery, 0, len(msgs))
 	for _, msg := range msgs {
-		if msg.Seq < next || msg.Seq > below {
+		if msg.Seq <= after || msg.Seq > below || (len(out) > 0 && msg.Seq <= out[len(out)-1].Seq) {
 			return nil, errors.New("from postgres: rows out of the range asked for")
 		}
-		if msg.Seq > next {
-			out = append(out, protocol.Gap(room, next, msg.Seq-1))
-		}
 		out = append(out, &protocol.Delivery{Room: room, Seq: msg.Seq, Frame: msg.Frame()})
-		next = msg.Seq + 1
-	}
-	if len(msgs) < h.opts.PageSize && next <= below {
-		// A short page is the whole rest of the range: the remainder is gone.
-		out = append(out, protocol.Gap(room, next, below))
 	}
 	return out, nil
+}
+
+// holes tells whether ds, ascending, leave a seq of (after, end] out.
+func holes(ds []*protocol.Delivery, after, end int64) bool {
+	return int64(len(ds)) < end-after
+}
+
+// merge adds the pending messages up to end that ds lacks, in seq order.
+func merge(ds []*protocol.Delivery, pending []protocol.Delivery, end int64) []*protocol.Delivery {
+	out := make([]*protocol.Delivery, 0, len(ds)+len(pending))
+	i := 0
+	for j := range pending {
+		p := &pending[j]
+		if p.Seq > end {
+			break
+		}
+		for i < len(ds) && ds[i].Seq < p.Seq {
+			out = append(out, ds[i])
+			i++
+		}
+		if i < len(ds) && ds[i].Seq == p.Seq {
+			continue
+		}
+		out = append(out, p)
+	}
+	return append(out, ds[i:]...)
+}
+
+// appendLost announces the seqs from..to that no store holds, if any: those
+// above the newest restart floor among them. The ones at or below it lie
+// between a room's last message and the floor its counter restarted at,
+// which no message had. (A message acked and then lost with Redis before it
+// reached Postgres, at the very end of its epoch, cannot be told apart from
+// them: that is the one loss that goes unannounced.)
+func appendLost(out []*protocol.Delivery, room string, from, to int64, floors []int64) []*protocol.Delivery {
+	if from > to {
+		return out
+	}
+	for _, f := range floors {
+		if f >= from-1 && f <= to {
+			from = f + 1
+		}
+	}
+	if from > to {
+		return out
+	}
+	return append(out, protocol.Gap(room, from, to))
 }

@@ -41,6 +41,9 @@ const (
 	OpPersistRead    = "persist_read"
 	OpPersistInsert  = "persist_insert"
 	OpPersistAck     = "persist_ack"
+	// A room's seq reservation (a new room, or one Redis lost), which
+	// refuses its sends while Postgres is down.
+	OpReserve = "reserve"
 )
 
 // Reasons for chat_connections_refused_total{reason}.
@@ -84,6 +87,7 @@ type Metrics struct {
 	PersistBacklog             prometheus.Gauge
 	PersistBacklogCap          prometheus.Gauge
 	PersistLost                prometheus.Counter
+	PersistRejected            *prometheus.CounterVec // chat_persist_rejected_total{reason}
 	HistoryGaps                prometheus.Counter
 	RoomsActive                prometheus.Gauge
 	Ready                      prometheus.Gauge
@@ -113,6 +117,7 @@ func New() *Metrics {
 		PersistBacklog:    f.gauge("chat_persist_backlog_messages", "Messages queued in Redis and not yet written to Postgres (whole deployment)."),
 		PersistBacklogCap: f.gauge("chat_persist_backlog_cap_messages", "PERSIST_BACKLOG_CAP: at this backlog new sends are refused with overloaded."),
 		PersistLost:       f.counter("chat_persist_lost_total", "Queued messages found deleted from the persist stream before they were stored in Postgres; 0 unless something outside the writers trimmed it."),
+		PersistRejected:   f.counterVec("chat_persist_rejected_total", "Messages the persist writer could not store as they came (kept in rejected_messages), by reason.", "reason"),
 		HistoryGaps:       f.counter("chat_history_gaps_total", "Resumes that could not be filled from Redis or Postgres."),
 		RoomsActive:       f.gauge("chat_rooms_active", "Rooms with at least one member on this instance."),
 		Ready:             f.gauge("chat_ready", "1 while the instance reports ready, else 0."),
@@ -127,7 +132,7 @@ func New() *Metrics {
 		m.Messages:       {DirectionReceived, DirectionSent},
 		m.Refused:        {RefusedDraining, RefusedRedisDown, RefusedUnauthorized, RefusedOrigin, RefusedHandshake},
 		m.RedisErrors:    {OpPublish, OpSubscribe, OpUnsubscribe, OpLatest, OpRepair, OpHistory, OpPersistGroup, OpPersistRead, OpPersistAck},
-		m.PostgresErrors: {OpHistory, OpPersistMigrate, OpPersistInsert},
+		m.PostgresErrors: {OpHistory, OpPersistMigrate, OpPersistInsert, OpReserve},
 	} {
 		for _, v := range values {
 			vec.WithLabelValues(v)

@@ -15,6 +15,7 @@ import (
 	"github.com/switchboard-dev/switchboard/app/broker"
 	"github.com/switchboard-dev/switchboard/app/metrics"
 	"github.com/switchboard-dev/switchboard/app/protocol"
+	"github.com/switchboard-dev/switchboard/app/store"
 )
 
 // Source is the queue of messages to write (the broker's persist stream).
@@ -29,7 +30,9 @@ type Source interface {
 // Sink is the durable history (the store).
 type Sink interface {
 	Migrate(ctx context.Context) error
-	Insert(ctx context.Context, msgs []protocol.Message) error
+	// Insert stores msgs, returning those it refused to store over a
+	// conflicting row (kept aside by the store, never retried).
+	Insert(ctx context.Context, msgs []protocol.Message) ([]store.Rejection, error)
 }
 
 // Writer is one instance's member of the persist consumer group.
@@ -65,6 +68,9 @@ func (w *Writer) Run(ctx context.Context) {
 	if !w.retry(ctx, "migrate", func(c context.Context) error { return w.Sink.Migrate(c) }, w.Metrics.PostgresErrors.WithLabelValues(metrics.OpPersistMigrate)) ||
 		!w.retry(ctx, "create group", w.Source.EnsureGroup, w.Metrics.RedisErrors.WithLabelValues(metrics.OpPersistGroup)) {
 		return
+	}
+	for _, reason := range []string{store.RejectSeqTaken, store.RejectDuplicateID} {
+		w.Metrics.PersistRejected.WithLabelValues(reason)
 	}
 	w.Log.Info("persisting messages to postgres", "consumer", w.Consumer)
 	lastClaim, lastBacklog := time.Time{}, time.Time{}
@@ -132,16 +138,26 @@ func (w *Writer) write(ctx context.Context, entries []broker.PersistEntry) {
 		time.AfterFunc(5*time.Second, cancel)
 	})
 	defer stop()
+	var rejected []store.Rejection
 	insert := func(c context.Context) error {
 		w.Metrics.PersistLag.Set(time.Since(oldest).Seconds())
 		ic, icancel := context.WithTimeout(c, 5*time.Second)
 		defer icancel()
-		return w.Sink.Insert(ic, msgs)
+		var err error
+		rejected, err = w.Sink.Insert(ic, msgs)
+		return err
 	}
 	if len(msgs) > 0 && !w.retry(flush, "insert", insert, w.Metrics.PostgresErrors.WithLabelValues(metrics.OpPersistInsert)) {
 		return
 	}
-	w.Metrics.Persisted.Add(float64(len(msgs)))
+	for _, r := range rejected {
+		// Loud, because it is a broken guarantee, not a bad input: the
+		// message was acked under a seq or id that another stored message has.
+		w.Metrics.PersistRejected.WithLabelValues(r.Reason).Inc()
+		w.Log.Error("an acked message conflicts with a stored one; kept in rejected_messages, not in the history",
+			"reason", r.Reason, "room", r.Room, "seq", r.Seq, "user", r.User, "id", r.ID)
+	}
+	w.Metrics.Persisted.Add(float64(len(msgs) - len(rejected)))
 	w.Metrics.PersistLag.Set(time.Since(oldest).Seconds())
 	if err := w.Source.AckPersist(flush, ids); err != nil {
 		// Unacked rows are claimed and written again: the insert is idempotent.

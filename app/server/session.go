@@ -431,7 +431,7 @@ func (s *session) join(f protocol.ClientFrame) {
 	defer cancel()
 	// The catch-up of a resume runs on after this returns, so the session
 	// goes on reading the client's frames meanwhile.
-	if _, err := s.srv.hub.Join(ctx, s, f.Room, f.Since, f.Epoch); err != nil {
+	if _, err := s.srv.hub.Join(ctx, s, f.Room, f.Since); err != nil {
 		s.srv.log.Warn("join failed", "room", f.Room, "err", err)
 		s.refuse(protocol.Errorf(protocol.CodeInternal, "could not join %s: the message bus is unavailable; retry", f.Room))
 		return
@@ -457,6 +457,13 @@ func (s *session) publish(f protocol.ClientFrame) {
 	if errors.Is(err, broker.ErrOverloaded) {
 		received.WithLabelValues(metrics.ResultOverloaded).Inc()
 		s.refuse(&protocol.Error{Code: protocol.CodeOverloaded, Message: "message not accepted: the queue to the history database is full; retry later with the same id", Ref: f.ID})
+		return
+	}
+	if errors.Is(err, broker.ErrNoSeqs) {
+		received.WithLabelValues(metrics.ResultError).Inc()
+		s.srv.m.PostgresErrors.WithLabelValues(metrics.OpReserve).Inc()
+		s.srv.log.Warn("publish failed", "room", f.Room, "err", err)
+		s.refuse(&protocol.Error{Code: protocol.CodeInternal, Message: "message not accepted: the room must reserve seqs in the history database, which is unavailable; retry with the same id", Ref: f.ID})
 		return
 	}
 	if err != nil {

@@ -57,7 +57,8 @@ func TestRotatedPasswordReachesTheOpenStoreAtItsNextConnection(t *testing.T) {
 		t.Fatalf("migrate with the first password: %v", err)
 	}
 	insert := func(seq int64) error {
-		return st.Insert(ctx, []protocol.Message{{Room: "lobby", Seq: seq, User: "alice", Text: "hi", ID: fmt.Sprint(seq), TS: time.Now()}})
+		_, err := st.Insert(ctx, []protocol.Message{{Room: "lobby", Seq: seq, User: "alice", Text: "hi", ID: fmt.Sprint(seq), TS: time.Now()}})
+		return err
 	}
 	if err := insert(1); err != nil {
 		t.Fatalf("insert with the first password: %v", err)

@@ -14,15 +14,21 @@ import (
 // broker hands out seqs only below a reserved top, so hi-n bounds every seq
 // the room ever had. reused is true when the room had seqs before (a
 // reservation, or messages stored before reservations existed): sends of
-// it may be retried whose dedupe keys Redis lost.
-func (s *Store) ReserveSeqs(ctx context.Context, room string, atLeast, n int64) (hi int64, reused bool, err error) {
+// it may be retried whose dedupe keys Redis lost. restart records hi-n in
+// room_floors, in the same statement: the counter restarts there.
+func (s *Store) ReserveSeqs(ctx context.Context, room string, atLeast, n int64, restart bool) (hi int64, reused bool, err error) {
 	const reserve = `
-		INSERT INTO room_seqs AS r (room, hi)
-		SELECT $1, greatest($2, coalesce(max(seq), 0)) + $3 FROM messages WHERE room = $1
-		ON CONFLICT (room) DO UPDATE SET hi = greatest(r.hi, $2) + $3
-		RETURNING hi, xmax <> 0 OR hi - $3 > 0`
+		WITH block AS (
+			INSERT INTO room_seqs AS r (room, hi)
+			SELECT $1, greatest($2, coalesce(max(seq), 0)) + $3 FROM messages WHERE room = $1
+			ON CONFLICT (room) DO UPDATE SET hi = greatest(r.hi, $2) + $3
+			RETURNING hi, xmax <> 0 OR hi - $3 > 0 AS reused),
+		floor AS (
+			INSERT INTO room_floors (room, floor) SELECT $1, hi - $3 FROM block WHERE $4
+			ON CONFLICT DO NOTHING)
+		SELECT hi, reused FROM block`
 	for migrated := false; ; migrated = true {
-		err = s.pool.QueryRow(ctx, reserve, room, atLeast, n).Scan(&hi, &reused)
+		err = s.pool.QueryRow(ctx, reserve, room, atLeast, n, restart).Scan(&hi, &reused)
 		if !migrated && undefinedTable(err) {
 			// Sends may come before the persist writer migrated a new database.
 			if err := s.Migrate(ctx); err != nil {
@@ -35,6 +41,33 @@ func (s *Store) ReserveSeqs(ctx context.Context, room string, atLeast, n int64) 
 		}
 		return hi, reused, nil
 	}
+}
+
+// Floors returns the room's restart floors f with from <= f <= to, ascending.
+func (s *Store) Floors(ctx context.Context, room string, from, to int64) ([]int64, error) {
+	rows, err := s.pool.Query(ctx, `SELECT floor FROM room_floors WHERE room = $1 AND floor >= $2 AND floor <= $3 ORDER BY floor`, room, from, to)
+	if err != nil {
+		return nil, fmt.Errorf("restart floors of %s: %w", room, err)
+	}
+	floors, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("restart floors of %s: %w", room, err)
+	}
+	return floors, nil
+}
+
+// Newest counts the room's stored messages with after < seq <= upto, at
+// most n, and returns the oldest seq among the newest n of them: a catch-up
+// that may deliver n messages starts there.
+func (s *Store) Newest(ctx context.Context, room string, after, upto, n int64) (oldest, count int64, err error) {
+	err = s.pool.QueryRow(ctx, `
+		SELECT coalesce(min(seq), 0), count(*) FROM (
+			SELECT seq FROM messages WHERE room = $1 AND seq > $2 AND seq <= $3 ORDER BY seq DESC LIMIT $4
+		) newest`, room, after, upto, n).Scan(&oldest, &count)
+	if err != nil {
+		return 0, 0, fmt.Errorf("count the messages of %s after %d: %w", room, after, err)
+	}
+	return oldest, count, nil
 }
 
 // SentSeq finds the seq a sender's message id was stored under.

@@ -5,6 +5,7 @@ package store
 import (
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"sort"
@@ -86,23 +87,97 @@ func (s *Store) Migrate(ctx context.Context) error {
 	})
 }
 
-// Insert writes messages; rows already stored are left as they are, so the
-// same batch can be written again after a failure or by another instance.
-func (s *Store) Insert(ctx context.Context, msgs []protocol.Message) error {
+// Rejection is a message Insert did not store, and why.
+type Rejection struct {
+	protocol.Message
+	Reason string // RejectSeqTaken or RejectDuplicateID
+}
+
+// Why a message was not stored (rejected_messages.reason).
+const (
+	// Another message is stored under the room and seq: a seq was handed
+	// out twice, which the broker exists to prevent.
+	RejectSeqTaken = "seq_taken"
+	// The sender's id is stored under another seq: a retry was accepted
+	// again instead of answered with its original seq.
+	RejectDuplicateID = "duplicate_id"
+)
+
+// Insert writes messages in one transaction. A message already stored as it
+// is (a replay of the persist stream after a failure, or by another
+// instance) is left alone; one that conflicts with a stored row is not
+// stored, but kept in rejected_messages and returned, so that it is reported
+// instead of dropped.
+func (s *Store) Insert(ctx context.Context, msgs []protocol.Message) (rejected []Rejection, err error) {
 	n := len(msgs)
 	rooms, users, bodies, ids := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	seqs, tss := make([]int64, n), make([]time.Time, n)
 	for i, m := range msgs {
 		rooms[i], seqs[i], users[i], bodies[i], ids[i], tss[i] = m.Room, m.Seq, m.User, m.Text, m.ID, m.TS
 	}
-	_, err := s.pool.Exec(ctx, `
-		INSERT INTO messages (room, seq, user_id, body, client_id, ts)
-		SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
-		ON CONFLICT (room, seq) DO NOTHING`, rooms, seqs, users, bodies, ids, tss)
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `
+			INSERT INTO messages (room, seq, user_id, body, client_id, ts)
+			SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
+			ON CONFLICT DO NOTHING
+			RETURNING room, seq`, rooms, seqs, users, bodies, ids, tss)
+		if err != nil {
+			return err
+		}
+		type key struct {
+			room string
+			seq  int64
+		}
+		inserted := map[key]bool{}
+		var k key
+		if _, err := pgx.ForEachRow(rows, []any{&k.room, &k.seq}, func() error { inserted[k] = true; return nil }); err != nil {
+			return err
+		}
+		if len(inserted) == n {
+			return nil
+		}
+		for _, m := range msgs {
+			if inserted[key{m.Room, m.Seq}] {
+				continue
+			}
+			reason, err := conflict(ctx, tx, m)
+			if err != nil {
+				return err
+			}
+			if reason == "" {
+				continue // stored already, as it is
+			}
+			rejected = append(rejected, Rejection{m, reason})
+			if _, err := tx.Exec(ctx, `
+				INSERT INTO rejected_messages (room, seq, user_id, body, client_id, ts, reason)
+				VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING`,
+				m.Room, m.Seq, m.User, m.Text, m.ID, m.TS, reason); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("insert %d messages: %w", n, err)
+		return nil, fmt.Errorf("insert %d messages: %w", n, err)
 	}
-	return nil
+	return rejected, nil
+}
+
+// conflict says why m was not inserted: "" when the row under its room and
+// seq is m itself (or a copy of m earlier in the same batch).
+func conflict(ctx context.Context, tx pgx.Tx, m protocol.Message) (string, error) {
+	var user, body, id string
+	var ts time.Time
+	err := tx.QueryRow(ctx, `SELECT user_id, body, client_id, ts FROM messages WHERE room = $1 AND seq = $2`, m.Room, m.Seq).Scan(&user, &body, &id, &ts)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return RejectDuplicateID, nil // only the sender-id index refuses a free seq
+	case err != nil:
+		return "", fmt.Errorf("compare %s seq %d with its stored row: %w", m.Room, m.Seq, err)
+	case user == m.User && body == m.Text && id == m.ID && ts.Equal(m.TS):
+		return "", nil
+	}
+	return RejectSeqTaken, nil
 }
 
 // Range returns the oldest limit of the room's stored messages with after <

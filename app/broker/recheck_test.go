@@ -1,0 +1,174 @@
+package broker_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/switchboard-dev/switchboard/app/broker"
+	"github.com/switchboard-dev/switchboard/app/metrics"
+	"github.com/switchboard-dev/switchboard/app/persist"
+	"github.com/switchboard-dev/switchboard/app/store"
+)
+
+// A retry whose dedupe key Redis lost while its original is still queued
+// for Postgres (no writer has stored it yet) is found in the persist
+// backlog: answered with the original seq, stored once. Looked up in
+// Postgres alone it would race the writer and be accepted a second time.
+func TestARetryStillQueuedForPostgresIsAnsweredFromTheBacklog(t *testing.T) {
+	r := startRedis(t)
+	_, st := startStore(t)
+	b := connect(t, r.URL(), broker.Options{Ledger: st})
+	rdb := r.client()
+	ctx := context.Background()
+	s := newSender(t, b, "queued")
+	s.send()
+	orig := s.send()
+	// Every key with a TTL gone (what an evicting policy may do), the
+	// persist stream, which has none, kept.
+	keys, err := rdb.Keys(ctx, "chat:{queued}:*").Result()
+	if err != nil || len(keys) == 0 {
+		t.Fatalf("room keys %v, %v", keys, err)
+	}
+	rdb.Del(ctx, keys...)
+	retry, err := b.Publish(ctx, "queued", "alice", s.acked[orig.Seq], "id-2", time.Now())
+	if err != nil || !retry.Duplicate || retry.Seq != orig.Seq {
+		t.Fatalf("retry of id-2: %+v, %v; want the duplicate of seq %d", retry, err, orig.Seq)
+	}
+	persistAll(t, b, st)
+	rows, err := st.Range(ctx, "queued", 0, 1<<62, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 2 {
+		t.Errorf("Postgres holds %d messages of the room, want 2: %+v", len(rows), rows)
+	}
+}
+
+// A room's next block is taken only when it follows the current one. Here
+// another side of a split brain reserved the block after this room's (its
+// reseed): this side, out of seqs, restarts above that reservation under a
+// new epoch, recorded as a floor, instead of counting on into it.
+func TestAnExtensionTakesOnlyTheBlockThatFollows(t *testing.T) {
+	r := startRedis(t)
+	_, st := startStore(t)
+	const block = 16
+	b := connect(t, r.URL(), broker.Options{SeqBlock: block, Ledger: st})
+	ctx := context.Background()
+	s := newSender(t, b, "split")
+	first := s.send()
+	other, _, err := st.ReserveSeqs(ctx, "split", 0, block, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range block {
+		s.send()
+	}
+	for seq := range s.acked {
+		if seq > other-block && seq <= other {
+			t.Errorf("seq %d acked inside the other side's reservation %d..%d", seq, other-block+1, other)
+		}
+	}
+	last := s.send()
+	if last.Epoch == first.Epoch {
+		t.Errorf("the room went on under epoch %q past the other side's reservation", last.Epoch)
+	}
+	floors, err := st.Floors(ctx, "split", 0, 1<<62)
+	if err != nil || len(floors) < 2 || floors[len(floors)-1] < other {
+		t.Errorf("restart floors %v, %v: want one at or above %d", floors, err, other)
+	}
+}
+
+// failingLedger is Postgres down, counting the reservations asked of it.
+type failingLedger struct{ reserves atomic.Int64 }
+
+func (l *failingLedger) ReserveSeqs(context.Context, string, int64, int64, bool) (int64, bool, error) {
+	l.reserves.Add(1)
+	return 0, false, errors.New("connection refused")
+}
+
+func (l *failingLedger) SentSeq(context.Context, string, string, string) (int64, bool, error) {
+	return 0, false, errors.New("connection refused")
+}
+
+// A new room cannot take its first message while Postgres is down (its
+// seqs need a durable reservation): every sender is refused with ErrNoSeqs,
+// after one reservation attempt rather than a queue of them, each waiting
+// on the seeding lock in a 5 ms loop.
+func TestANewRoomIsRefusedAtOnceWhilePostgresIsDown(t *testing.T) {
+	r := startRedis(t)
+	ledger := &failingLedger{}
+	b := connect(t, r.URL(), broker.Options{Ledger: ledger})
+	const senders = 20
+	var wg sync.WaitGroup
+	errs := make(chan error, senders)
+	for range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			_, err := b.Publish(ctx, "brand-new", "alice", "hi", "", time.Now())
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if !errors.Is(err, broker.ErrNoSeqs) {
+			t.Errorf("send to a new room with Postgres down: %v, want ErrNoSeqs", err)
+		}
+	}
+	if n := ledger.reserves.Load(); n > 2 {
+		t.Errorf("%d senders made %d reservation attempts, want 1 (2 if the refusal expired)", senders, n)
+	}
+}
+
+// A queued message that conflicts with a stored row (a seq handed out twice)
+// is not dropped in silence, nor retried forever: it goes to
+// rejected_messages, is counted, and the entries behind it are stored.
+func TestTheWriterSetsAsideAMessageThatConflictsWithAStoredOne(t *testing.T) {
+	r := startRedis(t)
+	_, st := startStore(t)
+	b := connect(t, r.URL(), broker.Options{Ledger: st})
+	ctx := context.Background()
+	s := newSender(t, b, "taken")
+	taken := s.send()
+	persistAll(t, b, st)
+	// The same seq again under another text, as a reused seq would be.
+	rdb := r.client()
+	impostor := `{"op":"message","room":"taken","seq":` + strconv.FormatInt(taken.Seq, 10) + `,"user":"mallory","text":"not the original","ts":"2026-12-06T10:00:00.000Z"}`
+	if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: broker.PersistStream, Values: []string{"f", impostor}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	behind := s.send()
+	m := metrics.New()
+	w := &persist.Writer{Source: b, Sink: st, Consumer: "w", Metrics: m, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	run, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); w.Run(run) }()
+	defer func() { stop(); <-done }()
+	waitFor(t, 30*time.Second, "the backlog to drain past the conflicting entry", func() bool {
+		n, err := b.PersistBacklog(ctx)
+		return err == nil && n == 0
+	})
+	if v := testutil.ToFloat64(m.PersistRejected.WithLabelValues(store.RejectSeqTaken)); v != 1 {
+		t.Errorf("chat_persist_rejected_total{reason=seq_taken} = %v, want 1", v)
+	}
+	rows, err := st.Range(ctx, "taken", 0, 1<<62, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 2 || rows[0].Text != s.acked[taken.Seq] || rows[1].Seq != behind.Seq {
+		t.Errorf("stored %+v, want the original at %d and the message behind the conflict at %d", rows, taken.Seq, behind.Seq)
+	}
+}
