@@ -15,6 +15,7 @@ import (
 	"github.com/switchboard-dev/switchboard/app/broker"
 	"github.com/switchboard-dev/switchboard/app/chattest"
 	"github.com/switchboard-dev/switchboard/app/protocol"
+	"github.com/switchboard-dev/switchboard/app/store"
 )
 
 // A resume is tried at every size around the limits: SEND_QUEUE (256, the
@@ -234,4 +235,73 @@ func assertStream(t *testing.T, frames []protocol.ServerFrame, after int64, gap 
 	if next != int64(last)+1 {
 		t.Fatalf("stream ends at %d, want %d", next-1, last)
 	}
+}
+
+// A resume is told of a gap only for messages that are gone, in the two
+// cases an earlier version announced as lost (HISTORY_SIZE=10): messages
+// acked while Postgres was down and not stored yet when the client resumes
+// (they are read from the persist backlog), and the seqs a reseed skipped
+// after Redis restarted (no message had them; a resume far back is not cut
+// by RECOVERY_LIMIT for them either).
+func TestAResumeIsToldOfNoGapForMessagesThatExistOrNeverDid(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	st := startOwnStack(ctx, t, "chat-no-false-gap", "HISTORY_SIZE=10", "RECOVERY_LIMIT=450", "RATE_LIMIT=10000", "RATE_BURST=10000")
+	ledger, err := store.Open(ctx, st.pg.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ledger.Close()
+	opts := broker.Options{HistorySize: 10, Ledger: ledger}
+	readAll := func(room string, since int64, want []int64) {
+		t.Helper()
+		conn := chattest.Raw(t, st.chat.WSURL(), token(t, "reader", time.Hour))
+		if err := conn.WriteJSON(protocol.ClientFrame{Op: protocol.OpJoin, Room: room, Since: &since}); err != nil {
+			t.Fatal(err)
+		}
+		frames := readFrames(t, conn, room, len(want)+1)
+		for i, f := range frames[1:] {
+			if f.Op != protocol.OpMessage || f.Seq != want[i] {
+				t.Fatalf("frame %d after the joined frame is %+v, want message %d", i, f, want[i])
+			}
+		}
+	}
+	seqs := func(from, to int64) []int64 {
+		var s []int64
+		for i := from; i <= to; i++ {
+			s = append(s, i)
+		}
+		return s
+	}
+
+	t.Run("acked while Postgres was down", func(t *testing.T) {
+		r := chattest.Room()
+		publishTo(t, st.redis.URL(), opts, r, 1) // the room's seqs are reserved
+		if err := st.pg.Stop(30 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		publishTo(t, st.redis.URL(), opts, r, 50)
+		if err := st.pg.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		readAll(r, 0, seqs(1, 51))
+	})
+	t.Run("skipped by a reseed after a Redis restart", func(t *testing.T) {
+		r := chattest.Room()
+		publishTo(t, st.redis.URL(), opts, r, 300)
+		if err := st.redis.Restart(ctx); err != nil {
+			t.Fatal(err)
+		}
+		publishTo(t, st.redis.URL(), opts, r, 200)
+		b, err := broker.Connect(st.redis.URL(), broker.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		at, err := b.Latest(ctx, r)
+		if err != nil || at.Seq < 10_000 {
+			t.Fatalf("latest after the restart %+v, %v: want a reseed's jump", at, err)
+		}
+		readAll(r, 100, append(seqs(101, 300), seqs(at.Seq-199, at.Seq)...))
+	})
 }
