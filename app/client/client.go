@@ -51,6 +51,10 @@ type Options struct {
 	HistoryURL string
 	// FetchTimeout bounds the fetch of one gap, retries included (30s).
 	FetchTimeout time.Duration
+	// MailboxSize bounds the messages and errors the client holds for a
+	// user who has not received them yet (10,000). When it is full the
+	// client disconnects and resumes once they are read: see Messages.
+	MailboxSize int
 	// Trace, if set, sees every frame the client writes (sent) or reads,
 	// with the number of its connection (1 for the first). Tests record
 	// histories with it; it must not block.
@@ -122,6 +126,10 @@ type Stats struct {
 	CloseCodes map[int]int    // close codes received from the server (1006: no close frame)
 	Errors     map[string]int // error frames by code
 	Duplicates int            // messages dropped because their seq was already seen
+	// Overflows counts the times the mailbox was full (see Messages): the
+	// client disconnected until its user had read it. Dropped counts the
+	// messages and errors not queued meanwhile; the resume brings them again.
+	Overflows, Dropped int
 	// When the latest connection was welcomed and when the one before it
 	// broke: their difference is the latest reconnect time.
 	LastConnect, LastDisconnect time.Time
@@ -150,10 +158,12 @@ type Client struct {
 	closed  bool
 	err     error         // why the client stopped, once done is closed
 	up      chan struct{} // closed while connected; replaced on disconnect
+	// stalled: the mailbox overflowed. Nothing more is queued until the
+	// user has drained it and the client has reconnected (see overflow).
+	stalled bool
 
-	msgs *mailbox[protocol.Message]
-	errs *mailbox[error]
-	done chan struct{} // closed when serve has returned
+	box  *mailbox
+	done chan struct{} // closed when serve and the mailbox's pump have returned
 }
 
 // wire is one connection with its number.
@@ -193,6 +203,9 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 	if opts.HistoryURL == "" {
 		opts.HistoryURL = historyBase(opts.URL)
 	}
+	if opts.MailboxSize <= 0 {
+		opts.MailboxSize = 10_000
+	}
 	var id [4]byte
 	_, _ = rand.Read(id[:])
 	c := &Client{
@@ -204,10 +217,9 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 		sends:  map[string]*sendCall{},
 		stats:  Stats{CloseCodes: map[int]int{}, Errors: map[string]int{}},
 		up:     make(chan struct{}),
-		msgs:   newMailbox[protocol.Message](),
-		errs:   newMailbox[error](),
 		done:   make(chan struct{}),
 	}
+	c.box = newMailbox(opts.MailboxSize, c.taken)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	nd := &net.Dialer{Timeout: 5 * time.Second}
 	if opts.LocalAddr != nil {
@@ -217,8 +229,7 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 	w, err := c.connectFirst(ctx)
 	if err != nil {
 		c.cancel()
-		c.msgs.close()
-		c.errs.close()
+		c.box.close()
 		return nil, err
 	}
 	go c.serve(w)
@@ -303,6 +314,7 @@ func (c *Client) connect(ctx context.Context) (*wire, error) {
 // Close or a refusal no reconnect can cure.
 func (c *Client) serve(w *wire) {
 	defer close(c.done)
+	defer func() { <-c.box.gone }() // so that LastSeq is final once done
 	for {
 		c.online(w)
 		code, reason := c.read(w)
@@ -407,6 +419,9 @@ func (c *Client) reconnect() (*wire, error) {
 		case <-c.ctx.Done():
 			return nil, ErrClosed
 		}
+		if !c.drained() {
+			return nil, ErrClosed
+		}
 		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
 		w, err := c.connect(ctx)
 		cancel()
@@ -433,7 +448,7 @@ func (c *Client) read(w *wire) (int, string) {
 				code, reason = ce.Code, ce.Text
 			}
 			c.mu.Lock()
-			if !c.closed {
+			if !c.closed && !c.stalled { // not a close of our own
 				c.stats.CloseCodes[code]++
 				c.stats.LastDisconnect = time.Now()
 			}
@@ -487,7 +502,7 @@ func (c *Client) joined(f protocol.ServerFrame) {
 		return
 	}
 	if rs == nil {
-		rs = &roomState{last: f.Seq}
+		rs = &roomState{last: f.Seq, handed: f.Seq}
 		c.rooms[f.Room] = rs
 	}
 	rs.epoch, rs.retries = f.Epoch, 0
@@ -518,7 +533,7 @@ func (c *Client) refused(w *wire, f protocol.ServerFrame) {
 	room := f.Room
 	if room == "" {
 		if len(c.pending) == 0 {
-			c.errs.put(fmt.Errorf("error frame that answers nothing pending: %w", err))
+			c.report(fmt.Errorf("error frame that answers nothing pending: %w", err))
 			return
 		}
 		room = c.pending[0]
@@ -537,8 +552,11 @@ func (c *Client) refused(w *wire, f protocol.ServerFrame) {
 		return
 	}
 	if f.Code != protocol.CodeInternal {
-		delete(c.rooms, room)
-		c.errs.put(&JoinError{Room: room, Err: err})
+		// Not reported (mailbox full): the room stays, so the resume after
+		// the overflow is refused again, and reported then.
+		if c.report(&JoinError{Room: room, Err: err}) {
+			delete(c.rooms, room)
+		}
 		return
 	}
 	// A rejoin the server could not serve for now: try again on this
@@ -624,7 +642,7 @@ func (c *Client) join(ctx context.Context, room string, since *int64) (int64, er
 	rs := c.rooms[room]
 	switch {
 	case since != nil:
-		rs = &roomState{last: *since}
+		rs = &roomState{last: *since, handed: *since}
 		c.rooms[room] = rs
 	case rs != nil:
 		last := rs.last
@@ -717,14 +735,29 @@ func (c *Client) SendID(ctx context.Context, room, id, text string) (int64, erro
 	}
 }
 
-// Messages delivers each room's messages once, in seq order. It is never
-// blocked by a slow reader: messages wait in an unbounded mailbox.
-func (c *Client) Messages() <-chan protocol.Message { return c.msgs.out }
+// Messages delivers each room's messages once, in seq order. The client
+// never waits for its user: messages and errors not yet received wait in a
+// mailbox of Options.MailboxSize, in the order the client produced them.
+// When it is full, the client stops queuing (what does not fit is dropped,
+// and so is everything after it until the reconnect), closes the
+// connection, waits until the user has received everything queued, then
+// reconnects and resumes every room after the last message it had queued:
+// the dropped messages come again, in order, without gap or duplicate.
+// Meanwhile Join and Send wait for the connection. Stats counts Overflows
+// and Dropped. The channel is closed once the client stops (Close, or an
+// end in Err): messages not received by then are dropped, and LastSeq
+// tells where a new client resumes to get them.
+func (c *Client) Messages() <-chan protocol.Message { return c.box.msgs }
 
 // Errors reports what went wrong with no call waiting for it: a *GapError
 // for messages that could not be delivered, a *JoinError for a room dropped
-// after a reconnect. Like Messages it never blocks the client.
-func (c *Client) Errors() <-chan error { return c.errs.out }
+// after a reconnect. Errors share the mailbox of Messages and its order: an
+// error is handed over only after the messages queued before it. Up to 64
+// handed-over errors wait on the channel itself; beyond that the mailbox
+// stops moving until they are read, and fills up, as with Messages. After
+// the client stops, the errors handed over are still read, then the channel
+// is closed.
+func (c *Client) Errors() <-chan error { return c.box.errs }
 
 // Instance is the server instance of the current connection.
 func (c *Client) Instance() string {
@@ -733,12 +766,17 @@ func (c *Client) Instance() string {
 	return c.inst
 }
 
-// LastSeq is the newest seq seen in room.
+// LastSeq is where the user stands in room: the seq of the last message of
+// room received from Messages, or the end of the last gap handed to Errors
+// if that came later, or the seq the room was joined or resumed at if
+// nothing came since; 0 for a room not joined. Once the client has stopped
+// it is final: a new client that resumes from it gets what this one did
+// not hand over, with no gap and no duplicate.
 func (c *Client) LastSeq(room string) int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if rs := c.rooms[room]; rs != nil {
-		return rs.last
+		return rs.handed
 	}
 	return 0
 }
@@ -805,6 +843,78 @@ func (c *Client) fail(err error) {
 		delete(c.joins, room)
 		j.reply <- result{err: err}
 	}
-	c.msgs.close()
-	c.errs.close()
+	c.box.close()
+}
+
+// report queues err for Errors; false if the mailbox had no room for it.
+// c.mu must be held.
+func (c *Client) report(err error) bool { return c.put(item{err: err}) }
+
+// put queues it for the user. If the mailbox is full, or was since the
+// last reconnect, it is dropped and the client stalls: nothing more is
+// queued, which keeps each room's messages contiguous, and the connection
+// is closed; reconnect waits until the user has drained the mailbox, then
+// resumes every room after the last message queued. c.mu must be held.
+func (c *Client) put(it item) bool {
+	if !c.stalled && c.box.put(it) {
+		return true
+	}
+	c.overflow()
+	return false
+}
+
+// overflow counts a drop and stalls the client (see put). c.mu must be held.
+func (c *Client) overflow() {
+	c.stats.Dropped++
+	if !c.stalled {
+		c.stalled = true
+		c.stats.Overflows++
+		// Closed on the side: the reader, which may be the caller, must
+		// not wait for a write to a full socket.
+		w := c.cur
+		go func() {
+			_ = w.conn.WriteControl(websocket.CloseMessage,
+				websocket.FormatCloseMessage(websocket.CloseNormalClosure, "client mailbox full"), time.Now().Add(time.Second))
+			w.conn.Close()
+		}()
+	}
+}
+
+// drained waits, if the client has stalled, until its user has received
+// everything queued, and reports false if the client is closed first.
+func (c *Client) drained() bool {
+	c.mu.Lock()
+	stalled := c.stalled
+	c.mu.Unlock()
+	if !stalled {
+		return true
+	}
+	select {
+	case <-c.box.drained():
+	case <-c.ctx.Done():
+		return false
+	}
+	// Nothing was queued meanwhile: each room's last queued seq is the
+	// last seq its user received, where the resume starts.
+	c.mu.Lock()
+	c.stalled = false
+	c.mu.Unlock()
+	return true
+}
+
+// taken records where the user stands in the room of an item handed over.
+func (c *Client) taken(it item) {
+	room, pos := it.msg.Room, it.msg.Seq
+	if it.err != nil {
+		var ge *GapError
+		if !errors.As(it.err, &ge) || ge.To == 0 {
+			return
+		}
+		room, pos = ge.Room, ge.To
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if rs := c.rooms[room]; rs != nil {
+		rs.handed = pos
+	}
 }

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -49,6 +51,12 @@ func (p *peer) send(frame string) {
 	if err := p.conn.WriteMessage(websocket.TextMessage, []byte(frame)); err != nil {
 		p.t.Errorf("server: write %s: %v", frame, err)
 	}
+}
+
+// try sends frame to a client that may have closed the connection (as it
+// does when its mailbox overflows), and reports whether it was written.
+func (p *peer) try(frame string) bool {
+	return p.conn.WriteMessage(websocket.TextMessage, []byte(frame)) == nil
 }
 
 func (p *peer) closeWith(code int, reason string) {
@@ -374,19 +382,29 @@ func TestAResumeCarriesTheRoomsEpoch(t *testing.T) {
 
 // A history_gap's range is fetched from the history API, page by page,
 // and delivered in order before the room's later messages, which arrive
-// while the fetch runs; what the API lacks is reported as a gap.
+// while the fetch runs; what the API lacks is reported as a gap. With a
+// mailbox that overflows in the middle of the range (the user reads only
+// once it has), the resumes announce the rest of the range again, and the
+// user still gets each message and each gap once, in order.
 func TestAGapIsFilledFromTheHistoryAPI(t *testing.T) {
+	for _, size := range []int{0, 100} {
+		t.Run(fmt.Sprintf("mailbox %d", size), func(t *testing.T) { gapFilled(t, size) })
+	}
+}
+
+func gapFilled(t *testing.T, size int) {
 	const from, to = 3, 1200 // past two pages of 500
 	missing := map[int64]bool{10: true, 11: true, 700: true}
 	live := make(chan struct{})
+	var once sync.Once
 	var pages atomic.Int32
 	s := serve(t, func(n int, p *peer) {
 		p.next()
-		p.send(`{"op":"joined","room":"lobby","seq":1202}`)
-		p.send(fmt.Sprintf(`{"op":"error","code":"history_gap","room":"lobby","from":%d,"to":%d,"message":"not kept"}`, from, to))
-		p.send(msg("lobby", 1201))
-		p.send(msg("lobby", 1202))
-		close(live)
+		// try: with a small mailbox the client closes connections.
+		_ = p.try(`{"op":"joined","room":"lobby","seq":1202}`) &&
+			p.try(fmt.Sprintf(`{"op":"error","code":"history_gap","room":"lobby","from":%d,"to":%d,"message":"not kept"}`, from, to)) &&
+			p.try(msg("lobby", 1201)) && p.try(msg("lobby", 1202))
+		once.Do(func() { close(live) })
 		p.wait()
 	})
 	s.mux.HandleFunc("GET /rooms/{room}/messages", func(w http.ResponseWriter, r *http.Request) {
@@ -406,9 +424,12 @@ func TestAGapIsFilledFromTheHistoryAPI(t *testing.T) {
 		}
 		json.NewEncoder(w).Encode(map[string]any{"room": r.PathValue("room"), "messages": frames})
 	})
-	c := s.dial(t, Options{FillGaps: true})
+	c := s.dial(t, Options{FillGaps: true, MailboxSize: size})
 	if _, err := c.Resume(context.Background(), "lobby", 2); err != nil {
 		t.Fatal(err)
+	}
+	if size > 0 {
+		until(t, "the overflow", func() bool { return c.Stats().Overflows > 0 })
 	}
 	got := messages(t, c, to-from+1-len(missing)+2)
 	want := int64(from)
@@ -430,6 +451,13 @@ func TestAGapIsFilledFromTheHistoryAPI(t *testing.T) {
 	}
 	if strings.Join(gaps, ", ") != "lobby 10..11, lobby 700..700" {
 		t.Fatalf("gaps reported: %v, want lobby 10..11 and 700..700", gaps)
+	}
+	select {
+	case m := <-c.Messages():
+		t.Fatalf("message %d after the last", m.Seq)
+	case err := <-c.Errors():
+		t.Fatalf("error after the gaps: %v", err)
+	case <-time.After(100 * time.Millisecond):
 	}
 	if pages.Load() < 4 {
 		t.Fatalf("%d history requests, want a refused one and three pages", pages.Load())
@@ -609,4 +637,229 @@ func TestDialRetriesWhatAReconnectRetries(t *testing.T) {
 			}
 		})
 	}
+}
+
+// room plays a room of n messages: each resume is answered with joined n
+// and the messages after its since, written as fast as the socket takes
+// them. It reports each resume's since.
+func room(n int64, joins chan<- int64) func(int, *peer) {
+	return func(_ int, p *peer) {
+		since := int64(p.next()["since"].(float64))
+		joins <- since
+		p.send(fmt.Sprintf(`{"op":"joined","room":"lobby","seq":%d}`, n))
+		for seq := since + 1; seq <= n && p.try(msg("lobby", seq)); seq++ {
+		}
+		p.wait()
+	}
+}
+
+// until polls cond for up to 10s.
+func until(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("still waiting for %s after 10s", what)
+		}
+	}
+}
+
+// A user who stops reading while the room sends far more than the mailbox
+// holds costs at most MailboxSize queued messages; the client disconnects
+// rather than queue more, stays off until the user has read them, and then
+// resumes after the last one: the user gets every seq once, in order.
+func TestAUserWhoStopsReadingGetsEverythingOnceReadWithBoundedMemory(t *testing.T) {
+	const size, n = 100, 5000
+	joins := make(chan int64, n)
+	s := serve(t, room(n, joins))
+	c := s.dial(t, Options{MailboxSize: size})
+	if _, err := c.Resume(context.Background(), "lobby", 0); err != nil {
+		t.Fatal(err)
+	}
+	until(t, "the overflow", func() bool { return c.Stats().Overflows > 0 })
+	time.Sleep(100 * time.Millisecond) // time for a reconnect that must not happen
+	if st := c.Stats(); st.Connects != 1 {
+		t.Fatalf("%d connections before the user read anything, want 1: the client must wait for the drain", st.Connects)
+	}
+	if queued, _ := c.box.len(); queued != size {
+		t.Fatalf("%d messages queued after the overflow, want %d", queued, size)
+	}
+	for i, seq := range messages(t, c, n) {
+		if seq != int64(i+1) {
+			t.Fatalf("message %d has seq %d, want %d", i+1, seq, i+1)
+		}
+	}
+	select {
+	case m := <-c.Messages():
+		t.Fatalf("message %d after all %d", m.Seq, n)
+	case err := <-c.Errors():
+		t.Fatalf("error %v: nothing was missing", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if _, peak := c.box.len(); peak > size {
+		t.Fatalf("%d messages queued at the peak, want at most %d", peak, size)
+	}
+	if <-joins != 0 || <-joins != size {
+		t.Fatalf("the first resume is not from seq %d, the last one the user had", size)
+	}
+	if st := c.Stats(); st.Dropped == 0 || st.CloseCodes[1006]+st.CloseCodes[1000] != 0 {
+		t.Fatalf("stats %+v: want drops counted, and no close of our own counted as the server's", st)
+	}
+	if last := c.LastSeq("lobby"); last != n {
+		t.Fatalf("LastSeq = %d after reading everything, want %d", last, n)
+	}
+}
+
+// Close while the user never reads ends the mailbox's pump: no goroutine
+// is left blocked on a channel nobody reads.
+func TestCloseEndsThePumpOfAMailboxNobodyReads(t *testing.T) {
+	s := serve(t, room(10, make(chan int64, 1)))
+	before := runtime.NumGoroutine()
+	c := s.dial(t, Options{})
+	if _, err := c.Resume(context.Background(), "lobby", 0); err != nil {
+		t.Fatal(err)
+	}
+	until(t, "10 messages queued", func() bool { n, _ := c.box.len(); return n == 10 })
+	closed := make(chan error)
+	go func() { closed <- c.Close() }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		go func() {
+			for range c.Messages() {
+			}
+		}() // lets the cleanup's Close end
+		t.Fatal("Close hangs while the pump waits for a reader")
+	}
+	select {
+	case <-c.box.gone:
+	default:
+		t.Fatal("the pump is still running after Close")
+	}
+	if _, ok := <-c.Messages(); ok {
+		t.Fatal("Messages is open after Close")
+	}
+	within(t, s.ended, 10*time.Second, "the server's end of the connection")
+	var now int
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if now = runtime.NumGoroutine(); now <= before {
+			return
+		}
+	}
+	t.Fatalf("%d goroutines after Close, %d before Dial", now, before)
+}
+
+// What the user has not received is dropped at Close, and LastSeq says
+// where the user stands, counting a gap handed to Errors, which stays
+// readable: a new client resumes from there with no gap or duplicate.
+func TestLastSeqAfterCloseIsWhatTheUserReceived(t *testing.T) {
+	s := serve(t, func(_ int, p *peer) {
+		p.next()
+		p.send(`{"op":"joined","room":"lobby","seq":10}`)
+		for seq := int64(1); seq <= 3; seq++ {
+			p.send(msg("lobby", seq))
+		}
+		p.send(`{"op":"error","code":"history_gap","room":"lobby","from":4,"to":8,"message":"not kept"}`)
+		p.send(msg("lobby", 9))
+		p.send(msg("lobby", 10))
+		p.wait()
+	})
+	c := s.dial(t, Options{})
+	if _, err := c.Resume(context.Background(), "lobby", 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := messages(t, c, 2); got[1] != 2 {
+		t.Fatalf("messages %v, want [1 2]", got)
+	}
+	until(t, "message 3 offered", func() bool { n, _ := c.box.len(); return n == 4 })
+	if last := c.LastSeq("lobby"); last != 2 {
+		t.Fatalf("LastSeq = %d with messages 1 and 2 received, want 2", last)
+	}
+	messages(t, c, 1)
+	until(t, "the gap handed to Errors", func() bool { return len(c.Errors()) == 1 })
+	c.Close()
+	if last := c.LastSeq("lobby"); last != 8 {
+		t.Fatalf("LastSeq after Close = %d, want 8 (message 3 received, then the gap 4..8)", last)
+	}
+	var ge *GapError
+	if err := within(t, c.Errors(), time.Second, "the gap after Close"); !errors.As(err, &ge) || ge.From != 4 || ge.To != 8 {
+		t.Fatalf("Errors after Close: %v, want the gap 4..8", err)
+	}
+	if _, ok := <-c.Messages(); ok {
+		t.Fatal("a message not received before Close was delivered after it")
+	}
+}
+
+// The mailbox on its own: the bound, the order across both channels, the
+// drain signal, and close.
+func TestMailbox(t *testing.T) {
+	m := func(seq int64) item { return item{msg: protocol.Message{Room: "r", Seq: seq}} }
+	e := func(seq int64) item { return item{err: &GapError{Room: "r", From: seq, To: seq}} }
+	seqOf := func(it item) int64 {
+		if ge, ok := it.err.(*GapError); ok {
+			return ge.From
+		}
+		return it.msg.Seq
+	}
+	for _, tc := range []struct {
+		name  string
+		limit int
+		put   []item
+		fits  int // how many puts fit
+	}{
+		{"within the bound", 3, []item{m(1), e(2), m(3)}, 3},
+		{"past the bound", 2, []item{m(1), m(2), m(3), e(4)}, 2},
+		{"errors count too", 2, []item{e(1), e(2), m(3)}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var taken []int64
+			block := make(chan struct{})
+			box := newMailbox(tc.limit, func(it item) {
+				<-block // the first item stays queued until the puts are done
+				taken = append(taken, seqOf(it))
+			})
+			for i, it := range tc.put {
+				if got := box.put(it); got != (i < tc.fits) {
+					t.Fatalf("put %d: %v, want %v", i+1, got, i < tc.fits)
+				}
+			}
+			if n, peak := box.len(); n != tc.fits || peak != tc.fits {
+				t.Fatalf("len %d, peak %d, want %d", n, peak, tc.fits)
+			}
+			drained := box.drained()
+			close(block)
+			var got, want []int64
+			for _, it := range tc.put[:tc.fits] {
+				want = append(want, seqOf(it))
+				if it.err != nil {
+					got = append(got, seqOf(item{err: within(t, box.errs, time.Second, "an error")}))
+				} else {
+					got = append(got, within(t, box.msgs, time.Second, "a message").Seq)
+				}
+			}
+			within(t, drained, time.Second, "drained")
+			if fmt.Sprint(got) != fmt.Sprint(want) || fmt.Sprint(taken) != fmt.Sprint(want) {
+				t.Fatalf("handed %v, taken %v, want the order of the puts that fit: %v", got, taken, want)
+			}
+			box.close()
+			within(t, box.gone, time.Second, "the pump's end")
+			if !box.put(m(9)) {
+				t.Fatal("put after close refused: it must be discarded quietly")
+			}
+		})
+	}
+	t.Run("close discards, keeps handed errors", func(t *testing.T) {
+		box := newMailbox(10, nil)
+		box.put(e(1))
+		box.put(m(2))
+		box.put(m(3))
+		until(t, "the error handed", func() bool { return len(box.errs) == 1 })
+		box.close()
+		within(t, box.gone, time.Second, "the pump's end with nobody reading")
+		if _, ok := <-box.msgs; ok {
+			t.Fatal("a message after close")
+		}
+		if err, ok := <-box.errs; !ok || err == nil {
+			t.Fatal("the error handed before close is lost")
+		}
+	})
 }

@@ -21,7 +21,8 @@ func resumeFrame(room string, rs *roomState) protocol.ClientFrame {
 
 // roomState is what the client knows of a joined room.
 type roomState struct {
-	last    int64  // newest seq delivered (or given up as a gap)
+	last    int64  // newest seq queued for the user (or given up as a gap)
+	handed  int64  // where the user stands: see LastSeq
 	epoch   string // the room's epoch in the latest joined frame
 	retries int    // refused rejoins in a row
 	// While a gap is fetched from the history API, the room's later
@@ -52,20 +53,36 @@ func (c *Client) message(f protocol.ServerFrame) {
 	ts, _ := time.Parse(time.RFC3339Nano, f.TS)
 	msg := protocol.Message{Room: f.Room, Seq: f.Seq, User: f.User, Text: f.Text, ID: f.ID, TS: ts}
 	if rs.fetching {
-		rs.held = append(rs.held, held{msg: &msg})
+		c.hold(rs, held{msg: &msg})
 		return
 	}
 	c.deliver(rs, msg)
 }
 
-// deliver hands msg to the user unless its seq was seen. c.mu must be held.
-func (c *Client) deliver(rs *roomState, msg protocol.Message) {
-	if msg.Seq <= rs.last {
-		c.stats.Duplicates++
+// hold keeps h until the room's gap is fetched. The held count against the
+// mailbox's bound: past it, or once stalled, h is dropped as put drops it
+// (what was held before stays: it precedes what is dropped).
+// c.mu must be held.
+func (c *Client) hold(rs *roomState, h held) {
+	if c.stalled || len(rs.held) >= c.opts.MailboxSize {
+		c.overflow()
 		return
 	}
+	rs.held = append(rs.held, h)
+}
+
+// deliver queues msg for the user unless its seq was seen, and reports
+// false if it was dropped (see put). c.mu must be held.
+func (c *Client) deliver(rs *roomState, msg protocol.Message) bool {
+	if msg.Seq <= rs.last {
+		c.stats.Duplicates++
+		return true
+	}
+	if !c.put(item{msg: msg}) {
+		return false
+	}
 	rs.last = msg.Seq
-	c.msgs.put(msg)
+	return true
 }
 
 // gap handles a history_gap frame. c.mu must be held.
@@ -73,12 +90,12 @@ func (c *Client) gap(f protocol.ServerFrame) {
 	rs := c.rooms[f.Room]
 	if rs == nil || f.To == 0 {
 		// A server that names no range: nothing to fetch, only to report.
-		c.errs.put(&GapError{Room: f.Room, Err: &protocol.Error{Code: f.Code, Message: f.Message}})
+		c.report(&GapError{Room: f.Room, Err: &protocol.Error{Code: f.Code, Message: f.Message}})
 		return
 	}
 	g := gapRange{from: f.From, to: f.To}
 	if rs.fetching {
-		rs.held = append(rs.held, held{gap: &g})
+		c.hold(rs, held{gap: &g})
 		return
 	}
 	c.fill(f.Room, rs, g)
@@ -92,6 +109,10 @@ func (c *Client) fill(room string, rs *roomState, g gapRange) {
 		return // covered already (a gap announced again after a reconnect)
 	}
 	g.from = max(g.from, rs.last+1)
+	if c.stalled {
+		c.overflow() // the resume after it announces the gap again
+		return
+	}
 	if !c.opts.FillGaps {
 		c.filled(room, rs, g, nil, nil)
 		return
@@ -127,23 +148,37 @@ func (c *Client) fill(room string, rs *roomState, g gapRange) {
 }
 
 // filled delivers msgs (ascending, within g) and reports the holes among
-// them. c.mu must be held.
+// them. If the mailbox overflows it stops there, the room's position before
+// what was dropped: the resume after the overflow announces the rest of the
+// gap again. c.mu must be held.
 func (c *Client) filled(room string, rs *roomState, g gapRange, msgs []protocol.Message, err error) {
 	next := g.from
 	for _, m := range msgs {
 		if m.Seq < next || m.Seq > g.to {
 			continue
 		}
-		if m.Seq > next {
-			c.errs.put(&GapError{Room: room, From: next, To: m.Seq - 1, Err: err})
+		if m.Seq > next && !c.missing(room, rs, next, m.Seq-1, err) {
+			return
 		}
-		c.deliver(rs, m)
+		if !c.deliver(rs, m) {
+			return
+		}
 		next = m.Seq + 1
 	}
-	if next <= g.to {
-		c.errs.put(&GapError{Room: room, From: next, To: g.to, Err: err})
+	if next <= g.to && !c.missing(room, rs, next, g.to, err) {
+		return
 	}
 	rs.last = max(rs.last, g.to)
+}
+
+// missing reports from..to as a gap and moves the room past it, or reports
+// false if it was dropped. c.mu must be held.
+func (c *Client) missing(room string, rs *roomState, from, to int64, err error) bool {
+	if !c.report(&GapError{Room: room, From: from, To: to, Err: err}) {
+		return false
+	}
+	rs.last = max(rs.last, to)
+	return true
 }
 
 // historyPage is the largest page the history API serves.
