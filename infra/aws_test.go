@@ -705,3 +705,56 @@ func TestAcksWaitForAnElastiCacheReplica(t *testing.T) {
 		})
 	}
 }
+
+// cacheFamily is the ElastiCache parameter group family of an engine and
+// version, as CreateCacheParameterGroup lists them
+// (https://docs.aws.amazon.com/AmazonElastiCache/latest/APIReference/API_CreateCacheParameterGroup.html):
+// redis2.6 to redis5.0, redis6.x, then one per major: redis7, valkey7, valkey8.
+func cacheFamily(engine, version string) string {
+	major, minor, _ := strings.Cut(version, ".")
+	minor, _, _ = strings.Cut(minor, ".")
+	n, _ := strconv.Atoi(major)
+	switch {
+	case engine == "valkey", engine == "redis" && n >= 7:
+		return engine + major
+	case engine == "redis" && n == 6:
+		return "redis6.x"
+	}
+	return engine + major + "." + minor
+}
+
+// ElastiCache's parameter groups default maxmemory-policy to volatile-lru
+// (https://docs.aws.amazon.com/AmazonElastiCache/latest/red-ug/ParameterGroups.Engine.html),
+// which evicts the keys that have a TTL once memory is full, and every room
+// key has one: a room's seq state and history would go key by key (issue
+// 25). The replication group runs a parameter group of its engine's family
+// (a group of another family is refused) with noeviction.
+func TestElastiCacheNeverEvictsKeys(t *testing.T) {
+	s := mustRun(t, awsConfig())
+	rg := s.of("elasticache/replicationGroup:ReplicationGroup")
+	groups := s.of("elasticache/parameterGroup:ParameterGroup")
+	if len(rg) != 1 || len(groups) != 1 {
+		t.Fatalf("%d replication groups and %d cache parameter groups, want 1 and 1", len(rg), len(groups))
+	}
+	r := plain(resource.NewObjectProperty(rg[0].Inputs)).(map[string]any)
+	pg := plain(resource.NewObjectProperty(groups[0].Inputs)).(map[string]any)
+	engine, _ := r["engine"].(string)
+	version, _ := r["engineVersion"].(string)
+	if want := cacheFamily(engine, version); pg["family"] != want {
+		t.Errorf("parameter group family %v for %s %s: want %s", pg["family"], engine, version, want)
+	}
+	var policies []any
+	for _, p := range pg["parameters"].([]any) {
+		if p := p.(map[string]any); p["name"] == "maxmemory-policy" {
+			policies = append(policies, p["value"])
+		}
+	}
+	if len(policies) != 1 || policies[0] != "noeviction" {
+		t.Errorf("maxmemory-policy %v: want noeviction, once", policies)
+	}
+	// The replication group takes the group's name (an output the provider
+	// computes), so it depends on it.
+	if !s.reaches(rg[0].URN, groups[0].URN) {
+		t.Errorf("the replication group does not use the parameter group: it runs ElastiCache's default, volatile-lru")
+	}
+}

@@ -430,3 +430,21 @@ func TestKindNodeImageIsPinnedByDigest(t *testing.T) {
 		}
 	}
 }
+
+// The in-cluster Redis runs maxmemory-policy noeviction: a full Redis refuses
+// writes rather than drop keys. Every room key has a TTL, so a volatile-*
+// policy would evict a room's seq state key by key (issue 25). redis-server
+// takes the last of a repeated option.
+func TestKindRedisNeverEvictsKeys(t *testing.T) {
+	s := mustRun(t, kindConfig())
+	args, _ := get(s.one(t, "apps/v1:StatefulSet", "redis"), "spec.template.spec.containers.0.args").([]any)
+	policy := ""
+	for i, a := range args {
+		if a == "--maxmemory-policy" && i+1 < len(args) {
+			policy, _ = args[i+1].(string)
+		}
+	}
+	if policy != "noeviction" {
+		t.Errorf("redis args %v: maxmemory-policy %q, want noeviction", args, policy)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -94,6 +95,8 @@ type Broker struct {
 	rdb   *redis.Client
 	opts  Options
 	pipes *pipelines
+	// evicting: Redis runs a policy that may evict keys (WatchEviction).
+	evicting atomic.Bool
 }
 
 // Connect dials REDIS_URL: redis://, rediss:// or redis+sentinel://. Timeouts
@@ -225,6 +228,13 @@ func (b *Broker) Publish(ctx context.Context, room, user, text, id string, now t
 	// may change again meanwhile (another failover), so a few rounds are
 	// allowed. Waiting for another sender's reseed is not an attempt (ctx
 	// bounds it).
+	if id != "" && b.evicting.Load() {
+		// The id's dedupe key may have been evicted: ask the stores.
+		if dup, found, err := b.sentBefore(ctx, room, user, id); err != nil || found {
+			return dup, err
+		}
+		args[13] = "1"
+	}
 	wait := 5 * time.Millisecond
 	for attempts := 0; attempts < 6; attempts++ {
 		acc, status, headroom, err := b.run(ctx, keys, args)

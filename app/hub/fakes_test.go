@@ -91,9 +91,9 @@ type world struct {
 	stored  map[string]map[int64]protocol.Message
 	backlog map[string]map[int64]protocol.Message // accepted, not stored yet
 	floors  map[string][]int64                    // where reseeds restarted the counter
-	set     map[string]bool // go-redis's channels: resubscribed after a reconnect
-	live    map[string]bool // what Redis delivers to now
-	adds    []string        // bus calls in order, "add room" / "remove room"
+	set     map[string]bool                       // go-redis's channels: resubscribed after a reconnect
+	live    map[string]bool                       // what Redis delivers to now
+	adds    []string                              // bus calls in order, "add room" / "remove room"
 	addGate *gate
 	remGate *gate
 	latGate *gate

@@ -42,9 +42,17 @@ func startRedis(ctx context.Context, dir, name string, port int, replicaOf strin
 	// Only a crash of the machine could, as it could Postgres's unsynced
 	// writes below. always added an fsync of this disk to the event loop:
 	// stalls of 9-32 ms, and 3 times the p50 of a send (README, Performance).
+	//
+	// noeviction: a full Redis must refuse writes, never drop keys. Every
+	// room key has a TTL, so a volatile-* policy (ElastiCache's default is
+	// volatile-lru) evicts a room's keys one at a time (counter, epoch,
+	// limit, dedupe ids, history) and an allkeys-* one the persist stream
+	// too: seqs and acked messages lost without a word (issue 25). It is
+	// redis-server's default; stated so that no config file changes it.
 	args := []string{"--bind", "127.0.0.1", "--port", itoa(port), "--dir", data,
 		"--appendonly", "yes", "--appendfsync", "no", "--save", "",
-		"--protected-mode", "no", "--maxclients", "10000"}
+		"--protected-mode", "no", "--maxclients", "10000",
+		"--maxmemory-policy", "noeviction"}
 	if replicaOf != "" {
 		host, port, _ := strings.Cut(replicaOf, ":")
 		args = append(args, "--replicaof", host, port)

@@ -93,6 +93,7 @@ type Metrics struct {
 	Ready                      prometheus.Gauge
 	Draining                   prometheus.Gauge
 	DependencyUp               *prometheus.GaugeVec // chat_dependency_up{dependency}
+	RedisEvicting              prometheus.Gauge     // chat_redis_evicting
 }
 
 // New creates and registers every series, with the Go and process collectors.
@@ -124,6 +125,7 @@ func New() *Metrics {
 		Draining:          f.gauge("chat_draining", "1 once the instance has started draining."),
 		DependencyUp:      f.gaugeVec("chat_dependency_up", "1 if the last readiness ping of the dependency succeeded.", "dependency"),
 	}
+	m.RedisEvicting = f.gauge("chat_redis_evicting", "1 if Redis's maxmemory-policy may evict keys (anything but noeviction): a full Redis would delete room keys, seqs and history; 0 under noeviction or before it is read.")
 	// Every label value above is exported at 0 from the start, so that rate()
 	// and the dashboards see a series before the first error happens.
 	for vec, values := range map[*prometheus.CounterVec][]string{

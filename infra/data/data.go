@@ -63,7 +63,12 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 	stores := []store{
 		{
 			component: naming.Redis, image: args.RedisImage, mount: "/data", port: 6379, uid: 999,
-			args:  []string{"--appendonly", "yes", "--dir", "/data"},
+			// noeviction: a full Redis refuses writes rather than drop keys.
+			// Every room key has a TTL, so a volatile-* policy would evict a
+			// room's seq state key by key, and an allkeys-* one the persist
+			// stream too (issue 25). Redis's default, stated so that no image
+			// or config changes it.
+			args:  []string{"--appendonly", "yes", "--dir", "/data", "--maxmemory-policy", "noeviction"},
 			ready: []string{"redis-cli", "ping"},
 		},
 		{

@@ -104,11 +104,28 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 	if err != nil {
 		return nil, fmt.Errorf("managed %s: cache subnet group: %w", name, err)
 	}
+	cacheParams, err := elasticache.NewParameterGroup(ctx, name, &elasticache.ParameterGroupArgs{
+		// The family follows EngineVersion below: redis7 for Redis 7.x.
+		Family:      pulumi.String("redis7"),
+		Description: pulumi.String("Switchboard message bus: noeviction"),
+		// A full Redis refuses writes rather than drop keys. ElastiCache's
+		// default is volatile-lru, and every room key has a TTL: it would
+		// evict a room's seq state key by key and lose seqs and history
+		// without a word (issue 25).
+		Parameters: elasticache.ParameterGroupParameterArray{elasticache.ParameterGroupParameterArgs{
+			Name: pulumi.String("maxmemory-policy"), Value: pulumi.String("noeviction"),
+		}},
+		Tags: args.Tags,
+	}, parent)
+	if err != nil {
+		return nil, fmt.Errorf("managed %s: cache parameters: %w", name, err)
+	}
 	redis, err := elasticache.NewReplicationGroup(ctx, name, &elasticache.ReplicationGroupArgs{
 		ReplicationGroupId:       pulumi.String(args.ReplicationGroupID),
 		Description:              pulumi.String("Switchboard message bus"),
 		Engine:                   pulumi.String("redis"),
 		EngineVersion:            pulumi.String("7.1"),
+		ParameterGroupName:       cacheParams.Name,
 		NodeType:                 pulumi.String(args.RedisNodeType),
 		NumCacheClusters:         pulumi.Int(1 + args.RedisReplicas),
 		Port:                     pulumi.Int(RedisPort),

@@ -100,6 +100,16 @@ func run(ctx context.Context) error {
 		(&persist.Writer{Source: b, Sink: st, Consumer: cfg.InstanceID, Metrics: m, Log: log}).Run(work)
 	}()
 	srv.WatchDependencies(work)
+	go b.WatchEviction(work, 5*time.Second, func(policy string, evicts bool) {
+		if !evicts {
+			m.RedisEvicting.Set(0)
+			log.Info("redis never evicts keys", "maxmemory_policy", policy)
+			return
+		}
+		m.RedisEvicting.Set(1)
+		log.Error("redis may evict keys: set its maxmemory-policy to noeviction (ElastiCache: in the parameter group); until then every send with an id is checked against Postgres",
+			"maxmemory_policy", policy)
+	})
 
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
