@@ -274,18 +274,7 @@ func TestAResumeIsToldOfNoGapForMessagesThatExistOrNeverDid(t *testing.T) {
 		return s
 	}
 
-	t.Run("acked while Postgres was down", func(t *testing.T) {
-		r := chattest.Room()
-		publishTo(t, st.redis.URL(), opts, r, 1) // the room's seqs are reserved
-		if err := st.pg.Stop(30 * time.Second); err != nil {
-			t.Fatal(err)
-		}
-		publishTo(t, st.redis.URL(), opts, r, 50)
-		if err := st.pg.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		readAll(r, 0, seqs(1, 51))
-	})
+	// Postgres last: its restart leaves the ledger's pooled connections dead.
 	t.Run("skipped by a reseed after a Redis restart", func(t *testing.T) {
 		r := chattest.Room()
 		publishTo(t, st.redis.URL(), opts, r, 300)
@@ -303,5 +292,17 @@ func TestAResumeIsToldOfNoGapForMessagesThatExistOrNeverDid(t *testing.T) {
 			t.Fatalf("latest after the restart %+v, %v: want a reseed's jump", at, err)
 		}
 		readAll(r, 100, append(seqs(101, 300), seqs(at.Seq-199, at.Seq)...))
+	})
+	t.Run("acked while Postgres was down", func(t *testing.T) {
+		r := chattest.Room()
+		publishTo(t, st.redis.URL(), opts, r, 1) // the room's seqs are reserved
+		if err := st.pg.Stop(30 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		publishTo(t, st.redis.URL(), opts, r, 50)
+		if err := st.pg.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		readAll(r, 0, seqs(1, 51))
 	})
 }
