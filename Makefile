@@ -64,7 +64,8 @@ test: deps lint tools
 	$(MAKE) fuzz
 
 # The chaos test, with a seed and a duration: make chaos SEED=1 DURATION=1m. It stops by itself
-# after DURATION plus the time to converge and drain (a few minutes).
+# after DURATION, the round of faults under way (each kind must take effect once, about a
+# minute), and the time to converge and drain (a few minutes).
 SEED ?= 1
 DURATION ?= 10m
 chaos: deps

@@ -43,7 +43,16 @@ const (
 	// past Redis's history to Postgres, and catch-ups exceed the queue.
 	chaosSendQueue   = 64
 	chaosHistorySize = 100
+	// A low recovery limit (the least the server takes), so that resumes
+	// after a long absence take the one path that may announce stored
+	// messages as a gap, and the checker's exception for it runs for real.
+	chaosRecoveryLimit = 200
 )
+
+// chaosFloors is the least a run must do (per run, whatever its length):
+// below it a pass proves nothing, and the run fails as vacuous. Every kind
+// of fault the schedule has is required too (chaosRun.kinds).
+var chaosFloors = chaos.Floors{Acks: 300, WireDeliveries: 3000, Resumes: 30}
 
 // chaosSettings are the seed and duration from flags or the environment.
 func chaosSettings(t *testing.T) (uint64, time.Duration) {
@@ -83,10 +92,18 @@ func sentinelSupported() (bool, string) {
 
 // TestChaos runs clients that join, leave, send, read slowly and reconnect
 // at random while a seeded schedule kills instances, restarts Redis with
-// and without its data, fails Redis over through Sentinel and stops
-// Postgres; then it checks everything the clients saw, and what Postgres
-// holds, against the guarantees (tests/chaos). A failure prints the seed
-// and the events around each violation.
+// and without its data, fails Redis over through Sentinel, stops Postgres,
+// wipes the Redis primary while it stays primary, has Redis evict keys,
+// and overlaps faults (a failover, a kill or a wipe while Postgres is down,
+// a kill while the clients of another killed instance reconnect); then it
+// checks everything the clients saw, and what Postgres holds, against the
+// guarantees (tests/chaos). A failure prints the seed and the events around
+// each violation.
+//
+// One instance acks without waiting for a replica (REDIS_MIN_REPLICAS=0),
+// the others wait for one: every run, make test's seed 1 included, has both
+// kinds of ack under the same failovers and wipes, rather than half the
+// seeds having none of one.
 func TestChaos(t *testing.T) {
 	seed, duration := chaosSettings(t)
 	// The run bounds itself (make chaos runs without go test's timeout):
@@ -108,11 +125,13 @@ func TestChaos(t *testing.T) {
 	bin := buildChatserver(t, dir)
 	opts := []target.LocalOption{target.WithEnv(
 		"SEND_QUEUE="+strconv.Itoa(chaosSendQueue), "HISTORY_SIZE="+strconv.Itoa(chaosHistorySize),
-		"RATE_LIMIT=1000", "RATE_BURST=1000")}
+		"RECOVERY_LIMIT="+strconv.Itoa(chaosRecoveryLimit), "RATE_LIMIT=1000", "RATE_BURST=1000")}
 	sentinel, why := sentinelSupported()
 	if sentinel {
-		// Acks wait for the replica: a failover then loses no acked message.
-		opts = append(opts, target.WithSentinel(), target.WithEnv("REDIS_MIN_REPLICAS=1"))
+		// Acks wait for the replica: a failover then loses no acked
+		// message. The last instance's do not.
+		opts = append(opts, target.WithSentinel(), target.WithEnv("REDIS_MIN_REPLICAS=1"),
+			target.WithInstanceEnv(chaosInstances-1, "REDIS_MIN_REPLICAS=0"))
 	} else {
 		report.Logf(t, "chaos: SKIPPING the Redis failover through Sentinel: %s", why)
 	}
@@ -127,22 +146,25 @@ func TestChaos(t *testing.T) {
 			t.Errorf("stop the local target: %v", err)
 		}
 	}()
-	report.Logf(t, "chaos: seed %d, %s of faults, %d clients, %d rooms, %d instances, Sentinel %v; state in %s",
-		seed, duration, chaosClients, chaosRooms, chaosInstances, sentinel, dir)
+	report.Logf(t, "chaos: seed %d, %s of faults, %d clients, %d rooms, %d instances, Sentinel %v (chat-%d acks without a replica), RECOVERY_LIMIT %d; state in %s",
+		seed, duration, chaosClients, chaosRooms, chaosInstances, sentinel, chaosInstances, chaosRecoveryLimit, dir)
 
 	r := &chaosRun{t: t, s: newSuite(l, true), l: l, rec: &chaos.Recorder{}, seed: seed, sentinel: sentinel,
 		faults: map[string]int{}, ops: map[string]int{}}
 	for i := range chaosRooms {
 		r.rooms = append(r.rooms, fmt.Sprintf("chaos-%d", i))
 	}
-	end := time.Now().Add(duration)
+	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for i := range chaosClients {
 		u := r.newUser(i)
 		wg.Add(1)
-		go func() { defer wg.Done(); u.run(end) }()
+		go func() { defer wg.Done(); u.run(stop) }()
 	}
-	r.injectFaults(end)
+	// The users go on until the schedule ends: it finishes its last round
+	// of faults past the duration, and they should meet every one.
+	r.injectFaults(time.Now().Add(duration))
+	close(stop)
 	wg.Wait()
 	r.settle()
 	defer r.closeUsers()
@@ -150,7 +172,9 @@ func TestChaos(t *testing.T) {
 	reached := r.converge(time.Minute)
 	stored := r.drain(time.Minute)
 	events := r.rec.Events()
-	vs := chaos.Check(events, stored, reached)
+	floors := chaosFloors
+	floors.Faults = r.kinds()
+	vs := chaos.Check(events, stored, reached, chaos.Options{RecoveryLimit: chaosRecoveryLimit, Floors: floors})
 	r.report(events, stored, vs)
 }
 
@@ -267,7 +291,11 @@ func (u *chaosUser) read(cl *client.Client) {
 			var join *client.JoinError
 			switch {
 			case errors.As(err, &gap):
-				u.r.rec.Record(chaos.Event{Client: u.i, Kind: chaos.Gap, Room: gap.Room, From: gap.From, To: gap.To})
+				var why string // the history API's failure, if it is why
+				if gap.Err != nil {
+					why = gap.Err.Error()
+				}
+				u.r.rec.Record(chaos.Event{Client: u.i, Kind: chaos.Gap, Room: gap.Room, From: gap.From, To: gap.To, Text: why})
 				u.saw(gap.Room, gap.To)
 				u.count("gap")
 			case errors.As(err, &join):
@@ -300,14 +328,18 @@ func (u *chaosUser) client() *client.Client {
 	return u.cl
 }
 
-// run performs random operations until end.
-func (u *chaosUser) run(end time.Time) {
+// run performs random operations until stop is closed.
+func (u *chaosUser) run(stop <-chan struct{}) {
 	if err := u.dial(); err != nil {
 		u.r.t.Errorf("user %d: %v", u.i, err)
 		return
 	}
-	for time.Now().Before(end) {
-		time.Sleep(time.Duration(50+u.rng.IntN(250)) * time.Millisecond)
+	for {
+		select {
+		case <-stop:
+			return
+		case <-time.After(time.Duration(50+u.rng.IntN(250)) * time.Millisecond):
+		}
 		u.mu.Lock()
 		var in, out []string
 		for _, room := range u.r.rooms {
@@ -433,37 +465,71 @@ func (u *chaosUser) send(room string) {
 	u.r.count(u.r.ops, "send given up")
 }
 
-// injectFaults runs the seeded schedule until end, then restores whatever
-// is still down.
+// The kinds of fault the schedule injects. The composite ones overlap two
+// faults, so that the recovery paths meet each other: a failover, a kill
+// or a wipe while Postgres is down (the persist backlog, and a counter
+// reseed that cannot read Postgres), a kill while the clients of another
+// killed instance reconnect and resume.
+const (
+	faultKill         = "kill instance"
+	faultRestartRedis = "restart redis"
+	faultRedisNoData  = "restart redis without data"
+	faultStopPostgres = "stop postgres"
+	faultFailover     = "failover redis"
+	faultWipe         = "wipe redis primary"
+	faultEvict        = "evict redis keys"
+	faultKillStorm    = "kill instance during a reconnect storm"
+	whilePostgresDown = " while postgres is down"
+)
+
+// kinds are the faults of this run's schedule, each of which must take
+// effect at least once.
+func (r *chaosRun) kinds() []string {
+	kinds := []string{faultKill, faultRestartRedis, faultRedisNoData, faultStopPostgres, faultWipe, faultEvict,
+		faultKillStorm, faultKill + whilePostgresDown, faultWipe + whilePostgresDown}
+	if r.sentinel {
+		kinds = append(kinds, faultFailover, faultFailover+whilePostgresDown)
+	}
+	return kinds
+}
+
+// injectFaults runs the seeded schedule in rounds of every kind, in a
+// seeded order, until end; the round under way is finished, so that even a
+// short run injects each kind. A fault that did not take effect (a
+// failover refused, no key evicted) goes to the end of the round, twice at
+// most; after its undo each fault that did is recorded with its kind.
 func (r *chaosRun) injectFaults(end time.Time) {
 	rng := rand.New(rand.NewPCG(r.seed, 0))
-	kinds := []string{"kill instance", "restart redis", "restart redis without data", "stop postgres"}
-	if r.sentinel {
-		kinds = append(kinds, "failover redis")
-	}
+	kinds := r.kinds()
 	time.Sleep(3 * time.Second) // traffic before the first fault
-	// Rounds of every kind in a seeded order: even a short run injects each.
-	var round []int
-	for time.Now().Before(end) {
+	tries := map[string]int{}
+	var round []string
+	for len(round) > 0 || time.Now().Before(end) {
 		if len(round) == 0 {
-			round = rng.Perm(len(kinds))
+			for _, i := range rng.Perm(len(kinds)) {
+				round = append(round, kinds[i])
+			}
 		}
-		kind := kinds[round[0]]
+		kind := round[0]
 		round = round[1:]
 		outage := time.Duration(500+rng.IntN(3000)) * time.Millisecond
 		err := r.fault(kind, rng, outage)
-		var refused *failoverRefused
+		var none *noEffect
 		switch {
-		case errors.As(err, &refused):
-			report.Logf(r.t, "chaos: %v", err)
-			r.count(r.faults, kind+" refused by the sentinels")
+		case errors.As(err, &none):
+			report.Logf(r.t, "chaos: %s: %v", kind, err)
+			r.count(r.faults, kind+" without effect")
+			if tries[kind]++; tries[kind] < 3 {
+				round = append(round, kind)
+			}
 		case err != nil:
 			r.t.Errorf("fault %q: %v", kind, err)
 			return
 		default:
+			r.rec.Record(chaos.Event{Client: -1, Kind: chaos.Fault, Code: kind, Text: "took effect: " + kind})
 			r.count(r.faults, kind)
 		}
-		time.Sleep(time.Duration(1000+rng.IntN(4000)) * time.Millisecond)
+		time.Sleep(time.Duration(500+rng.IntN(1500)) * time.Millisecond)
 	}
 }
 
@@ -475,8 +541,22 @@ func (r *chaosRun) fault(kind string, rng *rand.Rand, outage time.Duration) erro
 	note := func(format string, args ...any) {
 		r.rec.Record(chaos.Event{Client: -1, Kind: chaos.Fault, Text: fmt.Sprintf(format, args...)})
 	}
+	if inner, ok := strings.CutSuffix(kind, whilePostgresDown); ok {
+		note("stop Postgres (then %s)", inner)
+		if err := r.l.StopPostgres(ctx); err != nil {
+			return err
+		}
+		time.Sleep(outage / 2)
+		err := r.fault(inner, rng, outage/2)
+		time.Sleep(outage / 2)
+		if err := r.l.StartPostgres(ctx); err != nil {
+			return err
+		}
+		note("Postgres started again")
+		return err
+	}
 	switch kind {
-	case "kill instance":
+	case faultKill:
 		id := r.l.Chats[rng.IntN(len(r.l.Chats))].ID
 		note("SIGKILL %s", id)
 		if err := r.l.Kill(ctx, id); err != nil {
@@ -485,15 +565,49 @@ func (r *chaosRun) fault(kind string, rng *rand.Rand, outage time.Duration) erro
 		time.Sleep(outage)
 		defer note("%s started again", id)
 		return r.l.Start(ctx, id)
-	case "restart redis", "restart redis without data":
+	case faultKillStorm:
+		// The first instance's clients reconnect through the others and
+		// resume every room: the second dies while they do.
+		i := rng.IntN(len(r.l.Chats))
+		first, second := r.l.Chats[i].ID, r.l.Chats[(i+1+rng.IntN(len(r.l.Chats)-1))%len(r.l.Chats)].ID
+		note("SIGKILL %s", first)
+		if err := r.l.Kill(ctx, first); err != nil {
+			return err
+		}
+		time.Sleep(time.Duration(100+rng.IntN(400)) * time.Millisecond)
+		note("SIGKILL %s while the clients of %s reconnect", second, first)
+		if err := r.l.Kill(ctx, second); err != nil {
+			return err
+		}
+		time.Sleep(outage)
+		for _, id := range []string{first, second} {
+			if err := r.l.Start(ctx, id); err != nil {
+				return err
+			}
+			note("%s started again", id)
+		}
+		return nil
+	case faultRestartRedis, faultRedisNoData:
 		primary, err := r.l.Primary(ctx)
 		if err != nil {
 			return err
 		}
 		note("%s: the primary %s", kind, primary.Name)
 		defer note("%s back", primary.Name)
-		return r.l.RestartRedis(ctx, primary, kind == "restart redis")
-	case "failover redis":
+		return r.l.RestartRedis(ctx, primary, kind == faultRestartRedis)
+	case faultWipe:
+		// Unlike a restart without data, no failover saves the data: the
+		// empty node stays primary and its replica resyncs to nothing.
+		note("SIGKILL the Redis primary, wipe it, start it again with failovers held")
+		node, err := r.l.WipePrimary(ctx)
+		if err != nil {
+			return err
+		}
+		note("%s back empty as the primary; its replica resynced from it", node.Name)
+		return nil
+	case faultEvict:
+		return r.evict(ctx, note, outage)
+	case faultFailover:
 		note("SENTINEL FAILOVER")
 		// A replica still syncing after a restart is no candidate: the
 		// sentinels refuse, or promote nothing within the wait.
@@ -501,11 +615,11 @@ func (r *chaosRun) fault(kind string, rng *rand.Rand, outage time.Duration) erro
 		defer cancel()
 		if err := r.l.Failover(ctx); err != nil {
 			note("failover refused: %v", err)
-			return &failoverRefused{err}
+			return &noEffect{err}
 		}
 		note("failover done")
 		return nil
-	case "stop postgres":
+	case faultStopPostgres:
 		note("stop Postgres")
 		if err := r.l.StopPostgres(ctx); err != nil {
 			return err
@@ -517,10 +631,68 @@ func (r *chaosRun) fault(kind string, rng *rand.Rand, outage time.Duration) erro
 	return fmt.Errorf("unknown fault %q", kind)
 }
 
-// failoverRefused: the sentinels would not fail over (no replica in sync).
-type failoverRefused struct{ err error }
+// evict misconfigures the primary for outage: maxmemory-policy
+// volatile-lru with maxmemory just above what it uses, so that keys with a
+// TTL (the rooms') are evicted as writes come in; then noeviction and no
+// limit again. If nothing was evicted by half the outage, the limit drops
+// below what is used, which evicts at the next write.
+func (r *chaosRun) evict(ctx context.Context, note func(string, ...any), outage time.Duration) error {
+	node, err := r.l.Primary(ctx)
+	if err != nil {
+		return err
+	}
+	evicted := func() int64 {
+		info, err := node.Info(ctx, "stats")
+		if err != nil {
+			return 0
+		}
+		n, _ := strconv.ParseInt(info["evicted_keys"], 10, 64)
+		return n
+	}
+	used := func() (int64, error) {
+		info, err := node.Info(ctx, "memory")
+		if err != nil {
+			return 0, err
+		}
+		return strconv.ParseInt(info["used_memory"], 10, 64)
+	}
+	before := evicted()
+	n, err := used()
+	if err != nil {
+		return err
+	}
+	note("%s: maxmemory-policy volatile-lru, maxmemory %d (used %d)", node.Name, n+16<<10, n)
+	if err := node.SetMaxmemory(ctx, n+16<<10, "volatile-lru"); err != nil {
+		return err
+	}
+	began := time.Now()
+	for tightened := false; time.Since(began) < outage; time.Sleep(100 * time.Millisecond) {
+		if !tightened && time.Since(began) > outage/2 && evicted() == before {
+			if n, err := used(); err == nil {
+				note("%s: nothing evicted yet: maxmemory %d", node.Name, n*15/16)
+				if err := node.SetMaxmemory(ctx, n*15/16, "volatile-lru"); err != nil {
+					note("%v", err) // the first limit holds; noeviction comes back below
+				}
+			}
+			tightened = true
+		}
+	}
+	if err := node.SetMaxmemory(ctx, 0, "noeviction"); err != nil {
+		return err
+	}
+	n = evicted() - before
+	note("%s: noeviction, maxmemory 0 again; %d keys evicted", node.Name, n)
+	if n == 0 {
+		return &noEffect{errors.New("no key evicted")}
+	}
+	return nil
+}
 
-func (e *failoverRefused) Error() string { return "failover refused: " + e.err.Error() }
+// noEffect: the fault did not take effect (the sentinels refused the
+// failover, no key was evicted); it does not count.
+type noEffect struct{ err error }
+
+func (e *noEffect) Error() string { return "no effect: " + e.err.Error() }
 
 // settle waits until every instance is ready again after the last fault.
 func (r *chaosRun) settle() {
@@ -676,6 +848,15 @@ func (r *chaosRun) report(events []chaos.Event, stored []chaos.Stored, vs []chao
 	if err := os.WriteFile(path, []byte(all.String()), 0o644); err != nil {
 		path = "(not written: " + err.Error() + ")"
 	}
-	r.t.Errorf("chaos: seed %d broke the guarantees (rerun: make chaos SEED=%d); %d violations: %s\nfull history: %s\n%s",
-		r.seed, r.seed, len(vs), chaos.Summary(vs), path, chaos.Explain(vs, events, 3, 4))
+	// Every violation, one a line: the report below shows a few of each.
+	list := strings.TrimSuffix(path, ".history") + ".violations"
+	var lines strings.Builder
+	for _, v := range vs {
+		fmt.Fprintf(&lines, "%s: %s; events %v\n", v.Invariant, v.Detail, v.Events)
+	}
+	if err := os.WriteFile(list, []byte(lines.String()), 0o644); err != nil {
+		list = "(not written: " + err.Error() + ")"
+	}
+	r.t.Errorf("chaos: seed %d broke the guarantees (rerun: make chaos SEED=%d); %d violations: %s\nfull history: %s\nevery violation: %s\n%s",
+		r.seed, r.seed, len(vs), chaos.Summary(vs), path, list, chaos.Explain(vs, events, 3, 4))
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
 )
 
 // Redis is a redis-server process with its data in its own directory.
@@ -104,6 +105,41 @@ func (r *Redis) Wipe() error {
 	}
 	if err := os.RemoveAll(filepath.Join(r.dir, r.name)); err != nil {
 		return fmt.Errorf("wipe %s: %w", r.name, err)
+	}
+	return nil
+}
+
+// Info is one INFO section as key → value.
+func (r *Redis) Info(ctx context.Context, section string) (map[string]string, error) {
+	c := redis.NewClient(&redis.Options{Addr: r.Addr(), MaxRetries: -1})
+	defer c.Close()
+	text, err := c.Info(ctx, section).Result()
+	if err != nil {
+		return nil, fmt.Errorf("%s: info %s: %w", r.name, section, err)
+	}
+	info := map[string]string{}
+	for _, line := range strings.Split(text, "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
+			info[k] = v
+		}
+	}
+	return info, nil
+}
+
+// SetMaxmemory sets maxmemory (bytes, 0: none) and maxmemory-policy, in the
+// order that never refuses writes on the way: a limit below what is used
+// under noeviction would fail every write.
+func (r *Redis) SetMaxmemory(ctx context.Context, bytes int64, policy string) error {
+	c := redis.NewClient(&redis.Options{Addr: r.Addr(), MaxRetries: -1})
+	defer c.Close()
+	set := [][2]string{{"maxmemory-policy", policy}, {"maxmemory", strconv.FormatInt(bytes, 10)}}
+	if policy == "noeviction" {
+		set[0], set[1] = set[1], set[0]
+	}
+	for _, kv := range set {
+		if err := c.ConfigSet(ctx, kv[0], kv[1]).Err(); err != nil {
+			return fmt.Errorf("%s: config set %s %s: %w", r.name, kv[0], kv[1], err)
+		}
 	}
 	return nil
 }

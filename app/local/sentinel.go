@@ -2,6 +2,7 @@ package local
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -220,4 +221,86 @@ func (t *Topology) RestartRedis(ctx context.Context, node *Redis, keepData bool)
 		}
 	}
 	return node.Start(ctx)
+}
+
+// HoldFailovers raises (hold) or restores the sentinels' down-after on the
+// primary: held, they take an hour of silence for an outage, so a primary
+// restarted meanwhile comes back as the primary.
+func (t *Topology) HoldFailovers(ctx context.Context, hold bool) error {
+	after := "1000" // as startSentinel configures it
+	if hold {
+		after = "3600000"
+	}
+	for _, s := range t.Sentinels {
+		c := redis.NewSentinelClient(&redis.Options{Addr: s.Addr()})
+		err := c.Set(ctx, MasterName, "down-after-milliseconds", after).Err()
+		c.Close()
+		if err != nil {
+			return fmt.Errorf("%s: sentinel set down-after-milliseconds %s: %w", s.Name, after, err)
+		}
+	}
+	return nil
+}
+
+// WipePrimary kills the primary, deletes its data and starts it again as
+// the primary, empty, with failovers held meanwhile: its replica then
+// resyncs from it and loses everything too, which is the data loss
+// RestartRedis avoids on purpose. It returns the node once the replica
+// (with sentinels) has synced from it.
+func (t *Topology) WipePrimary(ctx context.Context) (node *Redis, err error) {
+	node, err = t.Primary(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(t.Sentinels) > 0 {
+		if err := t.HoldFailovers(ctx, true); err != nil {
+			return node, err
+		}
+		// Held for good, the sentinels would never fail over again.
+		defer func() { err = errors.Join(err, t.HoldFailovers(context.WithoutCancel(ctx), false)) }()
+	}
+	node.Kill()
+	if err := node.Wipe(); err != nil {
+		return node, err
+	}
+	node.replicaOf = "" // it may have been a replica before a failover
+	if err := node.Start(ctx); err != nil {
+		return node, err
+	}
+	if len(t.Sentinels) == 0 {
+		return node, nil
+	}
+	replica := t.Replica
+	if node == t.Replica {
+		replica = t.Redis
+	}
+	for {
+		err := synced(ctx, node, replica)
+		if err == nil {
+			return node, nil
+		}
+		select {
+		case <-ctx.Done():
+			return node, fmt.Errorf("wipe %s: %s not resynced: %w (last: %v)", node.Name, replica.Name, ctx.Err(), err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// synced reports whether replica replicates primary's current history (the
+// same replication id, link up): after a full sync from a wiped primary.
+func synced(ctx context.Context, primary, replica *Redis) error {
+	p, err := primary.Info(ctx, "replication")
+	if err != nil {
+		return err
+	}
+	r, err := replica.Info(ctx, "replication")
+	if err != nil {
+		return err
+	}
+	if r["role"] != "slave" || r["master_port"] != itoa(primary.Port) || r["master_link_status"] != "up" || r["master_replid"] != p["master_replid"] {
+		return fmt.Errorf("%s: role %s of port %s, link %s, replid %s (primary's %s)",
+			replica.Name, r["role"], r["master_port"], r["master_link_status"], r["master_replid"], p["master_replid"])
+	}
+	return nil
 }

@@ -2,6 +2,9 @@ package local
 
 import (
 	"context"
+	"fmt"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -88,5 +91,73 @@ func TestSentinelFailoverAndRedisRestarts(t *testing.T) {
 	}
 	if v := keyOn(top.Redis); v != "v" {
 		t.Fatalf("after the primary lost its data the new primary has k=%q, want v", v)
+	}
+}
+
+// The chaos test's data-loss faults do what they say: a primary wiped with
+// failovers held stays the primary and its replica resyncs to nothing; a
+// maxmemory just above what is used, with volatile-lru, evicts keys with a
+// TTL as writes come in, and the defaults restore the limit.
+func TestWipePrimaryAndEviction(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	top := &Topology{dir: dir}
+	defer top.Down()
+	var err error
+	if top.Redis, err = StartRedis(ctx, dir, portOr(0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := top.startSentinels(ctx, dir, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(&redis.Options{Addr: top.Redis.Addr()})
+	defer c.Close()
+	for i := range 200 {
+		if err := c.Set(ctx, fmt.Sprintf("k%d", i), strings.Repeat("v", 1000), time.Hour).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	info, err := top.Redis.Info(ctx, "memory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	used, _ := strconv.ParseInt(info["used_memory"], 10, 64)
+	if err := top.Redis.SetMaxmemory(ctx, used+50_000, "volatile-lru"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 200 {
+		if err := c.Set(ctx, fmt.Sprintf("n%d", i), strings.Repeat("v", 1000), time.Hour).Err(); err != nil {
+			t.Fatalf("a write under volatile-lru: %v", err)
+		}
+	}
+	stats, err := top.Redis.Info(ctx, "stats")
+	if err != nil || stats["evicted_keys"] == "0" {
+		t.Fatalf("evicted_keys %q, %v; want some", stats["evicted_keys"], err)
+	}
+	if err := top.Redis.SetMaxmemory(ctx, 0, "noeviction"); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.ConfigGet(ctx, "maxmemory*").Val(); got["maxmemory"] != "0" || got["maxmemory-policy"] != "noeviction" {
+		t.Fatalf("restored %v", got)
+	}
+
+	if n, err := c.Wait(ctx, 1, 5*time.Second).Result(); err != nil || n != 1 {
+		t.Fatalf("WAIT 1: %d, %v", n, err)
+	}
+	wiped, err := top.WipePrimary(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if primary, err := top.Primary(ctx); err != nil || wiped != top.Redis || primary != top.Redis {
+		t.Fatalf("after the wipe the primary is %v (%v), wiped %v; want the same node", primary, err, wiped)
+	}
+	for _, r := range []*Redis{top.Redis, top.Replica} {
+		if info, err := r.Info(ctx, "keyspace"); err != nil || len(info) != 0 {
+			t.Fatalf("%s after the wipe: keyspace %v, %v; want empty", r.Name, info, err)
+		}
+	}
+	if err := top.waitSentinels(ctx, top.Redis.Addr()); err != nil {
+		t.Fatal(err)
 	}
 }

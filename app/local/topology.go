@@ -30,6 +30,9 @@ type Options struct {
 	PrometheusPort int           // Prometheus scraping the instances
 	ScrapeInterval time.Duration // Prometheus scrape and rule interval (5s)
 	Env            []string      // settings for every instance (JWT_SECRET, ...)
+	// InstanceEnv adds settings to single instances, in ChatPorts' order,
+	// after Env (so they win): a topology can mix configurations.
+	InstanceEnv [][]string
 }
 
 // Topology is a running local target: NGINX (ip_hash) in front of the chat
@@ -80,9 +83,12 @@ func Up(ctx context.Context, opts Options) (t *Topology, err error) {
 		if i < len(opts.DebugPorts) {
 			debug = opts.DebugPorts[i]
 		}
+		env := append([]string{"REDIS_URL=" + t.RedisURL(), "DATABASE_URL=" + t.Postgres.URL()}, opts.Env...)
+		if i < len(opts.InstanceEnv) {
+			env = append(env, opts.InstanceEnv[i]...)
+		}
 		c, err := StartChat(ctx, ChatConfig{
-			Bin: opts.Bin, Dir: opts.Dir, ID: fmt.Sprintf("chat-%d", i+1), Port: portOr(port), DebugPort: debug,
-			Env: append([]string{"REDIS_URL=" + t.RedisURL(), "DATABASE_URL=" + t.Postgres.URL()}, opts.Env...),
+			Bin: opts.Bin, Dir: opts.Dir, ID: fmt.Sprintf("chat-%d", i+1), Port: portOr(port), DebugPort: debug, Env: env,
 		})
 		if err != nil {
 			return t, err

@@ -21,10 +21,21 @@ const (
 	RetriedStoredOnce = "retried-stored-once"
 	// A member connected at the end reaches the room's newest acked seq.
 	Converged = "converged"
+	// A gap announced to a member (on the wire) or reported to a user
+	// names no message Postgres holds at the end, unless the message is
+	// older than the newest RecoveryLimit messages of the room when the
+	// gap came: the oldest part of a catch-up longer than the limit.
+	GapCoversStored = "gap-covers-stored"
+	// What a user is handed came from the wire: each message was delivered
+	// to its client, or fetched for a gap announced to it, and each gap
+	// reported lies within gaps announced to it.
+	UserFromWire = "user-from-wire"
+	// The run did the minimum work (Floors) that makes passing mean something.
+	Vacuous = "vacuous"
 )
 
 // Invariants lists them in the order reports use.
-var Invariants = []string{AckedStoredOnce, StrictlyIncreasing, NoSilentHole, OneMessagePerSeq, RetriedStoredOnce, Converged}
+var Invariants = []string{AckedStoredOnce, StrictlyIncreasing, NoSilentHole, OneMessagePerSeq, RetriedStoredOnce, Converged, GapCoversStored, UserFromWire, Vacuous}
 
 // Violation is one broken invariant with the events that show it.
 type Violation struct {
@@ -41,14 +52,37 @@ type Reached struct {
 	Seq    int64
 }
 
+// Options are what Check needs besides the history.
+type Options struct {
+	// RecoveryLimit is the server's RECOVERY_LIMIT: only a message older
+	// than a room's newest RecoveryLimit messages may be announced as a gap
+	// while Postgres holds it. 0: never.
+	RecoveryLimit int64
+	// Floors is the least work a run must show (zero: none required).
+	Floors Floors
+}
+
+// Floors are the minimum a run must have done for its pass to mean
+// anything: without acks nothing is promised, without faults nothing is
+// tested. Gaps are not required: a server that never needs one is fine.
+type Floors struct {
+	Acks           int      // acks received
+	WireDeliveries int      // messages delivered on the wire
+	Resumes        int      // joins with since written on the wire
+	Faults         []string // kinds of fault each injected successfully at least once
+}
+
 // Check proves the invariants over a recorded history, the rows Postgres
 // holds at the end and where the members still connected got to.
-func Check(events []Event, stored []Stored, reached []Reached) []Violation {
+func Check(events []Event, stored []Stored, reached []Reached, o Options) []Violation {
 	var vs []Violation
 	vs = append(vs, checkStreams(events)...)
 	vs = append(vs, checkIdentity(events, stored)...)
 	vs = append(vs, checkStored(events, stored)...)
 	vs = append(vs, checkConverged(events, reached)...)
+	vs = append(vs, checkGaps(events, stored, o.RecoveryLimit)...)
+	vs = append(vs, checkUserFromWire(events)...)
+	vs = append(vs, checkFloors(events, o.Floors)...)
 	return vs
 }
 
@@ -68,29 +102,43 @@ type stream struct {
 	since   *int64 // the since of the join being answered
 	gaps    []span
 	gapEvs  []int
-	started bool // the user's view begins at its first message
+	started bool // the user's view has had its first message (the wire: always)
 }
 
-func (s *stream) covered(from, to int64) bool {
+func (s *stream) covered(from, to int64) bool { return within(s.gaps, from, to) }
+
+// within reports whether the spans cover from..to.
+func within(spans []span, from, to int64) bool {
 	next := from
 	for next <= to {
-		i := slices.IndexFunc(s.gaps, func(g span) bool { return g.from <= next && next <= g.to })
+		i := slices.IndexFunc(spans, func(g span) bool { return g.from <= next && next <= g.to })
 		if i < 0 {
 			return false
 		}
-		next = s.gaps[i].to + 1
+		next = spans[i].to + 1
 	}
 	return true
 }
 
 // checkStreams proves StrictlyIncreasing and NoSilentHole on every
-// membership of every connection, and on each user's view of each room. On
-// the wire a hole must be announced before the message after it; a user
-// gets messages and gaps on two channels, whose relative order the
-// recording cannot keep, so there a gap reported at any time covers.
+// membership of every connection, and on each user's view of each room.
+//
+// The wire is held strictly: a membership starts at its since (or at the
+// joined seq without one), a hole must be announced before the message
+// after it, and an announced gap moves the stream past its range (the
+// server sends it in its place in the order, so a message inside it
+// afterwards goes back).
+//
+// A user gets messages and gaps on two channels, whose relative order the
+// recording cannot keep, so there a gap reported at any time covers. Its
+// view is one stream per room for the whole run (the harness resumes a
+// room from the user's last seq), which starts where the client's latest
+// join before its first message stood: it may not silently miss the
+// start either. checkUserFromWire ties what it holds to the wire.
 func checkStreams(events []Event) []Violation {
 	var vs []Violation
 	streams := map[streamKey]*stream{}
+	joinedAt := map[streamKey]int64{} // (client, 0, room) → the position of its latest join on the wire
 	reported := map[streamKey][]span{}
 	for _, e := range events {
 		if e.Kind == Gap && e.Conn == 0 {
@@ -130,6 +178,7 @@ func checkStreams(events []Event) []Violation {
 			if since != nil {
 				s.prev = *since
 			}
+			joinedAt[streamKey{e.Client, 0, e.Room}] = s.prev
 		case Leaving:
 			if e.Conn > 0 {
 				s.active = false
@@ -138,12 +187,23 @@ func checkStreams(events []Event) []Violation {
 			if s.active && e.Conn > 0 {
 				s.gaps = append(s.gaps, span{e.From, e.To})
 				s.gapEvs = append(s.gapEvs, e.Index)
+				if e.To > s.prev {
+					s.prev, s.prevEv = e.To, e.Index
+				}
 			}
 		case Delivered:
 			if !s.active {
 				continue // after a leave: no promise
 			}
 			if !s.started {
+				// The user's first message: after the latest join's position,
+				// or after a gap it was told of. One from an older
+				// membership, recorded late, is below it and passes.
+				at, ok := joinedAt[k]
+				if ok && e.Seq > at+1 && !s.covered(at+1, e.Seq-1) {
+					vs = append(vs, Violation{NoSilentHole,
+						fmt.Sprintf("%s: first message %d, the client joined at %d; reported gaps %v", who(e), e.Seq, at, s.gaps), []int{e.Index}})
+				}
 				s.started, s.prev, s.prevEv = true, e.Seq, e.Index
 				continue
 			}
@@ -306,6 +366,138 @@ func checkConverged(events []Event, reached []Reached) []Violation {
 		}
 	}
 	return vs
+}
+
+// checkGaps proves GapCoversStored over every gap with a range, on the
+// wire and to users. The stated exception is a catch-up longer than the
+// recovery limit, whose oldest part is announced: a stored row is excused
+// when at least limit stored rows of its room are newer than it and no
+// newer than the newest seq observed in the room (acked, delivered or
+// joined at) before the gap. The server's catch-up may reach further than
+// anything observed yet, so this can refuse a gap the server thought
+// legitimate; it is strict on purpose: the guarantee speaks of messages,
+// and only what was observed is known to have been one by then.
+// ("Data lost with every replica" excuses only rows that are not stored.)
+func checkGaps(events []Event, stored []Stored, limit int64) []Violation {
+	rows := map[string][]int64{} // room → its stored seqs, ascending
+	for _, r := range stored {
+		rows[r.Room] = append(rows[r.Room], r.Seq)
+	}
+	for room, seqs := range rows {
+		slices.Sort(seqs)
+		rows[room] = slices.Compact(seqs) // a seq stored twice is another invariant's business
+	}
+	newest := map[string]int64{}
+	var vs []Violation
+	for _, e := range events {
+		switch e.Kind {
+		case Acked, Delivered, Joined:
+			newest[e.Room] = max(newest[e.Room], e.Seq)
+		case Gap:
+			if e.To == 0 {
+				continue
+			}
+			seqs := rows[e.Room]
+			lo, _ := slices.BinarySearch(seqs, e.From)
+			hi, _ := slices.BinarySearch(seqs, e.To+1)
+			top, _ := slices.BinarySearch(seqs, newest[e.Room]+1)
+			// seqs[i] has top-1-i rows above it up to the newest: excused
+			// when that is at least limit.
+			if limit > 0 {
+				lo = max(lo, top-int(limit))
+			}
+			if lo >= hi {
+				continue
+			}
+			vs = append(vs, Violation{GapCoversStored,
+				fmt.Sprintf("%s: gap %d..%d covers %d stored rows (%s), %d stored rows up to the newest seq seen then (%d), recovery limit %d",
+					who(e), e.From, e.To, hi-lo, seqRange(seqs[lo:hi]), top, newest[e.Room], limit), []int{e.Index}})
+		}
+	}
+	return vs
+}
+
+// seqRange shows ascending seqs briefly.
+func seqRange(seqs []int64) string {
+	if len(seqs) == 1 {
+		return fmt.Sprintf("seq %d", seqs[0])
+	}
+	return fmt.Sprintf("seqs %d..%d", seqs[0], seqs[len(seqs)-1])
+}
+
+// checkUserFromWire proves UserFromWire: the client library hands its
+// user a message only if its connections delivered it, or fetched it for
+// a gap announced to them (FillGaps), and reports a gap only within gaps
+// announced to them. Otherwise the user's view, which checkStreams holds
+// to order, could look right while saying something the server never did.
+func checkUserFromWire(events []Event) []Violation {
+	type key struct {
+		client int
+		room   string
+	}
+	delivered := map[key]map[int64]bool{}
+	gaps := map[key][]span{}
+	var vs []Violation
+	for _, e := range events {
+		k := key{e.Client, e.Room}
+		switch {
+		case e.Kind == Delivered && e.Conn > 0:
+			if delivered[k] == nil {
+				delivered[k] = map[int64]bool{}
+			}
+			delivered[k][e.Seq] = true
+		case e.Kind == Gap && e.Conn > 0 && e.To > 0:
+			gaps[k] = append(gaps[k], span{e.From, e.To})
+		case e.Kind == Delivered && e.Conn == 0:
+			if !delivered[k][e.Seq] && !within(gaps[k], e.Seq, e.Seq) {
+				vs = append(vs, Violation{UserFromWire,
+					fmt.Sprintf("%s: handed seq %d, which no connection delivered or was told is a gap", who(e), e.Seq), []int{e.Index}})
+			}
+		case e.Kind == Gap && e.Conn == 0 && e.To > 0:
+			if !within(gaps[k], e.From, e.To) {
+				vs = append(vs, Violation{UserFromWire,
+					fmt.Sprintf("%s: told of gap %d..%d; its connections were told of %v", who(e), e.From, e.To, gaps[k]), []int{e.Index}})
+			}
+		}
+	}
+	return vs
+}
+
+// checkFloors fails a run as Vacuous below any of the floors. A fault
+// counts once an event of its kind records that it took effect (Code).
+func checkFloors(events []Event, f Floors) []Violation {
+	var acks, wire, resumes int
+	done := map[string]bool{}
+	for _, e := range events {
+		switch {
+		case e.Kind == Acked:
+			acks++
+		case e.Kind == Delivered && e.Conn > 0:
+			wire++
+		case e.Kind == Joining && e.Conn > 0 && e.HasSince:
+			resumes++
+		case e.Kind == Fault && e.Code != "":
+			done[e.Code] = true
+		}
+	}
+	var missing []string
+	for _, c := range []struct {
+		what      string
+		got, want int
+	}{{"acks", acks, f.Acks}, {"wire deliveries", wire, f.WireDeliveries}, {"resumes", resumes, f.Resumes}} {
+		if c.got < c.want {
+			missing = append(missing, fmt.Sprintf("%d %s, want %d", c.got, c.what, c.want))
+		}
+	}
+	for _, kind := range f.Faults {
+		if !done[kind] {
+			missing = append(missing, "no "+kind+" took effect")
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return []Violation{{Vacuous, "too little happened to prove anything: " + strings.Join(missing, "; "), nil}}
 }
 
 // Summary counts violations by invariant, every invariant listed.

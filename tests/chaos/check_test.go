@@ -40,7 +40,28 @@ func refused(msg, code string) Event {
 	return Event{Client: 2, Conn: 1, Kind: Refused, Room: "r", User: "u", ID: msg, Code: code}
 }
 func row(seq int64, msg string) Stored { return Stored{Room: "r", Seq: seq, User: "u", ID: msg} }
-func id(seq int64) string              { return "m" + string(rune('0'+seq%10)) + string(rune('a'+seq/10)) }
+
+// rows are the stored rows of seqs from..to, as wire and user deliver them.
+func rows(from, to int64) []Stored {
+	var rs []Stored
+	for seq := from; seq <= to; seq++ {
+		rs = append(rs, row(seq, id(seq)))
+	}
+	return rs
+}
+
+// fault is a fault event; kind, if set, records that it took effect.
+func fault(text, kind string) Event { return Event{Client: -1, Kind: Fault, Text: text, Code: kind} }
+
+// enough is a run that meets the floors of Floors below.
+var enough = []Event{
+	sent(id(1)), acked(id(1), 1), joining(0), joined(1), wire(1),
+	fault("SIGKILL chat-1", "kill instance"), fault("failover done", "failover redis"),
+}
+
+var floors = Floors{Acks: 1, WireDeliveries: 1, Resumes: 1, Faults: []string{"kill instance", "failover redis"}}
+
+func id(seq int64) string { return "m" + string(rune('0'+seq%10)) + string(rune('a'+seq/10)) }
 
 func TestCheckCatchesEachKindOfViolation(t *testing.T) {
 	for _, tc := range []struct {
@@ -48,6 +69,7 @@ func TestCheckCatchesEachKindOfViolation(t *testing.T) {
 		events  []Event
 		stored  []Stored
 		reached []Reached
+		opts    Options
 		want    []string // invariants violated, in order; none for a clean history
 	}{
 		{
@@ -97,12 +119,97 @@ func TestCheckCatchesEachKindOfViolation(t *testing.T) {
 		},
 		{
 			name:   "a gap reported to the user after the message that follows it",
-			events: h(user(1), user(2), user(5), gap(0, 3, 4)),
+			events: h(joining(0), joined(5), wire(1), wire(2), gap(1, 3, 4), wire(5), user(1), user(2), user(5), gap(0, 3, 4)),
 		},
 		{
-			name:   "a hole in the user's view the client did not report",
-			events: h(user(1), user(2), user(5), gap(0, 3, 3), Event{Client: 1, Kind: Gap, Room: "other", From: 4, To: 4}),
+			name: "a hole in the user's view the client did not report",
+			events: h(joining(0), joined(5), wire(1), wire(2), gap(1, 3, 4), wire(5), Event{Client: 1, Conn: 1, Kind: Gap, Room: "other", From: 4, To: 4},
+				user(1), user(2), user(5), gap(0, 3, 3), Event{Client: 1, Kind: Gap, Room: "other", From: 4, To: 4}),
+			want: []string{NoSilentHole},
+		},
+		{
+			name:   "a message inside a gap announced before it on the wire",
+			events: h(joining(0), joined(5), gap(1, 1, 3), wire(2), wire(4)),
+			want:   []string{StrictlyIncreasing},
+		},
+		{
+			name:   "the user's view silently misses the start of its membership",
+			events: h(joinFresh(), joined(3), wire(4), wire(5), user(5)),
 			want:   []string{NoSilentHole},
+		},
+		{
+			name:   "the user handed a message no connection delivered",
+			events: h(joinFresh(), joined(3), wire(4), user(4), user(5)),
+			want:   []string{UserFromWire},
+		},
+		{
+			name:   "the user told of a gap for a message the wire delivered",
+			events: h(joinFresh(), joined(3), wire(4), wire(5), user(4), gap(0, 5, 5)),
+			want:   []string{UserFromWire},
+		},
+		{
+			name:   "a wire gap filled from the history API",
+			events: h(joining(0), joined(4), gap(1, 1, 3), wire(4), user(1), user(2), user(3), user(4)),
+		},
+		{
+			name:   "recovery announces a gap instead of reading a Postgres page",
+			events: h(joining(0), joined(6), gap(1, 1, 3), wire(4), wire(5), wire(6), gap(0, 1, 3), user(4), user(5), user(6)),
+			stored: rows(1, 6),
+			opts:   Options{RecoveryLimit: 10_000},
+			want:   []string{GapCoversStored, GapCoversStored},
+		},
+		{
+			name:   "the oldest part of a catch-up longer than the recovery limit",
+			events: h(joining(0), joined(6), gap(1, 1, 3), wire(4), wire(5), wire(6)),
+			stored: rows(1, 6),
+			opts:   Options{RecoveryLimit: 3},
+		},
+		{
+			name:   "a gap past the oldest part of a catch-up longer than the recovery limit",
+			events: h(joining(0), joined(6), gap(1, 1, 4), wire(5), wire(6)),
+			stored: rows(1, 6),
+			opts:   Options{RecoveryLimit: 3},
+			want:   []string{GapCoversStored},
+		},
+		{
+			name: "a seq reused after eviction",
+			events: h(sent("a"), acked("a", 5), fault("maxmemory-policy volatile-lru", "evict redis keys"), sent("b"), acked("b", 5),
+				Event{Client: 3, Conn: 1, Kind: Delivered, Room: "r", Seq: 5, User: "u", ID: "b"}),
+			stored: []Stored{row(5, "a")},
+			want:   []string{OneMessagePerSeq, AckedStoredOnce},
+		},
+		{
+			name: "a resume after a Postgres outage told a gap for the persist backlog",
+			events: h(sent(id(5)), fault("stop Postgres", ""), acked(id(5), 5), sent(id(6)), acked(id(6), 6), fault("Postgres started again", "stop postgres"),
+				joining(4), joined(6), gap(1, 5, 6)),
+			stored: rows(1, 6),
+			opts:   Options{RecoveryLimit: 10_000},
+			want:   []string{GapCoversStored},
+		},
+		{
+			name: "an empty run",
+			opts: Options{Floors: floors},
+			want: []string{Vacuous},
+		},
+		{
+			name:   "a run without faults",
+			events: h(enough[:5]...),
+			stored: rows(1, 1),
+			opts:   Options{Floors: floors},
+			want:   []string{Vacuous},
+		},
+		{
+			name:   "a run whose failover was refused",
+			events: h(append(enough[:6:6], fault("SENTINEL FAILOVER", ""), fault("failover refused: NOGOODSLAVE", ""))...),
+			stored: rows(1, 1),
+			opts:   Options{Floors: floors},
+			want:   []string{Vacuous},
+		},
+		{
+			name:   "a run that meets the floors",
+			events: h(append([]Event(nil), enough...)...),
+			stored: rows(1, 1),
+			opts:   Options{Floors: floors},
 		},
 		{
 			name:   "after a leave nothing is promised",
@@ -160,7 +267,7 @@ func TestCheckCatchesEachKindOfViolation(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			vs := Check(tc.events, tc.stored, tc.reached)
+			vs := Check(tc.events, tc.stored, tc.reached, tc.opts)
 			var got []string
 			for _, v := range vs {
 				got = append(got, v.Invariant)
@@ -183,7 +290,7 @@ func TestExplainShowsTheEventsAroundAViolation(t *testing.T) {
 	for i := range events {
 		events[i].Index = i
 	}
-	vs := Check(events, nil, nil)
+	vs := Check(events, nil, nil, Options{})
 	out := Explain(vs, events, 1, 1)
 	for _, want := range []string{
 		"   #4 00:00:00.000 FAULT kill instance chat-2",

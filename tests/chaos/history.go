@@ -28,7 +28,7 @@ const (
 	Sent                      // a send written (ID, Text)
 	Acked                     // its ack (Seq, ID)
 	Refused                   // an error frame answering a send (ID, Code)
-	Fault                     // a fault injected or undone (Text says which); no client
+	Fault                     // a fault injected or undone (Text says which; Code, the kind, once it took effect); no client
 )
 
 var kindNames = map[Kind]string{
@@ -55,7 +55,7 @@ type Event struct {
 	ID       string
 	Text     string
 	From, To int64
-	Code     string
+	Code     string // a refusal's code; a fault's kind
 }
 
 func (e Event) String() string {
@@ -80,6 +80,9 @@ func (e Event) String() string {
 		s += fmt.Sprintf(" seq=%d %s/%s", e.Seq, e.User, e.ID)
 	case Gap:
 		s += fmt.Sprintf(" %d..%d", e.From, e.To)
+		if e.Text != "" {
+			s += " (" + e.Text + ")"
+		}
 	case Sent:
 		s += " id=" + e.ID
 	case Acked:

@@ -33,6 +33,17 @@ func WithEnv(env ...string) LocalOption {
 	return func(o *local.Options) { o.Env = append(o.Env, env...) }
 }
 
+// WithInstanceEnv adds settings to instance i only (0-based, after every
+// instance's): one target can run two configurations side by side.
+func WithInstanceEnv(i int, env ...string) LocalOption {
+	return func(o *local.Options) {
+		for len(o.InstanceEnv) <= i {
+			o.InstanceEnv = append(o.InstanceEnv, nil)
+		}
+		o.InstanceEnv[i] = append(o.InstanceEnv[i], env...)
+	}
+}
+
 // StartLocal starts a local target of n instances under dir with the chatserver binary bin.
 func StartLocal(ctx context.Context, dir, bin string, n int, opts ...LocalOption) (*Local, error) {
 	const secret = "behaviour-suite-secret"
