@@ -277,21 +277,30 @@ func fetch(url, file string) {
 	_, _ = io.Copy(f, resp.Body)
 }
 
-// metric reads one unlabelled series from an instance's /metrics.
+// metric reads one unlabelled series from an instance's /metrics (0 when
+// it cannot).
 func metric(base, name string) float64 {
+	v, _ := readMetric(base, name)
+	return v
+}
+
+// readMetric reads one unlabelled series from an instance's /metrics.
+func readMetric(base, name string) (float64, error) {
 	resp, err := http.Get(base + "/metrics")
 	if err != nil {
-		return 0
+		return 0, err
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
 	for _, line := range strings.Split(string(body), "\n") {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return f
+			return strconv.ParseFloat(v, 64)
 		}
 	}
-	return 0
+	return 0, fmt.Errorf("%s/metrics has no %s", base, name)
 }
 
 // settle waits until the connections of the last scenario have left

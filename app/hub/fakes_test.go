@@ -106,6 +106,9 @@ func newWorld(t *testing.T, opts Options) *world {
 	if opts.RetryMin == 0 {
 		opts.RetryMin, opts.RetryMax = time.Millisecond, 2*time.Millisecond
 	}
+	if opts.LossGrace == 0 {
+		opts.LossGrace = time.Millisecond
+	}
 	w.h = New(w, w, archive{w}, metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)), opts)
 	return w
 }
@@ -296,6 +299,25 @@ func (w *world) unstore(room string, from, to int64) {
 		}
 	}
 	w.log[room] = kept
+}
+
+// hold takes from..to out of both stores, as a persist writer holds what it
+// read from a Redis that lost it since; release stores them after all.
+func (w *world) hold(room string, from, to int64) (release func()) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	held := map[int64]protocol.Message{}
+	for s := from; s <= to; s++ {
+		held[s] = w.stored[room][s]
+		delete(w.stored[room], s)
+	}
+	return func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		for s, m := range held {
+			w.stored[room][s] = m
+		}
+	}
 }
 
 // reseed is Redis losing the room: its log is gone, and the counter starts

@@ -82,6 +82,11 @@ type Options struct {
 	// to RetryMax; a catch-up gives up after RetryFor and closes its member
 	// with 1011, so that the client resumes.
 	RetryMin, RetryMax, RetryFor time.Duration
+	// LossGrace is how long messages must be missing from every store
+	// before they are announced as lost (8 s, under RetryFor): a persist
+	// writer may hold them in memory, read from a Redis that lost them,
+	// until Postgres takes its insert.
+	LossGrace time.Duration
 }
 
 func (o *Options) defaults() {
@@ -104,6 +109,7 @@ func (o *Options) defaults() {
 	set(&o.RetryMin, 50*time.Millisecond)
 	set(&o.RetryMax, time.Second)
 	set(&o.RetryFor, 10*time.Second)
+	set(&o.LossGrace, 8*time.Second)
 }
 
 // Hub is the set of rooms with members on this instance.

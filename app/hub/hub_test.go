@@ -349,6 +349,28 @@ func TestAResumeAcrossReseedsAndTheBacklogAnnouncesOnlyWhatIsGone(t *testing.T) 
 	}
 }
 
+// Messages no store holds are announced only once they stay missing for
+// LossGrace: a persist writer that read them from a Redis that lost them
+// since may still be waiting for Postgres to take its insert, and a row
+// that appears meanwhile is delivered, not announced as lost.
+func TestALossIsAnnouncedOnlyAfterItsGrace(t *testing.T) {
+	w := newWorld(t, Options{LossGrace: time.Minute, PageSize: 8})
+	w.keep = 10
+	w.write(lobby, 30)
+	release := w.hold(lobby, 10, 20)
+	m := newMember()
+	join(t, w, m, lobby, since(0))
+	eventually(t, "the lost range read again", func() bool { return w.count("postgres") >= 6 })
+	if last := m.last(t); last != 8 {
+		t.Fatalf("the member got up to %d during the grace, want 8 (the page before the loss)", last)
+	}
+	release()
+	m.awaitSeq(t, 30)
+	if got := stream(t, m.items(t), 0); got != run(1, 30) {
+		t.Fatalf("stream %s, want 1..30 with no gap", got)
+	}
+}
+
 // RECOVERY_LIMIT counts messages: a reseed's jump of thousands of seqs does
 // not make a short catch-up look long.
 func TestTheRecoveryLimitCountsMessagesNotSeqs(t *testing.T) {

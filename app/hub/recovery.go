@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/switchboard-dev/switchboard/app/protocol"
@@ -51,6 +52,7 @@ func (h *Hub) catchUp(r *room, ms *membership, to int64, op string) {
 func (h *Hub) recover(r *room, ms *membership, op string) {
 	var gapFrom int64    // a history_gap from here to ms.last is not announced yet
 	limited := int64(-1) // the target last measured against RecoveryLimit
+	var lossSeen loss    // the lost range last found, not announced yet
 	for {
 		r.mu.Lock()
 		if r.members[ms.m] != ms {
@@ -105,7 +107,7 @@ func (h *Hub) recover(r *room, ms *membership, op string) {
 		if batch == nil {
 			err := h.retry(ms.ctx, r.name, after, func(ctx context.Context) (err error) {
 				batch, err = h.page(ctx, r.name, after, upto, op)
-				return err
+				return confirm(batch, err, after, &lossSeen, h.opts.LossGrace)
 			})
 			if err != nil {
 				h.giveUp(r, ms, after, err)
@@ -140,6 +142,35 @@ func (h *Hub) recover(r *room, ms *membership, op string) {
 			}
 		}
 	}
+}
+
+// errUnconfirmed: a page would announce messages as lost that a persist
+// writer may still hold in memory (read from a Redis that lost them since,
+// its insert waiting for Postgres); the page is read again.
+var errUnconfirmed = errors.New("a lost range is not confirmed yet")
+
+// loss is where and since when a catch-up has found messages no store
+// holds.
+type loss struct {
+	after int64
+	since time.Time
+}
+
+// confirm lets a page that announces lost messages through only once the
+// same loss has been seen for grace: a writer inserts what it holds within
+// its backoff (5 s at most) and one insert once Postgres answers, so a row
+// that appears within grace was never lost.
+func confirm(batch []*protocol.Delivery, err error, after int64, seen *loss, grace time.Duration) error {
+	if err != nil || !slices.ContainsFunc(batch, func(d *protocol.Delivery) bool { return !d.IsMessage() }) {
+		return err
+	}
+	if seen.after != after || seen.since.IsZero() {
+		*seen = loss{after: after, since: time.Now()}
+	}
+	if time.Since(seen.since) < grace {
+		return errUnconfirmed
+	}
+	return nil
 }
 
 // giveUp closes a member whose catch-up cannot read history, so that its
@@ -196,7 +227,9 @@ func (h *Hub) retry(ctx context.Context, room string, after int64, call func(con
 		if time.Now().Add(wait).After(deadline) {
 			return fmt.Errorf("read %s after %d: giving up after %s: %w", room, after, h.opts.RetryFor, err)
 		}
-		h.log.Warn("history read failed; retrying", "room", room, "after", after, "in", wait, "err", err)
+		if !errors.Is(err, errUnconfirmed) {
+			h.log.Warn("history read failed; retrying", "room", room, "after", after, "in", wait, "err", err)
+		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

@@ -60,6 +60,9 @@ type Options struct {
 	RecoveryLimit int64
 	// Floors is the least work a run must show (zero: none required).
 	Floors Floors
+	// Unreplicated names the instances that ack without waiting for a
+	// replica (REDIS_MIN_REPLICAS=0): a failover may lose what they acked.
+	Unreplicated []string
 }
 
 // Floors are the minimum a run must have done for its pass to mean
@@ -75,10 +78,14 @@ type Floors struct {
 // Check proves the invariants over a recorded history, the rows Postgres
 // holds at the end and where the members still connected got to.
 func Check(events []Event, stored []Stored, reached []Reached, o Options) []Violation {
+	lost := map[seqKey]bool{}
+	for _, l := range Losses(events, stored, o) {
+		lost[seqKey{l.Room, l.Seq}] = true
+	}
 	var vs []Violation
-	vs = append(vs, checkStreams(events)...)
+	vs = append(vs, checkStreams(events, silence(events, stored, lost))...)
 	vs = append(vs, checkIdentity(events, stored)...)
-	vs = append(vs, checkStored(events, stored)...)
+	vs = append(vs, checkStored(events, stored, lost)...)
 	vs = append(vs, checkConverged(events, reached)...)
 	vs = append(vs, checkGaps(events, stored, o.RecoveryLimit)...)
 	vs = append(vs, checkUserFromWire(events)...)
@@ -135,7 +142,7 @@ func within(spans []span, from, to int64) bool {
 // room from the user's last seq), which starts where the client's latest
 // join before its first message stood: it may not silently miss the
 // start either. checkUserFromWire ties what it holds to the wire.
-func checkStreams(events []Event) []Violation {
+func checkStreams(events []Event, silent func(room string, from, to int64) bool) []Violation {
 	var vs []Violation
 	streams := map[streamKey]*stream{}
 	joinedAt := map[streamKey]int64{} // (client, 0, room) → the position of its latest join on the wire
@@ -200,7 +207,7 @@ func checkStreams(events []Event) []Violation {
 				// or after a gap it was told of. One from an older
 				// membership, recorded late, is below it and passes.
 				at, ok := joinedAt[k]
-				if ok && e.Seq > at+1 && !s.covered(at+1, e.Seq-1) {
+				if ok && e.Seq > at+1 && !s.covered(at+1, e.Seq-1) && !silent(e.Room, at+1, e.Seq-1) {
 					vs = append(vs, Violation{NoSilentHole,
 						fmt.Sprintf("%s: first message %d, the client joined at %d; reported gaps %v", who(e), e.Seq, at, s.gaps), []int{e.Index}})
 				}
@@ -211,7 +218,7 @@ func checkStreams(events []Event) []Violation {
 			case e.Seq <= s.prev:
 				vs = append(vs, Violation{StrictlyIncreasing,
 					fmt.Sprintf("%s: seq %d after %d", who(e), e.Seq, s.prev), []int{s.prevEv, e.Index}})
-			case e.Seq > s.prev+1 && !s.covered(s.prev+1, e.Seq-1):
+			case e.Seq > s.prev+1 && !s.covered(s.prev+1, e.Seq-1) && !silent(e.Room, s.prev+1, e.Seq-1):
 				vs = append(vs, Violation{NoSilentHole,
 					fmt.Sprintf("%s: seqs %d..%d skipped; announced gaps %v", who(e), s.prev+1, e.Seq-1, s.gaps),
 					append(append([]int{}, s.gapEvs...), s.prevEv, e.Index)})
@@ -222,6 +229,36 @@ func checkStreams(events []Event) []Violation {
 		}
 	}
 	return vs
+}
+
+// silence says which holes a stream may pass over without a gap: those in
+// which no seq was ever a message as far as anyone saw (no ack, delivery or
+// row: the seqs a reseed skipped), or whose messages are all stated losses
+// (the end of an epoch Redis lost, which no store remembers).
+func silence(events []Event, stored []Stored, lost map[seqKey]bool) func(room string, from, to int64) bool {
+	named := map[string][]int64{}
+	for _, e := range events {
+		if e.Kind == Acked || e.Kind == Delivered {
+			named[e.Room] = append(named[e.Room], e.Seq)
+		}
+	}
+	for _, r := range stored {
+		named[r.Room] = append(named[r.Room], r.Seq)
+	}
+	for room, seqs := range named {
+		slices.Sort(seqs)
+		named[room] = slices.Compact(seqs)
+	}
+	return func(room string, from, to int64) bool {
+		seqs := named[room]
+		i, _ := slices.BinarySearch(seqs, from)
+		for ; i < len(seqs) && seqs[i] <= to; i++ {
+			if !lost[seqKey{room, seqs[i]}] {
+				return false
+			}
+		}
+		return true
+	}
 }
 
 func who(e Event) string {
@@ -282,7 +319,7 @@ func checkIdentity(events []Event, stored []Stored) []Violation {
 
 // checkStored proves AckedStoredOnce and RetriedStoredOnce against the
 // rows of the messages table.
-func checkStored(events []Event, stored []Stored) []Violation {
+func checkStored(events []Event, stored []Stored, lost map[seqKey]bool) []Violation {
 	rows := map[msgKey][]Stored{}
 	for _, r := range stored {
 		k := msgKey{r.Room, r.User, r.ID}
@@ -327,6 +364,8 @@ func checkStored(events []Event, stored []Stored) []Violation {
 			continue
 		case len(as) == 0:
 			continue // never acked: it may or may not have been kept
+		case len(rs) == 0 && lost[seqKey{k.room, as[0].Seq}]:
+			continue // the stated exception: Losses lists it
 		case len(rs) == 0:
 			vs = append(vs, Violation{inv, fmt.Sprintf("%s/%s in %s acked with seq %d, not in Postgres", k.user, k.id, k.room, as[0].Seq), evs})
 			continue

@@ -56,6 +56,7 @@ type Event struct {
 	Text     string
 	From, To int64
 	Code     string // a refusal's code; a fault's kind
+	Instance string // for an ack: the instance that sent it
 }
 
 func (e Event) String() string {

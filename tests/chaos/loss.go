@@ -1,0 +1,128 @@
+package chaos
+
+import (
+	"slices"
+	"strings"
+	"time"
+)
+
+// The one stated exception for acked messages: data lost with every replica
+// before a writer stored it. A run injects such losses on purpose (a primary
+// wiped while it stays primary; a failover or a restart that drops what an
+// instance acked without waiting for a replica), so the checker excuses an
+// acked message missing from Postgres only when one of those faults began
+// soon enough after its ack to catch it still queued: within LossWindow, or
+// later if Postgres was down in between (the queue then waits for it).
+// Every excused loss is listed (Losses), never silently dropped; everything
+// else missing is a violation.
+
+// LossWindow is how long after its ack a message may still be only in
+// Redis when Postgres is up: the writers' linger and batch, with margin.
+const LossWindow = 5 * time.Second
+
+// Fault kinds as the run records them (Event.Code of the fault that took
+// effect); a kind ending in WhilePostgresDown also stops Postgres.
+const (
+	FaultWipe         = "wipe redis primary"
+	FaultRedisNoData  = "restart redis without data"
+	FaultRestartRedis = "restart redis"
+	FaultFailover     = "failover redis"
+	FaultStopPostgres = "stop postgres"
+	WhilePostgresDown = " while postgres is down"
+)
+
+// faultSpan is one fault from its first note to the event that says it
+// took effect (after its undo).
+type faultSpan struct {
+	kind       string
+	start, end time.Time
+}
+
+func faultSpans(events []Event) []faultSpan {
+	var spans []faultSpan
+	var start time.Time
+	for _, e := range events {
+		if e.Kind != Fault {
+			continue
+		}
+		if start.IsZero() {
+			start = e.Time
+		}
+		if e.Code != "" {
+			spans = append(spans, faultSpan{e.Code, start, e.Time})
+			start = time.Time{}
+		}
+	}
+	return spans
+}
+
+func (f faultSpan) postgresDown() bool {
+	return f.kind == FaultStopPostgres || strings.HasSuffix(f.kind, WhilePostgresDown)
+}
+
+// loses tells whether the fault loses what instance acked and Redis held
+// only on the primary: a wipe loses everything; a failover or a restart
+// loses what was not on a replica, which only an instance acking without
+// waiting for one (unreplicated) can have acked.
+func (f faultSpan) loses(unreplicated bool) bool {
+	kind := strings.TrimSuffix(f.kind, WhilePostgresDown)
+	switch kind {
+	case FaultWipe:
+		return true
+	case FaultRedisNoData, FaultRestartRedis, FaultFailover:
+		return unreplicated
+	}
+	return false
+}
+
+// Loss is an acked message missing from Postgres that a data-loss fault
+// explains.
+type Loss struct {
+	Room  string
+	Seq   int64
+	Ack   int // the ack's event
+	Fault string
+}
+
+// Losses lists the acked messages not in Postgres that the stated exception
+// covers.
+func Losses(events []Event, stored []Stored, o Options) []Loss {
+	rows := map[seqKey]bool{}
+	for _, r := range stored {
+		rows[seqKey{r.Room, r.Seq}] = true
+	}
+	spans := faultSpans(events)
+	var out []Loss
+	seen := map[seqKey]bool{}
+	for _, e := range events {
+		k := seqKey{e.Room, e.Seq}
+		if e.Kind != Acked || rows[k] || seen[k] {
+			continue
+		}
+		if f, ok := lostBy(e, spans, slices.Contains(o.Unreplicated, e.Instance)); ok {
+			seen[k] = true
+			out = append(out, Loss{e.Room, e.Seq, e.Index, f})
+		}
+	}
+	return out
+}
+
+// lostBy finds the data-loss fault that explains ack a's message missing.
+func lostBy(a Event, spans []faultSpan, unreplicated bool) (string, bool) {
+	pgDown := false
+	for _, f := range spans {
+		if !f.end.After(a.Time) {
+			continue
+		}
+		if f.loses(unreplicated) && (f.start.Sub(a.Time) <= LossWindow || pgDown) {
+			return f.kind, true
+		}
+		if f.postgresDown() {
+			pgDown = true
+		}
+		if f.start.Sub(a.Time) > LossWindow && !pgDown {
+			return "", false
+		}
+	}
+	return "", false
+}

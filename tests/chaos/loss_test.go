@@ -1,0 +1,79 @@
+package chaos
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// The stated exceptions, each with the history that just misses it: seqs a
+// reseed skipped are passed over in silence, a message that was one is not;
+// an acked message lost by a wipe (or by a failover, when its instance acks
+// without a replica) soon after its ack is a stated loss, listed by Losses,
+// and a stream may pass over it; one whose loss came too late is a
+// violation.
+func TestTheStatedExceptionsAndNoMore(t *testing.T) {
+	t0 := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+	at := func(e Event, after time.Duration) Event { e.Time = t0.Add(after); return e }
+	ackOn := func(seq int64, instance string) Event {
+		e := acked(id(seq), seq)
+		e.Instance = instance
+		return at(e, 0)
+	}
+	fault := func(kind string, start, end time.Duration) []Event {
+		return []Event{at(Event{Client: -1, Kind: Fault, Text: "begins"}, start), at(Event{Client: -1, Kind: Fault, Text: "took effect", Code: kind}, end)}
+	}
+	cat := func(parts ...[]Event) []Event {
+		var out []Event
+		for _, p := range parts {
+			out = append(out, p...)
+		}
+		return h(out...)
+	}
+	resumeOver := []Event{joining(0), joined(6), wire(1), wire(2), wire(3), wire(4), wire(6)}
+	cases := []struct {
+		name   string
+		events []Event
+		stored []Stored
+		unrep  []string
+		losses int
+		want   []string
+	}{
+		{"seqs a reseed skipped pass in silence",
+			h(joining(0), joined(10_001), wire(1), wire(2), wire(10_001)), rows(1, 2), nil, 0, nil},
+		{"a hole over a stored message is silent",
+			h(joining(0), joined(3), wire(1), wire(3)), rows(1, 3), nil, 0, []string{NoSilentHole}},
+		{"lost by a wipe right after its ack",
+			cat([]Event{sent(id(5)), ackOn(5, "chat-1")}, fault(FaultWipe, time.Second, 3*time.Second), resumeOver),
+			append(rows(1, 4), row(6, id(6))), nil, 1, nil},
+		{"a wipe long after the ack, Postgres up: not lost by it",
+			cat([]Event{sent(id(5)), ackOn(5, "chat-1")}, fault(FaultWipe, 20*time.Second, 22*time.Second), resumeOver),
+			append(rows(1, 4), row(6, id(6))), nil, 0, []string{NoSilentHole, AckedStoredOnce}},
+		{"a wipe long after the ack, Postgres down in between",
+			cat([]Event{sent(id(5)), ackOn(5, "chat-1")}, fault(FaultStopPostgres, 2*time.Second, 9*time.Second),
+				fault(FaultWipe, 20*time.Second, 22*time.Second), resumeOver),
+			append(rows(1, 4), row(6, id(6))), nil, 1, nil},
+		{"a failover loses what an instance acked without a replica",
+			cat([]Event{sent(id(5)), ackOn(5, "chat-3")}, fault(FaultFailover, time.Second, 2*time.Second), resumeOver),
+			append(rows(1, 4), row(6, id(6))), []string{"chat-3"}, 1, nil},
+		{"a failover does not lose what a replica confirmed",
+			cat([]Event{sent(id(5)), ackOn(5, "chat-1")}, fault(FaultFailover, time.Second, 2*time.Second), resumeOver),
+			append(rows(1, 4), row(6, id(6))), []string{"chat-3"}, 0, []string{NoSilentHole, AckedStoredOnce}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			o := Options{Unreplicated: c.unrep}
+			if got := len(Losses(c.events, c.stored, o)); got != c.losses {
+				t.Errorf("%d stated losses, want %d", got, c.losses)
+			}
+			var got []string
+			vs := Check(c.events, c.stored, nil, o)
+			for _, v := range vs {
+				got = append(got, v.Invariant)
+			}
+			if strings.Join(got, ",") != strings.Join(c.want, ",") {
+				t.Errorf("violations %v, want %v:\n%s", got, c.want, Explain(vs, c.events, 5, 3))
+			}
+		})
+	}
+}
