@@ -722,7 +722,6 @@ func (r *chaosRun) waitEvicting(ctx context.Context, want float64) error {
 	}
 }
 
-
 // noEffect: the fault did not take effect (the sentinels refused the
 // failover, no key was evicted); it does not count.
 type noEffect struct{ err error }

@@ -27,6 +27,7 @@ func wire(seq int64) Event {
 func user(seq int64) Event {
 	return Event{Client: 1, Kind: Delivered, Room: "r", Seq: seq, User: "u", ID: id(seq)}
 }
+
 // seen is seq delivered to another client, where nothing was promised: it
 // names seq as a message (a hole over seqs nobody ever saw is a reseed's
 // skipped range, which a stream passes over in silence).
