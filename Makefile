@@ -63,13 +63,18 @@ test: deps lint tools
 	go test -count=1 -timeout 25m -v ./tests/...
 	$(MAKE) fuzz
 
-# The chaos test, with a seed and a duration: make chaos SEED=1 DURATION=1m. It stops by itself
-# after DURATION, the round of faults under way (each kind must take effect once, about a
-# minute), and the time to converge and drain (a few minutes).
+# The chaos test, with a seed and a duration: make chaos SEED=1 DURATION=1m, or several
+# seeds one after another: make chaos SEEDS="1 2 3 4 5" DURATION=1m (the first failing
+# seed stops it). Each run stops by itself after DURATION, the round of faults under way
+# (each kind must take effect once, about a minute), and the time to converge and drain.
 SEED ?= 1
+SEEDS ?= $(SEED)
 DURATION ?= 10m
 chaos: deps
-	SWITCHBOARD_CHAOS_SEED=$(SEED) SWITCHBOARD_CHAOS_DURATION=$(DURATION) go test -count=1 -v -timeout 0 -run '^TestChaos$$' ./tests
+	@for seed in $(SEEDS); do \
+		echo "chaos: seed $$seed, $(DURATION)"; \
+		SWITCHBOARD_CHAOS_SEED=$$seed SWITCHBOARD_CHAOS_DURATION=$(DURATION) go test -count=1 -v -timeout 0 -run '^TestChaos$$' ./tests || exit 1; \
+	done
 
 # The Go micro-benchmarks, then the load scenarios on the local target
 # (tests/bench_test.go): through NGINX to 3 instances, straight to one
