@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -59,6 +60,8 @@ type Ledger interface {
 	ReserveSeqs(ctx context.Context, room string, atLeast, n int64, restart bool) (hi int64, reused bool, err error)
 	// SentSeq finds the seq a sender's message id was stored under.
 	SentSeq(ctx context.Context, room, user, id string) (seq int64, found bool, err error)
+	// Fence returns a number above every one it returned before.
+	Fence(ctx context.Context) (int64, error)
 }
 
 // Options tunes the broker; zero values take the defaults.
@@ -97,6 +100,29 @@ type Broker struct {
 	pipes *pipelines
 	// evicting: Redis runs a policy that may evict keys (WatchEviction).
 	evicting atomic.Bool
+
+	mu         sync.Mutex
+	lastReplid string // the primary's replication id at the last script run
+	fenceSeen  int64  // the newest fence any script run answered with
+}
+
+// saw records the "replid|fence" a script run answered with.
+func (b *Broker) saw(marker string) {
+	replid, fence, ok := strings.Cut(marker, "|")
+	if !ok {
+		return
+	}
+	n, _ := strconv.ParseInt(fence, 10, 64)
+	b.mu.Lock()
+	b.lastReplid, b.fenceSeen = replid, max(b.fenceSeen, n)
+	b.mu.Unlock()
+}
+
+// seen is what saw recorded, as the script's ARGV 16 and 17.
+func (b *Broker) seen() (string, int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.lastReplid, b.fenceSeen
 }
 
 // Connect dials REDIS_URL: redis://, rediss:// or redis+sentinel://. Timeouts
@@ -204,6 +230,7 @@ const (
 	statusCheckID   = 4
 	statusSeeding   = 5
 	statusNoSeqs    = 6
+	statusFence     = 7
 )
 
 // After a failed reservation the room refuses sends for this long, so that
@@ -220,9 +247,9 @@ func (b *Broker) Publish(ctx context.Context, room, user, text, id string, now t
 		hasID = "1"
 	}
 	keys := []string{seqKey(room), epochKey(room), logKey(room), dedupeKey(room, user, id), PersistStream,
-		replKey(room), limitKey(room), checkKey(room), seedingKey(room)}
+		replKey(room), limitKey(room), checkKey(room), seedingKey(room), fenceKey}
 	args := []any{channel(room), pre, post, b.opts.HistorySize, int(b.opts.DedupeTTL.Seconds()),
-		int(b.opts.RoomTTL.Seconds()), b.opts.BacklogCap, now.UnixNano(), hasID, "", "", "", 0, "0", b.opts.MinReplicas}
+		int(b.opts.RoomTTL.Seconds()), b.opts.BacklogCap, now.UnixNano(), hasID, "", "", "", 0, "0", b.opts.MinReplicas, "", 0}
 	// An unseeded room, one out of seqs or a missing dedupe key after a
 	// reseed asks for Postgres first, then the script runs again; the state
 	// may change again meanwhile (another failover), so a few rounds are
@@ -237,6 +264,7 @@ func (b *Broker) Publish(ctx context.Context, room, user, text, id string, now t
 	}
 	wait := 5 * time.Millisecond
 	for attempts := 0; attempts < 6; attempts++ {
+		args[15], args[16] = b.seen()
 		acc, status, headroom, err := b.run(ctx, keys, args)
 		if err != nil {
 			return Accepted{}, fmt.Errorf("publish to %s: %w", room, err)
@@ -267,6 +295,10 @@ func (b *Broker) Publish(ctx context.Context, room, user, text, id string, now t
 			case <-time.After(wait):
 			}
 			wait = min(2*wait, 200*time.Millisecond)
+		case statusFence:
+			if err := b.fence(ctx); err != nil {
+				return Accepted{}, fmt.Errorf("publish to %s: %w", room, err)
+			}
 		case statusNoSeqs:
 			return Accepted{}, fmt.Errorf("publish to %s: %w (a reservation failed within %s)", room, ErrNoSeqs, reserveFailedFor)
 		case statusExhausted:
@@ -347,6 +379,31 @@ func (b *Broker) extend(ctx context.Context, room, epoch string, at int64, exhau
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("raise the seq limit: %w", err)
 	}
+	return nil
+}
+
+//go:embed fence.lua
+var fenceSource string
+
+var fenceScript = redis.NewScript(fenceSource)
+
+// fenceKey holds the primary's fence (publish.lua).
+const fenceKey = "chat:fence"
+
+// fence gives the primary a fence newer than any it may have had: every
+// room then reseeds above what was reserved meanwhile. The fence comes from
+// Postgres, like seqs, so it too needs Postgres (as the reseeds it causes
+// do anyway).
+func (b *Broker) fence(ctx context.Context) error {
+	token, err := b.opts.Ledger.Fence(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: fence a new primary: %w", ErrNoSeqs, err)
+	}
+	marker, err := fenceScript.Run(ctx, b.rdb, []string{fenceKey}, token).Text()
+	if err != nil {
+		return fmt.Errorf("fence a new primary: %w", err)
+	}
+	b.saw(marker)
 	return nil
 }
 

@@ -8,8 +8,16 @@ import (
 // memLedger keeps reservations in the process: the default for tests that
 // never lose Redis's data, where nothing needs to survive the broker.
 type memLedger struct {
-	mu  sync.Mutex
-	his map[string]int64
+	mu    sync.Mutex
+	his   map[string]int64
+	fence int64
+}
+
+func (l *memLedger) Fence(context.Context) (int64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.fence++
+	return l.fence, nil
 }
 
 func (l *memLedger) ReserveSeqs(_ context.Context, room string, atLeast, n int64, _ bool) (int64, bool, error) {

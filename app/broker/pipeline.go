@@ -143,19 +143,20 @@ func (b *Broker) exec(batch []*call) {
 		}
 		for i, c := range batch {
 			if err != nil {
-				c.finish(nil, err, wait, b.opts)
+				c.finish(nil, err, wait, b)
 				continue
 			}
 			refused, _ := replies[i].(error) // OVERLOADED or NOREPLICAS: this send alone
-			c.finish(replies[i], refused, wait, b.opts)
+			c.finish(replies[i], refused, wait, b)
 		}
 		return
 	}
 }
 
 // finish reads the script's reply and, for an accepted message, the WAIT's.
-func (c *call) finish(reply any, err error, wait *redis.Cmd, opts Options) {
+func (c *call) finish(reply any, err error, wait *redis.Cmd, b *Broker) {
 	defer close(c.ready)
+	opts := b.opts
 	switch {
 	case err != nil && redis.HasErrorPrefix(err, "OVERLOADED"):
 		c.err = fmt.Errorf("%w (%v)", ErrOverloaded, err)
@@ -168,10 +169,12 @@ func (c *call) finish(reply any, err error, wait *redis.Cmd, opts Options) {
 		return
 	}
 	res, ok := reply.([]any)
-	if !ok || len(res) != 4 {
+	if !ok || len(res) != 5 {
 		c.err = fmt.Errorf("publish script answered %v", reply)
 		return
 	}
+	marker, _ := res[4].(string)
+	b.saw(marker) // before the caller looks again
 	c.seq, _ = res[0].(int64)
 	c.status, _ = res[1].(int64)
 	c.epoch, _ = res[2].(string)

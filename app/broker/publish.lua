@@ -5,25 +5,28 @@
 -- seq, so resume is a range read), queue it for Postgres and publish it.
 -- One run for the batch pays the script's call and INFO once rather than
 -- per message.
--- Each message has 9 KEYS and 15 ARGV, in order (KEYS 5 is the same stream
+-- Each message has 10 KEYS and 17 ARGV, in order (KEYS 5 and 10 are the same
 -- for all):
 -- KEYS: 1 seq counter, 2 epoch, 3 room log, 4 dedupe key, 5 persist stream,
---       6 the replication id the room was seeded under, 7 the reserved
---       limit, 8 until when a missing dedupe key must be checked in Postgres,
---       9 the room's seeding lock
+--       6 the replication id and fence the room was seeded under, 7 the
+--       reserved limit, 8 until when a missing dedupe key must be checked in
+--       Postgres, 9 the room's seeding lock, 10 the primary's fence
 -- ARGV: 1 channel, 2 frame prefix, 3 frame suffix, 4 log length,
 --       5 dedupe ttl (s), 6 room ttl (s), 7 persist backlog cap,
 --       8 accept time (unix ns), 9 has id ("1"/"0"), 10 reseed floor ("" when
 --       not reserved yet), 11 epoch, 12 limit and 13 recheck deadline (unix
 --       ns, 0 for none) for a reseed, 14 "1" when Postgres was checked for
---       the id already, 15 replicas that must be online (REDIS_MIN_REPLICAS)
+--       the id already, 15 replicas that must be online (REDIS_MIN_REPLICAS),
+--       16 the replication id the instance last wrote under ("" none yet),
+--       17 the newest fence the instance has seen
 -- Returns one reply per message: an error (OVERLOADED, NOREPLICAS: nothing
--- of it written) or {seq, status, epoch, headroom}: status 0 accepted,
+-- of it written) or {seq, status, epoch, headroom, "replid|fence"}: status 0 accepted,
 -- 1 duplicate (the original seq and epoch), 2 the room must be reseeded
 -- (seq: its counter here; the caller now holds the seeding lock), 3 its
 -- reserved seqs ran out (seq: its counter), 4 the id must be looked up in
 -- Postgres first, 5 another sender is reseeding the room: look again shortly,
--- 6 the room's last reservation failed a moment ago: refuse for now.
+-- 6 the room's last reservation failed a moment ago: refuse for now, 7 the
+-- primary changed and may be a stale one: fence it first (nothing written).
 
 -- A new replication id means a failover or a restart: this primary may lack
 -- the newest writes of the previous one, so the counter cannot be trusted.
@@ -34,9 +37,22 @@ for _ in string.gmatch(info, 'state=online') do online = online + 1 end
 -- The stream holds only entries not yet written to Postgres (the writers
 -- delete what they stored), so its length is the backlog.
 local backlog = redis.call('XLEN', KEYS[5])
+-- A fence, from a sequence in Postgres, is set on a primary by the first
+-- instance that writes to it after writing to another. A primary that was
+-- replaced and comes back as primary without a resync (a quick second
+-- failover, a split brain) keeps its replication id and its rooms as they
+-- were, some of them reseeded elsewhere since: its fence is then older than
+-- one the instance has seen, and a new fence makes every room reseed above
+-- everything reserved meanwhile, instead of counting on from its old state.
+local fence = redis.call('GET', KEYS[10]) or '0'
+local marker = replid .. '|' .. fence
 
 local function publish(k, a)
   local now = tonumber(ARGV[a + 8])
+  local last = ARGV[a + 16]
+  if last ~= '' and last ~= replid and tonumber(fence) <= tonumber(ARGV[a + 17]) then
+    return {0, 7, '', 0, marker}
+  end
   -- The room's state in one read: seq, epoch, limit, replid, recheck.
   local room = redis.call('MGET', KEYS[k + 1], KEYS[k + 2], KEYS[k + 7], KEYS[k + 6], KEYS[k + 8])
   if ARGV[a + 9] == '1' then
@@ -44,11 +60,11 @@ local function publish(k, a)
     if seen then
       local seq, epoch = string.match(seen, '^(%d+)/(.*)$')
       if not seq then seq, epoch = seen, '' end -- stored before rooms had epochs
-      return {tonumber(seq), 1, epoch, 0}
+      return {tonumber(seq), 1, epoch, 0, marker}
     end
     -- Shortly after a reseed a retry may find its key gone with the old state.
     if ARGV[a + 14] ~= '1' and tonumber(room[5] or '0') > now then
-      return {0, 4, '', 0}
+      return {0, 4, '', 0, marker}
     end
   end
   if backlog >= tonumber(ARGV[a + 7]) then
@@ -65,7 +81,7 @@ local function publish(k, a)
   local cur = tonumber(room[1] or '0')
   local epoch = room[2]
   local limit = tonumber(room[3] or '0')
-  if not room[1] or not epoch or limit == 0 or room[4] ~= replid then
+  if not room[1] or not epoch or limit == 0 or room[4] ~= marker then
     -- The room is new, expired, lost a key (an eviction takes one key at a
     -- time: a counter gone under a surviving epoch would restart at 1) or
     -- may have lost writes: its counter restarts at the floor of a fresh
@@ -73,24 +89,24 @@ local function publish(k, a)
     if ARGV[a + 10] == '' then
       -- One sender at a time, of every instance, reserves for the room, so
       -- its concurrent first sends share one block and a new room starts at 1.
-      if redis.call('SET', KEYS[k + 9], '1', 'NX', 'PX', 2000) then return {cur, 2, '', 0} end
+      if redis.call('SET', KEYS[k + 9], '1', 'NX', 'PX', 2000) then return {cur, 2, '', 0, marker} end
       -- 'failed': the last reservation failed (Postgres down) moments ago.
-      if redis.call('GET', KEYS[k + 9]) == 'failed' then return {cur, 6, '', 0} end
-      return {cur, 5, '', 0}
+      if redis.call('GET', KEYS[k + 9]) == 'failed' then return {cur, 6, '', 0, marker} end
+      return {cur, 5, '', 0, marker}
     end
     cur = math.max(cur, tonumber(ARGV[a + 10]))
     limit = tonumber(ARGV[a + 12])
     epoch = ARGV[a + 11]
     redis.call('SET', KEYS[k + 1], string.format('%d', cur))
     redis.call('SET', KEYS[k + 2], epoch)
-    redis.call('SET', KEYS[k + 6], replid)
+    redis.call('SET', KEYS[k + 6], marker)
     redis.call('SET', KEYS[k + 7], string.format('%d', limit))
     redis.call('DEL', KEYS[k + 9])
     if tonumber(ARGV[a + 13]) > now then
       redis.call('SET', KEYS[k + 8], ARGV[a + 13], 'PXAT', math.floor(tonumber(ARGV[a + 13]) / 1000000))
     end
   end
-  if cur >= limit then return {cur, 3, epoch, 0} end
+  if cur >= limit then return {cur, 3, epoch, 0, marker} end
   local seq = redis.call('INCR', KEYS[k + 1])
   local frame = ARGV[a + 2] .. seq .. ARGV[a + 3]
   redis.call('XADD', KEYS[k + 3], 'MAXLEN', ARGV[a + 4], seq .. '-0', 'f', frame)
@@ -110,11 +126,11 @@ local function publish(k, a)
     for _, i in ipairs({1, 2, 3, 6, 7}) do redis.call('EXPIRE', KEYS[k + i], ARGV[a + 6]) end
   end
   redis.call('PUBLISH', ARGV[a + 1], ARGV[a + 8] .. ' ' .. seq .. ' ' .. frame)
-  return {seq, 0, epoch, limit - seq}
+  return {seq, 0, epoch, limit - seq, marker}
 end
 
 local replies = {}
-for i = 0, #KEYS / 9 - 1 do
-  replies[i + 1] = publish(9 * i, 15 * i)
+for i = 0, #KEYS / 10 - 1 do
+  replies[i + 1] = publish(10 * i, 17 * i)
 end
 return replies

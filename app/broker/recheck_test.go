@@ -100,6 +100,10 @@ func (l *failingLedger) SentSeq(context.Context, string, string, string) (int64,
 	return 0, false, errors.New("connection refused")
 }
 
+func (l *failingLedger) Fence(context.Context) (int64, error) {
+	return 0, errors.New("connection refused")
+}
+
 // A new room cannot take its first message while Postgres is down (its
 // seqs need a durable reservation): every sender is refused with ErrNoSeqs,
 // after one reservation attempt rather than a queue of them, each waiting

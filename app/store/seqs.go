@@ -27,20 +27,34 @@ func (s *Store) ReserveSeqs(ctx context.Context, room string, atLeast, n int64, 
 			INSERT INTO room_floors (room, floor) SELECT $1, hi - $3 FROM block WHERE $4
 			ON CONFLICT DO NOTHING)
 		SELECT hi, reused FROM block`
-	for migrated := false; ; migrated = true {
-		err = s.pool.QueryRow(ctx, reserve, room, atLeast, n, restart).Scan(&hi, &reused)
-		if !migrated && undefinedTable(err) {
-			// Sends may come before the persist writer migrated a new database.
-			if err := s.Migrate(ctx); err != nil {
-				return 0, false, fmt.Errorf("reserve seqs of %s: %w", room, err)
-			}
-			continue
-		}
-		if err != nil {
-			return 0, false, fmt.Errorf("reserve seqs of %s: %w", room, err)
-		}
-		return hi, reused, nil
+	err = s.migrated(ctx, func() error { return s.pool.QueryRow(ctx, reserve, room, atLeast, n, restart).Scan(&hi, &reused) })
+	if err != nil {
+		return 0, false, fmt.Errorf("reserve seqs of %s: %w", room, err)
 	}
+	return hi, reused, nil
+}
+
+// Fence returns the next Redis fence, above every one before.
+func (s *Store) Fence(ctx context.Context) (fence int64, err error) {
+	err = s.migrated(ctx, func() error { return s.pool.QueryRow(ctx, `SELECT nextval('redis_fences')`).Scan(&fence) })
+	if err != nil {
+		return 0, fmt.Errorf("next redis fence: %w", err)
+	}
+	return fence, nil
+}
+
+// migrated runs query, and once more after migrating if a table it needs
+// is missing: sends may come before the persist writer migrated a new
+// database.
+func (s *Store) migrated(ctx context.Context, query func() error) error {
+	err := query()
+	if !undefinedTable(err) {
+		return err
+	}
+	if err := s.Migrate(ctx); err != nil {
+		return err
+	}
+	return query()
 }
 
 // Floors returns the room's restart floors f with from <= f <= to, ascending.

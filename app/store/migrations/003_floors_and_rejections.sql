@@ -7,6 +7,10 @@ CREATE TABLE IF NOT EXISTS room_floors (
     floor bigint NOT NULL,
     PRIMARY KEY (room, floor)
 );
+-- Fences for Redis primaries (publish.lua): a primary that comes back after
+-- being replaced gets a fence above every earlier one, which makes its rooms
+-- reseed instead of counting on from state that is stale.
+CREATE SEQUENCE IF NOT EXISTS redis_fences;
 -- Messages the persist writer could not store as they came, kept for an
 -- operator instead of dropped: reason seq_taken (another message already has
 -- the room and seq) or duplicate_id (the sender's id is stored under another

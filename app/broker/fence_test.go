@@ -1,0 +1,104 @@
+package broker_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"sync"
+	"testing"
+
+	"github.com/switchboard-dev/switchboard/app/broker"
+)
+
+// switchProxy forwards to one Redis at a time and cuts every connection
+// when its target changes: what a client behind a Sentinel-fed address (or
+// a DNS name) sees on a failover.
+type switchProxy struct {
+	ln     net.Listener
+	mu     sync.Mutex
+	target string
+	conns  []net.Conn
+}
+
+func startSwitchProxy(t *testing.T, target string) *switchProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &switchProxy{ln: ln, target: target}
+	t.Cleanup(func() { ln.Close(); p.to("") })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			s, err := net.Dial("tcp", p.target)
+			if err != nil {
+				p.mu.Unlock()
+				c.Close()
+				continue
+			}
+			p.conns = append(p.conns, c, s)
+			p.mu.Unlock()
+			go func() { io.Copy(s, c); s.Close() }()
+			go func() { io.Copy(c, s); c.Close() }()
+		}
+	}()
+	return p
+}
+
+// to points the proxy at target and cuts the connections to the old one.
+func (p *switchProxy) to(target string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.target = target
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+func (p *switchProxy) URL() string { return "redis://" + p.ln.Addr().String() + "/0" }
+
+// A primary that was replaced and comes back as primary with its old data
+// and its old replication id (a quick second failover before the sentinels
+// demoted it, a split brain) must not count a room on from its stale state:
+// seqs would go back below those handed out meanwhile. The first send on it
+// fences it (a number from Postgres above every earlier fence), and every
+// room reseeds above what was reserved meanwhile. A broker's first primary
+// is taken as it is: a restart of the instance alone reseeds nothing.
+func TestAStalePrimaryBackAsPrimaryIsFencedAndItsRoomsReseed(t *testing.T) {
+	a, b := startRedis(t), startRedis(t)
+	_, st := startStore(t)
+	proxy := startSwitchProxy(t, a.Addr())
+	ctx := context.Background()
+	s := newSender(t, connect(t, proxy.URL(), broker.Options{Ledger: st}), "fenced")
+	var seqs []int64
+	send := func() {
+		seqs = append(seqs, s.send().Seq)
+	}
+	send()
+	send()
+	proxy.to(b.Addr()) // a failover to a primary without the room
+	send()
+	proxy.to(a.Addr()) // the old primary back, unchanged
+	send()
+	send()
+	for i := 1; i < len(seqs); i++ {
+		if seqs[i] <= seqs[i-1] {
+			t.Fatalf("seqs %v go back", seqs)
+		}
+	}
+	if fence, err := a.client().Get(ctx, "chat:fence").Int64(); err != nil || fence < 2 {
+		t.Errorf("the stale primary's fence %d, %v: want the second one", fence, err)
+	}
+	// Another instance starting now takes the fenced primary as it is.
+	other := newSender(t, connect(t, proxy.URL(), broker.Options{Ledger: st}), "fenced")
+	other.n = 100
+	if got := other.send().Seq; got != seqs[len(seqs)-1]+1 {
+		t.Errorf("a new broker's first send got seq %d, want %d: no reseed", got, seqs[len(seqs)-1]+1)
+	}
+}
