@@ -84,19 +84,20 @@ type world struct {
 	h    *Hub
 	keep int
 
-	mu      sync.Mutex
-	seq     int64
-	epoch   string
-	log     map[string][]protocol.Delivery
-	stored  map[string]map[int64]protocol.Message
-	backlog map[string]map[int64]protocol.Message // accepted, not stored yet
-	floors  map[string][]int64                    // where reseeds restarted the counter
-	set     map[string]bool                       // go-redis's channels: resubscribed after a reconnect
-	live    map[string]bool                       // what Redis delivers to now
-	adds    []string                              // bus calls in order, "add room" / "remove room"
-	addGate *gate
-	remGate *gate
-	latGate *gate
+	mu       sync.Mutex
+	seq      int64
+	epoch    string
+	log      map[string][]protocol.Delivery
+	stored   map[string]map[int64]protocol.Message
+	backlog  map[string]map[int64]protocol.Message // accepted, not stored yet
+	floors   map[string][]int64                    // where reseeds restarted the counter
+	floorsAt time.Time                             // when the last floor was recorded
+	set      map[string]bool                       // go-redis's channels: resubscribed after a reconnect
+	live     map[string]bool                       // what Redis delivers to now
+	adds     []string                              // bus calls in order, "add room" / "remove room"
+	addGate  *gate
+	remGate  *gate
+	latGate  *gate
 }
 
 func newWorld(t *testing.T, opts Options) *world {
@@ -206,9 +207,9 @@ func (w *world) Pending(ctx context.Context, room string, after, upto int64) ([]
 // archive is the Postgres side of world.
 type archive struct{ *world }
 
-func (a archive) Floors(ctx context.Context, room string, from, to int64) ([]int64, error) {
+func (a archive) Floors(ctx context.Context, room string, from, to int64) ([]int64, time.Duration, error) {
 	if err := a.check("postgres"); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -218,7 +219,7 @@ func (a archive) Floors(ctx context.Context, room string, from, to int64) ([]int
 			out = append(out, f)
 		}
 	}
-	return out, nil
+	return out, time.Since(a.floorsAt), nil
 }
 
 func (a archive) Newest(ctx context.Context, room string, after, upto, n int64) (oldest, count int64, err error) {
@@ -329,6 +330,7 @@ func (w *world) reseed(room string, skip int64, epoch string) {
 	w.seq += skip
 	w.epoch = epoch
 	w.floors[room] = append(w.floors[room], w.seq)
+	w.floorsAt = time.Now()
 }
 
 // queue moves from..to out of Postgres into the persist backlog: accepted,

@@ -58,9 +58,9 @@ type Archive interface {
 	// Range returns the oldest limit stored messages with after < seq <= upto.
 	Range(ctx context.Context, room string, after, upto int64, limit int) ([]protocol.Message, error)
 	// Floors returns the seqs f, from <= f <= to, above which the room's
-	// counter restarted: between a floor and the last message below it lie
-	// seqs no message had.
-	Floors(ctx context.Context, room string, from, to int64) ([]int64, error)
+	// counter restarted (between a floor and the last message below it lie
+	// seqs no message had), and how long ago the newest was recorded.
+	Floors(ctx context.Context, room string, from, to int64) (floors []int64, age time.Duration, err error)
 	// Newest counts the stored messages with after < seq <= upto, at most
 	// n, and returns the oldest seq of the newest n.
 	Newest(ctx context.Context, room string, after, upto, n int64) (oldest, count int64, err error)

@@ -371,6 +371,28 @@ func TestALossIsAnnouncedOnlyAfterItsGrace(t *testing.T) {
 	}
 }
 
+// The end of an epoch just before a fresh floor is passed over only once
+// the floor is LossGrace old: a writer may still hold its last messages,
+// read from the Redis lost since. One that arrives meanwhile is delivered.
+func TestTheEndOfAnEpochWaitsForAFreshFloorsGrace(t *testing.T) {
+	w := newWorld(t, Options{LossGrace: 2 * time.Second, PageSize: 8})
+	w.keep = 5
+	w.write(lobby, 30)
+	release := w.hold(lobby, 30, 30)
+	w.reseed(lobby, 100, "e2")
+	w.write(lobby, 5)
+	m := newMember()
+	join(t, w, m, lobby, since(20))
+	m.awaitSeq(t, 28) // the page before the one that ends at the floor
+	before := w.count("postgres")
+	eventually(t, "the hole before the floor read again", func() bool { return w.count("postgres") >= before+4 })
+	release()
+	m.awaitSeq(t, 135)
+	if got, want := stream(t, m.items(t), 20, 130), run(21, 30)+skipText(31, 130)+run(131, 135); got != want {
+		t.Fatalf("stream\n got %s\nwant %s", got, want)
+	}
+}
+
 // RECOVERY_LIMIT counts messages: a reseed's jump of thousands of seqs does
 // not make a short catch-up look long.
 func TestTheRecoveryLimitCountsMessagesNotSeqs(t *testing.T) {

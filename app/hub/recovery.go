@@ -315,20 +315,30 @@ func (h *Hub) archived(ctx context.Context, room string, after, below int64, op 
 		}
 	}
 	var floors []int64
+	var age time.Duration
 	if holes(msgs, after, end) {
-		if floors, err = h.archive.Floors(ctx, room, after, end); err != nil {
+		if floors, age, err = h.archive.Floors(ctx, room, after, end); err != nil {
 			h.m.PostgresErrors.WithLabelValues(op).Inc()
 			return nil, fmt.Errorf("from postgres: %w", err)
 		}
 	}
 	out := make([]*protocol.Delivery, 0, len(msgs)+1)
-	next := after + 1
+	next, skipped := after+1, false
 	for _, d := range msgs {
-		out = appendLost(out, room, next, d.Seq-1, floors)
+		var skip bool
+		out, skip = appendLost(out, room, next, d.Seq-1, floors)
+		skipped = skipped || skip
 		out = append(out, d)
 		next = d.Seq + 1
 	}
-	return appendLost(out, room, next, end, floors), nil
+	out, skip := appendLost(out, room, next, end, floors)
+	if (skipped || skip) && age < h.opts.LossGrace {
+		// The end of the epoch before a fresh floor may still be on its
+		// way to Postgres from a writer that read it from the Redis lost
+		// since: pass over it only once the floor is LossGrace old.
+		return nil, errUnconfirmed
+	}
+	return out, nil
 }
 
 // stored reads a page of (after, below] from Postgres as deliveries.
@@ -380,17 +390,20 @@ func merge(ds []*protocol.Delivery, pending []protocol.Delivery, end int64) []*p
 // which no message had. (A message acked and then lost with Redis before it
 // reached Postgres, at the very end of its epoch, cannot be told apart from
 // them: that is the one loss that goes unannounced.)
-func appendLost(out []*protocol.Delivery, room string, from, to int64, floors []int64) []*protocol.Delivery {
+// skipped reports that some seqs were passed over as a reseed's.
+func appendLost(out []*protocol.Delivery, room string, from, to int64, floors []int64) (_ []*protocol.Delivery, skipped bool) {
 	if from > to {
-		return out
+		return out, false
 	}
+	first := from
 	for _, f := range floors {
 		if f >= from-1 && f <= to {
 			from = f + 1
 		}
 	}
+	skipped = from > first
 	if from > to {
-		return out
+		return out, skipped
 	}
-	return append(out, protocol.Gap(room, from, to))
+	return append(out, protocol.Gap(room, from, to)), skipped
 }

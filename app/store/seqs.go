@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -57,17 +58,17 @@ func (s *Store) migrated(ctx context.Context, query func() error) error {
 	return query()
 }
 
-// Floors returns the room's restart floors f with from <= f <= to, ascending.
-func (s *Store) Floors(ctx context.Context, room string, from, to int64) ([]int64, error) {
-	rows, err := s.pool.Query(ctx, `SELECT floor FROM room_floors WHERE room = $1 AND floor >= $2 AND floor <= $3 ORDER BY floor`, room, from, to)
+// Floors returns the room's restart floors f with from <= f <= to, ascending,
+// and how long ago the newest of them was recorded.
+func (s *Store) Floors(ctx context.Context, room string, from, to int64) (floors []int64, age time.Duration, err error) {
+	var secs float64
+	err = s.pool.QueryRow(ctx, `
+		SELECT coalesce(array_agg(floor ORDER BY floor), '{}'), coalesce(extract(epoch FROM now() - max(at)), 0)::float8
+		FROM room_floors WHERE room = $1 AND floor >= $2 AND floor <= $3`, room, from, to).Scan(&floors, &secs)
 	if err != nil {
-		return nil, fmt.Errorf("restart floors of %s: %w", room, err)
+		return nil, 0, fmt.Errorf("restart floors of %s: %w", room, err)
 	}
-	floors, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-	if err != nil {
-		return nil, fmt.Errorf("restart floors of %s: %w", room, err)
-	}
-	return floors, nil
+	return floors, time.Duration(secs * float64(time.Second)), nil
 }
 
 // Newest counts the room's stored messages with after < seq <= upto, at

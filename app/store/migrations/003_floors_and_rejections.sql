@@ -3,8 +3,9 @@
 -- floor and the floor were never handed out, so a catch-up skips them
 -- instead of announcing them as lost.
 CREATE TABLE IF NOT EXISTS room_floors (
-    room  text   NOT NULL,
-    floor bigint NOT NULL,
+    room  text        NOT NULL,
+    floor bigint      NOT NULL,
+    at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (room, floor)
 );
 -- Fences for Redis primaries (publish.lua): a primary that comes back after
