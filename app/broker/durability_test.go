@@ -33,21 +33,7 @@ func connect(t *testing.T, url string, opts broker.Options) *broker.Broker {
 }
 
 // startStore starts a Postgres of the test's own and opens the migrated store.
-func startStore(t *testing.T) (*local.Postgres, *store.Store) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	pg := chattest.StartPostgres(t)
-	st, err := store.Open(ctx, pg.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Close)
-	if err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return pg, st
-}
+func startStore(t *testing.T) (*local.Postgres, *store.Store) { return chattest.StartStore(t) }
 
 // sender publishes like a client: with an id, retrying a failed send with
 // the same id, and records every ack so no seq can be handed out twice.
@@ -95,12 +81,17 @@ func (s *sender) maxAcked() int64 {
 
 // persistAll writes everything queued to Postgres, as the writers do.
 func persistAll(t *testing.T, b *broker.Broker, st *store.Store) {
+	persistCounted(t, b, st, metrics.New())
+}
+
+// persistCounted is persistAll with the writer's metrics in m.
+func persistCounted(t *testing.T, b *broker.Broker, st *store.Store, m *metrics.Metrics) {
 	t.Helper()
 	ctx := context.Background()
 	if err := b.EnsureGroup(ctx); err != nil {
 		t.Fatal(err)
 	}
-	w := &persist.Writer{Source: b, Sink: st, Consumer: "test", Metrics: metrics.New(), Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	w := &persist.Writer{Source: b, Sink: st, Consumer: "test", Metrics: m, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	run, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); w.Run(run) }()

@@ -3,8 +3,6 @@ package broker_test
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -16,7 +14,6 @@ import (
 
 	"github.com/switchboard-dev/switchboard/app/broker"
 	"github.com/switchboard-dev/switchboard/app/metrics"
-	"github.com/switchboard-dev/switchboard/app/persist"
 	"github.com/switchboard-dev/switchboard/app/store"
 )
 
@@ -82,7 +79,7 @@ func TestAnExtensionTakesOnlyTheBlockThatFollows(t *testing.T) {
 	if last.Epoch == first.Epoch {
 		t.Errorf("the room went on under epoch %q past the other side's reservation", last.Epoch)
 	}
-	floors, err := st.Floors(ctx, "split", 0, 1<<62)
+	floors, _, err := st.Floors(ctx, "split", 0, 1<<62)
 	if err != nil || len(floors) < 2 || floors[len(floors)-1] < other {
 		t.Errorf("restart floors %v, %v: want one at or above %d", floors, err, other)
 	}
@@ -156,15 +153,7 @@ func TestTheWriterSetsAsideAMessageThatConflictsWithAStoredOne(t *testing.T) {
 	}
 	behind := s.send()
 	m := metrics.New()
-	w := &persist.Writer{Source: b, Sink: st, Consumer: "w", Metrics: m, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	run, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); w.Run(run) }()
-	defer func() { stop(); <-done }()
-	waitFor(t, 30*time.Second, "the backlog to drain past the conflicting entry", func() bool {
-		n, err := b.PersistBacklog(ctx)
-		return err == nil && n == 0
-	})
+	persistCounted(t, b, st, m) // the backlog drains past the conflicting entry
 	if v := testutil.ToFloat64(m.PersistRejected.WithLabelValues(store.RejectSeqTaken)); v != 1 {
 		t.Errorf("chat_persist_rejected_total{reason=seq_taken} = %v, want 1", v)
 	}

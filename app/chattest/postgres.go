@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/switchboard-dev/switchboard/app/local"
+	"github.com/switchboard-dev/switchboard/app/store"
 )
 
 // StartPostgres starts a PostgreSQL 15 of the test's own on a free port,
@@ -28,6 +29,24 @@ func StartPostgres(t testing.TB) *local.Postgres {
 	}
 	t.Cleanup(func() { pg.Stop(30 * time.Second) })
 	return pg
+}
+
+// StartStore starts a Postgres of the test's own and opens the migrated
+// store, closed when the test ends.
+func StartStore(t testing.TB) (*local.Postgres, *store.Store) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pg := StartPostgres(t)
+	st, err := store.Open(ctx, pg.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	if err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return pg, st
 }
 
 // RequirePasswords switches pg from trust to SCRAM for every role but

@@ -16,18 +16,9 @@ import (
 // the data and a restart without it comes back empty, as a replica of the
 // new primary.
 func TestSentinelFailoverAndRedisRestarts(t *testing.T) {
-	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	top := &Topology{dir: dir}
-	defer top.Down()
-	var err error
-	if top.Redis, err = StartRedis(ctx, dir, portOr(0)); err != nil {
-		t.Fatal(err)
-	}
-	if err := top.startSentinels(ctx, dir, 0, nil); err != nil {
-		t.Fatal(err)
-	}
+	top := startSentinelTopology(ctx, t)
 	keyOn := func(r *Redis) string {
 		c := redis.NewClient(&redis.Options{Addr: r.Addr()})
 		defer c.Close()
@@ -99,18 +90,9 @@ func TestSentinelFailoverAndRedisRestarts(t *testing.T) {
 // maxmemory just above what is used, with volatile-lru, evicts keys with a
 // TTL as writes come in, and the defaults restore the limit.
 func TestWipePrimaryAndEviction(t *testing.T) {
-	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	top := &Topology{dir: dir}
-	defer top.Down()
-	var err error
-	if top.Redis, err = StartRedis(ctx, dir, portOr(0)); err != nil {
-		t.Fatal(err)
-	}
-	if err := top.startSentinels(ctx, dir, 0, nil); err != nil {
-		t.Fatal(err)
-	}
+	top := startSentinelTopology(ctx, t)
 	c := redis.NewClient(&redis.Options{Addr: top.Redis.Addr()})
 	defer c.Close()
 	for i := range 200 {
@@ -160,4 +142,21 @@ func TestWipePrimaryAndEviction(t *testing.T) {
 	if err := top.waitSentinels(ctx, top.Redis.Addr()); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// startSentinelTopology starts a primary, its replica and the sentinels
+// watching them, stopped when the test ends.
+func startSentinelTopology(ctx context.Context, t *testing.T) *Topology {
+	t.Helper()
+	dir := t.TempDir()
+	top := &Topology{dir: dir}
+	t.Cleanup(func() { top.Down() })
+	var err error
+	if top.Redis, err = StartRedis(ctx, dir, portOr(0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := top.startSentinels(ctx, dir, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	return top
 }

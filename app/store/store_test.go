@@ -110,15 +110,7 @@ func TestTheIDIndexMigrationSetsAsideCopiesStoredBefore(t *testing.T) {
 
 func openStore(ctx context.Context, t *testing.T) (*store.Store, *pgx.Conn) {
 	t.Helper()
-	pg := chattest.StartPostgres(t)
-	st, err := store.Open(ctx, pg.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Close)
-	if err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	pg, st := chattest.StartStore(t)
 	conn, err := pgx.Connect(ctx, pg.URL())
 	if err != nil {
 		t.Fatal(err)
