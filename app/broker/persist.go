@@ -3,6 +3,7 @@ package broker
 import (
 	"cmp"
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"slices"
@@ -135,6 +136,27 @@ func entries(msgs []redis.XMessage) []PersistEntry {
 		}
 	}
 	return out
+}
+
+//go:embed requeue.lua
+var requeueSource string
+
+var requeueScript = redis.NewScript(requeueSource)
+
+// Requeue puts back on the stream those of entries it no longer has, and
+// returns how many. A writer that read entries and then waited for Postgres
+// is the only holder of them once Redis has lost them; on the stream again
+// they are where catch-ups and retries look for messages not stored yet.
+func (b *Broker) Requeue(ctx context.Context, entries []PersistEntry) (int, error) {
+	args := make([]any, 0, 2*len(entries))
+	for _, e := range entries {
+		args = append(args, e.ID, e.Frame)
+	}
+	n, err := requeueScript.Run(ctx, b.rdb, []string{PersistStream}, args...).Int()
+	if err != nil {
+		return 0, fmt.Errorf("requeue %d entries on %s: %w", len(entries), PersistStream, err)
+	}
+	return n, nil
 }
 
 // backlogPage is how many persist entries one XRANGE of a scan reads.

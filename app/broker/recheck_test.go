@@ -3,6 +3,8 @@ package broker_test
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/switchboard-dev/switchboard/app/broker"
 	"github.com/switchboard-dev/switchboard/app/metrics"
+	"github.com/switchboard-dev/switchboard/app/persist"
 	"github.com/switchboard-dev/switchboard/app/store"
 )
 
@@ -163,5 +166,59 @@ func TestTheWriterSetsAsideAMessageThatConflictsWithAStoredOne(t *testing.T) {
 	}
 	if len(rows) != 2 || rows[0].Text != s.acked[taken.Seq] || rows[1].Seq != behind.Seq {
 		t.Errorf("stored %+v, want the original at %d and the message behind the conflict at %d", rows, taken.Seq, behind.Seq)
+	}
+}
+
+// A writer that read entries and waits for Postgres is their only holder
+// once Redis loses them (a wipe, a failover to a replica that never got
+// them): it puts them back on the persist stream, where catch-ups look for
+// messages not stored yet, and each is stored once when Postgres is back.
+func TestAWriterPutsBackWhatRedisLostWhileItWaitedForPostgres(t *testing.T) {
+	r := startRedis(t)
+	pg, st := startStore(t)
+	b := connect(t, r.URL(), broker.Options{Ledger: st})
+	ctx := context.Background()
+	m := metrics.New()
+	w := &persist.Writer{Source: b, Sink: st, Consumer: "w", Metrics: m, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	run, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); w.Run(run) }()
+	defer func() { stop(); <-done }()
+	s := newSender(t, b, "held")
+	s.send() // the room's seqs are reserved
+	waitFor(t, 30*time.Second, "the first message stored", func() bool {
+		n, err := b.PersistBacklog(ctx)
+		return err == nil && n == 0
+	})
+	if err := pg.Stop(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		s.send()
+	}
+	waitFor(t, 30*time.Second, "the writer to fail an insert", func() bool {
+		return testutil.ToFloat64(m.PostgresErrors.WithLabelValues(metrics.OpPersistInsert)) > 0
+	})
+	// What the writer holds is what it read and has not acked; the rest of
+	// the stream is lost with Redis.
+	held, err := r.client().XPending(ctx, broker.PersistStream, "store").Result()
+	if err != nil || held.Count == 0 {
+		t.Fatalf("the writer holds %+v, %v", held, err)
+	}
+	r.client().FlushAll(ctx)
+	waitFor(t, 30*time.Second, "the held entries back on the stream", func() bool {
+		pending, err := b.Pending(ctx, "held", 0, 1<<62)
+		return err == nil && int64(len(pending)) == held.Count
+	})
+	if err := pg.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "the backlog stored", func() bool {
+		n, err := b.PersistBacklog(ctx)
+		return err == nil && n == 0
+	})
+	rows, err := st.Range(ctx, "held", 0, 1<<62, 100)
+	if err != nil || int64(len(rows)) != 1+held.Count {
+		t.Fatalf("%d rows stored, %v: want the first and the %d held", len(rows), err, held.Count)
 	}
 }

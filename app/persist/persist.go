@@ -24,6 +24,8 @@ type Source interface {
 	ReadPersist(ctx context.Context, consumer string, count int, block time.Duration) ([]broker.PersistEntry, error)
 	ClaimPersist(ctx context.Context, consumer string, minIdle time.Duration, count int) (claimed []broker.PersistEntry, lost []string, err error)
 	AckPersist(ctx context.Context, ids []string) error
+	// Requeue puts back those of entries the stream lost, returning how many.
+	Requeue(ctx context.Context, entries []broker.PersistEntry) (int, error)
 	PersistBacklog(ctx context.Context) (int64, error)
 }
 
@@ -139,7 +141,17 @@ func (w *Writer) write(ctx context.Context, entries []broker.PersistEntry) {
 	})
 	defer stop()
 	var rejected []store.Rejection
+	attempts, requeued := 0, 0
 	insert := func(c context.Context) error {
+		if attempts++; attempts > 1 {
+			// While Postgres refuses, Redis may lose these entries (a wipe,
+			// a failover): this writer would be their only holder, unseen
+			// by catch-ups, which would pass over them. Put them back.
+			if n, err := w.Source.Requeue(c, entries); err == nil && n > 0 {
+				requeued = n
+				return nil
+			}
+		}
 		w.Metrics.PersistLag.Set(time.Since(oldest).Seconds())
 		ic, icancel := context.WithTimeout(c, 5*time.Second)
 		defer icancel()
@@ -148,6 +160,11 @@ func (w *Writer) write(ctx context.Context, entries []broker.PersistEntry) {
 		return err
 	}
 	if len(msgs) > 0 && !w.retry(flush, "insert", insert, w.Metrics.PostgresErrors.WithLabelValues(metrics.OpPersistInsert)) {
+		return
+	}
+	if requeued > 0 {
+		// The rest are still pending on the stream: claimed later.
+		w.Log.Warn("redis lost queued messages this writer held; put them back on the persist stream", "count", requeued)
 		return
 	}
 	for _, r := range rejected {
