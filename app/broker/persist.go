@@ -200,8 +200,10 @@ func (b *Broker) Pending(ctx context.Context, room string, after, upto int64) ([
 	if err != nil {
 		return nil, fmt.Errorf("pending messages of %s after %d: %w", room, after, err)
 	}
-	slices.SortFunc(out, func(a, b protocol.Delivery) int { return cmp.Compare(a.Seq, b.Seq) })
-	return out, nil
+	// A message can stand twice in the backlog (put back by a writer while
+	// its first entry was still there): once is enough.
+	slices.SortStableFunc(out, func(a, b protocol.Delivery) int { return cmp.Compare(a.Seq, b.Seq) })
+	return slices.CompactFunc(out, func(a, b protocol.Delivery) bool { return a.Seq == b.Seq }), nil
 }
 
 // pendingSend finds a sender's message by its id in the persist backlog.

@@ -222,3 +222,28 @@ func TestAWriterPutsBackWhatRedisLostWhileItWaitedForPostgres(t *testing.T) {
 		t.Fatalf("%d rows stored, %v: want the first and the %d held", len(rows), err, held.Count)
 	}
 }
+
+// A message standing twice in the backlog (put back by a writer while its
+// first entry was still there) is pending once.
+func TestAMessageTwiceInTheBacklogIsPendingOnce(t *testing.T) {
+	r := startRedis(t)
+	b := connect(t, r.URL(), broker.Options{})
+	ctx := context.Background()
+	if _, err := b.Publish(ctx, "twice", "alice", "hi", "c-1", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.EnsureGroup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	held, err := b.ReadPersist(ctx, "w", 10, 0)
+	if err != nil || len(held) != 1 {
+		t.Fatalf("read %v, %v", held, err)
+	}
+	if err := r.client().XAdd(ctx, &redis.XAddArgs{Stream: broker.PersistStream, Values: []string{"f", string(held[0].Frame)}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	pending, err := b.Pending(ctx, "twice", 0, 10)
+	if err != nil || len(pending) != 1 || pending[0].Seq != 1 {
+		t.Fatalf("pending %+v, %v: want seq 1 once", pending, err)
+	}
+}
