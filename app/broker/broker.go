@@ -250,11 +250,6 @@ func (b *Broker) Publish(ctx context.Context, room, user, text, id string, now t
 		replKey(room), limitKey(room), checkKey(room), seedingKey(room), fenceKey}
 	args := []any{channel(room), pre, post, b.opts.HistorySize, int(b.opts.DedupeTTL.Seconds()),
 		int(b.opts.RoomTTL.Seconds()), b.opts.BacklogCap, now.UnixNano(), hasID, "", "", "", 0, "0", b.opts.MinReplicas, "", 0}
-	// An unseeded room, one out of seqs or a missing dedupe key after a
-	// reseed asks for Postgres first, then the script runs again; the state
-	// may change again meanwhile (another failover), so a few rounds are
-	// allowed. Waiting for another sender's reseed is not an attempt (ctx
-	// bounds it).
 	if id != "" && b.evicting.Load() {
 		// The id's dedupe key may have been evicted: ask the stores.
 		if dup, found, err := b.sentBefore(ctx, room, user, id); err != nil || found {
@@ -262,6 +257,11 @@ func (b *Broker) Publish(ctx context.Context, room, user, text, id string, now t
 		}
 		args[13] = "1"
 	}
+	// An unseeded room, one out of seqs, a missing dedupe key after a
+	// reseed or a primary to fence asks for Postgres first, then the script
+	// runs again; the state may change again meanwhile (another failover),
+	// so a few rounds are allowed. Waiting for another sender's reseed is
+	// not an attempt (ctx bounds it).
 	wait := 5 * time.Millisecond
 	for attempts := 0; attempts < 6; attempts++ {
 		args[15], args[16] = b.seen()

@@ -53,7 +53,7 @@ func TestBootstrapGivesTheChatRoleItsSchemaAndNothingElse(t *testing.T) {
 	if err := old.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := old.Insert(ctx, []protocol.Message{{Room: "lobby", Seq: 1, User: "alice", Text: "before", ID: "a", TS: time.Now()}}); err != nil {
+	if _, err := old.Insert(ctx, []protocol.Message{{Room: "lobby", Seq: 1, User: "alice", Text: "before", ID: "a", TS: time.Now()}}); err != nil {
 		t.Fatal(err)
 	}
 	old.Close()
@@ -89,7 +89,7 @@ func TestBootstrapGivesTheChatRoleItsSchemaAndNothingElse(t *testing.T) {
 	if err := st.Migrate(ctx); err != nil {
 		t.Fatalf("the chat role migrates: %v", err)
 	}
-	if err := st.Insert(ctx, []protocol.Message{{Room: "lobby", Seq: 2, User: "bob", Text: "after", ID: "b", TS: time.Now()}}); err != nil {
+	if _, err := st.Insert(ctx, []protocol.Message{{Room: "lobby", Seq: 2, User: "bob", Text: "after", ID: "b", TS: time.Now()}}); err != nil {
 		t.Fatalf("the chat role writes: %v", err)
 	}
 	if msgs, err := st.Range(ctx, "lobby", 0, 10, 10); err != nil || len(msgs) != 2 || msgs[0].Text != "before" {
