@@ -291,9 +291,9 @@ func TestStackFilesDeclareTheirTopology(t *testing.T) {
 		want      []string
 	}{
 		{"dev", 30, []string{"apps/v1:Deployment", "apps/v1:StatefulSet", "helm.sh/v3:Release", "monitoring.coreos.com/v1:PrometheusRule"}},
-		{"prod", 109, []string{"ec2/vpc:Vpc", "eks/cluster:Cluster", "eks/nodeGroup:NodeGroup", "elasticache/replicationGroup:ReplicationGroup",
+		{"prod", 110, []string{"ec2/vpc:Vpc", "eks/cluster:Cluster", "eks/nodeGroup:NodeGroup", "elasticache/replicationGroup:ReplicationGroup", "elasticache/parameterGroup:ParameterGroup",
 			"rds/instance:Instance", "networking.k8s.io/v1:Ingress", "helm.sh/v3:Release", "cloudwatch/metricAlarm:MetricAlarm", "ec2/flowLog:FlowLog"}},
-		{"staging", 102, []string{"eks/cluster:Cluster", "rds/instance:Instance"}},
+		{"staging", 103, []string{"eks/cluster:Cluster", "rds/instance:Instance"}},
 	} {
 		t.Run(tc.stack, func(t *testing.T) {
 			s := mustRun(t, stackFileConfig(t, tc.stack))
