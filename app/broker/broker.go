@@ -106,12 +106,13 @@ type Broker struct {
 	fenceSeen  int64  // the newest fence any script run answered with
 }
 
-// saw records the "replid|fence" a script run answered with.
+// saw records the marker a script run answered with: "replid|fence", or
+// the replication id alone on a primary never fenced.
 func (b *Broker) saw(marker string) {
-	replid, fence, ok := strings.Cut(marker, "|")
-	if !ok {
+	if marker == "" {
 		return
 	}
+	replid, fence, _ := strings.Cut(marker, "|")
 	n, _ := strconv.ParseInt(fence, 10, 64)
 	b.mu.Lock()
 	b.lastReplid, b.fenceSeen = replid, max(b.fenceSeen, n)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 
@@ -100,5 +101,24 @@ func TestAStalePrimaryBackAsPrimaryIsFencedAndItsRoomsReseed(t *testing.T) {
 	other.n = 100
 	if got := other.send().Seq; got != seqs[len(seqs)-1]+1 {
 		t.Errorf("a new broker's first send got seq %d, want %d: no reseed", got, seqs[len(seqs)-1]+1)
+	}
+}
+
+// Until a primary is first fenced, a room is marked with the replication id
+// alone, as before fences existed: instances of the previous version, which
+// compare the replication id alone, agree with this one during a rollout
+// instead of reseeding each other's rooms.
+func TestARoomOnANeverFencedPrimaryIsMarkedAsBefore(t *testing.T) {
+	r := startRedis(t)
+	newSender(t, connect(t, r.URL(), broker.Options{}), "marked").send()
+	ctx := context.Background()
+	info, err := r.client().Info(ctx, "replication").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, _ := strings.Cut(info, "master_replid:")
+	replid, _, _ := strings.Cut(rest, "\r\n")
+	if got, err := r.client().Get(ctx, "chat:{marked}:replid").Result(); err != nil || got != replid {
+		t.Errorf("room marked %q, %v: want the replication id %q alone", got, err, replid)
 	}
 }

@@ -8,7 +8,7 @@
 -- Each message has 10 KEYS and 17 ARGV, in order (KEYS 5 and 10 are the same
 -- for all):
 -- KEYS: 1 seq counter, 2 epoch, 3 room log, 4 dedupe key, 5 persist stream,
---       6 the replication id and fence the room was seeded under, 7 the
+--       6 the marker the room was seeded under ("replid|fence"), 7 the
 --       reserved limit, 8 until when a missing dedupe key must be checked in
 --       Postgres, 9 the room's seeding lock, 10 the primary's fence
 -- ARGV: 1 channel, 2 frame prefix, 3 frame suffix, 4 log length,
@@ -20,7 +20,7 @@
 --       16 the replication id the instance last wrote under ("" none yet),
 --       17 the newest fence the instance has seen
 -- Returns one reply per message: an error (OVERLOADED, NOREPLICAS: nothing
--- of it written) or {seq, status, epoch, headroom, "replid|fence"}: status 0 accepted,
+-- of it written) or {seq, status, epoch, headroom, marker}: status 0 accepted,
 -- 1 duplicate (the original seq and epoch), 2 the room must be reseeded
 -- (seq: its counter here; the caller now holds the seeding lock), 3 its
 -- reserved seqs ran out (seq: its counter), 4 the id must be looked up in
@@ -45,7 +45,10 @@ local backlog = redis.call('XLEN', KEYS[5])
 -- one the instance has seen, and a new fence makes every room reseed above
 -- everything reserved meanwhile, instead of counting on from its old state.
 local fence = redis.call('GET', KEYS[10]) or '0'
-local marker = replid .. '|' .. fence
+-- The replication id alone until a primary is first fenced, as rooms were
+-- marked before fences: instances of both versions agree during a rollout.
+local marker = replid
+if fence ~= '0' then marker = replid .. '|' .. fence end
 
 local function publish(k, a)
   local now = tonumber(ARGV[a + 8])
