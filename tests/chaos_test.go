@@ -634,8 +634,11 @@ func (r *chaosRun) fault(kind string, rng *rand.Rand, outage time.Duration) erro
 	return fmt.Errorf("unknown fault %q", kind)
 }
 
+// evictPolicy is the misconfiguration the eviction fault makes.
+const evictPolicy = "volatile-random"
+
 // evict misconfigures the primary for outage: maxmemory-policy
-// volatile-lru with maxmemory just above what it uses, so that keys with a
+// volatile-random with maxmemory just above what it uses, so that keys with a
 // TTL (the rooms') are evicted as writes come in; then noeviction and no
 // limit again. If nothing was evicted by half the outage, the limit drops
 // below what is used, which evicts at the next write.
@@ -662,8 +665,11 @@ func (r *chaosRun) evict(ctx context.Context, note func(string, ...any), outage 
 	// The policy is the misconfiguration, and memory fills later: the
 	// instances read the policy within seconds and from then on look every
 	// send with an id up in the stores, since its dedupe key may go.
-	note("%s: maxmemory-policy volatile-lru", node.Name)
-	if err := node.SetMaxmemory(ctx, 0, "volatile-lru"); err != nil {
+	// Random rather than ElastiCache's volatile-lru: LRU spares the keys
+	// every send touches (a room's counter, epoch, limit), which are the
+	// ones whose loss could reuse a seq.
+	note("%s: maxmemory-policy %s", node.Name, evictPolicy)
+	if err := node.SetMaxmemory(ctx, 0, evictPolicy); err != nil {
 		return err
 	}
 	if err := r.waitEvicting(ctx, 1); err != nil {
@@ -675,7 +681,7 @@ func (r *chaosRun) evict(ctx context.Context, note func(string, ...any), outage 
 		return err
 	}
 	note("%s: maxmemory %d (used %d)", node.Name, n+16<<10, n)
-	if err := node.SetMaxmemory(ctx, n+16<<10, "volatile-lru"); err != nil {
+	if err := node.SetMaxmemory(ctx, n+16<<10, evictPolicy); err != nil {
 		return err
 	}
 	began := time.Now()
@@ -683,7 +689,7 @@ func (r *chaosRun) evict(ctx context.Context, note func(string, ...any), outage 
 		if !tightened && time.Since(began) > outage/2 && evicted() == before {
 			if n, err := used(); err == nil {
 				note("%s: nothing evicted yet: maxmemory %d", node.Name, n*15/16)
-				if err := node.SetMaxmemory(ctx, n*15/16, "volatile-lru"); err != nil {
+				if err := node.SetMaxmemory(ctx, n*15/16, evictPolicy); err != nil {
 					note("%v", err) // the first limit holds; noeviction comes back below
 				}
 			}
