@@ -639,9 +639,9 @@ const evictPolicy = "volatile-random"
 
 // evict misconfigures the primary for outage: maxmemory-policy
 // volatile-random with maxmemory just above what it uses, so that keys with a
-// TTL (the rooms') are evicted as writes come in; then noeviction and no
-// limit again. If nothing was evicted by half the outage, the limit drops
-// below what is used, which evicts at the next write.
+// TTL (the rooms') are evicted as writes come in; at half the outage the
+// limit drops to 3/4 of what is used, which evicts a wave at the next
+// write; then noeviction and no limit again.
 func (r *chaosRun) evict(ctx context.Context, note func(string, ...any), outage time.Duration) error {
 	node, err := r.l.Primary(ctx)
 	if err != nil {
@@ -686,10 +686,12 @@ func (r *chaosRun) evict(ctx context.Context, note func(string, ...any), outage 
 	}
 	began := time.Now()
 	for tightened := false; time.Since(began) < outage; time.Sleep(100 * time.Millisecond) {
-		if !tightened && time.Since(began) > outage/2 && evicted() == before {
+		if !tightened && time.Since(began) > outage/2 {
+			// A wave: a quarter of what is used must go, enough that some
+			// room's counter goes while its other keys stay.
 			if n, err := used(); err == nil {
-				note("%s: nothing evicted yet: maxmemory %d", node.Name, n*15/16)
-				if err := node.SetMaxmemory(ctx, n*15/16, evictPolicy); err != nil {
+				note("%s: maxmemory %d", node.Name, n*3/4)
+				if err := node.SetMaxmemory(ctx, n*3/4, evictPolicy); err != nil {
 					note("%v", err) // the first limit holds; noeviction comes back below
 				}
 			}
