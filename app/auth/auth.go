@@ -47,8 +47,8 @@ func (v *Verifier) Verify(token string) (Claims, error) {
 	if err != nil {
 		return Claims{}, fmt.Errorf("verify token: %w", err)
 	}
-	if rc.Subject == "" || len(rc.Subject) > 128 {
-		return Claims{}, errors.New("verify token: sub must name the user in 1 to 128 bytes")
+	if rc.Subject == "" || len(rc.Subject) > 128 || strings.ContainsRune(rc.Subject, 0) {
+		return Claims{}, errors.New("verify token: sub must name the user in 1 to 128 bytes, without NUL")
 	}
 	return Claims{User: rc.Subject, Expires: rc.ExpiresAt.Time}, nil
 }

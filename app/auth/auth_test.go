@@ -38,6 +38,7 @@ func TestVerifyRefusesBadTokens(t *testing.T) {
 		"expired":         sign(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": "a", "exp": time.Now().Add(-time.Minute).Unix()}),
 		"no exp":          sign(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": "a"}),
 		"no sub":          sign(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"exp": exp}),
+		"NUL in sub":      sign(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": "a\x00b", "exp": exp}),
 		"HS512 not HS256": sign(t, jwt.SigningMethodHS512, secret, jwt.MapClaims{"sub": "a", "exp": exp}),
 		"alg none":        sign(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, jwt.MapClaims{"sub": "a", "exp": exp}),
 	}

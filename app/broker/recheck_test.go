@@ -247,3 +247,35 @@ func TestAMessageTwiceInTheBacklogIsPendingOnce(t *testing.T) {
 		t.Fatalf("pending %+v, %v: want seq 1 once", pending, err)
 	}
 }
+
+// A queued message whose data Postgres refuses (a NUL in its text, which
+// the edge now refuses but an older instance or another producer may have
+// queued) is set aside on its own: the batch is split until it is alone,
+// it goes to rejected_messages as refused, and every message around it is
+// stored. Retried whole, it would hold back every room's persistence.
+func TestAMessagePostgresRefusesIsSetAsideAndTheRestStored(t *testing.T) {
+	r := startRedis(t)
+	_, st := startStore(t)
+	b := connect(t, r.URL(), broker.Options{Ledger: st})
+	ctx := context.Background()
+	s := newSender(t, b, "poison")
+	for range 5 {
+		s.send()
+	}
+	poison := `{"op":"message","room":"poison","seq":1000,"user":"mallory","text":"a\u0000b","ts":"2026-12-06T10:00:00.000Z"}`
+	if err := r.client().XAdd(ctx, &redis.XAddArgs{Stream: broker.PersistStream, Values: []string{"f", poison}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		s.send()
+	}
+	m := metrics.New()
+	persistCounted(t, b, st, m) // the backlog drains past the refused entry
+	if v := testutil.ToFloat64(m.PersistRejected.WithLabelValues(store.RejectRefused)); v != 1 {
+		t.Errorf("chat_persist_rejected_total{reason=refused} = %v, want 1", v)
+	}
+	rows, err := st.Range(ctx, "poison", 0, 1<<62, 100)
+	if err != nil || len(rows) != 10 {
+		t.Errorf("%d rows stored, %v: want the 10 around the refused one", len(rows), err)
+	}
+}

@@ -35,6 +35,8 @@ type Sink interface {
 	// Insert stores msgs, returning those it refused to store over a
 	// conflicting row (kept aside by the store, never retried).
 	Insert(ctx context.Context, msgs []protocol.Message) ([]store.Rejection, error)
+	// Refuse keeps aside a message whose data Postgres refuses.
+	Refuse(ctx context.Context, m protocol.Message) error
 }
 
 // Writer is one instance's member of the persist consumer group.
@@ -71,7 +73,7 @@ func (w *Writer) Run(ctx context.Context) {
 		!w.retry(ctx, "create group", w.Source.EnsureGroup, w.Metrics.RedisErrors.WithLabelValues(metrics.OpPersistGroup)) {
 		return
 	}
-	for _, reason := range []string{store.RejectSeqTaken, store.RejectDuplicateID} {
+	for _, reason := range store.RejectReasons {
 		w.Metrics.PersistRejected.WithLabelValues(reason)
 	}
 	w.Log.Info("persisting messages to postgres", "consumer", w.Consumer)
@@ -156,7 +158,7 @@ func (w *Writer) write(ctx context.Context, entries []broker.PersistEntry) {
 		ic, icancel := context.WithTimeout(c, 5*time.Second)
 		defer icancel()
 		var err error
-		rejected, err = w.Sink.Insert(ic, msgs)
+		rejected, err = w.insert(ic, msgs)
 		return err
 	}
 	if len(msgs) > 0 && !w.retry(flush, "insert", insert, w.Metrics.PostgresErrors.WithLabelValues(metrics.OpPersistInsert)) {
@@ -168,9 +170,12 @@ func (w *Writer) write(ctx context.Context, entries []broker.PersistEntry) {
 		return
 	}
 	for _, r := range rejected {
+		w.Metrics.PersistRejected.WithLabelValues(r.Reason).Inc()
+		if r.Reason == store.RejectRefused {
+			continue // logged where it was found
+		}
 		// Loud, because it is a broken guarantee, not a bad input: the
 		// message was acked under a seq or id that another stored message has.
-		w.Metrics.PersistRejected.WithLabelValues(r.Reason).Inc()
 		w.Log.Error("an acked message conflicts with a stored one; kept in rejected_messages, not in the history",
 			"reason", r.Reason, "room", r.Room, "seq", r.Seq, "user", r.User, "id", r.ID)
 	}
@@ -181,6 +186,34 @@ func (w *Writer) write(ctx context.Context, entries []broker.PersistEntry) {
 		w.Metrics.RedisErrors.WithLabelValues(metrics.OpPersistAck).Inc()
 		w.Log.Warn("ack persisted entries", "err", err)
 	}
+}
+
+// insert stores msgs. A batch Postgres refuses for its data is split until
+// each refused message is alone, and those are set aside (store.Refuse), so
+// that one value the edge let through never holds back the messages behind
+// it, nor, claimed by every instance in turn, the whole deployment's.
+func (w *Writer) insert(ctx context.Context, msgs []protocol.Message) ([]store.Rejection, error) {
+	rejected, err := w.Sink.Insert(ctx, msgs)
+	switch {
+	case err == nil || !store.DataError(err):
+		return rejected, err
+	case len(msgs) == 1:
+		if err := w.Sink.Refuse(ctx, msgs[0]); err != nil {
+			return nil, err
+		}
+		w.Log.Error("postgres refuses a queued message's data; kept in rejected_messages", "room", msgs[0].Room, "seq", msgs[0].Seq, "err", err)
+		return []store.Rejection{{Message: msgs[0], Reason: store.RejectRefused}}, nil
+	}
+	half := len(msgs) / 2
+	first, err := w.insert(ctx, msgs[:half])
+	if err != nil {
+		return nil, err
+	}
+	second, err := w.insert(ctx, msgs[half:])
+	if err != nil {
+		return nil, err
+	}
+	return append(first, second...), nil
 }
 
 // retry runs op until it succeeds or ctx ends, backing off from 250 ms to

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -120,6 +121,11 @@ func (f ClientFrame) validate() *Error {
 	}
 	if f.Op == OpSend && f.Text == "" {
 		return Errorf(CodeBadRequest, `send needs a non-empty "text"`)
+	}
+	if strings.ContainsRune(f.Text, 0) || strings.ContainsRune(f.ID, 0) {
+		// Postgres's text refuses it: accepted, the message could never
+		// be stored.
+		return Errorf(CodeBadRequest, `"text" and "id" cannot hold the NUL character (\u0000)`)
 	}
 	if f.Op != OpSend && (f.Text != "" || f.ID != "") {
 		return Errorf(CodeBadRequest, `"text" and "id" only go with send`)

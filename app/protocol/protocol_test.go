@@ -48,6 +48,8 @@ func TestDecodeClientRefusesBadFramesWithBadRequest(t *testing.T) {
 		"negative since":    {in: `{"op":"join","room":"lobby","since":-1}`},
 		"since on send":     {in: `{"op":"send","room":"lobby","text":"x","since":1,"id":"s1"}`, ref: "s1"},
 		"empty text":        {in: `{"op":"send","room":"lobby","text":"","id":"c-1"}`, ref: "c-1"},
+		"NUL in text":       {in: `{"op":"send","room":"lobby","text":"a\u0000b","id":"c-2"}`, ref: "c-2"},
+		"NUL in id":         {in: `{"op":"send","room":"lobby","text":"a","id":"c\u0000"}`},
 		"text on join":      {in: `{"op":"join","room":"lobby","text":"x"}`},
 		"id too long":       {in: `{"op":"send","room":"lobby","text":"x","id":"` + strings.Repeat("i", MaxIDLen+1) + `"}`},
 		"seq of wrong type": {in: `{"op":"join","room":"lobby","since":"7"}`},

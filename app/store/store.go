@@ -9,9 +9,12 @@ import (
 	"fmt"
 	"io/fs"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/switchboard-dev/switchboard/app/protocol"
@@ -101,7 +104,34 @@ const (
 	// The sender's id is stored under another seq: a retry was accepted
 	// again instead of answered with its original seq.
 	RejectDuplicateID = "duplicate_id"
+	// Postgres refused the message's data (SQLSTATE class 22 or 23), a value
+	// the edge let through; its text fields are kept Go-quoted, so that
+	// whatever made the columns refuse them fits.
+	RejectRefused = "refused"
 )
+
+// RejectReasons lists every reason, for metrics.
+var RejectReasons = []string{RejectSeqTaken, RejectDuplicateID, RejectRefused}
+
+// DataError tells whether Postgres refused a statement for the data it was
+// given (SQLSTATE class 22, data exception, or 23, integrity constraint
+// violation): running it again would fail again.
+func DataError(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (strings.HasPrefix(pgErr.Code, "22") || strings.HasPrefix(pgErr.Code, "23"))
+}
+
+// Refuse keeps m in rejected_messages as refused, its text fields quoted.
+func (s *Store) Refuse(ctx context.Context, m protocol.Message) error {
+	_, err := s.pool.Exec(ctx, `
+		INSERT INTO rejected_messages (room, seq, user_id, body, client_id, ts, reason)
+		VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING`,
+		strconv.Quote(m.Room), m.Seq, strconv.Quote(m.User), strconv.Quote(m.Text), strconv.Quote(m.ID), m.TS, RejectRefused)
+	if err != nil {
+		return fmt.Errorf("set aside %s seq %d: %w", m.Room, m.Seq, err)
+	}
+	return nil
+}
 
 // Insert writes messages in one transaction. A message already stored as it
 // is (a replay of the persist stream after a failure, or by another
