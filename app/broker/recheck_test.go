@@ -137,35 +137,51 @@ func TestANewRoomIsRefusedAtOnceWhilePostgresIsDown(t *testing.T) {
 	}
 }
 
-// A queued message that conflicts with a stored row (a seq handed out twice)
-// is not dropped in silence, nor retried forever: it goes to
-// rejected_messages, is counted, and the entries behind it are stored.
-func TestTheWriterSetsAsideAMessageThatConflictsWithAStoredOne(t *testing.T) {
-	r := startRedis(t)
-	_, st := startStore(t)
-	b := connect(t, r.URL(), broker.Options{Ledger: st})
-	ctx := context.Background()
-	s := newSender(t, b, "taken")
-	taken := s.send()
-	persistAll(t, b, st)
-	// The same seq again under another text, as a reused seq would be.
-	rdb := r.client()
-	impostor := `{"op":"message","room":"taken","seq":` + strconv.FormatInt(taken.Seq, 10) + `,"user":"mallory","text":"not the original","ts":"2026-12-06T10:00:00.000Z"}`
-	if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: broker.PersistStream, Values: []string{"f", impostor}}).Err(); err != nil {
-		t.Fatal(err)
-	}
-	behind := s.send()
-	m := metrics.New()
-	persistCounted(t, b, st, m) // the backlog drains past the conflicting entry
-	if v := testutil.ToFloat64(m.PersistRejected.WithLabelValues(store.RejectSeqTaken)); v != 1 {
-		t.Errorf("chat_persist_rejected_total{reason=seq_taken} = %v, want 1", v)
-	}
-	rows, err := st.Range(ctx, "taken", 0, 1<<62, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(rows) != 2 || rows[0].Text != s.acked[taken.Seq] || rows[1].Seq != behind.Seq {
-		t.Errorf("stored %+v, want the original at %d and the message behind the conflict at %d", rows, taken.Seq, behind.Seq)
+// A queued message the store cannot take as it is, is not dropped in
+// silence, nor retried forever (retried whole, a batch with it would hold
+// back every room's persistence): it goes to rejected_messages with its
+// reason, is counted, and the messages around it are stored. Two kinds: one
+// that conflicts with a stored row (a seq handed out twice), and one whose
+// data Postgres refuses (a NUL in its text, which the edge now refuses but
+// an older instance may have queued), found by splitting its batch.
+func TestTheWriterSetsAsideWhatTheStoreCannotTake(t *testing.T) {
+	for _, tc := range []struct {
+		reason string
+		text   string // the queued message's, under a seq the room acked first
+	}{
+		{store.RejectSeqTaken, "not the original"},
+		{store.RejectRefused, `a\u0000b`},
+	} {
+		t.Run(tc.reason, func(t *testing.T) {
+			r := startRedis(t)
+			_, st := startStore(t)
+			b := connect(t, r.URL(), broker.Options{Ledger: st})
+			ctx := context.Background()
+			room := "aside-" + tc.reason
+			s := newSender(t, b, room)
+			first := s.send()
+			persistAll(t, b, st)
+			for range 4 {
+				s.send()
+			}
+			queued := `{"op":"message","room":"` + room + `","seq":` + strconv.FormatInt(first.Seq, 10) +
+				`,"user":"mallory","text":"` + tc.text + `","ts":"2026-12-06T10:00:00.000Z"}`
+			if err := r.client().XAdd(ctx, &redis.XAddArgs{Stream: broker.PersistStream, Values: []string{"f", queued}}).Err(); err != nil {
+				t.Fatal(err)
+			}
+			for range 5 {
+				s.send()
+			}
+			m := metrics.New()
+			persistCounted(t, b, st, m) // the backlog drains past it
+			if v := testutil.ToFloat64(m.PersistRejected.WithLabelValues(tc.reason)); v != 1 {
+				t.Errorf("chat_persist_rejected_total{reason=%s} = %v, want 1", tc.reason, v)
+			}
+			rows, err := st.Range(ctx, room, 0, 1<<62, 100)
+			if err != nil || len(rows) != 10 || rows[0].Text != s.acked[first.Seq] {
+				t.Errorf("stored %d rows, %v: want the 10 acked, the first as acked", len(rows), err)
+			}
+		})
 	}
 }
 
@@ -245,37 +261,5 @@ func TestAMessageTwiceInTheBacklogIsPendingOnce(t *testing.T) {
 	pending, err := b.Pending(ctx, "twice", 0, 10)
 	if err != nil || len(pending) != 1 || pending[0].Seq != 1 {
 		t.Fatalf("pending %+v, %v: want seq 1 once", pending, err)
-	}
-}
-
-// A queued message whose data Postgres refuses (a NUL in its text, which
-// the edge now refuses but an older instance or another producer may have
-// queued) is set aside on its own: the batch is split until it is alone,
-// it goes to rejected_messages as refused, and every message around it is
-// stored. Retried whole, it would hold back every room's persistence.
-func TestAMessagePostgresRefusesIsSetAsideAndTheRestStored(t *testing.T) {
-	r := startRedis(t)
-	_, st := startStore(t)
-	b := connect(t, r.URL(), broker.Options{Ledger: st})
-	ctx := context.Background()
-	s := newSender(t, b, "poison")
-	for range 5 {
-		s.send()
-	}
-	poison := `{"op":"message","room":"poison","seq":1000,"user":"mallory","text":"a\u0000b","ts":"2026-12-06T10:00:00.000Z"}`
-	if err := r.client().XAdd(ctx, &redis.XAddArgs{Stream: broker.PersistStream, Values: []string{"f", poison}}).Err(); err != nil {
-		t.Fatal(err)
-	}
-	for range 5 {
-		s.send()
-	}
-	m := metrics.New()
-	persistCounted(t, b, st, m) // the backlog drains past the refused entry
-	if v := testutil.ToFloat64(m.PersistRejected.WithLabelValues(store.RejectRefused)); v != 1 {
-		t.Errorf("chat_persist_rejected_total{reason=refused} = %v, want 1", v)
-	}
-	rows, err := st.Range(ctx, "poison", 0, 1<<62, 100)
-	if err != nil || len(rows) != 10 {
-		t.Errorf("%d rows stored, %v: want the 10 around the refused one", len(rows), err)
 	}
 }
