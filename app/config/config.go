@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -41,7 +43,57 @@ type Config struct {
 	// DebugAddr serves Go's pprof profiles on a listener of its own, never
 	// the public one; empty (the default) serves none.
 	DebugAddr string // DEBUG_ADDR
+
+	// Tokens (docs/abuse.md). JWTIssuer and JWTAudience are checked when set.
+	JWTIssuer      string        // JWT_ISSUER
+	JWTAudience    string        // JWT_AUDIENCE
+	JWTMaxTTL      time.Duration // JWT_MAX_TTL: the longest lifetime (exp - iat) a token may have
+	AllowDevSecret bool          // ALLOW_DEV_SECRET: accept the repository's development secret (local and kind only)
+
+	// Limits on what one client can take (docs/abuse.md). A Rate of zero,
+	// or a count of 0, turns that limit off.
+	MaxConnections           int            // MAX_CONNECTIONS: sessions on this instance; past it the upgrade gets 503
+	MaxConnectionsPerUser    int            // MAX_CONNECTIONS_PER_USER: across instances
+	MaxConnectionsPerAddress int            // MAX_CONNECTIONS_PER_ADDRESS: across instances
+	Quotas                   Quotas         // QUOTA_*
+	TrustedProxies           []netip.Prefix // TRUSTED_PROXIES: peers whose X-Forwarded-For names the client
+	CatchupConcurrency       int            // CATCHUP_CONCURRENCY: resume pages and history reads at once, per instance
+	FrameTimeout             time.Duration  // FRAME_TIMEOUT: how long a frame, once begun, may take to arrive whole
 }
+
+// Quotas are the rate limits per user and per address, counted across
+// instances in Redis.
+type Quotas struct {
+	UserSends       Rate // QUOTA_USER_SENDS: messages sent
+	UserJoins       Rate // QUOTA_USER_JOINS: joins, resumes included
+	UserRooms       Rate // QUOTA_USER_ROOMS: joins of rooms that have no message yet (rooms created)
+	UserResumes     Rate // QUOTA_USER_RESUMES: resumes from past the Redis history window (read from Postgres)
+	UserHistory     Rate // QUOTA_USER_HISTORY: history API calls
+	AddressConnects Rate // QUOTA_ADDRESS_CONNECTS: upgrade attempts per client address
+}
+
+// Rate is Count events per Per; the zero Rate is no limit.
+type Rate struct {
+	Count int
+	Per   time.Duration
+}
+
+// Off reports whether the rate sets no limit.
+func (r Rate) Off() bool { return r.Count == 0 }
+
+func (r Rate) String() string {
+	if r.Off() {
+		return "0"
+	}
+	return strconv.Itoa(r.Count) + "/" + r.Per.String()
+}
+
+// DevSecret is the JWT secret of the local target and the kind stack: a
+// server refuses it unless ALLOW_DEV_SECRET=true.
+const DevSecret = "switchboard-development-secret-not-for-production"
+
+// weakSecrets are secrets found in examples and tutorials, refused always.
+var weakSecrets = []string{"secret", "changeme", "change-me", "dev-secret", "your-256-bit-secret", "supersecret"}
 
 // Defaults are the values used for every unset variable.
 func Defaults() Config {
@@ -64,6 +116,21 @@ func Defaults() Config {
 		PingInterval:    25 * time.Second,
 
 		PersistBacklogCap: 100_000,
+
+		JWTMaxTTL:                24 * time.Hour,
+		MaxConnections:           50_000,
+		MaxConnectionsPerUser:    50,
+		MaxConnectionsPerAddress: 2_000,
+		Quotas: Quotas{
+			UserSends:       Rate{1200, time.Minute},
+			UserJoins:       Rate{600, time.Minute},
+			UserRooms:       Rate{100, time.Minute},
+			UserResumes:     Rate{120, time.Minute},
+			UserHistory:     Rate{120, time.Minute},
+			AddressConnects: Rate{1200, time.Minute},
+		},
+		CatchupConcurrency: 8,
+		FrameTimeout:       10 * time.Second,
 	}
 }
 
@@ -88,11 +155,32 @@ func Load(getenv func(string) string) (Config, error) {
 	r.integer("PERSIST_BACKLOG_CAP", &c.PersistBacklogCap, 100, 100_000_000)
 	r.str("DATABASE_URL", &c.DatabaseURL, "postgres://user[:password]@host:port/db[?sslmode=...]", urlWithScheme("postgres", "postgresql"))
 	r.databaseAuth(&c)
+	r.boolean("ALLOW_DEV_SECRET", &c.AllowDevSecret)
 	secret := getenv("JWT_SECRET")
-	if len(secret) < 8 {
-		r.fail("JWT_SECRET", strings.Repeat("*", len(secret)), "a secret of at least 8 bytes; it is required")
+	switch {
+	case len(secret) < MinSecretBytes:
+		r.fail("JWT_SECRET", strings.Repeat("*", len(secret)), fmt.Sprintf("a random secret of at least %d bytes; it is required", MinSecretBytes))
+	case secret == DevSecret && !c.AllowDevSecret:
+		r.fail("JWT_SECRET", "<the development secret>", "a secret of your own: the development secret is public (ALLOW_DEV_SECRET=true accepts it, for local and kind only)")
+	case slices.Contains(weakSecrets, strings.ToLower(secret)):
+		r.fail("JWT_SECRET", strings.Repeat("*", len(secret)), "a random secret, not an example's")
 	}
 	c.JWTSecret = []byte(secret)
+	r.str("JWT_ISSUER", &c.JWTIssuer, "the iss tokens must carry", func(v string) bool { return len(v) <= 256 })
+	r.str("JWT_AUDIENCE", &c.JWTAudience, "an aud tokens must carry", func(v string) bool { return len(v) <= 256 })
+	r.duration("JWT_MAX_TTL", &c.JWTMaxTTL, time.Minute)
+	r.integer("MAX_CONNECTIONS", &c.MaxConnections, 1, 10_000_000)
+	r.integer("MAX_CONNECTIONS_PER_USER", &c.MaxConnectionsPerUser, 0, 10_000_000)
+	r.integer("MAX_CONNECTIONS_PER_ADDRESS", &c.MaxConnectionsPerAddress, 0, 10_000_000)
+	r.rate("QUOTA_USER_SENDS", &c.Quotas.UserSends)
+	r.rate("QUOTA_USER_JOINS", &c.Quotas.UserJoins)
+	r.rate("QUOTA_USER_ROOMS", &c.Quotas.UserRooms)
+	r.rate("QUOTA_USER_RESUMES", &c.Quotas.UserResumes)
+	r.rate("QUOTA_USER_HISTORY", &c.Quotas.UserHistory)
+	r.rate("QUOTA_ADDRESS_CONNECTS", &c.Quotas.AddressConnects)
+	r.prefixes("TRUSTED_PROXIES", &c.TrustedProxies)
+	r.integer("CATCHUP_CONCURRENCY", &c.CatchupConcurrency, 1, 1024)
+	r.duration("FRAME_TIMEOUT", &c.FrameTimeout, time.Second)
 	var origins string
 	r.str("ALLOWED_ORIGINS", &origins, "comma-separated origins like https://chat.example.com, or *", validOrigins)
 	c.AllowedOrigins = splitList(origins)
@@ -118,6 +206,10 @@ func Load(getenv func(string) string) (Config, error) {
 
 // FromEnv loads the configuration from the process environment.
 func FromEnv() (Config, error) { return Load(os.Getenv) }
+
+// MinSecretBytes is the shortest JWT_SECRET accepted: HS256's key should
+// be as long as its 32-byte hash (RFC 7518, section 3.2).
+const MinSecretBytes = 32
 
 type reader struct {
 	getenv func(string) string
@@ -172,6 +264,52 @@ func (r *reader) number(name string, dst *float64, min, max float64) {
 			return false
 		}
 		*dst = n
+		return true
+	})
+}
+
+func (r *reader) boolean(name string, dst *bool) {
+	r.str(name, new(string), "true or false", func(v string) bool {
+		b, err := strconv.ParseBool(v)
+		*dst = b
+		return err == nil
+	})
+}
+
+// rate reads "count/duration", e.g. 600/1m, or 0 for no limit.
+func (r *reader) rate(name string, dst *Rate) {
+	r.str(name, new(string), "a count per duration like 600/1m (at most 10000000 per 1s to 24h), or 0 for no limit", func(v string) bool {
+		if v == "0" || v == "off" {
+			*dst = Rate{}
+			return true
+		}
+		count, per, ok := strings.Cut(v, "/")
+		n, err1 := strconv.Atoi(count)
+		d, err2 := time.ParseDuration(per)
+		if !ok || err1 != nil || err2 != nil || n < 1 || n > 10_000_000 || d < time.Second || d > 24*time.Hour {
+			return false
+		}
+		*dst = Rate{Count: n, Per: d}
+		return true
+	})
+}
+
+// prefixes reads a comma-separated list of CIDRs or addresses.
+func (r *reader) prefixes(name string, dst *[]netip.Prefix) {
+	r.str(name, new(string), "comma-separated CIDRs or addresses, e.g. 10.0.0.0/8,127.0.0.1", func(v string) bool {
+		var out []netip.Prefix
+		for _, p := range splitList(v) {
+			if a, err := netip.ParseAddr(p); err == nil {
+				out = append(out, netip.PrefixFrom(a, a.BitLen()))
+				continue
+			}
+			pf, err := netip.ParsePrefix(p)
+			if err != nil {
+				return false
+			}
+			out = append(out, pf.Masked())
+		}
+		*dst = out
 		return true
 	})
 }

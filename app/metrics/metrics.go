@@ -53,6 +53,8 @@ const (
 	RefusedUnauthorized = "unauthorized"
 	RefusedOrigin       = "origin"
 	RefusedHandshake    = "handshake"
+	RefusedQuota        = "quota"    // a per-user or per-address quota (chat_quota_refused_total says which)
+	RefusedCapacity     = "capacity" // MAX_CONNECTIONS sessions are open on this instance
 )
 
 // Directions for websocket_messages_total{direction}.
@@ -92,8 +94,9 @@ type Metrics struct {
 	RoomsActive                prometheus.Gauge
 	Ready                      prometheus.Gauge
 	Draining                   prometheus.Gauge
-	DependencyUp               *prometheus.GaugeVec // chat_dependency_up{dependency}
-	RedisEvicting              prometheus.Gauge     // chat_redis_evicting
+	DependencyUp               *prometheus.GaugeVec   // chat_dependency_up{dependency}
+	RedisEvicting              prometheus.Gauge       // chat_redis_evicting
+	QuotaRefused               *prometheus.CounterVec // chat_quota_refused_total{quota}
 }
 
 // New creates and registers every series, with the Go and process collectors.
@@ -125,6 +128,7 @@ func New() *Metrics {
 		Draining:          f.gauge("chat_draining", "1 once the instance has started draining."),
 		DependencyUp:      f.gaugeVec("chat_dependency_up", "1 if the last readiness ping of the dependency succeeded.", "dependency"),
 	}
+	m.QuotaRefused = f.counterVec("chat_quota_refused_total", "Requests refused by a per-user or per-address quota, by quota (protocol.Quotas).", "quota")
 	m.RedisEvicting = f.gauge("chat_redis_evicting", "1 if Redis's maxmemory-policy may evict keys (anything but noeviction): a full Redis would delete room keys, seqs and history; 0 under noeviction or before it is read.")
 	// Every label value above is exported at 0 from the start, so that rate()
 	// and the dashboards see a series before the first error happens.
@@ -132,7 +136,8 @@ func New() *Metrics {
 		m.Received:       {ResultAccepted, ResultDuplicate, ResultRejected, ResultRateLimited, ResultError, ResultOverloaded},
 		m.Closed:         closeCodes(),
 		m.Messages:       {DirectionReceived, DirectionSent},
-		m.Refused:        {RefusedDraining, RefusedRedisDown, RefusedUnauthorized, RefusedOrigin, RefusedHandshake},
+		m.Refused:        {RefusedDraining, RefusedRedisDown, RefusedUnauthorized, RefusedOrigin, RefusedHandshake, RefusedQuota, RefusedCapacity},
+		m.QuotaRefused:   protocol.Quotas,
 		m.RedisErrors:    {OpPublish, OpSubscribe, OpUnsubscribe, OpLatest, OpRepair, OpHistory, OpPersistGroup, OpPersistRead, OpPersistAck},
 		m.PostgresErrors: {OpHistory, OpPersistMigrate, OpPersistInsert, OpReserve},
 	} {

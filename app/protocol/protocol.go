@@ -36,7 +36,28 @@ const (
 	CodeRateLimited = "rate_limited"
 	CodeHistoryGap  = "history_gap"
 	CodeInternal    = "internal"
+	// CodeForbidden refuses a join of a room the token's rooms claim does
+	// not name (docs/abuse.md).
+	CodeForbidden = "forbidden"
 )
+
+// Quotas a rate_limited refusal names: per user (its token's sub) or per
+// client address, counted across instances. The per-connection RATE_LIMIT
+// names none.
+const (
+	QuotaUserSends          = "user_sends"
+	QuotaUserJoins          = "user_joins"
+	QuotaUserRooms          = "user_rooms"
+	QuotaUserResumes        = "user_resumes"
+	QuotaUserHistory        = "user_history"
+	QuotaAddressConnects    = "address_connects"
+	QuotaUserConnections    = "user_connections"
+	QuotaAddressConnections = "address_connections"
+)
+
+// Quotas lists every quota name, for metrics and tests.
+var Quotas = []string{QuotaUserSends, QuotaUserJoins, QuotaUserRooms, QuotaUserResumes, QuotaUserHistory,
+	QuotaAddressConnects, QuotaUserConnections, QuotaAddressConnections}
 
 // WebSocket close codes the server uses.
 const (
@@ -90,6 +111,10 @@ type Error struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 	Ref     string `json:"ref,omitempty"`
+	// Quota names the quota a rate_limited refusal hit (QuotaUserSends, ...);
+	// RetryAfterMS is when the client may try again.
+	Quota        string `json:"quota,omitempty"`
+	RetryAfterMS int64  `json:"retry_after_ms,omitempty"`
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
@@ -150,6 +175,9 @@ type ServerFrame struct {
 	// From and To name the missing range of a history_gap, inclusive.
 	From int64 `json:"from,omitempty"`
 	To   int64 `json:"to,omitempty"`
+	// Quota and RetryAfterMS go with rate_limited (Error).
+	Quota        string `json:"quota,omitempty"`
+	RetryAfterMS int64  `json:"retry_after_ms,omitempty"`
 }
 
 // Message is one chat message as it is stored and delivered.
@@ -234,7 +262,7 @@ func Ack(room, id string, seq int64) []byte {
 }
 
 func ErrorFrame(e *Error) []byte {
-	return Encode(ServerFrame{Op: OpError, Code: e.Code, Message: e.Message, Ref: e.Ref})
+	return Encode(ServerFrame{Op: OpError, Code: e.Code, Message: e.Message, Ref: e.Ref, Quota: e.Quota, RetryAfterMS: e.RetryAfterMS})
 }
 
 // appendQuote appends s as a JSON string, byte for byte as encoding/json
