@@ -190,6 +190,10 @@ func (b *Broker) Close() error {
 	return b.rdb.Close()
 }
 
+// Redis is the client the broker uses, for what else counts in the same
+// Redis (the quotas).
+func (b *Broker) Redis() *redis.Client { return b.rdb }
+
 // Ping checks that Redis answers.
 func (b *Broker) Ping(ctx context.Context) error { return b.rdb.Ping(ctx).Err() }
 

@@ -44,6 +44,9 @@ const (
 	// A room's seq reservation (a new room, or one Redis lost), which
 	// refuses its sends while Postgres is down.
 	OpReserve = "reserve"
+	// Counting quotas in Redis (app/quota): while it fails, quotas are not
+	// enforced.
+	OpQuota = "quota"
 )
 
 // Reasons for chat_connections_refused_total{reason}.
@@ -138,7 +141,7 @@ func New() *Metrics {
 		m.Messages:       {DirectionReceived, DirectionSent},
 		m.Refused:        {RefusedDraining, RefusedRedisDown, RefusedUnauthorized, RefusedOrigin, RefusedHandshake, RefusedQuota, RefusedCapacity},
 		m.QuotaRefused:   protocol.Quotas,
-		m.RedisErrors:    {OpPublish, OpSubscribe, OpUnsubscribe, OpLatest, OpRepair, OpHistory, OpPersistGroup, OpPersistRead, OpPersistAck},
+		m.RedisErrors:    {OpPublish, OpSubscribe, OpUnsubscribe, OpLatest, OpRepair, OpHistory, OpPersistGroup, OpPersistRead, OpPersistAck, OpQuota},
 		m.PostgresErrors: {OpHistory, OpPersistMigrate, OpPersistInsert, OpReserve},
 	} {
 		for _, v := range values {

@@ -111,6 +111,8 @@ type Error struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 	Ref     string `json:"ref,omitempty"`
+	// Room names the room of a refused join.
+	Room string `json:"room,omitempty"`
 	// Quota names the quota a rate_limited refusal hit (QuotaUserSends, ...);
 	// RetryAfterMS is when the client may try again.
 	Quota        string `json:"quota,omitempty"`
@@ -262,7 +264,7 @@ func Ack(room, id string, seq int64) []byte {
 }
 
 func ErrorFrame(e *Error) []byte {
-	return Encode(ServerFrame{Op: OpError, Code: e.Code, Message: e.Message, Ref: e.Ref, Quota: e.Quota, RetryAfterMS: e.RetryAfterMS})
+	return Encode(ServerFrame{Op: OpError, Code: e.Code, Message: e.Message, Ref: e.Ref, Room: e.Room, Quota: e.Quota, RetryAfterMS: e.RetryAfterMS})
 }
 
 // appendQuote appends s as a JSON string, byte for byte as encoding/json

@@ -1,0 +1,307 @@
+// Package quota counts per-user and per-address quotas across instances in
+// Redis (docs/abuse.md): rates per fixed window, decided from memory so the
+// hot path never waits for Redis, and open connections, counted at each
+// upgrade per instance incarnation so a crashed instance's connections stop
+// counting once its heartbeat is stale.
+package quota
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Rate is Count events per fixed window of Per; a Count of 0 (or a Per of
+// 0) is no limit.
+type Rate struct {
+	Count int
+	Per   time.Duration
+}
+
+func (r Rate) off() bool { return r.Count <= 0 || r.Per <= 0 }
+
+// Options tune a Limiter; the zero value takes the defaults.
+type Options struct {
+	// Instance names this instance (its pod name); the host name by default.
+	Instance string
+	// SyncEvery is how often Run pushes the counts admitted here and reads
+	// the others' (100ms). A user spread over instances may pass a rate by
+	// what they admit in one such interval.
+	SyncEvery time.Duration
+	// Stale is how long an incarnation's open connections count after its
+	// last heartbeat (10s).
+	Stale time.Duration
+	// Heartbeat is how often Run marks this incarnation alive (1s, at most
+	// Stale/3).
+	Heartbeat time.Duration
+	// MaxRefresh caps the idle counters a sync reads back (1000, -1 none):
+	// see sync.
+	MaxRefresh int
+	// OnError hears of every failed sync, heartbeat and release; nothing
+	// waits for it to succeed. It is called from several goroutines.
+	OnError func(error)
+}
+
+const (
+	defaultSyncEvery  = 100 * time.Millisecond
+	defaultStale      = 10 * time.Second
+	defaultHeartbeat  = time.Second
+	defaultMaxRefresh = 1000
+	// refreshRecent is how many syncs back a counter must have been used
+	// in for a sync to read it back while it has nothing to push.
+	refreshRecent = 10
+	// forgetAfter drops incarnations from the heartbeat set; their hash
+	// fields go when open.lua meets them.
+	forgetAfter = time.Hour
+	// connTTL keeps a user's or address's connection hash after its last
+	// Open. A connection open longer than that with no other Open of its
+	// user stops counting: the error is on the side of admitting.
+	connTTL = 24 * time.Hour
+	// redisTimeout bounds a sync or heartbeat, releaseTimeout a release, as
+	// far as the client honours contexts (go-redis applies a deadline to
+	// socket reads only with ContextTimeoutEnabled; its own timeouts
+	// otherwise).
+	redisTimeout   = 2 * time.Second
+	releaseTimeout = time.Second
+	shards         = 256 // a power of 2
+)
+
+// Limiter counts quotas in Redis on behalf of one instance. Allow decides
+// from memory; Run must run for the counts to be shared across instances
+// (without it each instance counts alone).
+type Limiter struct {
+	rdb         redis.UniversalClient
+	opts        Options
+	incarnation string
+	seed        maphash.Seed
+	gen         atomic.Uint64 // syncs begun: when an entry was last used
+	shards      [shards]shard
+
+	syncMu sync.Mutex // one sync at a time
+	ops    []syncOp   // reused by sync
+}
+
+// shard is padded to a cache line so shards' locks do not share one.
+type shard struct {
+	mu sync.Mutex
+	m  map[entryKey]*entry
+	_  [48]byte
+}
+
+type entryKey struct {
+	name, key string
+	win       int64 // the window's index: unix ns / Per
+}
+
+// entry counts one window of one quota for one key.
+type entry struct {
+	synced  int64 // the window's total in Redis at the last sync, ours included
+	pending int64 // admitted here since
+	count   int64 // the Count last asked for
+	end     int64 // the window's end, unix ns
+	per     time.Duration
+	used    uint64 // the sync generation of the last Allow
+	rkey    string // its Redis key, made at its first sync
+}
+
+// New makes a Limiter for this instance. Its incarnation is Instance and a
+// random suffix, so a restarted instance with the same name does not inherit
+// the connections its dead predecessor left counted.
+func New(rdb redis.UniversalClient, opts Options) *Limiter {
+	if opts.Instance == "" {
+		opts.Instance, _ = os.Hostname()
+	}
+	if opts.SyncEvery <= 0 {
+		opts.SyncEvery = defaultSyncEvery
+	}
+	if opts.Stale <= 0 {
+		opts.Stale = defaultStale
+	}
+	if opts.Heartbeat <= 0 {
+		opts.Heartbeat = min(defaultHeartbeat, opts.Stale/3)
+	}
+	if opts.MaxRefresh == 0 {
+		opts.MaxRefresh = defaultMaxRefresh
+	}
+	var suffix [8]byte
+	_, _ = rand.Read(suffix[:]) // never fails (crypto/rand, Go 1.24+)
+	l := &Limiter{rdb: rdb, opts: opts, incarnation: opts.Instance + "#" + hex.EncodeToString(suffix[:]), seed: maphash.MakeSeed()}
+	for i := range l.shards {
+		l.shards[i].m = make(map[entryKey]*entry)
+	}
+	return l
+}
+
+// Incarnation is the name this Limiter's connections are counted under.
+func (l *Limiter) Incarnation() string { return l.incarnation }
+
+// Allow counts one event of quota name (e.g. "user_sends") for key (a user
+// or an address) at now, or refuses it when the window's count is spent as
+// far as this instance knows, with the time left in the window. It never
+// touches Redis. The zero Rate allows everything.
+func (l *Limiter) Allow(name, key string, r Rate, now time.Time) (ok bool, retryAfter time.Duration) {
+	if r.off() {
+		return true, 0
+	}
+	ns, per := now.UnixNano(), int64(r.Per)
+	win := ns / per
+	k := entryKey{name: name, key: key, win: win}
+	gen := l.gen.Load()
+	s := &l.shards[maphash.String(l.seed, key)&(shards-1)]
+	s.mu.Lock()
+	e := s.m[k]
+	if e == nil {
+		e = &entry{end: (win + 1) * per, per: r.Per}
+		s.m[k] = e
+	}
+	e.used, e.count = gen, int64(r.Count)
+	if e.synced+e.pending >= e.count {
+		s.mu.Unlock()
+		return false, time.Duration(e.end - ns)
+	}
+	e.pending++
+	s.mu.Unlock()
+	return true, 0
+}
+
+// Run syncs the rate counters every SyncEvery and heartbeats this
+// incarnation every Heartbeat until ctx ends. Failures go to OnError and are
+// retried at the next tick; Allow never waits for them. Call it once.
+func (l *Limiter) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	// Apart, so a slow sync cannot delay the heartbeat past Stale.
+	wg.Go(func() { l.every(ctx, l.opts.Heartbeat, l.heartbeat) })
+	wg.Go(func() { l.every(ctx, l.opts.SyncEvery, l.sync) })
+	wg.Wait()
+}
+
+func (l *Limiter) every(ctx context.Context, d time.Duration, f func(context.Context)) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		f(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (l *Limiter) fail(err error) {
+	if l.opts.OnError != nil {
+		l.opts.OnError(err)
+	}
+}
+
+// syncOp is one counter a sync pushes (push > 0: INCRBY) or reads (GET).
+type syncOp struct {
+	s    *shard
+	e    *entry
+	push int64
+	incr *redis.IntCmd
+	get  *redis.StringCmd
+}
+
+// sync pushes what was admitted here since the last sync, one INCRBY per
+// counter in one pipeline, and learns each window's total from the replies.
+// Counters with nothing to push, used in the last refreshRecent syncs and
+// not yet spent are read back with GET, so a user busy on another instance
+// is seen here before it comes here; at most MaxRefresh of them per sync
+// (map order picks which), as each costs Redis a command every SyncEvery
+// while it is idle here. Reading spent counters is useless: a window's total
+// only grows. Entries of ended windows are dropped.
+func (l *Limiter) sync(run context.Context) {
+	if run.Err() != nil {
+		return
+	}
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	gen := l.gen.Add(1)
+	now := time.Now().UnixNano()
+	refresh := l.opts.MaxRefresh
+	ops := l.ops[:0]
+	for i := range l.shards {
+		s := &l.shards[i]
+		s.mu.Lock()
+		for k, e := range s.m {
+			switch {
+			case now >= e.end:
+				delete(s.m, k)
+				continue
+			case e.pending > 0:
+			case refresh > 0 && e.synced < e.count && gen-e.used <= refreshRecent:
+				refresh--
+			default:
+				continue
+			}
+			if e.rkey == "" {
+				e.rkey = rateKey(k)
+			}
+			ops = append(ops, syncOp{s: s, e: e, push: e.pending})
+		}
+		s.mu.Unlock()
+	}
+	defer func() { clear(ops); l.ops = ops[:0] }()
+	if len(ops) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(run, redisTimeout)
+	defer cancel()
+	pipe := l.rdb.Pipeline()
+	for i := range ops {
+		op := &ops[i]
+		if op.push > 0 {
+			op.incr = pipe.IncrBy(ctx, op.e.rkey, op.push)
+			// Two windows: the key outlives its window however late in it
+			// the push comes.
+			pipe.PExpire(ctx, op.e.rkey, 2*op.e.per)
+		} else {
+			op.get = pipe.Get(ctx, op.e.rkey)
+		}
+	}
+	// A failure of the connection may leave commands without an error of
+	// their own (go-redis v9.14 does not mark them once its retries run
+	// out): then no reply is trusted. Error replies are the commands' own.
+	_, err := pipe.Exec(ctx)
+	var reply redis.Error
+	if err != nil && !errors.As(err, &reply) {
+		if run.Err() != nil {
+			return // stopping: what is pending is dropped with the Limiter
+		}
+		l.fail(fmt.Errorf("sync %d quota counters: %w", len(ops), err))
+		return
+	}
+	err = nil
+	for i := range ops {
+		op := &ops[i]
+		var v int64
+		var cerr error
+		if op.incr != nil {
+			v, cerr = op.incr.Result()
+		} else if v, cerr = op.get.Int64(); errors.Is(cerr, redis.Nil) {
+			v, cerr = 0, nil // nobody has counted in this window yet
+		}
+		if cerr != nil {
+			err = cmp.Or(err, fmt.Errorf("sync quota counter %s: %w", op.e.rkey, cerr))
+			continue // pending stays, for the next sync
+		}
+		op.s.mu.Lock()
+		op.e.pending -= op.push // what was admitted meanwhile stays pending
+		op.e.synced = v
+		op.s.mu.Unlock()
+	}
+	if err != nil {
+		l.fail(err)
+	}
+}

@@ -1,0 +1,374 @@
+package quota
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Two instances sharing a quota admit no more than its Count plus what they
+// admit before a sync tells them it is spent; a refusal says when the window
+// ends, and the next window admits again.
+func TestRateAcrossInstances(t *testing.T) {
+	r := startRedis(t)
+	const (
+		n        = 200
+		per      = 3 * time.Second
+		every    = 20 * time.Millisecond
+		attempts = 300 // per instance, more than n alone
+		pace     = 2 * time.Millisecond
+	)
+	rate := Rate{Count: n, Per: per}
+	a := New(r.client(), Options{Instance: "a", SyncEvery: every})
+	b := New(r.client(), Options{Instance: "b", SyncEvery: every})
+	run(t, a)
+	run(t, b)
+
+	start := freshWindow(per, 2500*time.Millisecond)
+	end := time.Unix(0, (start.UnixNano()/int64(per)+1)*int64(per))
+	var admitted, refused [2]int
+	var wg sync.WaitGroup
+	for i, l := range []*Limiter{a, b} {
+		wg.Go(func() {
+			for range attempts {
+				now := time.Now()
+				ok, after := l.Allow("user_sends", "alice", rate, now)
+				if ok {
+					admitted[i]++
+				} else {
+					refused[i]++
+					if !now.Add(after).Equal(end) {
+						t.Errorf("refused at %s: retry after %s, want the window's end %s", now, after, end)
+					}
+				}
+				time.Sleep(pace)
+			}
+		})
+	}
+	wg.Wait()
+	if time.Now().After(end) {
+		t.Fatal("the test outlived its window: too slow a machine")
+	}
+	// Each paces at most one per 2ms: one 20ms sync interval is 10 each; a
+	// slack of 4 intervals for late syncs under -race. Without syncs each
+	// would admit n alone.
+	total, bound := admitted[0]+admitted[1], n+2*4*int(every/pace)
+	t.Logf("admitted %v (%d), refused %v; quota %d, bound %d", admitted, total, refused, n, bound)
+	if total < n || total > bound {
+		t.Fatalf("admitted %d, want %d to %d", total, n, bound)
+	}
+	if refused[0] == 0 || refused[1] == 0 {
+		t.Fatalf("refused %v: each instance should have refused", refused)
+	}
+
+	time.Sleep(time.Until(end))
+	for _, l := range []*Limiter{a, b} {
+		if ok, after := l.Allow("user_sends", "alice", rate, time.Now()); !ok {
+			t.Fatalf("%s refused in the next window (retry after %s)", l.Incarnation(), after)
+		}
+	}
+}
+
+// The zero Rate (or any without a count or window) never refuses and never
+// touches Redis.
+func TestZeroRateNeverRefuses(t *testing.T) {
+	r := startRedis(t)
+	c := r.client()
+	l := New(c, Options{})
+	for _, rate := range []Rate{{}, {Count: 0, Per: time.Minute}, {Count: 5, Per: 0}, {Count: -1, Per: time.Second}} {
+		t.Run(fmt.Sprint(rate), func(t *testing.T) {
+			for i := range 10_000 {
+				if ok, after := l.Allow("user_sends", "alice", rate, time.Now()); !ok || after != 0 {
+					t.Fatalf("call %d: ok %v, retry after %s", i, ok, after)
+				}
+			}
+		})
+	}
+	l.sync(t.Context())
+	if n := c.DBSize(t.Context()).Val(); n != 0 {
+		t.Fatalf("%d keys in Redis, want none", n)
+	}
+}
+
+// Allow answers from memory while Redis is down, still counting locally,
+// and the counts reach Redis once it is back.
+func TestAllowWhileRedisDown(t *testing.T) {
+	r := startRedis(t)
+	c := r.client()
+	var errs errCount
+	l := New(c, Options{Instance: "a", SyncEvery: 20 * time.Millisecond, OnError: errs.add})
+	run(t, l)
+	per := time.Hour
+	rate := Rate{Count: 1000, Per: per}
+	now := freshWindow(per, 30*time.Second)
+	key := rateKey(entryKey{name: "user_sends", key: "alice", win: now.UnixNano() / int64(per)})
+
+	for range 10 {
+		l.Allow("user_sends", "alice", rate, time.Now())
+	}
+	eventually(t, 5*time.Second, "the first counts in Redis", func() bool { v, _ := c.Get(t.Context(), key).Int(); return v == 10 })
+
+	r.stop()
+	const down = 500
+	var slowest, sum time.Duration
+	for i := range down {
+		t0 := time.Now()
+		ok, _ := l.Allow("user_sends", "alice", rate, t0)
+		d := time.Since(t0)
+		sum += d
+		slowest = max(slowest, d)
+		if !ok {
+			t.Fatalf("call %d refused under the quota", i)
+		}
+		if i%10 == 0 {
+			time.Sleep(5 * time.Millisecond) // let syncs fail meanwhile
+		}
+	}
+	eventually(t, 5*time.Second, "a failed sync reported", func() bool { return errs.n.Load() > 0 })
+	t.Logf("with Redis down: Allow took %s on average, %s at most; %d errors reported", sum/down, slowest, errs.n.Load())
+	if slowest > 5*time.Millisecond {
+		t.Fatalf("Allow took %s with Redis down", slowest)
+	}
+	// Still counted here: the quota holds per instance meanwhile.
+	l.Allow("user_sends", "alice", Rate{Count: 10 + down + 1, Per: per}, time.Now())
+	if ok, _ := l.Allow("user_sends", "alice", Rate{Count: 10 + down + 1, Per: per}, time.Now()); ok {
+		t.Fatal("admitted past the quota while Redis was down")
+	}
+
+	// A restart without persistence lost the first 10; what was admitted
+	// since is pushed.
+	r.start()
+	eventually(t, 10*time.Second, "the counts pushed after Redis came back", func() bool {
+		v, _ := c.Get(t.Context(), key).Int()
+		return v == down+1
+	})
+}
+
+// Open refuses a user's and an address's connections past their limits
+// across instances; release frees a slot once however often it is called.
+func TestOpenLimits(t *testing.T) {
+	r := startRedis(t)
+	c := r.client()
+	a := New(r.client(), Options{Instance: "a"})
+	b := New(r.client(), Options{Instance: "b"})
+	run(t, a)
+	run(t, b)
+	const maxUser, maxAddr = 3, 5
+	open := func(l *Limiter, user, addr string, maxU, maxA int, want string) func() {
+		t.Helper()
+		release, refused, err := l.Open(t.Context(), user, addr, maxU, maxA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if refused != want {
+			t.Fatalf("open %s from %s on %s: refused %q, want %q", user, addr, l.Incarnation(), refused, want)
+		}
+		if release == nil {
+			t.Fatal("nil release")
+		}
+		return release
+	}
+
+	// A user's limit, across instances.
+	var alice []func()
+	for _, l := range []*Limiter{a, b, a} {
+		alice = append(alice, open(l, "alice", "10.0.0.1", maxUser, maxAddr, ""))
+	}
+	open(b, "alice", "10.0.0.9", maxUser, maxAddr, UserConnections)()
+	alice[0]()
+	alice[0] = open(b, "alice", "10.0.0.1", maxUser, maxAddr, "")
+	alice[1]()
+	alice[1]() // twice: frees one slot only
+	alice[1] = open(a, "alice", "10.0.0.1", maxUser, maxAddr, "")
+	open(a, "alice", "10.0.0.1", maxUser, maxAddr, UserConnections)
+
+	// An address's limit, across instances.
+	var shared []func()
+	for i := range maxAddr {
+		shared = append(shared, open([]*Limiter{a, b}[i%2], "user"+strconv.Itoa(i), "10.0.0.2", maxUser, maxAddr, ""))
+	}
+	open(a, "bob", "10.0.0.2", maxUser, maxAddr, AddressConnections)
+	open(b, "alice", "10.0.0.2", maxUser, maxAddr, UserConnections) // the user's limit is checked first
+	open(b, "bob", "10.0.0.2", 0, maxAddr, AddressConnections)      // 0: no limit per user
+	open(b, "alice", "10.0.0.2", 0, 0, "")()                        // no limits: not counted
+	shared[3]()
+	shared[3] = open(a, "bob", "10.0.0.2", maxUser, maxAddr, "")
+
+	for _, release := range append(alice, shared...) {
+		release()
+		release()
+	}
+	for _, key := range []string{userConnsKey("alice"), addrConnsKey("10.0.0.1"), addrConnsKey("10.0.0.2")} {
+		if h := c.HGetAll(t.Context(), key).Val(); len(h) != 0 {
+			t.Errorf("%s holds %v after every release", key, h)
+		}
+	}
+}
+
+// The connections of an instance that stopped heartbeating stop counting
+// once Stale passes, and a restart under the same name does not revive
+// them; a live instance's keep counting.
+func TestCrashedInstanceStopsCounting(t *testing.T) {
+	r := startRedis(t)
+	c := r.client()
+	opts := Options{Instance: "a", Stale: 300 * time.Millisecond}
+	a := New(r.client(), opts)
+	stopA := run(t, a)
+	b := New(r.client(), Options{Instance: "b", Stale: opts.Stale})
+	run(t, b)
+	ctx := t.Context()
+	for range 2 {
+		if _, refused, err := a.Open(ctx, "alice", "10.0.0.1", 2, 0); refused != "" || err != nil {
+			t.Fatalf("open: refused %q, %v", refused, err)
+		}
+	}
+	if _, refused, _ := b.Open(ctx, "alice", "10.0.0.1", 2, 0); refused != UserConnections {
+		t.Fatalf("a live instance's connections do not count: refused %q", refused)
+	}
+
+	stopA() // crashed: no heartbeat, no release
+	a2 := New(r.client(), opts)
+	run(t, a2)
+	if a2.Incarnation() == a.Incarnation() {
+		t.Fatalf("restart kept incarnation %s", a.Incarnation())
+	}
+	var release func()
+	eventually(t, 5*time.Second, "a crashed instance's connections to stop counting", func() bool {
+		rel, refused, err := b.Open(ctx, "alice", "10.0.0.1", 2, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		release = rel
+		return refused == ""
+	})
+	defer release()
+	if _, refused, _ := a2.Open(ctx, "alice", "10.0.0.1", 2, 0); refused != "" {
+		t.Fatalf("second connection refused %q", refused)
+	}
+	// b's and a2's connections outlive Stale: they heartbeat.
+	deadline := time.Now().Add(3 * opts.Stale)
+	for time.Now().Before(deadline) {
+		if _, refused, _ := b.Open(ctx, "alice", "10.0.0.1", 2, 0); refused != UserConnections {
+			t.Fatalf("a live instance's connections stopped counting: refused %q", refused)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	fields := c.HKeys(ctx, userConnsKey("alice")).Val()
+	if strings.Contains(strings.Join(fields, " "), a.Incarnation()) || len(fields) != 2 {
+		t.Fatalf("alice's connections are counted under %v, want only %s and %s", fields, b.Incarnation(), a2.Incarnation())
+	}
+}
+
+// oddNames are user names (and addresses) that could collide or break keys
+// if they went into them raw.
+var oddNames = []string{
+	"alice", "Alice", "alice ", " alice", "a:b", "a", "b", "a:b:1", "a%3Ab", ":", "_3A", "%3A",
+	"{conns}", "}x{", "%41", "A", "#abc", "quota:user_sends:alice:1", "\xff\xfe",
+	"é", "tab\there", "line\nbreak", "",
+	strings.Repeat("x", 128), strings.Repeat("x", 129), strings.Repeat(":", 64),
+	strings.Repeat("x", 10<<10), strings.Repeat("x", 10<<10-1) + "y", strings.Repeat("x", 10<<10+1),
+}
+
+func TestKeyPart(t *testing.T) {
+	seen := map[string]string{}
+	for _, name := range oddNames {
+		p := keyPart(name)
+		if len(p) > maxKeyPart+1 && len(p) != 65 {
+			t.Errorf("%.20q: part of %d bytes", name, len(p))
+		}
+		if strings.ContainsAny(p, ":{} \t\n") {
+			t.Errorf("%.20q: part %q holds a separator", name, p)
+		}
+		if other, ok := seen[p]; ok {
+			t.Errorf("%.20q and %.20q share the part %q", name, other, p)
+		}
+		seen[p] = name
+	}
+}
+
+// Odd user names and addresses count apart, in keys of bounded length.
+func TestOddNames(t *testing.T) {
+	r := startRedis(t)
+	c := r.client()
+	l := New(c, Options{Instance: "a"})
+	ctx := t.Context()
+	per := time.Hour
+	rate := Rate{Count: 1, Per: per}
+	now := freshWindow(per, 30*time.Second)
+	for _, name := range oddNames {
+		if ok, _ := l.Allow("user_sends", name, rate, now); !ok {
+			t.Fatalf("%.20q refused at once", name)
+		}
+	}
+	l.sync(ctx)
+	keys := c.Keys(ctx, "*").Val()
+	if len(keys) != len(oddNames) {
+		t.Fatalf("%d keys for %d names", len(keys), len(oddNames))
+	}
+	for _, k := range keys {
+		if len(k) > 200 {
+			t.Errorf("key of %d bytes: %.40q", len(k), k)
+		}
+		if v, _ := c.Get(ctx, k).Int(); v != 1 {
+			t.Errorf("%.40q counts %d, want 1", k, v)
+		}
+	}
+
+	// Connections: one per user and one per address each.
+	for i, name := range oddNames {
+		if _, refused, err := l.Open(ctx, name, "addr"+strconv.Itoa(i), 1, 0); refused != "" || err != nil {
+			t.Fatalf("user %.20q: refused %q, %v", name, refused, err)
+		}
+		if _, refused, err := l.Open(ctx, "user"+strconv.Itoa(i), name, 0, 1); refused != "" || err != nil {
+			t.Fatalf("address %.20q: refused %q, %v", name, refused, err)
+		}
+	}
+	for _, name := range oddNames {
+		if _, refused, _ := l.Open(ctx, name, "elsewhere", 1, 0); refused != UserConnections {
+			t.Errorf("user %.20q: second connection refused %q", name, refused)
+		}
+		if _, refused, _ := l.Open(ctx, "someone", name, 0, 1); refused != AddressConnections {
+			t.Errorf("address %.20q: second connection refused %q", name, refused)
+		}
+	}
+}
+
+// BenchmarkAllow is the hot path, parallel, while Run syncs with Redis every
+// 100ms; "now" cases include the caller's time.Now, "fixed" ones not.
+func BenchmarkAllow(b *testing.B) {
+	r := startRedis(b)
+	rate := Rate{Count: 1 << 40, Per: time.Minute}
+	for _, n := range []int{1, 10_000} {
+		for _, clock := range []string{"now", "fixed"} {
+			b.Run(fmt.Sprintf("keys=%d/%s", n, clock), func(b *testing.B) {
+				l := New(r.client(), Options{OnError: func(err error) { b.Error(err) }})
+				ctx, cancel := context.WithCancel(context.Background())
+				done := make(chan struct{})
+				go func() { l.Run(ctx); close(done) }()
+				defer func() { cancel(); <-done }()
+				keys := make([]string, n)
+				for i := range keys {
+					keys[i] = "user-" + strconv.Itoa(i)
+				}
+				b.ReportAllocs()
+				b.ResetTimer()
+				b.RunParallel(func(pb *testing.PB) {
+					now := time.Now()
+					for i := 0; pb.Next(); i++ {
+						if clock == "now" {
+							now = time.Now()
+						}
+						if ok, _ := l.Allow("user_sends", keys[i%n], rate, now); !ok {
+							b.Error("refused")
+							return
+						}
+					}
+				})
+			})
+		}
+	}
+}
