@@ -97,8 +97,11 @@ func Switchboard() g.Dashboard {
 					Description: "Sends refused with the error frame rate_limited because a connection sent faster than its limit.",
 					Queries:     []g.Query{q(`sum by (instance) (rate(chat_messages_received_total{$sel, result="rate_limited"}[$__rate_interval]))`, "{{instance}}")}},
 				{Kind: g.TimeSeries, Title: "Connections refused", Unit: "ops",
-					Description: "Upgrade requests refused before the WebSocket opened, by reason: unauthorized (401), origin (403), redis_down and draining (503), handshake (not a valid WebSocket request).",
+					Description: "Upgrade requests refused before the WebSocket opened, by reason: unauthorized (401), origin (403), redis_down, draining and capacity (503, MAX_CONNECTIONS), quota (429, see Quota refusals), handshake (not a valid WebSocket request).",
 					Queries:     []g.Query{q(`sum by (reason) (rate(chat_connections_refused_total{$sel}[$__rate_interval]))`, "{{reason}}")}},
+				{Kind: g.TimeSeries, Title: "Quota refusals", Unit: "ops",
+					Description: "Requests refused by a per-user or per-address quota, by quota (docs/abuse.md): one abuser shows as one quota rising; every quota rising at once after a release means the limits are too tight for real traffic.",
+					Queries:     []g.Query{q(`sum by (quota) (rate(chat_quota_refused_total{$sel}[$__rate_interval]))`, "{{quota}}")}},
 			}},
 			{Title: "Dependencies", Panels: []g.Panel{
 				{Kind: g.TimeSeries, Title: "Dependency up", Unit: "short",
