@@ -18,7 +18,7 @@ up: deps build
 	$(BIN)/switchboard-local
 
 token: build
-	@JWT_SECRET=$${JWT_SECRET:-dev-secret} $(BIN)/chatserver token -user $${USER_NAME:-$(or $(USER),alice)}
+	@JWT_SECRET=$${JWT_SECRET:-switchboard-development-secret-not-for-production} $(BIN)/chatserver token -user $${USER_NAME:-$(or $(USER),alice)}
 
 # The control plane (etcd, kube-apiserver, controller manager, scheduler, kwok)
 # that infra/'s tests apply the stack to; built once into ~/.cache/switchboard.

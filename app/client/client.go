@@ -6,7 +6,12 @@
 // server can no longer replay (history_gap) is fetched from the history API
 // when asked to, and what nobody has is reported as a gap, never skipped in
 // silence. Refusals that no retry can cure (401, 403, close 1008) end the
-// client with that error.
+// client with that error; refusals for now wait as long as the server asks:
+// Retry-After on a 429 or 503 at connect, retry_after_ms on a rate_limited
+// send or join, each with jitter.
+//
+// The token travels in the handshake as the subprotocol bearer.<jwt>, next
+// to switchboard (never in the URL, which proxies log).
 package client
 
 import (
@@ -21,6 +26,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,13 +34,14 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/switchboard-dev/switchboard/app/auth"
 	"github.com/switchboard-dev/switchboard/app/protocol"
 )
 
 // Options configures a Client.
 type Options struct {
 	URL        string      // ws://host:port/ws
-	Token      string      // JWT, sent as a bearer token
+	Token      string      // JWT: the handshake's bearer.<jwt> subprotocol, the history API's bearer token
 	Header     http.Header // extra handshake headers, e.g. Origin
 	LocalAddr  net.IP      // source address to dial from (spreads clients over ip_hash)
 	MinBackoff time.Duration
@@ -74,10 +81,16 @@ func (e *PolicyError) Error() string {
 }
 
 // HandshakeError is a refusal before the upgrade, with its HTTP status. 401
-// and 403 end the client; other statuses are retried.
+// and 403 end the client; other statuses are retried, a 429 or 503 after
+// RetryAfter (its Retry-After header) when it has one.
 type HandshakeError struct {
-	Status int
-	Err    error
+	Status     int
+	RetryAfter time.Duration // 0: the response named no wait
+	Err        error
+}
+
+func (e *HandshakeError) refusedFor() (time.Duration, bool) {
+	return e.RetryAfter, e.Status == http.StatusTooManyRequests || e.Status == http.StatusServiceUnavailable
 }
 
 func (e *HandshakeError) Error() string {
@@ -186,6 +199,9 @@ type sendCall struct {
 	room, text string
 	reply      chan result
 	on         *wire // the connection it was last written on
+	// held: refused rate_limited, it waits for its retry_after_ms; no
+	// connection sends it until then (see retrySend).
+	held bool
 }
 
 // Dial connects and returns once the server has welcomed the client. Until
@@ -271,12 +287,14 @@ func (c *Client) connect(ctx context.Context) (*wire, error) {
 	for k, v := range c.opts.Header {
 		h[k] = v
 	}
-	h.Set("Authorization", "Bearer "+c.opts.Token)
+	// The token as a subprotocol, as browsers send it: a URL's query
+	// string ends up in access logs. The server selects switchboard.
+	dialer.Subprotocols = auth.Subprotocols(c.opts.Token)
 	conn, resp, err := dialer.DialContext(ctx, c.opts.URL, h)
 	stop()
 	if err != nil {
 		if resp != nil {
-			return nil, &HandshakeError{Status: resp.StatusCode, Err: err}
+			return nil, &HandshakeError{Status: resp.StatusCode, RetryAfter: retryAfter(resp.Header, time.Now()), Err: err}
 		}
 		return nil, fmt.Errorf("dial %s: %w", c.opts.URL, err)
 	}
@@ -378,7 +396,7 @@ func (c *Client) online(w *wire) {
 func (c *Client) unsent(w *wire) []any {
 	var frames []any
 	for id, p := range c.sends {
-		if p.on != w {
+		if p.on != w && !p.held {
 			p.on = w
 			frames = append(frames, protocol.ClientFrame{Op: protocol.OpSend, Room: p.room, Text: p.text, ID: id})
 		}
@@ -393,6 +411,52 @@ func (c *Client) backoff(attempt int) time.Duration {
 	return time.Duration(mrand.Int64N(int64(min(ceiling, float64(c.opts.MaxBackoff))) + 1))
 }
 
+// maxRetryAfter caps a wait the server asks for.
+const maxRetryAfter = 5 * time.Minute
+
+// retryAfter reads a Retry-After header: seconds or an HTTP date; 0 when
+// there is none or it cannot be read.
+func retryAfter(h http.Header, now time.Time) time.Duration {
+	v := strings.TrimSpace(h.Get("Retry-After"))
+	if v == "" {
+		return 0
+	}
+	var d time.Duration
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		d = time.Duration(min(max(n, 0), int64(maxRetryAfter/time.Second))) * time.Second
+	} else if t, err := http.ParseTime(v); err == nil {
+		d = t.Sub(now)
+	}
+	return min(max(d, 0), maxRetryAfter)
+}
+
+// jittered is d and up to a quarter of it more: clients told the same wait
+// do not come back together.
+func jittered(d time.Duration) time.Duration {
+	return d + time.Duration(mrand.Int64N(int64(d)/4+1))
+}
+
+// retryAfterMS is the jittered wait of a rate_limited frame's retry_after_ms.
+func retryAfterMS(ms int64) time.Duration {
+	return jittered(min(time.Duration(ms)*time.Millisecond, maxRetryAfter))
+}
+
+// retryDelay is the wait before attempt (0 for the first retry) after err:
+// a 429's or 503's Retry-After plus jitter, or without one the backoff, and
+// never less than MinBackoff after such a refusal; else the backoff.
+func (c *Client) retryDelay(attempt int, err error) time.Duration {
+	var r interface{ refusedFor() (time.Duration, bool) }
+	if errors.As(err, &r) {
+		if d, refused := r.refusedFor(); refused {
+			if d > 0 {
+				return jittered(d)
+			}
+			return max(c.backoff(attempt), c.opts.MinBackoff)
+		}
+	}
+	return c.backoff(attempt)
+}
+
 // connectFirst connects as a reconnect does: a failure that a retry can get
 // past (503 while an instance drains, a 502 from a balancer whose instance
 // just died, a refused connection) is tried again with backoff until ctx
@@ -405,7 +469,7 @@ func (c *Client) connectFirst(ctx context.Context) (*wire, error) {
 			return w, err
 		}
 		select {
-		case <-time.After(c.backoff(attempt)):
+		case <-time.After(c.retryDelay(attempt, err)):
 		case <-ctx.Done():
 			return nil, err
 		}
@@ -413,9 +477,10 @@ func (c *Client) connectFirst(ctx context.Context) (*wire, error) {
 }
 
 func (c *Client) reconnect() (*wire, error) {
+	var last error // the previous attempt's failure
 	for attempt := 0; ; attempt++ {
 		select {
-		case <-time.After(c.backoff(attempt)):
+		case <-time.After(c.retryDelay(attempt, last)):
 		case <-c.ctx.Done():
 			return nil, ErrClosed
 		}
@@ -433,6 +498,7 @@ func (c *Client) reconnect() (*wire, error) {
 		case terminal(err):
 			return nil, err
 		}
+		last = err
 	}
 }
 
@@ -514,10 +580,17 @@ func (c *Client) joined(f protocol.ServerFrame) {
 
 // refused routes an error frame to what it answers. c.mu must be held.
 func (c *Client) refused(w *wire, f protocol.ServerFrame) {
-	err := &protocol.Error{Code: f.Code, Message: f.Message, Ref: f.Ref}
+	err := &protocol.Error{Code: f.Code, Message: f.Message, Ref: f.Ref, Quota: f.Quota, RetryAfterMS: f.RetryAfterMS}
+	later := f.Code == protocol.CodeRateLimited && f.RetryAfterMS > 0 // a quota: try again then
 	switch {
 	case f.Ref != "":
 		if p, ok := c.sends[f.Ref]; ok {
+			if later {
+				// Not stored: the same id again once the quota allows.
+				p.held = true
+				time.AfterFunc(retryAfterMS(f.RetryAfterMS), func() { c.retrySend(f.Ref, p) })
+				return
+			}
 			delete(c.sends, f.Ref)
 			p.reply <- result{err: err}
 		}
@@ -539,6 +612,11 @@ func (c *Client) refused(w *wire, f protocol.ServerFrame) {
 		room = c.pending[0]
 	}
 	c.answered(room)
+	if j, ok := c.joins[room]; ok && later {
+		// A join quota: the same join once it allows.
+		time.AfterFunc(retryAfterMS(f.RetryAfterMS), func() { c.retryJoin(w, room, j) })
+		return
+	}
 	// The server's join leaves the room first: after a refusal the
 	// connection is in no state of it.
 	if j, ok := c.joins[room]; ok {
@@ -551,7 +629,7 @@ func (c *Client) refused(w *wire, f protocol.ServerFrame) {
 	if rs == nil {
 		return
 	}
-	if f.Code != protocol.CodeInternal {
+	if f.Code != protocol.CodeInternal && !later {
 		// Not reported (mailbox full): the room stays, so the resume after
 		// the overflow is refused again, and reported then.
 		if c.report(&JoinError{Room: room, Err: err}) {
@@ -559,10 +637,56 @@ func (c *Client) refused(w *wire, f protocol.ServerFrame) {
 		}
 		return
 	}
-	// A rejoin the server could not serve for now: try again on this
-	// connection until it answers or the connection is replaced.
+	// A rejoin the server could not serve for now, or not yet (a join
+	// quota): try again on this connection until it answers or the
+	// connection is replaced.
 	rs.retries++
-	time.AfterFunc(c.backoff(rs.retries), func() { c.rejoin(w, room, rs) })
+	wait := c.backoff(rs.retries)
+	if later {
+		wait = retryAfterMS(f.RetryAfterMS)
+	}
+	time.AfterFunc(wait, func() { c.rejoin(w, room, rs) })
+}
+
+// retrySend sends again, with its id, a send refused rate_limited, once its
+// retry_after_ms has passed: on the current connection if the client is
+// connected; if not, online() sends it on the next one.
+func (c *Client) retrySend(id string, p *sendCall) {
+	c.mu.Lock()
+	if c.closed || c.sends[id] != p {
+		c.mu.Unlock() // answered, given up by its caller, or the client ended
+		return
+	}
+	p.held = false
+	var w *wire
+	select {
+	case <-c.up:
+		w, p.on = c.cur, c.cur
+	default:
+	}
+	c.mu.Unlock()
+	if w != nil {
+		c.write(w, protocol.ClientFrame{Op: protocol.OpSend, Room: p.room, Text: p.text, ID: id})
+	}
+}
+
+// retryJoin repeats, on w, a Join or Resume refused by a join quota. If w
+// was replaced meanwhile, online() has repeated it on the new connection.
+func (c *Client) retryJoin(w *wire, room string, j *joinCall) {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	c.mu.Lock()
+	if c.closed || c.cur != w || c.joins[room] != j || slices.Contains(c.pending, room) {
+		c.mu.Unlock()
+		return
+	}
+	f := protocol.ClientFrame{Op: protocol.OpJoin, Room: room, Since: j.since}
+	if rs := c.rooms[room]; rs != nil {
+		f = resumeFrame(room, rs) // after what came before the refusal
+	}
+	c.pending = append(c.pending, room)
+	c.mu.Unlock()
+	c.writeLocked(w, f)
 }
 
 func (c *Client) rejoin(w *wire, room string, rs *roomState) {

@@ -212,6 +212,23 @@ func (c *Client) fetch(room string, g gapRange) ([]protocol.Message, error) {
 	return out, nil
 }
 
+// historyRefusal is a history answer a retry may change: a 5xx, or a 429
+// (QUOTA_USER_HISTORY), retried after its Retry-After.
+type historyRefusal struct {
+	room       string
+	before     int64
+	status     int
+	retryAfter time.Duration
+}
+
+func (e *historyRefusal) Error() string {
+	return fmt.Sprintf("history of %s before %d: status %d", e.room, e.before, e.status)
+}
+
+func (e *historyRefusal) refusedFor() (time.Duration, bool) {
+	return e.retryAfter, e.status == http.StatusTooManyRequests || e.status == http.StatusServiceUnavailable
+}
+
 // errFinal marks a history answer no retry changes.
 var errFinal = errors.New("history API refused")
 
@@ -223,7 +240,7 @@ func (c *Client) page(ctx context.Context, room string, before int64) ([]protoco
 			return msgs, err
 		}
 		select {
-		case <-time.After(c.backoff(attempt)):
+		case <-time.After(c.retryDelay(attempt, err)):
 		case <-ctx.Done():
 			return nil, fmt.Errorf("%w (last: %v)", ctx.Err(), err)
 		}
@@ -243,8 +260,8 @@ func (c *Client) pageOnce(ctx context.Context, room string, before int64) ([]pro
 	}
 	defer resp.Body.Close()
 	switch {
-	case resp.StatusCode >= 500:
-		return nil, fmt.Errorf("history of %s before %d: status %d", room, before, resp.StatusCode)
+	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
+		return nil, &historyRefusal{room: room, before: before, status: resp.StatusCode, retryAfter: retryAfter(resp.Header, time.Now())}
 	case resp.StatusCode != http.StatusOK:
 		return nil, fmt.Errorf("%w: history of %s before %d: status %d", errFinal, room, before, resp.StatusCode)
 	}

@@ -20,7 +20,7 @@ func TestDatabaseAuthIsPasswordOrRDSIAMOverSSL(t *testing.T) {
 		{"unknown", "kerberos", "", "DATABASE_AUTH"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := Load(env(map[string]string{"JWT_SECRET": "0123456789", "DATABASE_AUTH": tc.auth, "DATABASE_URL": tc.url}))
+			c, err := Load(env(map[string]string{"JWT_SECRET": testSecret, "DATABASE_AUTH": tc.auth, "DATABASE_URL": tc.url}))
 			switch {
 			case tc.want == "" && err != nil:
 				t.Fatalf("refused: %v", err)

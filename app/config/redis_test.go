@@ -8,7 +8,7 @@ import (
 
 func TestLoadReadsRedisDurabilitySettings(t *testing.T) {
 	c, err := Load(env(map[string]string{
-		"JWT_SECRET": "0123456789", "REDIS_URL": "redis+sentinel://:pw@s1:26379,s2:26380/chat?db=2&sentinel_password=sp",
+		"JWT_SECRET": testSecret, "REDIS_URL": "redis+sentinel://:pw@s1:26379,s2:26380/chat?db=2&sentinel_password=sp",
 		"REDIS_MIN_REPLICAS": "1", "PERSIST_BACKLOG_CAP": "5000",
 	}))
 	if err != nil {
@@ -46,7 +46,7 @@ func TestLoadRefusesBadRedisSettingsNamingTheVariable(t *testing.T) {
 		{"REDIS_MIN_REPLICAS", "one", "0 to 10"},
 		{"PERSIST_BACKLOG_CAP", "10", "100 to 100000000"},
 	} {
-		_, err := Load(env(map[string]string{"JWT_SECRET": "0123456789", tc.name: tc.value}))
+		_, err := Load(env(map[string]string{"JWT_SECRET": testSecret, tc.name: tc.value}))
 		if err == nil {
 			t.Errorf("%s=%s accepted", tc.name, tc.value)
 			continue

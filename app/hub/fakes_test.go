@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -98,6 +99,30 @@ type world struct {
 	addGate  *gate
 	remGate  *gate
 	latGate  *gate
+
+	// roomLatest has Latest give the room's newest seq in Redis's log
+	// rather than the counter, which rooms written one after another share.
+	roomLatest bool
+	// History reads (Range, Pending, Floors, Newest) take readDelay each;
+	// reads counts those running, mostReads the most at once, afterPage is
+	// called once a Redis read brought messages (a page, when Redis keeps
+	// them all).
+	readDelay        time.Duration
+	reads, mostReads atomic.Int64
+	afterPage        func()
+}
+
+// reading counts a history read until the function it returns is called.
+func (w *world) reading() func() {
+	n := w.reads.Add(1)
+	for {
+		most := w.mostReads.Load()
+		if n <= most || w.mostReads.CompareAndSwap(most, n) {
+			break
+		}
+	}
+	time.Sleep(w.readDelay)
+	return func() { w.reads.Add(-1) }
 }
 
 func newWorld(t *testing.T, opts Options) *world {
@@ -171,10 +196,14 @@ func (w *world) Latest(ctx context.Context, room string) (protocol.Position, err
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if l := w.log[room]; w.roomLatest && len(l) > 0 {
+		return protocol.Position{Seq: l[len(l)-1].Seq, Epoch: w.epoch}, nil
+	}
 	return protocol.Position{Seq: w.seq, Epoch: w.epoch}, nil
 }
 
 func (w *world) Range(ctx context.Context, room string, after, upto int64, limit int) ([]protocol.Delivery, error) {
+	defer w.reading()()
 	if err := w.check("redis"); err != nil {
 		return nil, err
 	}
@@ -186,10 +215,14 @@ func (w *world) Range(ctx context.Context, room string, after, upto int64, limit
 			out = append(out, d)
 		}
 	}
+	if len(out) > 0 && w.afterPage != nil {
+		w.afterPage()
+	}
 	return out, nil
 }
 
 func (w *world) Pending(ctx context.Context, room string, after, upto int64) ([]protocol.Delivery, error) {
+	defer w.reading()()
 	if err := w.check("backlog"); err != nil {
 		return nil, err
 	}
@@ -208,6 +241,7 @@ func (w *world) Pending(ctx context.Context, room string, after, upto int64) ([]
 type archive struct{ *world }
 
 func (a archive) Floors(ctx context.Context, room string, from, to int64) ([]int64, time.Duration, error) {
+	defer a.reading()()
 	if err := a.check("postgres"); err != nil {
 		return nil, 0, err
 	}
@@ -223,6 +257,7 @@ func (a archive) Floors(ctx context.Context, room string, from, to int64) ([]int
 }
 
 func (a archive) Newest(ctx context.Context, room string, after, upto, n int64) (oldest, count int64, err error) {
+	defer a.reading()()
 	if err := a.check("postgres"); err != nil {
 		return 0, 0, err
 	}
@@ -237,6 +272,7 @@ func (a archive) Newest(ctx context.Context, room string, after, upto, n int64) 
 }
 
 func (a archive) Range(ctx context.Context, room string, after, upto int64, limit int) ([]protocol.Message, error) {
+	defer a.reading()()
 	if err := a.check("postgres"); err != nil {
 		return nil, err
 	}
@@ -358,15 +394,19 @@ func (w *world) subscribed(room string) bool {
 // member records what reaches it; its writer can be held to play a slow
 // client.
 type member struct {
-	mu      sync.Mutex
-	frames  []*protocol.Delivery
-	pages   []int // messages in each catch-up page pushed (gaps not counted)
-	queued  int   // catch-up frames the writer has not taken
-	held    bool  // the writer takes nothing while held
-	taken   chan struct{}
-	closed  int // close code, 0 while open
-	changed chan struct{}
-	waiting chan error // Drained blocked (nil), or returned its error after blocking
+	mu     sync.Mutex
+	frames []*protocol.Delivery
+	pages  []int // messages in each catch-up page pushed (gaps not counted)
+	queued int   // catch-up frames the writer has not taken
+	// pagesQueued counts the catch-up pages the writer has not taken,
+	// mostQueued the most at once; onTake is told how many it takes.
+	pagesQueued, mostQueued int
+	onTake                  func(pages int)
+	held                    bool // the writer takes nothing while held
+	taken                   chan struct{}
+	closed                  int // close code, 0 while open
+	changed                 chan struct{}
+	waiting                 chan error // Drained blocked (nil), or returned its error after blocking
 }
 
 func newMember() *member {
@@ -407,6 +447,8 @@ func (m *member) Catchup(ds []*protocol.Delivery) bool {
 	m.pages = append(m.pages, n)
 	if m.held {
 		m.queued += len(ds)
+		m.pagesQueued++
+		m.mostQueued = max(m.mostQueued, m.pagesQueued)
 	}
 	m.notify()
 	return true
@@ -455,7 +497,10 @@ func (m *member) hold() {
 func (m *member) take() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.queued = 0
+	if m.onTake != nil && m.pagesQueued > 0 {
+		m.onTake(m.pagesQueued)
+	}
+	m.queued, m.pagesQueued = 0, 0
 	if m.taken != nil {
 		close(m.taken)
 		m.taken = nil

@@ -87,6 +87,10 @@ type Options struct {
 	// writer may hold them in memory, read from a Redis that lost them,
 	// until Postgres takes its insert.
 	LossGrace time.Duration
+	// CatchupConcurrency is how many history reads run at once on the
+	// instance (CATCHUP_CONCURRENCY): catch-up pages, and the history API's
+	// reads, which take their slots through ReadSlot.
+	CatchupConcurrency int
 }
 
 func (o *Options) defaults() {
@@ -103,6 +107,9 @@ func (o *Options) defaults() {
 	}
 	if o.PageSize <= 0 {
 		o.PageSize = 100
+	}
+	if o.CatchupConcurrency <= 0 {
+		o.CatchupConcurrency = 8
 	}
 	set(&o.JoinTimeout, 3*time.Second)
 	set(&o.CallTimeout, 2*time.Second)
@@ -125,12 +132,18 @@ type Hub struct {
 	// room's mu while holding it.
 	mu    sync.Mutex
 	rooms map[string]*room
+
+	reads chan struct{} // a token per history read in flight: CatchupConcurrency at most
+
+	turnsMu sync.Mutex
+	turns   map[Member]*turn // of the members catching up
 }
 
 // New builds a hub; archive may be nil (no fallback for old history).
 func New(bus Bus, recent Recent, archive Archive, m *metrics.Metrics, log *slog.Logger, opts Options) *Hub {
 	opts.defaults()
-	return &Hub{bus: bus, recent: recent, archive: archive, m: m, log: log, opts: opts, rooms: map[string]*room{}}
+	return &Hub{bus: bus, recent: recent, archive: archive, m: m, log: log, opts: opts, rooms: map[string]*room{},
+		reads: make(chan struct{}, opts.CatchupConcurrency), turns: map[Member]*turn{}}
 }
 
 // busState is where a room stands on the pub/sub connection.
@@ -196,13 +209,28 @@ func (ms *membership) end() int64 {
 // nothing at or below since is the member's to get again. m must not be in
 // the room already.
 func (h *Hub) Join(ctx context.Context, m Member, name string, since *int64) (protocol.Position, error) {
+	return h.JoinIf(ctx, m, name, since, nil)
+}
+
+// JoinIf joins like Join once admit, given where the room stands, returns
+// nil; its error refuses the join before anything is sent or read (the
+// quotas on rooms created and on resumes from far back). admit runs with
+// the room locked: it must be quick.
+func (h *Hub) JoinIf(ctx context.Context, m Member, name string, since *int64, admit func(at protocol.Position) error) (protocol.Position, error) {
 	r, err := h.acquire(ctx, name)
 	if err != nil {
 		return protocol.Position{}, err
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	at := protocol.Position{Seq: r.last, Epoch: r.epoch}
+	if admit != nil {
+		if err := admit(at); err != nil {
+			r.mu.Unlock()
+			h.release(r)
+			return at, err
+		}
+	}
+	defer r.mu.Unlock()
 	ms := &membership{m: m, last: at.Seq}
 	r.members[m] = ms
 	m.Deliver(&protocol.Delivery{Room: name, Frame: protocol.Joined(name, at)})

@@ -48,99 +48,195 @@ func (h *Hub) catchUp(r *room, ms *membership, to int64, op string) {
 
 // recover feeds ms from history until it is level with the room, then
 // hands it the live messages that waited and turns it live. op labels the
-// errors: history for a resume, repair for a hole.
+// errors: history for a resume, repair for a hole. Each page is read and
+// queued in the member's turn (a member catching up in many rooms has one
+// page of them in flight at a time), and read in one of the instance's
+// CatchupConcurrency read slots.
 func (h *Hub) recover(r *room, ms *membership, op string) {
-	var gapFrom int64    // a history_gap from here to ms.last is not announced yet
-	limited := int64(-1) // the target last measured against RecoveryLimit
-	var lossSeen loss    // the lost range last found, not announced yet
+	t := h.takeTurns(ms.m)
+	defer h.dropTurns(ms.m, t)
+	rc := recovery{limited: -1}
 	for {
-		r.mu.Lock()
-		if r.members[ms.m] != ms {
-			r.mu.Unlock()
+		if !t.take(ms.ctx) {
+			return // the member left the room
+		}
+		more := h.recoverPage(r, ms, op, &rc)
+		t.give()
+		if !more {
 			return
 		}
-		after, upto := ms.last, ms.target
-		var batch []*protocol.Delivery
-		switch {
-		case upto-after > h.opts.RecoveryLimit && limited != upto:
-			// Far behind in seqs; count the messages, outside the lock.
-			r.mu.Unlock()
-			var start int64
-			err := h.retry(ms.ctx, r.name, after, func(ctx context.Context) (err error) {
+	}
+}
+
+// recovery is what a member's recovery in a room carries from page to page.
+type recovery struct {
+	gapFrom  int64 // a history_gap from here to ms.last is not announced yet
+	limited  int64 // the target last measured against RecoveryLimit (-1: none)
+	lossSeen loss  // the lost range last found, not announced yet
+}
+
+// recoverPage takes the recovery one step, in the member's turn: once the
+// member's writer has taken the page before (of any room), it reads the
+// next page and queues it. False: the recovery is over.
+func (h *Hub) recoverPage(r *room, ms *membership, op string, rc *recovery) bool {
+	if ms.m.Drained(ms.ctx) != nil {
+		return false // the member left or is closing
+	}
+	r.mu.Lock()
+	if r.members[ms.m] != ms {
+		r.mu.Unlock()
+		return false
+	}
+	after, upto := ms.last, ms.target
+	var batch []*protocol.Delivery
+	switch {
+	case upto-after > h.opts.RecoveryLimit && rc.limited != upto:
+		// Far behind in seqs; count the messages, outside the lock.
+		r.mu.Unlock()
+		var start int64
+		err := h.retry(ms.ctx, r.name, after, func(ctx context.Context) error {
+			return h.reading(ctx, func() (err error) {
 				start, err = h.limitStart(ctx, r.name, after, upto, op)
 				return err
 			})
-			if err != nil {
-				h.giveUp(r, ms, after, err)
-				return
-			}
-			limited = upto
-			r.mu.Lock()
-			switch {
-			case r.members[ms.m] != ms || ms.last != after || ms.target != upto || start == after:
-			case ms.behind:
-				r.mu.Unlock()
-				h.drop(r, ms, protocol.CloseTryAgainLate, "slow consumer: fell behind the room by more than the recovery limit")
-				return
-			default:
-				if gapFrom == 0 {
-					gapFrom = after + 1
-				}
-				ms.last = start
-			}
-			r.mu.Unlock()
-			continue
-		case after >= upto && len(ms.pending) == 0:
-			ms.catching, ms.behind = false, false
-			r.mu.Unlock()
-			return
-		case after >= upto:
-			// Level with history: the live messages that waited go next,
-			// paced like history.
-			n := min(len(ms.pending), h.opts.PageSize)
-			batch = ms.pending[:n:n]
-			ms.pending = ms.pending[n:]
-			ms.target = batch[n-1].Seq
+		})
+		if err != nil {
+			h.giveUp(r, ms, after, err)
+			return false
 		}
-		r.mu.Unlock()
-
-		if batch == nil {
-			err := h.retry(ms.ctx, r.name, after, func(ctx context.Context) (err error) {
-				batch, err = h.page(ctx, r.name, after, upto, op)
-				return confirm(batch, err, after, &lossSeen, h.opts.LossGrace)
-			})
-			if err != nil {
-				h.giveUp(r, ms, after, err)
-				return
-			}
-			if len(batch) == 0 {
-				// Only skipped seqs up to upto: nothing to hand over.
-				r.mu.Lock()
-				if r.members[ms.m] == ms && ms.last == after {
-					ms.last = upto
-				}
-				r.mu.Unlock()
-				continue
-			}
-		}
-		batch = announce(r.name, gapFrom, batch)
-		gapFrom = 0
-		if ms.m.Drained(ms.ctx) != nil {
-			return // the member left or is closing
-		}
+		rc.limited = upto
 		r.mu.Lock()
-		if r.members[ms.m] != ms {
+		switch {
+		case r.members[ms.m] != ms || ms.last != after || ms.target != upto || start == after:
+		case ms.behind:
 			r.mu.Unlock()
-			return
-		}
-		ms.last = batch[len(batch)-1].Seq
-		ms.m.Catchup(batch)
-		r.mu.Unlock()
-		for _, d := range batch {
-			if !d.IsMessage() {
-				h.m.HistoryGaps.Inc()
+			h.drop(r, ms, protocol.CloseTryAgainLate, "slow consumer: fell behind the room by more than the recovery limit")
+			return false
+		default:
+			if rc.gapFrom == 0 {
+				rc.gapFrom = after + 1
 			}
+			ms.last = start
 		}
+		r.mu.Unlock()
+		return true
+	case after >= upto && len(ms.pending) == 0:
+		ms.catching, ms.behind = false, false
+		r.mu.Unlock()
+		return false
+	case after >= upto:
+		// Level with history: the live messages that waited go next,
+		// paced like history.
+		n := min(len(ms.pending), h.opts.PageSize)
+		batch = ms.pending[:n:n]
+		ms.pending = ms.pending[n:]
+		ms.target = batch[n-1].Seq
+	}
+	r.mu.Unlock()
+
+	if batch == nil {
+		err := h.retry(ms.ctx, r.name, after, func(ctx context.Context) error {
+			return h.reading(ctx, func() (err error) {
+				batch, err = h.page(ctx, r.name, after, upto, op)
+				return confirm(batch, err, after, &rc.lossSeen, h.opts.LossGrace)
+			})
+		})
+		if err != nil {
+			h.giveUp(r, ms, after, err)
+			return false
+		}
+		if len(batch) == 0 {
+			// Only skipped seqs up to upto: nothing to hand over.
+			r.mu.Lock()
+			if r.members[ms.m] == ms && ms.last == after {
+				ms.last = upto
+			}
+			r.mu.Unlock()
+			return true
+		}
+	}
+	batch = announce(r.name, rc.gapFrom, batch)
+	rc.gapFrom = 0
+	r.mu.Lock()
+	if r.members[ms.m] != ms {
+		r.mu.Unlock()
+		return false
+	}
+	ms.last = batch[len(batch)-1].Seq
+	ms.m.Catchup(batch)
+	r.mu.Unlock()
+	for _, d := range batch {
+		if !d.IsMessage() {
+			h.m.HistoryGaps.Inc()
+		}
+	}
+	return true
+}
+
+// turn is a member's right to have a catch-up page in flight. Its
+// recoveries, one per room, take turns: each holds it from before its page
+// is read until the page is queued, and reads only once the member's writer
+// has taken the page before (Drained). So a client that resumes 100 rooms
+// at once costs one page in memory at a time, not 100.
+type turn struct {
+	token chan struct{} // holds one while a recovery has the turn
+	users int           // recoveries of the member running; guarded by Hub.turnsMu
+}
+
+// take waits for the turn; false once ctx ends first.
+func (t *turn) take(ctx context.Context) bool {
+	select {
+	case t.token <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (t *turn) give() { <-t.token }
+
+// takeTurns returns m's turn, shared by its recoveries; dropTurns once each
+// one ends.
+func (h *Hub) takeTurns(m Member) *turn {
+	h.turnsMu.Lock()
+	defer h.turnsMu.Unlock()
+	t := h.turns[m]
+	if t == nil {
+		t = &turn{token: make(chan struct{}, 1)}
+		h.turns[m] = t
+	}
+	t.users++
+	return t
+}
+
+func (h *Hub) dropTurns(m Member, t *turn) {
+	h.turnsMu.Lock()
+	defer h.turnsMu.Unlock()
+	if t.users--; t.users == 0 {
+		delete(h.turns, m)
+	}
+}
+
+// reading runs read, one history read (a page, or a count), in one of the
+// instance's CatchupConcurrency read slots, waiting for one until ctx ends.
+func (h *Hub) reading(ctx context.Context, read func() error) error {
+	release, err := h.ReadSlot(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	return read()
+}
+
+// ReadSlot waits for one of the instance's CatchupConcurrency history read
+// slots, which catch-up pages and the history API share, and returns its
+// release; ctx's error if it ends first.
+func (h *Hub) ReadSlot(ctx context.Context) (release func(), err error) {
+	select {
+	case h.reads <- struct{}{}:
+		return func() { <-h.reads }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 }
 

@@ -20,7 +20,7 @@ import (
 // (chat-a, chat-b); tests that kill or drain an instance start their own.
 // Every test uses rooms of its own.
 
-const secret = "integration-secret"
+const secret = "integration-secret-0123456789abcdef"
 
 var env struct {
 	dir   string

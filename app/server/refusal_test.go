@@ -297,9 +297,10 @@ func TestIdleClientsThatAnswerPingsHoldNoGoroutine(t *testing.T) {
 	t.Logf("%d idle clients answering pings: %.0f goroutines more than before them", n, held)
 }
 
-// A frame that trickles in and never completes counts as silence: there is
-// no read deadline, so the session's tick must end it, and the worker that
-// waits for the rest of the frame with it.
+// A frame that never completes counts as silence: the session's tick ends
+// it at the read timeout (7 s here, under the default FRAME_TIMEOUT of 10 s,
+// which bounds a frame begun: TestAFrameTricklingInIsClosedAfterFrameTimeout),
+// and the worker that waits for the rest of the frame with it.
 func TestAFrameThatNeverCompletesEndsWithTheReadTimeout(t *testing.T) {
 	c := ownChat(t, "chat-trickle", "PING_INTERVAL=1s")
 	conn := chattest.Raw(t, c.WSURL(), token(t, "trickler", time.Hour))

@@ -47,6 +47,7 @@ type Server struct {
 	archive  Archive
 	verifier *auth.Verifier
 	origins  auth.Origins
+	quotas   Quotas // nil: none enforced
 	m        *metrics.Metrics
 	log      *slog.Logger
 	upgrader websocket.Upgrader
@@ -57,6 +58,12 @@ type Server struct {
 	draining atomic.Bool // unready: the load balancer should stop sending new clients
 	refusing atomic.Bool // closing connections: /ws answers 503
 	redisUp  atomic.Bool // the last dependency check reached Redis
+	// ready is the last dependency check's answer, which /ready gives
+	// (with draining as it is now): a probe costs no ping.
+	ready atomic.Pointer[readiness]
+	// conns counts the sessions, from the reservation of a slot before the
+	// upgrade until the session ends: at most MAX_CONNECTIONS.
+	conns atomic.Int64
 
 	mu       sync.Mutex
 	sessions map[*session]struct{}
@@ -65,14 +72,14 @@ type Server struct {
 
 // New wires a server; call WatchDependencies before serving, and Close
 // after the drain.
-func New(cfg config.Config, h *hub.Hub, b Broker, a Archive, m *metrics.Metrics, log *slog.Logger) (*Server, error) {
+func New(cfg config.Config, h *hub.Hub, b Broker, a Archive, m *metrics.Metrics, log *slog.Logger, opts ...Option) (*Server, error) {
 	poller, err := netpoll.New()
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{
 		cfg: cfg, hub: h, broker: b, archive: a, m: m, log: log,
-		verifier: auth.NewVerifier(cfg.JWTSecret),
+		verifier: auth.NewVerifier(cfg.JWTSecret, auth.RequireIssuer(cfg.JWTIssuer), auth.RequireAudience(cfg.JWTAudience), auth.MaxTTL(cfg.JWTMaxTTL)),
 		origins:  auth.NewOrigins(cfg.AllowedOrigins),
 		sessions: map[*session]struct{}{},
 		workers:  newWorkers(),
@@ -86,6 +93,10 @@ func New(cfg config.Config, h *hub.Hub, b Broker, a Archive, m *metrics.Metrics,
 		WriteBufferPool:  &sync.Pool{},
 		HandshakeTimeout: 5 * time.Second,
 		CheckOrigin:      func(*http.Request) bool { return true }, // checked before the upgrade, with a 403
+		Subprotocols:     []string{auth.Subprotocol},               // selected when offered; the bearer.<jwt> entry is never echoed
+	}
+	for _, o := range opts {
+		o(s)
 	}
 	return s, nil
 }
@@ -120,6 +131,26 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusServiceUnavailable, metrics.RefusedRedisDown, "message bus unavailable; retry later")
 		return
 	}
+	if !s.reserve() {
+		w.Header().Set("Retry-After", strconv.Itoa(int(capacityRetryAfter/time.Second)))
+		refuse(http.StatusServiceUnavailable, metrics.RefusedCapacity, "instance at capacity (MAX_CONNECTIONS); retry later")
+		return
+	}
+	// The slot is the session's once it exists (forget gives it back);
+	// every refusal before then gives it back here.
+	var sess *session
+	defer func() {
+		if sess == nil {
+			s.conns.Add(-1)
+		}
+	}()
+	// Counted before the token is checked: a storm of reconnects is one
+	// whatever its tokens.
+	addr := clientAddress(r, s.cfg.TrustedProxies)
+	if ok, retry := s.allow(protocol.QuotaAddressConnects, addr.String(), s.cfg.Quotas.AddressConnects); !ok {
+		s.tooMany(w, protocol.QuotaAddressConnects, "too many connection attempts from your address (QUOTA_ADDRESS_CONNECTS "+s.cfg.Quotas.AddressConnects.String()+")", retry)
+		return
+	}
 	claims, err := s.verifier.FromRequest(r)
 	if err == nil && !time.Now().Before(claims.Expires) {
 		// Within the verifier's leeway for clock skew, but a session would
@@ -134,12 +165,22 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusForbidden, metrics.RefusedOrigin, "origin "+r.Header.Get("Origin")+" is not allowed")
 		return
 	}
+	release, ok := s.openConnection(r.Context(), w, claims.User, addr)
+	if !ok {
+		return
+	}
+	defer func() {
+		if sess == nil {
+			release()
+		}
+	}()
 	conn, err := s.upgrade(w, r)
 	if err != nil {
 		s.m.Refused.WithLabelValues(metrics.RefusedHandshake).Inc()
 		return // the upgrader has answered with the reason
 	}
-	sess := newSession(s, conn, claims.User, claims.Expires)
+	sess = newSession(s, conn, claims.User, claims.Expires)
+	sess.claims, sess.release = claims, release
 	sess.send(protocol.Welcome(s.cfg.InstanceID, claims.User))
 	if !s.track(sess) {
 		sess.close(protocol.CloseGoingAway, "server going away")
@@ -149,6 +190,24 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// WebSocket would otherwise hold for hours (measured: 34.6 KiB RSS per
 	// connection).
 	sess.start()
+}
+
+// capacityRetryAfter is the Retry-After of a refusal at MAX_CONNECTIONS.
+const capacityRetryAfter = 5 * time.Second
+
+// reserve takes a session slot unless MAX_CONNECTIONS are taken; it never
+// lets the count past the cap, however many upgrades race for the last slot.
+func (s *Server) reserve() bool {
+	limit := int64(s.cfg.MaxConnections)
+	for {
+		n := s.conns.Load()
+		if limit > 0 && n >= limit {
+			return false
+		}
+		if s.conns.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
 }
 
 // upgrade completes the WebSocket handshake.
@@ -169,6 +228,7 @@ func (s *Server) forget(sess *session) {
 	s.mu.Lock()
 	delete(s.sessions, sess)
 	s.mu.Unlock()
+	s.conns.Add(-1)
 	s.live.Done()
 }
 
@@ -215,6 +275,7 @@ func (s *Server) check(ctx context.Context) readiness {
 	} else {
 		s.m.Ready.Set(0)
 	}
+	s.ready.Store(&rd)
 	return rd
 }
 
@@ -236,8 +297,17 @@ func (s *Server) WatchDependencies(ctx context.Context) {
 	}()
 }
 
-func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
-	rd := s.check(r.Context())
+// serveReady answers from the last dependency check (WatchDependencies runs
+// one a second), with draining as it is now: probes, however many, ping
+// neither Redis nor Postgres.
+func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
+	rd := readiness{Instance: s.cfg.InstanceID, Reason: "dependencies not checked yet", Redis: "unknown", Postgres: "unknown"}
+	if last := s.ready.Load(); last != nil {
+		rd = *last
+	}
+	if s.draining.Load() {
+		rd.Ready, rd.Draining, rd.Reason = false, true, "draining"
+	}
 	code := http.StatusOK
 	if !rd.Ready {
 		code = http.StatusServiceUnavailable
@@ -246,11 +316,20 @@ func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) serveHistory(w http.ResponseWriter, r *http.Request) {
-	if _, err := s.verifier.FromRequest(r); err != nil {
+	claims, err := s.verifier.FromRequest(r)
+	if err != nil {
 		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": err.Error()})
 		return
 	}
+	if ok, retry := s.allow(protocol.QuotaUserHistory, claims.User, s.cfg.Quotas.UserHistory); !ok {
+		s.tooMany(w, protocol.QuotaUserHistory, "too many history requests (QUOTA_USER_HISTORY "+s.cfg.Quotas.UserHistory.String()+")", retry)
+		return
+	}
 	room := r.PathValue("room")
+	if protocol.ValidRoom(room) && !claims.MayJoin(room) {
+		writeJSON(w, http.StatusForbidden, map[string]string{"error": "your token does not open room " + room + " (its rooms claim)"})
+		return
+	}
 	before, limit := int64(math.MaxInt64), 50
 	var bad []string
 	if !protocol.ValidRoom(room) {
@@ -274,7 +353,17 @@ func (s *Server) serveHistory(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, map[string]any{"error": "bad query", "details": bad})
 		return
 	}
+	// History reads share the resumes' CATCHUP_CONCURRENCY slots.
+	wait, cancel := context.WithTimeout(r.Context(), historySlotWait)
+	release, err := s.hub.ReadSlot(wait)
+	cancel()
+	if err != nil {
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "history reads busy; retry later"})
+		return
+	}
 	msgs, err := s.archive.Before(r.Context(), room, before, limit)
+	release()
 	if err != nil {
 		s.m.PostgresErrors.WithLabelValues(metrics.OpHistory).Inc()
 		s.log.Warn("history query failed", "room", room, "err", err)
@@ -286,6 +375,25 @@ func (s *Server) serveHistory(w http.ResponseWriter, r *http.Request) {
 		frames[i] = m.Frame()
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"room": room, "messages": frames})
+}
+
+// historySlotWait is how long a history request waits for a read slot.
+const historySlotWait = 5 * time.Second
+
+// HTTPServer is the instance's HTTP server for handler. Its timeouts bound
+// plain requests only: net/http clears a connection's deadlines when the
+// /ws handler hijacks it (and gorilla clears the handshake's), so a
+// WebSocket session is bounded by its own deadlines (writes: writeTimeout;
+// a frame begun: FRAME_TIMEOUT) and its pings, never by these
+// (TestHTTPServerTimeoutsSpareWebSocketSessions).
+func HTTPServer(handler http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+	}
 }
 
 // Drain runs the shutdown sequence: unready at once, keep serving for delay

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -13,7 +14,9 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/switchboard-dev/switchboard/app/auth"
 	"github.com/switchboard-dev/switchboard/app/broker"
+	"github.com/switchboard-dev/switchboard/app/config"
 	"github.com/switchboard-dev/switchboard/app/hub"
 	"github.com/switchboard-dev/switchboard/app/metrics"
 	"github.com/switchboard-dev/switchboard/app/netpoll"
@@ -35,7 +38,9 @@ type session struct {
 	conn    *wsconn.Conn
 	user    string
 	expires time.Time
-	rooms   []string // touched only by handle, one frame at a time
+	claims  auth.Claims // the token's: which rooms it may join (MayJoin)
+	release func()      // gives back the connection's place in MAX_CONNECTIONS_PER_USER and _PER_ADDRESS
+	rooms   []string    // touched only by handle, one frame at a time
 	limit   bucket
 	heard   atomic.Int64 // when the client last sent a whole frame, as monotonic ns since epoch
 	// writeDeadline is the socket's write deadline in Unix ns; only the
@@ -248,6 +253,9 @@ func (s *session) end(err error) {
 	s.mu.Unlock()
 	if errors.Is(err, websocket.ErrReadLimit) {
 		s.close(protocol.CloseTooLarge, "frame larger than "+strconv.Itoa(s.srv.cfg.MaxMessageBytes)+" bytes")
+	} else if errors.Is(err, os.ErrDeadlineExceeded) {
+		// Only a frame begun has a read deadline (readFrame).
+		s.close(protocol.ClosePolicy, reasonFrameTimeout)
 	} else {
 		// The client closed, vanished or missed its pongs: nothing to tell it.
 		s.close(0, "connection ended")
@@ -262,6 +270,9 @@ func (s *session) end(err error) {
 		s.srv.hub.Leave(s, room)
 	}
 	s.srv.forget(s)
+	if s.release != nil {
+		s.release()
+	}
 	s.srv.m.ConnectionsActive.Dec()
 }
 
@@ -274,8 +285,8 @@ func (s *session) pong(string) error {
 }
 
 // heardNow notes that the client sent a whole frame: tick ends a session
-// silent for longer than readTimeout, which also ends a frame trickling in
-// slower than that (no read deadline is needed).
+// silent for longer than readTimeout. A frame trickling in is bounded by
+// FRAME_TIMEOUT instead (readFrame).
 func (s *session) heardNow() { s.heard.Store(int64(time.Since(epoch))) }
 
 // epoch is what heard counts from: time.Since reads the monotonic clock, so
@@ -309,12 +320,14 @@ func (s *session) tick() {
 }
 
 // readBuffered handles frames until none is left in the read buffer.
-// Pongs are consumed before gorilla sees them: after a control frame gorilla
-// goes on to wait for the next data frame, which on an idle connection holds a
-// deep stack for as long as the client is silent.
+// Pings and pongs are consumed before gorilla sees them: after a control
+// frame gorilla goes on to wait for the next data frame, which on an idle
+// connection holds a deep stack for as long as the client is silent (and
+// would run FRAME_TIMEOUT against that silence). One begun is waited for,
+// FRAME_TIMEOUT at most.
 func (s *session) readBuffered() error {
 	for {
-		skipped, err := s.conn.SkipPong()
+		skipped, err := s.conn.SkipControl(s.srv.cfg.FrameTimeout)
 		if err != nil {
 			return err
 		}
@@ -338,8 +351,16 @@ func (s *session) readBuffered() error {
 var errClosing = errors.New("session closing")
 
 // readFrame reads the client's next frame into a pooled buffer, which it
-// returns once the frame is handled: handle keeps nothing of it.
+// returns once the frame is handled: handle keeps nothing of it. A message
+// that is not all in the read buffer yet must arrive whole within
+// FRAME_TIMEOUT: the read waits for it under a deadline, so a client that
+// trickles a frame holds a worker that long at most, and the session ends
+// (end closes it with 1008).
 func (s *session) readFrame() error {
+	if d := s.srv.cfg.FrameTimeout; d > 0 && !s.conn.Whole() {
+		s.conn.SetReadDeadline(time.Now().Add(d))
+		defer s.conn.SetReadDeadline(time.Time{})
+	}
 	kind, r, err := s.conn.NextReader()
 	if err != nil {
 		return err
@@ -421,22 +442,61 @@ func (s *session) leave(room string) bool {
 }
 
 func (s *session) join(f protocol.ClientFrame) {
+	if !s.claims.MayJoin(f.Room) {
+		s.refuse(&protocol.Error{Code: protocol.CodeForbidden, Room: f.Room, Message: "your token does not open room " + f.Room + " (its rooms claim)"})
+		return
+	}
 	// A second join re-syncs (with since) or restarts at the latest seq.
 	s.leave(f.Room)
 	if len(s.rooms) >= maxRoomsPerConnection {
 		s.refuse(protocol.Errorf(protocol.CodeBadRequest, "at most %d rooms per connection", maxRoomsPerConnection))
 		return
 	}
+	quotas := s.srv.cfg.Quotas
+	if ok, retry := s.srv.allow(protocol.QuotaUserJoins, s.user, quotas.UserJoins); !ok {
+		e := quotaError(protocol.QuotaUserJoins, quotas.UserJoins, retry)
+		e.Room = f.Room
+		s.refuse(e)
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	// The catch-up of a resume runs on after this returns, so the session
 	// goes on reading the client's frames meanwhile.
-	if _, err := s.srv.hub.Join(ctx, s, f.Room, f.Since); err != nil {
+	_, err := s.srv.hub.JoinIf(ctx, s, f.Room, f.Since, func(at protocol.Position) error { return s.admit(f, at) })
+	var pe *protocol.Error
+	if errors.As(err, &pe) {
+		s.refuse(pe)
+		return
+	}
+	if err != nil {
 		s.srv.log.Warn("join failed", "room", f.Room, "err", err)
 		s.refuse(protocol.Errorf(protocol.CodeInternal, "could not join %s: the message bus is unavailable; retry", f.Room))
 		return
 	}
 	s.rooms = append(s.rooms, f.Room)
+}
+
+// admit applies the quotas that depend on where the room stands: a join of
+// a room without messages may create it (QUOTA_USER_ROOMS), and a resume
+// from past Redis's history window reads Postgres (QUOTA_USER_RESUMES).
+func (s *session) admit(f protocol.ClientFrame, at protocol.Position) error {
+	quotas := s.srv.cfg.Quotas
+	check := func(name string, r config.Rate) error {
+		if ok, retry := s.srv.allow(name, s.user, r); !ok {
+			e := quotaError(name, r, retry)
+			e.Room = f.Room
+			return e
+		}
+		return nil
+	}
+	if at.Seq == 0 {
+		return check(protocol.QuotaUserRooms, quotas.UserRooms)
+	}
+	if f.Since != nil && at.Seq-*f.Since > int64(s.srv.cfg.HistorySize) {
+		return check(protocol.QuotaUserResumes, quotas.UserResumes)
+	}
+	return nil
 }
 
 func (s *session) publish(f protocol.ClientFrame) {
@@ -449,6 +509,13 @@ func (s *session) publish(f protocol.ClientFrame) {
 	if !s.limit.take(time.Now()) {
 		received.WithLabelValues(metrics.ResultRateLimited).Inc()
 		s.refuse(&protocol.Error{Code: protocol.CodeRateLimited, Message: "too many messages; slow down", Ref: f.ID})
+		return
+	}
+	if ok, retry := s.srv.allow(protocol.QuotaUserSends, s.user, s.srv.cfg.Quotas.UserSends); !ok {
+		received.WithLabelValues(metrics.ResultRateLimited).Inc()
+		e := quotaError(protocol.QuotaUserSends, s.srv.cfg.Quotas.UserSends, retry)
+		e.Ref = f.ID
+		s.refuse(e)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -619,10 +686,14 @@ func (s *session) finish(queued []*protocol.Delivery) {
 	s.srv.m.Closed.WithLabelValues(strconv.Itoa(s.code)).Inc()
 	msg := websocket.FormatCloseMessage(s.code, s.reason)
 	s.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
-	if s.code == protocol.CloseTooLarge {
+	if s.code == protocol.CloseTooLarge || s.reason == reasonFrameTimeout {
 		s.linger()
 	}
 }
+
+// reasonFrameTimeout closes a session (1008) whose client began a frame and
+// did not finish it within FRAME_TIMEOUT.
+const reasonFrameTimeout = "frame not completed within FRAME_TIMEOUT"
 
 // linger drops what the client still sends (the rest of an oversize frame)
 // for up to a second or until it hangs up: a socket closed with unread data

@@ -62,7 +62,7 @@ func (s *Store) migrated(ctx context.Context, query func() error) error {
 // and how long ago the newest of them was recorded.
 func (s *Store) Floors(ctx context.Context, room string, from, to int64) (floors []int64, age time.Duration, err error) {
 	var secs float64
-	err = s.pool.QueryRow(ctx, `
+	err = s.reads.QueryRow(ctx, `
 		SELECT coalesce(array_agg(floor ORDER BY floor), '{}'), coalesce(extract(epoch FROM now() - max(at)), 0)::float8
 		FROM room_floors WHERE room = $1 AND floor >= $2 AND floor <= $3`, room, from, to).Scan(&floors, &secs)
 	if err != nil {
@@ -75,7 +75,7 @@ func (s *Store) Floors(ctx context.Context, room string, from, to int64) (floors
 // most n, and returns the oldest seq among the newest n of them: a catch-up
 // that may deliver n messages starts there.
 func (s *Store) Newest(ctx context.Context, room string, after, upto, n int64) (oldest, count int64, err error) {
-	err = s.pool.QueryRow(ctx, `
+	err = s.reads.QueryRow(ctx, `
 		SELECT coalesce(min(seq), 0), count(*) FROM (
 			SELECT seq FROM messages WHERE room = $1 AND seq > $2 AND seq <= $3 ORDER BY seq DESC LIMIT $4
 		) newest`, room, after, upto, n).Scan(&oldest, &count)

@@ -26,13 +26,20 @@ var migrations embed.FS
 // migrationLock serialises migrations across instances starting together.
 const migrationLock = 7_361_042
 
-// Store is a pool of connections to the history database.
+// Store is two pools of connections to the history database: pool for
+// writes (the persist writer's inserts, seq reservations, fences, sender-id
+// lookups) and migrations, reads for history reads (Range, Before, Floors,
+// Newest: catch-ups and the history API). However many history reads wait,
+// they wait for reads' connections, never for the writer's.
 type Store struct {
-	pool *pgxpool.Pool
+	pool  *pgxpool.Pool
+	reads *pgxpool.Pool
 }
 
-// Open prepares a pool; it does not connect, so the server can start while
-// Postgres is down (live chat does not need it).
+// Open prepares the pools; it does not connect, so the server can start
+// while Postgres is down (live chat does not need it). The write pool
+// holds up to 8 connections, the read pool up to WithReadConns (8 by
+// default): an instance opens up to their sum.
 func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
@@ -40,18 +47,30 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 	}
 	cfg.ConnConfig.ConnectTimeout = 2 * time.Second
 	cfg.MaxConns = 8
-	for _, o := range opts {
-		o(cfg)
+	o := options{pool: cfg, readConns: 8}
+	for _, opt := range opts {
+		opt(&o)
 	}
+	readCfg := cfg.Copy()
+	readCfg.MaxConns = o.readConns
+	readCfg.MinConns = 0
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open postgres pool: %w", err)
 	}
-	return &Store{pool: pool}, nil
+	reads, err := pgxpool.NewWithConfig(ctx, readCfg)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("open postgres read pool: %w", err)
+	}
+	return &Store{pool: pool, reads: reads}, nil
 }
 
-// Close releases the pool.
-func (s *Store) Close() { s.pool.Close() }
+// Close releases the pools.
+func (s *Store) Close() {
+	s.pool.Close()
+	s.reads.Close()
+}
 
 // Ping checks that Postgres answers.
 func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
@@ -227,8 +246,9 @@ func (s *Store) Before(ctx context.Context, room string, before int64, limit int
 		) newest ORDER BY seq`, room, before, limit)
 }
 
+// query runs a history read on the read pool.
 func (s *Store) query(ctx context.Context, what, sql string, args ...any) ([]protocol.Message, error) {
-	rows, err := s.pool.Query(ctx, sql, args...)
+	rows, err := s.reads.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}

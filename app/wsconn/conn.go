@@ -9,8 +9,10 @@
 //   - Watch reports the peer's next bytes without a goroutine waiting
 //     (netpoll), Fill reads them into that buffer, and Buffered shows what
 //     gorilla has yet to read.
-//   - SkipPong consumes a pong frame at the head of that buffer as gorilla
-//     would, without gorilla then blocking for the next data frame.
+//   - SkipControl consumes a ping or pong frame at the head of that buffer
+//     as gorilla would, without gorilla then blocking for the next data
+//     frame, and Whole tells whether the next message is all buffered, so
+//     that a read that must wait for the peer can be given a deadline.
 //   - Hold and Release coalesce the frames gorilla writes into one write, and
 //     the connection skips the write deadline gorilla sets again before every
 //     frame when it has not changed.
@@ -22,10 +24,12 @@ package wsconn
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"net"
 	"net/http"
 	"syscall"
+	"time"
 
 	"github.com/gorilla/websocket"
 
@@ -33,7 +37,7 @@ import (
 )
 
 // Conn is a server-side gorilla connection over a wire of this package: use
-// its gorilla methods as usual. Buffered and SkipPong are for the one
+// its gorilla methods as usual. Buffered, SkipControl and Whole are for the one
 // reading goroutine, between messages; Hold and Release for the one writing
 // goroutine.
 type Conn struct {
@@ -66,7 +70,7 @@ var errReadBufferSize = errors.New("wsconn: Upgrader.ReadBufferSize must be 0 fo
 // ReadBufferSize is a connection's read buffer: client frames are small,
 // larger ones are read in pieces. It must stay above the 256 bytes past which
 // gorilla adopts a hijacked reader, and hold a whole control frame (131 bytes
-// with its header and masking key) for SkipPong to find one.
+// with its header and masking key) for SkipControl to find one.
 const ReadBufferSize = 320
 
 // hijacker hands the upgrader a wire in place of the hijacked connection.
@@ -123,9 +127,9 @@ func (c *Conn) control(f func(fd int) error) error {
 }
 
 // Fill reads what the socket holds into the read buffer, when it is empty.
-// Call it once a watch has reported, before SkipPong: the report means
+// Call it once a watch has reported, before SkipControl: the report means
 // bytes, the peer's close or an error are waiting, so it does not block, and
-// SkipPong sees only what is buffered.
+// SkipControl sees what is buffered.
 func (c *Conn) Fill() error {
 	if c.wire.in.Buffered() > 0 {
 		return nil
@@ -138,24 +142,38 @@ func (c *Conn) Fill() error {
 // with none, the next read waits for the peer.
 func (c *Conn) Buffered() int { return c.wire.in.Buffered() }
 
-// SkipPong consumes the pong frame at the head of the read buffer, if a whole
-// one is there, and calls the pong handler with its payload, as gorilla's
-// reads would; it returns the handler's error. It leaves anything else
-// (another frame, an invalid or partial pong) to gorilla. Call it only
-// between messages. After a control frame gorilla goes on to wait for the next
-// data frame, which on an idle connection would hold a deep stack for as long
-// as the peer is silent.
-func (c *Conn) SkipPong() (bool, error) {
-	const finPong, masked, maskLen = 0x8A, 0x80, 4
+// SkipControl consumes the ping or pong frame at the head of the read
+// buffer and calls its handler with the payload, as gorilla's reads would;
+// it returns the handler's error. It leaves anything else (a data frame, a
+// close, an invalid frame) to gorilla. A ping or pong begun but not whole is
+// waited for, for up to wait (then the error is a timeout,
+// os.ErrDeadlineExceeded); with wait 0 it is left to gorilla too. Call it
+// only between messages. After a control frame gorilla goes on to wait for
+// the next data frame, which on an idle connection would hold a deep stack
+// for as long as the peer is silent, and would keep a deadline set for the
+// control frame running against that silence.
+func (c *Conn) SkipControl(wait time.Duration) (bool, error) {
+	const fin, masked, maskLen = 0x80, 0x80, 4
 	in := c.wire.in
-	if in.Buffered() < 2 {
+	if in.Buffered() == 0 {
 		return false, nil
 	}
-	h, _ := in.Peek(2)
+	h, _ := in.Peek(1)
+	op := h[0] &^ fin
+	if h[0]&fin == 0 || (op != websocket.PingMessage && op != websocket.PongMessage) {
+		return false, nil
+	}
+	if err := c.await(2, wait); err != nil || in.Buffered() < 2 {
+		return false, err
+	}
+	h, _ = in.Peek(2)
 	n := int(h[1] & 0x7F)
 	size := 2 + maskLen + n
-	if h[0] != finPong || h[1]&masked == 0 || n > 125 || in.Buffered() < size {
+	if h[1]&masked == 0 || n > 125 {
 		return false, nil
+	}
+	if err := c.await(size, wait); err != nil || in.Buffered() < size {
+		return false, err
 	}
 	var payload string
 	if n > 0 {
@@ -167,7 +185,60 @@ func (c *Conn) SkipPong() (bool, error) {
 		payload = string(p[:n])
 	}
 	in.Discard(size)
+	if op == websocket.PingMessage {
+		return true, c.Conn.PingHandler()(payload)
+	}
 	return true, c.Conn.PongHandler()(payload)
+}
+
+// await reads until n bytes are buffered, for up to wait; with wait 0, or
+// n bytes there already, it returns at once.
+func (c *Conn) await(n int, wait time.Duration) error {
+	if wait <= 0 || c.wire.in.Buffered() >= n {
+		return nil
+	}
+	c.wire.Conn.SetReadDeadline(time.Now().Add(wait))
+	defer c.wire.Conn.SetReadDeadline(time.Time{})
+	_, err := c.wire.in.Peek(n)
+	return err
+}
+
+// Whole tells whether the read buffer holds, from its head, a whole frame
+// that ends a message (or a whole control frame), so that gorilla reads the
+// next message without waiting for the peer. Otherwise a message has begun
+// whose rest (its frame's bytes, or further fragments) is still to come,
+// and reading it waits for the peer: bound that with SetReadDeadline. Call
+// it between messages, after SkipControl.
+func (c *Conn) Whole() bool {
+	const fin, masked, maskLen = 0x80, 0x80, 4
+	in := c.wire.in
+	b := in.Buffered()
+	if b < 2 {
+		return false
+	}
+	h, _ := in.Peek(min(b, 14))
+	head := 2
+	n := uint64(h[1] & 0x7F)
+	switch n {
+	case 126:
+		head += 2
+	case 127:
+		head += 8
+	}
+	if h[1]&masked != 0 {
+		head += maskLen
+	}
+	if b < head {
+		return false
+	}
+	switch n {
+	case 126:
+		n = uint64(binary.BigEndian.Uint16(h[2:]))
+	case 127:
+		n = binary.BigEndian.Uint64(h[2:])
+	}
+	ends := h[0]&fin != 0 || h[0]&0x0F >= 8 // FIN, or a control frame (whose lack of FIN gorilla refuses)
+	return ends && n <= uint64(b-head)
 }
 
 // Hold gathers the frames written from now on until Release: a batch then

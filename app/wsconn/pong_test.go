@@ -10,19 +10,20 @@ import (
 	"time"
 )
 
-// TestSkipPong feeds each case's bytes to two connections: one read as a
-// session reads (SkipPong, else gorilla's ReadMessage), one by gorilla alone.
-// SkipPong must consume exactly one whole masked pong at the head of the
-// buffer and nothing else, and both connections must then see the same
-// handler calls, messages and error: what SkipPong skips, it handles as
-// gorilla would, and what it leaves, gorilla handles.
-func TestSkipPong(t *testing.T) {
+// TestSkipControl feeds each case's bytes to two connections: one read as a
+// session reads (SkipControl, else gorilla's ReadMessage), one by gorilla
+// alone. SkipControl (not waiting) must consume exactly one whole masked
+// ping or pong at the head of the buffer and nothing else, and both
+// connections must then see the same handler calls, messages and error:
+// what SkipControl skips, it handles as gorilla would, and what it leaves,
+// gorilla handles.
+func TestSkipControl(t *testing.T) {
 	end := frame(0x81, "end")
 	cat := func(bs ...[]byte) []byte { return bytes.Join(bs, nil) }
 	hello := frame(0x8A, "hello")
 	for _, c := range []struct {
 		name     string
-		sent     []byte // before SkipPong
+		sent     []byte // before SkipControl
 		later    []byte // after it
 		failPong bool   // the pong handler returns an error
 		skipped  bool
@@ -34,7 +35,10 @@ func TestSkipPong(t *testing.T) {
 		{name: "two pongs: one at a time", sent: cat(frame(0x8A, "a"), frame(0x8A, "b"), end), skipped: true, consumed: 7},
 		{name: "pong alone", sent: frame(0x8A, "x"), later: end, skipped: true, consumed: 7},
 		{name: "pong handler fails", sent: cat(hello, end), failPong: true, skipped: true, consumed: len(hello)},
-		{name: "ping", sent: cat(frame(0x89, "hi"), end)},
+		{name: "ping", sent: cat(frame(0x89, "hi"), end), skipped: true, consumed: 8},
+		{name: "ping of 125 bytes", sent: cat(frame(0x89, strings.Repeat("p", 125)), end), skipped: true, consumed: 131},
+		{name: "ping without FIN", sent: cat(frame(0x09, "x"), end)},
+		{name: "partial ping", sent: frame(0x89, "hi")[:5], later: cat(frame(0x89, "hi")[5:], end)},
 		{name: "close", sent: frame(0x88, "\x03\xe8bye")},
 		{name: "text", sent: cat(frame(0x81, "hi"), end)},
 		{name: "binary", sent: cat(frame(0x82, "hi"), end)},
@@ -55,18 +59,18 @@ func TestSkipPong(t *testing.T) {
 
 			write(t, skipping, c.sent)
 			skipping.await(t, len(c.sent))
-			skipped, err := skipping.server.SkipPong()
+			skipped, err := skipping.server.SkipControl(0)
 			if skipped != c.skipped {
-				t.Fatalf("SkipPong() = %v, want %v", skipped, c.skipped)
+				t.Fatalf("SkipControl(0) = %v, want %v", skipped, c.skipped)
 			}
 			if left := skipping.server.Buffered(); left != len(c.sent)-c.consumed {
-				t.Fatalf("SkipPong consumed %d bytes, want %d", len(c.sent)-left, c.consumed)
+				t.Fatalf("SkipControl consumed %d bytes, want %d", len(c.sent)-left, c.consumed)
 			}
 			write(t, skipping, c.later)
 			if err != nil {
 				withSkip.err = err.Error()
 			} else {
-				// As a session: gorilla reads next unless a pong was skipped.
+				// As a session: gorilla reads next unless a frame was skipped.
 				withSkip.read(skipping, true, !skipped)
 			}
 
@@ -75,7 +79,7 @@ func TestSkipPong(t *testing.T) {
 			alone.read(plain, false, true)
 
 			if !slices.Equal(withSkip.events, alone.events) || withSkip.err != alone.err {
-				t.Fatalf("with SkipPong: %q, error %q\ngorilla alone: %q, error %q", withSkip.events, withSkip.err, alone.events, alone.err)
+				t.Fatalf("with SkipControl: %q, error %q\ngorilla alone: %q, error %q", withSkip.events, withSkip.err, alone.events, alone.err)
 			}
 			t.Logf("%q, error %q", alone.events, alone.err)
 		})
@@ -105,13 +109,13 @@ func record(p pair, failPong bool) *reading {
 }
 
 // read reads until the message "end" or an error: as a session does if
-// skipping (SkipPong, else gorilla's ReadMessage), else as gorilla alone.
+// skipping (SkipControl, else gorilla's ReadMessage), else as gorilla alone.
 // readFirst starts with gorilla's read.
 func (r *reading) read(p pair, skipping, readFirst bool) {
 	p.server.SetReadDeadline(time.Now().Add(5 * time.Second))
 	for {
 		if skipping && !readFirst {
-			skipped, err := p.server.SkipPong()
+			skipped, err := p.server.SkipControl(0)
 			if err != nil {
 				r.err = err.Error()
 				return

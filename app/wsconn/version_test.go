@@ -26,9 +26,11 @@ and with this package's tests (go test -race ./app/wsconn):
   - server.go, Upgrader.Upgrade: with ReadBufferSize 0 it adopts the hijacked *bufio.Reader when its
     Size() is over 256 (ReadBufferSize here is %d) and reads every frame through it, allocating no
     reader of its own (TestGorillaAdoptsReadBuffer);
-  - conn.go, advanceFrame: a masked FIN pong of at most 125 bytes is consumed whole and its unmasked
-    payload passed to the pong handler, with no other state changed, and after a control frame
-    NextReader goes on waiting for a data frame (TestSkipPong);
+  - conn.go, advanceFrame: a masked FIN ping or pong of at most 125 bytes is consumed whole and its
+    unmasked payload passed to the ping or pong handler, with no other state changed, and after a
+    control frame NextReader goes on waiting for a data frame (TestSkipControl);
+  - conn.go: PingHandler still returns the handler that SetPingHandler set (the default answers
+    with a pong through WriteControl, which may run beside the writer);
   - conn.go, Conn.write and WriteMessage: each frame is written with Write or net.Buffers.WriteTo on
     the net.Conn that Hijack returned, after SetWriteDeadline (TestHoldCoalesces);
   - conn.go: PongHandler still returns the handler that SetPongHandler set.`,

@@ -2,6 +2,7 @@
 //
 //	chatserver                      serve (configured from the environment)
 //	chatserver token -user alice    print a token signed with JWT_SECRET
+//	                                (-rooms lobby,team-a.* scopes it; -issuer, -audience, -ttl)
 //	chatserver healthcheck          exit 0 if GET /health on LISTEN_ADDR answers 200
 package main
 
@@ -16,6 +17,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -25,6 +27,7 @@ import (
 	"github.com/switchboard-dev/switchboard/app/hub"
 	"github.com/switchboard-dev/switchboard/app/metrics"
 	"github.com/switchboard-dev/switchboard/app/persist"
+	"github.com/switchboard-dev/switchboard/app/quota"
 	"github.com/switchboard-dev/switchboard/app/server"
 )
 
@@ -77,8 +80,16 @@ func run(ctx context.Context) error {
 	m.PersistBacklogCap.Set(float64(cfg.PersistBacklogCap))
 	sub := b.Subscribe(ctx)
 	defer sub.Close()
-	h := hub.New(sub, b, st, m, log, hub.Options{PendingLimit: 16 * cfg.SendQueue, RecoveryLimit: int64(cfg.RecoveryLimit)})
-	srv, err := server.New(cfg, h, b, st, m, log)
+	h := hub.New(sub, b, st, m, log, hub.Options{
+		PendingLimit: 16 * cfg.SendQueue, RecoveryLimit: int64(cfg.RecoveryLimit),
+		CatchupConcurrency: cfg.CatchupConcurrency,
+	})
+	// Quotas count in the broker's Redis; a failed sync is counted, not
+	// logged: it repeats every 100 ms while Redis is down.
+	quotas := quota.New(b.Redis(), quota.Options{Instance: cfg.InstanceID, OnError: func(error) {
+		m.RedisErrors.WithLabelValues(metrics.OpQuota).Inc()
+	}})
+	srv, err := server.New(cfg, h, b, st, m, log, server.WithQuotas(quotas))
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
@@ -99,6 +110,7 @@ func run(ctx context.Context) error {
 		defer close(persisted)
 		(&persist.Writer{Source: b, Sink: st, Consumer: cfg.InstanceID, Metrics: m, Log: log}).Run(work)
 	}()
+	go quotas.Run(work)
 	srv.WatchDependencies(work)
 	go b.WatchEviction(work, 5*time.Second, func(policy string, evicts bool) {
 		if !evicts {
@@ -115,7 +127,7 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen on LISTEN_ADDR %s: %w", cfg.ListenAddr, err)
 	}
-	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	httpSrv := server.HTTPServer(srv.Handler())
 	served := make(chan error, 1)
 	go func() { served <- httpSrv.Serve(ln) }()
 	log.Info("serving", "addr", ln.Addr().String(), "redis", config.RedactURL(cfg.RedisURL))
@@ -160,15 +172,35 @@ func newLogger(level string) *slog.Logger {
 func token(args []string) error {
 	fs := flag.NewFlagSet("token", flag.ContinueOnError)
 	user := fs.String("user", "alice", "the token's subject (user name)")
-	ttl := fs.Duration("ttl", 24*time.Hour, "how long the token is valid")
+	ttl := fs.Duration("ttl", 24*time.Hour, "how long the token is valid (the servers refuse more than their JWT_MAX_TTL, 24h by default)")
+	rooms := fs.String("rooms", "", `the rooms the token may join, comma-separated: names and prefixes ending in "*", e.g. lobby,team-a.*; empty: every room`)
+	issuer := fs.String("issuer", os.Getenv("JWT_ISSUER"), "the token's iss (default $JWT_ISSUER)")
+	audience := fs.String("audience", os.Getenv("JWT_AUDIENCE"), "the token's aud (default $JWT_AUDIENCE)")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", errConfig, err)
 	}
 	secret := os.Getenv("JWT_SECRET")
-	if len(secret) < 8 {
-		return fmt.Errorf("%w: JWT_SECRET must be set to the servers' secret (at least 8 bytes)", errConfig)
+	if len(secret) < config.MinSecretBytes {
+		return fmt.Errorf("%w: JWT_SECRET must be set to the servers' secret: a random secret of at least %d bytes", errConfig, config.MinSecretBytes)
 	}
-	t, err := auth.Mint([]byte(secret), *user, *ttl)
+	var opts []auth.MintOption
+	if *rooms != "" {
+		var list []string
+		for _, r := range strings.Split(*rooms, ",") {
+			list = append(list, strings.TrimSpace(r))
+		}
+		if err := auth.CheckRooms(list); err != nil {
+			return fmt.Errorf("%w: -rooms=%q: %w", errConfig, *rooms, err)
+		}
+		opts = append(opts, auth.Rooms(list...))
+	}
+	if *issuer != "" {
+		opts = append(opts, auth.Issuer(*issuer))
+	}
+	if *audience != "" {
+		opts = append(opts, auth.Audience(*audience))
+	}
+	t, err := auth.Mint([]byte(secret), *user, *ttl, opts...)
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/switchboard-dev/switchboard/app/auth"
+	"github.com/switchboard-dev/switchboard/app/config"
 	"github.com/switchboard-dev/switchboard/app/local"
 )
 
@@ -38,7 +39,11 @@ func run() error {
 	sentinel := flag.Bool("sentinel", false, "run Redis as a primary and a replica behind three redis-sentinel; the instances use redis+sentinel://")
 	debugPorts := flag.String("debug-ports", "", "one port per instance for pprof (DEBUG_ADDR); none by default")
 	flag.Parse()
-	secret := envOr("JWT_SECRET", "dev-secret")
+	secret := envOr("JWT_SECRET", config.DevSecret)
+	env := []string{"JWT_SECRET=" + secret}
+	if secret == config.DevSecret {
+		env = append(env, "ALLOW_DEV_SECRET=true") // the servers refuse it otherwise
+	}
 	chatPorts, err := portList("-chat-ports", *ports)
 	if err != nil {
 		return err
@@ -59,7 +64,7 @@ func run() error {
 	top, err := local.Up(ctx, local.Options{
 		Dir: *dir, Bin: *bin, RedisPort: *redisPort, PostgresPort: *pgPort, ChatPorts: chatPorts,
 		NginxPort: *nginxPort, NginxWorkers: *nginxWorkers, Sentinel: *sentinel, DebugPorts: pprofPorts, PrometheusPort: *promPort,
-		Env: []string{"JWT_SECRET=" + secret, "ALLOWED_ORIGINS=" + envOr("ALLOWED_ORIGINS", origins(append([]int{*nginxPort}, chatPorts...)))},
+		Env: append(env, "ALLOWED_ORIGINS="+envOr("ALLOWED_ORIGINS", origins(append([]int{*nginxPort}, chatPorts...)))),
 	})
 	if err != nil {
 		return err
@@ -76,7 +81,7 @@ func run() error {
 	}
 	fmt.Printf("  %-22s %s\n  %-22s %s\n  %-22s %s\n", "prometheus", top.Prometheus.URL(), "redis", top.RedisURL(), "postgres", top.Postgres.URL())
 	fmt.Printf("\nToken for alice (24 h; more with: make token USER_NAME=bob):\n  %s\n", tok)
-	fmt.Printf("Try it in a browser: http://localhost:%d/?token=%s\n\nCtrl-C stops everything.\n", *nginxPort, tok)
+	fmt.Printf("Try it in a browser: http://localhost:%d/#token=%s\n\nCtrl-C stops everything.\n", *nginxPort, tok)
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
