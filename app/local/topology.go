@@ -83,7 +83,9 @@ func Up(ctx context.Context, opts Options) (t *Topology, err error) {
 		if i < len(opts.DebugPorts) {
 			debug = opts.DebugPorts[i]
 		}
-		env := append([]string{"REDIS_URL=" + t.RedisURL(), "DATABASE_URL=" + t.Postgres.URL()}, opts.Env...)
+		// NGINX reaches the instances from its upstream sources: they are the
+		// proxy whose X-Forwarded-For names the client (opts.Env may override).
+		env := append([]string{"REDIS_URL=" + t.RedisURL(), "DATABASE_URL=" + t.Postgres.URL(), "TRUSTED_PROXIES=" + strings.Join(upstreamSources, ",")}, opts.Env...)
 		if i < len(opts.InstanceEnv) {
 			env = append(env, opts.InstanceEnv[i]...)
 		}
