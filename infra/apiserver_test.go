@@ -137,6 +137,51 @@ func TestDevStackOnARealAPIServer(t *testing.T) {
 		})
 	})
 
+	// The API server validates NetworkPolicies (ports, peers, ipBlocks and
+	// their except ranges): the dev stack's are stored, the AWS stack's,
+	// with their ipBlocks, pass a server-side dry run, and one whose except
+	// lies outside its CIDR is refused.
+	t.Run("NetworkPoliciesAreAccepted", func(t *testing.T) {
+		out, err := k8s.RunKubectlAndGetOutputE(t, kc, "get", "networkpolicies", "-o", "jsonpath={.items[*].metadata.name}")
+		got := strings.Fields(out)
+		slices.Sort(got)
+		if want := []string{"chat", "default-deny", "edge", "postgres", "redis"}; err != nil || !slices.Equal(got, want) {
+			t.Errorf("NetworkPolicies on the server %v (%v), want %v", got, err, want)
+		}
+		dryRun := func(docs string) error {
+			f := filepath.Join(dir, fmt.Sprintf("dry-run-%d.yaml", time.Now().UnixNano()))
+			if err := os.WriteFile(f, []byte(docs), 0o600); err != nil {
+				return err
+			}
+			out, err := k8s.RunKubectlAndGetOutputE(t, kc, "apply", "--dry-run=server", "-f", f)
+			if err != nil {
+				return fmt.Errorf("%w: %s", err, out)
+			}
+			return nil
+		}
+		var aws strings.Builder
+		for _, np := range mustRun(t, awsConfig()).all("networking.k8s.io/v1:NetworkPolicy") {
+			b, err := yaml.Marshal(np)
+			if err != nil {
+				t.Fatal(err)
+			}
+			aws.WriteString("---\n")
+			aws.Write(b)
+		}
+		if err := dryRun(aws.String()); err != nil {
+			t.Errorf("the AWS stack's NetworkPolicies were refused: %v", err)
+		}
+		// 0.0.0.0/0 less 10.0.0.0/16 and 169.254.0.0/16, made 10.0.0.0/8:
+		// the link-local except falls outside it.
+		broken := strings.Replace(aws.String(), "cidr: 0.0.0.0/0", "cidr: 10.0.0.0/8", 1)
+		if broken == aws.String() {
+			t.Fatal("the AWS policies have no ipBlock 0.0.0.0/0 to break")
+		}
+		if err := dryRun(broken); err == nil || !strings.Contains(err.Error(), "except") {
+			t.Errorf("an ipBlock whose except is outside its CIDR: got %v, want a refusal naming except", err)
+		}
+	})
+
 	t.Run("ABrokenObjectIsRejected", func(t *testing.T) {
 		broken := strings.Replace(one(t, s, "apps/v1:Deployment", "chat"), "name: chat\n", "name: chat-broken\n", 1)
 		broken = strings.ReplaceAll(broken, "250m", "-250m")

@@ -13,11 +13,15 @@ import (
 	"github.com/switchboard-dev/switchboard/infra/edge"
 	"github.com/switchboard-dev/switchboard/infra/managed"
 	"github.com/switchboard-dev/switchboard/infra/naming"
+	"github.com/switchboard-dev/switchboard/infra/netpolicy"
 	"github.com/switchboard-dev/switchboard/infra/network"
 	"github.com/switchboard-dev/switchboard/infra/observability"
 	"github.com/switchboard-dev/switchboard/infra/stackconfig"
 	"github.com/switchboard-dev/switchboard/infra/workload"
 )
+
+// linkLocal holds the instance metadata service's address, 169.254.169.254.
+const linkLocal = "169.254.0.0/16"
 
 // awsStack is the prod (and staging) stack: VPC, EKS, ElastiCache, RDS, the
 // same workload and monitoring as kind, an ALB in front, CloudWatch alarms.
@@ -66,7 +70,7 @@ func awsStack(ctx *pulumi.Context, cfg stackconfig.Config) error {
 	namespace := ns.Metadata.Name().Elem()
 
 	controller, err := edge.NewController(ctx, "edge", edge.ControllerArgs{
-		Cluster: eks, VpcID: net.VpcID.ToStringOutput(), ChartVersion: a.LBControllerChart, Tags: tags,
+		Cluster: eks, VpcID: net.VpcID.ToStringOutput(), Region: a.Region, ChartVersion: a.LBControllerChart, Tags: tags,
 	})
 	if err != nil {
 		return err
@@ -85,8 +89,18 @@ func awsStack(ctx *pulumi.Context, cfg stackconfig.Config) error {
 	if err != nil {
 		return err
 	}
+	policies, err := awsPolicies(cfg, namespace)
+	if err != nil {
+		return err
+	}
+	if _, err := netpolicy.New(ctx, "netpolicy", policies, afterController...); err != nil {
+		return err
+	}
 	wa := workloadArgs(cfg, namespace, stores.RedisURL, db.DatabaseURL)
 	wa.ServiceAccount, wa.After = db.ServiceAccount.ToStringPtrOutput(), []pulumi.Resource{db.Bootstrap}
+	// The ALB appends the client's address to X-Forwarded-For and connects
+	// from its subnets.
+	wa.TrustedProxies = policies.LoadBalancer[0].CIDRs
 	wa.Env = map[string]string{"DATABASE_AUTH": dbaccess.Auth, "AWS_REGION": a.Region}
 	// An ack waits until a replica holds the message, so a Multi-AZ
 	// failover to that replica keeps every acked message (redisReplicas
@@ -124,4 +138,29 @@ func awsStack(ctx *pulumi.Context, cfg stackconfig.Config) error {
 	ctx.Export("kubeconfig", eks.Kubeconfig)
 	ctx.Export("grafanaUrl", pulumi.String("http://localhost:3000 after `kubectl -n "+observability.Namespace+" port-forward svc/kube-prometheus-stack-grafana 3000:80`"))
 	return nil
+}
+
+// awsPolicies are the prod stack's NetworkPolicy peers: the ALB and the
+// stores are addresses in the VPC, the AWS APIs outside it.
+func awsPolicies(cfg stackconfig.Config, namespace pulumi.StringInput) (netpolicy.Args, error) {
+	// The internet-facing ALB lives in the public subnets (the controller
+	// discovers them by their kubernetes.io/role/elb tag, infra/network)
+	// and reaches the pods, in the private ones, from there; ElastiCache
+	// and RDS are in the private subnets (infra/managed).
+	albSubnets, storeSubnets, err := network.Subnets(cfg.AWS.VPCCIDR)
+	if err != nil {
+		return netpolicy.Args{}, err
+	}
+	return netpolicy.Args{
+		Namespace: namespace, ChatPort: workload.Port,
+		LoadBalancer: []netpolicy.Peer{{CIDRs: albSubnets}},
+		Prometheus:   prometheusPeer(cfg),
+		Redis:        netpolicy.Store{At: netpolicy.Peer{CIDRs: storeSubnets}, Port: managed.RedisPort},
+		Postgres:     netpolicy.Store{At: netpolicy.Peer{CIDRs: storeSubnets}, Port: managed.PostgresPort},
+		Bootstrap:    dbaccess.BootstrapComponent,
+		// STS and Secrets Manager answer on public addresses, through the
+		// NAT gateways: HTTPS anywhere but the VPC and the link-local
+		// range, where the instance metadata answers.
+		CloudAPIs: []netpolicy.Peer{{CIDRs: []string{"0.0.0.0/0"}, Except: []string{cfg.AWS.VPCCIDR, linkLocal}}},
+	}, nil
 }

@@ -18,6 +18,8 @@ import (
 	test_structure "github.com/gruntwork-io/terratest/modules/test-structure"
 	"github.com/pulumi/pulumi/sdk/v3/go/auto"
 	"gopkg.in/yaml.v3"
+
+	"github.com/switchboard-dev/switchboard/infra/data"
 )
 
 // The dev stack on a real kind cluster: `pulumi up` through the Automation
@@ -155,12 +157,85 @@ func TestDevStackOnKind(t *testing.T) {
 			"SWITCHBOARD_ENDPOINT=" + kindChatURL, "SWITCHBOARD_KUBE_CONTEXT=" + cfg["switchboard:kubeContext"],
 			"SWITCHBOARD_NAMESPACE=" + cfg["switchboard:namespace"], "SWITCHBOARD_JWT_SECRET=" + jwt,
 		}
+	}, func(ctx context.Context) {
+		// The behaviour suite has run through the NetworkPolicies: NGINX
+		// reached the chat pods, the chat pods Redis, Postgres and DNS.
+		t.Run("NetworkPoliciesKeepOtherPodsFromRedis", func(t *testing.T) { unlabelledPodsCannotReachRedis(ctx, t, cfg) })
+		t.Run("EdgeHidesMetricsAndReady", func(t *testing.T) {
+			for _, path := range []string{"/metrics", "/ready"} {
+				http_helper.HttpGetWithRetryWithCustomValidation(t, kindChatURL+path, nil, 5, time.Second,
+					func(status int, _ string) bool { return status == 404 })
+			}
+		})
 	})
 }
 
+// unlabelledPodsCannotReachRedis runs redis-cli PING against the Redis
+// pod's address from pods without the chat label, one in the app
+// namespace (its default deny and Redis's ingress policy) and one in
+// default (Redis's ingress policy alone): both must fail, while Redis
+// answers the same PING at that address from its own pod, which no policy
+// sees. The probe image is the stack's Redis image, which the cluster has
+// and which carries redis-cli and timeout. By address, not by name: a pod
+// of the app namespace has no DNS either, and the probe must fail on the
+// connection to Redis alone.
+func unlabelledPodsCannotReachRedis(ctx context.Context, t *testing.T, cfg map[string]string) {
+	ns := cfg["switchboard:namespace"]
+	kc := func(namespace string, args ...string) (string, error) {
+		out, err := exec.CommandContext(ctx, "kubectl", append([]string{"--context", cfg["switchboard:kubeContext"], "-n", namespace}, args...)...).CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	redis, err := kc(ns, "get", "pod", "-l", "app.kubernetes.io/name=redis", "-o", "jsonpath={.items[0].metadata.name} {.items[0].status.podIP}")
+	pod, ip, _ := strings.Cut(redis, " ")
+	if err != nil || ip == "" {
+		t.Fatalf("the Redis pod and its address: %q (%v)", redis, err)
+	}
+	port := fmt.Sprint(data.RedisPort)
+	if out, err := kc(ns, "exec", pod, "--", "redis-cli", "-h", ip, "-p", port, "ping"); err != nil || out != "PONG" {
+		t.Fatalf("Redis does not answer PING at %s:%s from its own pod: %q (%v)", ip, port, out, err)
+	}
+	image := cfg["switchboard:redisImage"]
+	if image == "" {
+		image = data.DefaultRedisImage
+	}
+	for _, probeNS := range []string{ns, "default"} {
+		name := fmt.Sprintf("netpol-probe-%d", time.Now().UnixNano()%1_000_000_000)
+		if out, err := kc(probeNS, "run", name, "--image="+image, "--image-pull-policy=IfNotPresent", "--restart=Never",
+			"--labels=app.kubernetes.io/name=netpol-probe", "--command", "--",
+			"timeout", "5", "redis-cli", "-h", ip, "-p", port, "ping"); err != nil {
+			t.Errorf("kubectl run %s in %s: %v\n%s", name, probeNS, err, out)
+			continue
+		}
+		defer kc(probeNS, "delete", "pod", name, "--wait=false")
+		phase := ""
+		for end := time.Now().Add(2 * time.Minute); time.Now().Before(end); time.Sleep(2 * time.Second) {
+			if phase, _ = kc(probeNS, "get", "pod", name, "-o", "jsonpath={.status.phase}"); phase == "Succeeded" || phase == "Failed" {
+				break
+			}
+		}
+		logs, _ := kc(probeNS, "logs", name)
+		exit, _ := kc(probeNS, "get", "pod", name, "-o", "jsonpath={.status.containerStatuses[0].state.terminated.exitCode}")
+		switch {
+		// timeout's exit 124: the connection hung, its packets dropped;
+		// redis-cli's "Could not connect": refused or reset.
+		case phase == "Failed" && (exit == "124" || strings.Contains(logs, "Could not connect")):
+			logf(t, "a pod without the chat label in %s could not reach Redis at %s:%s: exit %s, %q", probeNS, ip, port, exit, logs)
+		case phase == "Succeeded":
+			daemonsets, _ := kc("kube-system", "get", "daemonsets", "-o", "name")
+			t.Errorf("a pod without the chat label in %s reached Redis at %s:%s (%q): the NetworkPolicies are not enforced. "+
+				"Only a network plugin that implements NetworkPolicy enforces them; this cluster's kube-system DaemonSets are %q "+
+				"(infra/kindnode's switchboard-podnet routes pods but implements no NetworkPolicy)", probeNS, ip, port, logs, daemonsets)
+		default:
+			out, _ := kc(probeNS, "describe", "pod", name)
+			t.Errorf("the probe pod %s in %s ended in phase %q, exit %q, %q: not a refused connection, it proves nothing\n%s", name, probeNS, phase, exit, logs, out)
+		}
+	}
+}
+
 // The prod stack on AWS, as a throwaway staging-sized stack: `pulumi up`,
-// wait for the ALB to serve /ready, the behaviour suite through the ALB,
-// `pulumi destroy` whatever happened.
+// wait for the ALB to serve /health, the behaviour suite through the ALB,
+// the paths the ALB answers 404 for itself, `pulumi destroy` whatever
+// happened.
 func TestProdStackOnAWS(t *testing.T) {
 	if os.Getenv("AWS_ACCESS_KEY_ID") == "" && os.Getenv("AWS_PROFILE") == "" {
 		t.Skip("needs AWS credentials (AWS_ACCESS_KEY_ID or AWS_PROFILE), SWITCHBOARD_CERTIFICATE_ARN, SWITCHBOARD_ALARM_TOPIC_ARN and SWITCHBOARD_API_ALLOWED_CIDRS: none here")
@@ -178,28 +253,38 @@ func TestProdStackOnAWS(t *testing.T) {
 		}
 		config[key] = auto.ConfigValue{Value: os.Getenv(env)}
 	}
+	var albEndpoint string
 	e2e(t, "staging", cfg, config, func(ctx context.Context, stack auto.Stack, out auto.OutputMap) []string {
 		endpoint := fmt.Sprintf("https://%s", out["albDnsName"].Value)
 		kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
 		if err := os.WriteFile(kubeconfig, []byte(fmt.Sprint(out["kubeconfig"].Value)), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		// The ALB's name resolves and its targets register a while after `up`.
-		http_helper.HttpGetWithRetryWithCustomValidation(t, endpoint+"/ready", nil, 90, 10*time.Second,
+		// The ALB's name resolves and its targets register a while after
+		// `up`. /health: the ALB answers /ready itself, with 404.
+		http_helper.HttpGetWithRetryWithCustomValidation(t, endpoint+"/health", nil, 90, 10*time.Second,
 			func(status int, _ string) bool { return status == 200 })
+		albEndpoint = endpoint
 		return []string{
 			"SWITCHBOARD_ENDPOINT=" + endpoint, "KUBECONFIG=" + kubeconfig,
 			"SWITCHBOARD_KUBE_CONTEXT=" + fmt.Sprint(out["clusterName"].Value),
 			"SWITCHBOARD_NAMESPACE=" + cfg["switchboard:namespace"], "SWITCHBOARD_JWT_SECRET=" + jwt,
+		}
+	}, func(context.Context) {
+		// The listener rules answer these before the forward to the pods.
+		for _, path := range []string{"/metrics", "/metrics/x", "/ready", "/debug/pprof/"} {
+			http_helper.HttpGetWithRetryWithCustomValidation(t, albEndpoint+path, nil, 5, time.Second,
+				func(status int, _ string) bool { return status == 404 })
 		}
 	})
 }
 
 // e2e deploys a throwaway copy of a stack (its file's settings plus
 // secrets), runs the behaviour suite against it with the environment target
-// returns, and destroys it: test_structure's deploy, validate and teardown.
+// returns, then after, and destroys it: test_structure's deploy, validate,
+// after-suite and teardown.
 func e2e(t *testing.T, base string, settings map[string]string, secrets auto.ConfigMap,
-	target func(context.Context, auto.Stack, auto.OutputMap) []string,
+	target func(context.Context, auto.Stack, auto.OutputMap) []string, after func(context.Context),
 ) {
 	ctx := context.Background()
 	var stack auto.Stack
@@ -222,6 +307,7 @@ func e2e(t *testing.T, base string, settings map[string]string, secrets auto.Con
 			t.Errorf("behaviour suite on the %s stack: %v", base, err)
 		}
 	})
+	test_structure.RunTestStage(t, "after-suite", func() { after(ctx) })
 }
 
 // up creates a uniquely named stack in a local backend and runs `pulumi up`.
@@ -290,10 +376,11 @@ func TestStackFilesDeclareTheirTopology(t *testing.T) {
 		resources int // all of them: a component or resource lost or doubled fails
 		want      []string
 	}{
-		{"dev", 30, []string{"apps/v1:Deployment", "apps/v1:StatefulSet", "helm.sh/v3:Release", "monitoring.coreos.com/v1:PrometheusRule"}},
-		{"prod", 110, []string{"ec2/vpc:Vpc", "eks/cluster:Cluster", "eks/nodeGroup:NodeGroup", "elasticache/replicationGroup:ReplicationGroup", "elasticache/parameterGroup:ParameterGroup",
-			"rds/instance:Instance", "networking.k8s.io/v1:Ingress", "helm.sh/v3:Release", "cloudwatch/metricAlarm:MetricAlarm", "ec2/flowLog:FlowLog"}},
-		{"staging", 103, []string{"eks/cluster:Cluster", "rds/instance:Instance"}},
+		{"dev", 36, []string{"apps/v1:Deployment", "apps/v1:StatefulSet", "helm.sh/v3:Release", "monitoring.coreos.com/v1:PrometheusRule", "networking.k8s.io/v1:NetworkPolicy"}},
+		{"prod", 115, []string{"ec2/vpc:Vpc", "eks/cluster:Cluster", "eks/nodeGroup:NodeGroup", "elasticache/replicationGroup:ReplicationGroup", "elasticache/parameterGroup:ParameterGroup",
+			"rds/instance:Instance", "networking.k8s.io/v1:Ingress", "helm.sh/v3:Release", "cloudwatch/metricAlarm:MetricAlarm", "ec2/flowLog:FlowLog",
+			"networking.k8s.io/v1:NetworkPolicy", "ec2/launchTemplate:LaunchTemplate"}},
+		{"staging", 108, []string{"eks/cluster:Cluster", "rds/instance:Instance"}},
 	} {
 		t.Run(tc.stack, func(t *testing.T) {
 			s := mustRun(t, stackFileConfig(t, tc.stack))

@@ -12,6 +12,7 @@ import (
 	"github.com/switchboard-dev/switchboard/infra/data"
 	"github.com/switchboard-dev/switchboard/infra/edge"
 	"github.com/switchboard-dev/switchboard/infra/naming"
+	"github.com/switchboard-dev/switchboard/infra/netpolicy"
 	"github.com/switchboard-dev/switchboard/infra/observability"
 	"github.com/switchboard-dev/switchboard/infra/stackconfig"
 	"github.com/switchboard-dev/switchboard/infra/workload"
@@ -22,6 +23,12 @@ const (
 	kindChatURL    = "http://localhost:8080"
 	kindGrafanaURL = "http://localhost:3000"
 )
+
+// kindPodSubnet is the pods' network of infra/kind/cluster.yaml, which
+// leaves networking.podSubnet to kind's default (kind's configuration
+// guide, "Pod Subnet"). NGINX connects to the chat pods from an address in
+// it: the chat server trusts the X-Forwarded-For of those peers only.
+const kindPodSubnet = "10.244.0.0/16"
 
 // kindStack is the dev stack: everything in the kind cluster, NGINX in front.
 func kindStack(ctx *pulumi.Context, cfg stackconfig.Config) error {
@@ -43,8 +50,13 @@ func kindStack(ctx *pulumi.Context, cfg stackconfig.Config) error {
 	if err != nil {
 		return err
 	}
-	chat, err := workload.New(ctx, "chat", workloadArgs(cfg, namespace, stores.RedisURL, stores.DatabaseURL), inNamespace...)
+	wa := workloadArgs(cfg, namespace, stores.RedisURL, stores.DatabaseURL)
+	wa.TrustedProxies = []string{kindPodSubnet}
+	chat, err := workload.New(ctx, "chat", wa, inNamespace...)
 	if err != nil {
+		return err
+	}
+	if _, err := netpolicy.New(ctx, "netpolicy", kindPolicies(cfg, namespace), inNamespace...); err != nil {
 		return err
 	}
 	if _, err := autoscaling.New(ctx, "autoscaling", autoscalingArgs(cfg, nil), k8s); err != nil {
@@ -83,9 +95,19 @@ func workloadArgs(cfg stackconfig.Config, namespace pulumi.StringInput, redisURL
 		RedisURL:       redisURL,
 		DatabaseURL:    databaseURL,
 		JWTSecret:      cfg.JWTSecret,
+		Env:            devSecretEnv(cfg),
 
 		ImagePullSecrets: cfg.ImagePullSecrets,
 	}
+}
+
+// devSecretEnv lets the chat server accept the development secret when a
+// kind stack uses it (stackconfig refuses it on every other target).
+func devSecretEnv(cfg stackconfig.Config) map[string]string {
+	if !cfg.DevSecret || cfg.Target != stackconfig.Kind {
+		return nil
+	}
+	return map[string]string{"ALLOW_DEV_SECRET": "true"}
 }
 
 // autoscalingArgs serve the HPA its metrics; nodes is the node autoscaler
@@ -98,6 +120,28 @@ func autoscalingArgs(cfg stackconfig.Config, nodes *autoscaling.NodeArgs) autosc
 		PrometheusURL:      cfg.PrometheusURL,
 		Nodes:              nodes,
 	}
+}
+
+// kindPolicies are the dev stack's NetworkPolicy peers: NGINX and the
+// stores are pods of the namespace.
+func kindPolicies(cfg stackconfig.Config, namespace pulumi.StringInput) netpolicy.Args {
+	return netpolicy.Args{
+		Namespace: namespace, ChatPort: workload.Port,
+		Edge:       &netpolicy.Edge{Component: naming.Edge, Port: edge.NginxPort},
+		Prometheus: prometheusPeer(cfg),
+		Redis:      netpolicy.Store{At: netpolicy.Peer{Component: naming.Redis}, Port: data.RedisPort},
+		Postgres:   netpolicy.Store{At: netpolicy.Peer{Component: naming.Postgres}, Port: data.PostgresPort},
+	}
+}
+
+// prometheusPeer is the namespace of the Prometheus that scrapes the chat
+// pods: kube-prometheus-stack's in install mode, the cluster's in existing
+// mode.
+func prometheusPeer(cfg stackconfig.Config) netpolicy.Peer {
+	if cfg.Observability == stackconfig.Install {
+		return netpolicy.Peer{Namespace: observability.Namespace}
+	}
+	return netpolicy.Peer{Namespace: cfg.PrometheusNamespace}
 }
 
 func observabilityArgs(cfg stackconfig.Config, namespace pulumi.StringInput, grafanaService string) observability.Args {

@@ -198,6 +198,11 @@ func TestNginxEdgeIsStickyAndFollowsThePods(t *testing.T) {
 		"server chat-headless.switchboard.svc.cluster.local:8080",
 		" resolve",
 		"proxy_next_upstream error timeout http_503;",
+		// The edge overwrites the client's X-Forwarded-For (TRUSTED_PROXIES
+		// is the pod subnet NGINX connects from) and hides /metrics and /ready.
+		"proxy_set_header X-Forwarded-For $remote_addr;",
+		"location = /metrics",
+		"location = /ready",
 	} {
 		if !strings.Contains(conf, want) {
 			t.Errorf("nginx.conf lacks %q:\n%s", want, conf)

@@ -15,7 +15,7 @@ import (
 // Test secrets: their values must never appear in a resource input outside
 // a secret.
 const (
-	testJWTSecret = "jwt-secret-for-tests-0123456789"
+	testJWTSecret = "jwt-secret-for-tests-0123456789abcdef"
 	testDBPass    = "db-password-for-tests-9876543210"
 )
 

@@ -1,6 +1,7 @@
 package nginx_test
 
 import (
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -29,13 +30,14 @@ func TestRenderedConfigHasStickinessUpgradeTimeoutsAndHealth(t *testing.T) {
 		"proxy_set_header Connection $connection_upgrade;",
 		"proxy_read_timeout 3600s;",
 		"proxy_send_timeout 3600s;",
-		"proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+		"proxy_set_header X-Forwarded-For $remote_addr;",
 		"proxy_set_header X-Real-IP $remote_addr;",
 		"proxy_set_header X-Forwarded-Proto $scheme;",
 		"server 127.0.0.1:8081 max_fails=0 fail_timeout=10s;",
 		"server 127.0.0.1:8082 max_fails=0 fail_timeout=10s;",
 		"location = /nginx-health",
 		"location = /metrics",
+		"location = /ready",
 		"listen 127.0.0.1:8080;",
 	)
 }
@@ -150,6 +152,86 @@ func TestA503GoesToTheNextInstanceUnlessAllRefuse(t *testing.T) {
 				t.Errorf("through NGINX to %v: %d, want %d", tc.servers, resp.StatusCode, tc.want)
 			}
 		})
+	}
+}
+
+// The access log keeps paths, never query strings or Referers: a token
+// sent as ?token= (or a page URL that held one, in a Referer) must not land
+// in a log file.
+func TestTheAccessLogHoldsNoQueryString(t *testing.T) {
+	for _, runtime := range []bool{true, false} {
+		conf, err := nginx.Render(nginx.Config{Listen: "8080", Servers: []string{"a:1"}, Runtime: map[bool]string{true: "/tmp/x"}[runtime]})
+		if err != nil {
+			t.Fatal(err)
+		}
+		contains(t, conf, "log_format switchboard ", "$uri", " switchboard;")
+		var directives []string // the config without its comments
+		for _, l := range strings.Split(string(conf), "\n") {
+			if !strings.HasPrefix(strings.TrimSpace(l), "#") {
+				directives = append(directives, l)
+			}
+		}
+		for _, leak := range []string{"$request ", "$request\"", "$request_uri", "$args", "$query_string", "$http_referer", "combined"} {
+			if strings.Contains(strings.Join(directives, "\n"), leak) {
+				t.Errorf("Runtime %v: the config logs %s", runtime, leak)
+			}
+		}
+	}
+	bin, err := exec.LookPath("nginx")
+	if err != nil {
+		t.Fatal("nginx is not installed: run make deps (apt-get install -y nginx-light)")
+	}
+	listen, dir := freeAddr(t), t.TempDir()
+	conf, err := nginx.Render(nginx.Config{Listen: listen, Servers: []string{instance(t, http.StatusOK)}, Runtime: dir, Foreground: true, Workers: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(path, conf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-p", dir, "-e", filepath.Join(dir, "error.log"), "-c", path)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() })
+	get := func(target, referer string) (*http.Response, error) {
+		req, _ := http.NewRequest("GET", "http://"+listen+target, nil)
+		if referer != "" {
+			req.Header.Set("Referer", referer)
+		}
+		return http.DefaultClient.Do(req)
+	}
+	retry.DoWithRetry(t, "nginx listens", 50, 100*time.Millisecond, func() (string, error) {
+		resp, err := get("/ws?token=SECRET", "")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return "", err
+	})
+	for _, r := range [][2]string{{"/rooms/lobby/messages?before=5&token=SECRET", ""}, {"/app.js", "http://" + listen + "/?token=SECRET"}} {
+		resp, err := get(r[0], r[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	var log []byte
+	retry.DoWithRetry(t, "the access log holds the three requests", 50, 100*time.Millisecond, func() (string, error) {
+		log, _ = os.ReadFile(filepath.Join(dir, "access.log"))
+		if strings.Count(string(log), "\n") < 3 {
+			return "", fmt.Errorf("access log: %q", log)
+		}
+		return "", nil
+	})
+	if strings.Contains(string(log), "SECRET") {
+		t.Errorf("the access log holds the token:\n%s", log)
+	}
+	for _, want := range []string{"GET /ws HTTP/1.1\" 200", "GET /rooms/lobby/messages HTTP/1.1\" 200", "GET /app.js HTTP/1.1\" 200"} {
+		if !strings.Contains(string(log), want) {
+			t.Errorf("the access log lacks %q:\n%s", want, log)
+		}
 	}
 }
 

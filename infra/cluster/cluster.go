@@ -1,5 +1,6 @@
 // Package cluster is the prod stack's EKS cluster: the control plane, a
-// managed node group in the private subnets, the OIDC provider for IAM roles
+// managed node group in the private subnets whose launch template keeps
+// pods from the instance metadata, the OIDC provider for IAM roles
 // of service accounts (IRSA), pinned add-ons, and a Kubernetes provider built
 // from the cluster's own outputs.
 package cluster
@@ -8,8 +9,10 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 
+	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/ec2"
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/eks"
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/iam"
 	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes"
@@ -46,6 +49,52 @@ type Cluster struct {
 	OIDCIssuer    pulumi.StringOutput // without https://
 	Kubeconfig    pulumi.StringOutput
 	Provider      *kubernetes.Provider
+}
+
+// NodeMetadata are the nodes' instance metadata options: IMDSv2 only,
+// and a response hop limit of 1, so that the IMDS's token (PUT) response
+// does not survive the extra hop into a pod's network namespace. Pods off
+// the host network then cannot read the node's instance profile
+// credentials (Amazon EC2 User Guide, "Use the Instance Metadata Service
+// to access instance metadata": the hop limit; Amazon EKS Best Practices
+// Guide, Security, "Restrict access to the instance profile assigned to
+// the worker node"). Pods that call AWS use IRSA instead: the load
+// balancer controller, the Cluster Autoscaler, the EBS CSI controller,
+// the chat pods and the database bootstrap Job. The VPC CNI (aws-node)
+// runs on the host network and keeps its access.
+var NodeMetadata = struct {
+	HTTPEndpoint, HTTPTokens string
+	HopLimit                 int
+}{"enabled", "required", 1}
+
+// AddonConfiguration are the add-ons' configuration values. The VPC CNI
+// enforces NetworkPolicies only with its network policy agent enabled
+// (Amazon EKS User Guide, "Restrict Pod network traffic with Kubernetes
+// network policies": VPC CNI 1.14 or later, EKS 1.25 or later, and the
+// add-on's enableNetworkPolicy set to "true"; infra/eksaddon refuses an
+// older VPC CNI).
+var AddonConfiguration = map[string]string{
+	"vpc-cni": `{"enableNetworkPolicy":"true"}`,
+}
+
+// nodeTemplate is the node group's launch template: only the metadata
+// options. With no security group in it, EKS gives the nodes the cluster
+// security group, as without a template (Amazon EKS User Guide, "Customize
+// managed nodes with launch templates").
+func nodeTemplate(ctx *pulumi.Context, name string, tags pulumi.StringMap, parent pulumi.ResourceOption) (*ec2.LaunchTemplate, error) {
+	lt, err := ec2.NewLaunchTemplate(ctx, name, &ec2.LaunchTemplateArgs{
+		Description: pulumi.String("EKS nodes: IMDSv2 only, hop limit 1"),
+		MetadataOptions: &ec2.LaunchTemplateMetadataOptionsArgs{
+			HttpEndpoint:            pulumi.String(NodeMetadata.HTTPEndpoint),
+			HttpTokens:              pulumi.String(NodeMetadata.HTTPTokens),
+			HttpPutResponseHopLimit: pulumi.Int(NodeMetadata.HopLimit),
+		},
+		Tags: tags,
+	}, parent)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: launch template: %w", name, err)
+	}
+	return lt, nil
 }
 
 // awsManaged is the ARN of an AWS-managed policy.
@@ -101,11 +150,20 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 	if err != nil {
 		return nil, err
 	}
+	template, err := nodeTemplate(ctx, name+"-nodes", args.Tags, parent)
+	if err != nil {
+		return nil, err
+	}
 	nodes, err := eks.NewNodeGroup(ctx, name, &eks.NodeGroupArgs{
 		ClusterName:   eksCluster.Name,
 		NodeRoleArn:   nodeRole.Arn,
 		SubnetIds:     args.PrivateSubnets,
 		InstanceTypes: pulumi.ToStringArray([]string{args.NodeInstanceType}),
+		// A new template version rolls the nodes, MaxUnavailable at a time.
+		LaunchTemplate: &eks.NodeGroupLaunchTemplateArgs{
+			Id:      template.ID(),
+			Version: template.LatestVersion.ApplyT(func(v int) string { return strconv.Itoa(v) }).(pulumi.StringOutput),
+		},
 		ScalingConfig: &eks.NodeGroupScalingConfigArgs{
 			MinSize: pulumi.Int(args.NodeMin), DesiredSize: pulumi.Int(args.NodeMin), MaxSize: pulumi.Int(args.NodeMax),
 		},
@@ -133,6 +191,9 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 			ResolveConflictsOnCreate: pulumi.String("OVERWRITE"), ResolveConflictsOnUpdate: pulumi.String("OVERWRITE"), Tags: args.Tags,
 		}
 		deps := []pulumi.Resource{nodes}
+		if v, ok := AddonConfiguration[addon]; ok {
+			a.ConfigurationValues = pulumi.String(v)
+		}
 		if addon == "aws-ebs-csi-driver" {
 			a.ServiceAccountRoleArn = ebsRole.Arn
 			deps = append(deps, ebsRole.Ready()...)

@@ -21,10 +21,20 @@ import (
 // Database and user of the chat server in the in-cluster Postgres.
 const database = "switchboard"
 
+// Ports of the stores' pods and Services.
+const (
+	RedisPort    = 6379
+	PostgresPort = 5432
+)
+
+// DefaultRedisImage is the Redis image when the stack sets none; it has
+// redis-cli (the e2e's NetworkPolicy probe runs it).
+const DefaultRedisImage = "redis:7.2-alpine"
+
 // Args configure the in-cluster stores.
 type Args struct {
 	Namespace     pulumi.StringInput
-	RedisImage    string // default redis:7.2-alpine
+	RedisImage    string // default DefaultRedisImage
 	PostgresImage string // default postgres:15-alpine
 	StorageSize   string // per volume, default 1Gi
 	Password      pulumi.StringInput
@@ -62,7 +72,7 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 	}
 	stores := []store{
 		{
-			component: naming.Redis, image: args.RedisImage, mount: "/data", port: 6379, uid: 999,
+			component: naming.Redis, image: args.RedisImage, mount: "/data", port: RedisPort, uid: 999,
 			// noeviction: a full Redis refuses writes rather than drop keys.
 			// Every room key has a TTL, so a volatile-* policy would evict a
 			// room's seq state key by key, and an allkeys-* one the persist
@@ -72,7 +82,7 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 			ready: []string{"redis-cli", "ping"},
 		},
 		{
-			component: naming.Postgres, image: args.PostgresImage, mount: "/var/lib/postgresql/data", port: 5432, uid: 70,
+			component: naming.Postgres, image: args.PostgresImage, mount: "/var/lib/postgresql/data", port: PostgresPort, uid: 70,
 			env: corev1.EnvVarArray{
 				corev1.EnvVarArgs{Name: pulumi.String("POSTGRES_USER"), Value: pulumi.String(database)},
 				corev1.EnvVarArgs{Name: pulumi.String("POSTGRES_DB"), Value: pulumi.String(database)},
@@ -92,8 +102,8 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 	host := func(component string, port int) pulumi.StringOutput {
 		return pulumi.Sprintf("%s.%s.svc.cluster.local:%d", component, args.Namespace, port)
 	}
-	d.RedisURL = pulumi.Sprintf("redis://%s/0", host(naming.Redis, 6379))
-	d.DatabaseURL = pulumi.All(args.Password, host(naming.Postgres, 5432)).ApplyT(func(v []any) string {
+	d.RedisURL = pulumi.Sprintf("redis://%s/0", host(naming.Redis, RedisPort))
+	d.DatabaseURL = pulumi.All(args.Password, host(naming.Postgres, PostgresPort)).ApplyT(func(v []any) string {
 		u := url.URL{Scheme: "postgres", User: url.UserPassword(database, v[0].(string)), Host: v[1].(string), Path: "/" + database, RawQuery: "sslmode=disable"}
 		return u.String()
 	}).(pulumi.StringOutput)
@@ -103,7 +113,7 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 
 func withDefaults(a Args) Args {
 	if a.RedisImage == "" {
-		a.RedisImage = "redis:7.2-alpine"
+		a.RedisImage = DefaultRedisImage
 	}
 	if a.PostgresImage == "" {
 		a.PostgresImage = "postgres:15-alpine"

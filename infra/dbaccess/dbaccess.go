@@ -40,6 +40,10 @@ const (
 	bootstrapAccount = "db-bootstrap"
 )
 
+// BootstrapComponent is the bootstrap Job pods' app.kubernetes.io/name
+// (naming.Labels), which the NetworkPolicies select.
+const BootstrapComponent = bootstrapAccount
+
 // Pinned images of the bootstrap Job, from ECR Public (no Docker Hub limits).
 const (
 	awsCLIImage = "public.ecr.aws/aws-cli/aws-cli:2.27.49"

@@ -28,8 +28,14 @@ func IdleTimeout(ping time.Duration) time.Duration { return 3 * ping }
 
 // ControllerArgs configure the AWS Load Balancer Controller.
 type ControllerArgs struct {
-	Cluster      *cluster.Cluster
+	Cluster *cluster.Cluster
+	// VpcID and Region: the controller reads neither from the instance
+	// metadata, which the nodes' hop limit of 1 keeps from its pod
+	// (infra/cluster); without IMDS the controller needs both as flags
+	// (AWS Load Balancer Controller installation guide, "Using the Amazon
+	// EC2 instance metadata server version 2 (IMDSv2)").
 	VpcID        pulumi.StringInput
+	Region       string
 	ChartVersion string
 	Tags         pulumi.StringMap
 }
@@ -75,6 +81,7 @@ func NewController(ctx *pulumi.Context, name string, args ControllerArgs, opts .
 		Values: pulumi.Map{
 			"clusterName": args.Cluster.Name,
 			"vpcId":       args.VpcID,
+			"region":      pulumi.String(args.Region),
 			"serviceAccount": pulumi.Map{
 				"name":        pulumi.String(controllerAccount),
 				"annotations": pulumi.Map{"eks.amazonaws.com/role-arn": role.Arn},
@@ -126,6 +133,12 @@ func NewALB(ctx *pulumi.Context, name string, args ALBArgs, opts ...pulumi.Resou
 		},
 		Spec: &networkingv1.IngressSpecArgs{
 			IngressClassName: pulumi.String("alb"),
+			// The listener's rules answer the blocked paths themselves;
+			// everything else falls through to the default action, the
+			// forward to the chat pods.
+			Rules: networkingv1.IngressRuleArray{networkingv1.IngressRuleArgs{
+				Http: &networkingv1.HTTPIngressRuleValueArgs{Paths: blockedPaths()},
+			}},
 			DefaultBackend: &networkingv1.IngressBackendArgs{Service: &networkingv1.IngressServiceBackendArgs{
 				Name: args.Service, Port: &networkingv1.ServiceBackendPortArgs{Number: pulumi.Int(args.ServicePort)},
 			}},
@@ -136,6 +149,46 @@ func NewALB(ctx *pulumi.Context, name string, args ALBArgs, opts ...pulumi.Resou
 	}
 	a.Hostname = ingress.Status.LoadBalancer().Ingress().Index(pulumi.Int(0)).Hostname().Elem()
 	return a, ctx.RegisterResourceOutputs(a, pulumi.Map{"hostname": a.Hostname})
+}
+
+// Blocked are the path prefixes the ALB answers 404 for from the internet:
+// the metrics, the readiness (for the load balancer and the kubelet only)
+// and any debug handler. Each is an Ingress path of pathType Prefix, which
+// the controller turns into the path patterns "/p" and "/p/*" of one
+// listener rule (model_build_listener_rules.go,
+// buildPathPatternsForPrefixPathType). The controller numbers the rules
+// of spec.rules from priority 1 and makes the Ingress's defaultBackend the
+// listener's default action, which the ALB evaluates after every rule
+// (Elastic Load Balancing, "Listener rules for your Application Load
+// Balancer": rules are evaluated in priority order, from the lowest value
+// to the highest, and the default rule last). The target group's
+// health checks do not pass through the listener: the ALB sends them to
+// each target's IP and port directly (Elastic Load Balancing, "Health
+// checks for Application Load Balancer target groups"), so /ready still
+// reaches the pods.
+var Blocked = []string{"/metrics", "/ready", "/debug"}
+
+// BlockedAction names the fixed-response action of the blocked paths: an
+// Ingress backend whose service is the action's name and whose port is
+// use-annotation takes its action from the annotation
+// alb.ingress.kubernetes.io/actions.<name> (the controller's ingress
+// annotations guide, "actions.${action-name}").
+const BlockedAction = "not-found"
+
+// blockedResponse is that action: a 404 from the ALB itself.
+const blockedResponse = `{"type":"fixed-response","fixedResponseConfig":{"contentType":"text/plain","statusCode":"404","messageBody":"404 page not found"}}`
+
+func blockedPaths() networkingv1.HTTPIngressPathArray {
+	var paths networkingv1.HTTPIngressPathArray
+	for _, p := range Blocked {
+		paths = append(paths, networkingv1.HTTPIngressPathArgs{
+			Path: pulumi.String(p), PathType: pulumi.String("Prefix"),
+			Backend: &networkingv1.IngressBackendArgs{Service: &networkingv1.IngressServiceBackendArgs{
+				Name: pulumi.String(BlockedAction), Port: &networkingv1.ServiceBackendPortArgs{Name: pulumi.String("use-annotation")},
+			}},
+		})
+	}
+	return paths
 }
 
 // HealthCheck is the target group's health check of /ready.
@@ -178,6 +231,7 @@ func ingressAnnotations(args ALBArgs) (map[string]string, error) {
 		"alb.ingress.kubernetes.io/target-group-attributes":      strings.Join(tg, ","),
 		"alb.ingress.kubernetes.io/load-balancer-attributes":     fmt.Sprintf("idle_timeout.timeout_seconds=%d", secs(IdleTimeout(args.PingInterval))),
 		"alb.ingress.kubernetes.io/healthcheck-path":             "/ready",
+		"alb.ingress.kubernetes.io/actions." + BlockedAction:     blockedResponse,
 		"alb.ingress.kubernetes.io/healthcheck-interval-seconds": strconv.Itoa(ReadyCheck.Interval),
 		"alb.ingress.kubernetes.io/healthcheck-timeout-seconds":  strconv.Itoa(ReadyCheck.Timeout),
 		"alb.ingress.kubernetes.io/healthy-threshold-count":      strconv.Itoa(ReadyCheck.Healthy),

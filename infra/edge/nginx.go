@@ -18,8 +18,8 @@ import (
 	"github.com/switchboard-dev/switchboard/nginx"
 )
 
-// port is where NGINX listens in its pod (unprivileged: above 1024).
-const port = 8080
+// NginxPort is where NGINX listens in its pod (unprivileged: above 1024).
+const NginxPort = 8080
 
 // The edge pods run on the node that receives the host's traffic. kind
 // maps a host port to one node only (infra/kind/cluster.yaml: the
@@ -61,7 +61,7 @@ func NewNginx(ctx *pulumi.Context, name string, args NginxArgs, opts ...pulumi.R
 	}
 	e.Config = args.Upstream.ToStringOutput().ApplyT(func(upstream string) (string, error) {
 		conf, err := nginx.Render(nginx.Config{
-			Listen: fmt.Sprint(port), Servers: []string{upstream}, Resolver: clusterDNS,
+			Listen: fmt.Sprint(NginxPort), Servers: []string{upstream}, Resolver: clusterDNS,
 			Runtime: "/tmp", Foreground: true,
 		})
 		return string(conf), err
@@ -77,7 +77,7 @@ func NewNginx(ctx *pulumi.Context, name string, args NginxArgs, opts ...pulumi.R
 	// A changed config rolls the pods: NGINX reads it only at start.
 	checksum := e.Config.ApplyT(func(c string) string { return fmt.Sprintf("%x", sha256.Sum256([]byte(c))) }).(pulumi.StringOutput)
 	probe := &corev1.ProbeArgs{
-		HttpGet:       &corev1.HTTPGetActionArgs{Path: pulumi.String("/nginx-health"), Port: pulumi.Int(port)},
+		HttpGet:       &corev1.HTTPGetActionArgs{Path: pulumi.String("/nginx-health"), Port: pulumi.Int(NginxPort)},
 		PeriodSeconds: pulumi.Int(5),
 	}
 	mount := func(vol, path, sub string) corev1.VolumeMountArgs {
@@ -110,7 +110,7 @@ func NewNginx(ctx *pulumi.Context, name string, args NginxArgs, opts ...pulumi.R
 						Name:           pulumi.String("nginx"),
 						Image:          pulumi.String(args.Image),
 						Command:        pulumi.StringArray{pulumi.String("nginx"), pulumi.String("-c"), pulumi.String("/etc/switchboard/nginx.conf")},
-						Ports:          corev1.ContainerPortArray{corev1.ContainerPortArgs{Name: pulumi.String("http"), ContainerPort: pulumi.Int(port)}},
+						Ports:          corev1.ContainerPortArray{corev1.ContainerPortArgs{Name: pulumi.String("http"), ContainerPort: pulumi.Int(NginxPort)}},
 						ReadinessProbe: probe,
 						LivenessProbe:  probe,
 						Resources: &corev1.ResourceRequirementsArgs{

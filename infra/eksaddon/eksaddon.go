@@ -8,6 +8,7 @@ import (
 	"maps"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -49,8 +50,10 @@ func For(eksVersion string) (map[string]string, error) {
 // version is an EKS add-on version: vMAJOR.MINOR.PATCH-eksbuild.N.
 var version = regexp.MustCompile(`^v(\d+)\.(\d+)\.\d+-eksbuild\.\d+$`)
 
-// Check refuses a version that is not an EKS add-on version, and a
-// kube-proxy whose minor is not the cluster's.
+// Check refuses a version that is not an EKS add-on version, a
+// kube-proxy whose minor is not the cluster's, and a VPC CNI too old to
+// enforce NetworkPolicies (1.14, Amazon EKS User Guide, "Restrict Pod
+// network traffic with Kubernetes network policies").
 func Check(eksVersion, addon, v string) error {
 	m := version.FindStringSubmatch(v)
 	if m == nil {
@@ -59,5 +62,18 @@ func Check(eksVersion, addon, v string) error {
 	if addon == "kube-proxy" && m[1]+"."+m[2] != eksVersion {
 		return fmt.Errorf("add-on kube-proxy %q: want the minor of eksVersion, v%s.x-eksbuild.N", v, eksVersion)
 	}
+	if addon == "vpc-cni" {
+		major, _ := strconv.Atoi(m[1])
+		minor, _ := strconv.Atoi(m[2])
+		if major < 1 || (major == 1 && minor < MinVPCCNIMinor) {
+			return fmt.Errorf("add-on vpc-cni %q: want v1.%d or later, which enforces NetworkPolicies", v, MinVPCCNIMinor)
+		}
+	}
 	return nil
 }
+
+// Network policies need VPC CNI 1.14 and EKS 1.25 or later.
+const (
+	MinVPCCNIMinor = 14
+	MinEKSMinor    = 25
+)

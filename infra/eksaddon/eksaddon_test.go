@@ -1,6 +1,7 @@
 package eksaddon
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -38,6 +39,8 @@ func TestMismatchesAreRefused(t *testing.T) {
 		{"1.31", "kube-proxy", "v1.33.5-eksbuild.2"},
 		{"1.33", "coredns", "1.12.4"},
 		{"1.33", "vpc-cni", "latest"},
+		// Too old to enforce NetworkPolicies.
+		{"1.33", "vpc-cni", "v1.13.4-eksbuild.1"},
 	} {
 		if err := Check(tc.eks, tc.addon, tc.version); err == nil {
 			t.Errorf("EKS %s with %s %s accepted", tc.eks, tc.addon, tc.version)
@@ -46,6 +49,22 @@ func TestMismatchesAreRefused(t *testing.T) {
 	for _, v := range []string{"1.30", "1.34", "1.33.0", ""} {
 		if _, err := For(v); err == nil || !strings.Contains(err.Error(), "1.31, 1.32, 1.33") {
 			t.Errorf("EKS %q: %v, want a refusal listing the minors", v, err)
+		}
+	}
+}
+
+// Every minor of the table runs NetworkPolicies: EKS 1.25 or later and
+// VPC CNI 1.14 or later (Amazon EKS User Guide, "Restrict Pod network
+// traffic with Kubernetes network policies").
+func TestEveryRowEnforcesNetworkPolicies(t *testing.T) {
+	for _, minor := range Minors() {
+		var major, m int
+		if _, err := fmt.Sscanf(minor, "%d.%d", &major, &m); err != nil || major != 1 || m < MinEKSMinor {
+			t.Errorf("EKS %s: want 1.%d or later", minor, MinEKSMinor)
+		}
+		row, _ := For(minor)
+		if err := Check(minor, "vpc-cni", row["vpc-cni"]); err != nil {
+			t.Errorf("EKS %s: %v", minor, err)
 		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi/config"
 
+	appconfig "github.com/switchboard-dev/switchboard/app/config"
 	"github.com/switchboard-dev/switchboard/infra/eksaddon"
 )
 
@@ -74,6 +75,11 @@ type Config struct {
 	// dashboard queries: the chart's in install mode, the cluster's Grafana
 	// has its own in existing mode.
 	GrafanaDatasourceUID string
+	// PrometheusNamespace is where the Prometheus that scrapes the chat
+	// pods runs, which the NetworkPolicies admit: in existing mode the
+	// cluster's (default monitoring); install mode installs it in
+	// monitoring and refuses another.
+	PrometheusNamespace string
 
 	// Autoscaling (capacity.go): the HPA's target of open connections per
 	// pod, the Prometheus that prometheus-adapter queries for it, and
@@ -85,6 +91,10 @@ type Config struct {
 
 	JWTSecret        pulumi.StringOutput // secret
 	DatabasePassword pulumi.StringOutput // secret; kind's in-cluster Postgres
+	// DevSecret: jwtSecret is the repository's development secret
+	// (app/config.DevSecret), which only a kind stack may use; its chat pods
+	// then get ALLOW_DEV_SECRET=true.
+	DevSecret bool
 
 	AWS AWSSettings // target aws only
 }
@@ -142,6 +152,7 @@ func Defaults() Config {
 		PrometheusStackVer: "79.5.0",
 		// kube-prometheus-stack's grafana.sidecar.datasources.uid.
 		GrafanaDatasourceUID: "prometheus",
+		PrometheusNamespace:  "monitoring", // observability.Namespace
 		ConnectionsPerPod:    5000,
 		PrometheusURL:        "http://kube-prometheus-stack-prometheus.monitoring.svc:9090",
 		MetricsServer:        true,
@@ -195,8 +206,13 @@ func Load(ctx *pulumi.Context) (Config, error) {
 	r.oneOf("observability", &c.Observability, false, Install, Existing)
 	r.str("prometheusStackVersion", &c.PrometheusStackVer)
 	r.pattern("grafanaDatasourceUid", &c.GrafanaDatasourceUID, grafanaUID, "a Grafana datasource uid: 1 to 40 letters, digits, '-' or '_'")
+	r.pattern("prometheusNamespace", &c.PrometheusNamespace, namespaceName, "a namespace name: up to 63 lower-case letters, digits or '-'")
+	if c.Observability == Install && c.PrometheusNamespace != Defaults().PrometheusNamespace {
+		r.fail("prometheusNamespace", c.PrometheusNamespace, fmt.Sprintf("%s (install mode installs Prometheus there), or observability: existing", Defaults().PrometheusNamespace))
+	}
 	r.autoscaling(&c)
 	c.JWTSecret = r.secret("jwtSecret", true)
+	c.DevSecret = r.jwtSecret(c.Target)
 	c.DatabasePassword = r.secret("databasePassword", c.Target == Kind)
 	if c.Target == AWS {
 		r.aws(&c.AWS)
@@ -404,6 +420,9 @@ func (r *reader) pattern(key string, into *string, re *regexp.Regexp, form strin
 	*into = v
 }
 
+// namespaceName is a Kubernetes namespace name (a DNS-1123 label).
+var namespaceName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+
 // objectName is a Kubernetes object name (a DNS-1123 subdomain).
 var objectName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
 
@@ -454,6 +473,24 @@ func (r *reader) arn(key string, into *string, required bool, service, resource 
 		}
 	}
 	*into = v
+}
+
+// jwtSecret checks jwtSecret as the chat server will (app/config): at
+// least MinSecretBytes, and the development secret only on kind. It
+// reports whether the secret is the development secret. The value never
+// appears in an error.
+func (r *reader) jwtSecret(target string) bool {
+	v, set := r.ctx.GetConfig(r.ctx.Project() + ":jwtSecret")
+	if !set {
+		return false // refused as missing by secret
+	}
+	switch {
+	case len(v) < appconfig.MinSecretBytes:
+		r.fail("jwtSecret", fmt.Sprintf("<%d bytes>", len(v)), fmt.Sprintf("a random secret of at least %d bytes, e.g. `pulumi config set --secret %s:jwtSecret \"$(openssl rand -hex 32)\"`", appconfig.MinSecretBytes, r.ctx.Project()))
+	case v == appconfig.DevSecret && target != Kind:
+		r.fail("jwtSecret", "<the development secret>", "a random secret of your own: the repository's development secret is public, for kind stacks only")
+	}
+	return v == appconfig.DevSecret
 }
 
 // secret reads a secret key, refusing one stored in plain text.

@@ -5,6 +5,7 @@ package workload
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	appsv1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/apps/v1"
@@ -42,6 +43,10 @@ type Args struct {
 	ServiceAccount pulumi.StringPtrInput
 	// Env are further plain variables (AWS: DATABASE_AUTH, AWS_REGION).
 	Env map[string]string
+	// TrustedProxies are the addresses the load balancer connects from
+	// (TRUSTED_PROXIES): the server takes the client's address from the
+	// X-Forwarded-For of these peers only.
+	TrustedProxies []string
 	// After are resources the pods wait for (AWS: the database role).
 	After []pulumi.Resource
 	// Secrets: they reach the pods only through a Kubernetes Secret.
@@ -69,6 +74,10 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 	}
 	if args.ConnectionsPerPod < 1 {
 		return nil, fmt.Errorf("workload %s: %d connections per pod: want at least 1", name, args.ConnectionsPerPod)
+	}
+	if len(args.TrustedProxies) == 0 {
+		// Behind a load balancer every client would count as its address.
+		return nil, fmt.Errorf("workload %s: no trusted proxies: want the addresses the load balancer connects from", name)
 	}
 	w := &Workload{}
 	if err := ctx.RegisterComponentResource("switchboard:index:Workload", name, w, opts...); err != nil {
@@ -223,6 +232,7 @@ func podSpec(args Args, envSecret pulumi.StringInput) *corev1.PodSpecArgs {
 				plain("PING_INTERVAL", args.PingInterval.String()),
 				plain("ALLOWED_ORIGINS", args.AllowedOrigins),
 				plain("LOG_LEVEL", "info"),
+				plain("TRUSTED_PROXIES", strings.Join(args.TrustedProxies, ",")),
 				corev1.EnvVarArgs{Name: pulumi.String("INSTANCE_ID"), ValueFrom: &corev1.EnvVarSourceArgs{
 					FieldRef: &corev1.ObjectFieldSelectorArgs{FieldPath: pulumi.String("metadata.name")},
 				}},
