@@ -64,6 +64,13 @@ func TestBehaviour(t *testing.T) {
 			{"KillAnInstanceUnderLoad", killUnderLoad},
 			{"RollingRestartUnderLoad", rollingRestart},
 			{"NodeDrainUnderLoad", nodeDrain},
+			{"AbusePoisonValues", abusePoison},
+			{"AbuseSendFlood", abuseSendFlood},
+			{"AbuseJoinFlood", abuseJoinFlood},
+			{"AbuseResumeStorm", abuseResumeStorm},
+			{"AbuseHistoryFlood", abuseHistoryFlood},
+			{"AbuseConnectionFlood", abuseConnectionFlood},
+			{"AbuseSlowloris", abuseSlowloris},
 		} {
 			t.Run(sc.name, func(t *testing.T) { sc.run(t, s) })
 		}
@@ -289,7 +296,8 @@ func lastSeq(msgs []protocol.Message) int64 {
 type load struct {
 	mu     sync.Mutex
 	acked  map[string]int64
-	failed map[string]int // error → count
+	failed map[string]int  // error → count
+	took   []time.Duration // each ack's wait, send to ack
 	stop   chan struct{}
 	wg     sync.WaitGroup
 }
@@ -312,11 +320,13 @@ func startLoad(room string, senders []*client.Client, every time.Duration, pad i
 				}
 				id := fmt.Sprintf("s%d-%d", i, n)
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				sent := time.Now()
 				seq, err := c.SendID(ctx, room, id, "load "+id+" "+strings.Repeat("-", pad))
 				cancel()
 				l.mu.Lock()
 				if err == nil {
 					l.acked[id] = seq
+					l.took = append(l.took, time.Since(sent))
 				} else {
 					l.failed[err.Error()]++
 				}

@@ -20,9 +20,12 @@ import (
 	"github.com/switchboard-dev/switchboard/app/local"
 )
 
+// benchSecret is the local target's JWT_SECRET in the benchmarks.
+const benchSecret = "bench-secret-0123456789abcdef0123"
+
 // benchSettings lift the per-connection send limit so that a few publishers
 // can drive the saturation scenario.
-var benchSettings = []string{"JWT_SECRET=bench-secret", "LOG_LEVEL=warn", "RATE_LIMIT=1000", "RATE_BURST=1000"}
+var benchSettings = []string{"JWT_SECRET=" + benchSecret, "LOG_LEVEL=warn", "RATE_LIMIT=1000", "RATE_BURST=1000"}
 
 // The load scenarios of `make bench` on the local target, each printing one
 // summary line. Figures are reported, not asserted.
@@ -218,7 +221,7 @@ func (b *bench) run(t *testing.T, name string, args ...string) *loadtool.Report 
 	// these 2 shared cores the load tool's pollers, woken by nearly every
 	// frame, otherwise preempted the instance in its writes).
 	cmd := exec.Command("chrt", append([]string{"--batch", "0", filepath.Join(b.dir, "chatload"),
-		"-endpoint", b.endpoint, "-secret", "bench-secret", "-pids", b.pids, "-json", out,
+		"-endpoint", b.endpoint, "-secret", benchSecret, "-pids", b.pids, "-json", out,
 	}, slices.Concat(b.args, args)...)...)
 	cmd.Stderr = os.Stderr
 	text, err := cmd.Output()

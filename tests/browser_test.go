@@ -171,8 +171,10 @@ func chatPageInTwoBrowsers(t *testing.T, s *suite) {
 	room := chattest.Room()
 	pages := make([]*page, 2)
 	for i := range pages {
-		q := url.Values{"token": {s.token(t, fmt.Sprintf("browser-%d", i), time.Hour)}, "room": {room}}
-		pages[i] = openPage(t, ins[i].URL+"/?"+q.Encode())
+		// The token in the fragment, which the browser never sends; the page
+		// hands it to the server as the bearer.<jwt> subprotocol.
+		q := url.Values{"room": {room}}
+		pages[i] = openPage(t, ins[i].URL+"/?"+q.Encode()+"#token="+s.token(t, fmt.Sprintf("browser-%d", i), time.Hour))
 		pages[i].waitFor(t, "page joined on "+ins[i].ID, `document.getElementById("status").dataset.instance + "/" + document.getElementById("text").disabled`, ins[i].ID+"/false")
 	}
 	began := time.Now()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+	"unicode/utf8"
 )
 
 // DecodeClient parses and validates one client frame. A refusal is always a
@@ -27,6 +28,11 @@ func DecodeClient(data []byte) (ClientFrame, error) {
 // decodeJSON is the reference decoder: strict about unknown fields.
 func decodeJSON(data []byte) (ClientFrame, *Error) {
 	var f ClientFrame
+	// encoding/json would take invalid bytes as U+FFFD and the message would
+	// be stored altered; a text frame must be UTF-8 (RFC 6455, section 8.1).
+	if !utf8.Valid(data) {
+		return f, Errorf(CodeBadRequest, "frame is not valid UTF-8")
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&f); err != nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/switchboard-dev/switchboard/app/auth"
+	"github.com/switchboard-dev/switchboard/app/config"
 	"github.com/switchboard-dev/switchboard/app/local"
 )
 
@@ -19,6 +20,8 @@ type Local struct {
 
 // LocalSettings are the instance settings the suite runs the local target with:
 // a short drain so that a rolling restart of three instances takes seconds.
+// (app/local makes NGINX the trusted proxy whose X-Forwarded-For names each
+// client's 127.x.y.z address, which the per-address limits count.)
 var LocalSettings = []string{"DRAIN_DELAY=1s", "DRAIN_TIMEOUT=2s", "LOG_LEVEL=warn"}
 
 // LocalOption changes how StartLocal starts the target.
@@ -46,7 +49,7 @@ func WithInstanceEnv(i int, env ...string) LocalOption {
 
 // StartLocal starts a local target of n instances under dir with the chatserver binary bin.
 func StartLocal(ctx context.Context, dir, bin string, n int, opts ...LocalOption) (*Local, error) {
-	const secret = "behaviour-suite-secret"
+	const secret = config.DevSecret
 	chats := make([]int, n)
 	for i := range chats {
 		p, err := local.FreePort()
@@ -65,7 +68,7 @@ func StartLocal(ctx context.Context, dir, bin string, n int, opts ...LocalOption
 	}
 	o := local.Options{
 		Dir: dir, Bin: bin, ChatPorts: chats, NginxPort: nginxPort, ScrapeInterval: time.Second,
-		Env: append([]string{"JWT_SECRET=" + secret, "ALLOWED_ORIGINS=" + strings.Join(origins, ",")}, LocalSettings...),
+		Env: append([]string{"JWT_SECRET=" + secret, "ALLOW_DEV_SECRET=true", "ALLOWED_ORIGINS=" + strings.Join(origins, ",")}, LocalSettings...),
 	}
 	for _, opt := range opts {
 		opt(&o)
