@@ -49,7 +49,8 @@ const (
 
 // chaosFloors is the least a run must do (per run, whatever its length):
 // below it a pass proves nothing, and the run fails as vacuous. Every kind
-// of fault the schedule has is required too (chaosRun.kinds).
+// of fault the schedule has is required too (chaosRun.kinds), and each
+// refusal the hostile users must draw (hostileFloors).
 var chaosFloors = chaos.Floors{Acks: 300, WireDeliveries: 3000, Resumes: 30}
 
 // chaosSettings are the seed and duration from flags or the environment.
@@ -81,7 +82,7 @@ func chaosSettings(t *testing.T) (uint64, time.Duration) {
 // sentinelSupported asks this tree's configuration whether the chat server
 // accepts a Sentinel REDIS_URL; if not, why.
 func sentinelSupported() (bool, string) {
-	env := map[string]string{"JWT_SECRET": "chaos-capability", "REDIS_URL": "redis+sentinel://127.0.0.1:26379/" + "switchboard"}
+	env := map[string]string{"JWT_SECRET": "chaos-capability-check-0123456789abcdef", "REDIS_URL": "redis+sentinel://127.0.0.1:26379/" + "switchboard"}
 	if _, err := config.Load(func(k string) string { return env[k] }); err != nil {
 		return false, fmt.Sprintf("the chat server does not accept a Sentinel REDIS_URL yet (%v)", err)
 	}
@@ -97,6 +98,14 @@ func sentinelSupported() (bool, string) {
 // checks everything the clients saw, and what Postgres holds, against the
 // guarantees (tests/chaos). A failure prints the seed and the events around
 // each violation.
+//
+// The last chaosHostile clients attack meanwhile (chaos_hostile_test.go):
+// poison values, a send flood, a join spray and a resume storm past the
+// per-user quotas, a reconnect storm past the per-address and connection
+// limits. What they get acked is checked like anyone's; every other client
+// must never be refused by a quota; and each attack must have been refused
+// as docs/abuse.md says often enough (chaos.Floors.Hostile), or the run
+// fails as vacuous (SWITCHBOARD_CHAOS_HOSTILE=off shows it).
 //
 // One instance acks without waiting for a replica (REDIS_MIN_REPLICAS=0),
 // the others wait for one: every run, make test's seed 1 included, has both
@@ -123,7 +132,8 @@ func TestChaos(t *testing.T) {
 	bin := buildChatserver(t, dir)
 	opts := []target.LocalOption{target.WithEnv(
 		"SEND_QUEUE="+strconv.Itoa(chaosSendQueue), "HISTORY_SIZE="+strconv.Itoa(chaosHistorySize),
-		"RECOVERY_LIMIT="+strconv.Itoa(chaosRecoveryLimit), "RATE_LIMIT=1000", "RATE_BURST=1000")}
+		"RECOVERY_LIMIT="+strconv.Itoa(chaosRecoveryLimit), "RATE_LIMIT=1000", "RATE_BURST=1000"),
+		target.WithEnv(chaosLimits...)}
 	sentinel, why := sentinelSupported()
 	if sentinel {
 		// Acks wait for the replica: a failover then loses no acked
@@ -144,8 +154,8 @@ func TestChaos(t *testing.T) {
 			t.Errorf("stop the local target: %v", err)
 		}
 	}()
-	report.Logf(t, "chaos: seed %d, %s of faults, %d clients, %d rooms, %d instances, Sentinel %v (chat-%d acks without a replica), RECOVERY_LIMIT %d; state in %s",
-		seed, duration, chaosClients, chaosRooms, chaosInstances, sentinel, chaosInstances, chaosRecoveryLimit, dir)
+	report.Logf(t, "chaos: seed %d, %s of faults, %d clients (%d of them hostile), %d rooms, %d instances, Sentinel %v (chat-%d acks without a replica), RECOVERY_LIMIT %d, limits %v; state in %s",
+		seed, duration, chaosClients, chaosHostile, chaosRooms, chaosInstances, sentinel, chaosInstances, chaosRecoveryLimit, chaosLimits, dir)
 
 	r := &chaosRun{t: t, s: newSuite(l, true), l: l, rec: &chaos.Recorder{}, seed: seed, sentinel: sentinel,
 		faults: map[string]int{}, ops: map[string]int{}}
@@ -154,8 +164,13 @@ func TestChaos(t *testing.T) {
 	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	for i := range chaosClients {
+	for i := range chaosClients - chaosHostile {
 		u := r.newUser(i)
+		wg.Add(1)
+		go func() { defer wg.Done(); u.run(stop) }()
+	}
+	for i := chaosClients - chaosHostile; i < chaosClients && hostileEnabled(); i++ {
+		u := r.newHostile(i)
 		wg.Add(1)
 		go func() { defer wg.Done(); u.run(stop) }()
 	}
@@ -169,14 +184,27 @@ func TestChaos(t *testing.T) {
 
 	reached := r.converge(time.Minute)
 	stored := r.drain(time.Minute)
+	// Before the history is read: a 429 to an honest user goes into it.
+	peakUpgrades, tooMany, err := r.balancer(dir)
+	if err != nil {
+		t.Errorf("read the balancer's access log: %v", err)
+	}
 	events := r.rec.Events()
 	floors := chaosFloors
 	floors.Faults = r.kinds()
+	floors.Hostile = hostileFloors
 	check := chaos.Options{RecoveryLimit: chaosRecoveryLimit, Floors: floors}
+	for i := chaosClients - chaosHostile; i < chaosClients; i++ {
+		check.Hostile = append(check.Hostile, i)
+	}
 	if sentinel {
 		check.Unreplicated = []string{l.Chats[chaosInstances-1].ID}
 	}
 	vs := chaos.Check(events, stored, reached, check)
+	sends, joins, far := honestPeaks(events, chaosHistorySize)
+	report.Logf(t, "chaos: honest users' peaks per user in any minute: %d sends, %d joins, %d far resumes, %d upgrades per address (limits %v); 429s in the balancer's log by whose address: %v",
+		sends, joins, far, peakUpgrades, chaosLimits, tooMany)
+	report.Logf(t, "%s", r.hostileReport(events))
 	r.report(events, stored, vs, chaos.Losses(events, stored, check))
 }
 
@@ -190,6 +218,7 @@ type chaosRun struct {
 	sentinel bool
 	rooms    []string
 	users    []*chaosUser
+	hostile  []*hostileUser
 
 	mu     sync.Mutex
 	faults map[string]int
@@ -865,7 +894,7 @@ func (r *chaosRun) report(events []chaos.Event, stored []chaos.Stored, vs []chao
 			closes[code] += n
 		}
 	}
-	report.Logf(r.t, "chaos: seed %d: %d clients, operations %v; faults %v", r.seed, chaosClients, r.ops, r.faults)
+	report.Logf(r.t, "chaos: seed %d: %d honest clients, operations %v; faults %v", r.seed, len(r.users), r.ops, r.faults)
 	report.Logf(r.t, "chaos: %d events: %d sends written, %d acks, %d refusals, %d wire deliveries, %d user deliveries, %d gaps announced on the wire; %d rows in Postgres checked; client errors %v; close codes of the last clients %v (%d connects)",
 		len(events), kinds[chaos.Sent], kinds[chaos.Acked], kinds[chaos.Refused], kinds[chaos.Delivered], kinds[0], kinds[chaos.Gap], len(stored), errs, closes, connects)
 	byFault := map[string]int{}

@@ -3,6 +3,7 @@ package chaos
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 )
@@ -30,12 +31,21 @@ const (
 	// to its client, or fetched for a gap announced to it, and each gap
 	// reported lies within gaps announced to it.
 	UserFromWire = "user-from-wire"
+	// Poison (NUL in a send's text or id, invalid JSON, a frame past
+	// MAX_MESSAGE_BYTES, a token whose sub holds NUL) is refused: never
+	// acked, never upgraded.
+	PoisonRefused = "poison-refused"
+	// No client but the hostile ones (Options.Hostile) is refused by a
+	// quota: an error frame naming one, or a 429 the balancer logged. The
+	// hostile clients' floods must not spend anyone else's allowance.
+	HonestUnthrottled = "honest-unthrottled"
 	// The run did the minimum work (Floors) that makes passing mean something.
 	Vacuous = "vacuous"
 )
 
 // Invariants lists them in the order reports use.
-var Invariants = []string{AckedStoredOnce, StrictlyIncreasing, NoSilentHole, OneMessagePerSeq, RetriedStoredOnce, Converged, GapCoversStored, UserFromWire, Vacuous}
+var Invariants = []string{AckedStoredOnce, StrictlyIncreasing, NoSilentHole, OneMessagePerSeq, RetriedStoredOnce, Converged, GapCoversStored, UserFromWire,
+	PoisonRefused, HonestUnthrottled, Vacuous}
 
 // Violation is one broken invariant with the events that show it.
 type Violation struct {
@@ -63,6 +73,11 @@ type Options struct {
 	// Unreplicated names the instances that ack without waiting for a
 	// replica (REDIS_MIN_REPLICAS=0): a failover may lose what they acked.
 	Unreplicated []string
+	// Hostile are the clients that attack on purpose (floods past the
+	// quotas, poison, reconnect storms). What they sent is held to every
+	// invariant like anyone's (an acked message is one), but only they may
+	// be refused by a quota.
+	Hostile []int
 }
 
 // Floors are the minimum a run must have done for its pass to mean
@@ -73,6 +88,11 @@ type Floors struct {
 	WireDeliveries int      // messages delivered on the wire
 	Resumes        int      // joins with since written on the wire
 	Faults         []string // kinds of fault each injected successfully at least once
+	// Hostile: what hostile clients attempted (a quota's name, "poison
+	// <kind>") → the least number of times it must have been refused as it
+	// should be (Hostile events): a run whose attacks never reached a limit
+	// proves nothing about the limits.
+	Hostile map[string]int
 }
 
 // Check proves the invariants over a recorded history, the rows Postgres
@@ -89,6 +109,7 @@ func Check(events []Event, stored []Stored, reached []Reached, o Options) []Viol
 	vs = append(vs, checkConverged(events, reached)...)
 	vs = append(vs, checkGaps(events, stored, o.RecoveryLimit)...)
 	vs = append(vs, checkUserFromWire(events)...)
+	vs = append(vs, checkHostile(events, o.Hostile)...)
 	vs = append(vs, checkFloors(events, o.Floors)...)
 	return vs
 }
@@ -502,6 +523,32 @@ func checkUserFromWire(events []Event) []Violation {
 	return vs
 }
 
+// checkHostile proves PoisonRefused (no Breach recorded) and
+// HonestUnthrottled (no quota refusal of a client outside hostile).
+func checkHostile(events []Event, hostile []int) []Violation {
+	var vs []Violation
+	for _, e := range events {
+		switch {
+		case e.Kind == Breach:
+			vs = append(vs, Violation{PoisonRefused, fmt.Sprintf("client %d: %s got through: %s", e.Client, e.Code, e.Text), []int{e.Index}})
+		case e.Kind == Refused && e.Quota != "" && e.Client >= 0 && !slices.Contains(hostile, e.Client):
+			vs = append(vs, Violation{HonestUnthrottled, fmt.Sprintf("%s: refused by quota %s (%s)", who(e), e.Quota, e.Code), []int{e.Index}})
+		}
+	}
+	return vs
+}
+
+// HostileRefusals counts the Hostile events by what was refused.
+func HostileRefusals(events []Event) map[string]int {
+	n := map[string]int{}
+	for _, e := range events {
+		if e.Kind == Hostile {
+			n[e.Code]++
+		}
+	}
+	return n
+}
+
 // checkFloors fails a run as Vacuous below any of the floors. A fault
 // counts once an event of its kind records that it took effect (Code).
 func checkFloors(events []Event, f Floors) []Violation {
@@ -531,6 +578,12 @@ func checkFloors(events []Event, f Floors) []Violation {
 	for _, kind := range f.Faults {
 		if !done[kind] {
 			missing = append(missing, "no "+kind+" took effect")
+		}
+	}
+	refused := HostileRefusals(events)
+	for _, what := range slices.Sorted(maps.Keys(f.Hostile)) {
+		if refused[what] < f.Hostile[what] {
+			missing = append(missing, fmt.Sprintf("hostile %s refused %d times, want %d", what, refused[what], f.Hostile[what]))
 		}
 	}
 	if len(missing) == 0 {

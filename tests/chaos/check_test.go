@@ -69,6 +69,12 @@ var enough = []Event{
 
 var floors = Floors{Acks: 1, WireDeliveries: 1, Resumes: 1, Faults: []string{"kill instance", "failover redis"}}
 
+// hostileFloors asks for two refusals of user_sends and one poison.
+var hostileFloors = Floors{Acks: 1, WireDeliveries: 1, Resumes: 1, Faults: floors.Faults,
+	Hostile: map[string]int{"user_sends": 2, "poison nul-text": 1}}
+
+func hostile(what, how string) Event { return Event{Client: 9, Kind: Hostile, Code: what, Text: how} }
+
 func id(seq int64) string { return "m" + string(rune('0'+seq%10)) + string(rune('a'+seq/10)) }
 
 func TestCheckCatchesEachKindOfViolation(t *testing.T) {
@@ -218,6 +224,45 @@ func TestCheckCatchesEachKindOfViolation(t *testing.T) {
 			events: h(append([]Event(nil), enough...)...),
 			stored: rows(1, 1),
 			opts:   Options{Floors: floors},
+		},
+		{
+			name: "hostile refusals meet their floors",
+			events: h(append(append([]Event(nil), enough...),
+				hostile("user_sends", "rate_limited"), hostile("user_sends", "rate_limited"), hostile("poison nul-text", "bad_request"),
+				Event{Client: 9, Conn: 1, Kind: Refused, Room: "r", ID: "f-1", Code: "rate_limited", Quota: "user_sends"})...),
+			stored: rows(1, 1),
+			opts:   Options{Floors: hostileFloors, Hostile: []int{9}},
+		},
+		{
+			name:   "hostile clients that did nothing",
+			events: h(append([]Event(nil), enough...)...),
+			stored: rows(1, 1),
+			opts:   Options{Floors: hostileFloors, Hostile: []int{9}},
+			want:   []string{Vacuous},
+		},
+		{
+			name:   "one hostile kind refused too rarely",
+			events: h(append(append([]Event(nil), enough...), hostile("user_sends", "rate_limited"), hostile("poison nul-text", "bad_request"))...),
+			stored: rows(1, 1),
+			opts:   Options{Floors: hostileFloors, Hostile: []int{9}},
+			want:   []string{Vacuous},
+		},
+		{
+			name:   "a poison acked",
+			events: h(Event{Client: 9, Kind: Breach, Code: "poison nul-text", Text: "acked with seq 4"}),
+			opts:   Options{Hostile: []int{9}},
+			want:   []string{PoisonRefused},
+		},
+		{
+			name:   "an honest client refused by a quota",
+			events: h(sent("a"), Event{Client: 2, Conn: 1, Kind: Refused, Room: "r", User: "u", ID: "a", Code: "rate_limited", Quota: "user_sends"}),
+			opts:   Options{Hostile: []int{9}},
+			want:   []string{HonestUnthrottled},
+		},
+		{
+			name:   "an honest client refused per connection, without a quota",
+			events: h(sent("a"), refused("a", "rate_limited")),
+			opts:   Options{Hostile: []int{9}},
 		},
 		{
 			name:   "after a leave nothing is promised",

@@ -27,13 +27,20 @@ const (
 	Leaving                   // a leave written
 	Sent                      // a send written (ID, Text)
 	Acked                     // its ack (Seq, ID)
-	Refused                   // an error frame answering a send (ID, Code)
+	Refused                   // an error frame (ID: the send's, Code, Quota), or a refusal a balancer logged for the client
 	Fault                     // a fault injected or undone (Text says which; Code, the kind, once it took effect); no client
+	// Hostile: a hostile client's attempt refused as it must be (Code: what
+	// was refused, a quota's name or "poison <kind>"; Text: how).
+	Hostile
+	// Breach: a hostile client's poison that got through what must refuse
+	// it (acked, upgraded); Code and Text as for Hostile.
+	Breach
 )
 
 var kindNames = map[Kind]string{
 	Joining: "joining", Joined: "joined", Delivered: "delivered", Gap: "gap",
 	Leaving: "leaving", Sent: "sent", Acked: "acked", Refused: "refused", Fault: "fault",
+	Hostile: "hostile refused", Breach: "BREACH",
 }
 
 func (k Kind) String() string { return kindNames[k] }
@@ -55,7 +62,8 @@ type Event struct {
 	ID       string
 	Text     string
 	From, To int64
-	Code     string // a refusal's code; a fault's kind
+	Code     string // a refusal's code; a fault's kind; what a hostile attempt was
+	Quota    string // a rate_limited refusal's quota
 	Instance string // for an ack: the instance that sent it
 }
 
@@ -90,6 +98,11 @@ func (e Event) String() string {
 		s += fmt.Sprintf(" id=%s seq=%d", e.ID, e.Seq)
 	case Refused:
 		s += fmt.Sprintf(" id=%s code=%s", e.ID, e.Code)
+		if e.Quota != "" {
+			s += " quota=" + e.Quota
+		}
+	case Hostile, Breach:
+		s += fmt.Sprintf("%s: %s", e.Code, e.Text)
 	}
 	if e.Epoch != "" {
 		s += " epoch=" + e.Epoch

@@ -20,6 +20,7 @@ type wireFrame struct {
 	From     int64  `json:"from"`
 	To       int64  `json:"to"`
 	Instance string `json:"instance"`
+	Quota    string `json:"quota"`
 }
 
 // Tracer records one client's frames (it fits client.Options.Trace). Its
@@ -73,7 +74,7 @@ func (r *Recorder) Tracer(client, gen int, user string) func(conn int, sent bool
 				e.Room = rooms[f.Ref]
 				mu.Unlock()
 			}
-			e.Kind, e.User, e.ID, e.Code = Refused, user, f.Ref, f.Code
+			e.Kind, e.User, e.ID, e.Code, e.Quota = Refused, user, f.Ref, f.Code, f.Quota
 		default:
 			return
 		}
