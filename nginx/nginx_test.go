@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -82,24 +83,12 @@ func TestRenderRefusesValuesThatWouldInjectDirectives(t *testing.T) {
 
 // The real nginx binary accepts the rendered file.
 func TestNginxAcceptsTheRenderedConfig(t *testing.T) {
-	bin, err := exec.LookPath("nginx")
-	if err != nil {
-		t.Fatal("nginx is not installed: run make deps (apt-get install -y nginx-light)")
-	}
-	dir := t.TempDir()
 	// Every option on: the file limit, reuseport and the upstream sources too.
-	conf, err := nginx.Render(nginx.Config{
-		Listen: "127.0.0.1:18080", Servers: []string{"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"}, Runtime: dir,
+	cmd := nginxCommand(t, nginx.Config{
+		Listen: "127.0.0.1:18080", Servers: []string{"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"}, Runtime: t.TempDir(),
 		FileLimit: 4096, ReusePort: true, UpstreamSources: []string{"127.0.1.1", "127.0.1.2", "127.0.1.3"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(path, conf, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(bin, "-t", "-p", dir, "-e", filepath.Join(dir, "error.log"), "-c", path).CombinedOutput(); err != nil {
+	}, "-t")
+	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("nginx -t: %v\n%s", err, out)
 	}
 }
@@ -109,12 +98,8 @@ func TestNginxAcceptsTheRenderedConfig(t *testing.T) {
 // the client get the 503. Each case lists the refusing instance first and
 // last, so that ip_hash picks it first in one of them.
 func TestA503GoesToTheNextInstanceUnlessAllRefuse(t *testing.T) {
-	bin, err := exec.LookPath("nginx")
-	if err != nil {
-		t.Fatal("nginx is not installed: run make deps (apt-get install -y nginx-light)")
-	}
-	refusing := instance(t, http.StatusServiceUnavailable)
-	serving := instance(t, http.StatusOK)
+	refusing := instance(t, http.StatusServiceUnavailable).addr
+	serving := instance(t, http.StatusOK).addr
 	for _, tc := range []struct {
 		name    string
 		servers []string
@@ -122,31 +107,14 @@ func TestA503GoesToTheNextInstanceUnlessAllRefuse(t *testing.T) {
 	}{
 		{"refusing first", []string{refusing, serving}, http.StatusOK},
 		{"refusing last", []string{serving, refusing}, http.StatusOK},
-		{"all refusing", []string{refusing, instance(t, http.StatusServiceUnavailable)}, http.StatusServiceUnavailable},
+		{"all refusing", []string{refusing, instance(t, http.StatusServiceUnavailable).addr}, http.StatusServiceUnavailable},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			listen := freeAddr(t)
-			dir := t.TempDir()
-			conf, err := nginx.Render(nginx.Config{Listen: listen, Servers: tc.servers, Runtime: dir, Foreground: true, Workers: "1"})
+			listen, _ := startNginx(t, tc.servers...)
+			resp, err := http.Get("http://" + listen + "/ws")
 			if err != nil {
 				t.Fatal(err)
 			}
-			path := filepath.Join(dir, "nginx.conf")
-			if err := os.WriteFile(path, conf, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			cmd := exec.Command(bin, "-p", dir, "-e", filepath.Join(dir, "error.log"), "-c", path)
-			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			// The whole group: a killed master leaves its worker running.
-			t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() })
-			var resp *http.Response
-			retry.DoWithRetry(t, "nginx listens", 50, 100*time.Millisecond, func() (string, error) {
-				resp, err = http.Get("http://" + listen + "/ws")
-				return "", err
-			})
 			resp.Body.Close()
 			if resp.StatusCode != tc.want {
 				t.Errorf("through NGINX to %v: %d, want %d", tc.servers, resp.StatusCode, tc.want)
@@ -177,25 +145,7 @@ func TestTheAccessLogHoldsNoQueryString(t *testing.T) {
 			}
 		}
 	}
-	bin, err := exec.LookPath("nginx")
-	if err != nil {
-		t.Fatal("nginx is not installed: run make deps (apt-get install -y nginx-light)")
-	}
-	listen, dir := freeAddr(t), t.TempDir()
-	conf, err := nginx.Render(nginx.Config{Listen: listen, Servers: []string{instance(t, http.StatusOK)}, Runtime: dir, Foreground: true, Workers: "1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(path, conf, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-p", dir, "-e", filepath.Join(dir, "error.log"), "-c", path)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() })
+	listen, dir := startNginx(t, instance(t, http.StatusOK).addr)
 	get := func(target, referer string) (*http.Response, error) {
 		req, _ := http.NewRequest("GET", "http://"+listen+target, nil)
 		if referer != "" {
@@ -203,14 +153,7 @@ func TestTheAccessLogHoldsNoQueryString(t *testing.T) {
 		}
 		return http.DefaultClient.Do(req)
 	}
-	retry.DoWithRetry(t, "nginx listens", 50, 100*time.Millisecond, func() (string, error) {
-		resp, err := get("/ws?token=SECRET", "")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return "", err
-	})
-	for _, r := range [][2]string{{"/rooms/lobby/messages?before=5&token=SECRET", ""}, {"/app.js", "http://" + listen + "/?token=SECRET"}} {
+	for _, r := range [][2]string{{"/ws?token=SECRET", ""}, {"/rooms/lobby/messages?before=5&token=SECRET", ""}, {"/app.js", "http://" + listen + "/?token=SECRET"}} {
 		resp, err := get(r[0], r[1])
 		if err != nil {
 			t.Fatal(err)
@@ -235,12 +178,79 @@ func TestTheAccessLogHoldsNoQueryString(t *testing.T) {
 	}
 }
 
-// instance is an HTTP server on a free port that answers every request with status.
-func instance(t *testing.T, status int) string {
+// backend is an instance behind NGINX: an HTTP server on a free port that
+// answers every request with one status and records what reached it.
+type backend struct {
+	addr     string
+	mu       sync.Mutex
+	paths    []string // RawPath|Path of each request
+	forwards []string // X-Forwarded-For of each request, joined
+}
+
+func instance(t *testing.T, status int) *backend {
 	t.Helper()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(status) }))
+	b := &backend{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b.mu.Lock()
+		b.paths = append(b.paths, r.URL.RawPath+"|"+r.URL.Path)
+		b.forwards = append(b.forwards, r.Header.Values("X-Forwarded-For")...)
+		b.mu.Unlock()
+		w.WriteHeader(status)
+	}))
 	t.Cleanup(srv.Close)
-	return srv.Listener.Addr().String()
+	b.addr = srv.Listener.Addr().String()
+	return b
+}
+
+// seen returns the paths and X-Forwarded-For values that reached b so far.
+func (b *backend) seen() (paths, forwards []string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.paths...), append([]string(nil), b.forwards...)
+}
+
+// nginxCommand renders c into c.Runtime and returns the real nginx's
+// command for it, with flags first.
+func nginxCommand(t *testing.T, c nginx.Config, flags ...string) *exec.Cmd {
+	t.Helper()
+	bin, err := exec.LookPath("nginx")
+	if err != nil {
+		t.Fatal("nginx is not installed: run make deps (apt-get install -y nginx-light)")
+	}
+	conf, err := nginx.Render(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(c.Runtime, "nginx.conf")
+	if err := os.WriteFile(path, conf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return exec.Command(bin, append(flags, "-p", c.Runtime, "-e", filepath.Join(c.Runtime, "error.log"), "-c", path)...)
+}
+
+// startNginx runs the real NGINX with the rendered configuration in front
+// of servers and returns its address once it listens, and its runtime
+// directory (access.log). No request has passed through it yet.
+func startNginx(t *testing.T, servers ...string) (listen, dir string) {
+	t.Helper()
+	listen, dir = freeAddr(t), t.TempDir()
+	cmd := nginxCommand(t, nginx.Config{Listen: listen, Servers: servers, Runtime: dir, Foreground: true, Workers: "1"})
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// The whole group: a killed master leaves its worker running.
+	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() })
+	// A connection, not a request: the master listens before its worker
+	// accepts, and the kernel queues the requests until then.
+	retry.DoWithRetry(t, "nginx listens", 50, 100*time.Millisecond, func() (string, error) {
+		c, err := net.Dial("tcp", listen)
+		if err != nil {
+			return "", err
+		}
+		return "", c.Close()
+	})
+	return listen, dir
 }
 
 func freeAddr(t *testing.T) string {

@@ -102,6 +102,24 @@ func admits(r config.Rate, from, to time.Time) int {
 // straddles two windows.
 func beyond(r config.Rate) int { return 2*r.Count + r.Count/5 + 60 }
 
+// quotaRate is the limit in cfg of the quota named name; the test is
+// skipped when that quota is off on the target.
+func quotaRate(t *testing.T, cfg config.Config, name string) config.Rate {
+	t.Helper()
+	r, ok := map[string]config.Rate{
+		protocol.QuotaUserSends: cfg.Quotas.UserSends, protocol.QuotaUserJoins: cfg.Quotas.UserJoins,
+		protocol.QuotaUserRooms: cfg.Quotas.UserRooms, protocol.QuotaUserResumes: cfg.Quotas.UserResumes,
+		protocol.QuotaUserHistory: cfg.Quotas.UserHistory, protocol.QuotaAddressConnects: cfg.Quotas.AddressConnects,
+	}[name]
+	if !ok {
+		t.Fatalf("no rate quota %q", name)
+	}
+	if r.Off() {
+		t.Skipf("quota %s is off on this target", name)
+	}
+	return r
+}
+
 // within polls check every 100ms for up to timeout (terratest's retry) and
 // returns its last error instead of failing the test.
 func within(t *testing.T, what string, timeout time.Duration, check func() error) error {
@@ -493,22 +511,9 @@ func (s *suite) openRaw(t testing.TB, wsURL string, src net.IP, user string, qui
 	if err != nil {
 		return nil, nil, err
 	}
-	nd := &net.Dialer{Timeout: 10 * time.Second}
-	if src != nil {
-		nd.LocalAddr = &net.TCPAddr{IP: src}
-	}
-	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, NetDialContext: nd.DialContext}
-	conn, resp, err := d.Dial(wsURL, http.Header{"Authorization": {"Bearer " + tok}})
-	if err != nil {
-		if resp == nil {
-			return nil, nil, err
-		}
-		body, _ := io.ReadAll(resp.Body)
-		var b struct {
-			Quota string `json:"quota"`
-		}
-		_ = json.Unmarshal(body, &b)
-		return nil, &handshakeRefusal{status: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After"), quota: b.Quota}, nil
+	conn, ref, err := upgradeWith(wsURL, src, tok)
+	if conn == nil {
+		return nil, ref, err
 	}
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	var f protocol.ServerFrame
@@ -524,6 +529,31 @@ func (s *suite) openRaw(t testing.TB, wsURL string, src net.IP, user string, qui
 	go r.read()
 	t.Cleanup(r.close)
 	return r, nil, nil
+}
+
+// upgradeWith upgrades to wsURL from src with tok as the bearer token. A
+// refused upgrade returns its refusal.
+func upgradeWith(wsURL string, src net.IP, tok string) (*websocket.Conn, *handshakeRefusal, error) {
+	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, NetDialContext: dialerFrom(src).DialContext}
+	conn, resp, err := d.Dial(wsURL, http.Header{"Authorization": {"Bearer " + tok}})
+	if err == nil || resp == nil {
+		return conn, nil, err
+	}
+	body, _ := io.ReadAll(resp.Body)
+	var b struct {
+		Quota string `json:"quota"`
+	}
+	_ = json.Unmarshal(body, &b)
+	return nil, &handshakeRefusal{status: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After"), quota: b.Quota}, nil
+}
+
+// dialerFrom dials from src (nil: the kernel's choice), for 10 s at most.
+func dialerFrom(src net.IP) *net.Dialer {
+	nd := &net.Dialer{Timeout: 10 * time.Second}
+	if src != nil {
+		nd.LocalAddr = &net.TCPAddr{IP: src}
+	}
+	return nd
 }
 
 func (r *rawConn) read() {
@@ -773,10 +803,14 @@ func abusePoison(t *testing.T, s *suite) {
 				sent++
 				u, src := s.aim(ins, 9001)
 				o := "upgraded"
-				if ref, err := upgradeWith(u, src, nulSub); err != nil {
+				conn, ref, err := upgradeWith(u, src, nulSub)
+				switch {
+				case err != nil:
 					o = "error"
-				} else if ref != nil {
+				case ref != nil:
 					o = strconv.Itoa(ref.status)
+				default:
+					conn.Close() // only a refusal matters
 				}
 				if outcomes["sub with NUL"] == nil {
 					outcomes["sub with NUL"] = map[string]int{}
@@ -808,24 +842,6 @@ func abusePoison(t *testing.T, s *suite) {
 	})
 }
 
-// upgradeWith tries an upgrade with a token of the test's making: only a
-// refusal matters, an upgraded connection is closed at once.
-func upgradeWith(wsURL string, src net.IP, tok string) (*handshakeRefusal, error) {
-	nd := &net.Dialer{Timeout: 10 * time.Second}
-	if src != nil {
-		nd.LocalAddr = &net.TCPAddr{IP: src}
-	}
-	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, NetDialContext: nd.DialContext}
-	conn, resp, err := d.Dial(wsURL, http.Header{"Authorization": {"Bearer " + tok}})
-	if conn != nil {
-		conn.Close()
-	}
-	if err != nil && resp != nil {
-		return &handshakeRefusal{status: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After")}, nil
-	}
-	return nil, err
-}
-
 // --- b. Send flood ----------------------------------------------------------
 
 // One user floods an honest room over 10 connections, each under RATE_LIMIT,
@@ -833,10 +849,7 @@ func upgradeWith(wsURL string, src net.IP, tok string) (*handshakeRefusal, error
 // quota user_sends, a retry_after_ms and the send's id as ref.
 func abuseSendFlood(t *testing.T, s *suite) {
 	cfg := s.settings(t)
-	q := cfg.Quotas.UserSends
-	if q.Off() {
-		t.Skip("QUOTA_USER_SENDS is off on this target")
-	}
+	q := quotaRate(t, cfg, protocol.QuotaUserSends)
 	s.underAttack(t, "send flood", 3300, []string{protocol.QuotaUserSends}, func(t *testing.T, h *honest) string {
 		const conns = 10
 		user := "flooder-" + runTag
@@ -935,20 +948,17 @@ func abuseJoinFlood(t *testing.T, s *suite) {
 	for i, row := range []struct {
 		name     string
 		quota    string
-		rate     config.Rate
 		newRooms bool
 	}{
-		{"RoomSpray", protocol.QuotaUserRooms, cfg.Quotas.UserRooms, true},
-		{"SameRoom", protocol.QuotaUserJoins, cfg.Quotas.UserJoins, false},
+		{"RoomSpray", protocol.QuotaUserRooms, true},
+		{"SameRoom", protocol.QuotaUserJoins, false},
 	} {
 		t.Run(row.name, func(t *testing.T) {
-			if row.rate.Off() {
-				t.Skipf("quota %s is off on this target", row.quota)
-			}
+			rate := quotaRate(t, cfg, row.quota)
 			s.underAttack(t, "join flood, "+row.name, 3600+300*i, []string{row.quota}, func(t *testing.T, h *honest) string {
 				const conns = 5
 				user := fmt.Sprintf("joiner-%s-%s", row.name, runTag)
-				n := min(max(2000, beyond(row.rate)), 5000)
+				n := min(max(2000, beyond(rate)), 5000)
 				room := func(k int) string { return fmt.Sprintf("spray-%s-%d", runTag, k) }
 				if !row.newRooms {
 					// A room that holds a message: joining it creates nothing.
@@ -982,7 +992,7 @@ func abuseJoinFlood(t *testing.T, s *suite) {
 					return a
 				}
 				if err := within(t, "every join answered", 2*time.Minute, func() error {
-					if a := joinAnswers(sum(cs, row.rate.Per)); a < n {
+					if a := joinAnswers(sum(cs, rate.Per)); a < n {
 						return errorf("%d of %d joins answered", a, n)
 					}
 					return nil
@@ -990,16 +1000,16 @@ func abuseJoinFlood(t *testing.T, s *suite) {
 					t.Error(err)
 				}
 				took := time.Since(began)
-				tl := sum(cs, row.rate.Per)
+				tl := sum(cs, rate.Per)
 				joined := tl.counts[protocol.OpJoined]
 				if tl.counts[protocol.CodeRateLimited+"/"+row.quota] == 0 {
 					t.Errorf("%d joins: none refused with quota %s", n, row.quota)
 				}
-				if most := admits(row.rate, began, time.Now()); joined > most {
-					t.Errorf("%d of %d joins admitted, want at most %d (%s %s)", joined, n, most, row.quota, row.rate)
+				if most := admits(rate, began, time.Now()); joined > most {
+					t.Errorf("%d of %d joins admitted, want at most %d (%s %s)", joined, n, most, row.quota, rate)
 				}
 				if tl.badRetry > 0 {
-					t.Errorf("%d quota refusals without a retry_after_ms in (0, %s]", tl.badRetry, row.rate.Per)
+					t.Errorf("%d quota refusals without a retry_after_ms in (0, %s]", tl.badRetry, rate.Per)
 				}
 				keys := ""
 				if l, ok := s.Target.(*target.Local); ok && row.newRooms {
@@ -1012,7 +1022,7 @@ func abuseJoinFlood(t *testing.T, s *suite) {
 					keys = fmt.Sprintf("; Redis keys naming a sprayed room: %d", n)
 				}
 				return fmt.Sprintf("%s %s: %d joins in %s, %d admitted, refused %v, other %v%s",
-					row.quota, row.rate, n, took.Round(100*time.Millisecond), joined, rateLimited(tl.counts), others(tl.counts), keys)
+					row.quota, rate, n, took.Round(100*time.Millisecond), joined, rateLimited(tl.counts), others(tl.counts), keys)
 			})
 		})
 	}
@@ -1092,10 +1102,7 @@ func (s *suite) fill(t *testing.T, cfg config.Config, prefix string, first int, 
 // (or a refusal), in order.
 func abuseResumeStorm(t *testing.T, s *suite) {
 	cfg := s.settings(t)
-	q := cfg.Quotas.UserResumes
-	if q.Off() {
-		t.Skip("QUOTA_USER_RESUMES is off on this target")
-	}
+	q := quotaRate(t, cfg, protocol.QuotaUserResumes)
 	if cfg.HistorySize > 20_000 {
 		t.Skipf("HISTORY_SIZE %d: too many messages to fill a room past it here", cfg.HistorySize)
 	}
@@ -1233,10 +1240,7 @@ func abuseResumeStorm(t *testing.T, s *suite) {
 // 429 with Retry-After and quota user_history.
 func abuseHistoryFlood(t *testing.T, s *suite) {
 	cfg := s.settings(t)
-	q := cfg.Quotas.UserHistory
-	if q.Off() {
-		t.Skip("QUOTA_USER_HISTORY is off on this target")
-	}
+	q := quotaRate(t, cfg, protocol.QuotaUserHistory)
 	s.underAttack(t, "history flood", 3000, []string{protocol.QuotaUserHistory}, func(t *testing.T, h *honest) string {
 		const workers = 8
 		tok := s.token(t, "historian-"+runTag, time.Hour)
@@ -1248,11 +1252,7 @@ func abuseHistoryFlood(t *testing.T, s *suite) {
 		var wg sync.WaitGroup
 		began := time.Now()
 		for w := range workers {
-			nd := &net.Dialer{Timeout: 10 * time.Second}
-			if src := s.source(9400 + w); src != nil {
-				nd.LocalAddr = &net.TCPAddr{IP: src}
-			}
-			hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: nd.DialContext}}
+			hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: dialerFrom(s.source(9400 + w)).DialContext}}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -1456,39 +1456,33 @@ func (s *suite) addressConnections(t *testing.T, limit int) string {
 	attempts := limit + 20
 	d := &dialed{}
 	defer d.closeAll()
-	var next atomic.Int64
 	var stop atomic.Bool
 	waits := map[string]int{}
 	var mu sync.Mutex
-	var wg sync.WaitGroup
 	began := time.Now()
-	for range 20 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := int(next.Add(1)); i <= attempts && !stop.Load(); {
-				c, ref, err := s.openRaw(t, s.wsURL, src, fmt.Sprintf("swarm-%s-%d", runTag, i), false)
-				if ref != nil && ref.quota == protocol.QuotaAddressConnects {
-					ra, _ := strconv.Atoi(ref.retryAfter)
-					mu.Lock()
-					waits[ref.retryAfter]++
-					mu.Unlock()
-					if ra < 1 || ra > 120 || time.Since(began) > 4*time.Minute {
-						d.add(c, ref, err)
-						return
-					}
-					time.Sleep(time.Duration(ra) * time.Second) // as the server asks
-					continue                                    // the same attempt again
+	onWorkers(attempts, func(i int) bool {
+		for !stop.Load() {
+			c, ref, err := s.openRaw(t, s.wsURL, src, fmt.Sprintf("swarm-%s-%d", runTag, i), false)
+			if ref != nil && ref.quota == protocol.QuotaAddressConnects {
+				ra, _ := strconv.Atoi(ref.retryAfter)
+				mu.Lock()
+				waits[ref.retryAfter]++
+				mu.Unlock()
+				if ra < 1 || ra > 120 || time.Since(began) > 4*time.Minute {
+					d.add(c, ref, err)
+					return false
 				}
-				d.add(c, ref, err)
-				if ref != nil && ref.quota == protocol.QuotaAddressConnections {
-					stop.Store(true)
-				}
-				i = int(next.Add(1))
+				time.Sleep(time.Duration(ra) * time.Second) // as the server asks
+				continue                                    // the same attempt again
 			}
-		}()
-	}
-	wg.Wait()
+			d.add(c, ref, err)
+			if ref != nil && ref.quota == protocol.QuotaAddressConnections {
+				stop.Store(true)
+			}
+			return true
+		}
+		return false
+	})
 	took := time.Since(began)
 	d.check(t, protocol.QuotaAddressConnections, limit, attempts)
 	if err := s.newcomer("newcomer-address-"+runTag, 9701); err != nil {
@@ -1498,37 +1492,42 @@ func (s *suite) addressConnections(t *testing.T, limit int) string {
 		limit, len(d.open), src, took.Round(100*time.Millisecond), waits, d.refused, d.errs)
 }
 
+// onWorkers runs attempt(1) to attempt(n) on 20 goroutines, each taking
+// the next number, and returns how many were begun; a worker stops early
+// when its attempt returns false.
+func onWorkers(n int, attempt func(i int) bool) int {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			for i := int(next.Add(1)); i <= n && attempt(i); i = int(next.Add(1)) {
+			}
+		})
+	}
+	wg.Wait()
+	return min(int(next.Load()), n)
+}
+
 // reconnectStorm: one address connects and hangs up, as fast as 20
 // workers go, past QUOTA_ADDRESS_CONNECTS.
 func (s *suite) reconnectStorm(t *testing.T, q config.Rate) string {
 	src := s.source(9800)
 	attempts := beyond(q)
 	d := &dialed{}
-	var next, admitted atomic.Int64
-	var wg sync.WaitGroup
+	var admitted atomic.Int64
 	began := time.Now()
-	for range 20 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := int(next.Add(1)); i <= attempts; i = int(next.Add(1)) {
-				c, ref, err := s.openRaw(t, s.wsURL, src, fmt.Sprintf("storm-%s-%d", runTag, i), false)
-				if c != nil {
-					admitted.Add(1)
-					c.close()
-				} else {
-					d.add(nil, ref, err)
-				}
-				d.mu.Lock()
-				enough := d.refused["429 "+protocol.QuotaAddressConnects] >= 100
-				d.mu.Unlock()
-				if enough {
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	tried := onWorkers(attempts, func(i int) bool {
+		c, ref, err := s.openRaw(t, s.wsURL, src, fmt.Sprintf("storm-%s-%d", runTag, i), false)
+		if c != nil {
+			admitted.Add(1)
+			c.close()
+		} else {
+			d.add(nil, ref, err)
+		}
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.refused["429 "+protocol.QuotaAddressConnects] < 100
+	})
 	took := time.Since(began)
 	d.check(t, protocol.QuotaAddressConnects, 0, attempts)
 	if n, most := int(admitted.Load()), admits(q, began, time.Now()); n > most {
@@ -1538,7 +1537,7 @@ func (s *suite) reconnectStorm(t *testing.T, q config.Rate) string {
 		t.Errorf("a user from another address during the storm: %v", err)
 	}
 	return fmt.Sprintf("address_connects %s: %d connects from %v in %s, %d admitted, refused %v, errors %v",
-		q, min(int(next.Load()), attempts), src, took.Round(100*time.Millisecond), admitted.Load(), d.refused, d.errs)
+		q, tried, src, took.Round(100*time.Millisecond), admitted.Load(), d.refused, d.errs)
 }
 
 // --- g. Slowloris -----------------------------------------------------------
@@ -1556,11 +1555,7 @@ func abuseSlowloris(t *testing.T, s *suite) {
 		}
 		stalled := 0
 		for i := range 200 {
-			nd := net.Dialer{Timeout: 10 * time.Second}
-			if src := s.source(9900 + i%10); src != nil {
-				nd.LocalAddr = &net.TCPAddr{IP: src}
-			}
-			c, err := nd.Dial("tcp", u.Host)
+			c, err := dialerFrom(s.source(9900+i%10)).Dial("tcp", u.Host)
 			if err != nil {
 				t.Errorf("slowloris connection %d: %v", i, err)
 				break

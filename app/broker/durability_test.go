@@ -96,7 +96,7 @@ func persistCounted(t *testing.T, b *broker.Broker, st *store.Store, m *metrics.
 	done := make(chan struct{})
 	go func() { defer close(done); w.Run(run) }()
 	defer func() { stop(); <-done }()
-	waitFor(t, 30*time.Second, "the persist backlog to drain", func() bool {
+	chattest.Eventually(t, 30*time.Second, "the persist backlog to drain", func() bool {
 		n, err := b.PersistBacklog(ctx)
 		return err == nil && n == 0
 	})
@@ -296,7 +296,7 @@ func TestPersistStreamKeepsEveryAckedMessageThroughAPostgresOutage(t *testing.T)
 		}
 		return n
 	}
-	waitFor(t, 30*time.Second, "the dead consumer's entries to be claimed and stored", func() bool { return backlog() == 0 })
+	chattest.Eventually(t, 30*time.Second, "the dead consumer's entries to be claimed and stored", func() bool { return backlog() == 0 })
 
 	if err := pg.Stop(30 * time.Second); err != nil {
 		t.Fatal(err)
@@ -318,7 +318,7 @@ func TestPersistStreamKeepsEveryAckedMessageThroughAPostgresOutage(t *testing.T)
 	if err := pg.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, time.Minute, "the backlog to be stored after Postgres is back", func() bool { return backlog() == 0 })
+	chattest.Eventually(t, time.Minute, "the backlog to be stored after Postgres is back", func() bool { return backlog() == 0 })
 	rows, err := st.Range(ctx, "outage", 0, 1<<62, len(s.acked)+100)
 	if err != nil {
 		t.Fatal(err)
@@ -463,7 +463,7 @@ func TestPersistWriterBatchesASteadyStream(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 30*time.Second, "the stream to be stored", func() bool {
+	chattest.Eventually(t, 30*time.Second, "the stream to be stored", func() bool {
 		n, err := b.PersistBacklog(ctx)
 		return err == nil && n == 0
 	})

@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/switchboard-dev/switchboard/app/broker"
+	"github.com/switchboard-dev/switchboard/app/chattest"
 	"github.com/switchboard-dev/switchboard/app/metrics"
 	"github.com/switchboard-dev/switchboard/app/persist"
 	"github.com/switchboard-dev/switchboard/app/store"
@@ -202,7 +203,7 @@ func TestAWriterPutsBackWhatRedisLostWhileItWaitedForPostgres(t *testing.T) {
 	defer func() { stop(); <-done }()
 	s := newSender(t, b, "held")
 	s.send() // the room's seqs are reserved
-	waitFor(t, 30*time.Second, "the first message stored", func() bool {
+	chattest.Eventually(t, 30*time.Second, "the first message stored", func() bool {
 		n, err := b.PersistBacklog(ctx)
 		return err == nil && n == 0
 	})
@@ -212,7 +213,7 @@ func TestAWriterPutsBackWhatRedisLostWhileItWaitedForPostgres(t *testing.T) {
 	for range 20 {
 		s.send()
 	}
-	waitFor(t, 30*time.Second, "the writer to fail an insert", func() bool {
+	chattest.Eventually(t, 30*time.Second, "the writer to fail an insert", func() bool {
 		return testutil.ToFloat64(m.PostgresErrors.WithLabelValues(metrics.OpPersistInsert)) > 0
 	})
 	// What the writer holds is what it read and has not acked; the rest of
@@ -222,14 +223,14 @@ func TestAWriterPutsBackWhatRedisLostWhileItWaitedForPostgres(t *testing.T) {
 		t.Fatalf("the writer holds %+v, %v", held, err)
 	}
 	r.client().FlushAll(ctx)
-	waitFor(t, 30*time.Second, "the held entries back on the stream", func() bool {
+	chattest.Eventually(t, 30*time.Second, "the held entries back on the stream", func() bool {
 		pending, err := b.Pending(ctx, "held", 0, 1<<62)
 		return err == nil && int64(len(pending)) == held.Count
 	})
 	if err := pg.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, time.Minute, "the backlog stored", func() bool {
+	chattest.Eventually(t, time.Minute, "the backlog stored", func() bool {
 		n, err := b.PersistBacklog(ctx)
 		return err == nil && n == 0
 	})

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/switchboard-dev/switchboard/app/broker"
+	"github.com/switchboard-dev/switchboard/app/chattest"
 )
 
 // replyDropper forwards connections to Redis and, once armed, swallows the
@@ -138,7 +139,7 @@ func startReplica(t testing.TB, primary *redisServer) *redisServer {
 func waitLinked(t testing.TB, replica *redisServer) {
 	t.Helper()
 	c := replica.client()
-	waitFor(t, 20*time.Second, "the replica's link to its primary", func() bool {
+	chattest.Eventually(t, 20*time.Second, "the replica's link to its primary", func() bool {
 		return strings.Contains(c.Info(context.Background(), "replication").Val(), "master_link_status:up")
 	})
 }
@@ -163,7 +164,7 @@ func TestMinReplicasAcksOnlyWhatAReplicaHas(t *testing.T) {
 	}
 
 	replica.kill()
-	waitFor(t, 10*time.Second, "the primary to see its replica gone", func() bool {
+	chattest.Eventually(t, 10*time.Second, "the primary to see its replica gone", func() bool {
 		return strings.Contains(primary.client().Info(ctx, "replication").Val(), "connected_slaves:0")
 	})
 	_, err := b.Publish(ctx, "replicated", "alice", "two", "id-2", time.Now())
@@ -216,7 +217,7 @@ func TestSentinelFailoverKeepsSeqsUnique(t *testing.T) {
 	sc := redis.NewSentinelClient(&redis.Options{Addr: sentinels[0].Addr()})
 	t.Cleanup(func() { sc.Close() })
 	ctx := context.Background()
-	waitFor(t, 30*time.Second, "the Sentinels to know the replica and each other", func() bool {
+	chattest.Eventually(t, 30*time.Second, "the Sentinels to know the replica and each other", func() bool {
 		replicas, err := sc.Replicas(ctx, "mymaster").Result()
 		others, err2 := sc.Sentinels(ctx, "mymaster").Result()
 		return err == nil && err2 == nil && len(replicas) == 1 && len(others) == 2
@@ -240,7 +241,7 @@ func TestSentinelFailoverKeepsSeqsUnique(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := fmt.Sprint(replica.Port)
-	waitFor(t, 30*time.Second, "the Sentinels to name the replica primary", func() bool {
+	chattest.Eventually(t, 30*time.Second, "the Sentinels to name the replica primary", func() bool {
 		addr, err := sc.GetMasterAddrByName(ctx, "mymaster").Result()
 		return err == nil && len(addr) == 2 && addr[1] == want
 	})

@@ -128,3 +128,16 @@ func Metric(t testing.TB, base, series string) float64 {
 	}
 	return sum
 }
+
+// Eventually polls cond every 10 ms until it holds, and fails the test if
+// it still does not after timeout.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -17,28 +17,42 @@ import (
 // stopped when the test ends.
 func StartPostgres(t testing.TB) *local.Postgres {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	return startOwn(t, 2*time.Minute, local.StartPostgres, func(pg *local.Postgres) { pg.Stop(30 * time.Second) })
+}
+
+// StartRedis starts a redis-server of the test's own on a free port, killed
+// when the test ends.
+func StartRedis(t testing.TB) *local.Redis {
+	t.Helper()
+	return startOwn(t, time.Minute, local.StartRedis, func(r *local.Redis) { r.Kill() })
+}
+
+// startOwn starts a process with start, within timeout, on a free port and
+// in a directory of the test's own, and ends it with stop when the test ends.
+func startOwn[P any](t testing.TB, timeout time.Duration, start func(ctx context.Context, dir string, port int) (P, error), stop func(P)) P {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	port, err := local.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	pg, err := local.StartPostgres(ctx, t.TempDir(), port)
+	p, err := start(ctx, t.TempDir(), port)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { pg.Stop(30 * time.Second) })
-	return pg
+	t.Cleanup(func() { stop(p) })
+	return p
 }
 
 // StartStore starts a Postgres of the test's own and opens the migrated
-// store, closed when the test ends.
-func StartStore(t testing.TB) (*local.Postgres, *store.Store) {
+// store with opts, closed when the test ends.
+func StartStore(t testing.TB, opts ...store.Option) (*local.Postgres, *store.Store) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	pg := StartPostgres(t)
-	st, err := store.Open(ctx, pg.URL())
+	st, err := store.Open(ctx, pg.URL(), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

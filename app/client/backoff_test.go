@@ -58,8 +58,6 @@ func newHandshakes(t *testing.T, answer func(n int, w http.ResponseWriter) bool)
 	return h
 }
 
-func (h *handshakes) url() string { return "ws" + strings.TrimPrefix(h.URL, "http") + "/ws" }
-
 func (h *handshakes) times() []time.Time {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -82,13 +80,7 @@ func refuse(status int, retryAfter string) func(w http.ResponseWriter) bool {
 func TestTheTokenTravelsInTheSubprotocolHeaderNotTheURL(t *testing.T) {
 	const tok = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
 	h := newHandshakes(t, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := Dial(ctx, Options{URL: h.url(), Token: tok})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	dialServer(t, h.Server, Options{Token: tok})
 	r := h.reqs[0]
 	if got := r.Header.Values("Sec-WebSocket-Protocol"); strings.Join(got, ",") != "switchboard, bearer."+tok {
 		t.Errorf("Sec-WebSocket-Protocol %q, want switchboard and bearer.<token>", got)
@@ -113,13 +105,7 @@ func TestARetryAfterDelaysTheNextDial(t *testing.T) {
 		h := newHandshakes(t, func(n int, w http.ResponseWriter) bool {
 			return n == 1 && refuse(http.StatusTooManyRequests, "2")(w)
 		})
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		c, err := Dial(ctx, Options{URL: h.url(), MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
+		dialServer(t, h.Server, Options{})
 		at := h.times()
 		if len(at) != 2 {
 			t.Fatalf("%d handshakes, want 2", len(at))
@@ -132,13 +118,7 @@ func TestARetryAfterDelaysTheNextDial(t *testing.T) {
 		h := newHandshakes(t, func(n int, w http.ResponseWriter) bool {
 			return n == 2 && refuse(http.StatusServiceUnavailable, "1")(w)
 		})
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		c, err := Dial(ctx, Options{URL: h.url(), MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
+		dialServer(t, h.Server, Options{})
 		within(t, h.conns, 5*time.Second, "the first connection").Close() // the client reconnects
 		within(t, h.conns, 10*time.Second, "the reconnect")
 		at := h.times()
@@ -153,14 +133,8 @@ func TestARetryAfterDelaysTheNextDial(t *testing.T) {
 		h := newHandshakes(t, func(n int, w http.ResponseWriter) bool {
 			return n <= 3 && refuse(http.StatusTooManyRequests, "")(w)
 		})
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
 		const min = 50 * time.Millisecond
-		c, err := Dial(ctx, Options{URL: h.url(), MinBackoff: min, MaxBackoff: time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
+		dialServer(t, h.Server, Options{MinBackoff: min, MaxBackoff: time.Second})
 		at := h.times()
 		for i := 1; i < len(at); i++ {
 			if d := at[i].Sub(at[i-1]); d < min {

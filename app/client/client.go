@@ -673,32 +673,36 @@ func (c *Client) retrySend(id string, p *sendCall) {
 // retryJoin repeats, on w, a Join or Resume refused by a join quota. If w
 // was replaced meanwhile, online() has repeated it on the new connection.
 func (c *Client) retryJoin(w *wire, room string, j *joinCall) {
-	c.writeMu.Lock()
-	defer c.writeMu.Unlock()
-	c.mu.Lock()
-	if c.closed || c.cur != w || c.joins[room] != j || slices.Contains(c.pending, room) {
-		c.mu.Unlock()
-		return
-	}
-	f := protocol.ClientFrame{Op: protocol.OpJoin, Room: room, Since: j.since}
-	if rs := c.rooms[room]; rs != nil {
-		f = resumeFrame(room, rs) // after what came before the refusal
-	}
-	c.pending = append(c.pending, room)
-	c.mu.Unlock()
-	c.writeLocked(w, f)
+	c.repeatJoin(w, room, func() (protocol.ClientFrame, bool) {
+		if rs := c.rooms[room]; rs != nil {
+			return resumeFrame(room, rs), c.joins[room] == j // after what came before the refusal
+		}
+		return protocol.ClientFrame{Op: protocol.OpJoin, Room: room, Since: j.since}, c.joins[room] == j
+	})
 }
 
+// rejoin repeats, on w, the resume of a room refused for now.
 func (c *Client) rejoin(w *wire, room string, rs *roomState) {
+	c.repeatJoin(w, room, func() (protocol.ClientFrame, bool) { return resumeFrame(room, rs), c.rooms[room] == rs })
+}
+
+// repeatJoin writes on w the frame that frame returns, with room pending,
+// unless the client ended, w was replaced, a join of room is in flight or
+// frame (called with c.mu held) says the join is no longer wanted.
+func (c *Client) repeatJoin(w *wire, room string, frame func() (f protocol.ClientFrame, wanted bool)) {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	c.mu.Lock()
-	if c.closed || c.cur != w || c.rooms[room] != rs || slices.Contains(c.pending, room) {
+	var f protocol.ClientFrame
+	wanted := false
+	if !c.closed && c.cur == w && !slices.Contains(c.pending, room) {
+		f, wanted = frame()
+	}
+	if !wanted {
 		c.mu.Unlock()
 		return
 	}
 	c.pending = append(c.pending, room)
-	f := resumeFrame(room, rs)
 	c.mu.Unlock()
 	c.writeLocked(w, f)
 }

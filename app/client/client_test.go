@@ -105,8 +105,17 @@ func serve(t *testing.T, script func(n int, p *peer)) *scripted {
 
 func (s *scripted) dial(t *testing.T, opts Options) *Client {
 	t.Helper()
-	opts.URL = "ws" + strings.TrimPrefix(s.URL, "http") + "/ws"
-	opts.MinBackoff, opts.MaxBackoff = time.Millisecond, 20*time.Millisecond
+	return dialServer(t, s.Server, opts)
+}
+
+// dialServer dials srv's /ws with opts, backing off from 1 ms to 20 ms
+// unless opts sets MinBackoff, and closes the client when the test ends.
+func dialServer(t *testing.T, srv *httptest.Server, opts Options) *Client {
+	t.Helper()
+	opts.URL = "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws"
+	if opts.MinBackoff == 0 {
+		opts.MinBackoff, opts.MaxBackoff = time.Millisecond, 20*time.Millisecond
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, err := Dial(ctx, opts)

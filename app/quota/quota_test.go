@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/switchboard-dev/switchboard/app/chattest"
 )
 
 // Two instances sharing a quota admit no more than its Count plus what they
@@ -110,9 +112,9 @@ func TestAllowWhileRedisDown(t *testing.T) {
 	for range 10 {
 		l.Allow("user_sends", "alice", rate, time.Now())
 	}
-	eventually(t, 5*time.Second, "the first counts in Redis", func() bool { v, _ := c.Get(t.Context(), key).Int(); return v == 10 })
+	chattest.Eventually(t, 5*time.Second, "the first counts in Redis", func() bool { v, _ := c.Get(t.Context(), key).Int(); return v == 10 })
 
-	r.stop()
+	r.Kill()
 	const down = 500
 	var slowest, sum time.Duration
 	for i := range down {
@@ -128,7 +130,7 @@ func TestAllowWhileRedisDown(t *testing.T) {
 			time.Sleep(5 * time.Millisecond) // let syncs fail meanwhile
 		}
 	}
-	eventually(t, 5*time.Second, "a failed sync reported", func() bool { return errs.n.Load() > 0 })
+	chattest.Eventually(t, 5*time.Second, "a failed sync reported", func() bool { return errs.n.Load() > 0 })
 	t.Logf("with Redis down: Allow took %s on average, %s at most; %d errors reported", sum/down, slowest, errs.n.Load())
 	if slowest > 5*time.Millisecond {
 		t.Fatalf("Allow took %s with Redis down", slowest)
@@ -139,10 +141,15 @@ func TestAllowWhileRedisDown(t *testing.T) {
 		t.Fatal("admitted past the quota while Redis was down")
 	}
 
-	// A restart without persistence lost the first 10; what was admitted
+	// A restart without its data lost the first 10; what was admitted
 	// since is pushed.
-	r.start()
-	eventually(t, 10*time.Second, "the counts pushed after Redis came back", func() bool {
+	if err := r.Wipe(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	chattest.Eventually(t, 10*time.Second, "the counts pushed after Redis came back", func() bool {
 		v, _ := c.Get(t.Context(), key).Int()
 		return v == down+1
 	})
@@ -237,7 +244,7 @@ func TestCrashedInstanceStopsCounting(t *testing.T) {
 		t.Fatalf("restart kept incarnation %s", a.Incarnation())
 	}
 	var release func()
-	eventually(t, 5*time.Second, "a crashed instance's connections to stop counting", func() bool {
+	chattest.Eventually(t, 5*time.Second, "a crashed instance's connections to stop counting", func() bool {
 		rel, refused, err := b.Open(ctx, "alice", "10.0.0.1", 2, 0)
 		if err != nil {
 			t.Fatal(err)

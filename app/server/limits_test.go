@@ -118,15 +118,7 @@ func TestAFrameTricklingInIsClosedAfterFrameTimeout(t *testing.T) {
 
 	conn := chattest.Raw(t, c.WSURL(), token(t, "trickler", time.Hour))
 	conn.SetReadDeadline(time.Time{})
-	closed := make(chan error, 1)
-	go func() {
-		for {
-			if _, _, err := conn.ReadMessage(); err != nil {
-				closed <- err
-				return
-			}
-		}
-	}()
+	closed := readUntilClosed(conn)
 	// A masked text frame with a 100-byte payload: a zero key leaves it as is.
 	payload := fmt.Sprintf(`{"op":"send","room":%q,"id":"t1","text":"%080d"}`, r, 0)
 	frame := append([]byte{0x81, 0x80 | byte(len(payload)), 0, 0, 0, 0}, payload...)

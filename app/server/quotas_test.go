@@ -42,6 +42,16 @@ func upgrade(t *testing.T, c *local.Chat, user, addr string) (*websocket.Conn, *
 	return conn, resp, err
 }
 
+// connectAs is upgrade that fails the test if the upgrade fails.
+func connectAs(t *testing.T, c *local.Chat, user, addr string) *websocket.Conn {
+	t.Helper()
+	conn, _, err := upgrade(t, c, user, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
 // reply sends frame and reads until the ack or error that answers it.
 func reply(t *testing.T, conn *websocket.Conn, frame string) protocol.ServerFrame {
 	t.Helper()
@@ -53,6 +63,20 @@ func reply(t *testing.T, conn *websocket.Conn, frame string) protocol.ServerFram
 			return f
 		}
 	}
+}
+
+// joinedThenRefused sends join() n times on conn, each joined, then once
+// more, which quota must refuse, and returns that refusal.
+func joinedThenRefused(t *testing.T, conn *websocket.Conn, n int, quota string, join func() string) protocol.ServerFrame {
+	t.Helper()
+	for i := range n {
+		if f := reply(t, conn, join()); f.Op != protocol.OpJoined {
+			t.Fatalf("join %d of %d under %s: %+v", i+1, n, quota, f)
+		}
+	}
+	f := reply(t, conn, join())
+	refusedBy(t, f, quota)
+	return f
 }
 
 // refusedBy checks that f is the rate_limited refusal of quota, with a
@@ -91,10 +115,7 @@ func TestQuotasHoldAcrossInstancesAndNameThemselves(t *testing.T) {
 			room := chattest.Room()
 			var conns []*websocket.Conn
 			for _, c := range chats {
-				conn, _, err := upgrade(t, c, user, addr(0))
-				if err != nil {
-					t.Fatal(err)
-				}
+				conn := connectAs(t, c, user, addr(0))
 				reply(t, conn, `{"op":"join","room":"`+room+`"}`)
 				conns = append(conns, conn)
 			}
@@ -127,34 +148,17 @@ func TestQuotasHoldAcrossInstancesAndNameThemselves(t *testing.T) {
 			}
 		}},
 		{"joins: 8 a minute per user", func(t *testing.T, user string, addr func(int) string) {
-			conn, _, err := upgrade(t, chats[0], user, addr(0))
-			if err != nil {
-				t.Fatal(err)
-			}
+			conn := connectAs(t, chats[0], user, addr(0))
 			room := chattest.Room()
 			publish(t, room, 1) // a room that exists: the rooms quota does not count it
-			for range 8 {
-				if f := reply(t, conn, `{"op":"join","room":"`+room+`"}`); f.Op != protocol.OpJoined {
-					t.Fatalf("join under the quota: %+v", f)
-				}
-			}
-			f := reply(t, conn, `{"op":"join","room":"`+room+`"}`)
-			refusedBy(t, f, protocol.QuotaUserJoins)
+			f := joinedThenRefused(t, conn, 8, protocol.QuotaUserJoins, func() string { return `{"op":"join","room":"` + room + `"}` })
 			if f.Room != room {
 				t.Fatalf("the refusal %+v names no room", f)
 			}
 		}},
 		{"rooms created: 3 a minute per user; joining a room with messages is not one", func(t *testing.T, user string, addr func(int) string) {
-			conn, _, err := upgrade(t, chats[1], user, addr(0))
-			if err != nil {
-				t.Fatal(err)
-			}
-			for range 3 {
-				if f := reply(t, conn, `{"op":"join","room":"`+chattest.Room()+`"}`); f.Op != protocol.OpJoined {
-					t.Fatalf("a new room under the quota: %+v", f)
-				}
-			}
-			refusedBy(t, reply(t, conn, `{"op":"join","room":"`+chattest.Room()+`"}`), protocol.QuotaUserRooms)
+			conn := connectAs(t, chats[1], user, addr(0))
+			joinedThenRefused(t, conn, 3, protocol.QuotaUserRooms, func() string { return `{"op":"join","room":"` + chattest.Room() + `"}` })
 			old := chattest.Room()
 			publish(t, old, 1)
 			if f := reply(t, conn, `{"op":"join","room":"`+old+`"}`); f.Op != protocol.OpJoined {
@@ -162,18 +166,10 @@ func TestQuotasHoldAcrossInstancesAndNameThemselves(t *testing.T) {
 			}
 		}},
 		{"resumes from past the Redis window: 2 a minute per user; a near resume is not one", func(t *testing.T, user string, addr func(int) string) {
-			conn, _, err := upgrade(t, chats[0], user, addr(0))
-			if err != nil {
-				t.Fatal(err)
-			}
+			conn := connectAs(t, chats[0], user, addr(0))
 			room := chattest.Room()
 			publish(t, room, 30) // HISTORY_SIZE=10
-			for range 2 {
-				if f := reply(t, conn, `{"op":"join","room":"`+room+`","since":1}`); f.Op != protocol.OpJoined {
-					t.Fatalf("a far resume under the quota: %+v", f)
-				}
-			}
-			refusedBy(t, reply(t, conn, `{"op":"join","room":"`+room+`","since":1}`), protocol.QuotaUserResumes)
+			joinedThenRefused(t, conn, 2, protocol.QuotaUserResumes, func() string { return `{"op":"join","room":"` + room + `","since":1}` })
 			if f := reply(t, conn, `{"op":"join","room":"`+room+`","since":25}`); f.Op != protocol.OpJoined {
 				t.Fatalf("a resume within the Redis window, past the resumes quota: %+v", f)
 			}
@@ -202,11 +198,7 @@ func TestQuotasHoldAcrossInstancesAndNameThemselves(t *testing.T) {
 		{"open connections: 3 per user over two instances; a closed one frees its place", func(t *testing.T, user string, addr func(int) string) {
 			var conns []*websocket.Conn
 			for n := range 3 {
-				conn, _, err := upgrade(t, chats[n%2], user, addr(n)) // each from an address of its own
-				if err != nil {
-					t.Fatal(err)
-				}
-				conns = append(conns, conn)
+				conns = append(conns, connectAs(t, chats[n%2], user, addr(n))) // each from an address of its own
 			}
 			_, resp, err := upgrade(t, chats[1], user, addr(9))
 			tooMany(t, resp, err, protocol.QuotaUserConnections)
@@ -224,9 +216,7 @@ func TestQuotasHoldAcrossInstancesAndNameThemselves(t *testing.T) {
 		}},
 		{"open connections: 4 per address over two instances, whoever the users", func(t *testing.T, user string, addr func(int) string) {
 			for n := range 4 {
-				if _, _, err := upgrade(t, chats[n%2], fmt.Sprint(user, "-", n), addr(0)); err != nil {
-					t.Fatal(err)
-				}
+				connectAs(t, chats[n%2], fmt.Sprint(user, "-", n), addr(0))
 			}
 			_, resp, err := upgrade(t, chats[0], user+"-5", addr(0))
 			tooMany(t, resp, err, protocol.QuotaAddressConnections)

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/switchboard-dev/switchboard/app/chattest"
@@ -26,11 +25,7 @@ func TestRotatedPasswordReachesTheOpenStoreAtItsNextConnection(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	pg := chattest.StartPostgres(t)
-	admin, err := pgx.Connect(ctx, pg.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close(ctx)
+	admin := connect(ctx, t, pg.URL())
 	exec := func(sql string) {
 		t.Helper()
 		if _, err := admin.Exec(ctx, sql); err != nil {

@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/switchboard-dev/switchboard/app/chattest"
 	"github.com/switchboard-dev/switchboard/app/protocol"
 	"github.com/switchboard-dev/switchboard/app/store"
@@ -21,20 +19,8 @@ import (
 func TestHistoryReadsNeverTakeTheWritersConnections(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	pg := chattest.StartPostgres(t)
-	st, err := store.Open(ctx, pg.URL(), store.WithReadConns(2))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	admin, err := pgx.Connect(ctx, pg.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close(context.Background())
+	pg, st := chattest.StartStore(t, store.WithReadConns(2))
+	admin, probe := connect(ctx, t, pg.URL()), connect(ctx, t, pg.URL())
 
 	// Reads of room_floors (a catch-up's) block behind this lock; inserts
 	// into messages do not touch the table.
@@ -56,11 +42,6 @@ func TestHistoryReadsNeverTakeTheWritersConnections(t *testing.T) {
 			errs <- err
 		}()
 	}
-	probe, err := pgx.Connect(ctx, pg.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer probe.Close(context.Background())
 	waiting := func() int {
 		var n int
 		if err := probe.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity

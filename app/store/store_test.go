@@ -108,15 +108,23 @@ func TestTheIDIndexMigrationSetsAsideCopiesStoredBefore(t *testing.T) {
 	}
 }
 
+// openStore opens the migrated store on a Postgres of the test's own, and
+// a connection to it as postgres; both close when the test ends.
 func openStore(ctx context.Context, t *testing.T) (*store.Store, *pgx.Conn) {
 	t.Helper()
 	pg, st := chattest.StartStore(t)
-	conn, err := pgx.Connect(ctx, pg.URL())
+	return st, connect(ctx, t, pg.URL())
+}
+
+// connect is a connection to url, closed when the test ends.
+func connect(ctx context.Context, t *testing.T, url string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close(context.Background()) })
-	return st, conn
+	return conn
 }
 
 func countRows(ctx context.Context, t *testing.T, conn *pgx.Conn, table string) int {
