@@ -174,8 +174,21 @@ func (t *Topology) Failover(ctx context.Context) error {
 		next = t.Redis
 	}
 	c := redis.NewSentinelClient(&redis.Options{Addr: t.Sentinels[0].Addr()})
-	err = c.Failover(ctx, MasterName).Err()
-	c.Close()
+	defer c.Close()
+	// A Sentinel learns of a replica from the primary's INFO, every 10 s, and
+	// deems it fit once it has heard from it lately: until then it answers
+	// NOGOODSLAVE, sooner after a start or under load. It is asked again.
+	for {
+		err = c.Failover(ctx, MasterName).Err()
+		if err == nil || !strings.Contains(err.Error(), "NOGOODSLAVE") {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("failover: %w (until %w)", err, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("failover: %w", err)
 	}
