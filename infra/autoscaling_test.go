@@ -142,7 +142,7 @@ func TestClusterAutoscalerFollowsThePodsWithinNodeMinAndMax(t *testing.T) {
 	if v := mustRun(t, kindConfig()).release("cluster-autoscaler"); v != nil {
 		t.Error("a Cluster Autoscaler on kind, which has no node groups")
 	}
-	for _, tc := range []struct{ min, max, eks string }{{"3", "6", "1.33"}, {"2", "12", "1.33"}} {
+	for _, tc := range []struct{ min, max, eks string }{{"3", "6", "1.35"}, {"2", "12", "1.35"}} {
 		t.Run(tc.min+"-"+tc.max, func(t *testing.T) {
 			s := mustRun(t, awsConfig("nodeMin", tc.min, "nodeMax", tc.max, "eksVersion", tc.eks))
 			cluster := "switchboard-prod"

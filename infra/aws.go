@@ -97,7 +97,7 @@ func awsStack(ctx *pulumi.Context, cfg stackconfig.Config) error {
 		return err
 	}
 	wa := workloadArgs(cfg, namespace, stores.RedisURL, db.DatabaseURL)
-	wa.ServiceAccount, wa.After = db.ServiceAccount.ToStringPtrOutput(), []pulumi.Resource{db.Bootstrap}
+	wa.ServiceAccount, wa.After = db.ServiceAccount.ToStringPtrOutput(), []pulumi.Resource{db.Bootstrap, db.ChatPolicy}
 	// The ALB appends the client's address to X-Forwarded-For and connects
 	// from its subnets.
 	wa.TrustedProxies = policies.LoadBalancer[0].CIDRs
@@ -118,7 +118,7 @@ func awsStack(ctx *pulumi.Context, cfg stackconfig.Config) error {
 		Namespace: namespace, Service: chat.Service, ServicePort: workload.Port,
 		CertificateARN: a.CertificateARN, WAFACLARN: a.WAFACLARN,
 		Stickiness: a.Stickiness, PingInterval: cfg.PingInterval, DrainWindow: wa.Drain.Window(),
-		LoadBalancer: names.LoadBalancer,
+		LoadBalancer: names.LoadBalancer, ClusterName: eks.Name,
 	}, afterController...)
 	if err != nil {
 		return err
@@ -127,7 +127,7 @@ func awsStack(ctx *pulumi.Context, cfg stackconfig.Config) error {
 		return err
 	}
 	if _, err := alarms.New(ctx, "alarms", alarms.Args{
-		Topic: a.AlarmTopicARN, LoadBalancer: names.LoadBalancer, Ready: alb.Hostname,
+		Topic: a.AlarmTopicARN, LoadBalancer: names.LoadBalancer, TargetGroupTags: alb.TargetGroupTags,
 		RedisClusters: stores.RedisClusters, RedisMembers: 1 + a.RedisReplicas, DBInstance: stores.DBInstance, Tags: tags,
 	}); err != nil {
 		return err

@@ -11,9 +11,11 @@ import (
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 
+	"github.com/switchboard-dev/switchboard/infra/autoscaling"
 	"github.com/switchboard-dev/switchboard/infra/awsname"
 	"github.com/switchboard-dev/switchboard/infra/eksaddon"
 	"github.com/switchboard-dev/switchboard/infra/iampolicy"
+	"github.com/switchboard-dev/switchboard/infra/stackconfig"
 )
 
 // named returns the inputs of the resource of kind declared as name.
@@ -229,12 +231,8 @@ func TestNoIAMPolicyAllowsEveryActionOnEverything(t *testing.T) {
 			if !ok {
 				continue
 			}
-			var d struct {
-				Statement []struct {
-					Effect           string
-					Action, Resource []string
-				}
-			}
+			// IAM's form: Action and Resource a string or a list.
+			var d iampolicy.Document
 			if err := json.Unmarshal([]byte(text), &d); err != nil {
 				t.Errorf("%s: %v", field, err)
 				continue
@@ -555,6 +553,7 @@ func TestOrderingEdges(t *testing.T) {
 // clusters"), conflicts with the self-managed add-ons EKS bootstraps
 // resolved on create and update ("Create an Amazon EKS add-on").
 func TestEKSAddonsFollowEKSVersion(t *testing.T) {
+	onDay(t, calendarRead)
 	for _, minor := range eksaddon.Minors() {
 		t.Run(minor, func(t *testing.T) {
 			s := mustRun(t, awsConfig("eksVersion", minor))
@@ -583,9 +582,9 @@ func TestEKSAddonsFollowEKSVersion(t *testing.T) {
 		})
 	}
 	for _, tc := range []struct{ key, overrides, want string }{
-		{"switchboard:eksVersion", "eksVersion=1.30", "1.31, 1.32, 1.33"},
-		{"switchboard:eksVersion", "eksVersion=1.34", "1.31, 1.32, 1.33"},
-		{"switchboard:addon-kube-proxy", "addon-kube-proxy=v1.32.9-eksbuild.2", "v1.33.x"},
+		{"switchboard:eksVersion", "eksVersion=1.30", "1.32, 1.33, 1.34, 1.35"},
+		{"switchboard:eksVersion", "eksVersion=1.36", "1.32, 1.33, 1.34, 1.35"},
+		{"switchboard:addon-kube-proxy", "addon-kube-proxy=v1.32.9-eksbuild.2", "v1.35.x"},
 		{"switchboard:addon-coredns", "addon-coredns=latest", "vX.Y.Z-eksbuild.N"},
 	} {
 		k, v, _ := strings.Cut(tc.overrides, "=")
@@ -595,26 +594,102 @@ func TestEKSAddonsFollowEKSVersion(t *testing.T) {
 	}
 }
 
-// The controller's policy is upstream's for the pinned chart, tag
-// conditions included (iampolicy's tests prove what they restrict).
-func TestLBControllerPolicyIsUpstreams(t *testing.T) {
-	s := mustRun(t, awsConfig())
-	want, err := iampolicy.LoadBalancerController().JSON()
+// calendarRead is the day infra/eksaddon's calendar was read from the EKS
+// page; the tests that try every minor run on it.
+const calendarRead = "2026-12-06"
+
+// onDay makes the stack's EKS support check run on day for the test.
+func onDay(t *testing.T, day string) {
+	d, err := time.Parse(time.DateOnly, day)
 	if err != nil {
 		t.Fatal(err)
 	}
-	found := 0
-	for _, p := range s.all("iam/rolePolicy:RolePolicy") {
-		if p["policy"] == want {
-			found++
+	old := stackconfig.Today
+	stackconfig.Today = func() time.Time { return d.Add(12 * time.Hour) }
+	t.Cleanup(func() { stackconfig.Today = old })
+}
+
+// The EKS version follows the Amazon EKS release calendar (Amazon EKS User
+// Guide, "Understand the Kubernetes version lifecycle on EKS": 14 months of
+// standard support from the EKS release, then 12 of extended support at
+// $0.60 instead of $0.10 per cluster hour, then an automatic upgrade). The
+// default, and the stack files', is the newest minor in standard support:
+// 1.35 (released 2026-01-27, standard support until 2027-03-27). A minor
+// past its end of extended support is refused with its date; one in
+// extended support is accepted (with a warning); every minor of the table
+// has its Cluster Autoscaler of the same minor.
+func TestEKSVersionIsTheNewestInStandardSupport(t *testing.T) {
+	onDay(t, calendarRead)
+	newest := eksaddon.NewestStandard(stackconfig.Today())
+	if d := stackconfig.Defaults().AWS.EKSVersion; d != newest {
+		t.Errorf("default eksVersion %s, want %s, the newest in standard support on %s", d, newest, calendarRead)
+	}
+	for _, file := range []string{"prod", "staging"} {
+		if v := stackFile(t, file)["switchboard:eksVersion"]; v != newest {
+			t.Errorf("Pulumi.%s.yaml: eksVersion %s, want %s", file, v, newest)
 		}
 	}
-	if found != 1 {
-		t.Errorf("%d role policies are the controller's %s policy, want 1", found, iampolicy.LBControllerVersion)
+	for _, tc := range []struct {
+		minor, refused string // refused: the error names the end of extended support
+	}{
+		{"1.29", "2026-03-23"}, {"1.30", "2026-07-23"}, {"1.31", "2026-11-26"},
+		{"1.32", ""}, {"1.33", ""}, {"1.34", ""}, {"1.35", ""},
+	} {
+		_, err := run(awsConfig("eksVersion", tc.minor))
+		switch {
+		case tc.refused == "" && err != nil:
+			t.Errorf("EKS %s refused: %v", tc.minor, err)
+		case tc.refused != "" && (err == nil || !strings.Contains(err.Error(), "switchboard:eksVersion") || !strings.Contains(err.Error(), tc.refused)):
+			t.Errorf("EKS %s: err %v, want switchboard:eksVersion refused with its end of extended support, %s", tc.minor, err, tc.refused)
+		}
 	}
-	chart := fmt.Sprint(s.named(t, "helm.sh/v3:Release", "edge-controller")["version"])
-	if "v2."+strings.TrimPrefix(chart, "1.") != iampolicy.LBControllerVersion {
-		t.Errorf("chart %s pinned: its controller is not %s, the policy's", chart, iampolicy.LBControllerVersion)
+	for _, minor := range eksaddon.Minors() {
+		if tag := autoscaling.AutoscalerImages[minor]; !strings.HasPrefix(tag, "v"+minor+".") {
+			t.Errorf("EKS %s: Cluster Autoscaler %q, want v%s.x", minor, tag, minor)
+		}
+	}
+	// Whatever the day the tests run, the default is not one EKS has
+	// stopped supporting (from 2028-03-28, this fails: move to a newer minor).
+	if _, err := eksaddon.Supported(stackconfig.Defaults().AWS.EKSVersion, time.Now()); err != nil {
+		t.Errorf("the default eksVersion today: %v", err)
+	}
+}
+
+// The controller's IAM policy follows its chart: the role policy is
+// upstream's docs/install/iam_policy.json of the controller the chart
+// installs (infra/iampolicy/lbcontroller, Apache-2.0), for the pinned
+// chart and for another accepted one; a chart without its policy is
+// refused by its key before anything is made (iampolicy's tests prove
+// what the policies restrict).
+func TestLBControllerPolicyFollowsItsChart(t *testing.T) {
+	for _, chart := range []string{"", "1.12.0", "1.17.1"} {
+		t.Run("chart="+chart, func(t *testing.T) {
+			cfg := awsConfig()
+			if chart != "" {
+				cfg = awsConfig("lbControllerChartVersion", chart)
+			}
+			s := mustRun(t, cfg)
+			pinned := fmt.Sprint(s.named(t, "helm.sh/v3:Release", "edge-controller")["version"])
+			if chart == "" && pinned != stackconfig.Defaults().AWS.LBControllerChart || chart != "" && pinned != chart {
+				t.Fatalf("chart %s installed, want %s", pinned, chart)
+			}
+			want, _, err := iampolicy.LBControllerPolicy(pinned)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := s.named(t, "iam/rolePolicy:RolePolicy", "edge-controller")["policy"]; got != want {
+				t.Errorf("the controller's role policy is not upstream's for chart %s (%s):\n%v", pinned, iampolicy.LBCharts()[pinned].AppVersion, got)
+			}
+		})
+	}
+	for _, chart := range []string{"1.99.0", "3.5.0", "latest"} {
+		_, err := run(awsConfig("lbControllerChartVersion", chart))
+		if err == nil || !strings.Contains(err.Error(), "switchboard:lbControllerChartVersion") || !strings.Contains(err.Error(), "has no IAM policy") {
+			t.Errorf("chart %s: err %v, want switchboard:lbControllerChartVersion refused: no IAM policy", chart, err)
+		}
+	}
+	if _, ok := iampolicy.LBCharts()[stackconfig.Defaults().AWS.LBControllerChart]; !ok {
+		t.Errorf("the default chart %s has no policy", stackconfig.Defaults().AWS.LBControllerChart)
 	}
 }
 

@@ -3,12 +3,14 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/switchboard-dev/switchboard/app/config"
 	"github.com/switchboard-dev/switchboard/infra/dbaccess"
 	"github.com/switchboard-dev/switchboard/infra/iampolicy"
+	"github.com/switchboard-dev/switchboard/infra/managed"
 )
 
 // env returns a container's plain environment.
@@ -122,4 +124,63 @@ func policy(t *testing.T, s *stack, name string) iampolicy.Document {
 		t.Fatal(err)
 	}
 	return doc
+}
+
+// Pulumi orders resources only by the inputs and dependencies it is given
+// (Pulumi docs, "Resource options: dependsOn"): the bootstrap Job takes its
+// role through the service account's annotation, not the role's inline
+// policy, so without an explicit edge it could start before IAM has the
+// policy that lets it read the master secret, fail AccessDenied and use up
+// its backoff; on destroy the policy could go first. The Job depends on
+// its policy; the chat pods on theirs (rds-db:connect) and on the Job.
+func TestBootstrapJobWaitsForItsPolicy(t *testing.T) {
+	s := mustRun(t, awsConfig())
+	policy := func(action string) declared {
+		p := s.find("iam/rolePolicy:RolePolicy", func(m map[string]any) bool { return strings.Contains(fmt.Sprint(m["policy"]), action) })
+		if len(p) != 1 {
+			t.Fatalf("%d role policies allow %s, want 1", len(p), action)
+		}
+		return p[0]
+	}
+	jobs := s.of("batch/v1:Job")
+	if len(jobs) != 1 {
+		t.Fatalf("%d Jobs, want the bootstrap Job", len(jobs))
+	}
+	job, chat := jobs[0], s.find("apps/v1:Deployment", func(m map[string]any) bool { return get(m, "metadata.name") == "chat" })[0]
+	for _, tc := range []struct {
+		from   declared
+		action string
+	}{
+		{job, "secretsmanager:GetSecretValue"},
+		{chat, "rds-db:connect"},
+	} {
+		p := policy(tc.action)
+		if !slices.Contains(tc.from.Deps, p.URN) {
+			t.Errorf("%s %s does not depend on the policy allowing %s (its dependencies: %v)", tc.from.Type, tc.from.Name, tc.action, tc.from.Deps)
+		}
+	}
+	if !s.reaches(chat.URN, job.URN) {
+		t.Error("the chat pods do not wait for the bootstrap Job")
+	}
+}
+
+// RDS runs the PostgreSQL major the bootstrap SQL and the store are tested
+// on (infra/dbaccess's TestBootstrapIsTestedOnTheMajorRDSRuns checks the
+// test server's), with the parameter group of that major's family (RDS
+// refuses a group of another family), and the dev stack's in-cluster
+// Postgres is of that major too.
+func TestRDSRunsTheMajorTheTestsRun(t *testing.T) {
+	s := mustRun(t, awsConfig())
+	db := s0(t, s, "rds/instance:Instance")
+	if db["engine"] != "postgres" || db["engineVersion"] != managed.PostgresMajor {
+		t.Errorf("RDS runs %v %v, want postgres %s", db["engine"], db["engineVersion"], managed.PostgresMajor)
+	}
+	if f := s0(t, s, "rds/parameterGroup:ParameterGroup")["family"]; f != "postgres"+managed.PostgresMajor {
+		t.Errorf("parameter group family %v, want postgres%s", f, managed.PostgresMajor)
+	}
+	dev := mustRun(t, kindConfig())
+	image := fmt.Sprint(get(dev.one(t, "apps/v1:StatefulSet", "postgres"), "spec.template.spec.containers.0.image"))
+	if !strings.Contains(image, ":"+managed.PostgresMajor) {
+		t.Errorf("the dev stack's Postgres is %s, want PostgreSQL %s", image, managed.PostgresMajor)
+	}
 }

@@ -20,6 +20,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/switchboard-dev/switchboard/infra/data"
+	"github.com/switchboard-dev/switchboard/infra/naming"
 )
 
 // The dev stack on a real kind cluster: `pulumi up` through the Automation
@@ -160,6 +161,8 @@ func TestDevStackOnKind(t *testing.T) {
 	}, func(ctx context.Context) {
 		// The behaviour suite has run through the NetworkPolicies: NGINX
 		// reached the chat pods, the chat pods Redis, Postgres and DNS.
+		// Enforced by kube-network-policies in the node image (infra/kindnode).
+		t.Run("NetworkPoliciesLetChatPodsReachRedis", func(t *testing.T) { chatPodsReachRedis(ctx, t, cfg) })
 		t.Run("NetworkPoliciesKeepOtherPodsFromRedis", func(t *testing.T) { unlabelledPodsCannotReachRedis(ctx, t, cfg) })
 		t.Run("EdgeHidesMetricsAndReady", func(t *testing.T) {
 			for _, path := range []string{"/metrics", "/ready"} {
@@ -181,23 +184,7 @@ func TestDevStackOnKind(t *testing.T) {
 // connection to Redis alone.
 func unlabelledPodsCannotReachRedis(ctx context.Context, t *testing.T, cfg map[string]string) {
 	ns := cfg["switchboard:namespace"]
-	kc := func(namespace string, args ...string) (string, error) {
-		out, err := exec.CommandContext(ctx, "kubectl", append([]string{"--context", cfg["switchboard:kubeContext"], "-n", namespace}, args...)...).CombinedOutput()
-		return strings.TrimSpace(string(out)), err
-	}
-	redis, err := kc(ns, "get", "pod", "-l", "app.kubernetes.io/name=redis", "-o", "jsonpath={.items[0].metadata.name} {.items[0].status.podIP}")
-	pod, ip, _ := strings.Cut(redis, " ")
-	if err != nil || ip == "" {
-		t.Fatalf("the Redis pod and its address: %q (%v)", redis, err)
-	}
-	port := fmt.Sprint(data.RedisPort)
-	if out, err := kc(ns, "exec", pod, "--", "redis-cli", "-h", ip, "-p", port, "ping"); err != nil || out != "PONG" {
-		t.Fatalf("Redis does not answer PING at %s:%s from its own pod: %q (%v)", ip, port, out, err)
-	}
-	image := cfg["switchboard:redisImage"]
-	if image == "" {
-		image = data.DefaultRedisImage
-	}
+	kc, ip, port, image := redisProbe(ctx, t, cfg)
 	for _, probeNS := range []string{ns, "default"} {
 		name := fmt.Sprintf("netpol-probe-%d", time.Now().UnixNano()%1_000_000_000)
 		if out, err := kc(probeNS, "run", name, "--image="+image, "--image-pull-policy=IfNotPresent", "--restart=Never",
@@ -224,11 +211,72 @@ func unlabelledPodsCannotReachRedis(ctx context.Context, t *testing.T, cfg map[s
 			daemonsets, _ := kc("kube-system", "get", "daemonsets", "-o", "name")
 			t.Errorf("a pod without the chat label in %s reached Redis at %s:%s (%q): the NetworkPolicies are not enforced. "+
 				"Only a network plugin that implements NetworkPolicy enforces them; this cluster's kube-system DaemonSets are %q "+
-				"(infra/kindnode's switchboard-podnet routes pods but implements no NetworkPolicy)", probeNS, ip, port, logs, daemonsets)
+				"(infra/kindnode's node image runs kube-network-policies next to switchboard-podnet, which routes pods only: "+
+				"is its DaemonSet running, and does `nft list table inet kube-network-policies` on the nodes show its rules?)", probeNS, ip, port, logs, daemonsets)
 		default:
 			out, _ := kc(probeNS, "describe", "pod", name)
 			t.Errorf("the probe pod %s in %s ended in phase %q, exit %q, %q: not a refused connection, it proves nothing\n%s", name, probeNS, phase, exit, logs, out)
 		}
+	}
+}
+
+// redisProbe finds the Redis pod's address and checks that Redis answers
+// PING there from its own pod, which no policy sees: kubectl in a namespace,
+// the address, the port and the image to probe it with (the stack's Redis
+// image, which the cluster has and which carries redis-cli and timeout).
+func redisProbe(ctx context.Context, t *testing.T, cfg map[string]string) (kc func(string, ...string) (string, error), ip, port, image string) {
+	ns := cfg["switchboard:namespace"]
+	kc = func(namespace string, args ...string) (string, error) {
+		out, err := exec.CommandContext(ctx, "kubectl", append([]string{"--context", cfg["switchboard:kubeContext"], "-n", namespace}, args...)...).CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	redis, err := kc(ns, "get", "pod", "-l", "app.kubernetes.io/name="+naming.Redis, "-o", "jsonpath={.items[0].metadata.name} {.items[0].status.podIP}")
+	pod, ip, _ := strings.Cut(redis, " ")
+	if err != nil || ip == "" {
+		t.Fatalf("the Redis pod and its address: %q (%v)", redis, err)
+	}
+	port = fmt.Sprint(data.RedisPort)
+	if out, err := kc(ns, "exec", pod, "--", "redis-cli", "-h", ip, "-p", port, "ping"); err != nil || out != "PONG" {
+		t.Fatalf("Redis does not answer PING at %s:%s from its own pod: %q (%v)", ip, port, out, err)
+	}
+	image = cfg["switchboard:redisImage"]
+	if image == "" {
+		image = data.DefaultRedisImage
+	}
+	return kc, ip, port, image
+}
+
+// chatPodsReachRedis is the other half of the policies: from inside every
+// chat pod (an ephemeral container of the Redis image, which shares the
+// pod's network namespace, so its address, labels and policies), PING
+// reaches Redis at the address unlabelledPodsCannotReachRedis probes.
+func chatPodsReachRedis(ctx context.Context, t *testing.T, cfg map[string]string) {
+	ns := cfg["switchboard:namespace"]
+	kc, ip, port, image := redisProbe(ctx, t, cfg)
+	out, err := kc(ns, "get", "pod", "-l", "app.kubernetes.io/name="+naming.Chat, "--field-selector=status.phase=Running",
+		"-o", "jsonpath={.items[*].metadata.name}")
+	pods := strings.Fields(out)
+	if err != nil || len(pods) == 0 {
+		t.Fatalf("the chat pods: %q (%v)", out, err)
+	}
+	for _, pod := range pods {
+		name := fmt.Sprintf("netpol-probe-%d", time.Now().UnixNano()%1_000_000_000)
+		// restricted: the pod's own runAsNonRoot user, no capabilities.
+		if out, err := kc(ns, "debug", "pod/"+pod, "--image="+image, "--image-pull-policy=IfNotPresent", "--container="+name,
+			"--profile=restricted", "--", "timeout", "5", "redis-cli", "-h", ip, "-p", port, "ping"); err != nil {
+			t.Errorf("kubectl debug %s: %v\n%s", pod, err, out)
+			continue
+		}
+		exit := ""
+		for end := time.Now().Add(2 * time.Minute); exit == "" && time.Now().Before(end); time.Sleep(2 * time.Second) {
+			exit, _ = kc(ns, "get", "pod", pod, "-o", `jsonpath={.status.ephemeralContainerStatuses[?(@.name=="`+name+`")].state.terminated.exitCode}`)
+		}
+		logs, _ := kc(ns, "logs", pod, "-c", name)
+		if exit != "0" || logs != "PONG" {
+			t.Errorf("from the chat pod %s, PING to Redis at %s:%s: exit %q, %q: the policies keep the chat pods from Redis", pod, ip, port, exit, logs)
+			continue
+		}
+		logf(t, "the chat pod %s reached Redis at %s:%s through the policies: %q", pod, ip, port, logs)
 	}
 }
 
@@ -377,10 +425,10 @@ func TestStackFilesDeclareTheirTopology(t *testing.T) {
 		want      []string
 	}{
 		{"dev", 36, []string{"apps/v1:Deployment", "apps/v1:StatefulSet", "helm.sh/v3:Release", "monitoring.coreos.com/v1:PrometheusRule", "networking.k8s.io/v1:NetworkPolicy"}},
-		{"prod", 115, []string{"ec2/vpc:Vpc", "eks/cluster:Cluster", "eks/nodeGroup:NodeGroup", "elasticache/replicationGroup:ReplicationGroup", "elasticache/parameterGroup:ParameterGroup",
+		{"prod", 116, []string{"ec2/vpc:Vpc", "eks/cluster:Cluster", "eks/nodeGroup:NodeGroup", "elasticache/replicationGroup:ReplicationGroup", "elasticache/parameterGroup:ParameterGroup",
 			"rds/instance:Instance", "networking.k8s.io/v1:Ingress", "helm.sh/v3:Release", "cloudwatch/metricAlarm:MetricAlarm", "ec2/flowLog:FlowLog",
 			"networking.k8s.io/v1:NetworkPolicy", "ec2/launchTemplate:LaunchTemplate"}},
-		{"staging", 108, []string{"eks/cluster:Cluster", "rds/instance:Instance"}},
+		{"staging", 109, []string{"eks/cluster:Cluster", "rds/instance:Instance"}},
 	} {
 		t.Run(tc.stack, func(t *testing.T) {
 			s := mustRun(t, stackFileConfig(t, tc.stack))

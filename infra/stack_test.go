@@ -53,7 +53,8 @@ type stack struct {
 	resources []declared
 	outputs   map[string]any
 	state     map[resource.URN]resource.PropertyMap
-	passwords int // random passwords handed out
+	passwords int                   // random passwords handed out
+	calls     []pulumi.MockCallArgs // the invokes (data sources) the program made
 }
 
 func (s *stack) NewResource(args pulumi.MockResourceArgs) (string, resource.PropertyMap, error) {
@@ -137,7 +138,18 @@ const (
 	testDBResourceID  = "db-ABCDEFGHIJKLMNOPQRSTUVWXY0"
 )
 
+// What the ALB lookups find: the load balancer and the chat target group
+// the controller made, as ARN suffixes (the CloudWatch dimension values).
+const (
+	testALBArn         = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/app/switchboard-prod/50dc6c495c0c9188"
+	testALBSuffix      = "app/switchboard-prod/50dc6c495c0c9188"
+	testTargetGroupSfx = "targetgroup/k8s-switchbo-chat-6f1a2b3c4d/73e2d6bc24d8a067"
+)
+
 func (s *stack) Call(args pulumi.MockCallArgs) (resource.PropertyMap, error) {
+	s.mu.Lock()
+	s.calls = append(s.calls, args)
+	s.mu.Unlock()
 	switch args.Token {
 	case "aws:index/getAvailabilityZones:getAvailabilityZones":
 		return resource.NewPropertyMapFromMap(map[string]any{"names": []any{"mock-1a", "mock-1b", "mock-1c"}}), nil
@@ -151,7 +163,12 @@ func (s *stack) Call(args pulumi.MockCallArgs) (resource.PropertyMap, error) {
 		}
 		return resource.NewPropertyMapFromMap(map[string]any{"randomPassword": testRedisToken}), nil
 	case "aws:lb/getLoadBalancer:getLoadBalancer":
-		return resource.NewPropertyMapFromMap(map[string]any{"arnSuffix": "app/switchboard-prod/123"}), nil
+		return resource.NewPropertyMapFromMap(map[string]any{"arn": testALBArn, "arnSuffix": testALBSuffix}), nil
+	case "aws:lb/getTargetGroup:getTargetGroup":
+		return resource.NewPropertyMapFromMap(map[string]any{
+			"arn": "arn:aws:elasticloadbalancing:eu-west-1:123456789012:" + testTargetGroupSfx, "arnSuffix": testTargetGroupSfx,
+			"loadBalancerArns": []any{testALBArn}, "tags": args.Args.Mappable()["tags"],
+		}), nil
 	}
 	return args.Args, nil
 }
@@ -199,7 +216,7 @@ func (s *stack) run(config map[string]string, secretKeys ...string) error {
 	if secretKeys == nil {
 		secretKeys = []string{"switchboard:jwtSecret", "switchboard:databasePassword"}
 	}
-	s.resources = nil
+	s.resources, s.calls = nil, nil
 	return pulumi.RunErr(func(ctx *pulumi.Context) error {
 		return program(ctx)
 	}, pulumi.WithMocks("switchboard", s.name, s), func(info *pulumi.RunInfo) {

@@ -20,11 +20,16 @@ const (
 )
 
 // AutoscalerImages: the Cluster Autoscaler's minor must match Kubernetes'
-// (cluster-autoscaler README, "Releases"), so the image follows eksVersion.
+// (cluster-autoscaler README, "Releases"), so the image follows eksVersion:
+// one per minor of infra/eksaddon. 1.34 and 1.35: the releases
+// cluster-autoscaler-1.34.4 and cluster-autoscaler-1.35.1
+// (github.com/kubernetes/autoscaler/releases, as
+// aws-ia/terraform-aws-eks-blueprints-addons#516 maps them).
 var AutoscalerImages = map[string]string{
-	"1.31": "v1.31.1",
 	"1.32": "v1.32.1",
 	"1.33": "v1.33.0",
+	"1.34": "v1.34.4",
+	"1.35": "v1.35.1",
 }
 
 // NodeArgs configure the Cluster Autoscaler.

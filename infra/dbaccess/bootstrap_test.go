@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/switchboard-dev/switchboard/app/chattest"
 	"github.com/switchboard-dev/switchboard/app/protocol"
 	"github.com/switchboard-dev/switchboard/app/store"
+	"github.com/switchboard-dev/switchboard/infra/managed"
 )
 
 // The master password as RDS could generate it: printable ASCII without
@@ -144,4 +146,20 @@ func open(t *testing.T, ctx context.Context, url string) *store.Store {
 		t.Fatal(err)
 	}
 	return st
+}
+
+// The bootstrap SQL is tested on the PostgreSQL major prod runs: the server
+// TestBootstrapGivesTheChatRoleItsSchemaAndNothingElse starts is of RDS's
+// major (infra/managed), so what passes here is what RDS runs.
+func TestBootstrapIsTestedOnTheMajorRDSRuns(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pg := chattest.StartPostgres(t)
+	var num int
+	if err := connect(t, ctx, pg.URL()).QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&num); err != nil {
+		t.Fatal(err)
+	}
+	if got := strconv.Itoa(num / 10000); got != managed.PostgresMajor {
+		t.Errorf("the bootstrap is tested on PostgreSQL %s, RDS runs %s", got, managed.PostgresMajor)
+	}
 }

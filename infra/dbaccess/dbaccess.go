@@ -45,6 +45,8 @@ const (
 const BootstrapComponent = bootstrapAccount
 
 // Pinned images of the bootstrap Job, from ECR Public (no Docker Hub limits).
+// psql is only the client: psql 16 speaks to the PostgreSQL 15 RDS runs
+// (infra/managed.PostgresMajor), which the SQL is tested on.
 const (
 	awsCLIImage = "public.ecr.aws/aws-cli/aws-cli:2.27.49"
 	psqlImage   = "public.ecr.aws/docker/library/postgres:16.9-alpine"
@@ -83,6 +85,9 @@ type Access struct {
 	DatabaseURL pulumi.StringOutput
 	// Bootstrap completes once the role exists: the chat pods wait for it.
 	Bootstrap *batchv1.Job
+	// ChatPolicy lets the chat pods' role connect as the database role:
+	// the chat pods wait for it too, and lose it only once they are gone.
+	ChatPolicy *iam.RolePolicy
 }
 
 // New declares the role's access. opts carry the Kubernetes provider.
@@ -103,7 +108,7 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 		}
 		return iampolicy.RDSConnect(arn).JSON()
 	}).(pulumi.StringOutput)
-	chatRole, err := irsa(ctx, name+"-chat", args, ChatAccount, connect, parent)
+	chatRole, chatPolicy, err := irsa(ctx, name+"-chat", args, ChatAccount, connect, parent)
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +122,7 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 	readMaster := args.MasterSecretARN.ToStringOutput().ApplyT(func(arn string) (string, error) {
 		return iampolicy.ReadSecret(arn).JSON()
 	}).(pulumi.StringOutput)
-	bootRole, err := irsa(ctx, name+"-bootstrap", args, bootstrapAccount, readMaster, parent)
+	bootRole, bootPolicy, err := irsa(ctx, name+"-bootstrap", args, bootstrapAccount, readMaster, parent)
 	if err != nil {
 		return nil, err
 	}
@@ -149,11 +154,17 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 				Spec: bootstrapPod(args, bootAccount.Metadata.Name().Elem(), script.Metadata.Name().Elem()),
 			},
 		},
-	}, parent, pulumi.DependsOn([]pulumi.Resource{bootAccount, script}))
+	},
+		// The Job reads the master secret through its role's policy: it
+		// starts once IAM has the policy (else its first runs fail
+		// AccessDenied and use up the backoff), and on destroy the policy
+		// goes after it.
+		parent, pulumi.DependsOn([]pulumi.Resource{bootAccount, script, bootPolicy}))
 	if err != nil {
 		return nil, fmt.Errorf("dbaccess %s: bootstrap job: %w", name, err)
 	}
 
+	a.ChatPolicy = chatPolicy
 	a.ServiceAccount = chatAccount.Metadata.Name().Elem()
 	a.DatabaseURL = args.DBAddress.ToStringOutput().ApplyT(func(host string) string {
 		u := url.URL{Scheme: "postgres", User: url.User(Role), Host: fmt.Sprintf("%s:%d", host, args.DBPort), Path: "/" + args.Database, RawQuery: "sslmode=require"}
@@ -162,16 +173,18 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 	return a, ctx.RegisterResourceOutputs(a, pulumi.Map{"serviceAccount": a.ServiceAccount, "databaseUrl": a.DatabaseURL})
 }
 
-// irsa is a role that only the service account may assume, with one inline policy.
-func irsa(ctx *pulumi.Context, name string, args Args, account string, policy pulumi.StringInput, parent pulumi.ResourceOption) (*iam.Role, error) {
+// irsa is a role that only the service account may assume, with one
+// inline policy, which what acts through the role must depend on.
+func irsa(ctx *pulumi.Context, name string, args Args, account string, policy pulumi.StringInput, parent pulumi.ResourceOption) (*iam.Role, *iam.RolePolicy, error) {
 	role, err := cluster.ServiceAccountRole(ctx, name, args.Cluster, args.NamespaceName, account, args.Tags, parent)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if _, err := iam.NewRolePolicy(ctx, name, &iam.RolePolicyArgs{Role: role.ID(), Policy: policy}, parent); err != nil {
-		return nil, fmt.Errorf("dbaccess %s: policy: %w", name, err)
+	p, err := iam.NewRolePolicy(ctx, name, &iam.RolePolicyArgs{Role: role.ID(), Policy: policy}, parent)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dbaccess %s: policy: %w", name, err)
 	}
-	return role.Role, nil
+	return role.Role, p, nil
 }
 
 // bootstrapPod: an init container fetches the master secret into a memory

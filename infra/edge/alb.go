@@ -58,9 +58,12 @@ func NewController(ctx *pulumi.Context, name string, args ControllerArgs, opts .
 		return nil, err
 	}
 	parent := pulumi.Parent(c)
-	policy, err := iampolicy.LoadBalancerController().JSON()
+	// The policy of the controller the chart installs: upstream's for that
+	// version (infra/iampolicy/lbcontroller), so a new chart brings its
+	// permissions, and a chart without one is refused.
+	policy, _, err := iampolicy.LBControllerPolicy(args.ChartVersion)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("edge %s: %w", name, err)
 	}
 	role, err := cluster.ServiceAccountRole(ctx, name+"-controller", args.Cluster, "kube-system", controllerAccount, args.Tags, parent)
 	if err != nil {
@@ -106,6 +109,9 @@ type ALBArgs struct {
 	// DrainWindow is the workload's drain: the targets' deregistration delay.
 	DrainWindow  time.Duration
 	LoadBalancer string // the ALB's name (awsname), for the alarms' lookup
+	// ClusterName is the EKS cluster's, which the controller tags its
+	// resources with.
+	ClusterName pulumi.StringInput
 }
 
 // ALB is the component: the chat Ingress the controller turns into an
@@ -114,6 +120,32 @@ type ALBArgs struct {
 type ALB struct {
 	pulumi.ResourceState
 	Hostname pulumi.StringOutput // the ALB's DNS name
+	// TargetGroupTags are the tags the controller put on the chat pods'
+	// target group, known once the ALB is made (they wait for Hostname):
+	// the alarms find the target group by them.
+	TargetGroupTags pulumi.StringMapOutput
+}
+
+// The controller's tracking tags (aws-load-balancer-controller
+// pkg/deploy/tracking/provider.go, v2.13.4 to v2.17.1): every AWS resource
+// it makes for an Ingress carries the cluster tag (iampolicy.ClusterTag)
+// and the stack tag, namespace/ingress for an Ingress in no IngressGroup; a
+// target group's resource tag is namespace/ingress-service:port
+// (pkg/ingress/model_build_target_group.go, buildTargetGroupResourceID, the
+// port as the Ingress backend names it).
+const (
+	StackTag    = "ingress.k8s.aws/stack"
+	ResourceTag = "ingress.k8s.aws/resource"
+)
+
+// TargetGroupTags are the tags of the target group the controller makes
+// for an Ingress backend service:port in no IngressGroup.
+func TargetGroupTags(cluster, namespace, ingress, service string, port int) map[string]string {
+	return map[string]string{
+		iampolicy.ClusterTag: cluster,
+		StackTag:             namespace + "/" + ingress,
+		ResourceTag:          fmt.Sprintf("%s/%s-%s:%d", namespace, ingress, service, port),
+	}
 }
 
 // NewALB declares the AWS edge.
@@ -148,6 +180,14 @@ func NewALB(ctx *pulumi.Context, name string, args ALBArgs, opts ...pulumi.Resou
 		return nil, fmt.Errorf("edge %s: ingress: %w", name, err)
 	}
 	a.Hostname = ingress.Status.LoadBalancer().Ingress().Index(pulumi.Int(0)).Hostname().Elem()
+	// The controller writes the Ingress's status once it has deployed the
+	// whole model, target groups included (controllers/ingress/
+	// group_controller.go: buildAndDeployModel, then
+	// updateIngressGroupStatus): with the hostname, the target group exists.
+	a.TargetGroupTags = pulumi.All(args.ClusterName, ingress.Metadata.Namespace().Elem(), ingress.Metadata.Name().Elem(), args.Service, a.Hostname).
+		ApplyT(func(v []any) map[string]string {
+			return TargetGroupTags(v[0].(string), v[1].(string), v[2].(string), v[3].(string), args.ServicePort)
+		}).(pulumi.StringMapOutput)
 	return a, ctx.RegisterResourceOutputs(a, pulumi.Map{"hostname": a.Hostname})
 }
 

@@ -18,13 +18,21 @@ import (
 // EKS clusters" (managing-coredns.html) and "Assign IPs to Pods with the
 // Amazon VPC CNI" (managing-vpc-cni.html). AWS publishes no per-minor table
 // for the EBS CSI driver: its version is one `aws eks
-// describe-addon-versions --addon-name aws-ebs-csi-driver` lists for each
-// of these minors. Adding a minor is adding a row from those pages.
+// describe-addon-versions` lists for each of these minors. Adding a minor is
+// adding a row from those pages, and its dates to the calendar
+// (lifecycle.go); a minor past its end of extended support has no row (1.31
+// ended on 2026-11-26), the calendar still refuses it with its date.
+//
+// 1.34 and 1.35 (read 2026-12-06): kube-proxy v1.34.6-eksbuild.13 and
+// v1.35.3-eksbuild.13, CoreDNS v1.13.2-eksbuild.7 and v1.14.2-eksbuild.4,
+// the pages' latest for each minor; the VPC CNI table lists
+// v1.21.1-eksbuild.8 for every minor from 1.29 to 1.35. The EBS CSI driver
+// v1.56.0 (2026-02-21, kubernetes-sigs/aws-ebs-csi-driver CHANGELOG) was
+// released after EKS 1.35: check `aws eks describe-addon-versions
+// --addon-name aws-ebs-csi-driver --kubernetes-version 1.35` lists its
+// eksbuild before the first `pulumi up` (addon-aws-ebs-csi-driver
+// overrides it).
 var versions = map[string]map[string]string{
-	"1.31": {
-		"vpc-cni": "v1.20.1-eksbuild.3", "coredns": "v1.11.4-eksbuild.24", "kube-proxy": "v1.31.13-eksbuild.2",
-		"aws-ebs-csi-driver": "v1.45.0-eksbuild.2",
-	},
 	"1.32": {
 		"vpc-cni": "v1.20.1-eksbuild.3", "coredns": "v1.11.4-eksbuild.24", "kube-proxy": "v1.32.9-eksbuild.2",
 		"aws-ebs-csi-driver": "v1.45.0-eksbuild.2",
@@ -33,12 +41,24 @@ var versions = map[string]map[string]string{
 		"vpc-cni": "v1.20.1-eksbuild.3", "coredns": "v1.12.4-eksbuild.1", "kube-proxy": "v1.33.5-eksbuild.2",
 		"aws-ebs-csi-driver": "v1.45.0-eksbuild.2",
 	},
+	"1.34": {
+		"vpc-cni": "v1.21.1-eksbuild.8", "coredns": "v1.13.2-eksbuild.7", "kube-proxy": "v1.34.6-eksbuild.13",
+		"aws-ebs-csi-driver": "v1.56.0-eksbuild.1",
+	},
+	"1.35": {
+		"vpc-cni": "v1.21.1-eksbuild.8", "coredns": "v1.14.2-eksbuild.4", "kube-proxy": "v1.35.3-eksbuild.13",
+		"aws-ebs-csi-driver": "v1.56.0-eksbuild.1",
+	},
 }
 
-// Minors are the cluster versions the table has a row for.
-func Minors() []string { return slices.Sorted(maps.Keys(versions)) }
+// Minors are the cluster versions the table has a row for, oldest first.
+func Minors() []string {
+	m := slices.Collect(maps.Keys(versions))
+	slices.SortFunc(m, compareMinors)
+	return m
+}
 
-// For is a copy of the row of eksVersion ("1.33").
+// For is a copy of the row of eksVersion ("1.35").
 func For(eksVersion string) (map[string]string, error) {
 	row, ok := versions[eksVersion]
 	if !ok {

@@ -11,16 +11,16 @@ import (
 // Kubernetes version), and every row pins the same add-ons.
 func TestEveryRowIsConsistentWithItsMinor(t *testing.T) {
 	if len(Minors()) < 3 {
-		t.Errorf("minors %v: want at least 1.31, 1.32 and 1.33", Minors())
+		t.Errorf("minors %v: want at least 1.32 to 1.35", Minors())
 	}
-	want, _ := For("1.33")
+	want, _ := For("1.35")
 	for _, minor := range Minors() {
 		row, err := For(minor)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if len(row) != len(want) {
-			t.Errorf("EKS %s pins %d add-ons, 1.33 pins %d", minor, len(row), len(want))
+			t.Errorf("EKS %s pins %d add-ons, 1.35 pins %d", minor, len(row), len(want))
 		}
 		for addon, v := range row {
 			if err := Check(minor, addon, v); err != nil {
@@ -36,7 +36,7 @@ func TestEveryRowIsConsistentWithItsMinor(t *testing.T) {
 func TestMismatchesAreRefused(t *testing.T) {
 	for _, tc := range []struct{ eks, addon, version string }{
 		{"1.33", "kube-proxy", "v1.32.9-eksbuild.2"},
-		{"1.31", "kube-proxy", "v1.33.5-eksbuild.2"},
+		{"1.35", "kube-proxy", "v1.34.6-eksbuild.13"},
 		{"1.33", "coredns", "1.12.4"},
 		{"1.33", "vpc-cni", "latest"},
 		// Too old to enforce NetworkPolicies.
@@ -46,8 +46,8 @@ func TestMismatchesAreRefused(t *testing.T) {
 			t.Errorf("EKS %s with %s %s accepted", tc.eks, tc.addon, tc.version)
 		}
 	}
-	for _, v := range []string{"1.30", "1.34", "1.33.0", ""} {
-		if _, err := For(v); err == nil || !strings.Contains(err.Error(), "1.31, 1.32, 1.33") {
+	for _, v := range []string{"1.31", "1.36", "1.35.0", ""} {
+		if _, err := For(v); err == nil || !strings.Contains(err.Error(), "1.32, 1.33, 1.34, 1.35") {
 			t.Errorf("EKS %q: %v, want a refusal listing the minors", v, err)
 		}
 	}

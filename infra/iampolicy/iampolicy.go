@@ -1,5 +1,7 @@
 // Package iampolicy writes IAM policy documents from Go values, never from
-// hand-written JSON strings, so that a test can read every statement.
+// hand-written JSON strings, so that a test can read every statement; an
+// upstream document (the load balancer controller's) is kept as upstream's
+// file, embedded, and read into the same values.
 package iampolicy
 
 import (
@@ -21,6 +23,24 @@ type Statement struct {
 	Action    []string            `json:"Action"`
 	Resource  []string            `json:"Resource,omitempty"`
 	Condition Conditions          `json:"Condition,omitempty"`
+}
+
+// UnmarshalJSON reads a statement as IAM writes it, where Action and
+// Resource are a string or a list (upstream documents, such as the load
+// balancer controller's, use both).
+func (s *Statement) UnmarshalJSON(b []byte) error {
+	type plain Statement
+	var v struct {
+		plain
+		Action   Values `json:"Action"`
+		Resource Values `json:"Resource,omitempty"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*s = Statement(v.plain)
+	s.Action, s.Resource = v.Action, v.Resource
+	return nil
 }
 
 // Conditions map an operator (StringEquals, Null) to condition keys and

@@ -1,132 +1,114 @@
 package iampolicy
 
+import (
+	"bytes"
+	"embed"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+)
+
 // ClusterTag is the tag the AWS Load Balancer Controller puts on every load
 // balancer, target group and security group it creates. Its policy lets it
 // change and delete only what carries the tag, never the account's others.
 const ClusterTag = "elbv2.k8s.aws/cluster"
 
-// LBControllerVersion is the controller whose policy LoadBalancerController
-// is: the app version of the aws-load-balancer-controller chart the stacks
-// pin (1.13.4).
-const LBControllerVersion = "v2.13.4"
+// The controller's IAM policy is upstream's, as published for each release
+// in kubernetes-sigs/aws-load-balancer-controller at
+// docs/install/iam_policy.json (Apache-2.0; lbcontroller/README.md), kept
+// byte for byte under lbcontroller/, one file per distinct document.
+//
+//go:embed lbcontroller/*.json
+var lbPolicies embed.FS
 
-// Condition keys on the cluster tag: of the request (what is being
-// created or tagged) and of the resource (what exists).
+// LBChart is one aws-load-balancer-controller chart version the stack
+// accepts: the controller it installs (the chart's appVersion) and the
+// upstream policy of that controller.
+type LBChart struct {
+	AppVersion string
+	Policy     string // file under lbcontroller/
+	// SHA256 is that of docs/install/iam_policy.json at the tag
+	// AppVersion, which the file must be.
+	SHA256 string
+}
+
+// The upstream policy files: the one of v2.12.0, and the one of v2.13.0,
+// which v2.13.0 to v2.17.1 (and v3.0.0 to v3.5.0) publish unchanged.
 const (
-	requestTag  = "aws:RequestTag/" + ClusterTag
-	resourceTag = "aws:ResourceTag/" + ClusterTag
+	policyV2_12 = "iam_policy-v2.12.0.json"
+	policyV2_13 = "iam_policy-v2.13.0.json"
+	sumV2_12    = "05780d548cae2d0ef012988ec1053e7733011c2a0415a7ca02c363907e455016"
+	sumV2_13    = "16f232c9d9f79366fe949c4550ad517a202380058a9e48d45a4e215044a20a6a"
 )
 
-var (
-	// taggedResource: the resource carries the cluster tag.
-	taggedResource = Conditions{"Null": {resourceTag: {"false"}}}
-	// taggedRequest: the request sets the cluster tag.
-	taggedRequest = Conditions{"Null": {requestTag: {"false"}}}
-	// retagging: the resource carries the tag and the request leaves it be.
-	retagging = Conditions{"Null": {requestTag: {"true"}, resourceTag: {"false"}}}
-)
+// lbCharts are the chart versions whose policy the stack has: each one's
+// Chart.yaml (helm/aws-load-balancer-controller at the tag) names that
+// version and appVersion. Adding a chart is adding its row, and its
+// policy file when the document changed; a chart of another major
+// (v3) also needs its values and upgrade notes checked against
+// edge.NewController, which is why none is listed yet.
+var lbCharts = map[string]LBChart{
+	"1.12.0": {"v2.12.0", policyV2_12, sumV2_12},
+	"1.13.0": {"v2.13.0", policyV2_13, sumV2_13},
+	"1.13.1": {"v2.13.1", policyV2_13, sumV2_13},
+	"1.13.2": {"v2.13.2", policyV2_13, sumV2_13},
+	"1.13.3": {"v2.13.3", policyV2_13, sumV2_13},
+	"1.13.4": {"v2.13.4", policyV2_13, sumV2_13},
+	"1.14.0": {"v2.14.0", policyV2_13, sumV2_13},
+	"1.14.1": {"v2.14.1", policyV2_13, sumV2_13},
+	"1.15.0": {"v2.15.0", policyV2_13, sumV2_13},
+	"1.16.0": {"v2.16.0", policyV2_13, sumV2_13},
+	"1.17.1": {"v2.17.1", policyV2_13, sumV2_13},
+}
 
-// ELB resources the controller tags.
-var (
-	balancersAndTargets = []string{
-		"arn:aws:elasticloadbalancing:*:*:targetgroup/*/*",
-		"arn:aws:elasticloadbalancing:*:*:loadbalancer/net/*/*",
-		"arn:aws:elasticloadbalancing:*:*:loadbalancer/app/*/*",
+// LBCharts are the chart versions the stack has a policy for, and what
+// each installs.
+func LBCharts() map[string]LBChart { return maps.Clone(lbCharts) }
+
+// LBChartVersions lists them in order.
+func LBChartVersions() []string {
+	v := slices.Collect(maps.Keys(lbCharts))
+	slices.SortFunc(v, compareVersions)
+	return v
+}
+
+// LBControllerPolicy is the upstream policy document of the controller a
+// chart version installs, as IAM takes it (the file, compacted), and as a
+// Document a test can read. A chart without its policy is refused.
+func LBControllerPolicy(chart string) (string, Document, error) {
+	c, ok := lbCharts[chart]
+	if !ok {
+		return "", Document{}, fmt.Errorf("aws-load-balancer-controller chart %q has no IAM policy in infra/iampolicy/lbcontroller: "+
+			"add docs/install/iam_policy.json at the tag of the chart's appVersion there, and the chart to lbCharts; charts with one: %s",
+			chart, strings.Join(LBChartVersions(), ", "))
 	}
-	listenersAndRules = []string{
-		"arn:aws:elasticloadbalancing:*:*:listener/net/*/*/*",
-		"arn:aws:elasticloadbalancing:*:*:listener/app/*/*/*",
-		"arn:aws:elasticloadbalancing:*:*:listener-rule/net/*/*/*",
-		"arn:aws:elasticloadbalancing:*:*:listener-rule/app/*/*/*",
+	raw, err := lbPolicies.ReadFile("lbcontroller/" + c.Policy)
+	if err != nil {
+		return "", Document{}, err
 	}
-	securityGroups = "arn:aws:ec2:*:*:security-group/*"
-)
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, raw); err != nil {
+		return "", Document{}, fmt.Errorf("%s: %w", c.Policy, err)
+	}
+	var doc Document
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		return "", Document{}, fmt.Errorf("%s: %w", c.Policy, err)
+	}
+	return compact.String(), doc, nil
+}
 
-// LoadBalancerController is the controller's IAM policy, statement for
-// statement as upstream publishes it for LBControllerVersion
-// (kubernetes-sigs/aws-load-balancer-controller, docs/install/iam_policy.json
-// at tag v2.13.4). When the pinned chart changes, compare this with that
-// file at the new app version.
-func LoadBalancerController() Document {
-	return New(
-		Statement{
-			Effect: "Allow", Action: []string{"iam:CreateServiceLinkedRole"}, Resource: []string{"*"},
-			Condition: Conditions{"StringEquals": {"iam:AWSServiceName": {"elasticloadbalancing.amazonaws.com"}}},
-		},
-		Allow([]string{
-			"ec2:DescribeAccountAttributes", "ec2:DescribeAddresses", "ec2:DescribeAvailabilityZones",
-			"ec2:DescribeInternetGateways", "ec2:DescribeVpcs", "ec2:DescribeVpcPeeringConnections",
-			"ec2:DescribeSubnets", "ec2:DescribeSecurityGroups", "ec2:DescribeInstances",
-			"ec2:DescribeNetworkInterfaces", "ec2:DescribeTags", "ec2:GetCoipPoolUsage", "ec2:DescribeCoipPools",
-			"ec2:GetSecurityGroupsForVpc", "ec2:DescribeIpamPools", "ec2:DescribeRouteTables",
-			"elasticloadbalancing:DescribeLoadBalancers", "elasticloadbalancing:DescribeLoadBalancerAttributes",
-			"elasticloadbalancing:DescribeListeners", "elasticloadbalancing:DescribeListenerCertificates",
-			"elasticloadbalancing:DescribeSSLPolicies", "elasticloadbalancing:DescribeRules",
-			"elasticloadbalancing:DescribeTargetGroups", "elasticloadbalancing:DescribeTargetGroupAttributes",
-			"elasticloadbalancing:DescribeTargetHealth", "elasticloadbalancing:DescribeTags",
-			"elasticloadbalancing:DescribeTrustStores", "elasticloadbalancing:DescribeListenerAttributes",
-			"elasticloadbalancing:DescribeCapacityReservation",
-		}, "*"),
-		Allow([]string{
-			"cognito-idp:DescribeUserPoolClient", "acm:ListCertificates", "acm:DescribeCertificate",
-			"iam:ListServerCertificates", "iam:GetServerCertificate",
-			"waf-regional:GetWebACL", "waf-regional:GetWebACLForResource", "waf-regional:AssociateWebACL", "waf-regional:DisassociateWebACL",
-			"wafv2:GetWebACL", "wafv2:GetWebACLForResource", "wafv2:AssociateWebACL", "wafv2:DisassociateWebACL",
-			"shield:GetSubscriptionState", "shield:DescribeProtection", "shield:CreateProtection", "shield:DeleteProtection",
-		}, "*"),
-		Allow([]string{"ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress"}, "*"),
-		Allow([]string{"ec2:CreateSecurityGroup"}, "*"),
-		// Tags only on the security groups it creates, as it creates them...
-		Statement{
-			Effect: "Allow", Action: []string{"ec2:CreateTags"}, Resource: []string{securityGroups},
-			Condition: Conditions{
-				"StringEquals": {"ec2:CreateAction": {"CreateSecurityGroup"}},
-				"Null":         {requestTag: {"false"}},
-			},
-		},
-		// ...or on those that carry the cluster tag already.
-		Statement{Effect: "Allow", Action: []string{"ec2:CreateTags", "ec2:DeleteTags"}, Resource: []string{securityGroups}, Condition: retagging},
-		Statement{
-			Effect: "Allow", Action: []string{"ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress", "ec2:DeleteSecurityGroup"},
-			Resource: []string{"*"}, Condition: taggedResource,
-		},
-		Statement{
-			Effect: "Allow", Action: []string{"elasticloadbalancing:CreateLoadBalancer", "elasticloadbalancing:CreateTargetGroup"},
-			Resource: []string{"*"}, Condition: taggedRequest,
-		},
-		Allow([]string{
-			"elasticloadbalancing:CreateListener", "elasticloadbalancing:DeleteListener",
-			"elasticloadbalancing:CreateRule", "elasticloadbalancing:DeleteRule",
-		}, "*"),
-		Statement{
-			Effect: "Allow", Action: []string{"elasticloadbalancing:AddTags", "elasticloadbalancing:RemoveTags"},
-			Resource: balancersAndTargets, Condition: retagging,
-		},
-		Allow([]string{"elasticloadbalancing:AddTags", "elasticloadbalancing:RemoveTags"}, listenersAndRules...),
-		Statement{
-			Effect: "Allow",
-			Action: []string{
-				"elasticloadbalancing:ModifyLoadBalancerAttributes", "elasticloadbalancing:SetIpAddressType",
-				"elasticloadbalancing:SetSecurityGroups", "elasticloadbalancing:SetSubnets",
-				"elasticloadbalancing:DeleteLoadBalancer", "elasticloadbalancing:ModifyTargetGroup",
-				"elasticloadbalancing:ModifyTargetGroupAttributes", "elasticloadbalancing:DeleteTargetGroup",
-				"elasticloadbalancing:ModifyListenerAttributes", "elasticloadbalancing:ModifyCapacityReservation",
-				"elasticloadbalancing:ModifyIpPools",
-			},
-			Resource: []string{"*"}, Condition: taggedResource,
-		},
-		Statement{
-			Effect: "Allow", Action: []string{"elasticloadbalancing:AddTags"}, Resource: balancersAndTargets,
-			Condition: Conditions{
-				"StringEquals": {"elasticloadbalancing:CreateAction": {"CreateTargetGroup", "CreateLoadBalancer"}},
-				"Null":         {requestTag: {"false"}},
-			},
-		},
-		Allow([]string{"elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets"}, "arn:aws:elasticloadbalancing:*:*:targetgroup/*/*"),
-		Allow([]string{
-			"elasticloadbalancing:SetWebAcl", "elasticloadbalancing:ModifyListener",
-			"elasticloadbalancing:AddListenerCertificates", "elasticloadbalancing:RemoveListenerCertificates",
-			"elasticloadbalancing:ModifyRule", "elasticloadbalancing:SetRulePriorities",
-		}, "*"),
-	)
+// compareVersions orders dotted versions numerically.
+func compareVersions(a, b string) int {
+	as, bs := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; i < len(as) && i < len(bs); i++ {
+		var x, y int
+		fmt.Sscan(as[i], &x)
+		fmt.Sscan(bs[i], &y)
+		if x != y {
+			return x - y
+		}
+	}
+	return len(as) - len(bs)
 }

@@ -1,11 +1,27 @@
 package iampolicy
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
 )
+
+// policies are the documents of every chart version the stack accepts.
+func policies(t *testing.T) map[string]Document {
+	t.Helper()
+	out := map[string]Document{}
+	for _, chart := range LBChartVersions() {
+		_, doc, err := LBControllerPolicy(chart)
+		if err != nil {
+			t.Fatalf("chart %s: %v", chart, err)
+		}
+		out[chart] = doc
+	}
+	return out
+}
 
 // granting returns the statements of doc that allow action.
 func granting(doc Document, action string) []Statement {
@@ -25,7 +41,12 @@ func granting(doc Document, action string) []Statement {
 // A statement that grants one of them without the condition would let it
 // delete any load balancer or security group in the account.
 func TestLBControllerDeletesOnlyWhatItTagged(t *testing.T) {
-	doc := LoadBalancerController()
+	for chart, doc := range policies(t) {
+		t.Run(chart, func(t *testing.T) { deletesOnlyWhatItTagged(t, doc) })
+	}
+}
+
+func deletesOnlyWhatItTagged(t *testing.T, doc Document) {
 	for _, action := range []string{
 		"elasticloadbalancing:DeleteLoadBalancer", "elasticloadbalancing:DeleteTargetGroup", "ec2:DeleteSecurityGroup",
 		"ec2:DeleteTags", "elasticloadbalancing:ModifyLoadBalancerAttributes", "elasticloadbalancing:SetSecurityGroups",
@@ -54,7 +75,15 @@ func TestLBControllerDeletesOnlyWhatItTagged(t *testing.T) {
 // without them the controller fails on IPAM pools, route tables, capacity
 // reservations, rule priorities and Shield.
 func TestLBControllerHasTheActionsOfItsVersion(t *testing.T) {
-	doc := LoadBalancerController()
+	for chart, doc := range policies(t) {
+		if chart == "1.12.0" {
+			continue // v2.12.0 predates ec2:DescribeRouteTables
+		}
+		t.Run(chart, func(t *testing.T) { hasTheActionsOfItsVersion(t, doc) })
+	}
+}
+
+func hasTheActionsOfItsVersion(t *testing.T, doc Document) {
 	for _, action := range []string{
 		"ec2:DescribeIpamPools", "ec2:DescribeRouteTables", "elasticloadbalancing:ModifyIpPools",
 		"elasticloadbalancing:ModifyCapacityReservation", "elasticloadbalancing:DescribeCapacityReservation",
@@ -63,7 +92,7 @@ func TestLBControllerHasTheActionsOfItsVersion(t *testing.T) {
 		"waf-regional:AssociateWebACL", "ec2:GetSecurityGroupsForVpc",
 	} {
 		if len(granting(doc, action)) == 0 {
-			t.Errorf("%s is missing from the %s policy", action, LBControllerVersion)
+			t.Errorf("%s is missing from the policy", action)
 		}
 	}
 	for _, st := range doc.Statement {
@@ -84,5 +113,59 @@ func TestConditionValuesMarshalAsIAMWritesThem(t *testing.T) {
 	}
 	if want := `{"StringEquals":{"k":"a","l":["a","b"]}}`; string(b) != want {
 		t.Errorf("conditions %s, want %s", b, want)
+	}
+}
+
+// The controller's policy follows its chart: every chart version the stack
+// accepts installs the controller its Chart.yaml names (appVersion), whose
+// policy is upstream's docs/install/iam_policy.json at that tag, embedded
+// unmodified (its sha256 is the file's at the tag) and read whole; a chart
+// version without its policy is refused, naming what to add.
+func TestEveryChartHasItsUpstreamPolicy(t *testing.T) {
+	charts := LBCharts()
+	if len(charts) == 0 {
+		t.Fatal("no chart versions")
+	}
+	for chart, c := range charts {
+		raw, err := lbPolicies.ReadFile("lbcontroller/" + c.Policy)
+		if err != nil {
+			t.Errorf("chart %s: %v", chart, err)
+			continue
+		}
+		if sum := sha256.Sum256(raw); hex.EncodeToString(sum[:]) != c.SHA256 {
+			t.Errorf("chart %s: %s is not upstream's docs/install/iam_policy.json at %s", chart, c.Policy, c.AppVersion)
+		}
+		if "v2."+strings.TrimPrefix(chart, "1.") != c.AppVersion {
+			t.Errorf("chart %s installs %s: the 1.x charts install v2.x of the same minor and patch", chart, c.AppVersion)
+		}
+		text, doc, err := LBControllerPolicy(chart)
+		if err != nil {
+			t.Errorf("chart %s: %v", chart, err)
+			continue
+		}
+		// Read whole: every key of every statement is a field of Statement.
+		var generic struct{ Statement []map[string]any }
+		if err := json.Unmarshal([]byte(text), &generic); err != nil {
+			t.Fatal(err)
+		}
+		if len(generic.Statement) != len(doc.Statement) || len(doc.Statement) < 10 {
+			t.Errorf("chart %s: %d statements read of %d", chart, len(doc.Statement), len(generic.Statement))
+		}
+		for i, st := range generic.Statement {
+			for k := range st {
+				if !slices.Contains([]string{"Sid", "Effect", "Principal", "Action", "Resource", "Condition"}, k) {
+					t.Errorf("chart %s statement %d: key %s is not read", chart, i, k)
+				}
+			}
+			if len(doc.Statement[i].Action) == 0 || len(doc.Statement[i].Resource) == 0 {
+				t.Errorf("chart %s statement %d: read without its actions or resources: %+v", chart, i, doc.Statement[i])
+			}
+		}
+	}
+	for _, bad := range []string{"1.99.0", "3.5.0", "v2.13.4", ""} {
+		_, _, err := LBControllerPolicy(bad)
+		if err == nil || !strings.Contains(err.Error(), "has no IAM policy") || !strings.Contains(err.Error(), "1.13.4") || !strings.Contains(err.Error(), "docs/install/iam_policy.json") {
+			t.Errorf("chart %q: err %v, want a refusal saying what to add and listing the charts", bad, err)
+		}
 	}
 }

@@ -27,6 +27,16 @@ const (
 // Database of the chat server, and the RDS master user's name.
 const Database = "switchboard"
 
+// PostgresMajor is the PostgreSQL major RDS runs: the one the bootstrap SQL
+// (infra/dbaccess) and the store are tested on here, and the dev stack's
+// in-cluster Postgres (infra/data) runs. RDS keeps PostgreSQL 15 in
+// standard support until 2028-02-29 (Amazon RDS for PostgreSQL release
+// notes, "Release calendars for Amazon RDS for PostgreSQL": major versions;
+// 16's ends 2029-02-28): moving to 16 or later is moving the tests' server
+// with it. RDS upgrades a major, never downgrades one: a stack whose
+// instance already runs 16 must not take 15.
+const PostgresMajor = "15"
+
 // Args configure the stores.
 type Args struct {
 	VpcID          pulumi.StringInput
@@ -149,7 +159,7 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 		return nil, fmt.Errorf("managed %s: db subnet group: %w", name, err)
 	}
 	params, err := rds.NewParameterGroup(ctx, name, &rds.ParameterGroupArgs{
-		Family: pulumi.String("postgres16"),
+		Family: pulumi.String("postgres" + PostgresMajor),
 		// Plain-text connections are refused.
 		Parameters: rds.ParameterGroupParameterArray{rds.ParameterGroupParameterArgs{Name: pulumi.String("rds.force_ssl"), Value: pulumi.String("1")}},
 		Tags:       args.Tags,
@@ -160,7 +170,7 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 	pg, err := rds.NewInstance(ctx, name, &rds.InstanceArgs{
 		Identifier:               pulumi.String(args.DBInstanceID),
 		Engine:                   pulumi.String("postgres"),
-		EngineVersion:            pulumi.String("16"),
+		EngineVersion:            pulumi.String(PostgresMajor),
 		InstanceClass:            pulumi.String(args.DBInstanceClass),
 		AllocatedStorage:         pulumi.Int(args.DBStorageGB),
 		MaxAllocatedStorage:      pulumi.Int(4 * args.DBStorageGB),

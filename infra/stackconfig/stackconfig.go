@@ -19,6 +19,7 @@ import (
 
 	appconfig "github.com/switchboard-dev/switchboard/app/config"
 	"github.com/switchboard-dev/switchboard/infra/eksaddon"
+	"github.com/switchboard-dev/switchboard/infra/iampolicy"
 )
 
 // Targets.
@@ -126,6 +127,9 @@ type AWSSettings struct {
 	// Region and Profile are the AWS provider's (aws:region, aws:profile),
 	// for the kubeconfig's `aws eks get-token`.
 	Region, Profile string
+	// SupportNote is set when EKSVersion is in extended support: until
+	// when, and at what cost.
+	SupportNote string
 }
 
 // Defaults are the values of every unset key.
@@ -160,7 +164,7 @@ func Defaults() Config {
 		AWS: AWSSettings{
 			VPCCIDR:          "10.0.0.0/16",
 			NATPerAZ:         true,
-			EKSVersion:       "1.33",
+			EKSVersion:       "1.35", // the newest in EKS standard support on 2026-12-06, until 2027-03-27 (infra/eksaddon's calendar)
 			NodeInstanceType: "m6i.large",
 			NodeMin:          3,
 			NodeMax:          6,
@@ -293,6 +297,10 @@ func (r *reader) aws(a *AWSSettings) {
 	r.integer("nodeMin", &a.NodeMin, 1, 100)
 	r.integer("nodeMax", &a.NodeMax, 1, 1000)
 	r.str("lbControllerChartVersion", &a.LBControllerChart)
+	if _, _, err := iampolicy.LBControllerPolicy(a.LBControllerChart); err != nil {
+		r.fail("lbControllerChartVersion", a.LBControllerChart, fmt.Sprintf("one of %s, the charts infra/iampolicy has the controller's IAM policy for (%v)",
+			strings.Join(iampolicy.LBChartVersions(), ", "), err))
+	}
 	r.arn("certificateArn", &a.CertificateARN, true, "acm", "certificate/")
 	r.arn("wafAclArn", &a.WAFACLARN, false, "wafv2", "")
 	r.duration("stickiness", &a.Stickiness)
@@ -320,10 +328,26 @@ func (r *reader) aws(a *AWSSettings) {
 	}
 }
 
+// Today is the day the EKS support check (infra/eksaddon's calendar) is
+// made on; the tests fix it.
+var Today = time.Now
+
 // addons pins the add-ons of eksVersion's row, each overridable by
-// addon-<name>, and refuses an eksVersion without a row or a kube-proxy of
-// another minor.
+// addon-<name>, and refuses an eksVersion past its end of extended support
+// (with the date), without a row, or a kube-proxy of another minor. A
+// minor in extended support is accepted with a warning: it costs more, and
+// ends.
 func (r *reader) addons(a *AWSSettings) {
+	note, err := eksaddon.Supported(a.EKSVersion, Today())
+	if err != nil {
+		r.fail("eksVersion", a.EKSVersion, fmt.Sprintf("one of %s, the minors infra/eksaddon has add-on versions for, in EKS standard or extended support (%v)",
+			strings.Join(eksaddon.Minors(), ", "), err))
+		return
+	}
+	if note != "" {
+		a.SupportNote = note
+		r.ctx.Log.Warn("switchboard:eksVersion: "+note, nil)
+	}
 	row, err := eksaddon.For(a.EKSVersion)
 	if err != nil {
 		r.fail("eksVersion", a.EKSVersion, "one of "+strings.Join(eksaddon.Minors(), ", ")+", the minors infra/eksaddon has add-on versions for")
