@@ -4,10 +4,16 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"strings"
 
+	"github.com/grafana/grafana-foundation-sdk/go/alerting"
+	"github.com/grafana/grafana-foundation-sdk/go/cog"
+	"github.com/grafana/grafana-foundation-sdk/go/common"
+	"github.com/grafana/grafana-foundation-sdk/go/expr"
+	"github.com/grafana/grafana-foundation-sdk/go/prometheus"
 	"gopkg.in/yaml.v3"
 )
 
@@ -50,42 +56,31 @@ type AlertingOptions struct {
 	OrgID  int
 }
 
+// provisioning is Grafana's alerting file-provisioning format
+// (provisioning/alerting/*.yaml, the format of "Export" in Grafana's UI). The
+// SDK's alerting package types the HTTP provisioning API instead, whose rule
+// also carries orgID, folderUID and ruleGroup and whose group has a folder
+// uid and an interval in seconds; the file format holds those once per
+// group (orgId, folder by title, name, interval as a duration). So each rule
+// is the SDK's alerting.Rule, written without the three keys its group
+// states, inside this small envelope.
 type provisioning struct {
-	APIVersion int          `yaml:"apiVersion"`
-	Groups     []alertGroup `yaml:"groups"`
+	APIVersion int         `yaml:"apiVersion"`
+	Groups     []fileGroup `yaml:"groups"`
 }
 
-type alertGroup struct {
-	OrgID    int         `yaml:"orgId"`
-	Name     string      `yaml:"name"`
-	Folder   string      `yaml:"folder"`
-	Interval string      `yaml:"interval"`
-	Rules    []alertRule `yaml:"rules"`
+type fileGroup struct {
+	OrgID    int64            `yaml:"orgId"`
+	Name     string           `yaml:"name"`
+	Folder   string           `yaml:"folder"`
+	Interval string           `yaml:"interval"`
+	Rules    []map[string]any `yaml:"rules"`
 }
 
-type alertRule struct {
-	UID          string            `yaml:"uid"`
-	Title        string            `yaml:"title"`
-	Condition    string            `yaml:"condition"`
-	Data         []query           `yaml:"data"`
-	NoDataState  string            `yaml:"noDataState"`
-	ExecErrState string            `yaml:"execErrState"`
-	For          string            `yaml:"for"`
-	Labels       map[string]string `yaml:"labels,omitempty"`
-	Annotations  map[string]string `yaml:"annotations,omitempty"`
-}
-
-type query struct {
-	RefID             string         `yaml:"refId"`
-	RelativeTimeRange *timeRange     `yaml:"relativeTimeRange,omitempty"`
-	DatasourceUID     string         `yaml:"datasourceUid"`
-	Model             map[string]any `yaml:"model"`
-}
-
-type timeRange struct {
-	From int `yaml:"from"`
-	To   int `yaml:"to"`
-}
+// GroupKeys are the keys of the SDK's alerting.Rule that the file format
+// states on the group instead: orgID as orgId, ruleGroup as name, and the
+// folder by title rather than folderUID.
+var GroupKeys = []string{"orgID", "ruleGroup", "folderUID"}
 
 // firing is Grafana's own translation of a Prometheus alert: the query
 // returns only the series past the threshold, and each returned series,
@@ -129,9 +124,9 @@ func Alerting(ruleFile []byte, o AlertingOptions) ([]byte, error) {
 	out := provisioning{APIVersion: 1}
 	uids := map[string]string{} // uid → the group that has it
 	for _, g := range rules.Groups {
-		ag := alertGroup{OrgID: o.OrgID, Name: g.Name, Folder: o.Folder, Interval: g.Interval}
-		if ag.Interval == "" {
-			ag.Interval = "1m" // Prometheus's default evaluation_interval
+		fg := fileGroup{OrgID: int64(o.OrgID), Name: g.Name, Folder: o.Folder, Interval: g.Interval}
+		if fg.Interval == "" {
+			fg.Interval = "1m" // Prometheus's default evaluation_interval
 		}
 		for _, r := range g.Rules {
 			if r.Alert == "" {
@@ -142,35 +137,13 @@ func Alerting(ruleFile []byte, o AlertingOptions) ([]byte, error) {
 				return nil, fmt.Errorf("group %s: alert %s: its uid %s is taken by an alert of group %s; Grafana needs a uid unique in the organisation: give the alerts distinct names", g.Name, r.Alert, uid, other)
 			}
 			uids[uid] = g.Name
-			ag.Rules = append(ag.Rules, alertRule{
-				UID:       uid,
-				Title:     r.Alert,
-				Condition: "B",
-				Data: []query{
-					{
-						RefID: "A", RelativeTimeRange: &timeRange{From: 600}, DatasourceUID: "${" + Input + "}",
-						Model: map[string]any{
-							"refId": "A", "expr": escape(r.Expr), "instant": true, "range": false,
-							"datasource": map[string]string{"type": "prometheus", "uid": "${" + Input + "}"},
-						},
-					},
-					{
-						RefID: "B", DatasourceUID: "__expr__",
-						Model: map[string]any{
-							"refId": "B", "type": "math", "expression": escape(firing),
-							"datasource": map[string]string{"type": "__expr__", "uid": "__expr__"},
-						},
-					},
-				},
-				// No series back means no threshold crossed, as in Prometheus.
-				NoDataState:  "OK",
-				ExecErrState: "Error",
-				For:          orDefault(r.For, "0s"),
-				Labels:       r.Labels,
-				Annotations:  annotations(r.Annotations),
-			})
+			rule, err := alertRule(uid, g.Name, int64(o.OrgID), r)
+			if err != nil {
+				return nil, fmt.Errorf("group %s: alert %s: %w", g.Name, r.Alert, err)
+			}
+			fg.Rules = append(fg.Rules, rule)
 		}
-		out.Groups = append(out.Groups, ag)
+		out.Groups = append(out.Groups, fg)
 	}
 	var buf bytes.Buffer
 	buf.WriteString("# Generated by `go generate ./dashboards` from alerts.yaml: edit that file, not this one.\n" +
@@ -182,6 +155,79 @@ func Alerting(ruleFile []byte, o AlertingOptions) ([]byte, error) {
 		return nil, fmt.Errorf("write alerting provisioning: %w", err)
 	}
 	return buf.Bytes(), nil
+}
+
+// exprUID is the datasource uid of Grafana's server-side expressions.
+var exprUID = expr.Expr{}.DataqueryType() // "__expr__"
+
+// alertRule builds one rule with the SDK's alerting builders and returns it
+// as the file format writes it: the SDK's JSON, less GroupKeys.
+func alertRule(uid, group string, orgID int64, r Rule) (map[string]any, error) {
+	rule, err := alerting.NewRuleBuilder(r.Alert).
+		Uid(uid).
+		RuleGroup(group).
+		OrgID(orgID).
+		Condition("B").
+		WithQuery(alerting.NewQueryBuilder("A").
+			RelativeTimeRange(600, 0).
+			DatasourceUid("${" + Input + "}").
+			Model(prometheus.NewDataqueryBuilder().
+				RefId("A").
+				Expr(escape(r.Expr)).
+				Instant().
+				Datasource(datasource()))).
+		WithQuery(alerting.NewQueryBuilder("B").
+			DatasourceUid(exprUID).
+			Model(expr.NewExprBuilder().TypeMath(expr.NewTypeMathBuilder().
+				RefId("B").
+				Expression(escape(firing)).
+				Datasource(common.DataSourceRef{Type: cog.ToPtr(exprUID), Uid: cog.ToPtr(exprUID)})))).
+		// No series back means no threshold crossed, as in Prometheus.
+		NoDataState(alerting.RuleNoDataStateOK).
+		ExecErrState(alerting.RuleExecErrStateError).
+		For(orDefault(r.For, "0s")).
+		Labels(r.Labels).
+		Annotations(annotations(r.Annotations)).
+		Build()
+	if err != nil {
+		return nil, err
+	}
+	raw, err := json.Marshal(rule)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&m); err != nil {
+		return nil, err
+	}
+	for _, k := range GroupKeys {
+		delete(m, k)
+	}
+	return numbers(m).(map[string]any), nil
+}
+
+// numbers turns the json.Numbers of a decoded document into int64 or
+// float64, which yaml.v3 writes as numbers (a json.Number it would quote).
+func numbers(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, e := range v {
+			v[k] = numbers(e)
+		}
+	case []any:
+		for i, e := range v {
+			v[i] = numbers(e)
+		}
+	case json.Number:
+		if i, err := v.Int64(); err == nil {
+			return i
+		}
+		f, _ := v.Float64()
+		return f
+	}
+	return v
 }
 
 // annotations carries Prometheus templates over to Grafana's: $labels is

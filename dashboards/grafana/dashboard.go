@@ -1,23 +1,39 @@
 // Package grafana writes Grafana documents: an importable dashboard from a
 // list of rows and panels, and Grafana-managed alert rules from a Prometheus
 // rule file. It knows Grafana's formats, not Switchboard's metrics.
+//
+// Every Grafana object is built with the Grafana Foundation SDK
+// (github.com/grafana/grafana-foundation-sdk/go, Apache-2.0), whose Go types
+// are generated from Grafana's own schemas: a field the schema renames or
+// drops fails to compile here instead of being ignored by Grafana on import.
+// Grafana itself (AGPL) is neither imported nor run.
 package grafana
 
 import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+
+	"github.com/grafana/grafana-foundation-sdk/go/cog"
+	"github.com/grafana/grafana-foundation-sdk/go/cog/variants"
+	"github.com/grafana/grafana-foundation-sdk/go/common"
+	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
+	"github.com/grafana/grafana-foundation-sdk/go/heatmap"
+	"github.com/grafana/grafana-foundation-sdk/go/prometheus"
+	"github.com/grafana/grafana-foundation-sdk/go/stat"
+	"github.com/grafana/grafana-foundation-sdk/go/timeseries"
 )
 
-// SchemaVersion is the dashboard schema of Grafana 12; older Grafana 11
-// imports it too, newer ones migrate it on load.
-const SchemaVersion = 41
+// SchemaVersion is the dashboard schema the SDK's types describe (42 in
+// v0.0.22, Grafana 12). Grafana migrates an older schema on load and loads a
+// newer one as it is, so Grafana 11 imports it too.
+var SchemaVersion = int(dashboard.NewDashboard().SchemaVersion)
 
 // Input is the name of the datasource input that "Import dashboard" asks
 // for; every query refers to it as ${DS_PROMETHEUS}.
 const Input = "DS_PROMETHEUS"
 
-// Kinds of panel.
+// Kinds of panel: the panel plugin ids of the SDK's panel builders.
 const (
 	TimeSeries = "timeseries"
 	Stat       = "stat"
@@ -64,26 +80,41 @@ type Query struct {
 
 const panelHeight = 8
 
-// Render writes the dashboard as Grafana's JSON model, ready for "Import
-// dashboard" with the Prometheus datasource as its one input.
-func Render(d Dashboard) ([]byte, error) {
-	ds := map[string]string{"type": "prometheus", "uid": "${" + Input + "}"}
-	var panels []any
-	id, y := 0, 0
-	kinds := map[string]bool{}
+// datasource is the Prometheus datasource every panel and query names: the
+// import input, which Grafana (or the sidecar's ConfigMap) fills in.
+func datasource() common.DataSourceRef {
+	return common.DataSourceRef{Type: cog.ToPtr("prometheus"), Uid: cog.ToPtr("${" + Input + "}")}
+}
+
+// Build builds the dashboard with the SDK's builders: its typed model,
+// without the import envelope (__inputs, __requires) Render adds.
+func Build(d Dashboard) (dashboard.Dashboard, error) {
+	b := dashboard.NewDashboardBuilder(d.Title).
+		Uid(d.UID).
+		Description(d.Description).
+		Tags(d.Tags).
+		Editable().
+		Tooltip(dashboard.DashboardCursorSyncCrosshair).
+		Refresh("30s").
+		Time("now-1h", "now").
+		Timezone(common.TimeZoneBrowser).
+		Version(1)
+	for _, v := range d.Variables {
+		b.WithVariable(variable(v))
+	}
+	var id, y uint32
 	for _, row := range d.Rows {
 		id++
-		panels = append(panels, map[string]any{
-			"type": "row", "id": id, "title": row.Title, "collapsed": false,
-			"gridPos": grid(0, y, 24, 1), "panels": []any{},
-		})
+		// An expanded row: its panels follow it at the top level (Grafana
+		// strips the panels of a row that is not collapsed).
+		b.WithRow(dashboard.NewRowBuilder(row.Title).Id(id).GridPos(dashboard.GridPos{X: 0, Y: y, W: 24, H: 1}))
 		y++
-		x := 0
+		var x uint32
 		for _, p := range row.Panels {
 			if p.Description == "" || p.Unit == "" || len(p.Queries) == 0 {
-				return nil, fmt.Errorf("panel %q: want a description, a unit and at least one query", p.Title)
+				return dashboard.Dashboard{}, fmt.Errorf("panel %q: want a description, a unit and at least one query", p.Title)
 			}
-			w := p.Width
+			w := uint32(p.Width)
 			if w == 0 {
 				w = 8
 			}
@@ -91,110 +122,180 @@ func Render(d Dashboard) ([]byte, error) {
 				x, y = 0, y+panelHeight
 			}
 			id++
-			kinds[p.Kind] = true
-			panels = append(panels, panel(id, p, ds, grid(x, y, w, panelHeight)))
+			pb, err := panel(id, p, dashboard.GridPos{X: x, Y: y, W: w, H: panelHeight})
+			if err != nil {
+				return dashboard.Dashboard{}, err
+			}
+			b.WithPanel(pb)
 			x += w
 		}
 		y += panelHeight
 	}
-	requires := []any{
+	model, err := b.Build()
+	if err != nil {
+		return dashboard.Dashboard{}, fmt.Errorf("build dashboard %s: %w", d.UID, err)
+	}
+	return model, nil
+}
+
+// Render writes the dashboard as Grafana's JSON model, ready for "Import
+// dashboard" with the Prometheus datasource as its one input.
+func Render(d Dashboard) ([]byte, error) {
+	model, err := Build(d)
+	if err != nil {
+		return nil, err
+	}
+	// The SDK's types are the dashboard model; the import envelope
+	// (__inputs, __requires) is what Grafana's "Export for sharing
+	// externally" adds around it, and it has no SDK type.
+	raw, err := json.Marshal(model)
+	if err != nil {
+		return nil, fmt.Errorf("render dashboard %s: %w", d.UID, err)
+	}
+	out := map[string]any{}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&out); err != nil {
+		return nil, fmt.Errorf("render dashboard %s: %w", d.UID, err)
+	}
+	out["__inputs"] = []any{map[string]string{
+		"name": Input, "label": "Prometheus", "type": "datasource",
+		"description": "The Prometheus that scrapes the chat instances",
+		"pluginId":    "prometheus", "pluginName": "Prometheus",
+	}}
+	out["__requires"] = requires(d)
+	// Written from a map, the keys come out sorted, and the encoder keeps
+	// PromQL's > and < readable (json.Marshal escapes them).
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(out); err != nil {
+		return nil, fmt.Errorf("render dashboard %s: %w", d.UID, err)
+	}
+	return buf.Bytes(), nil
+}
+
+// Envelope are the top-level keys Render adds around the SDK's dashboard
+// model: an import wrapper, not part of the dashboard schema.
+var Envelope = []string{"__inputs", "__requires"}
+
+func requires(d Dashboard) []any {
+	kinds := map[string]bool{}
+	for _, r := range d.Rows {
+		for _, p := range r.Panels {
+			kinds[p.Kind] = true
+		}
+	}
+	out := []any{
 		map[string]string{"type": "grafana", "id": "grafana", "name": "Grafana", "version": "11.0.0"},
 		map[string]string{"type": "datasource", "id": "prometheus", "name": "Prometheus", "version": "1.0.0"},
 	}
 	for _, k := range []string{Heatmap, Stat, TimeSeries} {
 		if kinds[k] {
-			requires = append(requires, map[string]string{"type": "panel", "id": k, "name": k, "version": ""})
+			out = append(out, map[string]string{"type": "panel", "id": k, "name": k, "version": ""})
 		}
 	}
-	var vars []any
-	for _, v := range d.Variables {
-		vars = append(vars, variable(v, ds))
-	}
-	model := map[string]any{
-		"__inputs": []any{map[string]string{
-			"name": Input, "label": "Prometheus", "type": "datasource",
-			"description": "The Prometheus that scrapes the chat instances",
-			"pluginId":    "prometheus", "pluginName": "Prometheus",
-		}},
-		"__requires":    requires,
-		"uid":           d.UID,
-		"title":         d.Title,
-		"description":   d.Description,
-		"tags":          d.Tags,
-		"schemaVersion": SchemaVersion,
-		"version":       1,
-		"editable":      true,
-		"graphTooltip":  1,
-		"refresh":       "30s",
-		"time":          map[string]string{"from": "now-1h", "to": "now"},
-		"timezone":      "browser",
-		"templating":    map[string]any{"list": vars},
-		"annotations":   map[string]any{"list": []any{}},
-		"links":         []any{},
-		"panels":        panels,
-	}
-	var out bytes.Buffer
-	enc := json.NewEncoder(&out)
-	enc.SetEscapeHTML(false) // PromQL's > and < stay readable
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(model); err != nil {
-		return nil, fmt.Errorf("render dashboard %s: %w", d.UID, err)
-	}
-	return out.Bytes(), nil
+	return out
 }
 
-func grid(x, y, w, h int) map[string]int { return map[string]int{"x": x, "y": y, "w": w, "h": h} }
+// panelBuilder is what the SDK's panel builders (timeseries, stat,
+// heatmap) have in common.
+type panelBuilder[B any] interface {
+	cog.Builder[dashboard.Panel]
+	Id(uint32) B
+	Title(string) B
+	Description(string) B
+	Datasource(common.DataSourceRef) B
+	GridPos(dashboard.GridPos) B
+	Unit(string) B
+	WithTarget(cog.Builder[variants.Dataquery]) B
+}
 
-func panel(id int, p Panel, ds map[string]string, pos map[string]int) map[string]any {
-	var targets []any
+func withCommon[B panelBuilder[B]](b B, id uint32, p Panel, pos dashboard.GridPos, format *prometheus.PromQueryFormat) B {
+	b.Id(id).Title(p.Title).Description(p.Description).Datasource(datasource()).GridPos(pos).Unit(p.Unit)
 	for i, q := range p.Queries {
-		t := map[string]any{
-			"refId": string(rune('A' + i)), "datasource": ds, "expr": q.Expr,
-			"legendFormat": q.Legend, "range": true, "editorMode": "code",
+		t := prometheus.NewDataqueryBuilder().
+			RefId(string(rune('A' + i))).
+			Datasource(datasource()).
+			Expr(q.Expr).
+			LegendFormat(q.Legend).
+			Range().
+			EditorMode(prometheus.QueryEditorModeCode)
+		if format != nil {
+			t.Format(*format)
 		}
-		if p.Kind == Heatmap {
-			t["format"] = "heatmap"
-		}
-		targets = append(targets, t)
+		b.WithTarget(t)
 	}
-	defaults := map[string]any{"unit": p.Unit}
-	options := map[string]any{}
+	return b
+}
+
+func panel(id uint32, p Panel, pos dashboard.GridPos) (cog.Builder[dashboard.Panel], error) {
 	switch p.Kind {
 	case TimeSeries:
-		defaults["min"] = 0
-		defaults["custom"] = map[string]any{"fillOpacity": 10, "showPoints": "never"}
-		options["legend"] = map[string]any{"displayMode": "list", "placement": "bottom", "showLegend": true}
-		options["tooltip"] = map[string]any{"mode": "multi", "sort": "desc"}
+		return withCommon(timeseries.NewPanelBuilder(), id, p, pos, nil).
+			Min(0).
+			FillOpacity(10).
+			ShowPoints(common.VisibilityModeNever).
+			Legend(common.NewVizLegendOptionsBuilder().
+				DisplayMode(common.LegendDisplayModeList).
+				Placement(common.LegendPlacementBottom).
+				ShowLegend(true)).
+			Tooltip(common.NewVizTooltipOptionsBuilder().
+				Mode(common.TooltipDisplayModeMulti).
+				Sort(common.SortOrderDescending)), nil
 	case Stat:
-		options["reduceOptions"] = map[string]any{"calcs": []string{"lastNotNull"}, "fields": "", "values": false}
-		options["colorMode"] = "value"
-		options["graphMode"] = "area"
+		return withCommon(stat.NewPanelBuilder(), id, p, pos, nil).
+			ReduceOptions(common.NewReduceDataOptionsBuilder().
+				Calcs([]string{"lastNotNull"}).
+				Fields("").
+				Values(false)).
+			ColorMode(common.BigValueColorModeValue).
+			GraphMode(common.BigValueGraphModeArea).
+			Orientation(common.VizOrientationAuto), nil
 	case Heatmap:
 		// The buckets come from the histogram: Grafana must not re-bucket them.
-		options["calculate"] = false
-		options["yAxis"] = map[string]any{"unit": p.Unit}
-		options["cellGap"] = 1
-		options["color"] = map[string]any{"mode": "scheme", "scheme": "Oranges", "steps": 64}
+		format := prometheus.PromQueryFormatHeatmap
+		return withCommon(heatmap.NewPanelBuilder(), id, p, pos, &format).
+			Calculate(false).
+			YAxis(heatmap.NewYAxisConfigBuilder().Unit(p.Unit)).
+			CellGap(1).
+			// Color replaces the SDK's default color options whole: restate
+			// its fill and exponent, used by the opacity mode.
+			Color(heatmap.NewHeatmapColorOptionsBuilder().
+				Mode(heatmap.HeatmapColorModeScheme).
+				Scheme("Oranges").
+				Steps(64).
+				Fill("dark-orange").
+				Exponent(0.5)).
+			Tooltip(heatmap.NewHeatmapTooltipBuilder().Mode(common.TooltipDisplayModeSingle)), nil
 	}
-	return map[string]any{
-		"type": p.Kind, "id": id, "title": p.Title, "description": p.Description,
-		"datasource": ds, "gridPos": pos, "targets": targets, "options": options,
-		"fieldConfig": map[string]any{"defaults": defaults, "overrides": []any{}},
-	}
+	return nil, fmt.Errorf("panel %q: kind %q: want %s, %s or %s", p.Title, p.Kind, TimeSeries, Stat, Heatmap)
 }
 
-func variable(v Variable, ds map[string]string) map[string]any {
-	m := map[string]any{
-		"name": v.Name, "label": v.Label, "type": "query", "datasource": ds,
-		"query":      map[string]any{"query": v.Query, "refId": "PrometheusVariableQueryEditor-VariableQuery"},
-		"definition": v.Query, "refresh": 2, "sort": 1,
-		"includeAll": v.All, "multi": v.All,
-	}
+func variable(v Variable) *dashboard.QueryVariableBuilder {
+	b := dashboard.NewQueryVariableBuilder(v.Name).
+		Label(v.Label).
+		Datasource(datasource()).
+		Query(dashboard.StringOrMap{Map: map[string]any{
+			"query": v.Query, "refId": "PrometheusVariableQueryEditor-VariableQuery",
+		}}).
+		Definition(v.Query).
+		Refresh(dashboard.VariableRefreshOnTimeRangeChanged).
+		Sort(dashboard.VariableSortAlphabeticalAsc).
+		IncludeAll(v.All).
+		Multi(v.All)
 	if v.All {
-		m["allValue"] = ".*"
-		m["current"] = map[string]any{"text": "All", "value": "$__all"}
+		b.AllValue(".*").Current(option("All", "$__all"))
 	} else {
-		m["current"] = map[string]any{"text": v.Default, "value": v.Default}
+		b.Current(option(v.Default, v.Default))
 	}
-	return m
+	return b
+}
+
+func option(text, value string) dashboard.VariableOption {
+	return dashboard.VariableOption{
+		Text:  dashboard.StringOrArrayOfString{String: &text},
+		Value: dashboard.StringOrArrayOfString{String: &value},
+	}
 }

@@ -36,6 +36,16 @@ const GrafanaAdminSecret = "grafana-admin"
 // admission-webhook Jobs run before the operator starts.
 const releaseTimeout = 15 * 60 // seconds
 
+// DashboardLabel and DashboardLabelValue select the dashboard ConfigMap for
+// Grafana's dashboard sidecar. They are kube-prometheus-stack's defaults
+// (values.yaml: grafana.sidecar.dashboards.label and .labelValue), so an
+// existing stack installed with default values loads the dashboard too; in
+// install mode the release states them.
+const (
+	DashboardLabel      = "grafana_dashboard"
+	DashboardLabelValue = "1"
+)
+
 // GrafanaNodePort exposes Grafana on kind's node (mapped to the host's 3000).
 const GrafanaNodePort = 30300
 
@@ -119,7 +129,7 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 	dashboard := bytes.ReplaceAll(dashboards.Dashboard, []byte("${DS_PROMETHEUS}"), []byte(args.DatasourceUID))
 	if _, err := corev1.NewConfigMap(ctx, name+"-dashboard", &corev1.ConfigMapArgs{
 		// The Grafana sidecar loads every ConfigMap with this label.
-		Metadata: meta(naming.Project+"-dashboard", pulumi.StringMap{"grafana_dashboard": pulumi.String("1")}),
+		Metadata: meta(naming.Project+"-dashboard", pulumi.StringMap{DashboardLabel: pulumi.String(DashboardLabelValue)}),
 		Data:     pulumi.StringMap{"switchboard.json": pulumi.String(dashboard)},
 	}, children...); err != nil {
 		return nil, fmt.Errorf("observability %s: dashboard: %w", name, err)
@@ -179,7 +189,8 @@ func installStack(ctx *pulumi.Context, name string, args Args, parent pulumi.Res
 				"service": pulumi.ToMap(grafanaService),
 				"sidecar": pulumi.Map{
 					"dashboards": pulumi.Map{
-						"enabled": pulumi.Bool(true), "label": pulumi.String("grafana_dashboard"), "searchNamespace": pulumi.String("ALL"),
+						"enabled": pulumi.Bool(true), "searchNamespace": pulumi.String("ALL"),
+						"label": pulumi.String(DashboardLabel), "labelValue": pulumi.String(DashboardLabelValue),
 					},
 					"datasources": pulumi.Map{"uid": pulumi.String(args.DatasourceUID)},
 				},
