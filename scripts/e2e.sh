@@ -20,6 +20,8 @@
 #     the kubernetes module's pause.c;
 #   - the component images kubeadm asks for, under their registry.k8s.io names,
 #     each a Debian base plus the binary built here;
+#   - the NetworkPolicy agent kube-network-policies (kindnetd's), from the
+#     module proxy with a patch for this kernel, on Debian plus nftables;
 #   - the node image (infra/kindnode): Debian's systemd, containerd, runc and
 #     CNI plugins, the binaries above, and the component images preloaded;
 #   - kind itself, and a `docker` wrapper for it (see below).
@@ -211,13 +213,36 @@ image() {
 # A context directory with the files an image needs, under the cache.
 ctx() { local d=$CACHE/ctx/$1; rm -rf "$d" && mkdir -p "$d" && echo "$d"; }
 
+# kube-network-policies, the NetworkPolicy agent that kindnetd embeds, for the
+# node image's default manifests (infra/kindnode/files/kind/manifests/
+# default-cni.yaml), next to switchboard-podnet: the module's source at a
+# pinned version with infra/kindnode/images/kube-network-policies/nfqueue-xt.patch
+# (this kernel has no CONFIG_NFT_QUEUE), on Debian plus Debian's nftables.
+# Keyed by the version and that directory's files.
+KNP=v0.8.0
+KNP_IMAGE=switchboard.local/kube-network-policies:$KNP
+KNP_DIR=infra/kindnode/images/kube-network-policies
+knp_key() { { echo "$KNP"; cat "$KNP_DIR"/*; } | sha256sum | cut -c1-12; }
+knp_ok() { [ "$(docker image inspect -f '{{index .Config.Labels "switchboard.e2e.key"}}' "$KNP_IMAGE" 2>/dev/null)" = "$(knp_key)" ]; }
+knp_build() {
+  local src d
+  command -v patch >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y patch || return 1
+  src=$(GOFLAGS='' go mod download -json "sigs.k8s.io/kube-network-policies@$KNP" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p') &&
+    [ -d "$src" ] && d=$(ctx kube-network-policies) || return 1
+  cp -a "$src" "$d/src" && chmod -R u+w "$d/src" && patch -d "$d/src" -p1 <"$KNP_DIR/nfqueue-xt.patch" &&
+    (cd "$d/src" && CGO_ENABLED=0 GOFLAGS='' nicely go build -trimpath -ldflags "-s -w" -o "$d/kube-network-policies" ./cmd) &&
+    rm -rf "$d/src" && cp "$KNP_DIR/Dockerfile" "$KNP_DIR/netpol.sh" "$d/" &&
+    docker build --build-arg BASE="$BASE" --label "switchboard.e2e.key=$(knp_key)" \
+      --label "org.opencontainers.image.source=switchboard-e2e" -t "$KNP_IMAGE" "$d"
+}
+
 COMPONENTS=(
   "registry.k8s.io/kube-apiserver:$K8S" "registry.k8s.io/kube-controller-manager:$K8S"
   "registry.k8s.io/kube-scheduler:$K8S" "registry.k8s.io/kube-proxy:$K8S"
   "registry.k8s.io/etcd:$ETCD_TAG" "registry.k8s.io/pause:$PAUSE"
   "registry.k8s.io/coredns/coredns:$COREDNS"
   "switchboard.local/podnet:v1" "switchboard.local/local-path-provisioner:$LOCALPATH"
-  "$BASE"
+  "$KNP_IMAGE" "$BASE"
 )
 podnet_key() { cat infra/kindnode/images/podnet.sh "$K8SBIN/kubectl" | sha256sum | cut -c1-12; }
 components_ok() {
@@ -310,9 +335,15 @@ bases_build() {
 # The chat server from the repository's Dockerfile. Docker's legacy builder
 # (no buildx here) does not define $BUILDPLATFORM, so the Dockerfile is fed
 # with `--platform=$BUILDPLATFORM` removed: a build for this machine's
-# platform, which is what that flag selects. Keyed by the sources' hash.
+# platform, which is what that flag selects. Keyed by the sources' hash, less
+# the _test.go files, which the binary does not contain (and which others
+# edit all day: a test edited during the build failed its check).
 CHAT=switchboard/chatserver:dev
-chat_key() { { cat Dockerfile go.mod go.sum; find app -type f | sort | xargs cat; } | sha256sum | cut -c1-12; }
+chat_key() {
+  local files
+  files=$(find app -type f ! -name '*_test.go' | sort)
+  { cat Dockerfile go.mod go.sum; echo "$files"; echo "$files" | xargs cat; } | sha256sum | cut -c1-12
+}
 chat_ok() { [ "$(docker image inspect -f '{{index .Config.Labels "switchboard.e2e.key"}}' "$CHAT" 2>/dev/null)" = "$(chat_key)" ]; }
 chat_build() {
   local arch
@@ -424,12 +455,15 @@ pulumi_build() {
 }
 provider_ok() { [ -x "$BIN/pulumi-resource-kubernetes" ] && [ "$(cat "$BIN/pulumi-resource-kubernetes.version" 2>/dev/null)" = "$PULUMI_K8S" ]; }
 provider_build() {
-  (cd tools/pulumi-kubernetes && VERSION=${PULUMI_K8S#v} go run gen.go &&
+  # gen.go reads the schema from the module's directory, which `go list -m`
+  # (its lookup) names only once the module is in the module cache.
+  (cd tools/pulumi-kubernetes && go mod download github.com/pulumi/pulumi-kubernetes/provider/v4 &&
+    VERSION=${PULUMI_K8S#v} go run gen.go &&
     nicely go build -trimpath \
       -ldflags "-s -w -X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=${PULUMI_K8S#v}" \
       -o "$BIN/pulumi-resource-kubernetes.tmp" .)
-  mv "$BIN/pulumi-resource-kubernetes.tmp" "$BIN/pulumi-resource-kubernetes"
-  echo "$PULUMI_K8S" >"$BIN/pulumi-resource-kubernetes.version"
+  mv "$BIN/pulumi-resource-kubernetes.tmp" "$BIN/pulumi-resource-kubernetes" &&
+    echo "$PULUMI_K8S" >"$BIN/pulumi-resource-kubernetes.version"
 }
 
 build() {
@@ -442,6 +476,7 @@ build() {
   step coredns coredns_ok coredns_build
   step local-path-provisioner localpath_ok localpath_build
   step debian-base base_ok base_build
+  step kube-network-policies knp_ok knp_build
   step component-images components_ok components_build
   step node-image node_ok node_build
   step chat-bases bases_ok bases_build
@@ -505,7 +540,7 @@ cached() {
   fi
   local missing=() pair
   for pair in kind:kind_ok k8s-binaries:k8s_ok etcd:etcd_ok pause:pause_ok coredns:coredns_ok \
-    local-path-provisioner:localpath_ok debian-base:base_ok component-images:components_ok node-image:node_ok \
+    local-path-provisioner:localpath_ok debian-base:base_ok kube-network-policies:knp_ok component-images:components_ok node-image:node_ok \
     chat-bases:bases_ok data-images:data_ok metrics-server:metrics_ok prometheus-operator:promop_ok prometheus:prom_ok pulumi-cli:pulumi_ok pulumi-kubernetes-provider:provider_ok; do
     ${pair#*:} || missing+=("${pair%%:*}")
   done
