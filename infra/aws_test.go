@@ -359,6 +359,7 @@ func stackFileConfig(t *testing.T, stack string) map[string]string {
 		// What the stack files leave to each user (TestStackFilesNameWhatTheUserMustSet).
 		cfg["switchboard:certificateArn"] = testCertificateARN
 		cfg["switchboard:alarmTopicArn"] = testAlarmTopicARN
+		cfg["switchboard:alertReceivers"] = testAlertReceivers
 	}
 	return cfg
 }

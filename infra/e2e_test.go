@@ -286,7 +286,7 @@ func chatPodsReachRedis(ctx context.Context, t *testing.T, cfg map[string]string
 // happened.
 func TestProdStackOnAWS(t *testing.T) {
 	if os.Getenv("AWS_ACCESS_KEY_ID") == "" && os.Getenv("AWS_PROFILE") == "" {
-		t.Skip("needs AWS credentials (AWS_ACCESS_KEY_ID or AWS_PROFILE), SWITCHBOARD_CERTIFICATE_ARN, SWITCHBOARD_ALARM_TOPIC_ARN and SWITCHBOARD_API_ALLOWED_CIDRS: none here")
+		t.Skip("needs AWS credentials (AWS_ACCESS_KEY_ID or AWS_PROFILE), SWITCHBOARD_CERTIFICATE_ARN, SWITCHBOARD_ALARM_TOPIC_ARN, SWITCHBOARD_API_ALLOWED_CIDRS and SWITCHBOARD_ALERT_RECEIVERS: none here")
 	}
 	need(t, "the pulumi CLI, kubectl and the aws CLI", "pulumi", "kubectl", "aws")
 	jwt := randomSecret(t)
@@ -295,6 +295,9 @@ func TestProdStackOnAWS(t *testing.T) {
 	for key, env := range map[string]string{
 		"switchboard:certificateArn": "SWITCHBOARD_CERTIFICATE_ARN", "switchboard:alarmTopicArn": "SWITCHBOARD_ALARM_TOPIC_ARN",
 		"switchboard:apiAllowedCidrs": "SWITCHBOARD_API_ALLOWED_CIDRS",
+		// An AWS stack refuses to route alerts to no one (docs/alerting.md);
+		// a receiver's secret parts are --secret keys, set in the stack beforehand.
+		"switchboard:alertReceivers": "SWITCHBOARD_ALERT_RECEIVERS",
 	} {
 		if os.Getenv(env) == "" {
 			t.Fatalf("%s is not set: the stack needs it for %s", env, key)

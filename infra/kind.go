@@ -152,5 +152,21 @@ func observabilityArgs(cfg stackconfig.Config, namespace pulumi.StringInput, gra
 		MinInstances:   cfg.Replicas,
 		GrafanaService: grafanaService,
 		DatasourceUID:  cfg.GrafanaDatasourceUID,
+		Alerting:       alerting(cfg),
 	}
+}
+
+// alerting is the stack's alert routing, for the installed Alertmanager.
+func alerting(cfg stackconfig.Config) observability.Alerting {
+	a := observability.Alerting{
+		GroupWait: cfg.AlertTiming.GroupWait, GroupInterval: cfg.AlertTiming.GroupInterval, RepeatInterval: cfg.AlertTiming.RepeatInterval,
+	}
+	for _, r := range cfg.AlertReceivers {
+		a.Receivers = append(a.Receivers, observability.Receiver{
+			Name: r.Name, Type: r.Type, CriticalOnly: r.Severity == stackconfig.CriticalOnly,
+			URL: r.URL, Channel: r.Channel, To: r.To, From: r.From, Smarthost: r.Smarthost, Username: r.Username,
+			RequireTLS: r.RequireTLS == nil || *r.RequireTLS, Secret: r.Secret, HasSecret: r.SecretKey != "",
+		})
+	}
+	return a
 }

@@ -112,7 +112,8 @@ func TestPlaceholderAndMalformedARNsAreRefused(t *testing.T) {
 	}
 }
 
-// The stack files leave the certificate and the alarm topic to each user:
+// The stack files leave the certificate, the alarm topic and the alert
+// receivers to each user:
 // as committed they are refused, and the refusal says what to set.
 func TestStackFilesNameWhatTheUserMustSet(t *testing.T) {
 	for _, stack := range []string{"prod", "staging"} {
@@ -120,7 +121,7 @@ func TestStackFilesNameWhatTheUserMustSet(t *testing.T) {
 			cfg := stackFile(t, stack)
 			cfg["switchboard:jwtSecret"] = testJWTSecret
 			_, err := run(cfg)
-			for _, key := range []string{"certificateArn", "alarmTopicArn"} {
+			for _, key := range []string{"certificateArn", "alarmTopicArn", "alertReceivers"} {
 				if err == nil || !strings.Contains(err.Error(), "switchboard:"+key) || !strings.Contains(err.Error(), "pulumi config set switchboard:"+key) {
 					t.Errorf("Pulumi.%s.yaml as committed: err %v, want %s named with the command that sets it", stack, err, key)
 				}

@@ -189,6 +189,7 @@ func awsConfig(overrides ...string) map[string]string {
 		"switchboard:certificateArn":  testCertificateARN,
 		"switchboard:alarmTopicArn":   testAlarmTopicARN,
 		"switchboard:apiAllowedCidrs": testAPICIDRs,
+		"switchboard:alertReceivers":  testAlertReceivers,
 	}
 	for i := 0; i+1 < len(overrides); i += 2 {
 		c["switchboard:"+overrides[i]] = overrides[i+1]

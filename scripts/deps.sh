@@ -7,6 +7,7 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v redis-sentinel >/dev/null || need+=(redis-sentinel)
 command -v nginx >/dev/null || need+=(nginx-light)
 command -v prometheus >/dev/null || need+=(prometheus)
+command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
 command -v chromium >/dev/null || need+=(chromium)
 command -v kubectl >/dev/null || need+=(kubectl)
@@ -17,6 +18,6 @@ if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # The packages start their own services; the project starts its own processes on its own ports.
-for svc in redis-server redis-sentinel nginx prometheus postgresql; do
+for svc in redis-server redis-sentinel nginx prometheus prometheus-alertmanager postgresql; do
   $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || $SUDO service "$svc" stop >/dev/null 2>&1 || true
 done

@@ -205,6 +205,8 @@ func TestDashboardsAndAlertsOnLiveData(t *testing.T) {
 		})
 		report.Logf(t, "instance and Redis back: those alerts resolved within %s", time.Since(resolved).Round(100*time.Millisecond))
 	})
+
+	t.Run("RedisDownAlertReachesAWebhookAndResolves", func(t *testing.T) { redisDownAlertReachesAWebhook(t, s, l, prom) })
 }
 
 // watched is an alert, on one instance if set, and when it was first seen

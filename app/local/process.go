@@ -1,5 +1,5 @@
 // Package local starts the processes of Switchboard's local target — Redis,
-// PostgreSQL, chat servers, NGINX, Prometheus — on this machine. `make up` and
+// PostgreSQL, chat servers, NGINX, Prometheus, Alertmanager — on this machine. `make up` and
 // the tests use the same launcher.
 package local
 
@@ -137,14 +137,15 @@ func (e *MissingError) Error() string {
 }
 
 var packages = map[string]string{
-	"redis-server":    "redis-server",
-	"redis-sentinel":  "redis-sentinel",
-	"nginx":           "nginx-light",
-	"prometheus":      "prometheus",
-	"promtool":        "prometheus",
-	pgBin("postgres"): "postgresql-15",
-	pgBin("initdb"):   "postgresql-15",
-	"chromium":        "chromium",
+	"redis-server":            "redis-server",
+	"redis-sentinel":          "redis-sentinel",
+	"nginx":                   "nginx-light",
+	"prometheus":              "prometheus",
+	"promtool":                "prometheus",
+	"prometheus-alertmanager": "prometheus-alertmanager",
+	pgBin("postgres"):         "postgresql-15",
+	pgBin("initdb"):           "postgresql-15",
+	"chromium":                "chromium",
 }
 
 func missing(bin string) error {

@@ -3,8 +3,6 @@ package local
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"text/template"
@@ -27,6 +25,15 @@ global:
   evaluation_interval: {{.Interval}}
 rule_files:
   - alerts.yaml
+{{- if .Alertmanagers}}
+alerting:
+  alertmanagers:
+    - static_configs:
+        - targets:
+{{- range .Alertmanagers}}
+            - "{{.}}"
+{{- end}}
+{{- end}}
 scrape_configs:
   - job_name: switchboard
     static_configs:
@@ -37,8 +44,10 @@ scrape_configs:
 `))
 
 // StartPrometheus starts prometheus on 127.0.0.1:port, scraping targets
-// (host:port) every interval, with its data under dir/prometheus.
-func StartPrometheus(ctx context.Context, dir string, port int, targets []string, interval time.Duration) (*Prometheus, error) {
+// (host:port) every interval and evaluating the rules as often, sending
+// the alerts to alertmanagers (host:port), with its data under
+// dir/prometheus.
+func StartPrometheus(ctx context.Context, dir string, port int, targets []string, interval time.Duration, alertmanagers ...string) (*Prometheus, error) {
 	home, err := filepath.Abs(filepath.Join(dir, "prometheus"))
 	if err != nil {
 		return nil, fmt.Errorf("start prometheus: %w", err)
@@ -55,9 +64,10 @@ func StartPrometheus(ctx context.Context, dir string, port int, targets []string
 		return nil, fmt.Errorf("start prometheus: %w", err)
 	}
 	err = promConfig.Execute(conf, struct {
-		Interval time.Duration
-		Targets  []string
-	}{interval, targets})
+		Interval      time.Duration
+		Targets       []string
+		Alertmanagers []string
+	}{interval, targets, alertmanagers})
 	if cerr := conf.Close(); err == nil {
 		err = cerr
 	}
@@ -87,18 +97,5 @@ func (p *Prometheus) ReplaceRules(ctx context.Context, rules []byte) error {
 	if err := os.WriteFile(p.rules, rules, 0o644); err != nil {
 		return fmt.Errorf("replace prometheus rules: %w", err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.URL()+"/-/reload", nil)
-	if err != nil {
-		return fmt.Errorf("reload prometheus: %w", err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("reload prometheus: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(resp.Body)
-		return fmt.Errorf("reload prometheus: %s: %s", resp.Status, body)
-	}
-	return nil
+	return reload(ctx, "prometheus", p.URL())
 }

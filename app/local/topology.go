@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -29,14 +30,22 @@ type Options struct {
 	DebugPorts     []int         // pprof port of each instance, in ChatPorts' order (none)
 	PrometheusPort int           // Prometheus scraping the instances
 	ScrapeInterval time.Duration // Prometheus scrape and rule interval (5s)
-	Env            []string      // settings for every instance (JWT_SECRET, ...)
+	// Alertmanager receives Prometheus's alerts and notifies the alert log
+	// (alerts.jsonl in Dir, AlertOut) and AlertWebhooks, firing and
+	// resolved, batched as AlertTiming says.
+	AlertmanagerPort int
+	AlertLogPort     int      // the alert log's webhook server (a free port)
+	AlertWebhooks    []string // more webhook receivers of every alert
+	AlertTiming      AlertTiming
+	AlertOut         io.Writer // each alert notified, as a line of text (none)
+	Env              []string  // settings for every instance (JWT_SECRET, ...)
 	// InstanceEnv adds settings to single instances, in ChatPorts' order,
 	// after Env (so they win): a topology can mix configurations.
 	InstanceEnv [][]string
 }
 
 // Topology is a running local target: NGINX (ip_hash) in front of the chat
-// instances, Redis, Postgres and Prometheus.
+// instances, Redis, Postgres, Prometheus and its Alertmanager.
 type Topology struct {
 	Redis      *Redis // the primary at start
 	Replica    *Redis // with Options.Sentinel
@@ -45,7 +54,10 @@ type Topology struct {
 	Chats      []*Chat
 	Nginx      *Nginx
 	Prometheus *Prometheus
-	dir        string
+	// Alertmanager routes every alert to the alert log and the webhooks.
+	Alertmanager *Alertmanager
+	AlertLog     *AlertLog
+	dir          string
 }
 
 // Up starts the whole topology. Processes left by a previous run that
@@ -101,7 +113,13 @@ func Up(ctx context.Context, opts Options) (t *Topology, err error) {
 	if t.Nginx, err = StartNginx(ctx, opts.Dir, portOr(opts.NginxPort), opts.NginxWorkers, addrs); err != nil {
 		return t, err
 	}
-	if t.Prometheus, err = StartPrometheus(ctx, opts.Dir, portOr(opts.PrometheusPort), addrs, opts.ScrapeInterval); err != nil {
+	if t.AlertLog, err = StartAlertLog(opts.Dir, opts.AlertLogPort, opts.AlertOut); err != nil {
+		return t, err
+	}
+	if t.Alertmanager, err = StartAlertmanager(ctx, opts.Dir, portOr(opts.AlertmanagerPort), opts.AlertTiming, t.AlertLog.URL(), opts.AlertWebhooks); err != nil {
+		return t, err
+	}
+	if t.Prometheus, err = StartPrometheus(ctx, opts.Dir, portOr(opts.PrometheusPort), addrs, opts.ScrapeInterval, t.Alertmanager.Addr()); err != nil {
 		return t, err
 	}
 	return t, nil
@@ -117,13 +135,19 @@ func (t *Topology) Chat(id string) (*Chat, error) {
 	return nil, fmt.Errorf("no instance %q in the local target", id)
 }
 
-// Down stops Prometheus, drains the instances (all at once), then stops
-// NGINX, Postgres, the sentinels and Redis: NGINX outlives the instances so that their
-// 1001 close frames reach the clients.
+// Down stops Prometheus and Alertmanager, drains the instances (all at
+// once), then stops NGINX, Postgres, the sentinels and Redis: NGINX
+// outlives the instances so that their 1001 close frames reach the clients.
 func (t *Topology) Down() error {
 	var errs []error
 	if t.Prometheus != nil {
 		errs = append(errs, t.Prometheus.Stop(10*time.Second))
+	}
+	if t.Alertmanager != nil {
+		errs = append(errs, t.Alertmanager.Stop(10*time.Second))
+	}
+	if t.AlertLog != nil {
+		errs = append(errs, t.AlertLog.Close())
 	}
 	for _, c := range t.Chats {
 		errs = append(errs, c.Signal(syscall.SIGTERM))

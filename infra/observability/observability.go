@@ -1,8 +1,9 @@
 // Package observability wires the chat server into Prometheus and Grafana:
 // a ServiceMonitor, the alert rules of dashboards/ as a PrometheusRule, and
 // the dashboard as a ConfigMap for Grafana's sidecar. In install mode it also
-// installs kube-prometheus-stack; in existing mode it relies on the
-// Prometheus Operator and Grafana that the cluster already runs.
+// installs kube-prometheus-stack, its Alertmanager routed to the stack's
+// receivers (alertmanager.go); in existing mode it relies on the
+// Prometheus Operator, Alertmanager and Grafana that the cluster already runs.
 package observability
 
 import (
@@ -63,6 +64,8 @@ type Args struct {
 	// queries: the sidecar fills in no __inputs, so the dashboard names it.
 	// In install mode the chart's datasource gets this uid.
 	DatasourceUID string
+	// Alerting routes the installed Alertmanager's alerts (alertmanager.go).
+	Alerting Alerting
 }
 
 // Observability is the component.
@@ -163,6 +166,10 @@ func installStack(ctx *pulumi.Context, name string, args Args, parent pulumi.Res
 	if err != nil {
 		return nil, fmt.Errorf("observability %s: grafana admin secret: %w", name, err)
 	}
+	alertmanager, amSecrets, err := alertmanagerValues(ctx, name, args.Alerting, ns.Metadata.Name(), parent)
+	if err != nil {
+		return nil, err
+	}
 	grafanaService := map[string]any{"type": args.GrafanaService}
 	if args.GrafanaService == "NodePort" {
 		grafanaService["nodePort"] = GrafanaNodePort
@@ -180,6 +187,7 @@ func installStack(ctx *pulumi.Context, name string, args Args, parent pulumi.Res
 				"serviceMonitorSelectorNilUsesHelmValues": pulumi.Bool(false),
 				"ruleSelectorNilUsesHelmValues":           pulumi.Bool(false),
 			}},
+			"alertmanager": alertmanager,
 			"grafana": pulumi.Map{
 				"admin": pulumi.Map{
 					"existingSecret": pulumi.String(GrafanaAdminSecret),
@@ -198,7 +206,7 @@ func installStack(ctx *pulumi.Context, name string, args Args, parent pulumi.Res
 		},
 		WaitForJobs: pulumi.Bool(true),
 		Timeout:     pulumi.Int(releaseTimeout),
-	}, pulumi.Parent(parent), pulumi.DependsOn([]pulumi.Resource{admin}))
+	}, pulumi.Parent(parent), pulumi.DependsOn(append([]pulumi.Resource{admin}, amSecrets...)))
 	if err != nil {
 		return nil, fmt.Errorf("observability %s: kube-prometheus-stack: %w", name, err)
 	}

@@ -82,6 +82,11 @@ type Config struct {
 	// monitoring and refuses another.
 	PrometheusNamespace string
 
+	// AlertReceivers are where the installed Alertmanager sends alerts
+	// (alerting.go), batched as AlertTiming says; install mode only.
+	AlertReceivers []AlertReceiver
+	AlertTiming    AlertTiming
+
 	// Autoscaling (capacity.go): the HPA's target of open connections per
 	// pod, the Prometheus that prometheus-adapter queries for it, and
 	// whether to install metrics-server.
@@ -179,6 +184,10 @@ func Defaults() Config {
 			DBBackupDays:      7,
 			DeletionProtect:   true,
 		},
+		// Alertmanager's: the first notification of a group 30 s after its
+		// first alert, a change in it 5 m after the last notification, again
+		// every 4 h while it fires.
+		AlertTiming: AlertTiming{GroupWait: 30 * time.Second, GroupInterval: 5 * time.Minute, RepeatInterval: 4 * time.Hour},
 	}
 }
 
@@ -215,6 +224,7 @@ func Load(ctx *pulumi.Context) (Config, error) {
 		r.fail("prometheusNamespace", c.PrometheusNamespace, fmt.Sprintf("%s (install mode installs Prometheus there), or observability: existing", Defaults().PrometheusNamespace))
 	}
 	r.autoscaling(&c)
+	r.alerting(&c)
 	c.JWTSecret = r.secret("jwtSecret", true)
 	c.DevSecret = r.jwtSecret(c.Target)
 	c.DatabasePassword = r.secret("databasePassword", c.Target == Kind)

@@ -1,6 +1,6 @@
 // Command switchboard-local runs Switchboard's local target (`make up`):
-// NGINX (ip_hash) in front of three chat server instances, Redis, PostgreSQL
-// and Prometheus, as processes on this machine.
+// NGINX (ip_hash) in front of three chat server instances, Redis, PostgreSQL,
+// Prometheus and Alertmanager, as processes on this machine.
 // Ctrl-C stops all of it; a run after a crash cleans up what was left.
 package main
 
@@ -8,6 +8,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
@@ -33,6 +34,16 @@ func run() error {
 	ports := flag.String("chat-ports", "8081,8082,8083", "one chat instance per port")
 	nginxPort := flag.Int("nginx-port", 8080, "NGINX port, the address clients use")
 	promPort := flag.Int("prometheus-port", 9090, "Prometheus port")
+	amPort := flag.Int("alertmanager-port", 9093, "Alertmanager port")
+	var webhooks []string
+	flag.Func("alert-webhook", "a webhook URL Alertmanager also notifies of every alert, firing and resolved (repeatable)", func(v string) error {
+		u, err := url.Parse(v)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("want an http:// or https:// URL")
+		}
+		webhooks = append(webhooks, v)
+		return nil
+	})
 	redisPort := flag.Int("redis-port", 6390, "Redis port")
 	pgPort := flag.Int("postgres-port", 5433, "PostgreSQL port")
 	nginxWorkers := flag.Int("nginx-workers", 0, "NGINX worker processes; 0: the default (2)")
@@ -64,6 +75,7 @@ func run() error {
 	top, err := local.Up(ctx, local.Options{
 		Dir: *dir, Bin: *bin, RedisPort: *redisPort, PostgresPort: *pgPort, ChatPorts: chatPorts,
 		NginxPort: *nginxPort, NginxWorkers: *nginxWorkers, Sentinel: *sentinel, DebugPorts: pprofPorts, PrometheusPort: *promPort,
+		AlertmanagerPort: *amPort, AlertWebhooks: webhooks, AlertOut: os.Stdout,
 		Env: append(env, "ALLOWED_ORIGINS="+envOr("ALLOWED_ORIGINS", origins(append([]int{*nginxPort}, chatPorts...)))),
 	})
 	if err != nil {
@@ -80,14 +92,23 @@ func run() error {
 		fmt.Printf("  %-22s %s   (ready: %s/ready, metrics: %s/metrics)\n", c.ID, c.URL(), c.URL(), c.URL())
 	}
 	fmt.Printf("  %-22s %s\n  %-22s %s\n  %-22s %s\n", "prometheus", top.Prometheus.URL(), "redis", top.RedisURL(), "postgres", top.Postgres.URL())
+	fmt.Printf("  %-22s %s   (amtool --alertmanager.url=%s alert query)\n", "alertmanager", top.Alertmanager.URL(), top.Alertmanager.URL())
+	fmt.Printf("  %-22s %s and this terminal%s\n", "alert notifications", top.AlertLog.Path, plusWebhooks(webhooks))
 	fmt.Printf("\nToken for alice (24 h; more with: make token USER_NAME=bob):\n  %s\n", tok)
 	fmt.Printf("Try it in a browser: http://localhost:%d/#token=%s\n\nCtrl-C stops everything.\n", *nginxPort, tok)
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	<-sig
-	fmt.Println("\nstopping: draining the chat instances, then NGINX, Postgres and Redis…")
+	fmt.Println("\nstopping: Prometheus and Alertmanager, draining the chat instances, then NGINX, Postgres and Redis…")
 	return top.Down()
+}
+
+func plusWebhooks(w []string) string {
+	if len(w) == 0 {
+		return ""
+	}
+	return ", and to " + strings.Join(w, ", ")
 }
 
 // portList reads a flag's comma-separated ports; empty is none.
