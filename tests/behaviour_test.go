@@ -5,6 +5,7 @@ package tests
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -298,8 +299,10 @@ type load struct {
 	acked  map[string]int64
 	failed map[string]int  // error → count
 	took   []time.Duration // each ack's wait, send to ack
-	stop   chan struct{}
-	wg     sync.WaitGroup
+	// retried counts sends refused with internal and sent again.
+	retried int
+	stop    chan struct{}
+	wg      sync.WaitGroup
 }
 
 // startLoad makes each sender send to room every interval until Stop; pad
@@ -321,7 +324,21 @@ func startLoad(room string, senders []*client.Client, every time.Duration, pad i
 				id := fmt.Sprintf("s%d-%d", i, n)
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				sent := time.Now()
-				seq, err := c.SendID(ctx, room, id, "load "+id+" "+strings.Repeat("-", pad))
+				text := "load " + id + " " + strings.Repeat("-", pad)
+				seq, err := c.SendID(ctx, room, id, text)
+				// internal: the message may or may not have been kept, and the
+				// server asks for a retry with the same id, which dedupe makes
+				// safe (README, Error codes); only a send never acked fails.
+				for perr := (*protocol.Error)(nil); errors.As(err, &perr) && perr.Code == protocol.CodeInternal && ctx.Err() == nil; {
+					l.mu.Lock()
+					l.retried++
+					l.mu.Unlock()
+					select {
+					case <-ctx.Done():
+					case <-time.After(100 * time.Millisecond):
+					}
+					seq, err = c.SendID(ctx, room, id, text)
+				}
 				cancel()
 				l.mu.Lock()
 				if err == nil {

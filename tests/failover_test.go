@@ -72,8 +72,8 @@ func killUnderLoad(t *testing.T, s *suite) {
 			times = append(times, st.LastConnect.Sub(st.LastDisconnect))
 		}
 	}
-	report.Logf(t, "kill %s (%d of %d clients): all back within %s; reconnect %s; %d acked, %d deliveries checked, lost 0, duplicates after dedupe 0 (dropped by the client: %d)",
-		victim, len(orphans), len(members), reconnected.Round(time.Millisecond), percentiles(times), len(acked), deliveries, dups)
+	report.Logf(t, "kill %s (%d of %d clients): all back within %s; reconnect %s; %d acked (%d sends retried after internal), %d deliveries checked, lost 0, duplicates after dedupe 0 (dropped by the client: %d)",
+		victim, len(orphans), len(members), reconnected.Round(time.Millisecond), percentiles(times), len(acked), ld.retried, deliveries, dups)
 }
 
 // A rolling update (each instance drained gracefully, the next once its
