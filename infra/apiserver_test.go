@@ -71,7 +71,8 @@ func TestDevStackOnARealAPIServer(t *testing.T) {
 	s := mustRun(t, kindConfig("observability", "existing"))
 	docs, kinds := manifests(t, s)
 	applied := time.Now()
-	if err := apply(kc, docs); err != nil {
+	// Each object in its own namespace: prometheus-adapter's are in kube-system.
+	if err := apply(cluster, docs); err != nil {
 		t.Fatalf("the stack's objects were refused: %v", err)
 	}
 	logf(t, "applied %d objects: %s", len(kinds), strings.Join(kinds, ", "))

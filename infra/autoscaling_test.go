@@ -59,40 +59,96 @@ func TestHPAScalesOnConnectionsPerPodAndCPUNotMemory(t *testing.T) {
 
 // prometheus-adapter serves, per pod, exactly the series the HPA names,
 // attached to the pod and namespace labels that the ServiceMonitor's
-// scrape adds, and nothing else.
-// https://github.com/kubernetes-sigs/prometheus-adapter/blob/master/docs/config.md
+// scrape adds, and nothing else, from the stack's Prometheus; the
+// APIServices route custom.metrics.k8s.io to it and the HPA controller may
+// read it.
+// https://github.com/kubernetes-sigs/prometheus-adapter/blob/v0.12.0/docs/config.md
 func TestPrometheusAdapterServesTheConnectionsMetricPerPod(t *testing.T) {
 	for _, tc := range []struct {
-		name, url, wantURL, wantPort string
-		config                       map[string]string
+		name, wantURL, wantImage string
+		config                   map[string]string
 	}{
-		{"install", "", "http://kube-prometheus-stack-prometheus.monitoring.svc", "9090", kindConfig()},
-		{"existing", "http://prometheus-operated.observability.svc:9091", "http://prometheus-operated.observability.svc", "9091", kindConfig("prometheusUrl", "http://prometheus-operated.observability.svc:9091")},
-		{"aws", "", "http://kube-prometheus-stack-prometheus.monitoring.svc", "9090", awsConfig()},
+		{"install", "http://kube-prometheus-stack-prometheus.monitoring.svc:9090", autoscaling.AdapterImage, kindConfig()},
+		{"existing", "http://prometheus-operated.observability.svc:9091", autoscaling.AdapterImage, kindConfig("prometheusUrl", "http://prometheus-operated.observability.svc:9091")},
+		{"aws", "http://kube-prometheus-stack-prometheus.monitoring.svc:9090", autoscaling.AdapterImage, awsConfig()},
+		{"own image", "http://kube-prometheus-stack-prometheus.monitoring.svc:9090", "registry.example.com/prometheus-adapter:v0.12.0", kindConfig("prometheusAdapterImage", "registry.example.com/prometheus-adapter:v0.12.0")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := mustRun(t, tc.config)
-			v := s.release("prometheus-adapter")
-			if v == nil {
-				t.Fatal("no prometheus-adapter release")
+			c := get(s.one(t, "apps/v1:Deployment", "prometheus-adapter"), "spec.template.spec.containers.0")
+			if get(c, "image") != tc.wantImage {
+				t.Errorf("adapter image %v, want %s", get(c, "image"), tc.wantImage)
 			}
-			if get(v, "values.prometheus.url") != tc.wantURL || get(v, "values.prometheus.port") != tc.wantPort {
-				t.Errorf("adapter queries %v:%v, want %s:%s", get(v, "values.prometheus.url"), get(v, "values.prometheus.port"), tc.wantURL, tc.wantPort)
+			args := fmt.Sprint(get(c, "args"))
+			if !strings.Contains(args, "--prometheus-url="+tc.wantURL+" ") || !strings.Contains(args, "--config=/etc/adapter/config.yaml") {
+				t.Errorf("adapter args %s: want --prometheus-url=%s and the mounted config", args, tc.wantURL)
 			}
-			if get(v, "values.rules.default") != false {
-				t.Error("the adapter's default rules are on: it would publish every series")
+			var cfg autoscaling.AdapterConfig
+			data, _ := get(s.one(t, "core/v1:ConfigMap", "prometheus-adapter"), "data").(map[string]any)
+			if err := json.Unmarshal([]byte(fmt.Sprint(data["config.yaml"])), &cfg); err != nil {
+				t.Fatal(err)
 			}
-			rules, _ := get(v, "values.rules.custom").([]any)
-			if len(rules) != 1 {
-				t.Fatalf("%d custom rules, want 1", len(rules))
+			if len(cfg.Rules) != 1 {
+				t.Fatalf("%d rules, want 1: more would publish other series", len(cfg.Rules))
 			}
-			r := rules[0]
+			r := cfg.Rules[0]
 			hpaMetric := get(s.one(t, "autoscaling/v2:HorizontalPodAutoscaler", "chat"), "spec.metrics.0.pods.metric.name")
-			if get(r, "name.as") != hpaMetric || !strings.HasPrefix(get(r, "seriesQuery").(string), autoscaling.ConnectionsMetric+"{") {
-				t.Errorf("rule serves %v from %v; the HPA asks for %v", get(r, "name.as"), get(r, "seriesQuery"), hpaMetric)
+			if r.Name.As != hpaMetric || !strings.HasPrefix(r.SeriesQuery, autoscaling.ConnectionsMetric+"{") {
+				t.Errorf("rule serves %v from %v; the HPA asks for %v", r.Name.As, r.SeriesQuery, hpaMetric)
 			}
-			if get(r, "resources.overrides.pod.resource") != "pod" || get(r, "resources.overrides.namespace.resource") != "namespace" {
-				t.Errorf("rule resources %v: want the series' pod and namespace labels mapped to pods", get(r, "resources"))
+			if r.Resources.Overrides["pod"].Resource != "pod" || r.Resources.Overrides["namespace"].Resource != "namespace" {
+				t.Errorf("rule resources %v: want the series' pod and namespace labels mapped to pods", r.Resources)
+			}
+			for _, v := range []string{"v1beta1", "v1beta2"} {
+				api := s.one(t, "apiregistration.k8s.io/v1:APIService", v+".custom.metrics.k8s.io")
+				if get(api, "spec.service.name") != "prometheus-adapter" || get(api, "spec.service.namespace") != "kube-system" {
+					t.Errorf("APIService %s routes to %v", v, get(api, "spec.service"))
+				}
+			}
+			hpa := s.one(t, "rbac.authorization.k8s.io/v1:ClusterRoleBinding", "hpa-controller-custom-metrics")
+			if get(hpa, "subjects.0.name") != "horizontal-pod-autoscaler" || get(hpa, "subjects.0.namespace") != "kube-system" {
+				t.Errorf("custom metrics readable by %v, want the HPA controller's service account", get(hpa, "subjects"))
+			}
+		})
+	}
+}
+
+// The HPA scales in only after its recommendation has stayed lower for
+// scaleDownWindow (5m, shortened by a test on kind), which the API bounds
+// to whole seconds up to an hour (autoscaling/v2 HPAScalingRules,
+// stabilizationWindowSeconds: "less than or equal to 3600 (one hour)").
+func TestScaleDownWindowIsStackConfig(t *testing.T) {
+	for _, tc := range []struct {
+		window string
+		want   float64
+		refuse bool
+	}{
+		{"", 300, false},
+		{"30s", 30, false},
+		{"1h", 3600, false},
+		{"0s", 0, false},
+		{"61m", 0, true},
+		{"1500ms", 0, true},
+		{"soon", 0, true},
+	} {
+		t.Run("scaleDownWindow="+tc.window, func(t *testing.T) {
+			cfg := kindConfig()
+			if tc.window != "" {
+				cfg = kindConfig("scaleDownWindow", tc.window)
+			}
+			s, err := run(cfg)
+			if tc.refuse {
+				if err == nil || !strings.Contains(err.Error(), "switchboard:scaleDownWindow") {
+					t.Errorf("err %v: want a refusal naming switchboard:scaleDownWindow", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			hpa := s.one(t, "autoscaling/v2:HorizontalPodAutoscaler", "chat")
+			if got := get(hpa, "spec.behavior.scaleDown.stabilizationWindowSeconds"); got != tc.want {
+				t.Errorf("stabilizationWindowSeconds %v, want %v", got, tc.want)
 			}
 		})
 	}
@@ -252,8 +308,8 @@ func TestClusterAutoscalerImagesMatchTheirEKSMinor(t *testing.T) {
 	}
 }
 
-// prometheus-adapter is installed unless prometheusAdapter is false (its
-// chart comes from the internet, which `make e2e` cannot reach).
+// prometheus-adapter runs unless prometheusAdapter is false (a cluster
+// that serves custom.metrics.k8s.io already).
 func TestPrometheusAdapterCanBeLeftOut(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -265,8 +321,14 @@ func TestPrometheusAdapterCanBeLeftOut(t *testing.T) {
 		{"kind, prometheusAdapter false", kindConfig("prometheusAdapter", "false"), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if v := mustRun(t, tc.config).release("prometheus-adapter"); (v != nil) != tc.installs {
-				t.Errorf("prometheus-adapter installed: %v, want %v", v != nil, tc.installs)
+			n := 0
+			for _, d := range mustRun(t, tc.config).of("apps/v1:Deployment") {
+				if strings.Contains(d.Name, "adapter") {
+					n++
+				}
+			}
+			if (n > 0) != tc.installs {
+				t.Errorf("%d prometheus-adapter Deployments, want it installed: %v", n, tc.installs)
 			}
 		})
 	}

@@ -51,10 +51,12 @@ func TestDevStackOnKind(t *testing.T) {
 		}
 	}
 	jwt := randomSecret(t)
+	var deployed auto.Stack // for the autoscaling proof, after the suite
 	e2e(t, "dev", cfg, auto.ConfigMap{
 		"switchboard:jwtSecret":        {Value: jwt, Secret: true},
 		"switchboard:databasePassword": {Value: randomSecret(t), Secret: true},
 	}, func(ctx context.Context, stack auto.Stack, _ auto.OutputMap) []string {
+		deployed = stack
 		kubectl := func(args ...string) string {
 			out, err := exec.CommandContext(ctx, "kubectl", append([]string{"--context", cfg["switchboard:kubeContext"], "-n", cfg["switchboard:namespace"]}, args...)...).CombinedOutput()
 			if err != nil {
@@ -170,6 +172,8 @@ func TestDevStackOnKind(t *testing.T) {
 					func(status int, _ string) bool { return status == 404 })
 			}
 		})
+		// Last: it changes the HPA's settings with another `pulumi up`.
+		t.Run("HPAScalesOutAndInOnConnections", func(t *testing.T) { hpaFollowsConnections(ctx, t, deployed, cfg, jwt) })
 	})
 }
 
@@ -427,11 +431,11 @@ func TestStackFilesDeclareTheirTopology(t *testing.T) {
 		resources int // all of them: a component or resource lost or doubled fails
 		want      []string
 	}{
-		{"dev", 36, []string{"apps/v1:Deployment", "apps/v1:StatefulSet", "helm.sh/v3:Release", "monitoring.coreos.com/v1:PrometheusRule", "networking.k8s.io/v1:NetworkPolicy"}},
-		{"prod", 116, []string{"ec2/vpc:Vpc", "eks/cluster:Cluster", "eks/nodeGroup:NodeGroup", "elasticache/replicationGroup:ReplicationGroup", "elasticache/parameterGroup:ParameterGroup",
+		{"dev", 47, []string{"apps/v1:Deployment", "apps/v1:StatefulSet", "helm.sh/v3:Release", "monitoring.coreos.com/v1:PrometheusRule", "networking.k8s.io/v1:NetworkPolicy"}},
+		{"prod", 127, []string{"ec2/vpc:Vpc", "eks/cluster:Cluster", "eks/nodeGroup:NodeGroup", "elasticache/replicationGroup:ReplicationGroup", "elasticache/parameterGroup:ParameterGroup",
 			"rds/instance:Instance", "networking.k8s.io/v1:Ingress", "helm.sh/v3:Release", "cloudwatch/metricAlarm:MetricAlarm", "ec2/flowLog:FlowLog",
 			"networking.k8s.io/v1:NetworkPolicy", "ec2/launchTemplate:LaunchTemplate"}},
-		{"staging", 109, []string{"eks/cluster:Cluster", "rds/instance:Instance"}},
+		{"staging", 120, []string{"eks/cluster:Cluster", "rds/instance:Instance"}},
 	} {
 		t.Run(tc.stack, func(t *testing.T) {
 			s := mustRun(t, stackFileConfig(t, tc.stack))

@@ -86,6 +86,7 @@ func workloadArgs(cfg stackconfig.Config, namespace pulumi.StringInput, redisURL
 		MinReplicas:       cfg.Replicas,
 		MaxReplicas:       cfg.MaxReplicas,
 		ConnectionsPerPod: cfg.ConnectionsPerPod,
+		ScaleDownWindow:   cfg.ScaleDownWindow,
 		Resources: workload.Resources{
 			CPURequest: cfg.CPURequest, MemoryRequest: cfg.MemoryRequest, CPULimit: cfg.CPULimit, MemoryLimit: cfg.MemoryLimit,
 		},
@@ -116,6 +117,7 @@ func autoscalingArgs(cfg stackconfig.Config, nodes *autoscaling.NodeArgs) autosc
 	return autoscaling.Args{
 		MetricsServer:      cfg.MetricsServer,
 		PrometheusAdapter:  cfg.PrometheusAdapter,
+		AdapterImage:       cfg.AdapterImage,
 		KubeletInsecureTLS: cfg.Target == stackconfig.Kind,
 		PrometheusURL:      cfg.PrometheusURL,
 		Nodes:              nodes,

@@ -146,6 +146,9 @@ func podTemplates(s *stack) map[string]map[string]string {
 	out := map[string]map[string]string{}
 	for _, kind := range []string{"apps/v1:Deployment", "apps/v1:StatefulSet", "batch/v1:Job"} {
 		for _, w := range s.all(kind) {
+			if get(w, "metadata.namespace") == "kube-system" {
+				continue // a cluster add-on (prometheus-adapter), outside the app's policies
+			}
 			labels := labelsOf(get(w, "spec.template.metadata.labels"))
 			out[labels["app.kubernetes.io/name"]] = labels
 		}

@@ -383,6 +383,22 @@ metrics_apply() {
       -p '[{"op":"add","path":"/spec/template/spec/containers/0/args/-","value":"--kubelet-insecure-tls"}]'
 }
 
+# prometheus-adapter, which the dev stack runs from this image (its
+# prometheusAdapterImage setting) to serve the HPA the connections metric:
+# built from its module, as the stack would pull it from registry.k8s.io.
+ADAPTER=v0.12.0
+ADAPTER_IMAGE=switchboard.local/prometheus-adapter:$ADAPTER
+adapter_ok() { have_image "$ADAPTER_IMAGE"; }
+adapter_build() {
+  local d src
+  d=$(ctx prometheus-adapter)
+  # Built inside the module (`go install m@v` asks the proxy for the
+  # module's version list, which it refuses for this one).
+  src=$(GOFLAGS='' go mod download -json "sigs.k8s.io/prometheus-adapter@$ADAPTER" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  (cd "$src" && CGO_ENABLED=0 GOFLAGS=-mod=readonly nicely go build -trimpath -ldflags "-s -w" -o "$d/adapter" ./cmd/adapter)
+  binimage "$d" adapter "" "$ADAPTER_IMAGE" '["/usr/local/bin/adapter"]'
+}
+
 # The Prometheus Operator v0.85.0 and its config reloader (tools/prometheus-operator),
 # applied from its module's bundle.yaml (CRDs, RBAC, Deployment) with these
 # images; it runs infra/kindnode/prometheus.yaml's Prometheus (built below).
@@ -483,6 +499,7 @@ build() {
   step chatserver-image chat_ok chat_build
   step data-images data_ok data_build
   step metrics-server metrics_ok metrics_build
+  step prometheus-adapter adapter_ok adapter_build
   step prometheus-operator promop_ok promop_build
   step prometheus prom_ok prom_build
   step pulumi-cli pulumi_ok pulumi_build
@@ -502,7 +519,7 @@ cluster() {
     printf '%s\t%s\tcold\t%ds\n' "$(date -u +%FT%TZ)" kind-create-cluster $(( $(date +%s) - began )) >>"$CACHE/times.log"
   fi
   local began=$(date +%s)
-  kind load docker-image --name "$CLUSTER" "$CHAT" "${DATA_IMAGES[@]/#/switchboard.local/}" "$METRICS_IMAGE" "${PROMOP_IMAGES[@]}" "$PROM_IMAGE"
+  kind load docker-image --name "$CLUSTER" "$CHAT" "${DATA_IMAGES[@]/#/switchboard.local/}" "$METRICS_IMAGE" "$ADAPTER_IMAGE" "${PROMOP_IMAGES[@]}" "$PROM_IMAGE"
   promop_apply
   metrics_apply
   printf '%s\t%s\t-\t%ds\n' "$(date -u +%FT%TZ)" kind-load-images-and-crds $(( $(date +%s) - began )) >>"$CACHE/times.log"
@@ -510,11 +527,14 @@ cluster() {
 }
 
 # The dev stack's settings for this machine: the images built here, and no
-# Helm chart (kube-prometheus-stack, metrics-server, prometheus-adapter come
-# from chart repositories on the internet, out of reach here).
+# Helm chart (kube-prometheus-stack and metrics-server come from chart
+# repositories on the internet, out of reach here): the cluster's Prometheus
+# (existing mode) and metrics-server are applied above. prometheus-adapter
+# is the stack's own, from the image built here.
 OVERRIDES="edgeImage=switchboard.local/nginx:1.30-sid,redisImage=switchboard.local/redis:7.0-bookworm"
 OVERRIDES+=",postgresImage=switchboard.local/postgres:15-bookworm,observability=existing"
-OVERRIDES+=",metricsServer=false,prometheusAdapter=false"
+OVERRIDES+=",metricsServer=false,prometheusAdapterImage=$ADAPTER_IMAGE"
+OVERRIDES+=",prometheusUrl=http://prometheus-operated.monitoring.svc:9090"
 
 e2etest() {
   cluster
@@ -541,7 +561,7 @@ cached() {
   local missing=() pair
   for pair in kind:kind_ok k8s-binaries:k8s_ok etcd:etcd_ok pause:pause_ok coredns:coredns_ok \
     local-path-provisioner:localpath_ok debian-base:base_ok kube-network-policies:knp_ok component-images:components_ok node-image:node_ok \
-    chat-bases:bases_ok data-images:data_ok metrics-server:metrics_ok prometheus-operator:promop_ok prometheus:prom_ok pulumi-cli:pulumi_ok pulumi-kubernetes-provider:provider_ok; do
+    chat-bases:bases_ok data-images:data_ok metrics-server:metrics_ok prometheus-adapter:adapter_ok prometheus-operator:promop_ok prometheus:prom_ok pulumi-cli:pulumi_ok pulumi-kubernetes-provider:provider_ok; do
     ${pair#*:} || missing+=("${pair%%:*}")
   done
   [ ${#missing[@]} -eq 0 ] || { echo "${missing[*]}"; return 1; }

@@ -10,8 +10,8 @@
 package autoscaling
 
 import (
+	"cmp"
 	"fmt"
-	"net/url"
 
 	helmv3 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/helm/v3"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
@@ -24,13 +24,9 @@ const ConnectionsMetric = "websocket_connections_active"
 
 // Pinned charts.
 const (
-	metricsServerRepo    = "https://kubernetes-sigs.github.io/metrics-server/"
-	metricsServerChart   = "3.12.2" // metrics-server v0.7.2
-	adapterRepo          = "https://prometheus-community.github.io/helm-charts"
-	adapterChart         = "5.3.0" // prometheus-adapter v0.12.0
-	namespace            = "kube-system"
-	adapterMetricsQuery  = "sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)"
-	adapterSeriesPattern = `%s{namespace!="",pod!=""}`
+	metricsServerRepo  = "https://kubernetes-sigs.github.io/metrics-server/"
+	metricsServerChart = "3.12.2" // metrics-server v0.7.2
+	namespace          = "kube-system"
 )
 
 // Args configure the metrics pipeline.
@@ -39,9 +35,11 @@ type Args struct {
 	MetricsServer bool
 	// KubeletInsecureTLS: kind's kubelets serve self-signed certificates.
 	KubeletInsecureTLS bool
-	// PrometheusAdapter installs prometheus-adapter, which serves the HPA the
-	// connections metric from Prometheus; false when none can be installed.
+	// PrometheusAdapter runs prometheus-adapter (adapter.go), which serves
+	// the HPA the connections metric from Prometheus, from AdapterImage;
+	// false when the cluster serves custom.metrics.k8s.io already.
 	PrometheusAdapter bool
+	AdapterImage      string // empty: AdapterImage
 	// PrometheusURL is the Prometheus the adapter queries.
 	PrometheusURL string
 	// Nodes is the node autoscaler (EKS); nil on kind.
@@ -78,33 +76,8 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 		}
 	}
 	if args.PrometheusAdapter {
-		prom, err := url.Parse(args.PrometheusURL)
-		if err != nil || prom.Hostname() == "" {
-			return nil, fmt.Errorf("autoscaling %s: Prometheus URL %q: want http://host:port", name, args.PrometheusURL)
-		}
-		port := prom.Port()
-		if port == "" {
-			port = "9090"
-		}
-		if _, err := helmv3.NewRelease(ctx, name+"-prometheus-adapter", &helmv3.ReleaseArgs{
-			Name: pulumi.String("prometheus-adapter"), Chart: pulumi.String("prometheus-adapter"), Version: pulumi.String(adapterChart),
-			Namespace: pulumi.String(namespace), RepositoryOpts: &helmv3.RepositoryOptsArgs{Repo: pulumi.String(adapterRepo)},
-			Values: pulumi.Map{
-				"prometheus": pulumi.Map{"url": pulumi.String(prom.Scheme + "://" + prom.Hostname()), "port": pulumi.String(port)},
-				// Only the chat server's metric: the defaults would publish
-				// every series Prometheus holds.
-				"rules": pulumi.Map{"default": pulumi.Bool(false), "custom": pulumi.Array{pulumi.Map{
-					"seriesQuery": pulumi.String(fmt.Sprintf(adapterSeriesPattern, ConnectionsMetric)),
-					"resources": pulumi.Map{"overrides": pulumi.Map{
-						"namespace": pulumi.Map{"resource": pulumi.String("namespace")},
-						"pod":       pulumi.Map{"resource": pulumi.String("pod")},
-					}},
-					"name":         pulumi.Map{"matches": pulumi.String("^" + ConnectionsMetric + "$"), "as": pulumi.String(ConnectionsMetric)},
-					"metricsQuery": pulumi.String(adapterMetricsQuery),
-				}}},
-			},
-		}, parent); err != nil {
-			return nil, fmt.Errorf("autoscaling %s: prometheus-adapter: %w", name, err)
+		if err := prometheusAdapter(ctx, name, AdapterArgs{Image: cmp.Or(args.AdapterImage, AdapterImage), PrometheusURL: args.PrometheusURL}, parent); err != nil {
+			return nil, err
 		}
 	}
 	if args.Nodes != nil {

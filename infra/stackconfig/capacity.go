@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 )
@@ -18,8 +19,16 @@ const headroom = 0.8
 // autoscaling reads the autoscaling keys.
 func (r *reader) autoscaling(c *Config) {
 	r.integer("connectionsPerPod", &c.ConnectionsPerPod, 1, 1_000_000)
+	r.duration("scaleDownWindow", &c.ScaleDownWindow)
+	// The API's bound on stabilizationWindowSeconds (autoscaling/v2
+	// HPAScalingRules: "must be greater than or equal to zero and less
+	// than or equal to 3600 (one hour)"), in whole seconds.
+	if w := c.ScaleDownWindow; w > time.Hour || w%time.Second != 0 {
+		r.fail("scaleDownWindow", w.String(), "a whole number of seconds up to 1h, like 5m or 30s")
+	}
 	r.boolean("metricsServer", &c.MetricsServer)
 	r.boolean("prometheusAdapter", &c.PrometheusAdapter)
+	r.image("prometheusAdapterImage", &c.AdapterImage)
 	if v := r.cfg.Get("prometheusUrl"); v != "" {
 		u, err := url.Parse(v)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || (u.Path != "" && u.Path != "/") {

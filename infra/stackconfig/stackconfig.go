@@ -88,12 +88,15 @@ type Config struct {
 	AlertTiming    AlertTiming
 
 	// Autoscaling (capacity.go): the HPA's target of open connections per
-	// pod, the Prometheus that prometheus-adapter queries for it, and
-	// whether to install metrics-server.
+	// pod, how long it waits before scaling in, the Prometheus that
+	// prometheus-adapter queries for it, and whether to install
+	// metrics-server.
 	ConnectionsPerPod int
+	ScaleDownWindow   time.Duration // the HPA's scale-down stabilization window
 	PrometheusURL     string
 	MetricsServer     bool
-	PrometheusAdapter bool // install prometheus-adapter (the HPA's connections metric)
+	PrometheusAdapter bool   // run prometheus-adapter (the HPA's connections metric)
+	AdapterImage      string // its image (empty: infra/autoscaling's default)
 
 	JWTSecret        pulumi.StringOutput // secret
 	DatabasePassword pulumi.StringOutput // secret; kind's in-cluster Postgres
@@ -163,6 +166,7 @@ func Defaults() Config {
 		GrafanaDatasourceUID: "prometheus",
 		PrometheusNamespace:  "monitoring", // observability.Namespace
 		ConnectionsPerPod:    5000,
+		ScaleDownWindow:      5 * time.Minute,
 		PrometheusURL:        "http://kube-prometheus-stack-prometheus.monitoring.svc:9090",
 		MetricsServer:        true,
 		PrometheusAdapter:    true,

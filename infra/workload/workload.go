@@ -38,6 +38,9 @@ type Args struct {
 	AllowedOrigins string
 	// ConnectionsPerPod is the HPA's target of open WebSockets per pod.
 	ConnectionsPerPod int
+	// ScaleDownWindow is how long the HPA's recommendation must stay lower
+	// before it scales in (the highest of the window wins).
+	ScaleDownWindow time.Duration
 	// ServiceAccount the pods run as (AWS: the one allowed to connect to
 	// the database); nil: the namespace's default.
 	ServiceAccount pulumi.StringPtrInput
@@ -173,7 +176,7 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 			Behavior: &autoscalingv2.HorizontalPodAutoscalerBehaviorArgs{
 				// Scaling in drains clients: do it slowly.
 				ScaleDown: &autoscalingv2.HPAScalingRulesArgs{
-					StabilizationWindowSeconds: pulumi.Int(300),
+					StabilizationWindowSeconds: pulumi.Int(int(args.ScaleDownWindow / time.Second)),
 					Policies: autoscalingv2.HPAScalingPolicyArray{autoscalingv2.HPAScalingPolicyArgs{
 						Type: pulumi.String("Pods"), Value: pulumi.Int(1), PeriodSeconds: pulumi.Int(60),
 					}},
