@@ -14,8 +14,16 @@ import (
 )
 
 const (
-	autoscalerRepo    = "https://kubernetes.github.io/autoscaler"
-	autoscalerChart   = "9.43.1"
+	autoscalerRepo = "https://kubernetes.github.io/autoscaler"
+	// The chart whose ClusterRole lets every image of AutoscalerImages list
+	// and watch what it watches; otherwise the image waits on an informer
+	// forever, Ready but never scaling. 9.43.1 lacked VolumeAttachments,
+	// which images from 1.32 watch (kubernetes/autoscaler#7663); 1.35 also
+	// watches the DRA objects (granted from 9.54.0). 9.55.1: appVersion
+	// 1.35.0, the newest minor here; later charts add ProvisioningRequest
+	// and CapacityBuffer rights the stack's flags leave unused.
+	// TestAutoscalerChartGrantsWhatEveryImageWatches holds it.
+	autoscalerChart   = "9.55.1"
 	autoscalerAccount = "cluster-autoscaler"
 )
 
