@@ -30,6 +30,7 @@
 #     CNI plugins, the binaries above, and the component images preloaded;
 #   - kind itself, and a `docker` wrapper for it (see below).
 # The times of each step, cold and warm, go to $CACHE/times.log.
+# shellcheck disable=SC2317 # step calls the check and build functions through its arguments
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,7 +56,8 @@ die() { echo "e2e: $*" >&2; exit 1; }
 # step NAME CHECK BUILD: runs BUILD unless CHECK succeeds, and records how long
 # it took (cold: built; warm: cached) in times.log.
 step() {
-  local name=$1 check=$2 build=$3 began=$(date +%s%N)
+  local name=$1 check=$2 build=$3 began
+  began=$(date +%s%N)
   if $check; then
     local ms=$(( ($(date +%s%N) - began) / 1000000 ))
     printf '%s\t%s\twarm\t%d.%03ds\n' "$(date -u +%FT%TZ)" "$name" $((ms / 1000)) $((ms % 1000)) >>"$CACHE/times.log"
@@ -146,6 +148,7 @@ k8s_build() {
   mkdir -p "$K8SBIN.tmp"
   # `make tools` (scripts/tools.sh) builds the control plane the same way: reuse it.
   local tools
+  # shellcheck disable=SC2010 # the cache's own directory names, no odd characters
   tools=$(ls -d "${SWITCHBOARD_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/switchboard/tools}/k8s-$K8S-kwok-"*/ 2>/dev/null | grep -v '\.tmp/$' | head -1 || true)
   for b in kube-apiserver kube-controller-manager kube-scheduler; do
     [ -n "$tools" ] && [ -x "$tools/$b" ] && cp "$tools/$b" "$K8SBIN/"
@@ -303,12 +306,12 @@ node_build() {
   d=$(ctx node) && cp -a infra/kindnode/Dockerfile infra/kindnode/files "$d/" && mkdir -p "$d/bin" &&
     cp "$K8SBIN/kubelet" "$K8SBIN/kubeadm" "$K8SBIN/kubectl" "$d/bin/"
   echo "$K8S" >"$d/files/kind/version"
-  image switchboard.local/kind-node-base:$K8S "$d"
+  image "switchboard.local/kind-node-base:$K8S" "$d"
   docker save "${COMPONENTS[@]}" -o "$d/preload.tar"
   docker rm -f switchboard-node-preload >/dev/null 2>&1 || true
   # containerd alone (the commit keeps the base's STOPSIGNAL), (no systemd), to import the images into its content store.
   docker run -d --name switchboard-node-preload --entrypoint /usr/bin/containerd \
-    -v "$d/preload.tar:/preload.tar:ro" switchboard.local/kind-node-base:$K8S
+    -v "$d/preload.tar:/preload.tar:ro" "switchboard.local/kind-node-base:$K8S"
   for _ in $(seq 30); do docker exec switchboard-node-preload ctr version >/dev/null 2>&1 && break; sleep 1; done
   docker exec switchboard-node-preload ctr --namespace=k8s.io images import --all-platforms --no-unpack --digests /preload.tar
   docker exec switchboard-node-preload ctr --namespace=k8s.io images list -q
@@ -352,6 +355,7 @@ chat_ok() { [ "$(docker image inspect -f '{{index .Config.Labels "switchboard.e2
 chat_build() {
   local arch
   arch=$(go env GOARCH)
+  # shellcheck disable=SC2016 # the Dockerfile's literal $BUILDPLATFORM
   sed 's/--platform=\$BUILDPLATFORM //' Dockerfile | nicely docker build -f - --build-arg TARGETOS=linux \
     --build-arg TARGETARCH="$arch" --label "switchboard.e2e.key=$(chat_key)" -t "$CHAT" .
 }
@@ -395,6 +399,7 @@ PROMOP_BIN=$CACHE/prometheus-operator-$PROMOP
 promop_ok() { have_image "switchboard.local/prometheus-operator:$PROMOP" && have_image "switchboard.local/prometheus-config-reloader:$PROMOP"; }
 promop_build() {
   mkdir -p "$PROMOP_BIN"
+  # shellcheck disable=SC2015 # build unless both binaries are there
   [ -x "$PROMOP_BIN/operator" ] && [ -x "$PROMOP_BIN/prometheus-config-reloader" ] ||
     (cd tools/prometheus-operator && CGO_ENABLED=0 nicely go build -trimpath -ldflags "-s -w" -o "$PROMOP_BIN/" \
       github.com/prometheus-operator/prometheus-operator/cmd/operator \
@@ -403,8 +408,8 @@ promop_build() {
   for b in operator prometheus-config-reloader; do
     d=$(ctx "promop-$b") && cp "$PROMOP_BIN/$b" infra/kindnode/images/prometheus-operator/Dockerfile "$d/"
     local tag=switchboard.local/$b:$PROMOP
-    [ $b = operator ] && tag=switchboard.local/prometheus-operator:$PROMOP
-    docker build --build-arg BASE="$BASE" --build-arg BINARY=$b -t "$tag" \
+    [ "$b" = operator ] && tag=switchboard.local/prometheus-operator:$PROMOP
+    docker build --build-arg BASE="$BASE" --build-arg BINARY="$b" -t "$tag" \
       --label "org.opencontainers.image.source=switchboard-e2e" "$d"
     docker build -t "$tag" - <<EOF
 FROM $tag
