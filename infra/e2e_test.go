@@ -21,22 +21,29 @@ import (
 
 	"github.com/switchboard-dev/switchboard/infra/data"
 	"github.com/switchboard-dev/switchboard/infra/naming"
+	"github.com/switchboard-dev/switchboard/infra/stackconfig"
 )
 
 // The dev stack on a real kind cluster: `pulumi up` through the Automation
 // API (an inline program: the same `program` as `pulumi up`, no Go language
 // host), the behaviour suite through NGINX's host port with kills, a rolling
 // update, a node drain and the stores' restarts through the Kubernetes API,
-// then `pulumi destroy`. `make e2e` builds the
-// cluster, its images, the pulumi CLI and the Kubernetes provider plugin here
-// (scripts/e2e.sh) and runs it with them on PATH and a throwaway PULUMI_HOME.
+// then `pulumi destroy`. `make e2e` (scripts/e2e.sh, docs/e2e.md) makes the
+// cluster and runs it with a throwaway PULUMI_HOME: online with kind's node
+// image and the engine's provider plugins, offline with the cluster, its
+// images, the pulumi CLI and the Kubernetes provider plugin built here.
 //
 // SWITCHBOARD_STACK_OVERRIDES changes settings of Pulumi.dev.yaml for the
-// run; scripts/e2e.sh sets the images it built from Debian packages and turns
-// off what would fetch Helm charts from the internet (see the README).
+// run; the offline path sets the images it built from Debian packages and
+// turns off what would fetch Helm charts from the internet.
 func TestDevStackOnKind(t *testing.T) {
-	need(t, "kind, a Docker engine, the pulumi CLI and its Kubernetes provider plugin (`make e2e` builds them)",
-		"kind", "docker", "kubectl", "pulumi", "pulumi-resource-kubernetes")
+	tools := []string{"kind", "docker", "kubectl", "pulumi"}
+	// With downloads off (the offline path), the engine takes the provider
+	// plugin from PATH or fails; with them on, it downloads the plugin.
+	if os.Getenv("PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION") == "true" {
+		tools = append(tools, "pulumi-resource-kubernetes")
+	}
+	need(t, "kind, a Docker engine, the pulumi CLI and, offline, its Kubernetes provider plugin (`make e2e` provides them)", tools...)
 	cfg := stackFile(t, "dev")
 	cluster := strings.TrimPrefix(cfg["switchboard:kubeContext"], "kind-")
 	if out, err := exec.Command("kind", "get", "clusters").Output(); err != nil || !strings.Contains(string(out), cluster) {
@@ -109,15 +116,17 @@ func TestDevStackOnKind(t *testing.T) {
 		} else {
 			logf(t, "HPA reads CPU utilisation %v%%", hpaCPU)
 		}
-		// The dashboard's queries against the in-cluster Prometheus (run by the
-		// Prometheus Operator that scripts/e2e.sh installs; observability is in
-		// existing mode), once it scrapes the chat pods through the stack's
-		// ServiceMonitor.
-		if _, err := try("get", "--raw", "/api/v1/namespaces/monitoring/services/prometheus-operated:9090/proxy/-/ready"); err != nil {
-			t.Errorf("no in-cluster Prometheus (monitoring/prometheus-operated): %v", err)
+		// The dashboard's queries against the in-cluster Prometheus, once it
+		// scrapes the chat pods through the stack's ServiceMonitor.
+		prom, err := prometheusService(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := try("get", "--raw", prom+"/proxy/-/ready"); err != nil {
+			t.Errorf("no in-cluster Prometheus (%s): %v", prom, err)
 		} else {
 			promQuery := func(q string) (int, error) {
-				out, err := try("get", "--raw", "/api/v1/namespaces/monitoring/services/prometheus-operated:9090/proxy/api/v1/query?query="+url.QueryEscape(q))
+				out, err := try("get", "--raw", prom+"/proxy/api/v1/query?query="+url.QueryEscape(q))
 				if err != nil {
 					return 0, fmt.Errorf("%v: %s", err, out)
 				}
@@ -163,7 +172,8 @@ func TestDevStackOnKind(t *testing.T) {
 	}, func(ctx context.Context) {
 		// The behaviour suite has run through the NetworkPolicies: NGINX
 		// reached the chat pods, the chat pods Redis, Postgres and DNS.
-		// Enforced by kube-network-policies in the node image (infra/kindnode).
+		// Enforced by kube-network-policies: kindnetd's online, the node
+		// image's offline (infra/kindnode).
 		t.Run("NetworkPoliciesLetChatPodsReachRedis", func(t *testing.T) { chatPodsReachRedis(ctx, t, cfg) })
 		t.Run("NetworkPoliciesKeepOtherPodsFromRedis", func(t *testing.T) { unlabelledPodsCannotReachRedis(ctx, t, cfg) })
 		t.Run("EdgeHidesMetricsAndReady", func(t *testing.T) {
@@ -175,6 +185,39 @@ func TestDevStackOnKind(t *testing.T) {
 		// Last: it changes the HPA's settings with another `pulumi up`.
 		t.Run("HPAScalesOutAndInOnConnections", func(t *testing.T) { hpaFollowsConnections(ctx, t, deployed, cfg, jwt) })
 	})
+}
+
+// prometheusService is the API server's proxy path to the in-cluster
+// Prometheus the dashboard's queries go to. In install mode it is
+// kube-prometheus-stack's Service, which the stack also gives
+// prometheus-adapter (switchboard:prometheusUrl, a cluster DNS name
+// <service>.<namespace>.svc). In existing mode it is the Prometheus
+// Operator's governing Service, prometheus-operated, in
+// switchboard:prometheusNamespace (the offline path of `make e2e` runs such
+// a Prometheus, infra/kindnode/prometheus.yaml).
+func prometheusService(cfg map[string]string) (string, error) {
+	d := stackconfig.Defaults()
+	setting := func(key, fallback string) string {
+		if v := cfg["switchboard:"+key]; v != "" {
+			return v
+		}
+		return fallback
+	}
+	if setting("observability", d.Observability) != stackconfig.Install {
+		return "/api/v1/namespaces/" + setting("prometheusNamespace", d.PrometheusNamespace) + "/services/prometheus-operated:9090", nil
+	}
+	raw := setting("prometheusUrl", d.PrometheusURL)
+	bad := fmt.Errorf("switchboard:prometheusUrl %q: want http://<service>.<namespace>.svc:<port>, the in-cluster Prometheus", raw)
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", bad
+	}
+	name, rest, _ := strings.Cut(u.Hostname(), ".")
+	namespace, _, _ := strings.Cut(rest, ".")
+	if name == "" || namespace == "" || u.Port() == "" {
+		return "", bad
+	}
+	return "/api/v1/namespaces/" + namespace + "/services/" + u.Scheme + ":" + name + ":" + u.Port(), nil
 }
 
 // unlabelledPodsCannotReachRedis runs redis-cli PING against the Redis

@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# make e2e: the dev stack on a real kind cluster, built on this machine without
-# a registry. Every build output is cached under ~/.cache/switchboard/e2e,
-# keyed by versions, so a second run only checks what it has.
+# make e2e: the dev stack on a real kind cluster. Two paths (docs/e2e.md):
+# online, when the registries, chart repositories and get.pulumi.com answer,
+# with kind's own node image and the stack's charts; offline, otherwise, built
+# on this machine without a registry. E2E_OFFLINE=1 forces offline, 0 online.
+# Every build output is cached under ~/.cache/switchboard/e2e, keyed by
+# versions, so a second run only checks what it has.
 #
 #   scripts/e2e.sh            everything: build, cluster, test
-#   scripts/e2e.sh build      the binaries and images only
+#   scripts/e2e.sh build      the offline path's binaries and images only
 #   scripts/e2e.sh cluster    build, then create the kind cluster and load the images
 #   scripts/e2e.sh test       cluster, then TestDevStackOnKind
+#   scripts/e2e.sh path       say which path the others would take, and why
 #   scripts/e2e.sh down       delete the kind cluster
-#   scripts/e2e.sh env        print the PATH and variables the cluster needs (eval it)
-#   scripts/e2e.sh cached     succeed if nothing needs building, else name what does
+#   scripts/e2e.sh env        print the PATH and variables the offline cluster needs (eval it)
+#   scripts/e2e.sh cached     succeed if the offline path needs no build, else name what does
 #
-# What it builds, and from what:
+# What the offline path builds, and from what:
 #   - a Debian bookworm base (debootstrap --variant=minbase from the apt
 #     mirror this machine is configured with), imported into Docker;
 #   - kubelet, kubeadm, kubectl, kube-proxy, kube-apiserver,
@@ -26,6 +30,7 @@
 #     CNI plugins, the binaries above, and the component images preloaded;
 #   - kind itself, and a `docker` wrapper for it (see below).
 # The times of each step, cold and warm, go to $CACHE/times.log.
+# shellcheck disable=SC2317 # step calls the check and build functions through its arguments
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,7 +56,8 @@ die() { echo "e2e: $*" >&2; exit 1; }
 # step NAME CHECK BUILD: runs BUILD unless CHECK succeeds, and records how long
 # it took (cold: built; warm: cached) in times.log.
 step() {
-  local name=$1 check=$2 build=$3 began=$(date +%s%N)
+  local name=$1 check=$2 build=$3 began
+  began=$(date +%s%N)
   if $check; then
     local ms=$(( ($(date +%s%N) - began) / 1000000 ))
     printf '%s\t%s\twarm\t%d.%03ds\n' "$(date -u +%FT%TZ)" "$name" $((ms / 1000)) $((ms % 1000)) >>"$CACHE/times.log"
@@ -142,6 +148,7 @@ k8s_build() {
   mkdir -p "$K8SBIN.tmp"
   # `make tools` (scripts/tools.sh) builds the control plane the same way: reuse it.
   local tools
+  # shellcheck disable=SC2010 # the cache's own directory names, no odd characters
   tools=$(ls -d "${SWITCHBOARD_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/switchboard/tools}/k8s-$K8S-kwok-"*/ 2>/dev/null | grep -v '\.tmp/$' | head -1 || true)
   for b in kube-apiserver kube-controller-manager kube-scheduler; do
     [ -n "$tools" ] && [ -x "$tools/$b" ] && cp "$tools/$b" "$K8SBIN/"
@@ -299,12 +306,12 @@ node_build() {
   d=$(ctx node) && cp -a infra/kindnode/Dockerfile infra/kindnode/files "$d/" && mkdir -p "$d/bin" &&
     cp "$K8SBIN/kubelet" "$K8SBIN/kubeadm" "$K8SBIN/kubectl" "$d/bin/"
   echo "$K8S" >"$d/files/kind/version"
-  image switchboard.local/kind-node-base:$K8S "$d"
+  image "switchboard.local/kind-node-base:$K8S" "$d"
   docker save "${COMPONENTS[@]}" -o "$d/preload.tar"
   docker rm -f switchboard-node-preload >/dev/null 2>&1 || true
   # containerd alone (the commit keeps the base's STOPSIGNAL), (no systemd), to import the images into its content store.
   docker run -d --name switchboard-node-preload --entrypoint /usr/bin/containerd \
-    -v "$d/preload.tar:/preload.tar:ro" switchboard.local/kind-node-base:$K8S
+    -v "$d/preload.tar:/preload.tar:ro" "switchboard.local/kind-node-base:$K8S"
   for _ in $(seq 30); do docker exec switchboard-node-preload ctr version >/dev/null 2>&1 && break; sleep 1; done
   docker exec switchboard-node-preload ctr --namespace=k8s.io images import --all-platforms --no-unpack --digests /preload.tar
   docker exec switchboard-node-preload ctr --namespace=k8s.io images list -q
@@ -348,6 +355,7 @@ chat_ok() { [ "$(docker image inspect -f '{{index .Config.Labels "switchboard.e2
 chat_build() {
   local arch
   arch=$(go env GOARCH)
+  # shellcheck disable=SC2016 # the Dockerfile's literal $BUILDPLATFORM
   sed 's/--platform=\$BUILDPLATFORM //' Dockerfile | nicely docker build -f - --build-arg TARGETOS=linux \
     --build-arg TARGETARCH="$arch" --label "switchboard.e2e.key=$(chat_key)" -t "$CHAT" .
 }
@@ -407,6 +415,7 @@ PROMOP_BIN=$CACHE/prometheus-operator-$PROMOP
 promop_ok() { have_image "switchboard.local/prometheus-operator:$PROMOP" && have_image "switchboard.local/prometheus-config-reloader:$PROMOP"; }
 promop_build() {
   mkdir -p "$PROMOP_BIN"
+  # shellcheck disable=SC2015 # build unless both binaries are there
   [ -x "$PROMOP_BIN/operator" ] && [ -x "$PROMOP_BIN/prometheus-config-reloader" ] ||
     (cd tools/prometheus-operator && CGO_ENABLED=0 nicely go build -trimpath -ldflags "-s -w" -o "$PROMOP_BIN/" \
       github.com/prometheus-operator/prometheus-operator/cmd/operator \
@@ -415,8 +424,8 @@ promop_build() {
   for b in operator prometheus-config-reloader; do
     d=$(ctx "promop-$b") && cp "$PROMOP_BIN/$b" infra/kindnode/images/prometheus-operator/Dockerfile "$d/"
     local tag=switchboard.local/$b:$PROMOP
-    [ $b = operator ] && tag=switchboard.local/prometheus-operator:$PROMOP
-    docker build --build-arg BASE="$BASE" --build-arg BINARY=$b -t "$tag" \
+    [ "$b" = operator ] && tag=switchboard.local/prometheus-operator:$PROMOP
+    docker build --build-arg BASE="$BASE" --build-arg BINARY="$b" -t "$tag" \
       --label "org.opencontainers.image.source=switchboard-e2e" "$d"
     docker build -t "$tag" - <<EOF
 FROM $tag
@@ -509,20 +518,32 @@ build() {
 
 kindenv() { export PATH=$BIN:$K8SBIN:$PATH; }
 
+# record NAME BEGAN: times.log's line for a step that runs every time ("-":
+# neither cold nor warm), from BEGAN (date +%s) to now.
+record() { printf '%s\t%s\t-\t%ds\n' "$(date -u +%FT%TZ)" "$1" $(( $(date +%s) - $2 )) >>"$CACHE/times.log"; }
+
+# create_cluster NAME [ARGS…]: infra/kind/cluster.yaml's cluster, unless it
+# runs already, recorded in times.log as NAME.
+create_cluster() {
+  local name=$1 began
+  shift
+  kind get clusters 2>/dev/null | grep -qx "$CLUSTER" && return
+  began=$(date +%s)
+  kind create cluster --config infra/kind/cluster.yaml --wait 5m "$@"
+  record "$name" "$began"
+}
+
 cluster() {
   build
   kindenv
-  if ! kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
-    local began=$(date +%s)
-    # --image overrides the digest-pinned image of every node; the file stays as users run it.
-    kind create cluster --config infra/kind/cluster.yaml --image "$NODE" --wait 5m
-    printf '%s\t%s\tcold\t%ds\n' "$(date -u +%FT%TZ)" kind-create-cluster $(( $(date +%s) - began )) >>"$CACHE/times.log"
-  fi
-  local began=$(date +%s)
+  # --image overrides the digest-pinned image of every node; the file stays as users run it.
+  create_cluster kind-create-cluster --image "$NODE"
+  local began
+  began=$(date +%s)
   kind load docker-image --name "$CLUSTER" "$CHAT" "${DATA_IMAGES[@]/#/switchboard.local/}" "$METRICS_IMAGE" "$ADAPTER_IMAGE" "${PROMOP_IMAGES[@]}" "$PROM_IMAGE"
   promop_apply
   metrics_apply
-  printf '%s\t%s\t-\t%ds\n' "$(date -u +%FT%TZ)" kind-load-images-and-crds $(( $(date +%s) - began )) >>"$CACHE/times.log"
+  record kind-load-images-and-crds "$began"
   kubectl --context "kind-$CLUSTER" get nodes -o wide
 }
 
@@ -536,17 +557,128 @@ OVERRIDES+=",postgresImage=switchboard.local/postgres:15-bookworm,observability=
 OVERRIDES+=",metricsServer=false,prometheusAdapterImage=$ADAPTER_IMAGE"
 OVERRIDES+=",prometheusUrl=http://prometheus-operated.monitoring.svc:9090"
 
+# --- Online path ---------------------------------------------------------
+
+# Where the outside answers, the cluster is the one users make (`make
+# kind-up`): infra/kind/cluster.yaml's pinned kindest/node, the dev stack as
+# Pulumi.dev.yaml has it (kube-prometheus-stack, metrics-server and
+# prometheus-adapter from their charts), the provider plugins the engine
+# downloads. Its binaries get a directory of their own: the offline one holds
+# the docker wrapper and a provider plugin the engine would take from PATH.
+ONLINE=$CACHE/online
+ONLINE_BIN=$ONLINE/bin
+
+# What the online path fetches from: Docker Hub (kindest/node, the chat
+# image's golang base, the stack's images), registry.k8s.io, quay.io and
+# gcr.io (the charts' images, distroless), the dev stack's chart
+# repositories (read from the components that install them, so they cannot
+# drift), get.pulumi.com (the CLI and the provider plugins), and dl.k8s.io
+# when no kubectl is on PATH.
+online_urls() {
+  echo https://registry-1.docker.io/v2/ https://registry.k8s.io/v2/ https://quay.io/v2/ https://gcr.io/v2/ https://get.pulumi.com/
+  grep -hoE 'Repo[^"]*"https://[^"]+' infra/observability/observability.go infra/autoscaling/autoscaling.go |
+    sed -E 's/.*"//; s|/*$|/index.yaml|' | sort -u
+  command -v kubectl >/dev/null || echo "https://dl.k8s.io/release/$K8S/bin/linux/$(go env GOARCH)/kubectl.sha256"
+}
+
+# unanswered: the URLs of online_urls that give no HTTP answer within 3 s,
+# asked all at once (any status counts: a registry's /v2/ answers 401).
+unanswered() {
+  local url i pids=() urls=() down=()
+  for url in $(online_urls); do
+    curl -sI -o /dev/null -m 3 "$url" 2>/dev/null &
+    pids+=($!) urls+=("$url")
+  done
+  for i in "${!pids[@]}"; do wait "${pids[$i]}" || down+=("${urls[$i]}"); done
+  echo "${down[*]}"
+}
+
+# choose_path sets MODE to online or offline and says why.
+MODE=""
+choose_path() {
+  local down
+  case "${E2E_OFFLINE:-}" in
+    1) MODE=offline; say "offline path: E2E_OFFLINE=1"; return ;;
+    0 | "") ;;
+    *) die "E2E_OFFLINE=$E2E_OFFLINE: set it to 1 (offline path), 0 (online path) or leave it unset (detect)" ;;
+  esac
+  command -v curl >/dev/null || die "curl is missing, which tells the paths apart: apt-get install curl, or set E2E_OFFLINE=1"
+  down=$(unanswered)
+  if [ -z "$down" ]; then
+    MODE=online
+    say "online path: the registries, the chart repositories and get.pulumi.com answered${E2E_OFFLINE:+ (E2E_OFFLINE=0)}"
+  elif [ "${E2E_OFFLINE:-}" = 0 ]; then
+    die "E2E_OFFLINE=0 asks for the online path, but no answer within 3 s from: $down (check the network or its proxy, or unset E2E_OFFLINE to build offline)"
+  else
+    MODE=offline
+    say "offline path: no answer within 3 s from $down (E2E_OFFLINE=0 forces the online path)"
+  fi
+}
+
+kubectl_ok() { "$BIN/kubectl" version --client 2>/dev/null | grep -q "$K8S"; }
+kubectl_fetch() {
+  local url
+  url=https://dl.k8s.io/release/$K8S/bin/linux/$(go env GOARCH)/kubectl
+  curl -fsSLo "$BIN/kubectl.tmp" "$url" &&
+    echo "$(curl -fsSL "$url.sha256")  $BIN/kubectl.tmp" | sha256sum -c - &&
+    chmod +x "$BIN/kubectl.tmp" && mv "$BIN/kubectl.tmp" "$BIN/kubectl"
+}
+
+# The pulumi CLI's release archive (what Pulumi's installer unpacks),
+# checked against the release's checksums; pulumi_ok checks its version.
+pulumi_fetch() {
+  local v=${PULUMI#v} arch tgz
+  arch=$(go env GOARCH)
+  [ "$arch" != amd64 ] || arch=x64
+  tgz=pulumi-v$v-linux-$arch.tar.gz
+  curl -fsSLo "$ONLINE/$tgz" "https://get.pulumi.com/releases/sdk/$tgz" &&
+    curl -fsSL "https://get.pulumi.com/releases/sdk/pulumi-$v-checksums.txt" | grep " $tgz\$" |
+    (cd "$ONLINE" && sha256sum -c -) &&
+    tar -xzf "$ONLINE/$tgz" -C "$BIN" --strip-components=1 && rm "$ONLINE/$tgz"
+}
+
+online_cluster() {
+  ensure_docker
+  BIN=$ONLINE_BIN
+  mkdir -p "$BIN"
+  step online-kind kind_ok kind_build
+  command -v kubectl >/dev/null || step online-kubectl kubectl_ok kubectl_fetch
+  command -v pulumi >/dev/null || step online-pulumi-cli pulumi_ok pulumi_fetch
+  # The repository's Dockerfile, its bases pulled (chat_build's edit is a no-op for BuildKit).
+  step online-chatserver-image chat_ok chat_build
+  export PATH=$BIN:$PATH
+  create_cluster online-kind-create-cluster
+  local began
+  began=$(date +%s)
+  kind load docker-image --name "$CLUSTER" "$CHAT"
+  record online-kind-load-image "$began"
+  kubectl --context "kind-$CLUSTER" get nodes -o wide
+}
+
+# --- Test ----------------------------------------------------------------
+
+# e2etest: the path's cluster, then TestDevStackOnKind. Offline, with the
+# settings and the provider plugin built here (no downloads); online, with
+# Pulumi.dev.yaml's settings alone and the plugins the engine downloads.
 e2etest() {
-  cluster
+  local settings=$OVERRIDES no_downloads=true
+  if [ "$MODE" = online ]; then
+    online_cluster
+    settings="" no_downloads=false
+  else
+    cluster
+  fi
   E2E_HOME=$(mktemp -d)
   # The cluster goes with the test, unless SWITCHBOARD_KEEP_CLUSTER=1 (the
   # trap runs after this function returns: it uses globals only).
   trap 'rm -rf "$E2E_HOME"; [ "${SWITCHBOARD_KEEP_CLUSTER:-}" = 1 ] || kind delete cluster --name "$CLUSTER"' EXIT
-  local home=$E2E_HOME
-  say "TestDevStackOnKind (PULUMI_HOME=$home)"
-  PULUMI_HOME=$home PULUMI_SKIP_UPDATE_CHECK=1 PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true \
-    SWITCHBOARD_STACK_OVERRIDES="$OVERRIDES" \
+  local home=$E2E_HOME began
+  began=$(date +%s)
+  say "TestDevStackOnKind, $MODE path (PULUMI_HOME=$home)"
+  PULUMI_HOME=$home PULUMI_SKIP_UPDATE_CHECK=1 PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=$no_downloads \
+    SWITCHBOARD_STACK_OVERRIDES="$settings" \
     go test -count=1 -v -timeout 60m -run '^TestDevStackOnKind$' ./infra/
+  record "$MODE-test-dev-stack-on-kind" "$began"
 }
 
 # cached: succeeds when every build step would be a cache hit (for .ci/run),
@@ -573,11 +705,12 @@ main() {
     cached) cached ;;
     build) build ;;
     node) ensure_docker; write_docker_wrapper; step node-image node_ok node_build; say "node image: $NODE" ;;
-    cluster) cluster ;;
-    down) kindenv; kind delete cluster --name "$CLUSTER" ;;
+    cluster) choose_path; if [ "$MODE" = online ]; then online_cluster; else cluster; fi ;;
+    path) choose_path ;;
+    down) kindenv; PATH=$PATH:$ONLINE_BIN kind delete cluster --name "$CLUSTER" ;;
     env) build >&2; echo "export PATH=$BIN:$K8SBIN:\$PATH" ;;
-    all | test) e2etest ;;
-    *) die "unknown command $1 (build, cluster, test, down, env, cached)" ;;
+    all | test) choose_path; e2etest ;;
+    *) die "unknown command $1 (build, cluster, test, path, down, env, cached)" ;;
   esac
 }
 main "$@"; exit $?
