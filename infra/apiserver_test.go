@@ -66,9 +66,15 @@ func TestDevStackOnARealAPIServer(t *testing.T) {
 			t.Fatalf("CRD %s: %v", filepath.Base(crd), err)
 		}
 	}
-	k8s.RunKubectl(t, cluster, "wait", "--for", "condition=established", "--timeout=30s", "crd/servicemonitors.monitoring.coreos.com", "crd/prometheusrules.monitoring.coreos.com")
+	k8s.RunKubectl(t, cluster, "wait", "--for", "condition=established", "--timeout=30s", "crd/servicemonitors.monitoring.coreos.com", "crd/prometheusrules.monitoring.coreos.com", "crd/alertmanagerconfigs.monitoring.coreos.com")
 
-	s := mustRun(t, kindConfig("observability", "existing"))
+	// Existing mode with one receiver of each type: its AlertmanagerConfig
+	// is checked against the operator's schema.
+	config, secrets := receiversConfig(kindConfig("observability", "existing"))
+	s, err := run(config, secrets...)
+	if err != nil {
+		t.Fatalf("program: %v", err)
+	}
 	docs, kinds := manifests(t, s)
 	applied := time.Now()
 	// Each object in its own namespace: prometheus-adapter's are in kube-system.
@@ -261,6 +267,7 @@ func operatorCRDs(t *testing.T) []string {
 	return []string{
 		filepath.Join(crds, "monitoring.coreos.com_servicemonitors.yaml"),
 		filepath.Join(crds, "monitoring.coreos.com_prometheusrules.yaml"),
+		filepath.Join(crds, "monitoring.coreos.com_alertmanagerconfigs.yaml"),
 	}
 }
 

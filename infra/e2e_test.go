@@ -57,6 +57,11 @@ func TestDevStackOnKind(t *testing.T) {
 			logf(t, "setting switchboard:%s=%s (SWITCHBOARD_STACK_OVERRIDES)", k, v)
 		}
 	}
+	// The stack's alert route goes to a webhook this test runs, batched
+	// tightly so the alerting proof waits on the rule alone.
+	hook, hookURL := kindWebhook(t)
+	cfg["switchboard:alertReceivers"] = `[{"name":"e2e-webhook","type":"webhook","url":"` + hookURL + `"}]`
+	cfg["switchboard:alertGroupWait"], cfg["switchboard:alertGroupInterval"] = "1s", "10s"
 	jwt := randomSecret(t)
 	var deployed auto.Stack // for the autoscaling proof, after the suite
 	e2e(t, "dev", cfg, auto.ConfigMap{
@@ -125,20 +130,7 @@ func TestDevStackOnKind(t *testing.T) {
 		if _, err := try("get", "--raw", prom+"/proxy/-/ready"); err != nil {
 			t.Errorf("no in-cluster Prometheus (%s): %v", prom, err)
 		} else {
-			promQuery := func(q string) (int, error) {
-				out, err := try("get", "--raw", prom+"/proxy/api/v1/query?query="+url.QueryEscape(q))
-				if err != nil {
-					return 0, fmt.Errorf("%v: %s", err, out)
-				}
-				var r struct {
-					Status string
-					Data   struct{ Result []json.RawMessage }
-				}
-				if err := json.Unmarshal([]byte(out), &r); err != nil || r.Status != "success" {
-					return 0, fmt.Errorf("%s: %v", out, err)
-				}
-				return len(r.Data.Result), nil
-			}
+			promQuery := func(q string) (int, error) { return promCount(ctx, cfg["switchboard:kubeContext"], prom, q) }
 			scraped := 0
 			for end := time.Now().Add(3 * time.Minute); scraped < 3 && time.Now().Before(end); time.Sleep(10 * time.Second) {
 				scraped, _ = promQuery(`websocket_connections_active{namespace="` + cfg["switchboard:namespace"] + `"}`)
@@ -182,6 +174,7 @@ func TestDevStackOnKind(t *testing.T) {
 					func(status int, _ string) bool { return status == 404 })
 			}
 		})
+		t.Run("RedisStoppedAlertReachesTheWebhook", func(t *testing.T) { redisStoppedAlertReachesTheWebhook(ctx, t, cfg, hook) })
 		// Last: it changes the HPA's settings with another `pulumi up`.
 		t.Run("HPAScalesOutAndInOnConnections", func(t *testing.T) { hpaFollowsConnections(ctx, t, deployed, cfg, jwt) })
 	})

@@ -407,6 +407,21 @@ adapter_build() {
   binimage "$d" adapter "" "$ADAPTER_IMAGE" '["/usr/local/bin/adapter"]'
 }
 
+# Alertmanager, which infra/kindnode/prometheus.yaml runs beside the cluster's
+# Prometheus (existing mode) and the dev stack routes its alerts through (an
+# AlertmanagerConfig): built from its module, its UI assets included.
+AM=v0.28.1
+AM_IMAGE=switchboard.local/alertmanager:$AM
+am_ok() { have_image "$AM_IMAGE"; }
+am_build() {
+  local d src
+  d=$(ctx alertmanager)
+  src=$(GOFLAGS='' go mod download -json "github.com/prometheus/alertmanager@$AM" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  (cd "$src" && CGO_ENABLED=0 GOFLAGS=-mod=readonly nicely go build -trimpath \
+    -ldflags "-s -w -X github.com/prometheus/common/version.Version=${AM#v}" -o "$d/alertmanager" ./cmd/alertmanager)
+  binimage "$d" alertmanager "" "$AM_IMAGE" '["/usr/local/bin/alertmanager"]'
+}
+
 # The Prometheus Operator v0.85.0 and its config reloader (tools/prometheus-operator),
 # applied from its module's bundle.yaml (CRDs, RBAC, Deployment) with these
 # images; it runs infra/kindnode/prometheus.yaml's Prometheus (built below).
@@ -509,6 +524,7 @@ build() {
   step data-images data_ok data_build
   step metrics-server metrics_ok metrics_build
   step prometheus-adapter adapter_ok adapter_build
+  step alertmanager am_ok am_build
   step prometheus-operator promop_ok promop_build
   step prometheus prom_ok prom_build
   step pulumi-cli pulumi_ok pulumi_build
@@ -540,7 +556,7 @@ cluster() {
   create_cluster kind-create-cluster --image "$NODE"
   local began
   began=$(date +%s)
-  kind load docker-image --name "$CLUSTER" "$CHAT" "${DATA_IMAGES[@]/#/switchboard.local/}" "$METRICS_IMAGE" "$ADAPTER_IMAGE" "${PROMOP_IMAGES[@]}" "$PROM_IMAGE"
+  kind load docker-image --name "$CLUSTER" "$CHAT" "${DATA_IMAGES[@]/#/switchboard.local/}" "$METRICS_IMAGE" "$ADAPTER_IMAGE" "$AM_IMAGE" "${PROMOP_IMAGES[@]}" "$PROM_IMAGE"
   promop_apply
   metrics_apply
   record kind-load-images-and-crds "$began"
@@ -561,8 +577,8 @@ OVERRIDES+=",prometheusUrl=http://prometheus-operated.monitoring.svc:9090"
 
 # Where the outside answers, the cluster is the one users make (`make
 # kind-up`): infra/kind/cluster.yaml's pinned kindest/node, the dev stack as
-# Pulumi.dev.yaml has it (kube-prometheus-stack, metrics-server and
-# prometheus-adapter from their charts), the provider plugins the engine
+# Pulumi.dev.yaml has it (kube-prometheus-stack and metrics-server from their
+# charts, prometheus-adapter from registry.k8s.io), the provider plugins the engine
 # downloads. Its binaries get a directory of their own: the offline one holds
 # the docker wrapper and a provider plugin the engine would take from PATH.
 ONLINE=$CACHE/online
@@ -693,7 +709,7 @@ cached() {
   local missing=() pair
   for pair in kind:kind_ok k8s-binaries:k8s_ok etcd:etcd_ok pause:pause_ok coredns:coredns_ok \
     local-path-provisioner:localpath_ok debian-base:base_ok kube-network-policies:knp_ok component-images:components_ok node-image:node_ok \
-    chat-bases:bases_ok data-images:data_ok metrics-server:metrics_ok prometheus-adapter:adapter_ok prometheus-operator:promop_ok prometheus:prom_ok pulumi-cli:pulumi_ok pulumi-kubernetes-provider:provider_ok; do
+    chat-bases:bases_ok data-images:data_ok metrics-server:metrics_ok prometheus-adapter:adapter_ok alertmanager:am_ok prometheus-operator:promop_ok prometheus:prom_ok pulumi-cli:pulumi_ok pulumi-kubernetes-provider:provider_ok; do
     ${pair#*:} || missing+=("${pair%%:*}")
   done
   [ ${#missing[@]} -eq 0 ] || { echo "${missing[*]}"; return 1; }

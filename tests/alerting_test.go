@@ -6,75 +6,20 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"regexp"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/gruntwork-io/terratest/modules/retry"
 
+	"github.com/switchboard-dev/switchboard/app/chattest"
 	"github.com/switchboard-dev/switchboard/app/local"
 	"github.com/switchboard-dev/switchboard/dashboards"
 	"github.com/switchboard-dev/switchboard/tests/target"
 )
-
-// received is one notification a webhook receiver got, and when.
-type received struct {
-	at time.Time
-	n  local.Notification
-}
-
-// webhookReceiver is an Alertmanager webhook receiver run by the test.
-type webhookReceiver struct {
-	*httptest.Server
-	mu  sync.Mutex
-	got []received
-}
-
-func startWebhookReceiver(t *testing.T) *webhookReceiver {
-	w := &webhookReceiver{}
-	w.Server = httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		var n local.Notification
-		if err := json.NewDecoder(r.Body).Decode(&n); err != nil {
-			t.Errorf("webhook: a notification that is not Alertmanager's JSON: %v", err)
-			http.Error(rw, err.Error(), http.StatusBadRequest)
-			return
-		}
-		w.mu.Lock()
-		w.got = append(w.got, received{time.Now(), n})
-		w.mu.Unlock()
-	}))
-	t.Cleanup(w.Close)
-	return w
-}
-
-func (w *webhookReceiver) count() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return len(w.got)
-}
-
-// find is the first notification received after since carrying an alert
-// named alert in state status ("firing" or "resolved") that match accepts.
-func (w *webhookReceiver) find(since time.Time, alert, status string, match func(labels map[string]string, startsAt time.Time) bool) (received, int, bool) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, r := range w.got {
-		if r.at.Before(since) {
-			continue
-		}
-		for i, a := range r.n.Alerts {
-			if a.Labels["alertname"] == alert && a.Status == status && match(a.Labels, a.StartsAt) {
-				return r, i, true
-			}
-		}
-	}
-	return received{}, 0, false
-}
 
 // A real fault reaches a receiver: Redis stopped turns the instances not
 // ready, SwitchboardInstanceNotReady fires in Prometheus, Alertmanager
@@ -85,8 +30,8 @@ func redisDownAlertReachesAWebhook(t *testing.T, s *suite, l *target.Local, prom
 	const alert = "SwitchboardInstanceNotReady"
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	hook := startWebhookReceiver(t)
-	if err := l.Alertmanager.SetWebhooks(ctx, hook.URL+"/alerts"); err != nil {
+	hook := chattest.StartAlertWebhook(t, "127.0.0.1:0")
+	if err := l.Alertmanager.SetWebhooks(ctx, fmt.Sprintf("http://%s/alerts", hook.Addr)); err != nil {
 		t.Fatal(err)
 	}
 	defer l.Alertmanager.SetWebhooks(context.Background())
@@ -125,22 +70,22 @@ func redisDownAlertReachesAWebhook(t *testing.T, s *suite, l *target.Local, prom
 			s.StartRedis(context.Background())
 		}
 	}()
-	var firing received
+	var firing chattest.Received
 	var idx int
 	until(t, alert+" firing at the webhook", 90*time.Second, func() error {
 		var ok bool
-		firing, idx, ok = hook.find(stopped, alert, "firing", func(labels map[string]string, startsAt time.Time) bool {
+		firing, idx, ok = hook.Find(stopped, alert, "firing", func(labels map[string]string, startsAt time.Time) bool {
 			return instances[labels["instance"]] && startsAt.After(stopped)
 		})
 		if !ok {
-			return errorf("no firing %s notified yet (%d notifications)", alert, hook.count())
+			return errorf("no firing %s notified yet (%d notifications)", alert, hook.Count())
 		}
 		return nil
 	})
-	a := firing.n.Alerts[idx]
-	toFiring := firing.at.Sub(stopped)
-	if firing.n.Version != "4" || firing.n.Receiver != "local" || firing.n.Status != "firing" {
-		t.Errorf("notification version %q, receiver %q, status %q: want 4, local, firing", firing.n.Version, firing.n.Receiver, firing.n.Status)
+	a := firing.N.Alerts[idx]
+	toFiring := firing.At.Sub(stopped)
+	if firing.N.Version != "4" || firing.N.Receiver != "local" || firing.N.Status != "firing" {
+		t.Errorf("notification version %q, receiver %q, status %q: want 4, local, firing", firing.N.Version, firing.N.Receiver, firing.N.Status)
 	}
 	if a.Labels["severity"] != "warning" || a.Labels["job"] != "switchboard" || a.Annotations["summary"] == "" ||
 		a.Annotations["runbook_url"] == "" || a.Fingerprint == "" {
@@ -156,10 +101,10 @@ func redisDownAlertReachesAWebhook(t *testing.T, s *suite, l *target.Local, prom
 		t.Fatal(err)
 	}
 	redisDown = false
-	var resolved received
+	var resolved chattest.Received
 	until(t, alert+" resolved at the webhook", 90*time.Second, func() error {
 		var ok bool
-		resolved, _, ok = hook.find(restarted, alert, "resolved", func(labels map[string]string, startsAt time.Time) bool {
+		resolved, _, ok = hook.Find(restarted, alert, "resolved", func(labels map[string]string, startsAt time.Time) bool {
 			return labels["instance"] == a.Labels["instance"] && startsAt.Equal(a.StartsAt)
 		})
 		if !ok {
@@ -170,7 +115,7 @@ func redisDownAlertReachesAWebhook(t *testing.T, s *suite, l *target.Local, prom
 	logged(t, l.AlertLog.Path, alert, a.Labels["instance"], a.StartsAt, "resolved")
 	report.Logf(t, "Redis stopped: %s on %s reached the webhook firing %s after the stop (every for: 5s, scrape and evaluation 1s, group_wait 1s); "+
 		"Redis started again: resolved %s after the restart (group_interval 2s)",
-		alert, a.Labels["instance"], toFiring.Round(100*time.Millisecond), resolved.at.Sub(restarted).Round(100*time.Millisecond))
+		alert, a.Labels["instance"], toFiring.Round(100*time.Millisecond), resolved.At.Sub(restarted).Round(100*time.Millisecond))
 }
 
 // amAlerts checks that Alertmanager's API lists alert on instance as active.

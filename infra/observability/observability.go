@@ -64,7 +64,9 @@ type Args struct {
 	// queries: the sidecar fills in no __inputs, so the dashboard names it.
 	// In install mode the chart's datasource gets this uid.
 	DatasourceUID string
-	// Alerting routes the installed Alertmanager's alerts (alertmanager.go).
+	// Alerting routes the stack's alerts (alertmanager.go): in install mode
+	// the installed Alertmanager's whole configuration, in existing mode an
+	// AlertmanagerConfig for the cluster's.
 	Alerting Alerting
 }
 
@@ -127,6 +129,12 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 		OtherFields: kubernetes.UntypedArgs{"spec": map[string]any{"groups": groups}},
 	}, children...); err != nil {
 		return nil, fmt.Errorf("observability %s: prometheusrule: %w", name, err)
+	}
+
+	if !args.Install && len(args.Alerting.Receivers) > 0 {
+		if err := clusterRoute(ctx, name, args.Alerting, meta(naming.Project, nil), o); err != nil {
+			return nil, err
+		}
 	}
 
 	dashboard := bytes.ReplaceAll(dashboards.Dashboard, []byte("${DS_PROMETHEUS}"), []byte(args.DatasourceUID))

@@ -29,8 +29,8 @@ const (
 	CriticalOnly  = "critical"
 )
 
-// AlertReceiver is one entry of alertReceivers: where the installed
-// Alertmanager sends alerts. Its secret part (a Slack webhook URL, a
+// AlertReceiver is one entry of alertReceivers: where Alertmanager sends
+// the stack's alerts. Its secret part (a Slack webhook URL, a
 // PagerDuty routing key, an SMTP password, a webhook URL that carries a
 // token) is never in it: SecretKey names the config key, set with
 // --secret, that holds it.
@@ -57,7 +57,7 @@ type AlertReceiver struct {
 	Secret pulumi.StringOutput `json:"-"`
 }
 
-// AlertTiming is the installed Alertmanager route's batching.
+// AlertTiming is the stack's alert route's batching.
 type AlertTiming struct {
 	GroupWait      time.Duration // alertGroupWait
 	GroupInterval  time.Duration // alertGroupInterval
@@ -94,7 +94,9 @@ const receiversForm = `a JSON list of receivers, e.g. [{"name":"oncall","type":"
 // alerting reads alertReceivers and the route's timing. In install mode an
 // AWS stack must name a receiver: its alerts would reach no one. A kind
 // stack without receivers keeps its alerts in Alertmanager's UI (warned).
-// Existing mode installs no Alertmanager, so routes nothing.
+// In existing mode receivers are optional: with them the stack routes its
+// alerts through the cluster's Alertmanager (an AlertmanagerConfig),
+// without them the cluster's own routing applies.
 func (r *reader) alerting(c *Config) {
 	r.duration("alertGroupWait", &c.AlertTiming.GroupWait)
 	r.duration("alertGroupInterval", &c.AlertTiming.GroupInterval)
@@ -117,9 +119,6 @@ func (r *reader) alerting(c *Config) {
 			"(kubectl -n monitoring port-forward svc/kube-prometheus-stack-alertmanager 9093) and notified to no one (docs/alerting.md)", nil)
 		return
 	case v == "":
-		return
-	case c.Observability != Install:
-		r.fail("alertReceivers", "<set>", "unset in existing mode: the cluster's own Alertmanager routes the alerts; configure it there (docs/alerting.md)")
 		return
 	}
 	var raw []map[string]json.RawMessage

@@ -82,8 +82,9 @@ type Config struct {
 	// monitoring and refuses another.
 	PrometheusNamespace string
 
-	// AlertReceivers are where the installed Alertmanager sends alerts
-	// (alerting.go), batched as AlertTiming says; install mode only.
+	// AlertReceivers are where Alertmanager sends the stack's alerts
+	// (alerting.go), batched as AlertTiming says: the installed one's
+	// routes, or in existing mode an AlertmanagerConfig for the cluster's.
 	AlertReceivers []AlertReceiver
 	AlertTiming    AlertTiming
 
