@@ -21,11 +21,12 @@ func minorOf(version string) string {
 
 // kind runs the Kubernetes minor prod runs, so that what a kind cluster
 // proves (the API versions the stacks apply, admission, the e2e behaviour)
-// holds on EKS, and a minor bump is one change to both. Checked: the
-// release both offline scripts build (scripts/k8s-version.sh, the version of
-// k8s.io/kubernetes tools/k8s compiles), the kindest/node image users with
-// internet run (infra/kind/cluster.yaml), against the default eksVersion and
-// the prod stack's.
+// holds on EKS; a minor bump on one side fails here until the other
+// follows. Checked: the release both offline scripts build
+// (scripts/k8s-version.sh, the version of k8s.io/kubernetes tools/k8s
+// compiles), the kindest/node image users with internet run
+// (infra/kind/cluster.yaml), against the default eksVersion and the prod
+// stack's.
 func TestKindRunsTheProdEKSMinor(t *testing.T) {
 	eks := stackconfig.Defaults().AWS.EKSVersion
 
@@ -52,6 +53,16 @@ func TestKindRunsTheProdEKSMinor(t *testing.T) {
 	k8s := string(m[1])
 	if got := minorOf(k8s); got != eks {
 		t.Errorf("scripts/k8s-version.sh K8S=%s (minor %q): want the prod default EKS minor %s", k8s, got, eks)
+	}
+
+	for _, script := range []string{"e2e.sh", "tools.sh"} {
+		b, err := os.ReadFile("../scripts/" + script)
+		if err != nil {
+			t.Fatalf("the offline scripts: %v", err)
+		}
+		if !regexp.MustCompile(`(?m)^source scripts/k8s-version\.sh\b`).Match(b) || regexp.MustCompile(`(?m)^\s*K8S=`).Match(b) {
+			t.Errorf("scripts/%s: want K8S from scripts/k8s-version.sh only, so that the node and the test control plane never differ", script)
+		}
 	}
 
 	b, err = os.ReadFile("../tools/k8s/go.mod")
