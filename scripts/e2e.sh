@@ -34,11 +34,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-K8S=v1.33.13
+source scripts/k8s-version.sh # K8S, shared with scripts/tools.sh
 KIND=v0.33.0
-ETCD=v3.5.24 ETCD_TAG=3.5.24-0 # the etcd kubeadm $K8S deploys (its constants.DefaultEtcdVersion)
-PAUSE=3.10                     # kubeadm's constants.PauseVersion, containerd's sandbox_image
-COREDNS=v1.12.0                # kubeadm's constants.CoreDNSVersion
+ETCD=v3.6.6 ETCD_TAG=3.6.6-0 # the etcd kubeadm $K8S deploys (its constants.DefaultEtcdVersion)
+PAUSE=3.10.1                 # kubeadm's constants.PauseVersion, containerd's sandbox_image
+COREDNS=v1.13.1              # kubeadm's constants.CoreDNSVersion
 LOCALPATH=v0.0.30
 SUITE=bookworm
 
@@ -143,8 +143,6 @@ kind_build() { GOBIN=$BIN GOFLAGS='' nicely go install "sigs.k8s.io/kind@$KIND";
 K8S_BINS=(kubelet kubeadm kubectl kube-proxy kube-apiserver kube-controller-manager kube-scheduler)
 k8s_ok() { for b in "${K8S_BINS[@]}"; do [ -x "$K8SBIN/$b" ] || return 1; done; }
 k8s_build() {
-  local minor=${K8S#v1.}
-  local ld="-s -w -X k8s.io/component-base/version.gitVersion=$K8S -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${minor%%.*}"
   mkdir -p "$K8SBIN.tmp"
   # `make tools` (scripts/tools.sh) builds the control plane the same way: reuse it.
   local tools
@@ -156,7 +154,7 @@ k8s_build() {
   local want=()
   for b in "${K8S_BINS[@]}"; do [ -x "$K8SBIN/$b" ] || want+=("k8s.io/kubernetes/cmd/$b"); done
   [ ${#want[@]} -gt 0 ] || return 0
-  (cd tools/k8s && nicely go build -trimpath -ldflags "$ld" -o "$K8SBIN.tmp/" \
+  (cd tools/k8s && nicely go build -trimpath -ldflags "$K8S_LDFLAGS" -o "$K8SBIN.tmp/" \
     "${want[@]}")
   mv "$K8SBIN.tmp"/* "$K8SBIN/" && rmdir "$K8SBIN.tmp"
 }

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Builds the control-plane binaries the infra/ proof runs (etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler from tools/k8s, and kwok) into a cache
-# keyed by their versions, once; later runs find them and return at once.
-# Prints the directory holding them.
+# Builds the control-plane binaries the infra/ proof runs (kube-apiserver,
+# kube-controller-manager, kube-scheduler from tools/k8s, etcd from tools/etcd,
+# and kwok) into a cache keyed by their versions, once; later runs find them
+# and return at once. Prints the directory holding them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-K8S=v1.33.13 KWOK=v0.7.0
+source scripts/k8s-version.sh # K8S, shared with scripts/e2e.sh
+KWOK=v0.7.0
 dir="${SWITCHBOARD_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/switchboard/tools}/k8s-$K8S-kwok-$KWOK"
 bins=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 missing=0
@@ -14,11 +15,10 @@ if [ $missing -eq 1 ]; then
   echo "tools: building the Kubernetes $K8S control plane and kwok $KWOK into $dir (about 15 min cold on 2 cores)" >&2
   mkdir -p "$dir.tmp"
   start=$(date +%s)
-  # gitVersion makes the server report the version kubectl and clients negotiate on.
-  ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$K8S -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=33"
-  (cd tools/k8s && go build -trimpath -ldflags "$ldflags" -o "$dir.tmp/" \
+  (cd tools/k8s && go build -trimpath -ldflags "$K8S_LDFLAGS" -o "$dir.tmp/" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler)
-  (cd tools/k8s && go build -trimpath -ldflags "-s -w" -o "$dir.tmp/etcd" go.etcd.io/etcd/server/v3)
+  # The etcd kubeadm deploys with $K8S, as on the kind node.
+  (cd tools/etcd && go build -trimpath -ldflags "-s -w" -o "$dir.tmp/etcd" go.etcd.io/etcd/server/v3)
   GOBIN="$dir.tmp" GOFLAGS= go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK"
   rm -rf "$dir" && mv "$dir.tmp" "$dir"
   echo "tools: built in $(( $(date +%s) - start ))s" >&2
