@@ -58,7 +58,7 @@ fuzz:
 # mocks and kubectl from the outside; built without it they reuse what lint
 # compiled, which saves minutes on a cold machine.
 test: deps lint tools
-	go test -race -count=1 -timeout 20m ./app/... ./nginx/... ./dashboards/...
+	go test -race -count=1 -timeout 20m ./app/... ./nginx/... ./dashboards/... ./docs/...
 	go test -count=1 -timeout 20m -v ./infra/...
 	go test -count=1 -timeout 25m -v ./tests/...
 	$(MAKE) fuzz
@@ -88,6 +88,6 @@ bench: deps build
 # The dev stack on a real kind cluster built here (no registry, no internet
 # but the Go proxy and Debian's mirror): node image, component and app
 # images, the pulumi CLI and Kubernetes provider, then TestDevStackOnKind.
-# Cached under ~/.cache/switchboard/e2e; see scripts/e2e.sh and the README.
+# Cached under ~/.cache/switchboard/e2e; see scripts/e2e.sh and docs/e2e.md.
 e2e:
 	@./scripts/e2e.sh

@@ -328,7 +328,7 @@ func startLoad(room string, senders []*client.Client, every time.Duration, pad i
 				seq, err := c.SendID(ctx, room, id, text)
 				// internal: the message may or may not have been kept, and the
 				// server asks for a retry with the same id, which dedupe makes
-				// safe (README, Error codes); only a send never acked fails.
+				// safe (docs/protocol.md, error codes); only a send never acked fails.
 				for perr := (*protocol.Error)(nil); errors.As(err, &perr) && perr.Code == protocol.CodeInternal && ctx.Err() == nil; {
 					l.mu.Lock()
 					l.retried++

@@ -11,9 +11,9 @@ import (
 )
 
 // A dialect is the protocol chatload speaks inside WebSocket: Switchboard's
-// (README, The chat server contract), or Centrifugo's JSON protocol, so that
-// one tool, harness and machine measure both servers alike (README,
-// Performance). Either way a member opens in two steps (a greeting answered,
+// (docs/protocol.md), or Centrifugo's JSON protocol, so that
+// one tool, harness and machine measure both servers alike
+// (docs/performance.md). Either way a member opens in two steps (a greeting answered,
 // then a join or subscribe answered), sends text that starts with its send
 // time, and reads deliveries that carry a per-room seq.
 type dialect interface {

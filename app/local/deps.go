@@ -42,7 +42,7 @@ func startRedis(ctx context.Context, dir, name string, port int, replicaOf strin
 	// never postpones that write), so a killed Redis loses nothing it acked.
 	// Only a crash of the machine could, as it could Postgres's unsynced
 	// writes below. always added an fsync of this disk to the event loop:
-	// stalls of 9-32 ms, and 3 times the p50 of a send (README, Performance).
+	// stalls of 9-32 ms, and 3 times the p50 of a send (docs/performance.md).
 	//
 	// noeviction: a full Redis must refuse writes, never drop keys. Every
 	// room key has a TTL, so a volatile-* policy (ElastiCache's default is

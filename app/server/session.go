@@ -32,7 +32,7 @@ const maxRoomsPerConnection = 100
 // executed in turn (serve). Deliveries go to a bounded queue that the
 // flushers write (flushers.go), or, while the socket is full, a writer
 // goroutine that drains it and then ends: an idle connection holds no stack,
-// no queue and no write buffer (README, Performance).
+// no queue and no write buffer (docs/performance.md).
 type session struct {
 	srv     *Server
 	conn    *wsconn.Conn

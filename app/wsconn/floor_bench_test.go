@@ -11,7 +11,7 @@ import (
 )
 
 // BenchmarkLoopbackDelivery is the floor under the direct scenarios' figures
-// (README, Performance): what one delivery costs the kernel when the server
+// (docs/performance.md): what one delivery costs the kernel when the server
 // and its clients share a host, as they do in `make bench`. A 64-byte
 // message, framed by AppendText, is written to each of 1,000 loopback
 // sockets in turn while a goroutine per socket reads, as the load tool's

@@ -19,7 +19,7 @@ import (
 
 // ConnectionsMetric is the per-pod metric the HPA targets, as the adapter
 // serves it: the chat server's gauge of open connections (a metric-name
-// contract, see README "Metrics").
+// contract, see docs/observability.md).
 const ConnectionsMetric = "websocket_connections_active"
 
 // Pinned charts.

@@ -117,10 +117,10 @@ func TestUnfittableNamesAreRefused(t *testing.T) {
 	}
 }
 
-// The README's example: the e2e's stack name.
+// docs/deploy-aws.md's example: the e2e's stack name.
 func TestTheE2EStackNameIsCutAsDocumented(t *testing.T) {
 	n, err := For("switchboard", "staging-test-1764547200")
 	if err != nil || n.LoadBalancer != "switchboard-staging-tes-77332345" {
-		t.Errorf("ALB %q (%v): want switchboard-staging-tes-77332345, as the README says", n.LoadBalancer, err)
+		t.Errorf("ALB %q (%v): want switchboard-staging-tes-77332345, as docs/deploy-aws.md says", n.LoadBalancer, err)
 	}
 }
