@@ -269,7 +269,7 @@ components_build() {
   d=$(ctx local-path-provisioner) && cp "$CACHE/local-path-provisioner-$LOCALPATH/local-path-provisioner" "$d/" &&
     binimage "$d" local-path-provisioner "" "switchboard.local/local-path-provisioner:$LOCALPATH"
   d=$(ctx podnet) && cp "$K8SBIN/kubectl" infra/kindnode/images/podnet.sh "$d/" &&
-    printf 'FROM %s\nRUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iproute2 && rm -rf /var/lib/apt/lists/*\nCOPY kubectl podnet.sh /usr/local/bin/\n' "$BASE" >"$d/Dockerfile" &&
+    printf 'FROM %s\nRUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iproute2 iptables && rm -rf /var/lib/apt/lists/*\nCOPY kubectl podnet.sh /usr/local/bin/\n' "$BASE" >"$d/Dockerfile" &&
     docker build --label "switchboard.e2e.key=$(podnet_key)" -t switchboard.local/podnet:v1 "$d"
   # pause: a static binary, nothing else.
   d=$(ctx pause) && cp "$CACHE/pause-$PAUSE/pause" "$d/" &&

@@ -2,9 +2,15 @@
 # switchboard-podnet: the pod network of a Switchboard kind node, in place of
 # kindnetd (whose module the Go proxy does not serve). On each node, as a
 # DaemonSet on the host network: write the CNI configuration for the node's
-# podCIDR (Debian's ptp, host-local, portmap and loopback plugins), and route
-# every other node's podCIDR to that node's InternalIP.
+# podCIDR (Debian's ptp, host-local, portmap and loopback plugins), route
+# every other node's podCIDR to that node's InternalIP, and masquerade what
+# pods send beyond the cluster's pod subnet (POD_SUBNET), as kindnetd does:
+# without it a pod's packet to the host (an Alertmanager webhook receiver on
+# the kind network's gateway) leaves with the pod's address, which the host
+# has no route back to. Traffic between pods keeps its source address, which
+# NetworkPolicy matches.
 set -u
+: "${POD_SUBNET:?the cluster's pod subnet (kind fills it into the manifest)}"
 conf=/host/etc/cni/net.d/10-switchboard-podnet.conflist
 sa=/var/run/secrets/kubernetes.io/serviceaccount
 kc() {
@@ -13,6 +19,9 @@ kc() {
     --token="$(cat $sa/token)" --certificate-authority=$sa/ca.crt "$@"
 }
 while true; do
+  iptables -t nat -C POSTROUTING -s "$POD_SUBNET" ! -d "$POD_SUBNET" -j MASQUERADE 2>/dev/null ||
+    iptables -t nat -A POSTROUTING -s "$POD_SUBNET" ! -d "$POD_SUBNET" -j MASQUERADE ||
+    echo "masquerade of $POD_SUBNET failed"
   if nodes=$(kc get nodes -o jsonpath='{range .items[*]}{.metadata.name} {.spec.podCIDR} {.status.addresses[?(@.type=="InternalIP")].address}{"\n"}{end}'); then
     while read -r name cidr ip; do
       [ -n "$cidr" ] && [ -n "$ip" ] || continue
