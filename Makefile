@@ -5,7 +5,7 @@ export GOFLAGS ?= -mod=mod
 BIN := bin
 GO_PKGS := ./...
 
-.PHONY: build up test lint bench deps token fuzz tools kind-up generate chaos e2e
+.PHONY: build up test lint bench deps token fuzz tools kind-up generate chaos e2e docs
 
 build:
 	go build -trimpath -o $(BIN)/ ./app/cmd/...
@@ -28,6 +28,15 @@ tools:
 # Regenerates dashboards/switchboard.json and grafana-alerting.yaml.
 generate:
 	go generate ./dashboards
+
+# The front page's pictures: the topology SVGs from their Graphviz sources
+# (infra/pictures_test.go checks that the sources name what the stacks
+# deploy), and docs/img/chat.png, a screenshot of the chat page after a
+# conversation between two headless Chromium pages on the local target
+# (tests/browser_test.go). Each run writes the same files again.
+docs: deps
+	for f in docs/img/*.dot; do dot -Tsvg -o "$${f%.dot}.svg" "$$f" || exit 1; done
+	SWITCHBOARD_SCREENSHOT=$(CURDIR)/docs/img/chat.png go test -count=1 -run '^TestBehaviour$$/^ChatPageInTwoBrowsers$$' ./tests
 
 # A kind cluster for the dev stack, with the chat server's image loaded into it.
 # Needs kind and a Docker engine.

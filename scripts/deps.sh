@@ -12,6 +12,7 @@ command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
 command -v chromium >/dev/null || need+=(chromium)
 command -v kubectl >/dev/null || need+=(kubectl)
 command -v shellcheck >/dev/null || need+=(shellcheck)
+command -v dot >/dev/null || need+=(graphviz)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "deps: installing Debian packages: ${need[*]}"
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

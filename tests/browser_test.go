@@ -32,8 +32,9 @@ func openPage(t *testing.T, pageURL string) *page {
 		t.Fatal("chromium is not installed: run make deps (apt-get install -y chromium)")
 	}
 	profile := t.TempDir()
-	cmd := exec.Command(bin, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-		"--no-first-run", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
+	cmd := exec.Command(bin, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+		"--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
 		"--user-data-dir="+profile, pageURL)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	logf, err := os.Create(filepath.Join(profile, "chromium.log"))
@@ -161,27 +162,85 @@ func (p *page) typeLine(text string) error {
 	return nil
 }
 
-// The chat page served at / works in a browser: a line typed in a page on
-// one instance appears in a page on another.
+// logShows is a JavaScript expression: whether the page's log shows text.
+func logShows(text string) string {
+	return `document.getElementById("log").innerText.includes(` + fmt.Sprintf("%q", text) + `)`
+}
+
+// screenshot writes what the page shows in a width by height viewport as a
+// PNG file. The viewport is set, not the window, whose frame headless
+// Chromium subtracts in its own way.
+func (p *page) screenshot(path string, width, height int) error {
+	if _, err := p.call("Emulation.setDeviceMetricsOverride", map[string]any{
+		"width": width, "height": height, "deviceScaleFactor": 1, "mobile": false,
+	}); err != nil {
+		return err
+	}
+	raw, err := p.call("Page.captureScreenshot", map[string]any{"format": "png"})
+	if err != nil {
+		return err
+	}
+	var r struct{ Data []byte } // base64 in the reply
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return err
+	}
+	return os.WriteFile(path, r.Data, 0o644)
+}
+
+// The chat page served at / works in a browser: each line typed in a page
+// on one instance appears in a page on another, both ways. With
+// SWITCHBOARD_SCREENSHOT=path (make docs) it also writes the first page,
+// after the conversation, to path: docs/img/chat.png.
 func chatPageInTwoBrowsers(t *testing.T, s *suite) {
 	ins := s.instances(t)
 	if len(ins) < 2 {
 		t.Fatalf("the chat page test needs two instances, the target has %d", len(ins))
 	}
+	shot := os.Getenv("SWITCHBOARD_SCREENSHOT")
 	room := chattest.Room()
+	if shot != "" {
+		room = "lobby" // the page's own default, rather than a new name at each run
+	}
+	users := []string{"alice", "bob"}
 	pages := make([]*page, 2)
 	for i := range pages {
 		// The token in the fragment, which the browser never sends; the page
 		// hands it to the server as the bearer.<jwt> subprotocol.
 		q := url.Values{"room": {room}}
-		pages[i] = openPage(t, ins[i].URL+"/?"+q.Encode()+"#token="+s.token(t, fmt.Sprintf("browser-%d", i), time.Hour))
+		pages[i] = openPage(t, ins[i].URL+"/?"+q.Encode()+"#token="+s.token(t, users[i], time.Hour))
 		pages[i].waitFor(t, "page joined on "+ins[i].ID, `document.getElementById("status").dataset.instance + "/" + document.getElementById("text").disabled`, ins[i].ID+"/false")
 	}
-	began := time.Now()
-	line := "hello from chromium on " + ins[0].ID
-	if err := pages[0].typeLine(line); err != nil {
+	conversation := []struct {
+		from int
+		text string
+	}{
+		{0, "hi bob, I'm typing in Chromium on " + ins[0].ID},
+		{1, "hi alice! it reached me on " + ins[1].ID + " through Redis"},
+		{0, "and Postgres keeps it for the room's history"},
+		{1, "so a reconnect resumes from the last seq it saw"},
+	}
+	for i, c := range conversation {
+		began := time.Now()
+		if err := pages[c.from].typeLine(c.text); err != nil {
+			t.Fatal(err)
+		}
+		to := 1 - c.from
+		pages[to].waitFor(t, "the line appears on "+ins[to].ID, logShows(c.text), "true")
+		if i == 0 {
+			report.Logf(t, "chat page: typed in Chromium on %s, shown in Chromium on %s %s later", ins[0].ID, ins[1].ID, time.Since(began).Round(time.Millisecond))
+		}
+	}
+	if shot == "" {
+		return
+	}
+	last := conversation[len(conversation)-1].text
+	pages[0].waitFor(t, "the whole conversation on "+ins[0].ID, logShows(last), "true")
+	// No text cursor, which blinks, in the picture.
+	if _, err := pages[0].eval(`document.activeElement.blur()`); err != nil {
 		t.Fatal(err)
 	}
-	pages[1].waitFor(t, "the line appears on "+ins[1].ID, `document.getElementById("log").innerText.includes(`+fmt.Sprintf("%q", line)+`)`, "true")
-	report.Logf(t, "chat page: typed in Chromium on %s, shown in Chromium on %s %s later", ins[0].ID, ins[1].ID, time.Since(began).Round(time.Millisecond))
+	if err := pages[0].screenshot(shot, 800, 330); err != nil {
+		t.Fatalf("screenshot: %v", err)
+	}
+	report.Logf(t, "chat page: screenshot of %s's page written to %s", users[0], shot)
 }
