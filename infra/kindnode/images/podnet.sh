@@ -10,7 +10,7 @@
 # has no route back to. Traffic between pods keeps its source address, which
 # NetworkPolicy matches.
 set -u
-: "${POD_SUBNET:?the cluster's pod subnet (kind fills it into the manifest)}"
+: "${POD_SUBNET:?the pod subnet of the cluster (kind fills it into the manifest)}"
 conf=/host/etc/cni/net.d/10-switchboard-podnet.conflist
 sa=/var/run/secrets/kubernetes.io/serviceaccount
 kc() {
