@@ -100,7 +100,8 @@ func NewController(ctx *pulumi.Context, name string, args ControllerArgs, opts .
 // ALBArgs configure the AWS edge.
 type ALBArgs struct {
 	Namespace      pulumi.StringInput
-	Service        pulumi.StringInput // the chat ClusterIP Service
+	App            string             // the server's component: the Ingress's name
+	Service        pulumi.StringInput // the server's ClusterIP Service
 	ServicePort    int
 	CertificateARN string
 	WAFACLARN      string // optional
@@ -160,7 +161,7 @@ func NewALB(ctx *pulumi.Context, name string, args ALBArgs, opts ...pulumi.Resou
 	}
 	ingress, err := networkingv1.NewIngress(ctx, name, &networkingv1.IngressArgs{
 		Metadata: &metav1.ObjectMetaArgs{
-			Name: pulumi.String(naming.Chat), Namespace: args.Namespace, Labels: naming.Labels(naming.Chat),
+			Name: pulumi.String(args.App), Namespace: args.Namespace, Labels: naming.Labels(args.App),
 			Annotations: pulumi.ToStringMap(annotations),
 		},
 		Spec: &networkingv1.IngressSpecArgs{
