@@ -91,6 +91,9 @@ type Observability struct {
 	// DatasourceUID is the Prometheus datasource the dashboard queries.
 	DatasourceUID string
 	Alerting      observability.Alerting
+	// JobLabel is the Service label whose value becomes the pods' job in
+	// Prometheus (default app.kubernetes.io/name: the job is App.Name).
+	JobLabel string
 	// Name names the alert rules and the dashboard; Rules and Dashboard
 	// (its datasource written ${DS_PROMETHEUS}) are optional.
 	Name      string
@@ -191,6 +194,7 @@ func withDefaults(a ServiceArgs) (ServiceArgs, error) {
 	app.Scaling.Metric = cmp.Or(app.Scaling.Metric, ConnectionsMetric)
 	app.Scaling.CPUPercent = cmp.Or(app.Scaling.CPUPercent, DefaultCPUPercent)
 	a.Observability.Name = cmp.Or(a.Observability.Name, app.Name)
+	a.Observability.JobLabel = cmp.Or(a.Observability.JobLabel, "app.kubernetes.io/name")
 	return a, nil
 }
 
@@ -249,7 +253,7 @@ func observabilityArgs(a ServiceArgs, namespace pulumi.StringInput, grafanaServi
 	o := a.Observability
 	return observability.Args{
 		Namespace: namespace, Install: o.Install, ChartVersion: o.ChartVersion,
-		App: a.App.Name, Name: o.Name, Rules: o.Rules, Dashboard: o.Dashboard,
+		App: a.App.Name, JobLabel: o.JobLabel, Name: o.Name, Rules: o.Rules, Dashboard: o.Dashboard,
 		GrafanaService: grafanaService, DatasourceUID: o.DatasourceUID, Alerting: o.Alerting,
 	}
 }

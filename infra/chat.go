@@ -44,8 +44,9 @@ func chatServer(cfg stackconfig.Config, target blueprint.Target) (blueprint.Serv
 			Install: cfg.Observability == stackconfig.Install, ChartVersion: cfg.PrometheusStackVer,
 			PrometheusNamespace: cfg.PrometheusNamespace, DatasourceUID: cfg.GrafanaDatasourceUID,
 			Alerting: alerting(cfg),
-			// The rules name the job switchboard, the dashboard's file is switchboard.json.
-			Name: naming.Project, Rules: rules.Groups, Dashboard: dashboards.Dashboard,
+			// The rules and the dashboard select job="switchboard", the
+			// part-of label's value; the dashboard's file is switchboard.json.
+			JobLabel: "app.kubernetes.io/part-of", Name: naming.Project, Rules: rules.Groups, Dashboard: dashboards.Dashboard,
 		},
 		Metrics: blueprint.Metrics{
 			MetricsServer: cfg.MetricsServer, PrometheusAdapter: cfg.PrometheusAdapter,

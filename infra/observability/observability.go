@@ -58,6 +58,10 @@ type Args struct {
 	// App is the server's component: the ServiceMonitor scrapes its
 	// Service that carries naming.ScrapeLabel.
 	App string
+	// JobLabel is the label of that Service whose value is the Prometheus
+	// job of the pods' series: app.kubernetes.io/name (the job is App) or
+	// app.kubernetes.io/part-of (switchboard, the chat server's rules' job).
+	JobLabel string
 	// Name names the PrometheusRule, the dashboard's ConfigMap
 	// (<Name>-dashboard) and its file (<Name>.json).
 	Name string
@@ -111,8 +115,7 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 		Kind:       pulumi.String("ServiceMonitor"),
 		Metadata:   meta(args.App, nil),
 		OtherFields: kubernetes.UntypedArgs{"spec": map[string]any{
-			// job takes the Service's part-of label: "switchboard", as the rules expect.
-			"jobLabel": "app.kubernetes.io/part-of",
+			"jobLabel": args.JobLabel,
 			"selector": map[string]any{"matchLabels": map[string]any{naming.ScrapeLabel: "true"}},
 			"endpoints": []any{map[string]any{
 				"port": "http", "path": "/metrics", "interval": "15s",
