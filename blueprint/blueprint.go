@@ -164,7 +164,9 @@ func NewService(ctx *pulumi.Context, name string, args ServiceArgs, opts ...pulu
 	if err != nil {
 		return nil, fmt.Errorf("service %s: %w", name, err)
 	}
-	s := &Service{}
+	// What a target does not set is empty, not an output that never resolves.
+	none := pulumi.String("").ToStringOutput()
+	s := &Service{Endpoint: none, DashboardsURL: none, Kubeconfig: none, ClusterName: none, LoadBalancer: none}
 	if err := ctx.RegisterComponentResource("switchboard:index:Service", name, s, opts...); err != nil {
 		return nil, err
 	}
