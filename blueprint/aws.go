@@ -195,7 +195,7 @@ func (t AWS) deploy(ctx *pulumi.Context, s *Service, a ServiceArgs) error {
 	afterController := []pulumi.ResourceOption{k8s, parent, pulumi.DependsOn([]pulumi.Resource{ns, controller.Release})}
 
 	db, err := dbaccess.New(ctx, "db", dbaccess.Args{
-		Cluster: eks, NamespaceName: a.Namespace, Namespace: namespace, Database: managed.Database,
+		Cluster: eks, Account: a.App.Name, NamespaceName: a.Namespace, Namespace: namespace, Database: managed.Database,
 		DBInstanceARN: stores.DBInstanceARN, DBResourceID: stores.DBResourceID, DBAddress: stores.DBAddress, DBPort: managed.PostgresPort,
 		MasterSecretARN: stores.MasterSecretARN, Tags: tags,
 	}, afterController...)
@@ -208,7 +208,7 @@ func (t AWS) deploy(ctx *pulumi.Context, s *Service, a ServiceArgs) error {
 	wa := workloadArgs(a, namespace, policies.LoadBalancer[0].CIDRs)
 	// The pods connect to the database by IAM, as the role the bootstrap
 	// made: the URL has no password.
-	wa.ServiceAccount, wa.After = db.ServiceAccount.ToStringPtrOutput(), []pulumi.Resource{db.Bootstrap, db.ChatPolicy}
+	wa.ServiceAccount, wa.After = db.ServiceAccount.ToStringPtrOutput(), []pulumi.Resource{db.Bootstrap, db.AppPolicy}
 	withStores(&wa, a, stores.RedisURL, db.DatabaseURL)
 	if _, err := netpolicy.New(ctx, "netpolicy", policies, afterController...); err != nil {
 		return err
