@@ -146,7 +146,7 @@ func (t AWS) deploy(ctx *pulumi.Context, s *Service, a ServiceArgs) error {
 		return err
 	}
 	tags := pulumi.StringMap{"project": pulumi.String(naming.Project), "stack": pulumi.String(ctx.Stack())}
-	parent := pulumi.Parent(s)
+	parent := under(s)
 
 	net, err := t.vpc(ctx, names, tags, parent)
 	if err != nil {

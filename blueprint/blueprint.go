@@ -115,7 +115,7 @@ type ServiceArgs struct {
 	// Namespace is created for the service.
 	Namespace string
 	App       App
-	// Redis and Postgres are optional stores (on AWS, both or neither).
+	// Redis and Postgres are optional stores (on kind; AWS wants both).
 	Redis         *Redis
 	Postgres      *Postgres
 	Observability Observability
@@ -124,7 +124,7 @@ type ServiceArgs struct {
 	Target Target
 }
 
-// Target is where the service runs: Kind or AWS.
+// Target is where the service runs: Kind or AWS (no other type can be one).
 type Target interface {
 	deploy(ctx *pulumi.Context, s *Service, args ServiceArgs) error
 	// policies are the NetworkPolicies' peers on the target.
@@ -177,6 +177,15 @@ func NewService(ctx *pulumi.Context, name string, args ServiceArgs, opts ...pulu
 		"endpoint": s.Endpoint, "dashboardsUrl": s.DashboardsURL, "kubeconfig": s.Kubeconfig,
 		"clusterName": s.ClusterName, "loadBalancer": s.LoadBalancer,
 	})
+}
+
+// under puts a resource in the service. Stacks deployed before this
+// component existed (infra/'s) have the same resources at the stack's root:
+// the alias lets an update move each there rather than replace it (and its
+// children, which the engine aliases alike), which for RDS would be a new,
+// empty database.
+func under(s *Service) pulumi.ResourceOption {
+	return pulumi.Composite(pulumi.Parent(s), pulumi.Aliases([]pulumi.Alias{{NoParent: pulumi.Bool(true)}}))
 }
 
 func withDefaults(a ServiceArgs) (ServiceArgs, error) {

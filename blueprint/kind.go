@@ -60,18 +60,18 @@ func (k Kind) deploy(ctx *pulumi.Context, s *Service, a ServiceArgs) error {
 	provider := k.Provider
 	if provider == nil {
 		var err error
-		if provider, err = kubernetes.NewProvider(ctx, "kind", &kubernetes.ProviderArgs{Context: pulumi.String(k.KubeContext)}, pulumi.Parent(s)); err != nil {
+		if provider, err = kubernetes.NewProvider(ctx, "kind", &kubernetes.ProviderArgs{Context: pulumi.String(k.KubeContext)}, under(s)); err != nil {
 			return fmt.Errorf("kubernetes provider: %w", err)
 		}
 	}
 	k8s := pulumi.Provider(provider)
 	ns, err := corev1.NewNamespace(ctx, a.Namespace, &corev1.NamespaceArgs{
 		Metadata: &metav1.ObjectMetaArgs{Name: pulumi.String(a.Namespace), Labels: pulumi.StringMap{"app.kubernetes.io/part-of": pulumi.String(naming.Project)}},
-	}, k8s, pulumi.Parent(s))
+	}, k8s, under(s))
 	if err != nil {
 		return fmt.Errorf("namespace: %w", err)
 	}
-	inNamespace := []pulumi.ResourceOption{k8s, pulumi.Parent(s), pulumi.DependsOn([]pulumi.Resource{ns})}
+	inNamespace := []pulumi.ResourceOption{k8s, under(s), pulumi.DependsOn([]pulumi.Resource{ns})}
 	namespace := ns.Metadata.Name().Elem()
 
 	wa := workloadArgs(a, namespace, []string{cmp.Or(k.PodSubnet, KindPodSubnet)})
@@ -96,7 +96,7 @@ func (k Kind) deploy(ctx *pulumi.Context, s *Service, a ServiceArgs) error {
 	if _, err := netpolicy.New(ctx, "netpolicy", policies, inNamespace...); err != nil {
 		return err
 	}
-	if _, err := autoscaling.New(ctx, "autoscaling", autoscalingArgs(a.Metrics, a.App.Scaling, true, nil), k8s, pulumi.Parent(s)); err != nil {
+	if _, err := autoscaling.New(ctx, "autoscaling", autoscalingArgs(a.Metrics, a.App.Scaling, true, nil), k8s, under(s)); err != nil {
 		return err
 	}
 	if _, err := edge.NewNginx(ctx, "edge", edge.NginxArgs{

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
+	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
 )
 
 var updateGolden = flag.Bool("update-golden", false, "rewrite testdata/golden from the program's current resources")
@@ -57,6 +58,34 @@ func TestStackFilesDeclareTheGoldenResources(t *testing.T) {
 			}
 			if !bytes.Equal(bytes.TrimSpace(got), bytes.TrimSpace(want)) {
 				diffGolden(t, want, got)
+			}
+		})
+	}
+}
+
+// The stacks deployed before the blueprint keep their resources: each
+// resource the Service component parents is aliased to the stack's root,
+// where it was, so `pulumi up` moves it (its children with it) instead of
+// replacing it.
+func TestStackResourcesMovedUnderTheServiceKeepTheirOldURNs(t *testing.T) {
+	for _, name := range []string{"dev", "prod", "staging"} {
+		t.Run(name, func(t *testing.T) {
+			s := &stack{name: name}
+			if err := s.run(stackFileConfig(t, name)); err != nil {
+				t.Fatalf("program: %v", err)
+			}
+			moved := 0
+			for _, r := range s.resources {
+				if !slices.Contains(componentTypes, string(r.Parent.Type())) {
+					continue
+				}
+				moved++
+				if !slices.ContainsFunc(r.Aliases, func(a *pulumirpc.Alias) bool { return a.GetSpec().GetNoParent() }) {
+					t.Errorf("%s %s has no alias to the stack's root: an update would replace it", r.Type, r.Name)
+				}
+			}
+			if moved == 0 {
+				t.Error("no resource under the Service component")
 			}
 		})
 	}
