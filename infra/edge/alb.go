@@ -115,13 +115,13 @@ type ALBArgs struct {
 	ClusterName pulumi.StringInput
 }
 
-// ALB is the component: the chat Ingress the controller turns into an
+// ALB is the component: the server's Ingress the controller turns into an
 // Application Load Balancer. Give it the Kubernetes provider and a
 // dependency on the controller's release.
 type ALB struct {
 	pulumi.ResourceState
 	Hostname pulumi.StringOutput // the ALB's DNS name
-	// TargetGroupTags are the tags the controller put on the chat pods'
+	// TargetGroupTags are the tags the controller put on the server pods'
 	// target group, known once the ALB is made (they wait for Hostname):
 	// the alarms find the target group by them.
 	TargetGroupTags pulumi.StringMapOutput

@@ -113,9 +113,9 @@ type Args struct {
 	// when it is outside the cluster.
 	Edge *Edge
 	// LoadBalancer are the addresses an outside load balancer reaches the
-	// chat pods from (AWS: the ALB's subnets); empty with Edge.
+	// server's pods from (AWS: the ALB's subnets); empty with Edge.
 	LoadBalancer []Peer
-	// Prometheus scrapes the chat pods: the namespace it runs in.
+	// Prometheus scrapes the server's pods: the namespace it runs in.
 	Prometheus Peer
 	// Redis and Postgres: where the server's pods reach the stores; nil
 	// without one.
@@ -131,7 +131,7 @@ type Args struct {
 
 // Flows are every flow the policies allow, in a stable order.
 func Flows(a Args) []Flow {
-	chat := Peer{Component: a.App}
+	app := Peer{Component: a.App}
 	dns := []Port{UDP(53), TCP(53)}
 	https := []Port{TCP(443)}
 	var f []Flow
@@ -139,25 +139,25 @@ func Flows(a Args) []Flow {
 		edge := Peer{Component: a.Edge.Component}
 		f = append(f,
 			Flow{Anywhere, edge, []Port{TCP(a.Edge.Port)}, "clients, through the node port"},
-			Flow{edge, chat, []Port{TCP(a.AppPort)}, "the proxied connections"},
+			Flow{edge, app, []Port{TCP(a.AppPort)}, "the proxied connections"},
 			Flow{edge, DNS, dns, "NGINX re-resolves the chat pods"},
 		)
 	}
 	for _, lb := range a.LoadBalancer {
-		f = append(f, Flow{lb, chat, []Port{TCP(a.AppPort)}, "the load balancer's connections and health checks"})
+		f = append(f, Flow{lb, app, []Port{TCP(a.AppPort)}, "the load balancer's connections and health checks"})
 	}
-	f = append(f, Flow{a.Prometheus, chat, []Port{TCP(a.AppPort)}, "Prometheus scrapes /metrics"})
+	f = append(f, Flow{a.Prometheus, app, []Port{TCP(a.AppPort)}, "Prometheus scrapes /metrics"})
 	if a.Redis != nil {
-		f = append(f, Flow{chat, a.Redis.At, []Port{TCP(a.Redis.Port)}, "Redis"})
+		f = append(f, Flow{app, a.Redis.At, []Port{TCP(a.Redis.Port)}, "Redis"})
 	}
 	if a.Postgres != nil {
-		f = append(f, Flow{chat, a.Postgres.At, []Port{TCP(a.Postgres.Port)}, "Postgres"})
+		f = append(f, Flow{app, a.Postgres.At, []Port{TCP(a.Postgres.Port)}, "Postgres"})
 	}
 	if a.Redis != nil || a.Postgres != nil {
-		f = append(f, Flow{chat, DNS, dns, "the stores' names"})
+		f = append(f, Flow{app, DNS, dns, "the stores' names"})
 	}
 	for _, api := range a.CloudAPIs {
-		f = append(f, Flow{chat, api, https, "STS: IRSA credentials, which sign the RDS IAM tokens"})
+		f = append(f, Flow{app, api, https, "STS: IRSA credentials, which sign the RDS IAM tokens"})
 	}
 	if a.Bootstrap != "" && a.Postgres != nil {
 		job := Peer{Component: a.Bootstrap}

@@ -1,9 +1,10 @@
 // Package observability wires a server into Prometheus and Grafana: a
 // ServiceMonitor, its alert rules as a PrometheusRule, and its dashboard as
-// a ConfigMap for Grafana's sidecar (the chat server's are in dashboards/). In install mode it also
-// installs kube-prometheus-stack, its Alertmanager routed to the stack's
-// receivers (alertmanager.go); in existing mode it relies on the
-// Prometheus Operator, Alertmanager and Grafana that the cluster already runs.
+// a ConfigMap for Grafana's sidecar (the chat server's are in dashboards/).
+// In install mode it also installs kube-prometheus-stack, its Alertmanager
+// routed to the stack's receivers (alertmanager.go); in existing mode it
+// relies on the Prometheus Operator, Alertmanager and Grafana that the
+// cluster already runs.
 package observability
 
 import (
