@@ -47,7 +47,7 @@ kind-up:
 
 # gofmt, go vet, and actionlint on every GitHub Actions workflow.
 lint:
-	@test -z "$$(gofmt -l app infra tests dashboards nginx 2>/dev/null)" || { gofmt -l app infra tests dashboards nginx; echo "gofmt: files above need formatting"; exit 1; }
+	@test -z "$$(gofmt -l app blueprint examples infra tests dashboards nginx 2>/dev/null)" || { gofmt -l app blueprint examples infra tests dashboards nginx; echo "gofmt: files above need formatting"; exit 1; }
 	go vet $(GO_PKGS)
 	@./scripts/actionlint.sh
 
@@ -68,7 +68,7 @@ fuzz:
 # compiled, which saves minutes on a cold machine.
 test: deps lint tools
 	go test -race -count=1 -timeout 20m ./app/... ./nginx/... ./dashboards/... ./docs/...
-	go test -count=1 -timeout 20m -v ./infra/...
+	go test -count=1 -timeout 20m -v ./infra/... ./blueprint/... ./examples/...
 	go test -count=1 -timeout 25m -v ./tests/...
 	$(MAKE) fuzz
 

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/switchboard-dev/switchboard/blueprint"
 	"github.com/switchboard-dev/switchboard/infra/autoscaling"
 	"github.com/switchboard-dev/switchboard/infra/iampolicy"
 )
@@ -49,7 +50,7 @@ func TestHPAScalesOnConnectionsPerPodAndCPUNotMemory(t *testing.T) {
 					t.Errorf("metric %v: want Pods and Resource metrics only", m)
 				}
 			}
-			want := map[string]string{autoscaling.ConnectionsMetric: "AverageValue " + tc.conns, "cpu": "Utilization 70"}
+			want := map[string]string{blueprint.ConnectionsMetric: "AverageValue " + tc.conns, "cpu": "Utilization 70"}
 			if fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Errorf("HPA metrics %v, want %v and nothing else (no memory)", got, want)
 			}
@@ -93,7 +94,7 @@ func TestPrometheusAdapterServesTheConnectionsMetricPerPod(t *testing.T) {
 			}
 			r := cfg.Rules[0]
 			hpaMetric := get(s.one(t, "autoscaling/v2:HorizontalPodAutoscaler", "chat"), "spec.metrics.0.pods.metric.name")
-			if r.Name.As != hpaMetric || !strings.HasPrefix(r.SeriesQuery, autoscaling.ConnectionsMetric+"{") {
+			if r.Name.As != hpaMetric || !strings.HasPrefix(r.SeriesQuery, blueprint.ConnectionsMetric+"{") {
 				t.Errorf("rule serves %v from %v; the HPA asks for %v", r.Name.As, r.SeriesQuery, hpaMetric)
 			}
 			if r.Resources.Overrides["pod"].Resource != "pod" || r.Resources.Overrides["namespace"].Resource != "namespace" {

@@ -11,6 +11,7 @@ import (
 	"github.com/switchboard-dev/switchboard/infra/dbaccess"
 	"github.com/switchboard-dev/switchboard/infra/iampolicy"
 	"github.com/switchboard-dev/switchboard/infra/managed"
+	"github.com/switchboard-dev/switchboard/infra/naming"
 )
 
 // env returns a container's plain environment.
@@ -49,10 +50,10 @@ func TestChatConnectsAsItsOwnRoleByIAMToken(t *testing.T) {
 			if env["DATABASE_AUTH"] != config.AuthRDSIAM || env["AWS_REGION"] != "eu-west-1" {
 				t.Errorf("DATABASE_AUTH %v, AWS_REGION %v: want %s in eu-west-1", env["DATABASE_AUTH"], env["AWS_REGION"], config.AuthRDSIAM)
 			}
-			if get(pod, "serviceAccountName") != dbaccess.ChatAccount {
-				t.Fatalf("pods run as %v, want %s", get(pod, "serviceAccountName"), dbaccess.ChatAccount)
+			if get(pod, "serviceAccountName") != naming.Chat {
+				t.Fatalf("pods run as %v, want %s", get(pod, "serviceAccountName"), naming.Chat)
 			}
-			sa := get(s.one(t, "core/v1:ServiceAccount", dbaccess.ChatAccount), "metadata.annotations").(map[string]any)
+			sa := get(s.one(t, "core/v1:ServiceAccount", naming.Chat), "metadata.annotations").(map[string]any)
 			if sa["eks.amazonaws.com/role-arn"] != "arn:aws:mock:::db-chat" {
 				t.Errorf("chat service account annotations %v: want its IRSA role", sa)
 			}

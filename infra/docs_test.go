@@ -5,21 +5,28 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/switchboard-dev/switchboard/blueprint"
 	"github.com/switchboard-dev/switchboard/infra/netpolicy"
 	"github.com/switchboard-dev/switchboard/infra/stackconfig"
 )
 
-// docFlows are the flows of a target with its default settings.
+// docFlows are the chat server's flows on a target with its default
+// settings.
 func docFlows(t *testing.T, target string) []netpolicy.Flow {
 	cfg := stackconfig.Defaults()
-	if target == "kind" {
-		return netpolicy.Flows(kindPolicies(cfg, nil))
+	var on blueprint.Target = kindTarget(cfg)
+	if target == "aws" {
+		on = awsTarget(cfg)
 	}
-	a, err := awsPolicies(cfg, nil)
+	args, err := chatServer(cfg, on)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return netpolicy.Flows(a)
+	flows, err := blueprint.Flows(args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return flows
 }
 
 // docs/abuse.md's table of allowed flows ("Deployed edge") lists every

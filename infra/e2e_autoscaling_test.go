@@ -15,7 +15,7 @@ import (
 
 	"github.com/switchboard-dev/switchboard/app/auth"
 	"github.com/switchboard-dev/switchboard/app/client"
-	"github.com/switchboard-dev/switchboard/infra/autoscaling"
+	"github.com/switchboard-dev/switchboard/blueprint"
 )
 
 // hpaSample is the chat HPA's state at one moment.
@@ -55,7 +55,7 @@ func hpaFollowsConnections(ctx context.Context, t *testing.T, stack auto.Stack, 
 		return string(out), err
 	}
 	// The adapter answers for every chat pod before anything is measured.
-	metricURL := fmt.Sprintf("/apis/custom.metrics.k8s.io/v1beta2/namespaces/%s/pods/*/%s?labelSelector=app.kubernetes.io/name%%3Dchat", ns, autoscaling.ConnectionsMetric)
+	metricURL := fmt.Sprintf("/apis/custom.metrics.k8s.io/v1beta2/namespaces/%s/pods/*/%s?labelSelector=app.kubernetes.io/name%%3Dchat", ns, blueprint.ConnectionsMetric)
 	retry.DoWithRetry(t, "prometheus-adapter serves the chat pods' connections", 36, 5*time.Second, func() (string, error) {
 		out, err := kubectl("get", "--raw", metricURL)
 		if err != nil {
@@ -89,7 +89,7 @@ func hpaFollowsConnections(ctx context.Context, t *testing.T, stack auto.Stack, 
 		}
 		s := hpaSample{at: time.Since(began), current: h.Status.CurrentReplicas, desired: h.Status.DesiredReplicas, perPod: -1}
 		for _, m := range h.Status.CurrentMetrics {
-			if m.Pods != nil && m.Pods.Metric.Name == autoscaling.ConnectionsMetric {
+			if m.Pods != nil && m.Pods.Metric.Name == blueprint.ConnectionsMetric {
 				if q, err := resource.ParseQuantity(m.Pods.Current.AverageValue); err == nil {
 					s.perPod = q.AsApproximateFloat64()
 				}
@@ -123,7 +123,7 @@ func hpaFollowsConnections(ctx context.Context, t *testing.T, stack auto.Stack, 
 	// target past the HPA's 10 % tolerance, and base+1 pods less, so it
 	// settles at exactly one more pod.
 	n := (base.current+1)*hpaTarget - 2
-	url := strings.Replace(kindChatURL, "http", "ws", 1) + "/ws"
+	url := strings.Replace(blueprint.KindEndpoint, "http", "ws", 1) + "/ws"
 	var clients []*client.Client
 	defer func() {
 		for _, c := range clients {

@@ -13,6 +13,7 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 	"gopkg.in/yaml.v3"
 
+	"github.com/switchboard-dev/switchboard/blueprint"
 	"github.com/switchboard-dev/switchboard/infra/edge"
 	"github.com/switchboard-dev/switchboard/infra/eksaddon"
 )
@@ -270,11 +271,11 @@ func TestTrustedProxiesAreTheLoadBalancersAddresses(t *testing.T) {
 	if err := yaml.Unmarshal(b, &kc); err != nil {
 		t.Fatal(err)
 	}
-	if kc.Networking.PodSubnet != "" && kc.Networking.PodSubnet != kindPodSubnet {
-		t.Errorf("kind/cluster.yaml podSubnet %s, but the stack trusts %s", kc.Networking.PodSubnet, kindPodSubnet)
+	if kc.Networking.PodSubnet != "" && kc.Networking.PodSubnet != blueprint.KindPodSubnet {
+		t.Errorf("kind/cluster.yaml podSubnet %s, but the stack trusts %s", kc.Networking.PodSubnet, blueprint.KindPodSubnet)
 	}
-	if got := env(chatContainer(t, mustRun(t, kindConfig())))["TRUSTED_PROXIES"]; got != kindPodSubnet {
-		t.Errorf("kind TRUSTED_PROXIES %v, want the pod subnet %s", got, kindPodSubnet)
+	if got := env(chatContainer(t, mustRun(t, kindConfig())))["TRUSTED_PROXIES"]; got != blueprint.KindPodSubnet {
+		t.Errorf("kind TRUSTED_PROXIES %v, want the pod subnet %s", got, blueprint.KindPodSubnet)
 	}
 
 	s := mustRun(t, awsConfig())

@@ -11,6 +11,7 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 	"gopkg.in/yaml.v3"
 
+	"github.com/switchboard-dev/switchboard/blueprint"
 	"github.com/switchboard-dev/switchboard/infra/observability"
 	"github.com/switchboard-dev/switchboard/infra/placement"
 	"github.com/switchboard-dev/switchboard/infra/stackconfig"
@@ -274,11 +275,11 @@ func TestKindClusterMapsTheNodePorts(t *testing.T) {
 			workers++
 		}
 	}
-	if mapped[stackconfig.Defaults().EdgeNodePort] != 8080 || !strings.HasSuffix(kindChatURL, ":8080") {
-		t.Errorf("edge node port %d maps to host %d; chatUrl is %s", stackconfig.Defaults().EdgeNodePort, mapped[stackconfig.Defaults().EdgeNodePort], kindChatURL)
+	if mapped[stackconfig.Defaults().EdgeNodePort] != 8080 || !strings.HasSuffix(blueprint.KindEndpoint, ":8080") {
+		t.Errorf("edge node port %d maps to host %d; chatUrl is %s", stackconfig.Defaults().EdgeNodePort, mapped[stackconfig.Defaults().EdgeNodePort], blueprint.KindEndpoint)
 	}
-	if mapped[observability.GrafanaNodePort] != 3000 || !strings.HasSuffix(kindGrafanaURL, ":3000") {
-		t.Errorf("Grafana node port %d maps to host %d; grafanaUrl is %s", observability.GrafanaNodePort, mapped[observability.GrafanaNodePort], kindGrafanaURL)
+	if mapped[observability.GrafanaNodePort] != 3000 || !strings.HasSuffix(blueprint.KindDashboardsURL, ":3000") {
+		t.Errorf("Grafana node port %d maps to host %d; grafanaUrl is %s", observability.GrafanaNodePort, mapped[observability.GrafanaNodePort], blueprint.KindDashboardsURL)
 	}
 	if workers < 2 {
 		t.Errorf("%d workers: want at least 2 so the topology spread means something", workers)

@@ -10,6 +10,7 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/tokens"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
 )
 
 // Test secrets: their values must never appear in a resource input outside
@@ -35,13 +36,15 @@ func kindConfig(overrides ...string) map[string]string {
 }
 
 // declared is one resource the program declared, with its inputs, its
-// parent and the resources it depends on (explicitly or through inputs).
+// parent, the resources it depends on (explicitly or through inputs) and
+// the aliases it is known by.
 type declared struct {
 	Type, Name string
 	Inputs     resource.PropertyMap
 	URN        resource.URN
 	Parent     resource.URN
 	Deps       []resource.URN
+	Aliases    []*pulumirpc.Alias
 }
 
 // stack records every resource a run of the program declares. Like the
@@ -65,7 +68,8 @@ func (s *stack) NewResource(args pulumi.MockResourceArgs) (string, resource.Prop
 	}
 	d := declared{
 		Type: args.TypeToken, Name: args.Name, Inputs: args.Inputs, Parent: resource.URN(rpc.GetParent()),
-		URN: resource.NewURN(tokens.QName(s.name), "switchboard", parentType, tokens.Type(args.TypeToken), args.Name),
+		URN:     resource.NewURN(tokens.QName(s.name), "switchboard", parentType, tokens.Type(args.TypeToken), args.Name),
+		Aliases: rpc.GetAliases(),
 	}
 	for _, u := range rpc.GetDependencies() {
 		d.Deps = append(d.Deps, resource.URN(u))

@@ -52,23 +52,23 @@ type AdapterRule struct {
 	MetricsQuery string `json:"metricsQuery"`
 }
 
-// AdapterConfig is the adapter's configuration file: one rule, the chat
+// AdapterConfig is the adapter's configuration file: one rule, the
 // server's gauge per pod, and no other series (the adapter's own defaults
 // would publish every series Prometheus holds).
 type AdapterConfig struct {
 	Rules []AdapterRule `json:"rules"`
 }
 
-// adapterConfig serves ConnectionsMetric per pod, from the series' pod and
-// namespace labels (those the ServiceMonitor's scrape adds).
-func adapterConfig() AdapterConfig {
+// adapterConfig serves metric per pod, from the series' pod and namespace
+// labels (those the ServiceMonitor's scrape adds).
+func adapterConfig(metric string) AdapterConfig {
 	var r AdapterRule
-	r.SeriesQuery = fmt.Sprintf(`%s{namespace!="",pod!=""}`, ConnectionsMetric)
+	r.SeriesQuery = fmt.Sprintf(`%s{namespace!="",pod!=""}`, metric)
 	r.Resources.Overrides = map[string]struct {
 		Resource string `json:"resource"`
 	}{"namespace": {Resource: "namespace"}, "pod": {Resource: "pod"}}
-	r.Name.Matches = "^" + ConnectionsMetric + "$"
-	r.Name.As = ConnectionsMetric
+	r.Name.Matches = "^" + metric + "$"
+	r.Name.As = metric
 	r.MetricsQuery = "sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)"
 	return AdapterConfig{Rules: []AdapterRule{r}}
 }
@@ -76,6 +76,7 @@ func adapterConfig() AdapterConfig {
 // AdapterArgs configure prometheus-adapter.
 type AdapterArgs struct {
 	Image         string
+	Metric        string // the per-pod gauge it serves
 	PrometheusURL string // the Prometheus it queries
 }
 
@@ -87,7 +88,7 @@ func prometheusAdapter(ctx *pulumi.Context, name string, args AdapterArgs, paren
 	if err != nil || prom.Hostname() == "" {
 		return fmt.Errorf("autoscaling %s: Prometheus URL %q: want http://host:port", name, args.PrometheusURL)
 	}
-	config, err := json.Marshal(adapterConfig()) // JSON is YAML to the adapter's parser
+	config, err := json.Marshal(adapterConfig(args.Metric)) // JSON is YAML to the adapter's parser
 	if err != nil {
 		return fmt.Errorf("autoscaling %s: adapter config: %w", name, err)
 	}

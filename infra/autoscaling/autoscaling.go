@@ -1,10 +1,10 @@
-// Package autoscaling makes the chat server's autoscaler act. The
-// HorizontalPodAutoscaler (infra/workload) scales on active WebSocket
-// connections per pod and on CPU; this package serves it those metrics and,
-// on EKS, lets the nodes follow the pods:
+// Package autoscaling makes a server's autoscaler act. The
+// HorizontalPodAutoscaler (infra/workload) scales on a per-pod gauge of
+// connections and on CPU; this package serves it those metrics and, on
+// EKS, lets the nodes follow the pods:
 //   - metrics-server: the resource metrics API (CPU);
-//   - prometheus-adapter: the custom metrics API, serving each chat pod's
-//     websocket_connections_active from Prometheus;
+//   - prometheus-adapter: the custom metrics API, serving each pod's
+//     gauge from Prometheus;
 //   - the Cluster Autoscaler (AWS): adds a node when pods cannot be
 //     scheduled and removes idle ones, within nodeMin and nodeMax.
 package autoscaling
@@ -16,11 +16,6 @@ import (
 	helmv3 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/helm/v3"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 )
-
-// ConnectionsMetric is the per-pod metric the HPA targets, as the adapter
-// serves it: the chat server's gauge of open connections (a metric-name
-// contract, see docs/observability.md).
-const ConnectionsMetric = "websocket_connections_active"
 
 // Pinned charts.
 const (
@@ -36,9 +31,10 @@ type Args struct {
 	// KubeletInsecureTLS: kind's kubelets serve self-signed certificates.
 	KubeletInsecureTLS bool
 	// PrometheusAdapter runs prometheus-adapter (adapter.go), which serves
-	// the HPA the connections metric from Prometheus, from AdapterImage;
+	// the HPA Metric, a per-pod gauge, from Prometheus, from AdapterImage;
 	// false when the cluster serves custom.metrics.k8s.io already.
 	PrometheusAdapter bool
+	Metric            string
 	AdapterImage      string // empty: AdapterImage
 	// PrometheusURL is the Prometheus the adapter queries.
 	PrometheusURL string
@@ -76,7 +72,7 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 		}
 	}
 	if args.PrometheusAdapter {
-		if err := prometheusAdapter(ctx, name, AdapterArgs{Image: cmp.Or(args.AdapterImage, AdapterImage), PrometheusURL: args.PrometheusURL}, parent); err != nil {
+		if err := prometheusAdapter(ctx, name, AdapterArgs{Image: cmp.Or(args.AdapterImage, AdapterImage), Metric: args.Metric, PrometheusURL: args.PrometheusURL}, parent); err != nil {
 			return nil, err
 		}
 	}

@@ -45,10 +45,11 @@ type Cluster struct {
 	// SecurityGroup is the cluster security group, which the managed nodes
 	// and so the pods carry: the stores admit it alone.
 	SecurityGroup pulumi.StringOutput
-	OIDCProvider  *iam.OpenIdConnectProvider
-	OIDCIssuer    pulumi.StringOutput // without https://
-	Kubeconfig    pulumi.StringOutput
-	Provider      *kubernetes.Provider
+	// The IAM OIDC provider of the cluster's issuer: IRSA roles trust it.
+	OIDCProviderARN pulumi.StringOutput
+	OIDCIssuer      pulumi.StringOutput // without https://
+	Kubeconfig      pulumi.StringOutput
+	Provider        *kubernetes.Provider
 }
 
 // NodeMetadata are the nodes' instance metadata options: IMDSv2 only,
@@ -135,7 +136,7 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 		return nil, fmt.Errorf("cluster %s: %w", name, err)
 	}
 	issuer := eksCluster.Identities.Index(pulumi.Int(0)).Oidcs().Index(pulumi.Int(0)).Issuer().Elem()
-	c.OIDCProvider, err = iam.NewOpenIdConnectProvider(ctx, name, &iam.OpenIdConnectProviderArgs{
+	oidc, err := iam.NewOpenIdConnectProvider(ctx, name, &iam.OpenIdConnectProviderArgs{
 		Url:           issuer,
 		ClientIdLists: pulumi.ToStringArray([]string{"sts.amazonaws.com"}),
 		Tags:          args.Tags,
@@ -143,6 +144,7 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: OIDC provider: %w", name, err)
 	}
+	c.OIDCProviderARN = oidc.Arn
 	c.OIDCIssuer = issuer.ApplyT(func(u string) string { return strings.TrimPrefix(u, "https://") }).(pulumi.StringOutput)
 
 	nodeRole, err := Role(ctx, name+"-nodes", iampolicy.AssumedBy("ec2.amazonaws.com"), args.Tags, parent,
@@ -266,7 +268,7 @@ func Role(ctx *pulumi.Context, name string, trust iampolicy.Document, tags pulum
 // ServiceAccountRole is a role that only the Kubernetes service account
 // namespace/account may assume (IRSA).
 func ServiceAccountRole(ctx *pulumi.Context, name string, c *Cluster, namespace, account string, tags pulumi.StringMap, parent pulumi.ResourceOption, managed ...string) (*IAMRole, error) {
-	trust := pulumi.All(c.OIDCProvider.Arn, c.OIDCIssuer).ApplyT(func(v []any) (string, error) {
+	trust := pulumi.All(c.OIDCProviderARN, c.OIDCIssuer).ApplyT(func(v []any) (string, error) {
 		return iampolicy.AssumedByServiceAccount(v[0].(string), v[1].(string), namespace, account).JSON()
 	}).(pulumi.StringOutput)
 	return role(ctx, name, trust, tags, parent, managed...)

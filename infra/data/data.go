@@ -33,14 +33,16 @@ const DefaultRedisImage = "redis:7.2-alpine"
 
 // Args configure the in-cluster stores.
 type Args struct {
-	Namespace     pulumi.StringInput
-	RedisImage    string // default DefaultRedisImage
-	PostgresImage string // default postgres:15-alpine
-	StorageSize   string // per volume, default 1Gi
-	Password      pulumi.StringInput
+	Namespace       pulumi.StringInput
+	Redis, Postgres bool               // which stores to run
+	RedisImage      string             // default DefaultRedisImage
+	PostgresImage   string             // default postgres:15-alpine
+	StorageSize     string             // per volume, default 1Gi
+	Password        pulumi.StringInput // Postgres's
 }
 
-// Data is the stores' component; its URLs are secrets.
+// Data is the stores' component; its URLs are secrets, set for the stores
+// it runs.
 type Data struct {
 	pulumi.ResourceState
 	RedisURL    pulumi.StringOutput
@@ -56,22 +58,22 @@ type store struct {
 	ready                   []string // exec probe
 }
 
-// New declares Redis and Postgres.
+// New declares the stores args asks for: Redis, Postgres or both.
 func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOption) (*Data, error) {
+	if !args.Redis && !args.Postgres {
+		return nil, fmt.Errorf("data %s: want Redis, Postgres or both", name)
+	}
 	args = withDefaults(args)
 	d := &Data{}
 	if err := ctx.RegisterComponentResource("switchboard:index:Data", name, d, opts...); err != nil {
 		return nil, err
 	}
-	secret, err := corev1.NewSecret(ctx, name+"-postgres", &corev1.SecretArgs{
-		Metadata:   &metav1.ObjectMetaArgs{Name: pulumi.String(naming.Postgres), Namespace: args.Namespace, Labels: naming.Labels(naming.Postgres)},
-		StringData: pulumi.StringMap{"POSTGRES_PASSWORD": pulumi.ToSecret(args.Password).(pulumi.StringOutput)},
-	}, pulumi.Parent(d))
-	if err != nil {
-		return nil, fmt.Errorf("data %s: postgres secret: %w", name, err)
+	host := func(component string, port int) pulumi.StringOutput {
+		return pulumi.Sprintf("%s.%s.svc.cluster.local:%d", component, args.Namespace, port)
 	}
-	stores := []store{
-		{
+	outputs := pulumi.Map{}
+	if args.Redis {
+		redis := store{
 			component: naming.Redis, image: args.RedisImage, mount: "/data", port: RedisPort, uid: 999,
 			// noeviction: a full Redis refuses writes rather than drop keys.
 			// Every room key has a TTL, so a volatile-* policy would evict a
@@ -80,8 +82,22 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 			// or config changes it.
 			args:  []string{"--appendonly", "yes", "--dir", "/data", "--maxmemory-policy", "noeviction"},
 			ready: []string{"redis-cli", "ping"},
-		},
-		{
+		}
+		if err := declare(ctx, name, args, redis, d); err != nil {
+			return nil, err
+		}
+		d.RedisURL = pulumi.Sprintf("redis://%s/0", host(naming.Redis, RedisPort))
+		outputs["redisUrl"] = d.RedisURL
+	}
+	if args.Postgres {
+		secret, err := corev1.NewSecret(ctx, name+"-postgres", &corev1.SecretArgs{
+			Metadata:   &metav1.ObjectMetaArgs{Name: pulumi.String(naming.Postgres), Namespace: args.Namespace, Labels: naming.Labels(naming.Postgres)},
+			StringData: pulumi.StringMap{"POSTGRES_PASSWORD": pulumi.ToSecret(args.Password).(pulumi.StringOutput)},
+		}, pulumi.Parent(d))
+		if err != nil {
+			return nil, fmt.Errorf("data %s: postgres secret: %w", name, err)
+		}
+		postgres := store{
 			component: naming.Postgres, image: args.PostgresImage, mount: "/var/lib/postgresql/data", port: PostgresPort, uid: 70,
 			env: corev1.EnvVarArray{
 				corev1.EnvVarArgs{Name: pulumi.String("POSTGRES_USER"), Value: pulumi.String(database)},
@@ -92,23 +108,18 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 				}},
 			},
 			ready: []string{"pg_isready", "-U", database, "-d", database},
-		},
-	}
-	for _, s := range stores {
-		if err := declare(ctx, name, args, s, d); err != nil {
+		}
+		if err := declare(ctx, name, args, postgres, d); err != nil {
 			return nil, err
 		}
+		d.DatabaseURL = pulumi.All(args.Password, host(naming.Postgres, PostgresPort)).ApplyT(func(v []any) string {
+			u := url.URL{Scheme: "postgres", User: url.UserPassword(database, v[0].(string)), Host: v[1].(string), Path: "/" + database, RawQuery: "sslmode=disable"}
+			return u.String()
+		}).(pulumi.StringOutput)
+		d.DatabaseURL = pulumi.ToSecret(d.DatabaseURL).(pulumi.StringOutput)
+		outputs["databaseUrl"] = d.DatabaseURL
 	}
-	host := func(component string, port int) pulumi.StringOutput {
-		return pulumi.Sprintf("%s.%s.svc.cluster.local:%d", component, args.Namespace, port)
-	}
-	d.RedisURL = pulumi.Sprintf("redis://%s/0", host(naming.Redis, RedisPort))
-	d.DatabaseURL = pulumi.All(args.Password, host(naming.Postgres, PostgresPort)).ApplyT(func(v []any) string {
-		u := url.URL{Scheme: "postgres", User: url.UserPassword(database, v[0].(string)), Host: v[1].(string), Path: "/" + database, RawQuery: "sslmode=disable"}
-		return u.String()
-	}).(pulumi.StringOutput)
-	d.DatabaseURL = pulumi.ToSecret(d.DatabaseURL).(pulumi.StringOutput)
-	return d, ctx.RegisterResourceOutputs(d, pulumi.Map{"redisUrl": d.RedisURL, "databaseUrl": d.DatabaseURL})
+	return d, ctx.RegisterResourceOutputs(d, outputs)
 }
 
 func withDefaults(a Args) Args {

@@ -34,11 +34,9 @@ const (
 // Auth is the chat server's DATABASE_AUTH on AWS (app/config.AuthRDSIAM).
 const Auth = "rds-iam"
 
-// Service accounts: the chat pods', and the bootstrap Job's.
-const (
-	ChatAccount      = naming.Chat
-	bootstrapAccount = "db-bootstrap"
-)
+// bootstrapAccount is the bootstrap Job's service account; the server's
+// pods run as Args.Account.
+const bootstrapAccount = "db-bootstrap"
 
 // BootstrapComponent is the bootstrap Job pods' app.kubernetes.io/name
 // (naming.Labels), which the NetworkPolicies select.
@@ -62,7 +60,10 @@ var (
 // Args configure the access.
 type Args struct {
 	Cluster *cluster.Cluster
-	// Namespace of the chat server: its name for the IRSA trust policies,
+	// Account is the service account the server's pods run as: its IRSA
+	// role may connect as the database role.
+	Account string
+	// Namespace of the server: its name for the IRSA trust policies,
 	// which name it before it exists, and the namespace's own output, which
 	// the objects wait for.
 	NamespaceName   string
@@ -85,9 +86,9 @@ type Access struct {
 	DatabaseURL pulumi.StringOutput
 	// Bootstrap completes once the role exists: the chat pods wait for it.
 	Bootstrap *batchv1.Job
-	// ChatPolicy lets the chat pods' role connect as the database role:
-	// the chat pods wait for it too, and lose it only once they are gone.
-	ChatPolicy *iam.RolePolicy
+	// AppPolicy lets the server pods' role connect as the database role:
+	// the pods wait for it too, and lose it only once they are gone.
+	AppPolicy *iam.RolePolicy
 }
 
 // New declares the role's access. opts carry the Kubernetes provider.
@@ -108,15 +109,15 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 		}
 		return iampolicy.RDSConnect(arn).JSON()
 	}).(pulumi.StringOutput)
-	chatRole, chatPolicy, err := irsa(ctx, name+"-chat", args, ChatAccount, connect, parent)
+	appRole, appPolicy, err := irsa(ctx, name+"-"+args.Account, args, args.Account, connect, parent)
 	if err != nil {
 		return nil, err
 	}
-	chatAccount, err := corev1.NewServiceAccount(ctx, name+"-chat", &corev1.ServiceAccountArgs{
-		Metadata: meta(ChatAccount, pulumi.StringMap{"eks.amazonaws.com/role-arn": chatRole.Arn}),
+	appAccount, err := corev1.NewServiceAccount(ctx, name+"-"+args.Account, &corev1.ServiceAccountArgs{
+		Metadata: meta(args.Account, pulumi.StringMap{"eks.amazonaws.com/role-arn": appRole.Arn}),
 	}, parent)
 	if err != nil {
-		return nil, fmt.Errorf("dbaccess %s: chat service account: %w", name, err)
+		return nil, fmt.Errorf("dbaccess %s: %s service account: %w", name, args.Account, err)
 	}
 
 	readMaster := args.MasterSecretARN.ToStringOutput().ApplyT(func(arn string) (string, error) {
@@ -164,8 +165,8 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 		return nil, fmt.Errorf("dbaccess %s: bootstrap job: %w", name, err)
 	}
 
-	a.ChatPolicy = chatPolicy
-	a.ServiceAccount = chatAccount.Metadata.Name().Elem()
+	a.AppPolicy = appPolicy
+	a.ServiceAccount = appAccount.Metadata.Name().Elem()
 	a.DatabaseURL = args.DBAddress.ToStringOutput().ApplyT(func(host string) string {
 		u := url.URL{Scheme: "postgres", User: url.User(Role), Host: fmt.Sprintf("%s:%d", host, args.DBPort), Path: "/" + args.Database, RawQuery: "sslmode=require"}
 		return u.String()

@@ -100,7 +100,8 @@ func NewController(ctx *pulumi.Context, name string, args ControllerArgs, opts .
 // ALBArgs configure the AWS edge.
 type ALBArgs struct {
 	Namespace      pulumi.StringInput
-	Service        pulumi.StringInput // the chat ClusterIP Service
+	App            string             // the server's component: the Ingress's name
+	Service        pulumi.StringInput // the server's ClusterIP Service
 	ServicePort    int
 	CertificateARN string
 	WAFACLARN      string // optional
@@ -114,13 +115,13 @@ type ALBArgs struct {
 	ClusterName pulumi.StringInput
 }
 
-// ALB is the component: the chat Ingress the controller turns into an
+// ALB is the component: the server's Ingress the controller turns into an
 // Application Load Balancer. Give it the Kubernetes provider and a
 // dependency on the controller's release.
 type ALB struct {
 	pulumi.ResourceState
 	Hostname pulumi.StringOutput // the ALB's DNS name
-	// TargetGroupTags are the tags the controller put on the chat pods'
+	// TargetGroupTags are the tags the controller put on the server pods'
 	// target group, known once the ALB is made (they wait for Hostname):
 	// the alarms find the target group by them.
 	TargetGroupTags pulumi.StringMapOutput
@@ -160,7 +161,7 @@ func NewALB(ctx *pulumi.Context, name string, args ALBArgs, opts ...pulumi.Resou
 	}
 	ingress, err := networkingv1.NewIngress(ctx, name, &networkingv1.IngressArgs{
 		Metadata: &metav1.ObjectMetaArgs{
-			Name: pulumi.String(naming.Chat), Namespace: args.Namespace, Labels: naming.Labels(naming.Chat),
+			Name: pulumi.String(args.App), Namespace: args.Namespace, Labels: naming.Labels(args.App),
 			Annotations: pulumi.ToStringMap(annotations),
 		},
 		Spec: &networkingv1.IngressSpecArgs{

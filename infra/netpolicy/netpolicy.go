@@ -105,18 +105,21 @@ type Edge struct {
 // Args are a target's peers.
 type Args struct {
 	Namespace pulumi.StringInput
-	// ChatPort serves clients, the health checks and /metrics.
-	ChatPort int
+	// App is the server's component (naming.Selector); AppPort serves
+	// clients, the health checks and /metrics.
+	App     string
+	AppPort int
 	// Edge is the load balancer when it runs in the namespace (kind); nil
 	// when it is outside the cluster.
 	Edge *Edge
 	// LoadBalancer are the addresses an outside load balancer reaches the
-	// chat pods from (AWS: the ALB's subnets); empty with Edge.
+	// server's pods from (AWS: the ALB's subnets); empty with Edge.
 	LoadBalancer []Peer
-	// Prometheus scrapes the chat pods: the namespace it runs in.
+	// Prometheus scrapes the server's pods: the namespace it runs in.
 	Prometheus Peer
-	// Redis and Postgres: where the chat pods reach the stores.
-	Redis, Postgres Store
+	// Redis and Postgres: where the server's pods reach the stores; nil
+	// without one.
+	Redis, Postgres *Store
 	// Bootstrap is the component of the database bootstrap Job (AWS), which
 	// reaches Postgres and the cloud APIs; "" when there is none.
 	Bootstrap string
@@ -128,7 +131,7 @@ type Args struct {
 
 // Flows are every flow the policies allow, in a stable order.
 func Flows(a Args) []Flow {
-	chat := Peer{Component: naming.Chat}
+	app := Peer{Component: a.App}
 	dns := []Port{UDP(53), TCP(53)}
 	https := []Port{TCP(443)}
 	var f []Flow
@@ -136,23 +139,27 @@ func Flows(a Args) []Flow {
 		edge := Peer{Component: a.Edge.Component}
 		f = append(f,
 			Flow{Anywhere, edge, []Port{TCP(a.Edge.Port)}, "clients, through the node port"},
-			Flow{edge, chat, []Port{TCP(a.ChatPort)}, "the proxied connections"},
+			Flow{edge, app, []Port{TCP(a.AppPort)}, "the proxied connections"},
 			Flow{edge, DNS, dns, "NGINX re-resolves the chat pods"},
 		)
 	}
 	for _, lb := range a.LoadBalancer {
-		f = append(f, Flow{lb, chat, []Port{TCP(a.ChatPort)}, "the load balancer's connections and health checks"})
+		f = append(f, Flow{lb, app, []Port{TCP(a.AppPort)}, "the load balancer's connections and health checks"})
 	}
-	f = append(f,
-		Flow{a.Prometheus, chat, []Port{TCP(a.ChatPort)}, "Prometheus scrapes /metrics"},
-		Flow{chat, a.Redis.At, []Port{TCP(a.Redis.Port)}, "Redis"},
-		Flow{chat, a.Postgres.At, []Port{TCP(a.Postgres.Port)}, "Postgres"},
-		Flow{chat, DNS, dns, "the stores' names"},
-	)
+	f = append(f, Flow{a.Prometheus, app, []Port{TCP(a.AppPort)}, "Prometheus scrapes /metrics"})
+	if a.Redis != nil {
+		f = append(f, Flow{app, a.Redis.At, []Port{TCP(a.Redis.Port)}, "Redis"})
+	}
+	if a.Postgres != nil {
+		f = append(f, Flow{app, a.Postgres.At, []Port{TCP(a.Postgres.Port)}, "Postgres"})
+	}
+	if a.Redis != nil || a.Postgres != nil {
+		f = append(f, Flow{app, DNS, dns, "the stores' names"})
+	}
 	for _, api := range a.CloudAPIs {
-		f = append(f, Flow{chat, api, https, "STS: IRSA credentials, which sign the RDS IAM tokens"})
+		f = append(f, Flow{app, api, https, "STS: IRSA credentials, which sign the RDS IAM tokens"})
 	}
-	if a.Bootstrap != "" {
+	if a.Bootstrap != "" && a.Postgres != nil {
 		job := Peer{Component: a.Bootstrap}
 		f = append(f,
 			Flow{job, a.Postgres.At, []Port{TCP(a.Postgres.Port)}, "creates the chat server's role"},
@@ -175,8 +182,8 @@ type Policies struct {
 // New declares the default deny and one policy per component of the
 // namespace that Flows names. Give it the Kubernetes provider.
 func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOption) (*Policies, error) {
-	if args.ChatPort == 0 || (args.Edge == nil) == (len(args.LoadBalancer) == 0) {
-		return nil, fmt.Errorf("netpolicy %s: want the chat port and either an edge in the namespace or a load balancer's addresses", name)
+	if args.App == "" || args.AppPort == 0 || (args.Edge == nil) == (len(args.LoadBalancer) == 0) {
+		return nil, fmt.Errorf("netpolicy %s: want the server's component and port and either an edge in the namespace or a load balancer's addresses", name)
 	}
 	p := &Policies{}
 	if err := ctx.RegisterComponentResource("switchboard:index:NetworkPolicies", name, p, opts...); err != nil {

@@ -1,9 +1,10 @@
-// Package observability wires the chat server into Prometheus and Grafana:
-// a ServiceMonitor, the alert rules of dashboards/ as a PrometheusRule, and
-// the dashboard as a ConfigMap for Grafana's sidecar. In install mode it also
-// installs kube-prometheus-stack, its Alertmanager routed to the stack's
-// receivers (alertmanager.go); in existing mode it relies on the
-// Prometheus Operator, Alertmanager and Grafana that the cluster already runs.
+// Package observability wires a server into Prometheus and Grafana: a
+// ServiceMonitor, its alert rules as a PrometheusRule, and its dashboard as
+// a ConfigMap for Grafana's sidecar (the chat server's are in dashboards/).
+// In install mode it also installs kube-prometheus-stack, its Alertmanager
+// routed to the stack's receivers (alertmanager.go); in existing mode it
+// relies on the Prometheus Operator, Alertmanager and Grafana that the
+// cluster already runs.
 package observability
 
 import (
@@ -19,7 +20,7 @@ import (
 	"github.com/pulumi/pulumi-random/sdk/v4/go/random"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
-	"github.com/switchboard-dev/switchboard/dashboards"
+	"github.com/switchboard-dev/switchboard/dashboards/grafana"
 	"github.com/switchboard-dev/switchboard/infra/naming"
 )
 
@@ -52,12 +53,24 @@ const GrafanaNodePort = 30300
 
 // Args configure the observability component.
 type Args struct {
-	Namespace    pulumi.StringInput // the chat server's
+	Namespace    pulumi.StringInput // the server's
 	Install      bool               // install kube-prometheus-stack
 	ChartVersion string             // kube-prometheus-stack, pinned
-	// MinInstances is the workload's minReplicas, the threshold of
-	// SwitchboardInstancesBelowMinimum.
-	MinInstances int
+	// App is the server's component: the ServiceMonitor scrapes its
+	// Service that carries naming.ScrapeLabel.
+	App string
+	// JobLabel is the label of that Service whose value is the Prometheus
+	// job of the pods' series: app.kubernetes.io/name (the job is App) or
+	// app.kubernetes.io/part-of (switchboard, the chat server's rules' job).
+	JobLabel string
+	// Name names the PrometheusRule, the dashboard's ConfigMap
+	// (<Name>-dashboard) and its file (<Name>.json).
+	Name string
+	// Rules are the server's alert rules; none: no PrometheusRule.
+	Rules []grafana.RuleGroup
+	// Dashboard is the server's Grafana dashboard, its datasource written
+	// ${DS_PROMETHEUS}; nil: no ConfigMap.
+	Dashboard []byte
 	// GrafanaService: ClusterIP (reach it by port-forward) or NodePort (kind).
 	GrafanaService string
 	// DatasourceUID is the uid of the Prometheus datasource the dashboard
@@ -75,7 +88,7 @@ type Observability struct {
 	pulumi.ResourceState
 }
 
-// New declares the monitoring of the chat server.
+// New declares the monitoring of the server.
 func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOption) (*Observability, error) {
 	o := &Observability{}
 	if err := ctx.RegisterComponentResource("switchboard:index:Observability", name, o, opts...); err != nil {
@@ -91,7 +104,7 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 		children = append(children, pulumi.DependsOn([]pulumi.Resource{release}))
 	}
 	meta := func(n string, extra pulumi.StringMap) *metav1.ObjectMetaArgs {
-		labels := naming.Labels(naming.Chat)
+		labels := naming.Labels(args.App)
 		for k, v := range extra {
 			labels[k] = v
 		}
@@ -101,10 +114,9 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 	if _, err := apiextensions.NewCustomResource(ctx, name+"-servicemonitor", &apiextensions.CustomResourceArgs{
 		ApiVersion: pulumi.String("monitoring.coreos.com/v1"),
 		Kind:       pulumi.String("ServiceMonitor"),
-		Metadata:   meta(naming.Chat, nil),
+		Metadata:   meta(args.App, nil),
 		OtherFields: kubernetes.UntypedArgs{"spec": map[string]any{
-			// job takes the Service's part-of label: "switchboard", as the rules expect.
-			"jobLabel": "app.kubernetes.io/part-of",
+			"jobLabel": args.JobLabel,
 			"selector": map[string]any{"matchLabels": map[string]any{naming.ScrapeLabel: "true"}},
 			"endpoints": []any{map[string]any{
 				"port": "http", "path": "/metrics", "interval": "15s",
@@ -114,21 +126,19 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 		return nil, fmt.Errorf("observability %s: servicemonitor: %w", name, err)
 	}
 
-	rules, err := dashboards.RulesFor(args.MinInstances)
-	if err != nil {
-		return nil, fmt.Errorf("observability %s: %w", name, err)
-	}
-	groups, err := untyped(rules.Groups)
-	if err != nil {
-		return nil, fmt.Errorf("observability %s: rules: %w", name, err)
-	}
-	if _, err := apiextensions.NewCustomResource(ctx, name+"-rules", &apiextensions.CustomResourceArgs{
-		ApiVersion:  pulumi.String("monitoring.coreos.com/v1"),
-		Kind:        pulumi.String("PrometheusRule"),
-		Metadata:    meta(naming.Project, nil),
-		OtherFields: kubernetes.UntypedArgs{"spec": map[string]any{"groups": groups}},
-	}, children...); err != nil {
-		return nil, fmt.Errorf("observability %s: prometheusrule: %w", name, err)
+	if len(args.Rules) > 0 {
+		groups, err := untyped(args.Rules)
+		if err != nil {
+			return nil, fmt.Errorf("observability %s: rules: %w", name, err)
+		}
+		if _, err := apiextensions.NewCustomResource(ctx, name+"-rules", &apiextensions.CustomResourceArgs{
+			ApiVersion:  pulumi.String("monitoring.coreos.com/v1"),
+			Kind:        pulumi.String("PrometheusRule"),
+			Metadata:    meta(args.Name, nil),
+			OtherFields: kubernetes.UntypedArgs{"spec": map[string]any{"groups": groups}},
+		}, children...); err != nil {
+			return nil, fmt.Errorf("observability %s: prometheusrule: %w", name, err)
+		}
 	}
 
 	if !args.Install && len(args.Alerting.Receivers) > 0 {
@@ -137,13 +147,15 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 		}
 	}
 
-	dashboard := bytes.ReplaceAll(dashboards.Dashboard, []byte("${DS_PROMETHEUS}"), []byte(args.DatasourceUID))
-	if _, err := corev1.NewConfigMap(ctx, name+"-dashboard", &corev1.ConfigMapArgs{
-		// The Grafana sidecar loads every ConfigMap with this label.
-		Metadata: meta(naming.Project+"-dashboard", pulumi.StringMap{DashboardLabel: pulumi.String(DashboardLabelValue)}),
-		Data:     pulumi.StringMap{"switchboard.json": pulumi.String(dashboard)},
-	}, children...); err != nil {
-		return nil, fmt.Errorf("observability %s: dashboard: %w", name, err)
+	if args.Dashboard != nil {
+		dashboard := bytes.ReplaceAll(args.Dashboard, []byte("${DS_PROMETHEUS}"), []byte(args.DatasourceUID))
+		if _, err := corev1.NewConfigMap(ctx, name+"-dashboard", &corev1.ConfigMapArgs{
+			// The Grafana sidecar loads every ConfigMap with this label.
+			Metadata: meta(args.Name+"-dashboard", pulumi.StringMap{DashboardLabel: pulumi.String(DashboardLabelValue)}),
+			Data:     pulumi.StringMap{args.Name + ".json": pulumi.String(dashboard)},
+		}, children...); err != nil {
+			return nil, fmt.Errorf("observability %s: dashboard: %w", name, err)
+		}
 	}
 	return o, ctx.RegisterResourceOutputs(o, pulumi.Map{})
 }

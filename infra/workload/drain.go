@@ -9,7 +9,7 @@ import (
 // its last writes and exit before Kubernetes sends SIGKILL.
 const flushMargin = 10 * time.Second
 
-// Drain is how a chat pod leaves: the preStop sleep lets endpoints and load
+// Drain is how a server pod leaves: the preStop sleep lets endpoints and load
 // balancers stop sending it new clients, then SIGTERM turns it unready; it
 // keeps serving for Delay and closes its connections spread over Timeout.
 type Drain struct {

@@ -1,6 +1,6 @@
-// Package workload is the chat server on Kubernetes: its Deployment,
+// Package workload is a WebSocket server on Kubernetes: its Deployment,
 // Services, Secret, PodDisruptionBudget and HorizontalPodAutoscaler. Every
-// target runs it; only the URLs of Redis and Postgres change.
+// target runs it; only the env and the proxies' addresses change.
 package workload
 
 import (
@@ -18,33 +18,36 @@ import (
 	"github.com/switchboard-dev/switchboard/infra/naming"
 )
 
-// Port is the chat server's HTTP port in the pod, and the Services' port.
-const Port = 8080
-
 // Resources are the container's requests and limits.
 type Resources struct {
 	CPURequest, MemoryRequest, CPULimit, MemoryLimit string
 }
 
-// Args configure the chat server.
+// Args configure the server.
 type Args struct {
-	Namespace      pulumi.StringInput
-	Image          string
-	MinReplicas    int
-	MaxReplicas    int
-	Resources      Resources
-	Drain          Drain
-	PingInterval   time.Duration
-	AllowedOrigins string
-	// ConnectionsPerPod is the HPA's target of open WebSockets per pod.
-	ConnectionsPerPod int
-	// ScaleDownWindow is how long the HPA's recommendation must stay lower
-	// before it scales in (the highest of the window wins).
-	ScaleDownWindow time.Duration
+	Namespace pulumi.StringInput
+	// Name names the objects and is the pods' app.kubernetes.io/name
+	// (naming.Selector), which the NetworkPolicies and monitoring select.
+	Name  string
+	Image string
+	// Port is the server's HTTP port in the pod (clients, probes,
+	// /metrics), and the Services' port.
+	Port int
+	// HealthPath answers the liveness probe, ReadyPath the readiness one.
+	HealthPath, ReadyPath string
+	MinReplicas           int
+	MaxReplicas           int
+	Resources             Resources
+	Drain                 Drain
+	PingInterval          time.Duration
+	AllowedOrigins        string
+	// Scaling is what the HPA scales on.
+	Scaling Scaling
 	// ServiceAccount the pods run as (AWS: the one allowed to connect to
 	// the database); nil: the namespace's default.
 	ServiceAccount pulumi.StringPtrInput
-	// Env are further plain variables (AWS: DATABASE_AUTH, AWS_REGION).
+	// Env are the server's own plain variables, after the ones every
+	// server gets (podSpec).
 	Env map[string]string
 	// TrustedProxies are the addresses the load balancer connects from
 	// (TRUSTED_PROXIES): the server takes the client's address from the
@@ -52,16 +55,15 @@ type Args struct {
 	TrustedProxies []string
 	// After are resources the pods wait for (AWS: the database role).
 	After []pulumi.Resource
-	// Secrets: they reach the pods only through a Kubernetes Secret.
-	RedisURL    pulumi.StringInput
-	DatabaseURL pulumi.StringInput
-	JWTSecret   pulumi.StringInput
+	// SecretEnv are variables that reach the pods only through a
+	// Kubernetes Secret (tokens, the stores' URLs).
+	SecretEnv map[string]pulumi.StringInput
 
 	// ImagePullSecrets name Secrets for pulling Image from a private registry.
 	ImagePullSecrets []string
 }
 
-// Workload is the chat server's component.
+// Workload is the server's component.
 type Workload struct {
 	pulumi.ResourceState
 	// Service is the ClusterIP Service; Headless lists every pod, ready or
@@ -70,13 +72,16 @@ type Workload struct {
 	Headless pulumi.StringOutput
 }
 
-// New declares the chat server.
+// New declares the server.
 func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOption) (*Workload, error) {
+	if args.Name == "" || args.Port < 1 || args.HealthPath == "" || args.ReadyPath == "" {
+		return nil, fmt.Errorf("workload %s: want a name, a port and the health and readiness paths", name)
+	}
 	if args.MinReplicas < 1 || args.MaxReplicas < args.MinReplicas {
 		return nil, fmt.Errorf("workload %s: replicas %d to %d: want 1 ≤ min ≤ max", name, args.MinReplicas, args.MaxReplicas)
 	}
-	if args.ConnectionsPerPod < 1 {
-		return nil, fmt.Errorf("workload %s: %d connections per pod: want at least 1", name, args.ConnectionsPerPod)
+	if err := args.Scaling.check(); err != nil {
+		return nil, fmt.Errorf("workload %s: %w", name, err)
 	}
 	if len(args.TrustedProxies) == 0 {
 		// Behind a load balancer every client would count as its address.
@@ -88,37 +93,41 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 	}
 	parent := pulumi.Parent(w)
 	meta := func(n string) *metav1.ObjectMetaArgs {
-		return &metav1.ObjectMetaArgs{Name: pulumi.String(n), Namespace: args.Namespace, Labels: naming.Labels(naming.Chat)}
+		return &metav1.ObjectMetaArgs{Name: pulumi.String(n), Namespace: args.Namespace, Labels: naming.Labels(args.Name)}
 	}
 
-	env, err := corev1.NewSecret(ctx, name+"-env", &corev1.SecretArgs{
-		Metadata: meta(naming.Chat + "-env"),
-		Type:     pulumi.String("Opaque"),
-		StringData: pulumi.StringMap{
-			"JWT_SECRET":   pulumi.ToSecret(args.JWTSecret).(pulumi.StringOutput),
-			"REDIS_URL":    pulumi.ToSecret(args.RedisURL).(pulumi.StringOutput),
-			"DATABASE_URL": pulumi.ToSecret(args.DatabaseURL).(pulumi.StringOutput),
-		},
-	}, parent)
-	if err != nil {
-		return nil, fmt.Errorf("workload %s: secret: %w", name, err)
+	var envSecret pulumi.StringPtrInput
+	after := args.After
+	if len(args.SecretEnv) > 0 {
+		data := pulumi.StringMap{}
+		for k, v := range args.SecretEnv {
+			data[k] = pulumi.ToSecret(v).(pulumi.StringOutput)
+		}
+		env, err := corev1.NewSecret(ctx, name+"-env", &corev1.SecretArgs{
+			Metadata: meta(args.Name + "-env"), Type: pulumi.String("Opaque"), StringData: data,
+		}, parent)
+		if err != nil {
+			return nil, fmt.Errorf("workload %s: secret: %w", name, err)
+		}
+		envSecret = env.Metadata.Name()
+		after = append([]pulumi.Resource{env}, after...)
 	}
 
 	deploy, err := appsv1.NewDeployment(ctx, name, &appsv1.DeploymentArgs{
-		Metadata: meta(naming.Chat),
+		Metadata: meta(args.Name),
 		Spec: &appsv1.DeploymentSpecArgs{
 			Replicas: pulumi.Int(args.MinReplicas),
-			Selector: &metav1.LabelSelectorArgs{MatchLabels: naming.Selector(naming.Chat)},
+			Selector: &metav1.LabelSelectorArgs{MatchLabels: naming.Selector(args.Name)},
 			Strategy: &appsv1.DeploymentStrategyArgs{
 				// One pod at a time: each drain moves its clients to the others.
 				RollingUpdate: &appsv1.RollingUpdateDeploymentArgs{MaxSurge: pulumi.Int(1), MaxUnavailable: pulumi.Int(0)},
 			},
 			Template: &corev1.PodTemplateSpecArgs{
-				Metadata: &metav1.ObjectMetaArgs{Labels: naming.Labels(naming.Chat)},
-				Spec:     podSpec(args, env.Metadata.Name().Elem()),
+				Metadata: &metav1.ObjectMetaArgs{Labels: naming.Labels(args.Name)},
+				Spec:     podSpec(args, envSecret),
 			},
 		},
-	}, parent, pulumi.DependsOn(append([]pulumi.Resource{env}, args.After...)),
+	}, parent, pulumi.DependsOn(after),
 		// The autoscaler owns the replica count once the Deployment exists.
 		pulumi.IgnoreChanges([]string{"spec.replicas"}))
 	if err != nil {
@@ -126,13 +135,13 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 	}
 
 	port := corev1.ServicePortArray{corev1.ServicePortArgs{
-		Name: pulumi.String("http"), Port: pulumi.Int(Port), TargetPort: pulumi.String("http"),
+		Name: pulumi.String("http"), Port: pulumi.Int(args.Port), TargetPort: pulumi.String("http"),
 	}}
-	scraped := naming.Labels(naming.Chat)
+	scraped := naming.Labels(args.Name)
 	scraped[naming.ScrapeLabel] = pulumi.String("true")
 	svc, err := corev1.NewService(ctx, name, &corev1.ServiceArgs{
-		Metadata: &metav1.ObjectMetaArgs{Name: pulumi.String(naming.Chat), Namespace: args.Namespace, Labels: scraped},
-		Spec:     &corev1.ServiceSpecArgs{Selector: naming.Selector(naming.Chat), Ports: port},
+		Metadata: &metav1.ObjectMetaArgs{Name: pulumi.String(args.Name), Namespace: args.Namespace, Labels: scraped},
+		Spec:     &corev1.ServiceSpecArgs{Selector: naming.Selector(args.Name), Ports: port},
 	}, parent)
 	if err != nil {
 		return nil, fmt.Errorf("workload %s: service: %w", name, err)
@@ -143,9 +152,9 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 	// dev stack answered 503 then). An unready pod refuses the handshake with
 	// 503, which NGINX passes on to the next pod (nginx/nginx.conf.tmpl).
 	headless, err := corev1.NewService(ctx, name+"-headless", &corev1.ServiceArgs{
-		Metadata: meta(naming.Chat + "-headless"),
+		Metadata: meta(args.Name + "-headless"),
 		Spec: &corev1.ServiceSpecArgs{
-			ClusterIP: pulumi.String("None"), Selector: naming.Selector(naming.Chat), Ports: port,
+			ClusterIP: pulumi.String("None"), Selector: naming.Selector(args.Name), Ports: port,
 			PublishNotReadyAddresses: pulumi.Bool(true),
 		},
 	}, parent)
@@ -154,29 +163,29 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 	}
 
 	if _, err := policyv1.NewPodDisruptionBudget(ctx, name, &policyv1.PodDisruptionBudgetArgs{
-		Metadata: meta(naming.Chat),
+		Metadata: meta(args.Name),
 		Spec: &policyv1.PodDisruptionBudgetSpecArgs{
-			// A node drain evicts one chat pod at a time.
+			// A node drain evicts one pod at a time.
 			MaxUnavailable: pulumi.Int(1),
-			Selector:       &metav1.LabelSelectorArgs{MatchLabels: naming.Selector(naming.Chat)},
+			Selector:       &metav1.LabelSelectorArgs{MatchLabels: naming.Selector(args.Name)},
 		},
 	}, parent); err != nil {
 		return nil, fmt.Errorf("workload %s: disruption budget: %w", name, err)
 	}
 
 	if _, err := autoscalingv2.NewHorizontalPodAutoscaler(ctx, name, &autoscalingv2.HorizontalPodAutoscalerArgs{
-		Metadata: meta(naming.Chat),
+		Metadata: meta(args.Name),
 		Spec: &autoscalingv2.HorizontalPodAutoscalerSpecArgs{
 			ScaleTargetRef: &autoscalingv2.CrossVersionObjectReferenceArgs{
 				ApiVersion: pulumi.String("apps/v1"), Kind: pulumi.String("Deployment"), Name: deploy.Metadata.Name().Elem(),
 			},
 			MinReplicas: pulumi.Int(args.MinReplicas),
 			MaxReplicas: pulumi.Int(args.MaxReplicas),
-			Metrics:     metrics(args.ConnectionsPerPod),
+			Metrics:     args.Scaling.metrics(),
 			Behavior: &autoscalingv2.HorizontalPodAutoscalerBehaviorArgs{
 				// Scaling in drains clients: do it slowly.
 				ScaleDown: &autoscalingv2.HPAScalingRulesArgs{
-					StabilizationWindowSeconds: pulumi.Int(int(args.ScaleDownWindow / time.Second)),
+					StabilizationWindowSeconds: pulumi.Int(int(args.Scaling.ScaleDownWindow / time.Second)),
 					Policies: autoscalingv2.HPAScalingPolicyArray{autoscalingv2.HPAScalingPolicyArgs{
 						Type: pulumi.String("Pods"), Value: pulumi.Int(1), PeriodSeconds: pulumi.Int(60),
 					}},
@@ -192,7 +201,10 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 	return w, ctx.RegisterResourceOutputs(w, pulumi.Map{"service": w.Service, "headless": w.Headless})
 }
 
-func podSpec(args Args, envSecret pulumi.StringInput) *corev1.PodSpecArgs {
+// podSpec runs the server. Every server gets the same variables first:
+// where to listen, how to drain, the ping interval, the allowed origins,
+// the trusted proxies, its pod's name and its memory limit; then its own.
+func podSpec(args Args, envSecret pulumi.StringPtrInput) *corev1.PodSpecArgs {
 	probe := func(path string, period, failures int) *corev1.ProbeArgs {
 		return &corev1.ProbeArgs{
 			HttpGet:          &corev1.HTTPGetActionArgs{Path: pulumi.String(path), Port: pulumi.String("http")},
@@ -222,14 +234,14 @@ func podSpec(args Args, envSecret pulumi.StringInput) *corev1.PodSpecArgs {
 			MaxSkew:           pulumi.Int(1),
 			TopologyKey:       pulumi.String("kubernetes.io/hostname"),
 			WhenUnsatisfiable: pulumi.String("ScheduleAnyway"),
-			LabelSelector:     &metav1.LabelSelectorArgs{MatchLabels: naming.Selector(naming.Chat)},
+			LabelSelector:     &metav1.LabelSelectorArgs{MatchLabels: naming.Selector(args.Name)},
 		}},
 		Containers: corev1.ContainerArray{corev1.ContainerArgs{
-			Name:  pulumi.String(naming.Chat),
+			Name:  pulumi.String(args.Name),
 			Image: pulumi.String(args.Image),
-			Ports: corev1.ContainerPortArray{corev1.ContainerPortArgs{Name: pulumi.String("http"), ContainerPort: pulumi.Int(Port)}},
+			Ports: corev1.ContainerPortArray{corev1.ContainerPortArgs{Name: pulumi.String("http"), ContainerPort: pulumi.Int(args.Port)}},
 			Env: append(corev1.EnvVarArray{
-				plain("LISTEN_ADDR", fmt.Sprintf(":%d", Port)),
+				plain("LISTEN_ADDR", fmt.Sprintf(":%d", args.Port)),
 				plain("DRAIN_DELAY", args.Drain.Delay.String()),
 				plain("DRAIN_TIMEOUT", args.Drain.Timeout.String()),
 				plain("PING_INTERVAL", args.PingInterval.String()),
@@ -242,14 +254,12 @@ func podSpec(args Args, envSecret pulumi.StringInput) *corev1.PodSpecArgs {
 				// The Go GC works harder as the heap nears the memory limit,
 				// instead of the pod being OOM-killed with garbage in it.
 				corev1.EnvVarArgs{Name: pulumi.String("GOMEMLIMIT"), ValueFrom: &corev1.EnvVarSourceArgs{
-					ResourceFieldRef: &corev1.ResourceFieldSelectorArgs{ContainerName: pulumi.String(naming.Chat), Resource: pulumi.String("limits.memory")},
+					ResourceFieldRef: &corev1.ResourceFieldSelectorArgs{ContainerName: pulumi.String(args.Name), Resource: pulumi.String("limits.memory")},
 				}},
 			}, extraEnv(args.Env)...),
-			EnvFrom: corev1.EnvFromSourceArray{corev1.EnvFromSourceArgs{
-				SecretRef: &corev1.SecretEnvSourceArgs{Name: envSecret},
-			}},
-			LivenessProbe:  probe("/health", 10, 3),
-			ReadinessProbe: probe("/ready", 2, 1),
+			EnvFrom:        envFrom(envSecret),
+			LivenessProbe:  probe(args.HealthPath, 10, 3),
+			ReadinessProbe: probe(args.ReadyPath, 2, 1),
 			Lifecycle: &corev1.LifecycleArgs{PreStop: &corev1.LifecycleHandlerArgs{
 				// The image has no shell: Kubernetes sleeps (PodLifecycleSleepAction).
 				Sleep: &corev1.SleepActionArgs{Seconds: pulumi.Int(seconds(args.Drain.PreStop))},
@@ -265,4 +275,12 @@ func podSpec(args Args, envSecret pulumi.StringInput) *corev1.PodSpecArgs {
 			},
 		}},
 	}
+}
+
+// envFrom takes every key of the Secret as a variable; nil without one.
+func envFrom(secret pulumi.StringPtrInput) corev1.EnvFromSourceArray {
+	if secret == nil {
+		return nil
+	}
+	return corev1.EnvFromSourceArray{corev1.EnvFromSourceArgs{SecretRef: &corev1.SecretEnvSourceArgs{Name: secret}}}
 }
