@@ -256,12 +256,33 @@ func checkStreams(events []Event, silent func(room string, from, to int64) bool)
 // which no seq was ever a message as far as anyone saw (no ack, delivery or
 // row: the seqs a reseed skipped), or whose messages are all stated losses
 // (the end of an epoch Redis lost, which no store remembers).
+//
+// A seq only delivered, whose message was acked under another seq, names no
+// message either: the attempt was published, then answered internal (a
+// failover took its Redis before a replica had it), and the retry stored the
+// message under a new seq after the reseed. A stream that passes over the
+// attempt's seq misses nothing; one that gets both is checked elsewhere.
 func silence(events []Event, stored []Stored, lost map[seqKey]bool) func(room string, from, to int64) bool {
+	ackedAt := map[msgKey]int64{}
+	confirmed := map[seqKey]bool{} // acked or stored under this seq
+	for _, e := range events {
+		if e.Kind == Acked {
+			ackedAt[msgKey{e.Room, e.User, e.ID}] = e.Seq
+			confirmed[seqKey{e.Room, e.Seq}] = true
+		}
+	}
+	for _, r := range stored {
+		confirmed[seqKey{r.Room, r.Seq}] = true
+	}
 	named := map[string][]int64{}
 	for _, e := range events {
-		if e.Kind == Acked || e.Kind == Delivered {
-			named[e.Room] = append(named[e.Room], e.Seq)
+		if e.Kind != Acked && e.Kind != Delivered {
+			continue
 		}
+		if at, ok := ackedAt[msgKey{e.Room, e.User, e.ID}]; ok && at != e.Seq && !confirmed[seqKey{e.Room, e.Seq}] {
+			continue // a refused attempt, retried under seq at
+		}
+		named[e.Room] = append(named[e.Room], e.Seq)
 	}
 	for _, r := range stored {
 		named[r.Room] = append(named[r.Room], r.Seq)

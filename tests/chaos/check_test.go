@@ -35,6 +35,11 @@ func seen(seq int64) Event {
 	return Event{Client: 3, Conn: 1, Kind: Delivered, Room: "r", Seq: seq, User: "u", ID: id(seq)}
 }
 
+// attempt is seq delivered to another client as message msg.
+func attempt(seq int64, msg string) Event {
+	return Event{Client: 3, Conn: 1, Kind: Delivered, Room: "r", Seq: seq, User: "u", ID: msg}
+}
+
 func gap(conn int, from, to int64) Event {
 	return Event{Client: 1, Conn: conn, Kind: Gap, Room: "r", From: from, To: to}
 }
@@ -90,6 +95,20 @@ func TestCheckCatchesEachKindOfViolation(t *testing.T) {
 			name:   "a clean history: resume, announced gap, retried send",
 			events: h(joining(0), joined(5), wire(1), wire(2), gap(1, 3, 4), wire(5), user(1), user(2), gap(0, 3, 4), user(5), sent(id(6)), refused(id(6), "internal"), sent(id(6)), acked(id(6), 6)),
 			stored: []Stored{row(1, id(1)), row(2, id(2)), row(5, id(5)), row(6, id(6))},
+		},
+		{
+			// Seq 4 was published, then refused to its sender (internal: a
+			// failover lost it before a replica had it); the retry was
+			// stored as 7 after the reseed. The resume passes over 4..6.
+			name: "a refused attempt retried under a new seq, passed over",
+			events: h(sent(id(7)), attempt(4, id(7)), refused(id(7), "internal"), sent(id(7)), acked(id(7), 7),
+				joining(0), joined(7), wire(1), wire(2), wire(3), wire(7)),
+			stored: []Stored{row(1, id(1)), row(2, id(2)), row(3, id(3)), row(7, id(7))},
+		},
+		{
+			name:   "a message never acked, passed over",
+			events: h(sent(id(7)), attempt(4, id(7)), refused(id(7), "internal"), joining(0), joined(7), wire(1), wire(2), wire(3), seen(7), wire(7)),
+			want:   []string{NoSilentHole},
 		},
 		{
 			name:   "a duplicate on one connection",
