@@ -696,13 +696,33 @@ func (r *chaosRun) evict(ctx context.Context, note func(string, ...any), outage 
 	// send with an id up in the stores, since its dedupe key may go.
 	// Random rather than ElastiCache's volatile-lru: LRU spares the keys
 	// every send touches (a room's counter, epoch, limit), which are the
-	// ones whose loss could reuse a seq.
-	note("%s: maxmemory-policy %s", node.Name, evictPolicy)
-	if err := node.SetMaxmemory(ctx, 0, evictPolicy); err != nil {
-		return err
+	// ones whose loss could reuse a seq. On every node, as a parameter
+	// group sets it: an instance may still be reading a node the sentinels
+	// demoted a moment ago (after a restart without data, say).
+	nodes := r.l.RedisNodes()
+	restore := func() error {
+		for _, n := range nodes {
+			if err := n.SetMaxmemory(ctx, 0, "noeviction"); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
-	if err := r.waitEvicting(ctx, 1); err != nil {
-		return err
+	for _, n := range nodes {
+		note("%s: maxmemory-policy %s", n.Name, evictPolicy)
+		if err := n.SetMaxmemory(ctx, 0, evictPolicy); err != nil {
+			return err
+		}
+	}
+	wait, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = r.waitEvicting(wait, 1)
+	cancel()
+	if err != nil {
+		note("%v", err)
+		if rerr := restore(); rerr != nil {
+			return rerr
+		}
+		return &noEffect{err}
 	}
 	before := evicted()
 	n, err := used()
@@ -727,7 +747,7 @@ func (r *chaosRun) evict(ctx context.Context, note func(string, ...any), outage 
 			tightened = true
 		}
 	}
-	if err := node.SetMaxmemory(ctx, 0, "noeviction"); err != nil {
+	if err := restore(); err != nil {
 		return err
 	}
 	n = evicted() - before
@@ -742,18 +762,18 @@ func (r *chaosRun) evict(ctx context.Context, note func(string, ...any), outage 
 // chat_redis_evicting = want.
 func (r *chaosRun) waitEvicting(ctx context.Context, want float64) error {
 	for {
-		all := true
+		var behind []string
 		for _, c := range r.l.Chats {
 			if v, err := readMetric(c.URL(), "chat_redis_evicting"); err == nil && v != want {
-				all = false
+				behind = append(behind, c.Name)
 			}
 		}
-		if all {
+		if len(behind) == 0 {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("instances reporting chat_redis_evicting %v: %w", want, ctx.Err())
+			return fmt.Errorf("%v not reporting chat_redis_evicting %v: %w", behind, want, ctx.Err())
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

@@ -134,6 +134,15 @@ func (t *Topology) RedisURL() string {
 	return "redis+sentinel://" + strings.Join(addrs, ",") + "/" + MasterName
 }
 
+// RedisNodes are the topology's Redis servers: the one Redis, or the
+// primary at start and its replica.
+func (t *Topology) RedisNodes() []*Redis {
+	if t.Replica == nil {
+		return []*Redis{t.Redis}
+	}
+	return []*Redis{t.Redis, t.Replica}
+}
+
 // Primary is the Redis node that takes writes: what the sentinels name, or
 // the one Redis.
 func (t *Topology) Primary(ctx context.Context) (*Redis, error) {
@@ -149,7 +158,7 @@ func (t *Topology) Primary(ctx context.Context) (*Redis, error) {
 			last = fmt.Errorf("%s: %w", s.Name, err)
 			continue
 		}
-		for _, r := range []*Redis{t.Redis, t.Replica} {
+		for _, r := range t.RedisNodes() {
 			if r.Addr() == strings.Join(addr, ":") {
 				return r, nil
 			}
