@@ -33,7 +33,8 @@ import (
 // ~/.cache/switchboard (HOME is inherited), so it is fast when they are warm.
 func TestQuickstartInAFreshClone(t *testing.T) {
 	began := time.Now()
-	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	clone := cloneHEAD(t)
+	readme, err := os.ReadFile(filepath.Join(clone, "README.md")) // as committed
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +42,6 @@ func TestQuickstartInAFreshClone(t *testing.T) {
 	if !slices.ContainsFunc(cmds, func(c string) bool { return bare(c) == "make up" }) {
 		t.Fatalf("README.md's Quickstart has no `make up` among its commands %q", cmds)
 	}
-	clone := cloneHEAD(t)
 	report.Logf(t, "quickstart: cloned HEAD into %s in %s; commands %q", clone, time.Since(began).Round(time.Millisecond), cmds)
 
 	ns := newNetns(t)
@@ -59,7 +59,6 @@ func TestQuickstartInAFreshClone(t *testing.T) {
 		switch cmd := bare(c); {
 		case cmd == "make up":
 			up = startMakeUp(t, ns, clone, c)
-			defer up.stop(t)
 		case cmd == "make test":
 			// Running the whole suite from inside the suite would recurse; the
 			// clone must resolve it as a target, with the suite among its steps.
@@ -74,6 +73,7 @@ func TestQuickstartInAFreshClone(t *testing.T) {
 			t.Fatalf("README.md's Quickstart names %q, which this test does not follow yet: add its step", c)
 		}
 	}
+	up.stop(t)
 	report.Logf(t, "quickstart: clone, make up, chat and stop took %s", time.Since(began).Round(time.Millisecond))
 }
 
