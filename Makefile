@@ -33,10 +33,13 @@ generate:
 # (infra/pictures_test.go checks that the sources name what the stacks
 # deploy), and docs/img/chat.png, a screenshot of the chat page after a
 # conversation between two headless Chromium pages on the local target
-# (tests/browser_test.go). Each run writes the same files again.
+# (tests/browser_test.go); then docs/img/front-page.png, the README's
+# pictures as headless Chromium shows them (tests/frontpage_test.go). Each
+# run writes the same files again.
 docs: deps
 	for f in docs/img/*.dot; do dot -Tsvg -o "$${f%.dot}.svg" "$$f" || exit 1; done
 	SWITCHBOARD_SCREENSHOT=$(CURDIR)/docs/img/chat.png go test -count=1 -run '^TestBehaviour$$/^ChatPageInTwoBrowsers$$' ./tests
+	SWITCHBOARD_SCREENSHOT=$(CURDIR)/docs/img/front-page.png go test -count=1 -run '^TestFrontPagePicturesRenderInChromium$$' ./tests
 
 # A kind cluster for the dev stack, with the chat server's image loaded into it.
 # Needs kind and a Docker engine.
