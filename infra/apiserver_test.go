@@ -26,10 +26,10 @@ import (
 // a controller manager, a scheduler and kwok's fake nodes: every object is
 // accepted, every workload rolls out, Services get endpoints.
 func TestDevStackOnARealAPIServer(t *testing.T) {
-	if _, err := exec.LookPath("kubectl"); err != nil {
-		t.Fatal("kubectl is missing: `make deps` installs it")
-	}
 	bin := tools(t)
+	// terratest runs kubectl from PATH: the one make tools built, of the
+	// control plane's release.
+	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -10,7 +10,9 @@ command -v prometheus >/dev/null || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
 command -v chromium >/dev/null || need+=(chromium)
-command -v kubectl >/dev/null || need+=(kubectl)
+# The race detector (make test) needs cgo: a C compiler and libc's headers.
+command -v gcc >/dev/null || need+=(gcc)
+[ -e /usr/include/stdio.h ] || need+=(libc6-dev)
 command -v shellcheck >/dev/null || need+=(shellcheck)
 command -v dot >/dev/null || need+=(graphviz)
 [ ${#need[@]} -eq 0 ] && exit 0

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the control-plane binaries the infra/ proof runs (kube-apiserver,
 # kube-controller-manager, kube-scheduler from tools/k8s, etcd from tools/etcd,
-# and kwok) into a cache keyed by their versions, once; later runs find them
-# and return at once. Prints the directory holding them.
+# and kwok), and the kubectl it drives them with, into a cache keyed by their
+# versions, once; later runs find them and return at once. Prints the
+# directory holding them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/k8s-version.sh # K8S, shared with scripts/e2e.sh
@@ -22,5 +23,12 @@ if [ $missing -eq 1 ]; then
   GOBIN="$dir.tmp" GOFLAGS= go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK"
   rm -rf "$dir" && mv "$dir.tmp" "$dir"
   echo "tools: built in $(( $(date +%s) - start ))s" >&2
+fi
+# kubectl is in no Debian release that matches: the one of the same release,
+# added beside the others (a cache built before it gains it alone).
+if [ ! -x "$dir/kubectl" ]; then
+  echo "tools: building kubectl $K8S into $dir" >&2
+  (cd tools/k8s && go build -trimpath -ldflags "$K8S_LDFLAGS" -o "$dir/kubectl.$$" k8s.io/kubernetes/cmd/kubectl)
+  mv "$dir/kubectl.$$" "$dir/kubectl"
 fi
 echo "$dir"
