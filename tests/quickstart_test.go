@@ -164,7 +164,7 @@ func cloneHEAD(t *testing.T) string {
 func run(t *testing.T, ns *netns.Namespace, dir string, name string, args ...string) string {
 	t.Helper()
 	cmd := exec.Command(name, args...)
-	cmd.Dir = dir
+	cmd.Dir, cmd.Env = dir, userEnv()
 	var out []byte
 	var err error
 	inNetns(t, ns, func() { out, err = cmd.CombinedOutput() })
@@ -172,6 +172,16 @@ func run(t *testing.T, ns *netns.Namespace, dir string, name string, args ...str
 		t.Fatalf("%s %s in %s: %v\n%s", name, strings.Join(args, " "), dir, err, out)
 	}
 	return string(out)
+}
+
+// userEnv is this environment as a user's shell has it: without the
+// variables through which the make running `make test` (when it does)
+// passes its flags and job slots to the makes below it.
+func userEnv() []string {
+	return slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		name, _, _ := strings.Cut(kv, "=")
+		return slices.Contains([]string{"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"}, name)
+	})
 }
 
 func lastLine(s string) string {
@@ -193,7 +203,7 @@ type makeUp struct {
 func startMakeUp(t *testing.T, ns *netns.Namespace, clone, line string) *makeUp {
 	began := time.Now()
 	up := &makeUp{cmd: exec.Command("bash", "-c", line), out: &syncBuffer{}, exited: make(chan struct{})}
-	up.cmd.Dir = clone
+	up.cmd.Dir, up.cmd.Env = clone, userEnv()
 	up.cmd.Stdout, up.cmd.Stderr = up.out, up.out
 	up.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	up.cmd.WaitDelay = 10 * time.Second // a child holding the output pipe does not hang Wait
