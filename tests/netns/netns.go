@@ -109,7 +109,9 @@ func onOwnThread(f func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		runtime.LockOSThread() // never unlocked: the runtime ends the thread with the goroutine
+		// Never unlocked: the runtime ends the thread with the goroutine (the
+		// main thread, which cannot end, it parks for good).
+		runtime.LockOSThread()
 		f()
 	}()
 	<-done
