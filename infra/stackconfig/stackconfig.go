@@ -18,8 +18,8 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi/config"
 
 	appconfig "github.com/switchboard-dev/switchboard/app/config"
-	"github.com/switchboard-dev/switchboard/infra/eksaddon"
 	"github.com/switchboard-dev/switchboard/infra/data"
+	"github.com/switchboard-dev/switchboard/infra/eksaddon"
 	"github.com/switchboard-dev/switchboard/infra/iampolicy"
 	"github.com/switchboard-dev/switchboard/infra/managed"
 	"github.com/switchboard-dev/switchboard/infra/rediscluster"
