@@ -90,8 +90,10 @@ type EKS struct {
 
 // ManagedStores size ElastiCache and RDS (infra/managed).
 type ManagedStores struct {
-	RedisNodeType      string
-	RedisReplicas      int // besides the primary
+	RedisNodeType string
+	// RedisReplicas are the primary's, without Redis.Cluster; with it, 0:
+	// Redis.Cluster sizes each shard.
+	RedisReplicas      int
 	DBInstanceClass    string
 	DBStorageGB        int
 	DBMultiAZ          bool
@@ -159,7 +161,7 @@ func (t AWS) deploy(ctx *pulumi.Context, s *Service, a ServiceArgs) error {
 	st := t.Stores
 	stores, err := managed.New(ctx, "data", managed.Args{
 		VpcID: net.id, PrivateSubnets: net.private, ClientGroup: eks.SecurityGroup,
-		RedisNodeType: st.RedisNodeType, RedisReplicas: st.RedisReplicas,
+		RedisNodeType: st.RedisNodeType, RedisReplicas: st.RedisReplicas, RedisCluster: a.Redis.Cluster,
 		DBInstanceClass: st.DBInstanceClass, DBStorageGB: st.DBStorageGB, DBMultiAZ: st.DBMultiAZ, DBBackupDays: st.DBBackupDays,
 		DeletionProtection: st.DeletionProtection, Tags: tags,
 		ReplicationGroupID: names.ReplicationGroup, DBInstanceID: names.DBInstance, DBFinalSnapshotID: names.DBFinalSnapshot,
@@ -238,7 +240,7 @@ func (t AWS) deploy(ctx *pulumi.Context, s *Service, a ServiceArgs) error {
 	}
 	if _, err := alarms.New(ctx, "alarms", alarms.Args{
 		Topic: t.AlarmTopicARN, LoadBalancer: names.LoadBalancer, TargetGroupTags: alb.TargetGroupTags,
-		RedisClusters: stores.RedisClusters, RedisMembers: 1 + st.RedisReplicas, DBInstance: stores.DBInstance, Tags: tags,
+		RedisNodes: stores.RedisNodes, DBInstance: stores.DBInstance, Tags: tags,
 	}, parent); err != nil {
 		return err
 	}

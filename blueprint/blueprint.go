@@ -21,6 +21,7 @@ import (
 	"github.com/switchboard-dev/switchboard/infra/autoscaling"
 	"github.com/switchboard-dev/switchboard/infra/netpolicy"
 	"github.com/switchboard-dev/switchboard/infra/observability"
+	"github.com/switchboard-dev/switchboard/infra/rediscluster"
 	"github.com/switchboard-dev/switchboard/infra/workload"
 )
 
@@ -76,9 +77,24 @@ type App struct {
 // Redis and Postgres ask for a store; the server gets its URL in the
 // variable URLEnv (a secret).
 type (
-	Redis    struct{ URLEnv string }
+	Redis struct {
+		URLEnv string
+		// Cluster, when set, makes it a Redis Cluster of that shape: on
+		// kind a StatefulSet of Shards × (1 + ReplicasPerShard) pods and
+		// the Job that creates the cluster, on AWS ElastiCache in cluster
+		// mode. Its URL is then redis+cluster://host:port[,host:port...]
+		// (rediss+cluster:// with TLS, on AWS), seed nodes to discover the
+		// shards from. Nil: one primary (with replicas on AWS).
+		Cluster *RedisCluster
+	}
 	Postgres struct{ URLEnv string }
 )
+
+// RedisCluster is a Redis Cluster's shape: Shards primaries, each with
+// ReplicasPerShard replicas. Kind takes 3 to 6 shards and 0 to 2 replicas
+// (infra/data), AWS up to 500 nodes in all and 1 to 5 replicas
+// (infra/managed).
+type RedisCluster = rediscluster.Shape
 
 // Observability is the monitoring: kube-prometheus-stack installed, or the
 // cluster's Prometheus Operator, Alertmanager and Grafana.

@@ -51,6 +51,7 @@ var computed = map[string]map[string]any{
 	},
 	"aws:elasticache/replicationGroup:ReplicationGroup": {
 		"primaryEndpointAddress": "redis.mock", "memberClusters": []any{"redis-001", "redis-002"},
+		"configurationEndpointAddress": "clustercfg.mock",
 	},
 }
 
@@ -233,6 +234,27 @@ func TestRefusesWhatCannotBeDeployed(t *testing.T) {
 			target, err := givenAWS(ctx)
 			return blueprint.ServiceArgs{Namespace: "ws", App: app(), Target: target}, err
 		}, "want Redis and Postgres"},
+		{"a kind Redis Cluster of 2 shards", func(*pulumi.Context) (blueprint.ServiceArgs, error) {
+			return blueprint.ServiceArgs{
+				Namespace: "ws", App: app(), Target: blueprint.Kind{},
+				Redis: &blueprint.Redis{URLEnv: "REDIS_URL", Cluster: &blueprint.RedisCluster{Shards: 2}},
+			}, nil
+		}, "want 3 to 6 shards"},
+		{"an ElastiCache cluster without replicas", func(ctx *pulumi.Context) (blueprint.ServiceArgs, error) {
+			target, err := givenAWS(ctx)
+			target.Stores.RedisReplicas = 0
+			return blueprint.ServiceArgs{
+				Namespace: "ws", App: app(), Target: target,
+				Redis: &blueprint.Redis{URLEnv: "REDIS_URL", Cluster: &blueprint.RedisCluster{Shards: 2}}, Postgres: &blueprint.Postgres{URLEnv: "DATABASE_URL"},
+			}, err
+		}, "1 to 5 replicas per shard"},
+		{"an ElastiCache cluster beside the one shard's replicas", func(ctx *pulumi.Context) (blueprint.ServiceArgs, error) {
+			target, err := givenAWS(ctx)
+			return blueprint.ServiceArgs{
+				Namespace: "ws", App: app(), Target: target,
+				Redis: &blueprint.Redis{URLEnv: "REDIS_URL", Cluster: &blueprint.RedisCluster{Shards: 2, ReplicasPerShard: 1}}, Postgres: &blueprint.Postgres{URLEnv: "DATABASE_URL"},
+			}, err
+		}, "RedisReplicas 0"},
 		{"a given cluster without its VPC", func(ctx *pulumi.Context) (blueprint.ServiceArgs, error) {
 			target, err := givenAWS(ctx)
 			target.ExistingVPC = nil
@@ -248,5 +270,62 @@ func TestRefusesWhatCannotBeDeployed(t *testing.T) {
 				t.Errorf("error %v, want one saying %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// Redis.Cluster is a Redis Cluster on either target, its URL in the
+// variable the service named: on kind six pods and their creation Job, on
+// AWS a replication group in cluster mode, reached at its configuration
+// endpoint.
+func TestRedisClusterOnBothTargets(t *testing.T) {
+	cluster := &blueprint.RedisCluster{Shards: 3, ReplicasPerShard: 1}
+	urlOf := func(m *mocks) string {
+		for _, s := range m.of("core/v1:Secret") {
+			data := s.Inputs["stringData"]
+			if data.IsSecret() {
+				data = data.SecretValue().Element
+			}
+			if v, ok := data.ObjectValue()["CACHE_URL"]; ok {
+				if v.IsSecret() {
+					v = v.SecretValue().Element
+				}
+				return v.StringValue()
+			}
+		}
+		return ""
+	}
+	m, _, err := deploy(t, func(*pulumi.Context) (blueprint.ServiceArgs, error) {
+		return blueprint.ServiceArgs{
+			Namespace: "ws", App: app(), Redis: &blueprint.Redis{URLEnv: "CACHE_URL", Cluster: cluster},
+			Target: blueprint.Kind{KubeContext: "kind-test", Edge: blueprint.Nginx{Image: "nginx", Replicas: 1, NodePort: 30090}},
+		}, nil
+	})
+	if err != nil {
+		t.Fatalf("kind: %v", err)
+	}
+	sets := m.of("apps/v1:StatefulSet")
+	if len(sets) != 1 || sets[0].Inputs["spec"].ObjectValue()["replicas"].NumberValue() != 6 || len(m.of("batch/v1:Job")) != 1 {
+		t.Errorf("kind: %d StatefulSets and %d Jobs, want one of 6 pods and the creation Job", len(sets), len(m.of("batch/v1:Job")))
+	}
+	if url := urlOf(m); !strings.HasPrefix(url, "redis+cluster://redis-0.redis.ws.svc.cluster.local:6379,") || strings.Count(url, ",") != 5 {
+		t.Errorf("kind: CACHE_URL %q, want the six nodes as seeds", url)
+	}
+	m, _, err = deploy(t, func(ctx *pulumi.Context) (blueprint.ServiceArgs, error) {
+		target, err := givenAWS(ctx)
+		target.Stores.RedisReplicas = 0
+		return blueprint.ServiceArgs{
+			Namespace: "ws", App: app(), Target: target,
+			Redis: &blueprint.Redis{URLEnv: "CACHE_URL", Cluster: cluster}, Postgres: &blueprint.Postgres{URLEnv: "DATABASE_URL"},
+		}, err
+	})
+	if err != nil {
+		t.Fatalf("aws: %v", err)
+	}
+	groups := m.of("elasticache/replicationGroup:ReplicationGroup")
+	if len(groups) != 1 || groups[0].Inputs["numNodeGroups"].NumberValue() != 3 || groups[0].Inputs["replicasPerNodeGroup"].NumberValue() != 1 {
+		t.Errorf("aws: replication groups %v, want one of 3 node groups with a replica each", groups)
+	}
+	if url := urlOf(m); url != "rediss+cluster://:redis-token@clustercfg.mock:6379" {
+		t.Errorf("aws: CACHE_URL %q, want the configuration endpoint over TLS with the token", url)
 	}
 }

@@ -76,14 +76,22 @@ func (k Kind) deploy(ctx *pulumi.Context, s *Service, a ServiceArgs) error {
 
 	wa := workloadArgs(a, namespace, []string{cmp.Or(k.PodSubnet, KindPodSubnet)})
 	if a.Redis != nil || a.Postgres != nil {
-		stores, err := data.New(ctx, "data", data.Args{
+		da := data.Args{
 			Namespace: namespace, Redis: a.Redis != nil, Postgres: a.Postgres != nil,
 			Password: k.PostgresPassword, RedisImage: k.RedisImage, PostgresImage: k.PostgresImage,
-		}, inNamespace...)
+		}
+		if a.Redis != nil {
+			da.RedisCluster = a.Redis.Cluster
+		}
+		stores, err := data.New(ctx, "data", da, inNamespace...)
 		if err != nil {
 			return err
 		}
 		withStores(&wa, a, stores.RedisURL, stores.DatabaseURL)
+		if stores.RedisReady != nil {
+			// The server starts once the cluster serves every slot.
+			wa.After = append(wa.After, stores.RedisReady)
+		}
 	}
 	app, err := workload.New(ctx, a.App.Name, wa, inNamespace...)
 	if err != nil {
@@ -124,6 +132,9 @@ func (Kind) policies(a ServiceArgs, namespace pulumi.StringInput) (netpolicy.Arg
 	}
 	if a.Redis != nil {
 		p.Redis = &netpolicy.Store{At: netpolicy.Peer{Component: naming.Redis}, Port: data.RedisPort}
+		if a.Redis.Cluster != nil {
+			p.Redis.Cluster = &netpolicy.StoreCluster{Bus: data.ClusterBusPort, Setup: data.ClusterSetup}
+		}
 	}
 	if a.Postgres != nil {
 		p.Postgres = &netpolicy.Store{At: netpolicy.Peer{Component: naming.Postgres}, Port: data.PostgresPort}

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"maps"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -76,14 +77,27 @@ var rdsSets = [][]string{{"DBInstanceIdentifier"}, {"DatabaseClass"}, {"EngineNa
 // metrics are reported every minute, at least one treats no data as
 // breaching, so that its silence pages.
 func TestEveryAlarmCanFire(t *testing.T) {
-	s := mustRun(t, awsConfig())
+	for _, mode := range []string{"standalone", "cluster"} {
+		t.Run(mode, func(t *testing.T) { everyAlarmCanFire(t, mode) })
+	}
+}
+
+func everyAlarmCanFire(t *testing.T, redisMode string) {
+	s := mustRun(t, awsConfig("redisMode", redisMode))
 	db := s0(t, s, "rds/instance:Instance")["identifier"]
+	// A member cache cluster: one the replication group lists, or in
+	// cluster mode one of its shards' (TestElastiCacheAlarmsNameEveryShardsNodes).
 	members := fmt.Sprint(computed["aws:elasticache/replicationGroup:ReplicationGroup"]["memberClusters"])
+	member := func(v string) bool { return v != "" && strings.Contains(members, v) }
+	if redisMode == "cluster" {
+		group := s0(t, s, "elasticache/replicationGroup:ReplicationGroup")["replicationGroupId"].(string)
+		member = regexp.MustCompile(`^` + regexp.QuoteMeta(group) + `-000[1-3]-00[12]$`).MatchString
+	}
 	mine := map[string]func(v string) bool{
 		"LoadBalancer":         func(v string) bool { return v == testALBSuffix },
 		"TargetGroup":          func(v string) bool { return v == testTargetGroupSfx },
 		"DBInstanceIdentifier": func(v string) bool { return v == db },
-		"CacheClusterId":       func(v string) bool { return v != "" && strings.Contains(members, v) },
+		"CacheClusterId":       member,
 	}
 	type watched struct{ breaching, always bool }
 	byResource := map[string]*watched{}

@@ -20,53 +20,15 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/switchboard-dev/switchboard/infra/controlplane"
+	"github.com/switchboard-dev/switchboard/infra/data"
 )
 
 // The Kubernetes objects of the dev stack, applied to a real API server with
 // a controller manager, a scheduler and kwok's fake nodes: every object is
 // accepted, every workload rolls out, Services get endpoints.
 func TestDevStackOnARealAPIServer(t *testing.T) {
-	bin := tools(t)
-	// terratest runs kubectl from PATH: the one make tools built, of the
-	// control plane's release.
-	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
-	dir := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	started := time.Now()
-	cp, err := controlplane.Start(ctx, dir, bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cp.Stop()
-	logf(t, "control plane ready in %s (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok; Kubernetes %s)", time.Since(started).Round(100*time.Millisecond), serverVersion(t, cp))
-
-	kc := k8s.NewKubectlOptions("", cp.Kubeconfig, "switchboard")
-	cluster := k8s.NewKubectlOptions("", cp.Kubeconfig, "")
-	apply := func(opts *k8s.KubectlOptions, docs string) error {
-		f := filepath.Join(dir, fmt.Sprintf("apply-%d.yaml", time.Now().UnixNano()))
-		if err := os.WriteFile(f, []byte(docs), 0o600); err != nil {
-			return err
-		}
-		out, err := k8s.RunKubectlAndGetOutputE(t, opts, "apply", "--server-side", "--field-manager", "pulumi-mock", "-f", f)
-		if err != nil {
-			return fmt.Errorf("%w: %s", err, out)
-		}
-		return nil
-	}
-
-	// What the cluster has before the stack: three fake nodes, kind's
-	// control-plane node, the Prometheus Operator's CRDs (existing mode) and
-	// volumes for the stores.
-	if err := apply(cluster, fakeNodes(3)+kindControlPlane(t)+persistentVolumes(2, dir)); err != nil {
-		t.Fatalf("nodes and volumes: %v", err)
-	}
-	for _, crd := range operatorCRDs(t) {
-		if err := k8s.RunKubectlE(t, cluster, "apply", "--server-side", "-f", crd); err != nil {
-			t.Fatalf("CRD %s: %v", filepath.Base(crd), err)
-		}
-	}
-	k8s.RunKubectl(t, cluster, "wait", "--for", "condition=established", "--timeout=30s", "crd/servicemonitors.monitoring.coreos.com", "crd/prometheusrules.monitoring.coreos.com", "crd/alertmanagerconfigs.monitoring.coreos.com")
+	a := startAPIServer(t, 2)
+	kc, cluster, dir, apply := a.kc, a.cluster, a.dir, a.apply
 
 	// Existing mode with one receiver of each type: its AlertmanagerConfig
 	// is checked against the operator's schema.
@@ -199,6 +161,115 @@ func TestDevStackOnARealAPIServer(t *testing.T) {
 	})
 }
 
+// The dev stack with redisMode cluster on a real API server: the cluster's
+// objects are accepted; the StatefulSet rolls out its six pods, all on the
+// node the stores run on, each with its claim bound; the headless Service
+// lists every pod; the creation Job's pod is scheduled beside them; the
+// Job's NetworkPolicy is stored.
+func TestRedisClusterOnARealAPIServer(t *testing.T) {
+	a := startAPIServer(t, 7) // six Redis nodes' volumes and Postgres's
+	s := mustRun(t, kindConfig("redisMode", "cluster"))
+	docs, kinds := manifests(t, s)
+	applied := time.Now()
+	if err := a.apply(a.cluster, docs); err != nil {
+		t.Fatalf("the stack's objects were refused: %v", err)
+	}
+	logf(t, "applied %d objects", len(kinds))
+	if err := k8s.RunKubectlE(t, a.kc, "rollout", "status", "statefulset/redis", "--timeout=90s"); err != nil {
+		t.Fatalf("statefulset/redis did not roll out: %v", err)
+	}
+	logf(t, "statefulset/redis ready %s after apply", time.Since(applied).Round(100*time.Millisecond))
+	pods := k8s.ListPods(t, a.kc, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=redis"})
+	if len(pods) != 6 {
+		t.Errorf("%d redis pods, want 6", len(pods))
+	}
+	for _, p := range pods {
+		if p.Spec.NodeName != kindControlPlaneName {
+			t.Errorf("redis pod %s on %q, want %s with the other stores", p.Name, p.Spec.NodeName, kindControlPlaneName)
+		}
+	}
+	retry.DoWithRetry(t, "the redis Service's endpoints", 100, 300*time.Millisecond, func() (string, error) {
+		out, err := k8s.RunKubectlAndGetOutputE(t, a.kc, "get", "endpointslices", "-l", "kubernetes.io/service-name=redis", "-o", "jsonpath={.items[*].endpoints[*].hostname}")
+		if got := strings.Fields(out); err != nil || len(got) != 6 {
+			return "", fmt.Errorf("endpoint hostnames %v (%v), want redis-0 to redis-5", got, err)
+		}
+		return out, nil
+	})
+	retry.DoWithRetry(t, "claims bound", 100, 300*time.Millisecond, func() (string, error) {
+		out, err := k8s.RunKubectlAndGetOutputE(t, a.kc, "get", "pvc", "-o", "jsonpath={.items[*].status.phase}")
+		if got := strings.Fields(out); err != nil || len(got) != 7 || slices.ContainsFunc(got, func(p string) bool { return p != "Bound" }) {
+			return "", fmt.Errorf("claims %v (%v), want 7 Bound", got, err)
+		}
+		return out, nil
+	})
+	retry.DoWithRetry(t, "the creation Job's pod", 100, 300*time.Millisecond, func() (string, error) {
+		out, err := k8s.RunKubectlAndGetOutputE(t, a.kc, "get", "pods", "-l", "app.kubernetes.io/name="+data.ClusterSetup, "-o", "jsonpath={.items[*].spec.nodeName}")
+		if err != nil || strings.TrimSpace(out) != kindControlPlaneName {
+			return "", fmt.Errorf("creation pod on %q (%v), want one on %s", out, err, kindControlPlaneName)
+		}
+		return out, nil
+	})
+	out, err := k8s.RunKubectlAndGetOutputE(t, a.kc, "get", "networkpolicies", "-o", "jsonpath={.items[*].metadata.name}")
+	if got := strings.Fields(out); err != nil || !slices.Contains(got, data.ClusterSetup) || !slices.Contains(got, "redis") {
+		t.Errorf("NetworkPolicies %v (%v): want redis's and %s's", got, err, data.ClusterSetup)
+	}
+}
+
+// apiServer is a control plane (etcd, kube-apiserver, controller manager,
+// scheduler, kwok) with what the cluster has before the dev stack: three
+// fake nodes, kind's control-plane node, the Prometheus Operator's CRDs
+// (existing mode) and volumes for the stores.
+type apiServer struct {
+	dir         string
+	kc, cluster *k8s.KubectlOptions // the app namespace, and the cluster
+	t           *testing.T
+}
+
+func startAPIServer(t *testing.T, volumes int) *apiServer {
+	bin := tools(t)
+	// terratest runs kubectl from PATH: the one make tools built, of the
+	// control plane's release.
+	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	started := time.Now()
+	cp, err := controlplane.Start(ctx, dir, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cp.Stop)
+	logf(t, "control plane ready in %s (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok; Kubernetes %s)", time.Since(started).Round(100*time.Millisecond), serverVersion(t, cp))
+	a := &apiServer{dir: dir, t: t, kc: k8s.NewKubectlOptions("", cp.Kubeconfig, "switchboard"), cluster: k8s.NewKubectlOptions("", cp.Kubeconfig, "")}
+	if err := a.apply(a.cluster, fakeNodes(3)+kindControlPlane(t)+persistentVolumes(volumes, dir)); err != nil {
+		t.Fatalf("nodes and volumes: %v", err)
+	}
+	for _, crd := range operatorCRDs(t) {
+		if err := k8s.RunKubectlE(t, a.cluster, "apply", "--server-side", "-f", crd); err != nil {
+			t.Fatalf("CRD %s: %v", filepath.Base(crd), err)
+		}
+	}
+	// kubectl wait fails outright on a CRD whose status has no conditions
+	// yet ("status.conditions accessor error"): again until it has them.
+	retry.DoWithRetry(t, "CRDs established", 30, time.Second, func() (string, error) {
+		return "", k8s.RunKubectlE(t, a.cluster, "wait", "--for", "condition=established", "--timeout=30s", "crd/servicemonitors.monitoring.coreos.com", "crd/prometheusrules.monitoring.coreos.com", "crd/alertmanagerconfigs.monitoring.coreos.com")
+	})
+	return a
+}
+
+// apply applies YAML documents server-side, as the provider does.
+func (a *apiServer) apply(opts *k8s.KubectlOptions, docs string) error {
+	f := filepath.Join(a.dir, fmt.Sprintf("apply-%d.yaml", time.Now().UnixNano()))
+	if err := os.WriteFile(f, []byte(docs), 0o600); err != nil {
+		return err
+	}
+	out, err := k8s.RunKubectlAndGetOutputE(a.t, opts, "apply", "--server-side", "--field-manager", "pulumi-mock", "-f", f)
+	if err != nil {
+		return fmt.Errorf("%w: %s", err, out)
+	}
+	return nil
+}
+
 // manifests turns every Kubernetes resource the program declared into YAML
 // documents, the Namespace first, and lists their kinds.
 func manifests(t *testing.T, s *stack) (string, []string) {
@@ -207,7 +278,13 @@ func manifests(t *testing.T, s *stack) (string, []string) {
 		if !strings.HasPrefix(r.Type, "kubernetes:") || strings.HasPrefix(r.Type, "kubernetes:helm.sh") {
 			continue
 		}
-		docs = append(docs, plain(resource.NewObjectProperty(r.Inputs)).(map[string]any))
+		d := plain(resource.NewObjectProperty(r.Inputs)).(map[string]any)
+		// An object without a name is auto-named by the provider, after
+		// its resource (the creation and bootstrap Jobs).
+		if meta, ok := d["metadata"].(map[string]any); ok && meta["name"] == nil {
+			meta["name"] = r.Name + "-auto"
+		}
+		docs = append(docs, d)
 	}
 	slices.SortStableFunc(docs, func(a, b map[string]any) int {
 		return boolInt(b["kind"] == "Namespace") - boolInt(a["kind"] == "Namespace")

@@ -38,7 +38,7 @@ func chatServer(cfg stackconfig.Config, target blueprint.Target) (blueprint.Serv
 
 			ImagePullSecrets: cfg.ImagePullSecrets,
 		},
-		Redis:    &blueprint.Redis{URLEnv: "REDIS_URL"},
+		Redis:    &blueprint.Redis{URLEnv: "REDIS_URL", Cluster: cfg.RedisCluster},
 		Postgres: &blueprint.Postgres{URLEnv: "DATABASE_URL"},
 		Observability: blueprint.Observability{
 			Install: cfg.Observability == stackconfig.Install, ChartVersion: cfg.PrometheusStackVer,
@@ -64,16 +64,22 @@ func chatEnv(cfg stackconfig.Config) map[string]string {
 			"DATABASE_AUTH": dbaccess.Auth, "AWS_REGION": cfg.AWS.Region,
 			// An ack waits until a replica holds the message, so a Multi-AZ
 			// failover to that replica keeps every acked message
-			// (redisReplicas is at least 1).
+			// (redisReplicas, or redisReplicasPerShard, is at least 1).
 			"REDIS_MIN_REPLICAS": "1",
 		}
+	}
+	env := map[string]string{}
+	// The same on kind when the cluster's shards have replicas: the
+	// cluster's own failover promotes one.
+	if c := cfg.RedisCluster; c != nil && c.ReplicasPerShard > 0 {
+		env["REDIS_MIN_REPLICAS"] = "1"
 	}
 	// The chat server accepts the development secret when a kind stack
 	// uses it (stackconfig refuses it on every other target).
 	if cfg.DevSecret {
-		return map[string]string{"ALLOW_DEV_SECRET": "true"}
+		env["ALLOW_DEV_SECRET"] = "true"
 	}
-	return nil
+	return env
 }
 
 // alerting is the stack's alert routing.

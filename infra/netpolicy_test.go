@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/switchboard-dev/switchboard/infra/data"
 	"github.com/switchboard-dev/switchboard/infra/netpolicy"
 )
 
@@ -167,6 +168,7 @@ func TestNetworkPoliciesDenyByDefaultOnBothTargets(t *testing.T) {
 		pods   []string
 	}{
 		{"kind", kindConfig(), []string{"chat", "edge", "redis", "postgres"}},
+		{"kind, redisMode cluster", kindConfig("redisMode", "cluster"), []string{"chat", "edge", "redis", "postgres", data.ClusterSetup}},
 		{"aws", awsConfig(), []string{"chat", "db-bootstrap"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -122,14 +122,18 @@ var computed = map[string]map[string]any{
 		"masterUserSecrets": []any{map[string]any{"secretArn": "arn:aws:secretsmanager:mock:db"}},
 	},
 	"aws:elasticache/replicationGroup:ReplicationGroup": {
-		"primaryEndpointAddress": "redis.mock.cache.amazonaws.com",
-		"memberClusters":         []any{"redis-001", "redis-002", "redis-003"},
+		"primaryEndpointAddress":       "redis.mock.cache.amazonaws.com",
+		"configurationEndpointAddress": testConfigEndpoint,
+		"memberClusters":               []any{"redis-001", "redis-002", "redis-003"},
 	},
 	"random:index/randomPassword:RandomPassword": {"result": testGrafanaPass},
 	"kubernetes:networking.k8s.io/v1:Ingress": {
 		"status": map[string]any{"loadBalancer": map[string]any{"ingress": []any{map[string]any{"hostname": "alb.mock.elb.amazonaws.com"}}}},
 	},
 }
+
+// The configuration endpoint of a replication group in cluster mode.
+const testConfigEndpoint = "clustercfg.mock.cache.amazonaws.com"
 
 // The secret the invokes hand out; like the config's, never in plain text.
 const testRedisToken = "redis-token-for-tests-0123456789"

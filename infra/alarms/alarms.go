@@ -17,6 +17,8 @@ import (
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/cloudwatch"
 	"github.com/pulumi/pulumi-aws/sdk/v6/go/aws/lb"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+
+	"github.com/switchboard-dev/switchboard/infra/managed"
 )
 
 // Args say what to watch.
@@ -28,10 +30,11 @@ type Args struct {
 	// ALB, so the lookups run after both exist.
 	LoadBalancer    string
 	TargetGroupTags pulumi.StringMapInput
-	RedisClusters   pulumi.StringArrayInput
-	RedisMembers    int // how many clusters RedisClusters lists
-	DBInstance      pulumi.StringInput
-	Tags            pulumi.StringMap
+	// RedisNodes are every node of the replication group: each primary
+	// and replica of each shard, for a node of any may fill up or evict.
+	RedisNodes []managed.CacheNode
+	DBInstance pulumi.StringInput
+	Tags       pulumi.StringMap
 }
 
 // Alarms is the component.
@@ -118,18 +121,18 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 		{"db-connections", "AWS/RDS", "DatabaseConnections", "Maximum", "GreaterThanThreshold", 400, 5,
 			db, NotBreaching, "More than 400 connections to RDS for 5 minutes: check the chat pods' pools and their count."},
 	}
-	for i := range args.RedisMembers {
-		member := args.RedisClusters.ToStringArrayOutput().Index(pulumi.Int(i))
-		dims := pulumi.StringMap{"CacheClusterId": member}
+	for _, node := range args.RedisNodes {
+		i := node.Label
+		dims := pulumi.StringMap{"CacheClusterId": node.ID}
 		rules = append(rules,
 			// ElastiCache reports each node's metrics every minute: no
 			// engine CPU means the node is gone, and this pages.
-			alarm{fmt.Sprintf("redis-%d-cpu", i), "AWS/ElastiCache", "EngineCPUUtilization", "Average", "GreaterThanThreshold", 75, 5,
+			alarm{"redis-" + i + "-cpu", "AWS/ElastiCache", "EngineCPUUtilization", "Average", "GreaterThanThreshold", 75, 5,
 				dims, Breaching, "Redis engine CPU above 75 % for 5 minutes (fan-out and sends slow down for every instance), or the node reports nothing (it is gone or being replaced)."},
-			alarm{fmt.Sprintf("redis-%d-memory", i), "AWS/ElastiCache", "DatabaseMemoryUsagePercentage", "Maximum", "GreaterThanThreshold", 80, 5,
+			alarm{"redis-" + i + "-memory", "AWS/ElastiCache", "DatabaseMemoryUsagePercentage", "Maximum", "GreaterThanThreshold", 80, 5,
 				dims, NotBreaching, "Redis memory above 80 %: the persist stream may be growing (Postgres lagging)."},
 			// One period: a late data point must not page as an eviction.
-			alarm{fmt.Sprintf("redis-%d-evictions", i), "AWS/ElastiCache", "Evictions", "Sum", "GreaterThanThreshold", 0, 1,
+			alarm{"redis-" + i + "-evictions", "AWS/ElastiCache", "Evictions", "Sum", "GreaterThanThreshold", 0, 1,
 				dims, NotBreaching, "Redis evicted keys: room history and the persist stream must never be evicted."},
 		)
 	}

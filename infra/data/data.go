@@ -1,13 +1,15 @@
 // Package data runs Redis and Postgres inside the cluster for the kind
 // target: a StatefulSet with a volume each, a Service and probes, on the
-// node that no worker drain touches (infra/placement). The AWS target
-// replaces it with ElastiCache and RDS; both hand the chat server the same
-// two URLs.
+// node that no worker drain touches (infra/placement). Redis is one server,
+// or a Redis Cluster (cluster.go). The AWS target replaces it with
+// ElastiCache and RDS; both hand the chat server the same two URLs.
 package data
 
 import (
 	"fmt"
+	"maps"
 	"net/url"
+	"slices"
 
 	appsv1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/apps/v1"
 	corev1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/core/v1"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/switchboard-dev/switchboard/infra/naming"
 	"github.com/switchboard-dev/switchboard/infra/placement"
+	"github.com/switchboard-dev/switchboard/infra/rediscluster"
 )
 
 // Database and user of the chat server in the in-cluster Postgres.
@@ -39,6 +42,9 @@ type Args struct {
 	PostgresImage   string             // default postgres:15-alpine
 	StorageSize     string             // per volume, default 1Gi
 	Password        pulumi.StringInput // Postgres's
+	// RedisCluster, when set, makes Redis a Redis Cluster of that shape
+	// (at least MinShards shards) rather than one server.
+	RedisCluster *rediscluster.Shape
 }
 
 // Data is the stores' component; its URLs are secrets, set for the stores
@@ -47,15 +53,25 @@ type Data struct {
 	pulumi.ResourceState
 	RedisURL    pulumi.StringOutput
 	DatabaseURL pulumi.StringOutput
+	// RedisReady is what a client of Redis waits for: the Job that creates
+	// the Redis Cluster; nil for one server, which is ready when it runs.
+	RedisReady pulumi.Resource
 }
 
-// store is what differs between Redis and Postgres.
+// store is what differs between Redis, a Redis Cluster's nodes and
+// Postgres.
 type store struct {
 	component, image, mount string
 	port, uid               int
+	command                 []string // empty: the image's entrypoint
 	args                    []string
 	env                     corev1.EnvVarArray
 	ready                   []string // exec probe
+	// replicas are its pods (0: one); peerPorts are ports its pods also
+	// serve each other on, and its pods start together, for they find each
+	// other (a Redis Cluster's bus).
+	replicas  int
+	peerPorts map[string]int
 }
 
 // New declares the stores args asks for: Redis, Postgres or both.
@@ -72,18 +88,18 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 		return pulumi.Sprintf("%s.%s.svc.cluster.local:%d", component, args.Namespace, port)
 	}
 	outputs := pulumi.Map{}
-	if args.Redis {
-		redis := store{
-			component: naming.Redis, image: args.RedisImage, mount: "/data", port: RedisPort, uid: 999,
-			// noeviction: a full Redis refuses writes rather than drop keys.
-			// Every room key has a TTL, so a volatile-* policy would evict a
-			// room's seq state key by key, and an allkeys-* one the persist
-			// stream too (issue 25). Redis's default, stated so that no image
-			// or config changes it.
-			args:  []string{"--appendonly", "yes", "--dir", "/data", "--maxmemory-policy", "noeviction"},
-			ready: []string{"redis-cli", "ping"},
+	if args.Redis && args.RedisCluster != nil {
+		if err := redisCluster(ctx, name, args, d); err != nil {
+			return nil, err
 		}
-		if err := declare(ctx, name, args, redis, d); err != nil {
+		outputs["redisUrl"] = d.RedisURL
+	}
+	if args.Redis && args.RedisCluster == nil {
+		redis := store{
+			component: naming.Redis, image: args.RedisImage, mount: redisDir, port: RedisPort, uid: redisUID,
+			args: redisArgs(redisDir), ready: []string{"redis-cli", "ping"},
+		}
+		if _, err := declare(ctx, name, args, redis, d); err != nil {
 			return nil, err
 		}
 		d.RedisURL = pulumi.Sprintf("redis://%s/0", host(naming.Redis, RedisPort))
@@ -109,7 +125,7 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 			},
 			ready: []string{"pg_isready", "-U", database, "-d", database},
 		}
-		if err := declare(ctx, name, args, postgres, d); err != nil {
+		if _, err := declare(ctx, name, args, postgres, d); err != nil {
 			return nil, err
 		}
 		d.DatabaseURL = pulumi.All(args.Password, host(naming.Postgres, PostgresPort)).ApplyT(func(v []any) string {
@@ -120,6 +136,22 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 		outputs["databaseUrl"] = d.DatabaseURL
 	}
 	return d, ctx.RegisterResourceOutputs(d, outputs)
+}
+
+// Where the Redis pods keep their data, and the user they run as (the
+// images' redis user).
+const (
+	redisDir = "/data"
+	redisUID = 999
+)
+
+// redisArgs are every Redis server's: persistence in dir, and noeviction:
+// a full Redis refuses writes rather than drop keys. Every room key has a
+// TTL, so a volatile-* policy would evict a room's seq state key by key,
+// and an allkeys-* one the persist stream too (issue 25). Redis's default,
+// stated so that no image or config changes it.
+func redisArgs(dir string) []string {
+	return []string{"--appendonly", "yes", "--dir", dir, "--maxmemory-policy", "noeviction"}
 }
 
 func withDefaults(a Args) Args {
@@ -135,28 +167,49 @@ func withDefaults(a Args) Args {
 	return a
 }
 
-// declare writes one store's headless Service and single-replica StatefulSet.
-func declare(ctx *pulumi.Context, name string, args Args, s store, parent pulumi.Resource) error {
+// declare writes one store's headless Service and StatefulSet, one pod
+// unless s.replicas says more.
+func declare(ctx *pulumi.Context, name string, args Args, s store, parent pulumi.Resource) (*appsv1.StatefulSet, error) {
 	meta := &metav1.ObjectMetaArgs{Name: pulumi.String(s.component), Namespace: args.Namespace, Labels: naming.Labels(s.component)}
 	port := pulumi.Int(s.port)
-	svc, err := corev1.NewService(ctx, name+"-"+s.component, &corev1.ServiceArgs{
-		Metadata: meta,
-		Spec: &corev1.ServiceSpecArgs{
-			ClusterIP: pulumi.String("None"),
-			Selector:  naming.Selector(s.component),
-			Ports:     corev1.ServicePortArray{corev1.ServicePortArgs{Name: pulumi.String(s.component), Port: port, TargetPort: port}},
-		},
-	}, pulumi.Parent(parent))
+	svcPorts := corev1.ServicePortArray{corev1.ServicePortArgs{Name: pulumi.String(s.component), Port: port, TargetPort: port}}
+	podPorts := corev1.ContainerPortArray{corev1.ContainerPortArgs{Name: pulumi.String(s.component), ContainerPort: port}}
+	for _, n := range slices.Sorted(maps.Keys(s.peerPorts)) {
+		p := pulumi.Int(s.peerPorts[n])
+		svcPorts = append(svcPorts, corev1.ServicePortArgs{Name: pulumi.String(n), Port: p, TargetPort: p})
+		podPorts = append(podPorts, corev1.ContainerPortArgs{Name: pulumi.String(n), ContainerPort: p})
+	}
+	spec := &corev1.ServiceSpecArgs{
+		ClusterIP: pulumi.String("None"),
+		Selector:  naming.Selector(s.component),
+		Ports:     svcPorts,
+	}
+	replicas, policy := 1, pulumi.StringPtrInput(nil)
+	if s.replicas > 0 {
+		replicas = s.replicas
+	}
+	if len(s.peerPorts) > 0 {
+		// Peers resolve each other's names before they are ready, and
+		// start together rather than one after another's readiness.
+		spec.PublishNotReadyAddresses = pulumi.Bool(true)
+		policy = pulumi.String("Parallel")
+	}
+	svc, err := corev1.NewService(ctx, name+"-"+s.component, &corev1.ServiceArgs{Metadata: meta, Spec: spec}, pulumi.Parent(parent))
 	if err != nil {
-		return fmt.Errorf("data %s: %s service: %w", name, s.component, err)
+		return nil, fmt.Errorf("data %s: %s service: %w", name, s.component, err)
+	}
+	var command pulumi.StringArrayInput
+	if len(s.command) > 0 {
+		command = pulumi.ToStringArray(s.command)
 	}
 	onIngressNode, tolerations := placement.OnIngressNode()
-	_, err = appsv1.NewStatefulSet(ctx, name+"-"+s.component, &appsv1.StatefulSetArgs{
+	set, err := appsv1.NewStatefulSet(ctx, name+"-"+s.component, &appsv1.StatefulSetArgs{
 		Metadata: meta,
 		Spec: &appsv1.StatefulSetSpecArgs{
-			ServiceName: svc.Metadata.Name().Elem(),
-			Replicas:    pulumi.Int(1),
-			Selector:    &metav1.LabelSelectorArgs{MatchLabels: naming.Selector(s.component)},
+			ServiceName:         svc.Metadata.Name().Elem(),
+			Replicas:            pulumi.Int(replicas),
+			PodManagementPolicy: policy,
+			Selector:            &metav1.LabelSelectorArgs{MatchLabels: naming.Selector(s.component)},
 			Template: &corev1.PodTemplateSpecArgs{
 				Metadata: &metav1.ObjectMetaArgs{Labels: naming.Labels(s.component)},
 				Spec: &corev1.PodSpecArgs{
@@ -167,11 +220,12 @@ func declare(ctx *pulumi.Context, name string, args Args, s store, parent pulumi
 						SeccompProfile: &corev1.SeccompProfileArgs{Type: pulumi.String("RuntimeDefault")},
 					},
 					Containers: corev1.ContainerArray{corev1.ContainerArgs{
-						Name:  pulumi.String(s.component),
-						Image: pulumi.String(s.image),
-						Args:  pulumi.ToStringArray(s.args),
-						Env:   s.env,
-						Ports: corev1.ContainerPortArray{corev1.ContainerPortArgs{Name: pulumi.String(s.component), ContainerPort: port}},
+						Name:    pulumi.String(s.component),
+						Image:   pulumi.String(s.image),
+						Command: command,
+						Args:    pulumi.ToStringArray(s.args),
+						Env:     s.env,
+						Ports:   podPorts,
 						ReadinessProbe: &corev1.ProbeArgs{
 							Exec:          &corev1.ExecActionArgs{Command: pulumi.ToStringArray(s.ready)},
 							PeriodSeconds: pulumi.Int(5), TimeoutSeconds: pulumi.Int(3),
@@ -202,7 +256,7 @@ func declare(ctx *pulumi.Context, name string, args Args, s store, parent pulumi
 		},
 	}, pulumi.Parent(parent))
 	if err != nil {
-		return fmt.Errorf("data %s: %s statefulset: %w", name, s.component, err)
+		return nil, fmt.Errorf("data %s: %s statefulset: %w", name, s.component, err)
 	}
-	return nil
+	return set, nil
 }

@@ -1,5 +1,6 @@
 // Package managed is the prod stack's data layer on AWS's managed services:
-// an ElastiCache Redis replication group and an RDS PostgreSQL instance in
+// an ElastiCache Redis replication group (one shard, or cluster mode
+// enabled) and an RDS PostgreSQL instance in
 // the private subnets, reachable only from the cluster's security group, with
 // their credentials in Secrets Manager. It hands the chat server the Redis
 // URL, with TLS, and infra/dbaccess the database (IAM authentication on).
@@ -16,6 +17,7 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
 	"github.com/switchboard-dev/switchboard/infra/awsname"
+	"github.com/switchboard-dev/switchboard/infra/rediscluster"
 )
 
 // Ports the security groups open, and nothing else.
@@ -42,9 +44,13 @@ type Args struct {
 	VpcID          pulumi.StringInput
 	PrivateSubnets pulumi.StringArrayInput
 	// ClientGroup is the only security group the stores admit: the cluster's.
-	ClientGroup        pulumi.StringInput
-	RedisNodeType      string
+	ClientGroup   pulumi.StringInput
+	RedisNodeType string
+	// RedisReplicas are the replicas of the one shard; with RedisCluster
+	// set it is unused (0), and the replication group is in cluster mode,
+	// of that shape.
 	RedisReplicas      int
+	RedisCluster       *rediscluster.Shape
 	DBInstanceClass    string
 	DBStorageGB        int
 	DBMultiAZ          bool
@@ -65,14 +71,43 @@ type Managed struct {
 	DBAddress       pulumi.StringOutput
 	DBInstanceARN   pulumi.StringOutput // for the rds-db:connect resource
 	DBResourceID    pulumi.StringOutput
-	MasterSecretARN pulumi.StringOutput      // RDS's managed master secret
-	RedisClusters   pulumi.StringArrayOutput // member cache clusters, for alarms
-	DBInstance      pulumi.StringOutput      // identifier, for alarms
-	RedisAuthSecret pulumi.StringOutput      // Secrets Manager ARN of the auth token
+	MasterSecretARN pulumi.StringOutput // RDS's managed master secret
+	RedisNodes      []CacheNode         // every node of the replication group, for alarms
+	DBInstance      pulumi.StringOutput // identifier, for alarms
+	RedisAuthSecret pulumi.StringOutput // Secrets Manager ARN of the auth token
 }
+
+// CacheNode is one Redis node of the replication group: ID is its cache
+// cluster id (CloudWatch's CacheClusterId), Label names it among the
+// group's nodes.
+type CacheNode struct {
+	Label string
+	ID    pulumi.StringOutput
+}
+
+// Cluster mode's limits (Amazon ElastiCache, "Working with shards in
+// ElastiCache", https://docs.aws.amazon.com/AmazonElastiCache/latest/dg/Shards.html):
+// up to 500 nodes in a cluster (shards × (1 + replicas), Redis OSS 5.0.6
+// and later), 90 without a quota increase, and up to 5 replicas per shard.
+// Each shard keeps at least one replica: Multi-AZ fails a primary over to a
+// replica of its shard
+// (https://docs.aws.amazon.com/AmazonElastiCache/latest/dg/AutoFailover.html),
+// and the chat server's acks wait for one (REDIS_MIN_REPLICAS).
+const (
+	MaxClusterNodes     = 500
+	DefaultClusterNodes = 90
+	MinReplicasPerShard = 1
+	MaxReplicasPerShard = rediscluster.MaxReplicasPerShard
+)
 
 // New declares the stores.
 func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOption) (*Managed, error) {
+	if c := args.RedisCluster; c != nil {
+		if c.Shards < 1 || c.ReplicasPerShard < MinReplicasPerShard || c.ReplicasPerShard > MaxReplicasPerShard || c.Nodes() > MaxClusterNodes || args.RedisReplicas != 0 {
+			return nil, fmt.Errorf("managed %s: a cluster of %d shards with %d replicas each (RedisReplicas %d): want at least 1 shard, %d to %d replicas per shard, at most %d nodes in all, and RedisReplicas 0",
+				name, c.Shards, c.ReplicasPerShard, args.RedisReplicas, MinReplicasPerShard, MaxReplicasPerShard, MaxClusterNodes)
+		}
+	}
 	m := &Managed{}
 	if err := ctx.RegisterComponentResource("switchboard:index:Managed", name, m, opts...); err != nil {
 		return nil, err
@@ -114,23 +149,30 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 	if err != nil {
 		return nil, fmt.Errorf("managed %s: cache subnet group: %w", name, err)
 	}
+	// A full Redis refuses writes rather than drop keys. ElastiCache's
+	// default is volatile-lru, and every room key has a TTL: it would
+	// evict a room's seq state key by key and lose seqs and history
+	// without a word (issue 25).
+	cacheParamValues := elasticache.ParameterGroupParameterArray{elasticache.ParameterGroupParameterArgs{
+		Name: pulumi.String("maxmemory-policy"), Value: pulumi.String("noeviction"),
+	}}
+	description := "Switchboard message bus: noeviction"
+	if args.RedisCluster != nil {
+		// Cluster mode is a parameter group's: cluster-enabled yes.
+		cacheParamValues = append(cacheParamValues, elasticache.ParameterGroupParameterArgs{Name: pulumi.String("cluster-enabled"), Value: pulumi.String("yes")})
+		description = "Switchboard message bus: noeviction, cluster mode"
+	}
 	cacheParams, err := elasticache.NewParameterGroup(ctx, name, &elasticache.ParameterGroupArgs{
 		// The family follows EngineVersion below: redis7 for Redis 7.x.
 		Family:      pulumi.String("redis7"),
-		Description: pulumi.String("Switchboard message bus: noeviction"),
-		// A full Redis refuses writes rather than drop keys. ElastiCache's
-		// default is volatile-lru, and every room key has a TTL: it would
-		// evict a room's seq state key by key and lose seqs and history
-		// without a word (issue 25).
-		Parameters: elasticache.ParameterGroupParameterArray{elasticache.ParameterGroupParameterArgs{
-			Name: pulumi.String("maxmemory-policy"), Value: pulumi.String("noeviction"),
-		}},
-		Tags: args.Tags,
+		Description: pulumi.String(description),
+		Parameters:  cacheParamValues,
+		Tags:        args.Tags,
 	}, parent)
 	if err != nil {
 		return nil, fmt.Errorf("managed %s: cache parameters: %w", name, err)
 	}
-	redis, err := elasticache.NewReplicationGroup(ctx, name, &elasticache.ReplicationGroupArgs{
+	group := &elasticache.ReplicationGroupArgs{
 		ReplicationGroupId:       pulumi.String(args.ReplicationGroupID),
 		Description:              pulumi.String("Switchboard message bus"),
 		Engine:                   pulumi.String("redis"),
@@ -149,7 +191,15 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 		SnapshotRetentionLimit:   pulumi.Int(1),
 		ApplyImmediately:         pulumi.Bool(false),
 		Tags:                     args.Tags,
-	}, parent)
+	}
+	if c := args.RedisCluster; c != nil {
+		// Shards (node groups) in place of one group of cache clusters.
+		group.NumCacheClusters = nil
+		group.ClusterMode = pulumi.String("enabled")
+		group.NumNodeGroups = pulumi.Int(c.Shards)
+		group.ReplicasPerNodeGroup = pulumi.Int(c.ReplicasPerShard)
+	}
+	redis, err := elasticache.NewReplicationGroup(ctx, name, group, parent)
 	if err != nil {
 		return nil, fmt.Errorf("managed %s: redis: %w", name, err)
 	}
@@ -203,16 +253,51 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 		u := url.URL{Scheme: "rediss", User: url.UserPassword("", v[0].(string)), Host: fmt.Sprintf("%s:%d", v[1], RedisPort), Path: "/0"}
 		return u.String()
 	}).(pulumi.StringOutput)
+	m.RedisNodes = members(redis, 1+args.RedisReplicas)
+	if c := args.RedisCluster; c != nil {
+		// A cluster's clients start at its configuration endpoint, which
+		// answers with the shards' nodes.
+		m.RedisURL = pulumi.All(storedToken, redis.ConfigurationEndpointAddress).ApplyT(func(v []any) string {
+			return rediscluster.URL(true, v[0].(string), fmt.Sprintf("%s:%d", v[1], RedisPort))
+		}).(pulumi.StringOutput)
+		m.RedisNodes = shardMembers(redis.ReplicationGroupId, *c)
+	}
 	m.RedisURL = pulumi.ToSecret(m.RedisURL).(pulumi.StringOutput)
 	// The master password stays in Secrets Manager, where RDS rotates it.
 	m.MasterSecretARN = pg.MasterUserSecrets.Index(pulumi.Int(0)).SecretArn().Elem()
 	m.DBInstanceARN = pg.Arn
 	m.DBResourceID = pg.ResourceId
 	m.DBAddress = pg.Address
-	m.RedisClusters = redis.MemberClusters
 	m.DBInstance = pg.Identifier
 	m.RedisAuthSecret = tokenSecret.Arn
 	return m, ctx.RegisterResourceOutputs(m, pulumi.Map{"redisUrl": m.RedisURL, "dbAddress": m.DBAddress})
+}
+
+// members are the cache clusters of a replication group without cluster
+// mode, as it lists them.
+func members(redis *elasticache.ReplicationGroup, n int) []CacheNode {
+	var out []CacheNode
+	for i := range n {
+		out = append(out, CacheNode{Label: fmt.Sprint(i), ID: redis.MemberClusters.Index(pulumi.Int(i))})
+	}
+	return out
+}
+
+// shardMembers are the cache clusters of a cluster-mode replication group,
+// as ElastiCache names them: <group id>-<node group>-<member>, node groups
+// numbered from 0001 (API NodeGroup, NodeGroupId:
+// https://docs.aws.amazon.com/AmazonElastiCache/latest/APIReference/API_NodeGroup.html)
+// and their members from 001, e.g. switchboard-prod-0002-001. Its member
+// list (MemberClusters) is a set, in no order to tell the shards apart by.
+func shardMembers(group pulumi.StringOutput, c rediscluster.Shape) []CacheNode {
+	var out []CacheNode
+	for shard := 1; shard <= c.Shards; shard++ {
+		for member := 1; member <= 1+c.ReplicasPerShard; member++ {
+			label := fmt.Sprintf("%04d-%03d", shard, member)
+			out = append(out, CacheNode{Label: label, ID: pulumi.Sprintf("%s-%s", group, label)})
+		}
+	}
+	return out
 }
 
 // onlyFrom is a security group that admits port from the client group alone.

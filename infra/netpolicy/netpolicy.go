@@ -94,6 +94,18 @@ type Flow struct {
 type Store struct {
 	At   Peer // its pods (kind) or its subnets (AWS)
 	Port int
+	// Cluster is set for a store of several pods of the namespace that
+	// form a cluster (Redis Cluster on kind).
+	Cluster *StoreCluster
+}
+
+// StoreCluster are the flows within a store's cluster: its pods reach each
+// other on the store's port (replication) and on Bus, and resolve each
+// other's names; Setup is the component of the Job that joins them, which
+// reaches each on the store's port.
+type StoreCluster struct {
+	Bus   int
+	Setup string
 }
 
 // Edge is a load balancer that runs as pods of the namespace (NGINX on kind).
@@ -149,6 +161,15 @@ func Flows(a Args) []Flow {
 	f = append(f, Flow{a.Prometheus, app, []Port{TCP(a.AppPort)}, "Prometheus scrapes /metrics"})
 	if a.Redis != nil {
 		f = append(f, Flow{app, a.Redis.At, []Port{TCP(a.Redis.Port)}, "Redis"})
+		if c := a.Redis.Cluster; c != nil {
+			setup := Peer{Component: c.Setup}
+			f = append(f,
+				Flow{a.Redis.At, a.Redis.At, []Port{TCP(a.Redis.Port), TCP(c.Bus)}, "Redis Cluster: replication and the cluster bus"},
+				Flow{a.Redis.At, DNS, dns, "a restarted node finds its peers' addresses by name"},
+				Flow{setup, a.Redis.At, []Port{TCP(a.Redis.Port)}, "creates the cluster"},
+				Flow{setup, DNS, dns, "the nodes' names"},
+			)
+		}
 	}
 	if a.Postgres != nil {
 		f = append(f, Flow{app, a.Postgres.At, []Port{TCP(a.Postgres.Port)}, "Postgres"})

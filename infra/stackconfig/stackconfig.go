@@ -18,8 +18,11 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi/config"
 
 	appconfig "github.com/switchboard-dev/switchboard/app/config"
+	"github.com/switchboard-dev/switchboard/infra/data"
 	"github.com/switchboard-dev/switchboard/infra/eksaddon"
 	"github.com/switchboard-dev/switchboard/infra/iampolicy"
+	"github.com/switchboard-dev/switchboard/infra/managed"
+	"github.com/switchboard-dev/switchboard/infra/rediscluster"
 )
 
 // Targets.
@@ -35,6 +38,17 @@ const (
 	// Existing: the cluster runs the Prometheus Operator and a Grafana
 	// sidecar already; add only the ServiceMonitor, rules and dashboards.
 	Existing = "existing"
+)
+
+// Redis modes (redisMode).
+const (
+	// Standalone: one primary, the chat server's redis:// or rediss://
+	// URL; on kind one pod, on AWS a replication group with redisReplicas
+	// replicas and automatic failover (ElastiCache's cluster mode disabled).
+	Standalone = "standalone"
+	// Cluster: a Redis Cluster of redisShards shards with
+	// redisReplicasPerShard replicas each, its redis+cluster:// URL.
+	Cluster = "cluster"
 )
 
 // Config is a stack's settings. Keys are in the project's namespace
@@ -64,6 +78,11 @@ type Config struct {
 	DrainTimeout time.Duration
 
 	EdgeImage string // NGINX 1.27.3 or newer (resolve in upstreams)
+
+	// RedisMode is standalone or cluster; RedisCluster is the cluster's
+	// shape (redisShards, redisReplicasPerShard), nil in standalone mode.
+	RedisMode    string
+	RedisCluster *rediscluster.Shape
 
 	RedisImage    string // kind: the in-cluster Redis (empty: infra/data's default)
 	PostgresImage string // kind: the in-cluster PostgreSQL 15 (empty: infra/data's default)
@@ -161,6 +180,7 @@ func Defaults() Config {
 		EdgeImage:          "nginxinc/nginx-unprivileged:1.28.0-alpine",
 		EdgeNodePort:       30080,
 		EdgeReplicas:       2,
+		RedisMode:          Standalone,
 		Observability:      Install,
 		PrometheusStackVer: "79.5.0",
 		// kube-prometheus-stack's grafana.sidecar.datasources.uid.
@@ -236,6 +256,7 @@ func Load(ctx *pulumi.Context) (Config, error) {
 	if c.Target == AWS {
 		r.aws(&c.AWS)
 	}
+	r.redisMode(&c)
 	if c.MaxReplicas < c.Replicas {
 		r.fail("maxReplicas", strconv.Itoa(c.MaxReplicas), fmt.Sprintf("at least replicas (%d)", c.Replicas))
 	}
@@ -341,6 +362,49 @@ func (r *reader) aws(a *AWSSettings) {
 	if a.NodeMax < a.NodeMin {
 		r.fail("nodeMax", strconv.Itoa(a.NodeMax), fmt.Sprintf("at least nodeMin (%d)", a.NodeMin))
 	}
+}
+
+// The cluster's shape when redisMode is cluster and the keys are unset:
+// three primaries, the fewest redis-cli --cluster create takes, each with
+// a replica to fail over to.
+const (
+	DefaultShards           = 3
+	DefaultReplicasPerShard = 1
+)
+
+// redisMode reads redisMode and, in cluster mode, the cluster's shape,
+// within the target's limits (infra/data's on kind, ElastiCache's on AWS,
+// infra/managed). The shape's keys without cluster mode, and AWS's
+// redisReplicas with it, would be ignored: refused.
+func (r *reader) redisMode(c *Config) {
+	r.oneOf("redisMode", &c.RedisMode, false, Standalone, Cluster)
+	if c.RedisMode != Cluster {
+		for _, key := range []string{"redisShards", "redisReplicasPerShard"} {
+			if v := r.cfg.Get(key); v != "" {
+				r.fail(key, v, "unset, or redisMode: cluster (it shapes a Redis Cluster)")
+			}
+		}
+		return
+	}
+	shape := rediscluster.Shape{Shards: DefaultShards, ReplicasPerShard: DefaultReplicasPerShard}
+	if c.Target == AWS {
+		r.integer("redisShards", &shape.Shards, 1, managed.MaxClusterNodes)
+		r.integer("redisReplicasPerShard", &shape.ReplicasPerShard, managed.MinReplicasPerShard, managed.MaxReplicasPerShard)
+		if v := r.cfg.Get("redisReplicas"); v != "" {
+			r.fail("redisReplicas", v, "unset with redisMode: cluster (redisReplicasPerShard sizes each shard)")
+		}
+		c.AWS.RedisReplicas = 0
+		switch n := shape.Nodes(); {
+		case n > managed.MaxClusterNodes:
+			r.fail("redisShards", strconv.Itoa(shape.Shards), fmt.Sprintf("at most %d nodes in all, ElastiCache's limit: redisShards × (1 + redisReplicasPerShard) = %d", managed.MaxClusterNodes, n))
+		case n > managed.DefaultClusterNodes:
+			r.ctx.Log.Warn(fmt.Sprintf("switchboard:redisShards: %d nodes: past ElastiCache's default quota of %d nodes per cluster, ask AWS for an increase first", n, managed.DefaultClusterNodes), nil)
+		}
+	} else {
+		r.integer("redisShards", &shape.Shards, data.MinShards, data.MaxShards)
+		r.integer("redisReplicasPerShard", &shape.ReplicasPerShard, 0, data.MaxReplicasPerShard)
+	}
+	c.RedisCluster = &shape
 }
 
 // Today is the day the EKS support check (infra/eksaddon's calendar) is
