@@ -60,6 +60,11 @@ func echoOnKind(ctx context.Context, t *testing.T, cfg map[string]string) {
 	}
 	pods, _ := kubectl("get", "pods", "-o", "wide")
 	logf(t, "echo pods after pulumi up:\n%s", pods)
+	replicas := echostack.Args("", "", "").App.MinReplicas
+	names, err := kubectl("get", "pods", "-l", "app.kubernetes.io/name=echo", "-o", "jsonpath={.items[*].metadata.name}")
+	if n := len(strings.Fields(names)); err != nil || n != replicas {
+		t.Fatalf("%d echo pods (%q, %v), want its %d minimum replicas", n, names, err, replicas)
+	}
 	http_helper.HttpGetWithRetryWithCustomValidation(t, endpoint+"/nginx-health", nil, 30, 2*time.Second,
 		func(status int, _ string) bool { return status == 200 })
 
@@ -106,8 +111,8 @@ func echoOnKind(ctx context.Context, t *testing.T, cfg map[string]string) {
 			sum += it.Value.AsApproximateFloat64()
 			per = append(per, it.DescribedObject.Name+"="+it.Value.String())
 		}
-		if sum != clients {
-			return "", fmt.Errorf("the echo pods' %s sum to %v (%v), want %d", blueprint.ConnectionsMetric, sum, per, clients)
+		if len(list.Items) != replicas || sum != clients {
+			return "", fmt.Errorf("the echo pods' %s: %v, summing to %v; want %d pods summing to %d", blueprint.ConnectionsMetric, per, sum, replicas, clients)
 		}
 		return strings.Join(per, " "), nil
 	})
