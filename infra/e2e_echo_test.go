@@ -89,10 +89,14 @@ func echoOnKind(ctx context.Context, t *testing.T, cfg map[string]string) {
 
 	// prometheus-adapter serves the echo pods' gauge from Prometheus (which
 	// scrapes them through the echo's ServiceMonitor) as the clients open,
-	// and the HPA reads it: no <unknown> in its current metrics.
+	// and the HPA reads it: no <unknown> in its current metrics. Up to 8
+	// minutes: the operator writes the new scrape job into Prometheus's
+	// configuration Secret at once, but the pod sees it only after the
+	// kubelet's sync period plus its cache's delay (Kubernetes docs, Secrets:
+	// "Mounted Secrets are updated automatically"): 3 minutes in a run here.
 	metric := "/apis/custom.metrics.k8s.io/v1beta2/namespaces/echo/pods/*/" + blueprint.ConnectionsMetric + "?labelSelector=app.kubernetes.io/name%3Decho"
 	began := time.Now()
-	served := retry.DoWithRetry(t, "prometheus-adapter serves the echo's open connections", 48, 5*time.Second, func() (string, error) {
+	served := retry.DoWithRetry(t, "prometheus-adapter serves the echo's open connections", 96, 5*time.Second, func() (string, error) {
 		out, err := kubectl("get", "--raw", metric)
 		if err != nil {
 			return "", fmt.Errorf("%v: %s", err, out)
