@@ -83,6 +83,15 @@ keyed() { [ "$(docker image inspect -f '{{index .Config.Labels "switchboard.e2e.
 
 # --- Docker --------------------------------------------------------------
 
+# close_fds closes every descriptor of the shell but 0, 1 and 2.
+close_fds() {
+  local fd
+  for fd in /proc/"$BASHPID"/fd/*; do
+    fd=${fd##*/}
+    if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi
+  done
+}
+
 # The engine: Debian's docker.io, started here when it is not running.
 ensure_docker() {
   if docker info >/dev/null 2>&1; then return; fi
@@ -94,7 +103,10 @@ ensure_docker() {
   fi
   command -v docker >/dev/null || die "no docker client on PATH"
   say "starting dockerd (log: $CACHE/dockerd.log)"
-  nohup dockerd >"$CACHE/dockerd.log" 2>&1 &
+  # Without this shell's other descriptors: run as `flock /tmp/e2e.lock
+  # scripts/e2e.sh`, the daemon inherited the lock's and held the lock for as
+  # long as it ran, so that every later run waited for ever.
+  (close_fds; exec nohup dockerd >"$CACHE/dockerd.log" 2>&1 </dev/null) &
   for _ in $(seq 60); do docker info >/dev/null 2>&1 && return; sleep 1; done
   die "dockerd did not start: $CACHE/dockerd.log"
 }
