@@ -17,6 +17,7 @@ import (
 	http_helper "github.com/gruntwork-io/terratest/modules/http-helper"
 	test_structure "github.com/gruntwork-io/terratest/modules/test-structure"
 	"github.com/pulumi/pulumi/sdk/v3/go/auto"
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 	"gopkg.in/yaml.v3"
 
 	"github.com/switchboard-dev/switchboard/blueprint"
@@ -176,6 +177,7 @@ func TestDevStackOnKind(t *testing.T) {
 			}
 		})
 		t.Run("RedisStoppedAlertReachesTheWebhook", func(t *testing.T) { redisStoppedAlertReachesTheWebhook(ctx, t, cfg, hook) })
+		t.Run("EchoExampleDeploysServesAndScalesOnItsGauge", func(t *testing.T) { echoOnKind(ctx, t, cfg) })
 		// Last: it changes the HPA's settings with another `pulumi up`.
 		t.Run("HPAScalesOutAndInOnConnections", func(t *testing.T) { hpaFollowsConnections(ctx, t, deployed, cfg, jwt) })
 	})
@@ -381,7 +383,7 @@ func e2e(t *testing.T, base string, settings map[string]string, secrets auto.Con
 	ctx := context.Background()
 	var stack auto.Stack
 	var outputs auto.OutputMap
-	test_structure.RunTestStage(t, "deploy", func() { stack, outputs = up(ctx, t, base, settings, secrets) })
+	test_structure.RunTestStage(t, "deploy", func() { stack, outputs = up(ctx, t, "switchboard", program, base, settings, secrets) })
 	defer test_structure.RunTestStage(t, "teardown", func() {
 		began := time.Now()
 		if _, err := stack.Destroy(ctx); err != nil {
@@ -402,10 +404,11 @@ func e2e(t *testing.T, base string, settings map[string]string, secrets auto.Con
 	test_structure.RunTestStage(t, "after-suite", func() { after(ctx) })
 }
 
-// up creates a uniquely named stack in a local backend and runs `pulumi up`.
-func up(ctx context.Context, t *testing.T, base string, settings map[string]string, secrets auto.ConfigMap) (auto.Stack, auto.OutputMap) {
+// up creates a uniquely named stack of project's inline program in a local
+// backend and runs `pulumi up`.
+func up(ctx context.Context, t *testing.T, project string, program pulumi.RunFunc, base string, settings map[string]string, secrets auto.ConfigMap) (auto.Stack, auto.OutputMap) {
 	name := fmt.Sprintf("%s-test-%d", base, time.Now().Unix())
-	stack, err := auto.UpsertStackInlineSource(ctx, name, "switchboard", program, auto.EnvVars(map[string]string{
+	stack, err := auto.UpsertStackInlineSource(ctx, name, project, program, auto.EnvVars(map[string]string{
 		"PULUMI_BACKEND_URL":       "file://" + t.TempDir(),
 		"PULUMI_CONFIG_PASSPHRASE": "switchboard-test",
 	}))

@@ -77,8 +77,20 @@ step() {
 
 nicely() { nice -n "${SWITCHBOARD_NICE:-15}" "$@"; }
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
+# keyed IMAGE KEY: IMAGE exists and was built from inputs whose hash is KEY
+# (its label switchboard.e2e.key).
+keyed() { [ "$(docker image inspect -f '{{index .Config.Labels "switchboard.e2e.key"}}' "$1" 2>/dev/null)" = "$2" ]; }
 
 # --- Docker --------------------------------------------------------------
+
+# close_fds closes every descriptor of the shell but 0, 1 and 2.
+close_fds() {
+  local fd
+  for fd in /proc/"$BASHPID"/fd/*; do
+    fd=${fd##*/}
+    if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi
+  done
+}
 
 # The engine: Debian's docker.io, started here when it is not running.
 ensure_docker() {
@@ -91,7 +103,10 @@ ensure_docker() {
   fi
   command -v docker >/dev/null || die "no docker client on PATH"
   say "starting dockerd (log: $CACHE/dockerd.log)"
-  nohup dockerd >"$CACHE/dockerd.log" 2>&1 &
+  # Without this shell's other descriptors: run as `flock /tmp/e2e.lock
+  # scripts/e2e.sh`, the daemon inherited the lock's and held the lock for as
+  # long as it ran, so that every later run waited for ever.
+  (close_fds; exec nohup dockerd >"$CACHE/dockerd.log" 2>&1 </dev/null) &
   for _ in $(seq 60); do docker info >/dev/null 2>&1 && return; sleep 1; done
   die "dockerd did not start: $CACHE/dockerd.log"
 }
@@ -228,7 +243,7 @@ KNP=v0.8.0
 KNP_IMAGE=switchboard.local/kube-network-policies:$KNP
 KNP_DIR=infra/kindnode/images/kube-network-policies
 knp_key() { { echo "$KNP"; cat "$KNP_DIR"/*; } | sha256sum | cut -c1-12; }
-knp_ok() { [ "$(docker image inspect -f '{{index .Config.Labels "switchboard.e2e.key"}}' "$KNP_IMAGE" 2>/dev/null)" = "$(knp_key)" ]; }
+knp_ok() { keyed "$KNP_IMAGE" "$(knp_key)"; }
 knp_build() {
   local src d
   command -v patch >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y patch || return 1
@@ -337,25 +352,49 @@ bases_build() {
   image "$DISTROLESS" infra/kindnode/images/distroless
 }
 
-# The chat server from the repository's Dockerfile. Docker's legacy builder
-# (no buildx here) does not define $BUILDPLATFORM, so the Dockerfile is fed
-# with `--platform=$BUILDPLATFORM` removed: a build for this machine's
-# platform, which is what that flag selects. Keyed by the sources' hash, less
-# the _test.go files, which the binary does not contain (and which others
-# edit all day: a test edited during the build failed its check).
-CHAT=switchboard/chatserver:dev
-chat_key() {
-  local files
-  files=$(find app -type f ! -name '*_test.go' | sort)
-  { cat Dockerfile go.mod go.sum; echo "$files"; echo "$files" | xargs cat; } | sha256sum | cut -c1-12
+# src_key DOCKERFILE PATH…: the hash of a Dockerfile, go.mod, go.sum and
+# the files under the PATHs, less the _test.go files, which the binary does
+# not contain (and which others edit all day: a test edited during the build
+# failed its check).
+src_key() {
+  local dockerfile=$1 files
+  shift
+  files=$(find "$@" -type f ! -name '*_test.go' | sort)
+  { cat "$dockerfile" go.mod go.sum; echo "$files"; echo "$files" | xargs cat; } | sha256sum | cut -c1-12
 }
-chat_ok() { [ "$(docker image inspect -f '{{index .Config.Labels "switchboard.e2e.key"}}' "$CHAT" 2>/dev/null)" = "$(chat_key)" ]; }
-chat_build() {
+# repo_image DOCKERFILE TAG KEY: a Dockerfile of the repository, built from
+# its root. Docker's legacy builder (no buildx here) does not define
+# $BUILDPLATFORM, so the Dockerfile is fed with `--platform=$BUILDPLATFORM`
+# removed: a build for this machine's platform, which is what that flag
+# selects.
+repo_image() {
   local arch
   arch=$(go env GOARCH)
   # shellcheck disable=SC2016 # the Dockerfile's literal $BUILDPLATFORM
-  sed 's/--platform=\$BUILDPLATFORM //' Dockerfile | nicely docker build -f - --build-arg TARGETOS=linux \
-    --build-arg TARGETARCH="$arch" --label "switchboard.e2e.key=$(chat_key)" -t "$CHAT" .
+  sed 's/--platform=\$BUILDPLATFORM //' "$1" | nicely docker build -f - --build-arg TARGETOS=linux \
+    --build-arg TARGETARCH="$arch" --label "switchboard.e2e.key=$3" -t "$2" .
+}
+
+# The chat server from the repository's Dockerfile, keyed by its sources.
+CHAT=switchboard/chatserver:dev
+chat_key() { src_key Dockerfile app; }
+chat_ok() { keyed "$CHAT" "$(chat_key)"; }
+chat_build() { repo_image Dockerfile "$CHAT" "$(chat_key)"; }
+
+# The echo example's server (examples/echo), which TestDevStackOnKind
+# deploys through examples/echo/deploy: its Dockerfile, on the chat server's
+# bases, keyed by its sources. echo_image and echo_load are its steps on
+# either path (PREFIX online- on the online one).
+ECHO=switchboard/echo:dev
+echo_key() { src_key examples/echo/Dockerfile examples/echo/*.go; }
+echo_ok() { keyed "$ECHO" "$(echo_key)"; }
+echo_build() { repo_image examples/echo/Dockerfile "$ECHO" "$(echo_key)"; }
+echo_image() { step "${1:-}echo-image" echo_ok echo_build; }
+echo_load() {
+  local began
+  began=$(date +%s)
+  kind load docker-image --name "$CLUSTER" "$ECHO"
+  record "${1:-}kind-load-echo-image" "$began"
 }
 
 # Redis, PostgreSQL and NGINX from Debian packages (infra/kindnode/images).
@@ -519,6 +558,7 @@ build() {
   step node-image node_ok node_build
   step chat-bases bases_ok bases_build
   step chatserver-image chat_ok chat_build
+  echo_image
   step data-images data_ok data_build
   step metrics-server metrics_ok metrics_build
   step prometheus-adapter adapter_ok adapter_build
@@ -558,6 +598,7 @@ cluster() {
   promop_apply
   metrics_apply
   record kind-load-images-and-crds "$began"
+  echo_load
   kubectl --context "kind-$CLUSTER" get nodes -o wide
 }
 
@@ -660,12 +701,14 @@ online_cluster() {
   command -v pulumi >/dev/null || step online-pulumi-cli pulumi_ok pulumi_fetch
   # The repository's Dockerfile, its bases pulled (chat_build's edit is a no-op for BuildKit).
   step online-chatserver-image chat_ok chat_build
+  echo_image online-
   export PATH=$BIN:$PATH
   create_cluster online-kind-create-cluster
   local began
   began=$(date +%s)
   kind load docker-image --name "$CLUSTER" "$CHAT"
   record online-kind-load-image "$began"
+  echo_load online-
   kubectl --context "kind-$CLUSTER" get nodes -o wide
 }
 
@@ -710,6 +753,7 @@ cached() {
     chat-bases:bases_ok data-images:data_ok metrics-server:metrics_ok prometheus-adapter:adapter_ok alertmanager:am_ok prometheus-operator:promop_ok prometheus:prom_ok pulumi-cli:pulumi_ok pulumi-kubernetes-provider:provider_ok; do
     ${pair#*:} || missing+=("${pair%%:*}")
   done
+  echo_ok || missing+=(echo-image)
   [ ${#missing[@]} -eq 0 ] || { echo "${missing[*]}"; return 1; }
 }
 
