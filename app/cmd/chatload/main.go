@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -42,6 +43,7 @@ type flags struct {
 	o       load.Options
 	workers int
 	worker  bool
+	version bool
 	pids    string
 	jsonOut string
 	cpuProf string
@@ -68,11 +70,15 @@ func parse(args []string) (*flags, error) {
 	fs.StringVar(&f.jsonOut, "json", "", "write the whole report as JSON to this file (- for stdout)")
 	fs.StringVar(&f.cpuProf, "cpuprofile", "", "write each worker's CPU profile to this file with .<worker> appended, to see what the load generator itself costs")
 	spread := fs.String("spread", "auto", "dial from 127.x.y.z so ip_hash spreads clients: auto (on loopback), on, off")
+	fs.BoolVar(&f.version, "version", false, "print chatload's version and exit")
 	fs.BoolVar(&f.worker, "worker", false, "internal: run one share for a parent chatload")
 	fs.IntVar(&f.o.Index, "worker-index", 0, "internal")
 	fs.StringVar(&f.o.RoomPrefix, "room-prefix", fmt.Sprintf("load%06d", rand.IntN(1e6)), "rooms are <prefix>-<n>")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	if f.version { // needs no other flag
+		return f, nil
 	}
 	if f.o.Messages > 0 {
 		f.o.Duration = 0
@@ -102,6 +108,10 @@ func run() error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if f.version {
+		fmt.Println("chatload", version())
+		return nil
+	}
 	if f.worker {
 		if f.cpuProf != "" {
 			stop, err := profileCPU(fmt.Sprintf("%s.%d", f.cpuProf, f.o.Index))
@@ -346,4 +356,14 @@ func openFileLimit() uint64 {
 	var l syscall.Rlimit
 	_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l)
 	return l.Max
+}
+
+// version is the module version the go command stamped: the release for
+// `go install …/chatload@v0.1.0` or a build at a release tag, a
+// pseudo-version for a build in a checkout with VCS stamping, else (devel).
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "(devel)"
 }
