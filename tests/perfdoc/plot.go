@@ -19,7 +19,7 @@ func Plot(r Run) []byte {
 	)
 	shapes, servers := r.shapes(), r.servers()
 	colors := []string{"#1f77b4", "#d62728", "#2ca02c", "#9467bd"}
-	width, height := panelW*max(len(shapes), 1), panelH+40
+	width, height := panelW*max(len(shapes), 1), top+panelH-bottom+84
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", width, height, width, height)
 	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="white"/>`+"\n", width, height)
@@ -89,12 +89,17 @@ func Plot(r Run) []byte {
 			}
 		}
 	}
+	// The legend, then the run's date and the machine's state, each on a
+	// line of its own below the axes' labels.
 	for si, server := range servers {
-		lx := 20 + si*220
+		lx := left + si*220
 		fmt.Fprintf(&b, `<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="%s" stroke-width="2"/><text x="%d" y="%d">%s</text>`+"\n",
-			lx, lx+24, height-14, height-14, colors[si%len(colors)], lx+30, height-10, html.EscapeString(server))
+			lx, lx+24, height-34, height-34, colors[si%len(colors)], lx+30, height-30, html.EscapeString(server))
 	}
-	fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="end" fill="#555">%s</text>`+"\n", width-10, height-10, html.EscapeString(r.Date+", "+r.Machine))
+	fmt.Fprintf(&b, `<circle cx="%d" cy="%d" r="3.5" fill="white" stroke="#555"/><text x="%d" y="%d" fill="#555">a message lost</text>`+"\n",
+		left+len(servers)*220+4, height-34, left+len(servers)*220+12, height-30)
+	state, _, _ := strings.Cut(r.Machine, ";")
+	fmt.Fprintf(&b, `<text x="%d" y="%d" fill="#555">%s</text>`+"\n", left, height-10, html.EscapeString(r.Date+", "+state))
 	b.WriteString("</svg>\n")
 	return []byte(b.String())
 }
