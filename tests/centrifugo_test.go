@@ -29,7 +29,7 @@ func TestLoadToolDrivesCentrifugo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	rep, err := loadtool.Run(ctx, loadtool.Options{
-		Endpoint: cf.endpoint, Protocol: "centrifugo", Secret: "bench-secret",
+		Endpoint: cf.endpoint, Protocol: "centrifugo", Secret: benchSecret,
 		Conns: 40, Rooms: 4, Publishers: 4, Rate: 200, Messages: 200, Size: 64,
 		Drain: 5 * time.Second, RoomPrefix: "drive", Of: 1,
 	}, loadtool.Hooks{})
@@ -69,11 +69,11 @@ func startCentrifugo(t *testing.T, dir string, env ...string) centrifugo {
 	// v5's configuration: flat keys (v6 nests them).
 	config := fmt.Sprintf(`{
   "address": "127.0.0.1", "port": "%d", "log_level": "warn", "health": true,
-  "token_hmac_secret_key": "bench-secret", "allowed_origins": ["*"],
+  "token_hmac_secret_key": %q, "allowed_origins": ["*"],
   "engine": "redis", "redis_address": %q,
   "allow_subscribe_for_client": true, "allow_publish_for_subscriber": true,
   "history_size": 100, "history_ttl": "300s", "force_recovery": true
-}`, ports[1], rdb.Addr())
+}`, ports[1], benchSecret, rdb.Addr())
 	file := filepath.Join(dir, "centrifugo.json")
 	if err := os.WriteFile(file, []byte(config), 0o644); err != nil {
 		t.Fatal(err)

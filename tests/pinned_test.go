@@ -112,8 +112,9 @@ func TestPinnedComparison(t *testing.T) {
 	if js, err := json.MarshalIndent(run, "", "  "); err == nil {
 		_ = os.WriteFile(filepath.Join(b.dir, "pinned.json"), js, 0o644)
 	}
-	// SWITCHBOARD_BENCH_DOCS: the docs folder to write the run into.
-	if dir := os.Getenv("SWITCHBOARD_BENCH_DOCS"); dir != "" {
+	// SWITCHBOARD_BENCH_DOCS: the docs folder to write the run into, if
+	// every server ran.
+	if dir := os.Getenv("SWITCHBOARD_BENCH_DOCS"); dir != "" && !t.Failed() {
 		if err := writeBenchDocs(dir, run); err != nil {
 			t.Fatalf("write the run into %s: %v", dir, err)
 		}
