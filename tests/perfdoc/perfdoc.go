@@ -218,8 +218,8 @@ func Replace(doc, content string) (string, error) {
 
 // LogEntry is the run's dated section of docs/log.md.
 func LogEntry(r Run) string {
-	return fmt.Sprintf("## %s: the pinned comparison (`make bench`)\n\n%s, %s.\n\nAt each shape's fixed rate:\n\n%s\nEvery point of the sweep:\n\n%s\n",
-		r.Date[:min(len(r.Date), 10)], r.Method, r.Machine, Table(r), Sweep(r))
+	return fmt.Sprintf("## %s: the pinned comparison (`make bench`)\n\nRun of %s, %s. %s\n\nAt each shape's fixed rate:\n\n%s\nEvery point of the sweep:\n\n%s\n",
+		r.Date[:min(len(r.Date), 10)], r.Date, r.Machine, r.Method, Table(r), Sweep(r))
 }
 
 // Prepend inserts entry into log before its first dated section (the log
