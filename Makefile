@@ -5,7 +5,7 @@ export GOFLAGS ?= -mod=mod
 BIN := bin
 GO_PKGS := ./...
 
-.PHONY: build up test lint bench deps token fuzz tools kind-up generate chaos e2e docs
+.PHONY: build up test lint bench bench-scenarios deps token fuzz tools kind-up generate chaos e2e docs
 
 build:
 	go build -trimpath -o $(BIN)/ ./app/cmd/...
@@ -88,12 +88,20 @@ chaos: deps
 		SWITCHBOARD_CHAOS_SEED=$$seed SWITCHBOARD_CHAOS_DURATION=$(DURATION) go test -count=1 -v -timeout 0 -run '^TestChaos$$' ./tests || exit 1; \
 	done
 
+# The pinned comparison of issue 30 (tests/pinned_test.go): one Switchboard
+# instance and one Centrifugo node, each alone on CPU 1, the load tool and
+# the datastores on CPU 0, a sweep of fixed rates on two shapes. It rewrites
+# docs/performance.md's current table and docs/img/p99-vs-rate.svg, and
+# adds the run to docs/log.md. About 10 minutes.
+bench: deps build
+	SWITCHBOARD_BENCH=1 SWITCHBOARD_BENCH_DOCS=$(CURDIR)/docs go test -count=1 -timeout 30m -v -run '^TestPinnedComparison$$' ./tests
+
 # The Go micro-benchmarks, then the load scenarios on the local target
 # (tests/bench_test.go): through NGINX to 3 instances, straight to one
 # instance (TestDirectScenarios), and the same direct scenarios against
 # Centrifugo (TestCentrifugoScenarios; built once into ~/.cache/switchboard).
 # Each scenario prints one line. Most of an hour of full load on every core.
-bench: deps build
+bench-scenarios: deps build
 	go test -run '^$$' -bench . -benchmem ./app/...
 	SWITCHBOARD_BENCH=1 go test -count=1 -timeout 100m -v -run '^Test(Direct|Load|Centrifugo)Scenarios$$' ./tests
 

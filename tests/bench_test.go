@@ -42,6 +42,9 @@ func TestLoadScenarios(t *testing.T) {
 		// While chatload holds the connections, read how the instances hold
 		// them: 5 s after the last connect, and again after a garbage
 		// collection, which an idle server runs within 2 minutes by itself.
+		// The sockets of an earlier run leave TIME_WAIT first (b.run would
+		// wait for them after the clock below started).
+		settle(t)
 		held := make(chan string, 1)
 		go func() {
 			sum := func(name string) (total float64) {
@@ -55,17 +58,22 @@ func TestLoadScenarios(t *testing.T) {
 			}
 			perConn := func(when string) string {
 				open, rss := sum("websocket_connections_active"), sum("process_resident_memory_bytes")
-				return fmt.Sprintf("%s: %.0f connections held: per connection %.1f KiB RSS, of which goroutine stacks %.1f KiB and heap in use %.1f KiB (RSS of the 3 instances %.1f MiB before, %.1f MiB with them)",
-					when, open, (rss-float64(base))/1024/open, sum("go_memstats_stack_inuse_bytes")/1024/open,
-					sum("go_memstats_heap_inuse_bytes")/1024/open, float64(base)/(1<<20), rss/(1<<20))
+				kib := func(name string) float64 { return sum(name) / 1024 / open }
+				return fmt.Sprintf("%s: %.0f connections held: per connection %.1f KiB RSS, of which goroutine stacks %.1f KiB, heap in use %.1f KiB (objects %.1f), free heap kept from the OS %.1f KiB (RSS of the 3 instances %.1f MiB before, %.1f MiB with them)",
+					when, open, (rss-float64(base))/1024/open, kib("go_memstats_stack_inuse_bytes"), kib("go_memstats_heap_inuse_bytes"),
+					kib("go_memstats_heap_alloc_bytes"), kib("go_memstats_heap_idle_bytes")-kib("go_memstats_heap_released_bytes"),
+					float64(base)/(1<<20), rss/(1<<20))
 			}
 			time.Sleep(5 * time.Second) // the last connects
 			early := perConn("5 s after the last connect")
-			for _, c := range top.Chats {
-				fetch(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap?gc=1", c.DebugPort), filepath.Join(b.dir, "idle-heap.pprof"))
+			heap := filepath.Join(b.dir, "idle-heap-chat-1.pprof")
+			fetch(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap?gc=1", top.Chats[0].DebugPort), heap)
+			for _, c := range top.Chats[1:] {
+				fetch(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap?gc=1", c.DebugPort), filepath.Join(b.dir, "idle-heap-"+c.ID+".pprof"))
 			}
 			time.Sleep(10 * time.Second) // the scavenger returns freed pages
-			held <- early + "\n  " + perConn("after a garbage collection")
+			listing, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=20", "-sample_index=inuse_space", heap).CombinedOutput()
+			held <- early + "\n  " + perConn("after a garbage collection") + fmt.Sprintf("\n  heap in use on chat-1 after the collection (%v):\n%s", err, listing)
 		}()
 		b.run(t, "idle", "-conns", "45000", "-rooms", "4500", "-publishers", "0", "-connect-rate", "3000", "-duration", "55s", "-drain", "0s")
 		report.Logf(t, "idle: %s", <-held)
@@ -173,7 +181,7 @@ func startBench(t *testing.T, n int) (*local.Topology, *bench) {
 	for _, c := range top.Chats {
 		pids = append(pids, strconv.Itoa(c.Pid()))
 	}
-	b.endpoint, b.pids = top.Nginx.URL(), strings.Join(pids, ",")
+	b.endpoint, b.pids, b.throughNginx = top.Nginx.URL(), strings.Join(pids, ","), true
 	return top, b
 }
 
@@ -201,6 +209,17 @@ func newBench(t *testing.T) *bench {
 			t.Fatalf("build %s: %v\n%s", cmd, err, out)
 		}
 	}
+	// SWITCHBOARD_BENCH_CHATSERVER: another build of the server to measure
+	// (the version before a change, in the same session as the change).
+	if other := os.Getenv("SWITCHBOARD_BENCH_CHATSERVER"); other != "" {
+		if err := os.Symlink(other, filepath.Join(dir, "chatserver.other")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(dir, "chatserver.other"), filepath.Join(dir, "chatserver")); err != nil {
+			t.Fatal(err)
+		}
+		report.Logf(t, "measuring the server built at %s (SWITCHBOARD_BENCH_CHATSERVER)", other)
+	}
 	return &bench{t: t, dir: dir}
 }
 
@@ -210,19 +229,28 @@ type bench struct {
 	endpoint string
 	pids     string
 	args     []string // for every run of chatload (its protocol)
+	cpu      string   // if set, chatload runs pinned to this CPU (taskset -c)
+	// throughNginx: runs wait for the last one's sockets to leave
+	// TIME_WAIT (settle).
+	throughNginx bool
 }
 
 // run runs chatload with args against the local target and prints its summary.
 func (b *bench) run(t *testing.T, name string, args ...string) *loadtool.Report {
-	settle(t)
+	if b.throughNginx {
+		settle(t)
+	}
 	out := filepath.Join(b.dir, strings.NewReplacer(" ", "-", "/", "-").Replace(name)+".json")
 	// chatload runs under SCHED_BATCH: its wakeups then never preempt the
 	// server it measures, as a client on another machine could not (on
 	// these 2 shared cores the load tool's pollers, woken by nearly every
 	// frame, otherwise preempted the instance in its writes).
-	cmd := exec.Command("chrt", append([]string{"--batch", "0", filepath.Join(b.dir, "chatload"),
-		"-endpoint", b.endpoint, "-secret", benchSecret, "-pids", b.pids, "-json", out,
-	}, slices.Concat(b.args, args)...)...)
+	command := []string{"chrt", "--batch", "0", filepath.Join(b.dir, "chatload"),
+		"-endpoint", b.endpoint, "-secret", benchSecret, "-pids", b.pids, "-json", out}
+	if b.cpu != "" {
+		command = append([]string{"taskset", "-c", b.cpu}, command...)
+	}
+	cmd := exec.Command(command[0], append(command[1:], slices.Concat(b.args, args)...)...)
 	cmd.Stderr = os.Stderr
 	text, err := cmd.Output()
 	if err != nil {

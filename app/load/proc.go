@@ -8,12 +8,15 @@ import (
 	"time"
 )
 
-// ProcStat is a local process's resident memory and CPU use.
+// ProcStat is a local process's resident memory and CPU use. The CPU is its
+// whole tree's: the process, its descendants, and the children they reaped
+// during the window (a Postgres's backends, a Redis's rewrite fork).
 type ProcStat struct {
 	PID        int     `json:"pid"`
 	RSSAtStart int64   `json:"rss_at_start_bytes"` // once every connection was open
 	RSS        int64   `json:"rss_bytes"`          // at the end
 	CPU        float64 `json:"cpu"`                // cores used over the sampling window
+	CPUSeconds float64 `json:"cpu_seconds"`        // user plus system CPU time over the window
 }
 
 // clockTicks is USER_HZ, the unit of /proc/<pid>/stat's CPU times, on Linux.
@@ -34,27 +37,121 @@ func ReadRSS(pid int) (int64, error) {
 	return 0, fmt.Errorf("rss of %d: no VmRSS", pid)
 }
 
-// cpuTime is a process's user plus system CPU time so far.
-func cpuTime(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, fmt.Errorf("cpu of %d: %w", pid, err)
-	}
-	// Fields after the command (which may hold spaces) start after ") ".
-	_, rest, ok := strings.Cut(string(b), ") ")
-	f := strings.Fields(rest)
-	if !ok || len(f) < 13 {
-		return 0, fmt.Errorf("cpu of %d: unreadable stat", pid)
-	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("cpu of %d: unreadable stat", pid)
-	}
-	return time.Duration(utime+stime) * time.Second / clockTicks, nil
+// procStat is what CPU accounting reads of /proc/<pid>/stat: the parent,
+// and the CPU times in clock ticks of the process (utime, stime) and of
+// the children it has waited for (cutime, cstime, which include theirs).
+type procStat struct {
+	ppid                         int
+	utime, stime, cutime, cstime int64
 }
 
-// Sampler measures CPU use between Start and Stop.
+// parseStat reads a /proc/<pid>/stat line. The command, field 2, is in
+// parentheses and may itself hold spaces and parentheses: the fields after
+// it start after the last ") ".
+func parseStat(line string) (procStat, error) {
+	i := strings.LastIndex(line, ") ")
+	if i < 0 {
+		return procStat{}, fmt.Errorf("unreadable stat %.40q", line)
+	}
+	// From field 3 (state): ppid is field 4, utime to cstime fields 14-17.
+	f := strings.Fields(line[i+2:])
+	if len(f) < 15 {
+		return procStat{}, fmt.Errorf("stat has %d fields after the command, want 15 or more", len(f))
+	}
+	var n [5]int64
+	for j, k := range []int{1, 11, 12, 13, 14} {
+		v, err := strconv.ParseInt(f[k], 10, 64)
+		if err != nil {
+			return procStat{}, fmt.Errorf("stat field %d: %w", k+3, err)
+		}
+		n[j] = v
+	}
+	return procStat{ppid: int(n[0]), utime: n[1], stime: n[2], cutime: n[3], cstime: n[4]}, nil
+}
+
+func readStat(pid int) (procStat, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return procStat{}, fmt.Errorf("cpu of %d: %w", pid, err)
+	}
+	st, err := parseStat(string(b))
+	if err != nil {
+		return procStat{}, fmt.Errorf("cpu of %d: %w", pid, err)
+	}
+	return st, nil
+}
+
+// Tree is pid and its live descendants, pid first.
+func Tree(pid int) ([]int, error) {
+	stats, err := allStats()
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := stats[pid]; !ok {
+		return nil, fmt.Errorf("process %d: not running", pid)
+	}
+	return tree(pid, stats), nil
+}
+
+func tree(root int, stats map[int]procStat) []int {
+	children := map[int][]int{}
+	for p, st := range stats {
+		children[st.ppid] = append(children[st.ppid], p)
+	}
+	out := []int{root}
+	for i := 0; i < len(out); i++ {
+		out = append(out, children[out[i]]...)
+	}
+	return out
+}
+
+// allStats reads every process's stat; processes that end meanwhile are
+// left out.
+func allStats() (map[int]procStat, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("list processes: %w", err)
+	}
+	stats := map[int]procStat{}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if st, err := readStat(pid); err == nil {
+			stats[pid] = st
+		}
+	}
+	return stats, nil
+}
+
+// TreeCPU is the CPU time used so far by pid's tree: each live process's
+// own time plus what it has collected of the children it waited for. A
+// child that exits between two readings moves from the first term to its
+// parent's second, so the difference of two readings is the tree's CPU in
+// between, whatever started or ended meanwhile (only a process reparented
+// away from the tree is lost).
+func TreeCPU(pid int) (time.Duration, error) {
+	stats, err := allStats()
+	if err != nil {
+		return 0, err
+	}
+	if _, ok := stats[pid]; !ok {
+		return 0, fmt.Errorf("cpu of %d: not running", pid)
+	}
+	return treeCPU(pid, stats), nil
+}
+
+func treeCPU(root int, stats map[int]procStat) time.Duration {
+	var ticks int64
+	for _, p := range tree(root, stats) {
+		st := stats[p]
+		ticks += st.utime + st.stime + st.cutime + st.cstime
+	}
+	return time.Duration(ticks) * time.Second / clockTicks
+}
+
+// Sampler measures CPU use between Sample and Stop.
 type Sampler struct {
 	pids  []int
 	cpu   []time.Duration
@@ -62,25 +159,26 @@ type Sampler struct {
 	began time.Time
 }
 
-// Sample starts measuring pids.
+// Sample starts measuring pids' trees.
 func Sample(pids []int) *Sampler {
 	s := &Sampler{pids: pids, began: time.Now()}
 	for _, p := range pids {
-		c, _ := cpuTime(p)
+		c, _ := TreeCPU(p)
 		r, _ := ReadRSS(p)
 		s.cpu, s.rss = append(s.cpu, c), append(s.rss, r)
 	}
 	return s
 }
 
-// Stop returns each process's RSS now and its CPU use since Sample.
+// Stop returns each process's RSS now and its tree's CPU use since Sample.
 func (s *Sampler) Stop() []ProcStat {
 	var out []ProcStat
 	wall := time.Since(s.began)
 	for i, p := range s.pids {
 		st := ProcStat{PID: p, RSSAtStart: s.rss[i]}
 		st.RSS, _ = ReadRSS(p)
-		if c, err := cpuTime(p); err == nil {
+		if c, err := TreeCPU(p); err == nil {
+			st.CPUSeconds = (c - s.cpu[i]).Seconds()
 			st.CPU = float64(c-s.cpu[i]) / float64(wall)
 		}
 		out = append(out, st)

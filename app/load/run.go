@@ -18,8 +18,12 @@ import (
 // Hooks let the caller watch and pace a run: Ready is called once every
 // connection of this share is open and joined, and publishing starts when
 // it returns (the parent holds workers there until all are ready).
+// Drained is called once late deliveries have stopped, before the
+// connections close: the end of the window a server's CPU is measured
+// over, so that it does not count the closing of thousands of sockets.
 type Hooks struct {
 	Ready    func(ctx context.Context) error
+	Drained  func()
 	Progress func(Progress)
 }
 
@@ -178,6 +182,9 @@ func Run(ctx context.Context, o Options, h Hooks) (*Report, error) {
 			quiet = 0
 		}
 		last = now
+	}
+	if h.Drained != nil {
+		h.Drained()
 	}
 	if err := closeAll(); err != nil {
 		return r.rep, err

@@ -5,7 +5,7 @@ import (
 	_ "embed"
 	"fmt"
 	"strconv"
-	"sync"
+	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -61,19 +61,32 @@ func (l *Limiter) Open(ctx context.Context, user, addr string, maxUser, maxAddr 
 	case 2:
 		return noRelease, AddressConnections, nil
 	}
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			// Not the caller's context: the connection's is likely done.
-			ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
-			defer cancel()
-			if err := releaseScript.Run(ctx, l.rdb, keys[1:], l.incarnation).Err(); err != nil {
-				// Left counted until the hashes expire or this
-				// incarnation goes stale.
-				l.fail(fmt.Errorf("release connection of %q from %s: %w", trim(user), addr, err))
-			}
-		})
-	}, "", nil
+	c := &counted{l: l, user: user, addr: addr}
+	return c.release, "", nil
+}
+
+// counted is one connection Open counted: it is all an idle connection
+// holds of the quota, so it keeps the two names, not the keys made of them.
+type counted struct {
+	l          *Limiter
+	user, addr string
+	released   atomic.Bool
+}
+
+// release uncounts the connection, the first time it is called.
+func (c *counted) release() {
+	if c.released.Swap(true) {
+		return
+	}
+	// Not the caller's context: the connection's is likely done.
+	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+	defer cancel()
+	keys := []string{userConnsKey(c.user), addrConnsKey(c.addr)}
+	if err := releaseScript.Run(ctx, c.l.rdb, keys, c.l.incarnation).Err(); err != nil {
+		// Left counted until the hashes expire or this incarnation goes
+		// stale.
+		c.l.fail(fmt.Errorf("release connection of %q from %s: %w", trim(c.user), c.addr, err))
+	}
 }
 
 // heartbeat marks this incarnation alive and forgets long dead ones.

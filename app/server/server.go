@@ -54,6 +54,7 @@ type Server struct {
 	workers  *workers        // the sessions' reads and writes
 	flushers *flushers       // the sessions' writes that need not wait
 	poller   *netpoll.Poller // reports the sessions' client frames
+	trim     *trimmer        // returns a burst of handshakes' garbage to the OS
 
 	draining atomic.Bool // unready: the load balancer should stop sending new clients
 	refusing atomic.Bool // closing connections: /ws answers 503
@@ -84,6 +85,7 @@ func New(cfg config.Config, h *hub.Hub, b Broker, a Archive, m *metrics.Metrics,
 		sessions: map[*session]struct{}{},
 		workers:  newWorkers(),
 		poller:   poller,
+		trim:     newTrimmer(),
 	}
 	s.flushers = newFlushers(s.workers)
 	s.upgrader = websocket.Upgrader{
@@ -179,8 +181,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		s.m.Refused.WithLabelValues(metrics.RefusedHandshake).Inc()
 		return // the upgrader has answered with the reason
 	}
-	sess = newSession(s, conn, claims.User, claims.Expires)
-	sess.claims, sess.release = claims, release
+	sess = newSession(s, conn, claims)
+	sess.release = release
+	s.trim.connected()
 	sess.send(protocol.Welcome(s.cfg.InstanceID, claims.User))
 	if !s.track(sess) {
 		sess.close(protocol.CloseGoingAway, "server going away")

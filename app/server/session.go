@@ -36,12 +36,10 @@ const maxRoomsPerConnection = 100
 type session struct {
 	srv     *Server
 	conn    *wsconn.Conn
-	user    string
-	expires time.Time
-	claims  auth.Claims // the token's: which rooms it may join (MayJoin)
-	release func()      // gives back the connection's place in MAX_CONNECTIONS_PER_USER and _PER_ADDRESS
-	rooms   []string    // touched only by handle, one frame at a time
-	limit   bucket
+	claims  auth.Claims  // the token's: its user, its expiry, which rooms it may join (MayJoin)
+	release func()       // gives back the connection's place in MAX_CONNECTIONS_PER_USER and _PER_ADDRESS
+	rooms   []string     // touched only by handle, one frame at a time
+	limit   bucket       // RATE_LIMIT
 	heard   atomic.Int64 // when the client last sent a whole frame, as monotonic ns since epoch
 	// writeDeadline is the socket's write deadline in Unix ns; only the
 	// socket's writer (a flusher, or the writer goroutine) touches it (8
@@ -71,10 +69,10 @@ const writeTimeout = 10 * time.Second
 // ping is the queue's marker for a ping control frame.
 var ping = &protocol.Delivery{}
 
-func newSession(srv *Server, conn *wsconn.Conn, user string, expires time.Time) *session {
+func newSession(srv *Server, conn *wsconn.Conn, claims auth.Claims) *session {
 	return &session{
-		srv: srv, conn: conn, user: user, expires: expires,
-		limit: bucket{rate: srv.cfg.RateLimit, burst: float64(srv.cfg.RateBurst), tokens: float64(srv.cfg.RateBurst), at: time.Now()},
+		srv: srv, conn: conn, claims: claims,
+		limit: bucket{tokens: float64(srv.cfg.RateBurst), at: time.Since(epoch)},
 		done:  make(chan struct{}),
 	}
 }
@@ -213,7 +211,7 @@ func (s *session) start() {
 	if s.watch, err = s.conn.Watch(s.srv.poller, func() { s.srv.workers.do(serve) }); err != nil {
 		// Likely fs.epoll.max_user_watches: each socket takes two watches,
 		// Go's and the poller's.
-		s.srv.log.Error("session not watched: closed", "user", s.user, "err", err)
+		s.srv.log.Error("session not watched: closed", "user", s.claims.User, "err", err)
 		s.srv.workers.do(func() { s.end(err) })
 	}
 }
@@ -296,14 +294,14 @@ var epoch = time.Now()
 // untilTick is when the session's one timer fires next: the next ping, or
 // the token's expiry if that comes first.
 func (s *session) untilTick() time.Duration {
-	return min(s.srv.cfg.PingInterval, time.Until(s.expires))
+	return min(s.srv.cfg.PingInterval, time.Until(s.claims.Expires))
 }
 
 // tick closes the session once its token has expired or its client has
 // missed two pongs, and otherwise queues a ping behind what is queued and
 // sets the next tick.
 func (s *session) tick() {
-	if !time.Now().Before(s.expires) {
+	if !time.Now().Before(s.claims.Expires) {
 		s.close(protocol.ClosePolicy, "token expired")
 		return
 	}
@@ -453,7 +451,7 @@ func (s *session) join(f protocol.ClientFrame) {
 		return
 	}
 	quotas := s.srv.cfg.Quotas
-	if ok, retry := s.srv.allow(protocol.QuotaUserJoins, s.user, quotas.UserJoins); !ok {
+	if ok, retry := s.srv.allow(protocol.QuotaUserJoins, s.claims.User, quotas.UserJoins); !ok {
 		e := quotaError(protocol.QuotaUserJoins, quotas.UserJoins, retry)
 		e.Room = f.Room
 		s.refuse(e)
@@ -483,7 +481,7 @@ func (s *session) join(f protocol.ClientFrame) {
 func (s *session) admit(f protocol.ClientFrame, at protocol.Position) error {
 	quotas := s.srv.cfg.Quotas
 	check := func(name string, r config.Rate) error {
-		if ok, retry := s.srv.allow(name, s.user, r); !ok {
+		if ok, retry := s.srv.allow(name, s.claims.User, r); !ok {
 			e := quotaError(name, r, retry)
 			e.Room = f.Room
 			return e
@@ -506,12 +504,12 @@ func (s *session) publish(f protocol.ClientFrame) {
 		s.refuse(&protocol.Error{Code: protocol.CodeNotJoined, Message: "join " + f.Room + " before sending to it", Ref: f.ID})
 		return
 	}
-	if !s.limit.take(time.Now()) {
+	if !s.limit.take(time.Since(epoch), s.srv.cfg.RateLimit, float64(s.srv.cfg.RateBurst)) {
 		received.WithLabelValues(metrics.ResultRateLimited).Inc()
 		s.refuse(&protocol.Error{Code: protocol.CodeRateLimited, Message: "too many messages; slow down", Ref: f.ID})
 		return
 	}
-	if ok, retry := s.srv.allow(protocol.QuotaUserSends, s.user, s.srv.cfg.Quotas.UserSends); !ok {
+	if ok, retry := s.srv.allow(protocol.QuotaUserSends, s.claims.User, s.srv.cfg.Quotas.UserSends); !ok {
 		received.WithLabelValues(metrics.ResultRateLimited).Inc()
 		e := quotaError(protocol.QuotaUserSends, s.srv.cfg.Quotas.UserSends, retry)
 		e.Ref = f.ID
@@ -520,7 +518,7 @@ func (s *session) publish(f protocol.ClientFrame) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	acc, err := s.srv.broker.Publish(ctx, f.Room, s.user, f.Text, f.ID, time.Now())
+	acc, err := s.srv.broker.Publish(ctx, f.Room, s.claims.User, f.Text, f.ID, time.Now())
 	if errors.Is(err, broker.ErrOverloaded) {
 		received.WithLabelValues(metrics.ResultOverloaded).Inc()
 		s.refuse(&protocol.Error{Code: protocol.CodeOverloaded, Message: "message not accepted: the queue to the history database is full; retry later with the same id", Ref: f.ID})
@@ -726,14 +724,17 @@ func (s *session) sent(d *protocol.Delivery) {
 	}
 }
 
-// bucket is a token bucket: rate tokens a second, at most burst saved up.
+// bucket is a token bucket; its rate and burst are the server's, not
+// copied into every session (16 bytes of an idle connection's).
 type bucket struct {
-	rate, burst, tokens float64
-	at                  time.Time
+	tokens float64
+	at     time.Duration // the last take, on the monotonic clock since epoch
 }
 
-func (b *bucket) take(now time.Time) bool {
-	b.tokens = min(b.burst, b.tokens+now.Sub(b.at).Seconds()*b.rate)
+// take spends a token if there is one: rate come a second, at most burst
+// saved up.
+func (b *bucket) take(now time.Duration, rate, burst float64) bool {
+	b.tokens = min(burst, b.tokens+(now-b.at).Seconds()*rate)
 	b.at = now
 	if b.tokens < 1 {
 		return false

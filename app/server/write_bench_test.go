@@ -10,6 +10,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/switchboard-dev/switchboard/app/auth"
 	"github.com/switchboard-dev/switchboard/app/config"
 	"github.com/switchboard-dev/switchboard/app/metrics"
 	"github.com/switchboard-dev/switchboard/app/protocol"
@@ -40,7 +41,7 @@ func benchmarkWritePath(b *testing.B, window int) {
 		if err != nil {
 			return
 		}
-		sessions <- newSession(srv, conn, "bench", time.Now().Add(time.Hour))
+		sessions <- newSession(srv, conn, auth.Claims{User: "bench", Expires: time.Now().Add(time.Hour)})
 	}))
 	defer ts.Close()
 	client, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(ts.URL, "http"), nil)

@@ -136,13 +136,20 @@ func run() error {
 		fmt.Fprintf(os.Stderr, "chatload: %d connections over %d worker processes (at most %d each: a process here may hold %d open files)\n",
 			f.o.Conns, f.workers, perProcess, openFileLimit())
 	}
+	// The servers' CPU is measured from the start of publishing until
+	// every worker's late deliveries have stopped.
 	var sampler *load.Sampler
-	rep, err := spread(ctx, f, func() { sampler = load.Sample(pids) })
+	var servers []load.ProcStat
+	rep, err := spread(ctx, f, func() { sampler = load.Sample(pids) }, func() {
+		if sampler != nil { // nil when a worker failed before publishing
+			servers = sampler.Stop()
+		}
+	})
 	if err != nil {
 		return err
 	}
-	if sampler != nil && len(pids) > 0 {
-		rep.Servers = sampler.Stop()
+	if len(pids) > 0 {
+		rep.Servers = servers
 	}
 	fmt.Printf("chatload: %s\n  %s\n", f.o.String(), rep.Summary())
 	if f.jsonOut != "" {
@@ -181,6 +188,7 @@ func profileCPU(path string) (stop func(), err error) {
 // message is one line a worker writes to its parent.
 type message struct {
 	Ready    bool           `json:"ready,omitempty"`
+	Drained  bool           `json:"drained,omitempty"`
 	Progress *load.Progress `json:"progress,omitempty"`
 	Report   *load.Report   `json:"report,omitempty"`
 	Error    string         `json:"error,omitempty"`
@@ -204,6 +212,7 @@ func worker(ctx context.Context, o load.Options) error {
 			}
 			return nil
 		},
+		Drained:  func() { say(message{Drained: true}) },
 		Progress: func(p load.Progress) { say(message{Progress: &p}) },
 	})
 	if err != nil {
@@ -216,8 +225,11 @@ func worker(ctx context.Context, o load.Options) error {
 }
 
 // spread runs the workers, holds them until every one is connected and
-// joined, shows their progress and merges their reports.
-func spread(ctx context.Context, f *flags, publishing func()) (*load.Report, error) {
+// joined, shows their progress and merges their reports. publishing is
+// called as they are let go, drained once every one has seen its late
+// deliveries stop (or ended without a report); it is called only after
+// publishing.
+func spread(ctx context.Context, f *flags, publishing, drained func()) (*load.Report, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -268,8 +280,19 @@ func spread(ctx context.Context, f *flags, publishing func()) (*load.Report, err
 	}
 	progress := make([]load.Progress, len(procs))
 	reports := make([]*load.Report, len(procs))
-	ready, done := 0, 0
+	ready, done, quiet := 0, 0, 0
 	var errs []error
+	// A worker is settled once it says drained or fails.
+	settledOnes := make([]bool, len(procs))
+	settled := func(i int) {
+		if settledOnes[i] {
+			return
+		}
+		settledOnes[i] = true
+		if quiet++; quiet == len(procs) {
+			drained()
+		}
+	}
 	show := newProgressLine()
 	for done < len(procs) {
 		wm := <-msgs
@@ -281,6 +304,8 @@ func spread(ctx context.Context, f *flags, publishing func()) (*load.Report, err
 					_, _ = io.WriteString(p.stdin, "go\n")
 				}
 			}
+		case m.Drained:
+			settled(wm.i)
 		case m.Progress != nil:
 			progress[wm.i] = *m.Progress
 			show(progress)
@@ -292,6 +317,7 @@ func spread(ctx context.Context, f *flags, publishing func()) (*load.Report, err
 				errs = append(errs, fmt.Errorf("worker %d: %s", wm.i, m.Error))
 				reports[wm.i] = &load.Report{}
 				done++
+				settled(wm.i)
 				if ready < len(procs) {
 					// The others wait for everyone: let them go.
 					ready++

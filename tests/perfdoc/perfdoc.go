@@ -1,0 +1,233 @@
+// Package perfdoc turns a pinned comparison run of `make bench` into
+// documentation: the current table of docs/performance.md (a generated
+// section that each run rewrites), an SVG plot of p99 against rate, and the
+// dated entry of docs/log.md.
+package perfdoc
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Point is one load run against one server at one fixed rate.
+type Point struct {
+	Server     string        `json:"server"` // "Switchboard", "Centrifugo v5.4.9"
+	Shape      string        `json:"shape"`  // "1000 rooms × 10"
+	Rate       int           `json:"rate"`   // messages a second
+	Fixed      bool          `json:"fixed"`  // the shape's point of the table
+	Seconds    float64       `json:"seconds"`
+	Deliveries int64         `json:"deliveries"`
+	Lost       int64         `json:"lost"`
+	P50        time.Duration `json:"p50_ns"`
+	P99        time.Duration `json:"p99_ns"`
+	// CPU seconds over the measured window: the server's process tree, and
+	// each datastore's ("Redis", "Postgres").
+	ServerCPU float64            `json:"server_cpu_seconds"`
+	StoreCPU  map[string]float64 `json:"store_cpu_seconds"`
+}
+
+// PerDelivery is the server's CPU for one delivery and, with the
+// datastores', the total.
+func (p Point) PerDelivery() (server, total time.Duration) {
+	if p.Deliveries == 0 {
+		return 0, 0
+	}
+	all := p.ServerCPU
+	for _, s := range p.StoreCPU {
+		all += s
+	}
+	per := func(s float64) time.Duration {
+		return time.Duration(s / float64(p.Deliveries) * float64(time.Second))
+	}
+	return per(p.ServerCPU), per(all)
+}
+
+// Run is one `make bench` comparison.
+type Run struct {
+	Date    string  `json:"date"`    // 2006-01-02 15:04 UTC
+	Machine string  `json:"machine"` // its state: "2 cores, busy: ..."
+	Method  string  `json:"method"`  // one line: how it was pinned and run
+	Points  []Point `json:"points"`
+}
+
+// servers are the run's servers in the order they first appear: the first
+// is the one the ratios are for.
+func (r Run) servers() []string {
+	var out []string
+	for _, p := range r.Points {
+		if !slices.Contains(out, p.Server) {
+			out = append(out, p.Server)
+		}
+	}
+	return out
+}
+
+func (r Run) shapes() []string {
+	var out []string
+	for _, p := range r.Points {
+		if !slices.Contains(out, p.Shape) {
+			out = append(out, p.Shape)
+		}
+	}
+	return out
+}
+
+func (r Run) fixed(server, shape string) (Point, bool) {
+	for _, p := range r.Points {
+		if p.Server == server && p.Shape == shape && p.Fixed {
+			return p, true
+		}
+	}
+	return Point{}, false
+}
+
+// Table is the comparison at each shape's fixed rate, in Markdown: CPU per
+// delivery of the server alone and with its datastores, p50 and p99, and
+// how many times the second server's figure is the first's.
+func Table(r Run) string {
+	servers := r.servers()
+	var b strings.Builder
+	b.WriteString("| |")
+	for _, s := range servers {
+		b.WriteString(" " + s + " |")
+	}
+	b.WriteString(" ratio |\n|---|")
+	b.WriteString(strings.Repeat("---|", len(servers)+1) + "\n")
+	for _, shape := range r.shapes() {
+		pts := make([]Point, len(servers))
+		ok := true
+		for i, s := range servers {
+			var found bool
+			pts[i], found = r.fixed(s, shape)
+			ok = ok && found
+		}
+		if !ok {
+			continue
+		}
+		row := func(label string, cell func(Point) string, ratio string) {
+			b.WriteString("| " + label + " |")
+			for _, p := range pts {
+				b.WriteString(" " + cell(p) + " |")
+			}
+			b.WriteString(strings.TrimRight(" "+ratio, " ") + " |\n")
+		}
+		server := func(p Point) time.Duration { s, _ := p.PerDelivery(); return s }
+		total := func(p Point) time.Duration { _, t := p.PerDelivery(); return t }
+		row(fmt.Sprintf("%s at %s msg/s: server CPU per delivery", shape, thousands(pts[0].Rate)),
+			func(p Point) string { return micros(server(p)) }, cheaper(server(pts[0]), server(pts[len(pts)-1])))
+		row("the same, with the datastores' CPU", func(p Point) string {
+			var parts []string
+			for _, name := range slices.Sorted(maps.Keys(p.StoreCPU)) {
+				parts = append(parts, name+" "+micros64(p.StoreCPU[name]/float64(max(p.Deliveries, 1))*1e6))
+			}
+			if len(parts) == 0 {
+				return micros(total(p))
+			}
+			return fmt.Sprintf("%s (%s)", micros(total(p)), strings.Join(parts, " + "))
+		}, cheaper(total(pts[0]), total(pts[len(pts)-1])))
+		row("p50 / p99", func(p Point) string {
+			return fmt.Sprintf("%s / %s ms", millis(p.P50), millis(p.P99))
+		}, tail(pts[0].P99, pts[len(pts)-1].P99))
+		row("deliveries, lost", func(p Point) string {
+			return fmt.Sprintf("%s in %.0f s, %d lost", thousands(int(p.Deliveries)), p.Seconds, p.Lost)
+		}, "")
+	}
+	return b.String()
+}
+
+// cheaper is how many times b's cost is a's: above 1, a is cheaper.
+func cheaper(a, b time.Duration) string {
+	if a <= 0 || b <= 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f×", float64(b)/float64(a))
+}
+
+// tail compares a's p99 with b's.
+func tail(a, b time.Duration) string {
+	switch {
+	case a <= 0 || b <= 0:
+		return "n/a"
+	case a <= b:
+		return fmt.Sprintf("tail %.1f× better", float64(b)/float64(a))
+	default:
+		return fmt.Sprintf("tail %.1f× worse", float64(a)/float64(b))
+	}
+}
+
+func micros(d time.Duration) string { return micros64(float64(d)/float64(time.Microsecond)) + " µs" }
+func micros64(us float64) string    { return fmt.Sprintf("%.1f", us) }
+func millis(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d)/float64(time.Millisecond)) }
+
+// thousands writes n with commas: 1,500.
+func thousands(n int) string {
+	s := fmt.Sprint(n)
+	for i := len(s) - 3; i > 0 && s[i-1] != '-'; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
+// Sweep lists every point, by shape, server and rate, in Markdown.
+func Sweep(r Run) string {
+	pts := slices.Clone(r.Points)
+	shapes, servers := r.shapes(), r.servers()
+	slices.SortStableFunc(pts, func(a, b Point) int {
+		return cmp.Or(cmp.Compare(slices.Index(shapes, a.Shape), slices.Index(shapes, b.Shape)),
+			cmp.Compare(slices.Index(servers, a.Server), slices.Index(servers, b.Server)), cmp.Compare(a.Rate, b.Rate))
+	})
+	var b strings.Builder
+	b.WriteString("| shape | server | msg/s | deliveries/s | p50 | p99 | server CPU per delivery | with datastores | lost |\n|---|---|---|---|---|---|---|---|---|\n")
+	for _, p := range pts {
+		s, t := p.PerDelivery()
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s ms | %s ms | %s | %s | %d |\n", p.Shape, p.Server, thousands(p.Rate),
+			thousands(int(float64(p.Deliveries)/max(p.Seconds, 1e-9))), millis(p.P50), millis(p.P99), micros(s), micros(t), p.Lost)
+	}
+	return b.String()
+}
+
+// Begin and End mark the generated section of docs/performance.md.
+const (
+	Begin = "<!-- begin: written by make bench (tests/pinned_test.go); edits here are overwritten -->"
+	End   = "<!-- end: written by make bench -->"
+)
+
+// Section is the generated section's content for r.
+func Section(r Run, plot string) string {
+	return fmt.Sprintf("Run of %s, %s. %s\n\n%s\n![p99 against rate, both servers, both shapes](%s)\n",
+		r.Date, r.Machine, r.Method, Table(r), plot)
+}
+
+// Replace puts content between doc's Begin and End markers, which must
+// each be there once, in that order.
+func Replace(doc, content string) (string, error) {
+	if strings.Count(doc, Begin) != 1 || strings.Count(doc, End) != 1 {
+		return "", fmt.Errorf("the document must hold each marker once: %q and %q", Begin, End)
+	}
+	head, rest, _ := strings.Cut(doc, Begin)
+	_, tail, ok := strings.Cut(rest, End)
+	if !ok {
+		return "", fmt.Errorf("%q comes before %q", End, Begin)
+	}
+	return head + Begin + "\n" + strings.TrimSpace(content) + "\n" + End + tail, nil
+}
+
+// LogEntry is the run's dated section of docs/log.md.
+func LogEntry(r Run) string {
+	return fmt.Sprintf("## %s: the pinned comparison (`make bench`)\n\nRun of %s, %s. %s\n\nAt each shape's fixed rate:\n\n%s\nEvery point of the sweep:\n\n%s\n",
+		r.Date[:min(len(r.Date), 10)], r.Date, r.Machine, r.Method, Table(r), Sweep(r))
+}
+
+// Prepend inserts entry into log before its first dated section (the log
+// is newest first).
+func Prepend(log, entry string) (string, error) {
+	i := strings.Index(log, "\n## ")
+	if i < 0 {
+		return "", fmt.Errorf("the log has no dated section (## ...) to go before")
+	}
+	return log[:i+1] + strings.TrimSpace(entry) + "\n\n" + log[i+1:], nil
+}

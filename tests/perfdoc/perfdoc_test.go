@@ -1,0 +1,142 @@
+package perfdoc
+
+import (
+	"encoding/xml"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func run() Run {
+	ms := func(f float64) time.Duration { return time.Duration(f * float64(time.Millisecond)) }
+	return Run{Date: "2026-12-06 12:00 UTC", Machine: "2 cores, busy", Method: "pinned", Points: []Point{
+		{Server: "Switchboard", Shape: "1000 rooms × 10", Rate: 1500, Fixed: true, Seconds: 20, Deliveries: 300000, P50: ms(0.5), P99: ms(12.6),
+			ServerCPU: 8.79, StoreCPU: map[string]float64{"Redis": 2.1, "Postgres": 1.32}},
+		{Server: "Switchboard", Shape: "1000 rooms × 10", Rate: 3000, Seconds: 10, Deliveries: 300000, P50: ms(1), P99: ms(40), ServerCPU: 9},
+		{Server: "Centrifugo v5.4.9", Shape: "1000 rooms × 10", Rate: 1500, Fixed: true, Seconds: 20, Deliveries: 300000, P50: ms(0.5), P99: ms(7.1),
+			ServerCPU: 11.1, StoreCPU: map[string]float64{"Redis": 2.1}},
+		{Server: "Centrifugo v5.4.9", Shape: "1000 rooms × 10", Rate: 3000, Seconds: 10, Deliveries: 290000, Lost: 12, P50: ms(3), P99: ms(400), ServerCPU: 12},
+		{Server: "Switchboard", Shape: "1 room × 1,000", Rate: 100, Fixed: true, Seconds: 20, Deliveries: 2000000, P50: ms(4.6), P99: ms(13.1), ServerCPU: 15.2},
+		{Server: "Centrifugo v5.4.9", Shape: "1 room × 1,000", Rate: 100, Fixed: true, Seconds: 20, Deliveries: 2000000, P50: ms(8.8), P99: ms(72.1), ServerCPU: 18.8},
+	}}
+}
+
+func TestTableHasEachShapesFiguresAndRatios(t *testing.T) {
+	got := Table(run())
+	for _, want := range []string{
+		"| | Switchboard | Centrifugo v5.4.9 | ratio |",
+		"| 1000 rooms × 10 at 1,500 msg/s: server CPU per delivery | 29.3 µs | 37.0 µs | 1.26× |",
+		"| the same, with the datastores' CPU | 40.7 µs (Postgres 4.4 + Redis 7.0) | 44.0 µs (Redis 7.0) | 1.08× |",
+		"| p50 / p99 | 0.5 / 12.6 ms | 0.5 / 7.1 ms | tail 1.8× worse |",
+		"| 1 room × 1,000 at 100 msg/s: server CPU per delivery | 7.6 µs | 9.4 µs | 1.24× |",
+		"| p50 / p99 | 4.6 / 13.1 ms | 8.8 / 72.1 ms | tail 5.5× better |",
+		"| deliveries, lost | 300,000 in 20 s, 0 lost | 300,000 in 20 s, 0 lost | |",
+	} {
+		if !strings.Contains(got, want+"\n") {
+			t.Errorf("the table has no line\n%s\nin\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "3,000") {
+		t.Errorf("the table shows a sweep point:\n%s", got)
+	}
+}
+
+func TestThousands(t *testing.T) {
+	for n, want := range map[int]string{0: "0", 999: "999", 1000: "1,000", 1500: "1,500", 2000000: "2,000,000", -1500: "-1,500"} {
+		if got := thousands(n); got != want {
+			t.Errorf("thousands(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+func TestReplaceRewritesOnlyTheSection(t *testing.T) {
+	doc := "# Performance\n\nbefore\n" + Begin + "\nold table\n" + End + "\nafter\n"
+	got, err := Replace(doc, "new table\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "# Performance\n\nbefore\n" + Begin + "\nnew table\n" + End + "\nafter\n"; got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+	again, _ := Replace(got, "new table\n")
+	if again != got {
+		t.Errorf("a second rewrite with the same content changed the document:\n%s", again)
+	}
+	for name, bad := range map[string]string{
+		"no markers":   "# Performance\n",
+		"no end":       Begin + "\nx\n",
+		"twice":        Begin + End + Begin + End,
+		"end first":    End + "\nx\n" + Begin,
+		"no beginning": "x\n" + End,
+	} {
+		if _, err := Replace(bad, "t"); err == nil {
+			t.Errorf("%s: Replace accepted %q", name, bad)
+		}
+	}
+}
+
+func TestPrependGoesBeforeTheNewestEntry(t *testing.T) {
+	log := "# Measurement log\n\nNewest first.\n\n## 2026-12-05: older\n\ntext\n"
+	got, err := Prepend(log, LogEntry(run()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	i, j := strings.Index(got, "## 2026-12-06: the pinned comparison"), strings.Index(got, "## 2026-12-05: older")
+	if i < 0 || j < i || !strings.HasPrefix(got, "# Measurement log\n\nNewest first.\n\n## 2026-12-06") {
+		t.Errorf("the entry is not first among the dated ones:\n%s", got)
+	}
+	if !strings.Contains(got, "| 1 room × 1,000 | Centrifugo v5.4.9 | 100 | 100,000 | 8.8 ms | 72.1 ms | 9.4 µs | 9.4 µs | 0 |") {
+		t.Errorf("the sweep lacks a point:\n%s", got)
+	}
+	if _, err := Prepend("# Measurement log\n", "x"); err == nil {
+		t.Error("Prepend accepted a log without dated sections")
+	}
+}
+
+type circle struct {
+	CY    float64 `xml:"cy,attr"`
+	Fill  string  `xml:"fill,attr"`
+	Title string  `xml:"title"`
+}
+
+// The plot is well-formed SVG with a line per server and shape, each with
+// its points, higher p99 drawn higher, and losses drawn hollow.
+func TestPlotDrawsEveryPoint(t *testing.T) {
+	var svg struct {
+		Lines []struct {
+			Points string `xml:"points,attr"`
+		} `xml:"polyline"`
+		Circles []circle `xml:"circle"`
+	}
+	if err := xml.Unmarshal(Plot(run()), &svg); err != nil {
+		t.Fatalf("not XML: %v", err)
+	}
+	points := slices.DeleteFunc(svg.Circles, func(c circle) bool { return c.Title == "" }) // the legend's marker has none
+	if len(svg.Lines) != 4 || len(points) != 6 {
+		t.Fatalf("%d lines and %d points, want 4 (2 servers × 2 shapes) and 6", len(svg.Lines), len(points))
+	}
+	cy := map[string]float64{}
+	for _, c := range points {
+		cy[c.Title] = c.CY
+		if strings.Contains(c.Title, "p99 400.0") != (c.Fill == "white") {
+			t.Errorf("point %q filled %s: only the one with losses is hollow", c.Title, c.Fill)
+		}
+	}
+	low, high := cy["Centrifugo v5.4.9, 1,500 msg/s: p99 7.1 ms"], cy["Centrifugo v5.4.9, 3,000 msg/s: p99 400.0 ms"]
+	if low == 0 || high == 0 || high >= low {
+		t.Errorf("p99 7.1 ms at y=%v, 400 ms at y=%v: want the higher p99 drawn higher (smaller y); points %v", low, high, cy)
+	}
+	for _, l := range svg.Lines {
+		for _, xy := range strings.Fields(l.Points) {
+			x, y, _ := strings.Cut(xy, ",")
+			if _, err := strconv.ParseFloat(x, 64); err != nil {
+				t.Errorf("point %q: %v", xy, err)
+			}
+			if _, err := strconv.ParseFloat(y, 64); err != nil {
+				t.Errorf("point %q: %v", xy, err)
+			}
+		}
+	}
+}

@@ -1,0 +1,321 @@
+package tests
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	loadtool "github.com/switchboard-dev/switchboard/app/load"
+	"github.com/switchboard-dev/switchboard/app/local"
+	"github.com/switchboard-dev/switchboard/tests/perfdoc"
+)
+
+// The pinned comparison (issue 30), what `make bench` runs: each server
+// alone on CPU 1, the load tool and the datastores on CPU 0, so that the
+// cores the two share do not decide the figures. Per server and shape, a
+// sweep of fixed rates (the p99 against rate curve) whose table point runs
+// pinnedSeconds; CPU per delivery is each process tree's CPU time from
+// /proc over the publishing window, divided by the deliveries.
+const (
+	serverCPU = "1"
+	loadCPU   = "0"
+)
+
+// pinnedShape is one load shape of the comparison.
+type pinnedShape struct {
+	name  string
+	args  []string // chatload's connections, rooms and publishers
+	fixed int      // the table's rate, one both servers sustain
+	rates []int    // the sweep, rising
+}
+
+var pinnedShapes = []pinnedShape{
+	{"1000 rooms × 10", []string{"-conns", "10000", "-rooms", "1000", "-publishers", "1000", "-connect-rate", "3000"},
+		1500, []int{500, 1000, 1500, 2500, 3500, 5000}},
+	{"1 room × 1,000", []string{"-conns", "1000", "-rooms", "1", "-publishers", "20"},
+		100, []int{50, 100, 200, 300, 400}},
+}
+
+// A sweep stops after a point past the table's rate that is saturated:
+// its p99 above this, or a message lost.
+const saturatedP99 = 250 * time.Millisecond
+
+// pinnedServer is a server under comparison, started with its datastores.
+type pinnedServer struct {
+	name     string
+	endpoint string
+	ready    string // answers 200 when it takes connections
+	pid      int
+	stores   []store // its datastores, in the order chatload reports them
+	args     []string
+}
+
+type store struct {
+	name string
+	pid  int
+}
+
+func TestPinnedComparison(t *testing.T) {
+	b := newBench(t)
+	seconds := 20
+	if s := os.Getenv("SWITCHBOARD_BENCH_SECONDS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 2 {
+			t.Fatalf("SWITCHBOARD_BENCH_SECONDS=%q: want whole seconds, 2 or more (the table points' length; sweep points take half)", s)
+		}
+		seconds = n
+	}
+	if runtime.NumCPU() < 2 {
+		t.Skip("the pinned comparison needs 2 CPUs: one for the server alone")
+	}
+	loadBefore := loadAverage()
+	run := perfdoc.Run{
+		Date: time.Now().UTC().Format("2006-01-02 15:04 UTC"),
+		Method: fmt.Sprintf("Each server alone on CPU %s with GOMAXPROCS=1 (`taskset`), chatload, Redis and Postgres on CPU %s; "+
+			"table points %d s, sweep points %d s, 64-byte messages; CPU from /proc over the publishing window (process trees), latency from chatload.",
+			serverCPU, loadCPU, seconds, sweepSeconds(seconds)),
+	}
+	starts := []struct {
+		name  string
+		start func(t *testing.T) pinnedServer
+	}{
+		{"Switchboard", func(t *testing.T) pinnedServer { return startPinnedSwitchboard(t, b) }},
+		{"Centrifugo", func(t *testing.T) pinnedServer { return startPinnedCentrifugo(t, b) }},
+	}
+	for _, s := range starts {
+		t.Run(s.name, func(t *testing.T) {
+			srv := s.start(t)
+			pin(t, serverCPU, srv.pid)
+			pids := []string{strconv.Itoa(srv.pid)}
+			for _, st := range srv.stores {
+				pin(t, loadCPU, st.pid)
+				pids = append(pids, strconv.Itoa(st.pid))
+			}
+			b.endpoint, b.pids, b.args, b.cpu = srv.endpoint, strings.Join(pids, ","), srv.args, loadCPU
+			for _, shape := range pinnedShapes {
+				run.Points = append(run.Points, b.sweep(t, srv, shape, seconds)...)
+			}
+		})
+	}
+	run.Machine = machineState(loadBefore, loadAverage())
+	report.Logf(t, "pinned comparison, %s:\n%s", run.Machine, perfdoc.Table(run))
+	if js, err := json.MarshalIndent(run, "", "  "); err == nil {
+		_ = os.WriteFile(filepath.Join(b.dir, "pinned.json"), js, 0o644)
+	}
+	// SWITCHBOARD_BENCH_DOCS: the docs folder to write the run into, if
+	// every server ran.
+	if dir := os.Getenv("SWITCHBOARD_BENCH_DOCS"); dir != "" && !t.Failed() {
+		if err := writeBenchDocs(dir, run); err != nil {
+			t.Fatalf("write the run into %s: %v", dir, err)
+		}
+	}
+}
+
+// sweep runs shape's rates against srv, the table's rate for seconds and
+// the others for half as long, until a rate past the table's saturates.
+func (b *bench) sweep(t *testing.T, srv pinnedServer, shape pinnedShape, seconds int) []perfdoc.Point {
+	var out []perfdoc.Point
+	for _, rate := range shape.rates {
+		d := sweepSeconds(seconds)
+		if rate == shape.fixed {
+			d = seconds
+		}
+		name := fmt.Sprintf("%s %s at %d msg/s", srv.name, shape.name, rate)
+		args := append(slices.Clone(shape.args), "-rate", strconv.Itoa(rate), "-duration", fmt.Sprintf("%ds", d), "-drain", "10s")
+		quiesce(t, srv)
+		rep := b.run(t, name, args...)
+		if rep.Connect.Failed > 0 {
+			// Refused while still busy with the last run: once more.
+			quiesce(t, srv)
+			rep = b.run(t, name+", again", args...)
+		}
+		p, err := point(srv, shape, rate, rep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, p)
+		if rate > shape.fixed && (p.P99 > saturatedP99 || p.Lost > 0) {
+			break
+		}
+	}
+	return out
+}
+
+// quiesce waits, a minute at most, until the server and its stores are
+// done with the last run (its thousands of connections closing): less than
+// a tenth of a core over a second; then until the server is ready (an
+// instance starved of CPU may have found Redis slow to answer).
+func quiesce(t *testing.T, srv pinnedServer) {
+	t.Helper()
+	defer until(t, srv.name+" ready", time.Minute, func() error {
+		resp, err := http.Get(srv.ready)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return want(float64(resp.StatusCode), http.StatusOK)
+	})
+	t.Helper()
+	pids := []int{srv.pid}
+	for _, st := range srv.stores {
+		pids = append(pids, st.pid)
+	}
+	for range 60 {
+		s := loadtool.Sample(pids)
+		time.Sleep(time.Second)
+		busy := 0.0
+		for _, p := range s.Stop() {
+			busy += p.CPU
+		}
+		if busy < 0.1 {
+			return
+		}
+	}
+	t.Logf("%s still busy a minute after the last run; going on", srv.name)
+}
+
+func sweepSeconds(seconds int) int { return max(seconds/2, 2) }
+
+// point is one run's figures; chatload reports the processes of -pids in
+// their order: the server, then its stores.
+func point(srv pinnedServer, shape pinnedShape, rate int, rep *loadtool.Report) (perfdoc.Point, error) {
+	if len(rep.Servers) != 1+len(srv.stores) {
+		return perfdoc.Point{}, fmt.Errorf("%s at %d msg/s: chatload measured %d processes, want %d", shape.name, rate, len(rep.Servers), 1+len(srv.stores))
+	}
+	p := perfdoc.Point{
+		Server: srv.name, Shape: shape.name, Rate: rate, Fixed: rate == shape.fixed,
+		Seconds: rep.Elapsed.Seconds(), Deliveries: rep.Deliveries, Lost: rep.Lost(),
+		P50: time.Duration(rep.Latency.Quantile(0.5)), P99: time.Duration(rep.Latency.Quantile(0.99)),
+		ServerCPU: rep.Servers[0].CPUSeconds, StoreCPU: map[string]float64{},
+	}
+	for i, st := range srv.stores {
+		p.StoreCPU[st.name] = rep.Servers[1+i].CPUSeconds
+	}
+	return p, nil
+}
+
+// pin sets the CPU affinity of every thread of pid and of its descendants
+// (a Postgres's backends; those forked later inherit it).
+func pin(t *testing.T, cpu string, pid int) {
+	t.Helper()
+	pids, err := loadtool.Tree(pid)
+	if err != nil {
+		t.Fatalf("pin %d to CPU %s: %v", pid, cpu, err)
+	}
+	for _, p := range pids {
+		if out, err := exec.Command("taskset", "-a", "-p", "-c", cpu, strconv.Itoa(p)).CombinedOutput(); err != nil {
+			t.Fatalf("taskset -a -p -c %s %d: %v\n%s", cpu, p, err, out)
+		}
+	}
+}
+
+// startPinnedSwitchboard starts one instance on its own Redis and Postgres,
+// started as the local target's are; no NGINX, Prometheus or other
+// instance runs beside it.
+func startPinnedSwitchboard(t *testing.T, b *bench) pinnedServer {
+	t.Helper()
+	dir := filepath.Join(b.dir, "switchboard")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ports := freePorts(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rdb, err := local.StartRedis(ctx, dir, ports[0])
+	if err != nil {
+		t.Fatalf("start Redis: %v", err)
+	}
+	t.Cleanup(rdb.Kill)
+	pg, err := local.StartPostgres(ctx, dir, ports[1])
+	if err != nil {
+		t.Fatalf("start Postgres: %v", err)
+	}
+	t.Cleanup(func() { pg.Stop(10 * time.Second) })
+	chat, err := local.StartChat(ctx, local.ChatConfig{
+		Bin: filepath.Join(b.dir, "chatserver"), Dir: dir, ID: "chat-1", Port: ports[2],
+		Env: append([]string{"REDIS_URL=" + rdb.URL(), "DATABASE_URL=" + pg.URL(), "GOMAXPROCS=1"}, benchSettings...),
+	})
+	if err != nil {
+		t.Fatalf("start the instance: %v", err)
+	}
+	t.Cleanup(chat.Kill)
+	if err := chat.WaitReady(ctx); err != nil {
+		t.Fatalf("the instance: %v", err)
+	}
+	return pinnedServer{name: "Switchboard", endpoint: chat.URL(), ready: chat.URL() + "/ready", pid: chat.Pid(),
+		stores: []store{{"Redis", rdb.Pid()}, {"Postgres", pg.Pid()}}}
+}
+
+func startPinnedCentrifugo(t *testing.T, b *bench) pinnedServer {
+	t.Helper()
+	cf := startCentrifugo(t, b.dir, "GOMAXPROCS=1")
+	return pinnedServer{name: "Centrifugo v" + centrifugoVersion, endpoint: cf.endpoint, ready: cf.endpoint + "/health", pid: cf.pid,
+		stores: []store{{"Redis", cf.redis.Pid()}}, args: []string{"-protocol", "centrifugo"}}
+}
+
+// loadAverage is the 1-minute load average, or -1.
+func loadAverage() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return -1
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return -1
+	}
+	v, err := strconv.ParseFloat(f[0], 64)
+	if err != nil {
+		return -1
+	}
+	return v
+}
+
+// machineState names the machine's state for the figures: busy when other
+// work ran on it before the run began (load average above half a core).
+func machineState(before, after float64) string {
+	state := "quiet"
+	if before > 0.5 {
+		state = "busy (other work running: latency figures are noisy)"
+	}
+	return fmt.Sprintf("%d cores, %s; 1-minute load average %.2f before the run, %.2f after", runtime.NumCPU(), state, before, after)
+}
+
+// writeBenchDocs writes run into the docs folder: performance.md's
+// generated section, the plot, and log.md's entry.
+func writeBenchDocs(dir string, run perfdoc.Run) error {
+	const plot = "img/p99-vs-rate.svg"
+	if err := os.WriteFile(filepath.Join(dir, plot), perfdoc.Plot(run), 0o644); err != nil {
+		return err
+	}
+	for _, f := range []struct {
+		name   string
+		update func(string) (string, error)
+	}{
+		{"performance.md", func(s string) (string, error) { return perfdoc.Replace(s, perfdoc.Section(run, plot)) }},
+		{"log.md", func(s string) (string, error) { return perfdoc.Prepend(s, perfdoc.LogEntry(run)) }},
+	} {
+		path := filepath.Join(dir, f.name)
+		old, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		text, err := f.update(string(old))
+		if err != nil {
+			return fmt.Errorf("%s: %w", f.name, err)
+		}
+		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
