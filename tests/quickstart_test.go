@@ -64,7 +64,7 @@ func TestQuickstartInAFreshClone(t *testing.T) {
 			// Tests have no network: the clone of this checkout above stands in
 			// for it, so the command must clone this module's repository and
 			// enter it under the clone's name.
-			if want := "git clone https://" + modulePath(t, clone) + " && cd " + filepath.Base(clone); cmd != want {
+			if want := "git clone https://" + modulePath + " && cd " + filepath.Base(clone); cmd != want {
 				t.Errorf("README.md's Quickstart clones with %q, want %q", cmd, want)
 			}
 		case cmd == "make test":
@@ -121,19 +121,6 @@ var (
 	codeSpan = regexp.MustCompile("`([^`]+)`")
 	pageLink = regexp.MustCompile(`Try it in a browser: (http://\S+)/#token=(\S+)`)
 )
-
-// modulePath is the module the go.mod in dir declares.
-func modulePath(t *testing.T, dir string) string {
-	b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := regexp.MustCompile(`(?m)^module\s+(\S+)`).FindSubmatch(b)
-	if m == nil {
-		t.Fatalf("%s/go.mod declares no module", dir)
-	}
-	return string(m[1])
-}
 
 // bare is a command without its comment.
 func bare(cmd string) string {
