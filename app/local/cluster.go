@@ -1,0 +1,209 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Cluster is a Redis Cluster of redis-server processes: shards primaries,
+// each with one replica, as `redis-cli --cluster create` pairs them.
+type Cluster struct {
+	Nodes  []*Redis // the primaries at creation first, then the replicas
+	shards int
+}
+
+// clusterNodeTimeout is how long a primary may be silent before its
+// replica takes over: 2 s, so failovers take seconds, as with the
+// local target's sentinels (Redis's default is 15 s).
+const clusterNodeTimeout = 2 * time.Second
+
+// StartCluster starts 2 × shards cluster nodes on the given ports (free
+// ones where short), creates the cluster and returns once every node serves
+// every slot and every replica is in sync.
+func StartCluster(ctx context.Context, dir string, shards int, ports []int) (c *Cluster, err error) {
+	if shards < 3 {
+		return nil, fmt.Errorf("a Redis Cluster needs at least 3 primaries, got %d", shards)
+	}
+	c = &Cluster{shards: shards}
+	defer func() {
+		if err != nil {
+			c.Stop(10 * time.Second)
+		}
+	}()
+	extra := []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+		"--cluster-node-timeout", itoa(int(clusterNodeTimeout.Milliseconds()))}
+	addrs := make([]string, 2*shards)
+	for i := range addrs {
+		port := 0
+		if i < len(ports) {
+			port = ports[i]
+		}
+		n, err := startRedis(ctx, dir, fmt.Sprintf("redis-cluster-%d", i+1), portOr(port), "", extra...)
+		if err != nil {
+			return c, err
+		}
+		c.Nodes = append(c.Nodes, n)
+		addrs[i] = n.Addr()
+	}
+	if _, err := exec.LookPath("redis-cli"); err != nil {
+		return c, missing("redis-cli")
+	}
+	args := append(append([]string{"--cluster", "create"}, addrs...), "--cluster-replicas", "1", "--cluster-yes")
+	if out, err := exec.CommandContext(ctx, "redis-cli", args...).CombinedOutput(); err != nil {
+		return c, fmt.Errorf("redis-cli --cluster create: %w: %s", err, out)
+	}
+	return c, c.WaitHealthy(ctx)
+}
+
+// URL is the instances' REDIS_URL: every node as a seed.
+func (c *Cluster) URL() string {
+	addrs := make([]string, len(c.Nodes))
+	for i, n := range c.Nodes {
+		addrs[i] = n.Addr()
+	}
+	return "redis+cluster://" + strings.Join(addrs, ",")
+}
+
+// WaitHealthy returns once every node reports the cluster ok with every
+// slot served and knows every other node, and each primary has its replica
+// online: what a failover or a slot move has to wait for before the next.
+func (c *Cluster) WaitHealthy(ctx context.Context) error {
+	for {
+		err := c.healthy(ctx)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("redis cluster not healthy: %w (last: %v)", ctx.Err(), err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (c *Cluster) healthy(ctx context.Context) error {
+	primaries := 0
+	for _, n := range c.Nodes {
+		info, err := n.clusterInfo(ctx)
+		if err != nil {
+			return err
+		}
+		if info["cluster_state"] != "ok" || info["cluster_slots_ok"] != "16384" || info["cluster_known_nodes"] != itoa(len(c.Nodes)) {
+			return fmt.Errorf("%s: state %s, %s slots ok, knows %s nodes", n.Name, info["cluster_state"], info["cluster_slots_ok"], info["cluster_known_nodes"])
+		}
+		repl, err := n.Info(ctx, "replication")
+		if err != nil {
+			return err
+		}
+		switch {
+		case repl["role"] == "master" && repl["connected_slaves"] == "0":
+			// A primary without slots (after a reshard) needs no replica.
+			if self, err := n.ownsSlots(ctx); err != nil || self {
+				return cmpErr(err, fmt.Errorf("%s: a primary without a replica", n.Name))
+			}
+		case repl["role"] == "master":
+			primaries++
+		case repl["master_link_status"] != "up":
+			return fmt.Errorf("%s: replica not in sync (link %s)", n.Name, repl["master_link_status"])
+		}
+	}
+	if primaries < c.shards {
+		return fmt.Errorf("%d primaries with a replica, want %d", primaries, c.shards)
+	}
+	return nil
+}
+
+func cmpErr(err, otherwise error) error {
+	if err != nil {
+		return err
+	}
+	return otherwise
+}
+
+func (r *Redis) client() *redis.Client {
+	return redis.NewClient(&redis.Options{Addr: r.Addr(), MaxRetries: -1})
+}
+
+// clusterInfo is CLUSTER INFO as key → value.
+func (r *Redis) clusterInfo(ctx context.Context) (map[string]string, error) {
+	c := r.client()
+	defer c.Close()
+	text, err := c.ClusterInfo(ctx).Result()
+	if err != nil {
+		return nil, fmt.Errorf("%s: cluster info: %w", r.name, err)
+	}
+	info := map[string]string{}
+	for _, line := range strings.Split(text, "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
+			info[k] = v
+		}
+	}
+	return info, nil
+}
+
+// ownsSlots tells whether the node serves any slot.
+func (r *Redis) ownsSlots(ctx context.Context) (bool, error) {
+	c := r.client()
+	defer c.Close()
+	nodes, err := c.ClusterNodes(ctx).Result()
+	if err != nil {
+		return false, fmt.Errorf("%s: cluster nodes: %w", r.name, err)
+	}
+	for _, line := range strings.Split(nodes, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 8 && strings.Contains(f[2], "myself") {
+			return len(f) > 8, nil
+		}
+	}
+	return false, fmt.Errorf("%s: cluster nodes does not name itself", r.name)
+}
+
+// Primaries are the nodes that serve slots now.
+func (c *Cluster) Primaries(ctx context.Context) ([]*Redis, error) {
+	var out []*Redis
+	for _, n := range c.Nodes {
+		repl, err := n.Info(ctx, "replication")
+		if err != nil {
+			continue // a stopped node
+		}
+		if owns, err := n.ownsSlots(ctx); repl["role"] == "master" && err == nil && owns {
+			out = append(out, n)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no node of the cluster serves slots")
+	}
+	return out, nil
+}
+
+// Stop stops every node gracefully (each writes its AOF and nodes.conf).
+// The replicas go first: a primary stopping under them would be failed
+// over.
+func (c *Cluster) Stop(grace time.Duration) error {
+	var errs []error
+	for i := len(c.Nodes) - 1; i >= 0; i-- {
+		errs = append(errs, c.Nodes[i].Stop(grace))
+	}
+	return errors.Join(errs...)
+}
+
+// Start starts every stopped node again, on its port and data, and waits
+// until the cluster is healthy.
+func (c *Cluster) Start(ctx context.Context) error {
+	for _, n := range c.Nodes {
+		select {
+		case <-n.Exited():
+			if err := n.Start(ctx); err != nil {
+				return err
+			}
+		default:
+		}
+	}
+	return c.WaitHealthy(ctx)
+}
