@@ -196,18 +196,26 @@ func (b *Broker) AckPersist(ctx context.Context, ids []string) error {
 	if err != nil {
 		return fmt.Errorf("ack %d persist entries: %w", len(ids), err)
 	}
-	// On a cluster the client runs one MULTI/EXEC per slot.
-	_, err = b.rdb.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
-		for p, ids := range parts {
-			pipe.XAck(ctx, b.keys.stream(p), persistGroup, ids...)
-			pipe.XDel(ctx, b.keys.stream(p), ids...)
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("ack %d persist entries: %w", len(ids), err)
+	// A transaction covers one slot: one per partition, at once.
+	errs := make(chan error, len(parts))
+	for p, ids := range parts {
+		go func() {
+			_, err := b.rdb.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+				pipe.XAck(ctx, b.keys.stream(p), persistGroup, ids...)
+				pipe.XDel(ctx, b.keys.stream(p), ids...)
+				return nil
+			})
+			if err != nil {
+				err = fmt.Errorf("ack %d entries of %s: %w", len(ids), b.keys.stream(p), err)
+			}
+			errs <- err
+		}()
 	}
-	return nil
+	var all []error
+	for range parts {
+		all = append(all, <-errs)
+	}
+	return errors.Join(all...)
 }
 
 // PersistBacklog is how many queued messages are not yet written to
