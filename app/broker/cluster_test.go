@@ -270,3 +270,75 @@ func TestARoomKeepsCountingAndDeliveringAcrossAShardFailover(t *testing.T) {
 		t.Errorf("%d distinct seqs acked for 60 sends", len(s.acked))
 	}
 }
+
+// TestARoomKeepsCountingAndDeliveringWhileItsSlotMoves moves the slot of a
+// room's partition to another shard, key by key as a reshard does, while
+// the room takes sends: sends wait out the move (ASK, TRYAGAIN) and follow
+// MOVED, no seq is handed out twice, every acked message is in the log on
+// the new shard and reaches the subscriber, which is confirmed again (the
+// old shard ends its subscription with sunsubscribe).
+func TestARoomKeepsCountingAndDeliveringWhileItsSlotMoves(t *testing.T) {
+	c := startCluster(t)
+	_, st := startStore(t)
+	b := connect(t, c.URL(), broker.Options{MinReplicas: 1, Partitions: 16, Ledger: st})
+	ctx := context.Background()
+	ev := listen(t, b, "lobby")
+	s := newSender(t, b, "lobby")
+	for range 20 {
+		s.send()
+	}
+	from, _ := shardOf(t, c, "lobby")
+	fc := redis.NewClient(&redis.Options{Addr: from.Addr()})
+	defer fc.Close()
+	keys, err := fc.Keys(ctx, "chat:*:r:lobby:seq").Result()
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("the room's counter on %s: %v, %v", from.Name, keys, err)
+	}
+	slot, err := fc.ClusterKeySlot(ctx, keys[0]).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	primaries, err := c.Primaries(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := primaries[0]
+	if to == from {
+		to = primaries[1]
+	}
+	moved := make(chan error, 1)
+	go func() { moved <- c.MoveSlot(ctx, int(slot), to) }()
+	for range 60 {
+		s.send()
+	}
+	if err := <-moved; err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		s.send()
+	}
+	if now, _ := shardOf(t, c, "lobby"); now != to {
+		t.Fatalf("the room is on %s, not on %s where its slot moved", now.Name, to.Name)
+	}
+	ev.waitSubscribed(t, 2, "lobby")
+	got, err := b.Range(ctx, "lobby", 0, s.maxAcked(), 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := map[int64]bool{}
+	for _, d := range got {
+		kept[d.Seq] = true
+	}
+	for seq := range s.acked {
+		if !kept[seq] {
+			t.Errorf("acked seq %d is not in the room's log after the move", seq)
+		}
+	}
+	last := s.maxAcked()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if seqs := ev.seqs("lobby"); len(seqs) > 0 && seqs[len(seqs)-1] == last {
+			return
+		}
+	}
+	t.Errorf("the subscriber's last delivery is %v, want seq %d (sent after the move)", ev.seqs("lobby")[max(0, len(ev.seqs("lobby"))-3):], last)
+}

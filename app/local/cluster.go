@@ -183,14 +183,113 @@ func (c *Cluster) Primaries(ctx context.Context) ([]*Redis, error) {
 }
 
 // Stop stops every node gracefully (each writes its AOF and nodes.conf).
-// The replicas go first: a primary stopping under them would be failed
-// over.
+// The replicas of now go first: a primary stopping under them would be
+// failed over.
 func (c *Cluster) Stop(grace time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
 	var errs []error
-	for i := len(c.Nodes) - 1; i >= 0; i-- {
-		errs = append(errs, c.Nodes[i].Stop(grace))
+	for _, replicas := range []bool{true, false} {
+		for _, n := range c.Nodes {
+			repl, err := n.Info(ctx, "replication")
+			if (err == nil && repl["role"] == "slave") == replicas {
+				errs = append(errs, n.Stop(grace))
+			}
+		}
 	}
 	return errors.Join(errs...)
+}
+
+// Owner is the node that serves slot now.
+func (c *Cluster) Owner(ctx context.Context, slot int) (*Redis, error) {
+	for _, n := range c.Nodes {
+		cl := n.client()
+		slots, err := cl.ClusterSlots(ctx).Result()
+		cl.Close()
+		if err != nil {
+			continue
+		}
+		for _, r := range slots {
+			if slot >= int(r.Start) && slot <= int(r.End) && len(r.Nodes) > 0 {
+				return c.node(r.Nodes[0].Addr)
+			}
+		}
+		return nil, fmt.Errorf("slot %d is not served", slot)
+	}
+	return nil, errors.New("no node of the cluster answers")
+}
+
+func (c *Cluster) node(addr string) (*Redis, error) {
+	for _, n := range c.Nodes {
+		if n.Addr() == addr {
+			return n, nil
+		}
+	}
+	return nil, fmt.Errorf("%s is no node of the cluster", addr)
+}
+
+func (r *Redis) id(ctx context.Context) (string, error) {
+	cl := r.client()
+	defer cl.Close()
+	id, err := cl.ClusterMyID(ctx).Result()
+	if err != nil {
+		return "", fmt.Errorf("%s: cluster myid: %w", r.name, err)
+	}
+	return id, nil
+}
+
+// MoveSlot moves one slot to the primary to as redis-cli --cluster reshard
+// moves each slot: the target imports it, the owner migrates it, its keys
+// move in batches (MIGRATE), then every primary learns the new owner.
+// While keys are on both sides, commands on the slot are refused with ASK
+// or TRYAGAIN.
+func (c *Cluster) MoveSlot(ctx context.Context, slot int, to *Redis) error {
+	from, err := c.Owner(ctx, slot)
+	if err != nil {
+		return err
+	}
+	if from == to {
+		return nil
+	}
+	fromID, err := from.id(ctx)
+	if err != nil {
+		return err
+	}
+	toID, err := to.id(ctx)
+	if err != nil {
+		return err
+	}
+	src, dst := from.client(), to.client()
+	defer src.Close()
+	defer dst.Close()
+	if err := dst.Do(ctx, "cluster", "setslot", slot, "importing", fromID).Err(); err != nil {
+		return fmt.Errorf("move slot %d: importing on %s: %w", slot, to.name, err)
+	}
+	if err := src.Do(ctx, "cluster", "setslot", slot, "migrating", toID).Err(); err != nil {
+		return fmt.Errorf("move slot %d: migrating on %s: %w", slot, from.name, err)
+	}
+	for {
+		keys, err := src.ClusterGetKeysInSlot(ctx, slot, 10).Result()
+		if err != nil {
+			return fmt.Errorf("move slot %d: keys: %w", slot, err)
+		}
+		if len(keys) == 0 {
+			break
+		}
+		args := []any{"migrate", "127.0.0.1", to.Port, "", 0, 5000, "keys"}
+		for _, k := range keys {
+			args = append(args, k)
+		}
+		if err := src.Do(ctx, args...).Err(); err != nil {
+			return fmt.Errorf("move slot %d: migrate %d keys: %w", slot, len(keys), err)
+		}
+	}
+	for _, n := range []*redis.Client{dst, src} {
+		if err := n.Do(ctx, "cluster", "setslot", slot, "node", toID).Err(); err != nil {
+			return fmt.Errorf("move slot %d: set its owner: %w", slot, err)
+		}
+	}
+	return nil
 }
 
 // Start starts every stopped node again, on its port and data, and waits

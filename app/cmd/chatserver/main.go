@@ -69,7 +69,7 @@ func run(ctx context.Context) error {
 	defer st.Close()
 	b, err := broker.Connect(cfg.RedisURL, broker.Options{
 		HistorySize: cfg.HistorySize, BacklogCap: int64(cfg.PersistBacklogCap),
-		MinReplicas: cfg.RedisMinReplicas, Ledger: st,
+		MinReplicas: cfg.RedisMinReplicas, Ledger: st, Partitions: cfg.RedisPartitions,
 	})
 	if err != nil {
 		return fmt.Errorf("%w: %w", errConfig, err)
