@@ -342,3 +342,74 @@ func TestARoomKeepsCountingAndDeliveringWhileItsSlotMoves(t *testing.T) {
 	}
 	t.Errorf("the subscriber's last delivery is %v, want seq %d (sent after the move)", ev.seqs("lobby")[max(0, len(ev.seqs("lobby"))-3):], last)
 }
+
+// TestAClusterSpreadsTheLoadOfAThousandRoomsEvenly sends to 1,000 rooms on
+// a 3-shard cluster with the default 128 partitions and reads each
+// primary's INFO commandstats: each shard's share of script runs and of
+// sharded publishes is within 15 % of the mean (issue 29).
+func TestAClusterSpreadsTheLoadOfAThousandRoomsEvenly(t *testing.T) {
+	c := startCluster(t)
+	b := connect(t, c.URL(), broker.Options{})
+	ctx := context.Background()
+	primaries, err := c.Primaries(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stats := func(n *local.Redis) (evals, publishes int64) {
+		info, err := n.Info(ctx, "commandstats")
+		if err != nil {
+			t.Fatal(err)
+		}
+		calls := func(cmd string) int64 {
+			var v int64
+			fmt.Sscanf(info["cmdstat_"+cmd], "calls=%d", &v)
+			return v
+		}
+		return calls("evalsha") + calls("eval"), calls("spublish")
+	}
+	before := make([][2]int64, len(primaries))
+	for i, n := range primaries {
+		before[i][0], before[i][1] = stats(n)
+	}
+	names := rooms(1000)
+	const per = 5
+	work := make(chan string)
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for room := range work {
+				for i := range per {
+					if _, err := b.Publish(ctx, room, "alice", "hi", fmt.Sprint(i), time.Now()); err != nil {
+						t.Errorf("send to %s: %v", room, err)
+					}
+				}
+			}
+		})
+	}
+	for _, r := range names {
+		work <- r
+	}
+	close(work)
+	wg.Wait()
+	var evals, pubs []float64
+	for i, n := range primaries {
+		e, p := stats(n)
+		evals, pubs = append(evals, float64(e-before[i][0])), append(pubs, float64(p-before[i][1]))
+	}
+	for what, counts := range map[string][]float64{"script runs": evals, "sharded publishes": pubs} {
+		var sum float64
+		for _, v := range counts {
+			sum += v
+		}
+		mean := sum / float64(len(counts))
+		var shares []string
+		for i, v := range counts {
+			dev := (v - mean) / mean
+			shares = append(shares, fmt.Sprintf("%s %.0f (%+.1f%%)", primaries[i].Name, v, 100*dev))
+			if dev > 0.15 || dev < -0.15 {
+				t.Errorf("%s: %s has %.0f, %+.1f%% from the mean %.0f", what, primaries[i].Name, v, 100*dev, mean)
+			}
+		}
+		t.Logf("%s per shard, 1000 rooms x %d sends: %s", what, per, strings.Join(shares, ", "))
+	}
+}

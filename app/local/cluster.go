@@ -306,3 +306,103 @@ func (c *Cluster) Start(ctx context.Context) error {
 	}
 	return c.WaitHealthy(ctx)
 }
+
+// replicaOf is the node that replicates primary now.
+func (c *Cluster) replicaOf(ctx context.Context, primary *Redis) (*Redis, error) {
+	for _, n := range c.Nodes {
+		repl, err := n.Info(ctx, "replication")
+		if err == nil && repl["role"] == "slave" && repl["master_port"] == itoa(primary.Port) {
+			return n, nil
+		}
+	}
+	return nil, fmt.Errorf("%s has no replica", primary.Name)
+}
+
+// KillPrimary kills primary (SIGKILL), waits until the cluster has
+// promoted its replica, starts it again (it rejoins as a replica) and
+// returns once the cluster is healthy, with the promoted node.
+func (c *Cluster) KillPrimary(ctx context.Context, primary *Redis) (*Redis, error) {
+	replica, err := c.replicaOf(ctx, primary)
+	if err != nil {
+		return nil, err
+	}
+	primary.Kill()
+	for {
+		repl, err := replica.Info(ctx, "replication")
+		if err == nil && repl["role"] == "master" {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%s not promoted after %s was killed: %w", replica.Name, primary.Name, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if err := primary.Start(ctx); err != nil {
+		return nil, err
+	}
+	return replica, c.WaitHealthy(ctx)
+}
+
+// Failover has primary's replica take over (CLUSTER FAILOVER: the replica
+// catches up with the primary, which stops taking writes meanwhile) and
+// returns once the cluster is healthy, with the promoted node.
+func (c *Cluster) Failover(ctx context.Context, primary *Redis) (*Redis, error) {
+	replica, err := c.replicaOf(ctx, primary)
+	if err != nil {
+		return nil, err
+	}
+	cl := replica.client()
+	defer cl.Close()
+	if err := cl.ClusterFailover(ctx).Err(); err != nil {
+		return nil, fmt.Errorf("cluster failover on %s: %w", replica.Name, err)
+	}
+	for {
+		repl, err := replica.Info(ctx, "replication")
+		if err == nil && repl["role"] == "master" {
+			return replica, c.WaitHealthy(ctx)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%s not promoted by CLUSTER FAILOVER: %w", replica.Name, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Reshard moves slots slots from one primary to another with redis-cli
+// --cluster reshard, as an operator adds capacity, and returns once the
+// cluster is healthy.
+func (c *Cluster) Reshard(ctx context.Context, from, to *Redis, slots int) error {
+	fromID, err := from.id(ctx)
+	if err != nil {
+		return err
+	}
+	toID, err := to.id(ctx)
+	if err != nil {
+		return err
+	}
+	out, err := exec.CommandContext(ctx, "redis-cli", "--cluster", "reshard", from.Addr(), "--cluster-from", fromID,
+		"--cluster-to", toID, "--cluster-slots", itoa(slots), "--cluster-yes").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("redis-cli --cluster reshard %d slots from %s to %s: %w: %s", slots, from.Name, to.Name, err, out)
+	}
+	return c.WaitHealthy(ctx)
+}
+
+// OwnedSlots is how many slots node serves now.
+func (c *Cluster) OwnedSlots(ctx context.Context, node *Redis) (int, error) {
+	cl := node.client()
+	defer cl.Close()
+	slots, err := cl.ClusterSlots(ctx).Result()
+	if err != nil {
+		return 0, fmt.Errorf("%s: cluster slots: %w", node.name, err)
+	}
+	n := 0
+	for _, r := range slots {
+		if len(r.Nodes) > 0 && r.Nodes[0].Addr == node.Addr() {
+			n += int(r.End-r.Start) + 1
+		}
+	}
+	return n, nil
+}
