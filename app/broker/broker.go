@@ -223,7 +223,7 @@ func New(rdb redis.UniversalClient, opts Options) *Broker {
 	b := &Broker{rdb: rdb, opts: opts}
 	switch c := rdb.(type) {
 	case *redis.ClusterClient:
-		b.cluster, b.keys = c, layout{parts: opts.Partitions}
+		b.cluster, b.keys = c, newLayout(opts.Partitions)
 	case *redis.Client:
 		b.one = c
 	default:

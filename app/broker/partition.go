@@ -12,13 +12,52 @@ import (
 // room's hash tag, every room queues on one persist stream, the primary has
 // one fence and each room has a channel (PUBLISH). On a Redis Cluster rooms
 // are spread over parts partitions by a hash of their name, and everything
-// of a partition shares the tag {p<N>}, so it lives in one hash slot: its
+// of a partition shares one hash tag (newLayout), so it lives in one hash slot: its
 // rooms' keys, its persist stream, its fence and its sharded channel
 // (SPUBLISH). One run of the publish script then touches one slot, however
 // many of the partition's rooms it carries, and the cluster balances
 // partitions, not rooms, across its shards.
 type layout struct {
-	parts int // 0: one Redis, not partitioned
+	parts int      // 0: one Redis, not partitioned
+	tags  []string // each partition's hash tag
+}
+
+const slots = 16384 // a Redis Cluster's hash slots
+
+// newLayout spreads parts partitions (0: none) evenly over the hash slots:
+// partition p's tag is {p<p>.<k>} with the least k whose slot lies in the
+// p-th of parts equal ranges of slots. Shards own ranges of slots, so each
+// holds as many partitions as its share of slots, where tags {p0}..{p127}
+// would fall 51, 37 and 40 on three shards.
+func newLayout(parts int) layout {
+	l := layout{parts: parts}
+	for p := range parts {
+		lo, hi := p*slots/parts, (p+1)*slots/parts
+		for k := 0; ; k++ {
+			t := "p" + strconv.Itoa(p) + "." + strconv.Itoa(k)
+			if s := int(crc16(t)) % slots; s >= lo && s < hi {
+				l.tags = append(l.tags, "{"+t+"}")
+				break
+			}
+		}
+	}
+	return l
+}
+
+// crc16 is the CRC of Redis Cluster's key slots (CRC-16/XMODEM).
+func crc16(s string) uint16 {
+	var crc uint16
+	for i := 0; i < len(s); i++ {
+		crc ^= uint16(s[i]) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return crc
 }
 
 // count is how many partitions there are: 1 on one Redis.
@@ -35,14 +74,14 @@ func (l layout) part(room string) int {
 }
 
 // tag is the hash tag of partition p.
-func tag(p int) string { return "{p" + strconv.Itoa(p) + "}" }
+func (l layout) tag(p int) string { return l.tags[p] }
 
 // room is the prefix of every key of the room.
 func (l layout) room(room string) string {
 	if l.parts == 0 {
 		return "chat:{" + room + "}"
 	}
-	return "chat:" + tag(l.part(room)) + ":r:" + room
+	return "chat:" + l.tag(l.part(room)) + ":r:" + room
 }
 
 // stream is partition p's persist stream.
@@ -50,7 +89,7 @@ func (l layout) stream(p int) string {
 	if l.parts == 0 {
 		return PersistStream
 	}
-	return "chat:" + tag(p) + ":persist"
+	return "chat:" + l.tag(p) + ":persist"
 }
 
 // fence is the key of partition p's fence (publish.lua).
@@ -58,7 +97,7 @@ func (l layout) fence(p int) string {
 	if l.parts == 0 {
 		return "chat:fence"
 	}
-	return "chat:" + tag(p) + ":fence"
+	return "chat:" + l.tag(p) + ":fence"
 }
 
 // channel is where the room's messages are published: its own on one
@@ -70,7 +109,7 @@ func (l layout) channel(room string) string {
 	return l.partChannel(l.part(room))
 }
 
-func (l layout) partChannel(p int) string { return "chat:" + tag(p) + ":pub" }
+func (l layout) partChannel(p int) string { return "chat:" + l.tag(p) + ":pub" }
 
 // publishCommand is what the script publishes with: a sharded channel
 // lives on the shard of its slot only, where a cluster's PUBLISH would be

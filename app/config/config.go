@@ -162,7 +162,7 @@ func Load(getenv func(string) string) (Config, error) {
 	default:
 		r.str("REDIS_URL", &c.RedisURL, redisForms, urlWithScheme("redis", "rediss"))
 	}
-	r.integer("REDIS_PARTITIONS", &c.RedisPartitions, 1, 16384)
+	r.integer("REDIS_PARTITIONS", &c.RedisPartitions, 1, 1024)
 	r.integer("REDIS_MIN_REPLICAS", &c.RedisMinReplicas, 0, 10)
 	r.integer("PERSIST_BACKLOG_CAP", &c.PersistBacklogCap, 100, 100_000_000)
 	r.str("DATABASE_URL", &c.DatabaseURL, "postgres://user[:password]@host:port/db[?sslmode=...]", urlWithScheme("postgres", "postgresql"))
