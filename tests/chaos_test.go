@@ -18,9 +18,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/switchboard-dev/switchboard/app/client"
 	"github.com/switchboard-dev/switchboard/app/config"
+	"github.com/switchboard-dev/switchboard/app/local"
 	"github.com/switchboard-dev/switchboard/app/protocol"
 	"github.com/switchboard-dev/switchboard/tests/chaos"
 	"github.com/switchboard-dev/switchboard/tests/target"
@@ -721,13 +723,44 @@ func (r *chaosRun) clusterFault(ctx context.Context, kind string, rng *rand.Rand
 		if n < 1 {
 			return &noEffect{fmt.Errorf("%s serves %d slots", primary.Name, owned)}
 		}
+		before := r.roomShards(ctx)
 		note("redis-cli --cluster reshard: %d slots from %s to %s", n, primary.Name, to.Name)
 		if err := c.Reshard(ctx, primary, to, n); err != nil {
 			return err
 		}
-		note("%d slots moved", n)
+		var moved []string
+		for room, node := range r.roomShards(ctx) {
+			if before[room] != nil && before[room] != node {
+				moved = append(moved, room)
+			}
+		}
+		slices.Sort(moved)
+		note("%d slots moved, with the rooms %v", n, moved)
+		if len(moved) == 0 {
+			return &noEffect{fmt.Errorf("no room's slot among the %d moved", n)}
+		}
 	}
 	return nil
+}
+
+// roomShards is the primary that holds each room's counter now.
+func (r *chaosRun) roomShards(ctx context.Context) map[string]*local.Redis {
+	out := map[string]*local.Redis{}
+	primaries, err := r.l.Cluster.Primaries(ctx)
+	if err != nil {
+		return out
+	}
+	for _, p := range primaries {
+		c := redis.NewClient(&redis.Options{Addr: p.Addr(), MaxRetries: -1})
+		keys, _ := c.Keys(ctx, "chat:*:r:chaos-*:seq").Result()
+		c.Close()
+		for _, k := range keys {
+			if i := strings.Index(k, ":r:"); i >= 0 {
+				out[strings.TrimSuffix(k[i+3:], ":seq")] = p
+			}
+		}
+	}
+	return out
 }
 
 // evictPolicy is the misconfiguration the eviction fault makes.
