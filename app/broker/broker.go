@@ -4,6 +4,7 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -265,8 +266,28 @@ func (b *Broker) claimPartitions(ctx context.Context) error {
 	return nil
 }
 
-// Ping checks that Redis answers.
-func (b *Broker) Ping(ctx context.Context) error { return b.rdb.Ping(ctx).Err() }
+// Ping checks that Redis answers: on a cluster, that a primary does. A
+// shard failing over leaves the others serving their rooms (its own are
+// refused with internal for the seconds it takes), so it is no reason to
+// take every instance out of the load balancer; the cluster as a whole
+// down is.
+func (b *Broker) Ping(ctx context.Context) error {
+	if b.cluster == nil {
+		return b.rdb.Ping(ctx).Err()
+	}
+	var answered atomic.Bool
+	err := b.cluster.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+		if err := node.Ping(ctx).Err(); err != nil {
+			return fmt.Errorf("%s: %w", node.Options().Addr, err)
+		}
+		answered.Store(true)
+		return nil
+	})
+	if answered.Load() {
+		return nil
+	}
+	return cmp.Or(err, errors.New("no primary of the cluster is known"))
+}
 
 // Accepted is the outcome of Publish.
 type Accepted struct {

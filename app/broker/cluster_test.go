@@ -413,3 +413,28 @@ func TestAClusterSpreadsTheLoadOfAThousandRoomsEvenly(t *testing.T) {
 		t.Logf("%s per shard, 1000 rooms x %d sends: %s", what, per, strings.Join(shares, ", "))
 	}
 }
+
+// TestAClusterAnswersPingWhileOneOfItsPrimariesDoes: readiness follows the
+// cluster, not one random node: a shard's primary killed leaves it ready,
+// every node stopped does not.
+func TestAClusterAnswersPingWhileOneOfItsPrimariesDoes(t *testing.T) {
+	c := startCluster(t)
+	b := connect(t, c.URL(), broker.Options{})
+	ctx := context.Background()
+	primaries, err := c.Primaries(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	primaries[0].Kill()
+	for range 10 {
+		if err := b.Ping(ctx); err != nil {
+			t.Fatalf("ping with %s killed: %v", primaries[0].Name, err)
+		}
+	}
+	if err := c.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Ping(ctx); err == nil {
+		t.Fatal("ping answered with every node stopped")
+	}
+}
