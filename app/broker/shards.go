@@ -38,11 +38,11 @@ type partSub struct {
 	stop      context.CancelFunc
 }
 
-// A partition's subscription is checked with a ping after a second without
-// traffic, and given up after five.
+// A partition's subscription is checked with a ping after 2 s without
+// traffic (as one Redis's pub/sub connection is), and given up after 6 s.
 const (
-	shardQuiet  = time.Second
-	shardSilent = 5 * time.Second
+	shardQuiet  = 2 * time.Second
+	shardSilent = 6 * time.Second
 )
 
 func newShardSubs(b *Broker) *shardSubs {
