@@ -161,14 +161,7 @@ func Connect(url string, opts Options) (*Broker, error) {
 		if c.TLS {
 			o.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12} // each node's name is checked
 		}
-		b := New(redis.NewClusterClient(o), opts)
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := b.claimPartitions(ctx); err != nil {
-			_ = b.Close()
-			return nil, err
-		}
-		return b, nil
+		return New(redis.NewClusterClient(o), opts), nil
 	}
 	if strings.HasPrefix(url, config.SentinelScheme+"://") {
 		s, err := config.ParseRedisSentinel(url)
@@ -249,9 +242,17 @@ func (b *Broker) Redis() redis.UniversalClient { return b.rdb }
 // disagree on it would put a room in two partitions.
 const partitionsKey = "chat:partitions"
 
-// claimPartitions records the partition count in the cluster, or refuses
-// one that differs from the recorded count.
-func (b *Broker) claimPartitions(ctx context.Context) error {
+// ErrPartitionsDiffer: the cluster's rooms are laid out in another number
+// of partitions than this instance's.
+var ErrPartitionsDiffer = errors.New("REDIS_PARTITIONS differs from the cluster's")
+
+// ClaimPartitions records the partition count in a cluster, or answers
+// ErrPartitionsDiffer when another count is recorded there; nil at once on
+// one Redis. Any other error is Redis's, and it should be tried again.
+func (b *Broker) ClaimPartitions(ctx context.Context) error {
+	if b.cluster == nil {
+		return nil
+	}
 	n := strconv.Itoa(b.keys.parts)
 	if err := b.rdb.SetNX(ctx, partitionsKey, n, 0).Err(); err != nil {
 		return fmt.Errorf("record REDIS_PARTITIONS in the cluster: %w", err)
@@ -261,7 +262,7 @@ func (b *Broker) claimPartitions(ctx context.Context) error {
 		return fmt.Errorf("read the cluster's partition count (%s): %w", partitionsKey, err)
 	}
 	if got != n {
-		return fmt.Errorf("REDIS_PARTITIONS=%s, but the cluster's rooms are laid out in %s partitions (%s): every instance must use the same count", n, got, partitionsKey)
+		return fmt.Errorf("%w: REDIS_PARTITIONS=%s, but the cluster's rooms are laid out in %s partitions (%s): every instance must use the same count", ErrPartitionsDiffer, n, got, partitionsKey)
 	}
 	return nil
 }

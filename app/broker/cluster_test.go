@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -184,11 +185,15 @@ func TestAClusterSpreadsRoomsAndKeepsEachRoomsSeqsAndOrder(t *testing.T) {
 // REDIS_PARTITIONS would put a room in two partitions.
 func TestAClusterRefusesAnotherPartitionCount(t *testing.T) {
 	c := startCluster(t)
-	connect(t, c.URL(), broker.Options{Partitions: 16})
-	if b, err := broker.Connect(c.URL(), broker.Options{Partitions: 32}); err == nil || !strings.Contains(err.Error(), "REDIS_PARTITIONS=32") {
-		if b != nil {
-			b.Close()
-		}
+	ctx := context.Background()
+	if err := connect(t, c.URL(), broker.Options{Partitions: 16}).ClaimPartitions(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := connect(t, c.URL(), broker.Options{Partitions: 16}).ClaimPartitions(ctx); err != nil {
+		t.Fatalf("the same count again: %v", err)
+	}
+	err := connect(t, c.URL(), broker.Options{Partitions: 32}).ClaimPartitions(ctx)
+	if !errors.Is(err, broker.ErrPartitionsDiffer) || !strings.Contains(err.Error(), "REDIS_PARTITIONS=32") {
 		t.Fatalf("a second count was accepted or not named: %v", err)
 	}
 }
