@@ -5,7 +5,7 @@ export GOFLAGS ?= -mod=mod
 BIN := bin
 GO_PKGS := ./...
 
-.PHONY: build up test lint bench bench-scenarios deps token fuzz tools kind-up generate chaos e2e docs
+.PHONY: build up test lint bench bench-scenarios deps token fuzz tools kind-up generate chaos e2e docs suite-cluster
 
 build:
 	go build -trimpath -o $(BIN)/ ./app/cmd/...
@@ -16,6 +16,10 @@ deps:
 
 up: deps build
 	$(BIN)/switchboard-local
+
+# The behaviour suite on the local target with a Redis Cluster (3 primaries, a replica each).
+suite-cluster: deps
+	SWITCHBOARD_REDIS=cluster go test -count=1 -v -timeout 40m -run TestBehaviour ./tests/
 
 token: build
 	@JWT_SECRET=$${JWT_SECRET:-switchboard-development-secret-not-for-production} $(BIN)/chatserver token -user $${USER_NAME:-$(or $(USER),alice)}

@@ -1,6 +1,7 @@
 // The behaviour suite: the guarantees of DESIGN.md, proven through the load
 // balancer of a running target. SWITCHBOARD_TARGET picks the target (local,
-// the default, starts the processes of `make up` on free ports).
+// the default, starts the processes of `make up` on free ports), and on the
+// local target SWITCHBOARD_REDIS its Redis (one, the default, or a cluster).
 package tests
 
 import (
@@ -118,12 +119,16 @@ func deployLocal(t *testing.T) (*suite, func()) {
 	bin := buildChatserver(t, dir)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	l, err := target.StartLocal(ctx, dir, bin, 3)
+	opts, err := localRedis(os.Getenv("SWITCHBOARD_REDIS"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := target.StartLocal(ctx, dir, bin, 3, opts...)
 	if err != nil {
 		os.RemoveAll(dir)
 		t.Fatalf("start the local target: %v", err)
 	}
-	report.Logf(t, "local target: NGINX %s, instances %s, Prometheus %s, state in %s", l.Endpoint(), addrs(l), l.Prometheus.URL(), dir)
+	report.Logf(t, "local target: NGINX %s, instances %s, Redis %s, Prometheus %s, state in %s", l.Endpoint(), addrs(l), l.RedisURL(), l.Prometheus.URL(), dir)
 	stop := func() {
 		if err := l.Down(); err != nil {
 			t.Errorf("stop the local target: %v", err)
@@ -133,6 +138,19 @@ func deployLocal(t *testing.T) (*suite, func()) {
 		}
 	}
 	return newSuite(l, true), stop
+}
+
+// localRedis is the local target's Redis as SWITCHBOARD_REDIS names it.
+func localRedis(name string) ([]target.LocalOption, error) {
+	switch name {
+	case "", "standalone":
+		return nil, nil
+	case "sentinel":
+		return []target.LocalOption{target.WithSentinel()}, nil
+	case "cluster":
+		return []target.LocalOption{target.WithRedisCluster(3)}, nil
+	}
+	return nil, fmt.Errorf("SWITCHBOARD_REDIS=%q: want standalone (the default), sentinel or cluster (3 primaries with a replica each)", name)
 }
 
 // buildChatserver builds the chat server of this tree into dir.

@@ -18,9 +18,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/switchboard-dev/switchboard/app/client"
 	"github.com/switchboard-dev/switchboard/app/config"
+	"github.com/switchboard-dev/switchboard/app/local"
 	"github.com/switchboard-dev/switchboard/app/protocol"
 	"github.com/switchboard-dev/switchboard/tests/chaos"
 	"github.com/switchboard-dev/switchboard/tests/target"
@@ -135,12 +137,20 @@ func TestChaos(t *testing.T) {
 		"RECOVERY_LIMIT="+strconv.Itoa(chaosRecoveryLimit), "RATE_LIMIT=1000", "RATE_BURST=1000"),
 		target.WithEnv(chaosLimits...)}
 	sentinel, why := sentinelSupported()
-	if sentinel {
+	cluster := os.Getenv("SWITCHBOARD_REDIS") == "cluster"
+	switch {
+	case cluster:
+		// A shard's failovers and slot moves instead of Sentinel's; acks
+		// wait for the shard's replica but the last instance's.
+		sentinel = false
+		opts = append(opts, target.WithRedisCluster(3), target.WithEnv("REDIS_MIN_REPLICAS=1"),
+			target.WithInstanceEnv(chaosInstances-1, "REDIS_MIN_REPLICAS=0"))
+	case sentinel:
 		// Acks wait for the replica: a failover then loses no acked
 		// message. The last instance's do not.
 		opts = append(opts, target.WithSentinel(), target.WithEnv("REDIS_MIN_REPLICAS=1"),
 			target.WithInstanceEnv(chaosInstances-1, "REDIS_MIN_REPLICAS=0"))
-	} else {
+	default:
 		report.Logf(t, "chaos: SKIPPING the Redis failover through Sentinel: %s", why)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -154,10 +164,10 @@ func TestChaos(t *testing.T) {
 			t.Errorf("stop the local target: %v", err)
 		}
 	}()
-	report.Logf(t, "chaos: seed %d, %s of faults, %d clients (%d of them hostile), %d rooms, %d instances, Sentinel %v (chat-%d acks without a replica), RECOVERY_LIMIT %d, limits %v; state in %s",
-		seed, duration, chaosClients, chaosHostile, chaosRooms, chaosInstances, sentinel, chaosInstances, chaosRecoveryLimit, chaosLimits, dir)
+	report.Logf(t, "chaos: seed %d, %s of faults, %d clients (%d of them hostile), %d rooms, %d instances, Redis %s, Sentinel %v (chat-%d acks without a replica), RECOVERY_LIMIT %d, limits %v; state in %s",
+		seed, duration, chaosClients, chaosHostile, chaosRooms, chaosInstances, l.RedisURL(), sentinel, chaosInstances, chaosRecoveryLimit, chaosLimits, dir)
 
-	r := &chaosRun{t: t, s: newSuite(l, true), l: l, rec: &chaos.Recorder{}, seed: seed, sentinel: sentinel,
+	r := &chaosRun{t: t, s: newSuite(l, true), l: l, rec: &chaos.Recorder{}, seed: seed, sentinel: sentinel, cluster: cluster,
 		faults: map[string]int{}, ops: map[string]int{}}
 	for i := range chaosRooms {
 		r.rooms = append(r.rooms, fmt.Sprintf("chaos-%d", i))
@@ -197,7 +207,7 @@ func TestChaos(t *testing.T) {
 	for i := chaosClients - chaosHostile; i < chaosClients; i++ {
 		check.Hostile = append(check.Hostile, i)
 	}
-	if sentinel {
+	if sentinel || cluster {
 		check.Unreplicated = []string{l.Chats[chaosInstances-1].ID}
 	}
 	vs := chaos.Check(events, stored, reached, check)
@@ -216,6 +226,7 @@ type chaosRun struct {
 	rec      *chaos.Recorder
 	seed     uint64
 	sentinel bool
+	cluster  bool // a Redis Cluster (SWITCHBOARD_REDIS=cluster)
 	rooms    []string
 	users    []*chaosUser
 	hostile  []*hostileUser
@@ -511,12 +522,21 @@ const (
 	faultWipe         = chaos.FaultWipe
 	faultEvict        = "evict redis keys"
 	faultKillStorm    = "kill instance during a reconnect storm"
+	faultKillShard    = chaos.FaultKillShardPrimary
+	faultClusterFail  = chaos.FaultClusterFailover
+	faultReshard      = chaos.FaultReshard
 	whilePostgresDown = chaos.WhilePostgresDown
 )
 
 // kinds are the faults of this run's schedule, each of which must take
 // effect at least once.
 func (r *chaosRun) kinds() []string {
+	if r.cluster {
+		// The one-Redis faults (restarts, wipe, eviction) act on one
+		// primary; a cluster's are its shards' failovers and slot moves.
+		return []string{faultKill, faultStopPostgres, faultKillStorm, faultKill + whilePostgresDown,
+			faultKillShard, faultClusterFail, faultReshard, faultClusterFail + whilePostgresDown, faultReshard + whilePostgresDown}
+	}
 	kinds := []string{faultKill, faultRestartRedis, faultRedisNoData, faultStopPostgres, faultWipe, faultEvict,
 		faultKillStorm, faultKill + whilePostgresDown, faultWipe + whilePostgresDown}
 	if r.sentinel {
@@ -639,6 +659,8 @@ func (r *chaosRun) fault(kind string, rng *rand.Rand, outage time.Duration) erro
 		return nil
 	case faultEvict:
 		return r.evict(ctx, note, outage)
+	case faultKillShard, faultClusterFail, faultReshard:
+		return r.clusterFault(ctx, kind, rng, note)
 	case faultFailover:
 		note("SENTINEL FAILOVER")
 		// A replica still syncing after a restart is no candidate: the
@@ -661,6 +683,84 @@ func (r *chaosRun) fault(kind string, rng *rand.Rand, outage time.Duration) erro
 		return r.l.StartPostgres(ctx)
 	}
 	return fmt.Errorf("unknown fault %q", kind)
+}
+
+// clusterFault fails a random shard over (SIGKILL of its primary, or
+// CLUSTER FAILOVER) or moves slots from one primary to another with
+// redis-cli --cluster reshard, while the users send; each returns once the
+// cluster is healthy again.
+func (r *chaosRun) clusterFault(ctx context.Context, kind string, rng *rand.Rand, note func(string, ...any)) error {
+	c := r.l.Cluster
+	primaries, err := c.Primaries(ctx)
+	if err != nil {
+		return err
+	}
+	primary := primaries[rng.IntN(len(primaries))]
+	switch kind {
+	case faultKillShard:
+		note("SIGKILL %s, a shard's primary", primary.Name)
+		promoted, err := c.KillPrimary(ctx, primary)
+		if err != nil {
+			return err
+		}
+		note("%s promoted; %s back as its replica", promoted.Name, primary.Name)
+	case faultClusterFail:
+		note("CLUSTER FAILOVER of %s's shard", primary.Name)
+		promoted, err := c.Failover(ctx, primary)
+		if err != nil {
+			return err
+		}
+		note("%s promoted", promoted.Name)
+	case faultReshard:
+		to := primaries[(slices.Index(primaries, primary)+1+rng.IntN(len(primaries)-1))%len(primaries)]
+		owned, err := c.OwnedSlots(ctx, primary)
+		if err != nil {
+			return err
+		}
+		// Most of its slots, so that the rooms' partitions move too; never
+		// all, which would leave a primary without slots.
+		n := min(owned-1, 1000+rng.IntN(3000))
+		if n < 1 {
+			return &noEffect{fmt.Errorf("%s serves %d slots", primary.Name, owned)}
+		}
+		before := r.roomShards(ctx)
+		note("redis-cli --cluster reshard: %d slots from %s to %s", n, primary.Name, to.Name)
+		if err := c.Reshard(ctx, primary, to, n); err != nil {
+			return err
+		}
+		var moved []string
+		for room, node := range r.roomShards(ctx) {
+			if before[room] != nil && before[room] != node {
+				moved = append(moved, room)
+			}
+		}
+		slices.Sort(moved)
+		note("%d slots moved, with the rooms %v", n, moved)
+		if len(moved) == 0 {
+			return &noEffect{fmt.Errorf("no room's slot among the %d moved", n)}
+		}
+	}
+	return nil
+}
+
+// roomShards is the primary that holds each room's counter now.
+func (r *chaosRun) roomShards(ctx context.Context) map[string]*local.Redis {
+	out := map[string]*local.Redis{}
+	primaries, err := r.l.Cluster.Primaries(ctx)
+	if err != nil {
+		return out
+	}
+	for _, p := range primaries {
+		c := redis.NewClient(&redis.Options{Addr: p.Addr(), MaxRetries: -1})
+		keys, _ := c.Keys(ctx, "chat:*:r:chaos-*:seq").Result()
+		c.Close()
+		for _, k := range keys {
+			if i := strings.Index(k, ":r:"); i >= 0 {
+				out[strings.TrimSuffix(k[i+3:], ":seq")] = p
+			}
+		}
+	}
+	return out
 }
 
 // evictPolicy is the misconfiguration the eviction fault makes.

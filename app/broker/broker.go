@@ -4,8 +4,10 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	_ "embed"
 	"encoding/base32"
 	"errors"
@@ -27,7 +29,8 @@ var publishSource string
 
 var publishScript = redis.NewScript(publishSource)
 
-// PersistStream is the stream every accepted message is queued on for Postgres.
+// PersistStream is the stream every accepted message is queued on for
+// Postgres, on one Redis; a cluster has one per partition (layout.stream).
 const PersistStream = "chat:persist"
 
 // ErrOverloaded refuses a send: the persist stream's backlog reached its cap,
@@ -90,48 +93,76 @@ type Options struct {
 	// missing is looked up in Postgres by its id (default 5 minutes): a
 	// client's retry of a send the lost state had accepted.
 	RecheckWindow time.Duration
+	// Partitions is how many partitions a Redis Cluster's rooms are spread
+	// over (default 128); one Redis is not partitioned.
+	Partitions int
 }
 
 // Broker talks to one Redis (or a primary with replicas behind one endpoint,
-// or a primary found through Sentinel).
+// or a primary found through Sentinel), or to a Redis Cluster.
 type Broker struct {
-	rdb   *redis.Client
-	opts  Options
-	pipes *pipelines
+	rdb     redis.UniversalClient
+	one     *redis.Client        // rdb, when it is one Redis
+	cluster *redis.ClusterClient // rdb, when it is a cluster
+	keys    layout
+	opts    Options
+	pipes   *pipelines
 	// evicting: Redis runs a policy that may evict keys (WatchEviction).
 	evicting atomic.Bool
 
-	mu         sync.Mutex
-	lastReplid string // the primary's replication id at the last script run
-	fenceSeen  int64  // the newest fence any script run answered with
+	mu    sync.Mutex
+	marks []mark // per partition: one on one Redis
 }
 
-// saw records the marker a script run answered with: "replid|fence", or
-// the replication id alone on a primary never fenced.
-func (b *Broker) saw(marker string) {
+// mark is where the instance last wrote a partition: the primary that held
+// it and the newest fence it has seen there (publish.lua's ARGV 16 and 17).
+type mark struct {
+	replid string
+	fence  int64
+}
+
+// saw records the marker a script run on partition p answered with:
+// "replid|fence", or the replication id alone on a primary never fenced.
+func (b *Broker) saw(p int, marker string) {
 	if marker == "" {
 		return
 	}
 	replid, fence, _ := strings.Cut(marker, "|")
 	n, _ := strconv.ParseInt(fence, 10, 64)
 	b.mu.Lock()
-	b.lastReplid, b.fenceSeen = replid, max(b.fenceSeen, n)
+	b.marks[p] = mark{replid: replid, fence: max(b.marks[p].fence, n)}
 	b.mu.Unlock()
 }
 
-// seen is what saw recorded, as the script's ARGV 16 and 17.
-func (b *Broker) seen() (string, int64) {
+// seen is what saw recorded for partition p, as the script's ARGV 16 and 17.
+func (b *Broker) seen(p int) (string, int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.lastReplid, b.fenceSeen
+	return b.marks[p].replid, b.marks[p].fence
 }
 
-// Connect dials REDIS_URL: redis://, rediss:// or redis+sentinel://. Timeouts
-// are short so that an outage turns into errors, not hung connections, and
-// no command is retried blindly: a publish whose reply was lost may have run,
-// and running it again would store the message twice.
+// Connect dials REDIS_URL: redis://, rediss://, redis+sentinel:// or
+// redis+cluster:// (rediss+cluster://). Timeouts are short so that an outage
+// turns into errors, not hung connections, and no command is retried
+// blindly: a publish whose reply was lost may have run, and running it
+// again would store the message twice.
 func Connect(url string, opts Options) (*Broker, error) {
 	const timeout = 2 * time.Second
+	if config.IsCluster(url) {
+		c, err := config.ParseRedisCluster(url)
+		if err != nil {
+			return nil, err
+		}
+		o := &redis.ClusterOptions{
+			Addrs: c.Addrs, Username: c.Username, Password: c.Password,
+			DialTimeout: timeout, ReadTimeout: timeout, WriteTimeout: timeout,
+			MaxRetries: -1, // redirections (MOVED, ASK) are followed; nothing else is retried
+		}
+		if c.TLS {
+			o.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12} // each node's name is checked
+		}
+		return New(redis.NewClusterClient(o), opts), nil
+	}
 	if strings.HasPrefix(url, config.SentinelScheme+"://") {
 		s, err := config.ParseRedisSentinel(url)
 		if err != nil {
@@ -152,8 +183,9 @@ func Connect(url string, opts Options) (*Broker, error) {
 	return New(redis.NewClient(o), opts), nil
 }
 
-// New wraps an existing client.
-func New(rdb *redis.Client, opts Options) *Broker {
+// New wraps an existing client: a *redis.Client (one Redis) or a
+// *redis.ClusterClient (partitioned).
+func New(rdb redis.UniversalClient, opts Options) *Broker {
 	if opts.HistorySize <= 0 {
 		opts.HistorySize = 1000
 	}
@@ -179,7 +211,19 @@ func New(rdb *redis.Client, opts Options) *Broker {
 	if opts.RecheckWindow <= 0 {
 		opts.RecheckWindow = 5 * time.Minute
 	}
+	if opts.Partitions <= 0 {
+		opts.Partitions = 128
+	}
 	b := &Broker{rdb: rdb, opts: opts}
+	switch c := rdb.(type) {
+	case *redis.ClusterClient:
+		b.cluster, b.keys = c, newLayout(opts.Partitions)
+	case *redis.Client:
+		b.one = c
+	default:
+		panic(fmt.Sprintf("broker.New: a %T is neither one Redis nor a cluster", rdb))
+	}
+	b.marks = make([]mark, b.keys.count())
 	b.pipes = startPipelines(b)
 	return b
 }
@@ -192,31 +236,58 @@ func (b *Broker) Close() error {
 
 // Redis is the client the broker uses, for what else counts in the same
 // Redis (the quotas).
-func (b *Broker) Redis() *redis.Client { return b.rdb }
+func (b *Broker) Redis() redis.UniversalClient { return b.rdb }
 
-// Ping checks that Redis answers.
-func (b *Broker) Ping(ctx context.Context) error { return b.rdb.Ping(ctx).Err() }
+// partitionsKey records a cluster's partition count: instances that
+// disagree on it would put a room in two partitions.
+const partitionsKey = "chat:partitions"
 
-// Room keys share a hash tag so a clustered Redis keeps a room on one shard.
-func seqKey(room string) string     { return "chat:{" + room + "}:seq" }
-func epochKey(room string) string   { return "chat:{" + room + "}:epoch" }
-func logKey(room string) string     { return "chat:{" + room + "}:log" }
-func replKey(room string) string    { return "chat:{" + room + "}:replid" }
-func limitKey(room string) string   { return "chat:{" + room + "}:limit" }
-func checkKey(room string) string   { return "chat:{" + room + "}:recheck" }
-func seedingKey(room string) string { return "chat:{" + room + "}:seeding" }
-func channel(room string) string    { return "chat:{" + room + "}:pub" }
-func dedupeKey(room, user, id string) string {
-	return "chat:{" + room + "}:id:" + strconv.Itoa(len(user)) + ":" + user + ":" + id
+// ErrPartitionsDiffer: the cluster's rooms are laid out in another number
+// of partitions than this instance's.
+var ErrPartitionsDiffer = errors.New("REDIS_PARTITIONS differs from the cluster's")
+
+// ClaimPartitions records the partition count in a cluster, or answers
+// ErrPartitionsDiffer when another count is recorded there; nil at once on
+// one Redis. Any other error is Redis's, and it should be tried again.
+func (b *Broker) ClaimPartitions(ctx context.Context) error {
+	if b.cluster == nil {
+		return nil
+	}
+	n := strconv.Itoa(b.keys.parts)
+	if err := b.rdb.SetNX(ctx, partitionsKey, n, 0).Err(); err != nil {
+		return fmt.Errorf("record REDIS_PARTITIONS in the cluster: %w", err)
+	}
+	got, err := b.rdb.Get(ctx, partitionsKey).Result()
+	if err != nil {
+		return fmt.Errorf("read the cluster's partition count (%s): %w", partitionsKey, err)
+	}
+	if got != n {
+		return fmt.Errorf("%w: REDIS_PARTITIONS=%s, but the cluster's rooms are laid out in %s partitions (%s): every instance must use the same count", ErrPartitionsDiffer, n, got, partitionsKey)
+	}
+	return nil
 }
 
-// roomOf is channel's inverse.
-func roomOf(ch string) (string, bool) {
-	room, ok := strings.CutPrefix(ch, "chat:{")
-	if !ok {
-		return "", false
+// Ping checks that Redis answers: on a cluster, that a primary does. A
+// shard failing over leaves the others serving their rooms (its own are
+// refused with internal for the seconds it takes), so it is no reason to
+// take every instance out of the load balancer; the cluster as a whole
+// down is.
+func (b *Broker) Ping(ctx context.Context) error {
+	if b.cluster == nil {
+		return b.rdb.Ping(ctx).Err()
 	}
-	return strings.CutSuffix(room, "}:pub")
+	var answered atomic.Bool
+	err := b.cluster.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+		if err := node.Ping(ctx).Err(); err != nil {
+			return fmt.Errorf("%s: %w", node.Options().Addr, err)
+		}
+		answered.Store(true)
+		return nil
+	})
+	if answered.Load() {
+		return nil
+	}
+	return cmp.Or(err, errors.New("no primary of the cluster is known"))
 }
 
 // Accepted is the outcome of Publish.
@@ -251,10 +322,12 @@ func (b *Broker) Publish(ctx context.Context, room, user, text, id string, now t
 	if id != "" {
 		hasID = "1"
 	}
-	keys := []string{seqKey(room), epochKey(room), logKey(room), dedupeKey(room, user, id), PersistStream,
-		replKey(room), limitKey(room), checkKey(room), seedingKey(room), fenceKey}
-	args := []any{channel(room), pre, post, b.opts.HistorySize, int(b.opts.DedupeTTL.Seconds()),
-		int(b.opts.RoomTTL.Seconds()), b.opts.BacklogCap, now.UnixNano(), hasID, "", "", "", 0, "0", b.opts.MinReplicas, "", 0}
+	k, p := b.keys, b.keys.part(room)
+	keys := []string{k.seqKey(room), k.epochKey(room), k.logKey(room), k.dedupeKey(room, user, id), k.stream(p),
+		k.replKey(room), k.limitKey(room), k.checkKey(room), k.seedingKey(room), k.fence(p)}
+	args := []any{k.channel(room), pre, post, b.opts.HistorySize, int(b.opts.DedupeTTL.Seconds()),
+		int(b.opts.RoomTTL.Seconds()), b.opts.BacklogCap, now.UnixNano(), hasID, "", "", "", 0, "0", b.opts.MinReplicas, "", 0,
+		k.publishCommand(), k.payloadRoom(room)}
 	if id != "" && b.evicting.Load() {
 		// The id's dedupe key may have been evicted: ask the stores.
 		if dup, found, err := b.sentBefore(ctx, room, user, id); err != nil || found {
@@ -269,8 +342,8 @@ func (b *Broker) Publish(ctx context.Context, room, user, text, id string, now t
 	// not an attempt (ctx bounds it).
 	wait := 5 * time.Millisecond
 	for attempts := 0; attempts < 6; attempts++ {
-		args[15], args[16] = b.seen()
-		acc, status, headroom, err := b.run(ctx, keys, args)
+		args[15], args[16] = b.seen(p)
+		acc, status, headroom, err := b.run(ctx, p, keys, args)
 		if err != nil {
 			return Accepted{}, fmt.Errorf("publish to %s: %w", room, err)
 		}
@@ -301,7 +374,7 @@ func (b *Broker) Publish(ctx context.Context, room, user, text, id string, now t
 			}
 			wait = min(2*wait, 200*time.Millisecond)
 		case statusFence:
-			if err := b.fence(ctx); err != nil {
+			if err := b.fence(ctx, p); err != nil {
 				return Accepted{}, fmt.Errorf("publish to %s: %w", room, err)
 			}
 		case statusNoSeqs:
@@ -318,7 +391,7 @@ func (b *Broker) Publish(ctx context.Context, room, user, text, id string, now t
 			if err != nil {
 				// The lock turns into a short refusal for every sender
 				// of the room instead of a queue of them on Postgres.
-				_ = b.rdb.Set(context.WithoutCancel(ctx), seedingKey(room), "failed", reserveFailedFor).Err()
+				_ = b.rdb.Set(context.WithoutCancel(ctx), k.seedingKey(room), "failed", reserveFailedFor).Err()
 				return Accepted{}, fmt.Errorf("publish to %s: reseed its counter: %w: %w", room, ErrNoSeqs, err)
 			}
 			args[9], args[10], args[11], args[12] = hi-b.opts.SeqBlock, newEpoch(), hi, 0
@@ -379,7 +452,7 @@ func (b *Broker) extend(ctx context.Context, room, epoch string, at int64, exhau
 	if exhausted {
 		restart = newEpoch()
 	}
-	err = extendScript.Run(ctx, b.rdb, []string{epochKey(room), limitKey(room), seqKey(room)},
+	err = extendScript.Run(ctx, b.rdb, []string{b.keys.epochKey(room), b.keys.limitKey(room), b.keys.seqKey(room)},
 		epoch, hi, int(b.opts.RoomTTL.Seconds()), hi-b.opts.SeqBlock, restart).Err()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("raise the seq limit: %w", err)
@@ -392,23 +465,20 @@ var fenceSource string
 
 var fenceScript = redis.NewScript(fenceSource)
 
-// fenceKey holds the primary's fence (publish.lua).
-const fenceKey = "chat:fence"
-
-// fence gives the primary a fence newer than any it may have had: every
-// room then reseeds above what was reserved meanwhile. The fence comes from
-// Postgres, like seqs, so it too needs Postgres (as the reseeds it causes
-// do anyway).
-func (b *Broker) fence(ctx context.Context) error {
+// fence gives the primary of partition p a fence newer than any it may have
+// had: every room of the partition then reseeds above what was reserved
+// meanwhile. The fence comes from Postgres, like seqs, so it too needs
+// Postgres (as the reseeds it causes do anyway).
+func (b *Broker) fence(ctx context.Context, p int) error {
 	token, err := b.opts.Ledger.Fence(ctx)
 	if err != nil {
 		return fmt.Errorf("%w: fence a new primary: %w", ErrNoSeqs, err)
 	}
-	marker, err := fenceScript.Run(ctx, b.rdb, []string{fenceKey}, token).Text()
+	marker, err := fenceScript.Run(ctx, b.rdb, []string{b.keys.fence(p)}, token).Text()
 	if err != nil {
 		return fmt.Errorf("fence a new primary: %w", err)
 	}
-	b.saw(marker)
+	b.saw(p, marker)
 	return nil
 }
 
@@ -423,7 +493,7 @@ func newEpoch() string {
 // written to or whose state Redis lost, no epoch if only that was lost (the
 // next send reseeds the room).
 func (b *Broker) Latest(ctx context.Context, room string) (protocol.Position, error) {
-	v, err := b.rdb.MGet(ctx, seqKey(room), epochKey(room)).Result()
+	v, err := b.rdb.MGet(ctx, b.keys.seqKey(room), b.keys.epochKey(room)).Result()
 	if err != nil {
 		return protocol.Position{}, fmt.Errorf("latest seq of %s: %w", room, err)
 	}
@@ -446,7 +516,7 @@ func (b *Broker) Range(ctx context.Context, room string, after, upto int64, limi
 	if upto <= after {
 		return nil, nil
 	}
-	msgs, err := b.rdb.XRangeN(ctx, logKey(room), strconv.FormatInt(after+1, 10)+"-0", strconv.FormatInt(upto, 10)+"-0", int64(limit)).Result()
+	msgs, err := b.rdb.XRangeN(ctx, b.keys.logKey(room), strconv.FormatInt(after+1, 10)+"-0", strconv.FormatInt(upto, 10)+"-0", int64(limit)).Result()
 	if err != nil {
 		return nil, fmt.Errorf("history of %s after %d: %w", room, after, err)
 	}

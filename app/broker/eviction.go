@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // NoEviction is the one maxmemory-policy under which Redis never drops a
@@ -13,10 +16,32 @@ import (
 const NoEviction = "noeviction"
 
 // EvictionPolicy returns the maxmemory-policy of the Redis the broker
-// writes to (the primary), read from INFO memory: ElastiCache refuses
-// CONFIG GET (a restricted command) but answers INFO.
+// writes to (the primary; on a cluster, the first policy that may evict
+// among the primaries', else theirs), read from INFO memory: ElastiCache
+// refuses CONFIG GET (a restricted command) but answers INFO.
 func (b *Broker) EvictionPolicy(ctx context.Context) (string, error) {
-	info, err := b.rdb.Info(ctx, "memory").Result()
+	if b.cluster == nil {
+		return policyOf(ctx, b.one)
+	}
+	var mu sync.Mutex
+	policy := NoEviction
+	err := b.cluster.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+		p, err := policyOf(ctx, node)
+		if err != nil {
+			return fmt.Errorf("%s: %w", node.Options().Addr, err)
+		}
+		mu.Lock()
+		if Evicts(p) {
+			policy = p
+		}
+		mu.Unlock()
+		return nil
+	})
+	return policy, err
+}
+
+func policyOf(ctx context.Context, node *redis.Client) (string, error) {
+	info, err := node.Info(ctx, "memory").Result()
 	if err != nil {
 		return "", fmt.Errorf("redis INFO memory: %w", err)
 	}

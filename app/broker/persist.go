@@ -25,34 +25,92 @@ type PersistEntry struct {
 	Frame []byte
 }
 
-// EnsureGroup creates the consumer group (from the stream's start, so nothing
-// queued before the first instance came up is skipped).
+// EnsureGroup creates the consumer group on every persist stream (from the
+// stream's start, so nothing queued before the first instance came up is
+// skipped).
 func (b *Broker) EnsureGroup(ctx context.Context) error {
-	err := b.rdb.XGroupCreateMkStream(ctx, PersistStream, persistGroup, "0").Err()
-	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
-		return fmt.Errorf("create consumer group %s on %s: %w", persistGroup, PersistStream, err)
+	cmds := make([]*redis.StatusCmd, b.keys.count())
+	_, err := b.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for p := range cmds {
+			cmds[p] = pipe.XGroupCreateMkStream(ctx, b.keys.stream(p), persistGroup, "0")
+		}
+		return nil
+	})
+	if failed(err) {
+		return fmt.Errorf("create consumer group %s: %w", persistGroup, err)
+	}
+	for p, c := range cmds {
+		if err := c.Err(); err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+			return fmt.Errorf("create consumer group %s on %s: %w", persistGroup, b.keys.stream(p), err)
+		}
 	}
 	return nil
 }
 
-// ReadPersist takes up to count new entries for consumer, waiting up to block.
+// A cluster's persist streams are in as many slots as there are
+// partitions, and a command reads one slot: ReadPersist polls them all in
+// one pipeline per shard, sooner while they have entries.
+const (
+	pollMin = 20 * time.Millisecond
+	pollMax = 200 * time.Millisecond
+)
+
+// ReadPersist takes up to count new entries for consumer (on a cluster, up
+// to count of each partition), waiting up to block.
 func (b *Broker) ReadPersist(ctx context.Context, consumer string, count int, block time.Duration) ([]PersistEntry, error) {
-	res, err := b.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
-		Group: persistGroup, Consumer: consumer, Streams: []string{PersistStream, ">"}, Count: int64(count), Block: block,
-	}).Result()
-	if errors.Is(err, redis.Nil) {
-		return nil, nil
+	if b.cluster == nil {
+		return b.readPersist(ctx, consumer, count, block)
 	}
-	if err != nil && strings.HasPrefix(err.Error(), "NOGROUP") {
-		// Redis lost the group (restarted without its data): recreate it.
-		return nil, b.EnsureGroup(ctx)
+	deadline, wait := time.Now().Add(block), pollMin
+	for {
+		out, err := b.readPersist(ctx, consumer, count, -1)
+		left := time.Until(deadline)
+		if err != nil || len(out) > 0 || left <= 0 {
+			return out, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil
+		case <-time.After(min(wait, left)):
+		}
+		wait = min(2*wait, pollMax)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", PersistStream, err)
+}
+
+// readPersist reads every persist stream once: the one Redis's waiting up
+// to block, a cluster's in a pipeline (block is then negative: no wait).
+func (b *Broker) readPersist(ctx context.Context, consumer string, count int, block time.Duration) ([]PersistEntry, error) {
+	read := func(c redis.Cmdable, p int) *redis.XStreamSliceCmd {
+		return c.XReadGroup(ctx, &redis.XReadGroupArgs{
+			Group: persistGroup, Consumer: consumer, Streams: []string{b.keys.stream(p), ">"}, Count: int64(count), Block: block,
+		})
+	}
+	cmds := make([]*redis.XStreamSliceCmd, b.keys.count())
+	if b.cluster == nil {
+		cmds[0] = read(b.rdb, 0)
+	} else if _, err := b.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for p := range cmds {
+			cmds[p] = read(pipe, p)
+		}
+		return nil
+	}); failed(err) {
+		return nil, fmt.Errorf("read the persist streams: %w", err)
 	}
 	var out []PersistEntry
-	for _, s := range res {
-		out = append(out, entries(s.Messages)...)
+	for p, c := range cmds {
+		res, err := c.Result()
+		switch {
+		case errors.Is(err, redis.Nil):
+			continue
+		case err != nil && strings.HasPrefix(err.Error(), "NOGROUP"):
+			// Redis lost the group (restarted without its data): recreate it.
+			return out, b.EnsureGroup(ctx)
+		case err != nil:
+			return out, fmt.Errorf("read %s: %w", b.keys.stream(p), err)
+		}
+		for _, s := range res {
+			out = append(out, b.entries(p, s.Messages)...)
+		}
 	}
 	return out, nil
 }
@@ -61,78 +119,138 @@ func (b *Broker) ReadPersist(ctx context.Context, consumer string, count int, bl
 // restart) was given and has not acked for minIdle: an instance killed after
 // reading them must not lose them. lost names pending entries whose content
 // is gone from the stream: the writers delete only what they stored, so it
-// stays empty unless something else deleted or trimmed the stream.
+// stays empty unless something else deleted or trimmed the stream. On a
+// cluster each partition gives up to count.
 func (b *Broker) ClaimPersist(ctx context.Context, consumer string, minIdle time.Duration, count int) (claimed []PersistEntry, lost []string, err error) {
-	// Raw XAUTOCLAIM: go-redis drops the reply's third part, the deleted ids.
-	res, err := b.rdb.Do(ctx, "xautoclaim", PersistStream, persistGroup, consumer, minIdle.Milliseconds(), "0-0", "count", count).Slice()
-	if err != nil && strings.HasPrefix(err.Error(), "NOGROUP") {
-		return nil, nil, nil
+	cmds := make([]*redis.Cmd, b.keys.count())
+	_, err = b.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for p := range cmds {
+			// Raw XAUTOCLAIM: go-redis drops the reply's third part, the deleted ids.
+			cmds[p] = pipe.Do(ctx, "xautoclaim", b.keys.stream(p), persistGroup, consumer, minIdle.Milliseconds(), "0-0", "count", count)
+		}
+		return nil
+	})
+	if failed(err) {
+		return nil, nil, fmt.Errorf("claim idle persist entries: %w", err)
 	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("claim idle entries of %s: %w", PersistStream, err)
-	}
-	if len(res) < 2 {
-		return nil, nil, fmt.Errorf("claim idle entries of %s: reply of %d parts", PersistStream, len(res))
-	}
-	msgs, _ := res[1].([]any)
-	for _, m := range msgs {
-		kv, _ := m.([]any)
-		if len(kv) != 2 {
+	for p, c := range cmds {
+		res, err := c.Slice()
+		if err != nil && strings.HasPrefix(err.Error(), "NOGROUP") {
 			continue
 		}
-		id, _ := kv[0].(string)
-		fields, _ := kv[1].([]any)
-		for i := 0; i+1 < len(fields); i += 2 {
-			if k, _ := fields[i].(string); k == "f" {
-				f, _ := fields[i+1].(string)
-				claimed = append(claimed, PersistEntry{ID: id, Frame: []byte(f)})
+		if err != nil {
+			return claimed, lost, fmt.Errorf("claim idle entries of %s: %w", b.keys.stream(p), err)
+		}
+		if len(res) < 2 {
+			return claimed, lost, fmt.Errorf("claim idle entries of %s: reply of %d parts", b.keys.stream(p), len(res))
+		}
+		msgs, _ := res[1].([]any)
+		for _, m := range msgs {
+			kv, _ := m.([]any)
+			if len(kv) != 2 {
+				continue
+			}
+			id, _ := kv[0].(string)
+			fields, _ := kv[1].([]any)
+			for i := 0; i+1 < len(fields); i += 2 {
+				if k, _ := fields[i].(string); k == "f" {
+					f, _ := fields[i+1].(string)
+					claimed = append(claimed, PersistEntry{ID: b.keys.entryID(p, id), Frame: []byte(f)})
+				}
 			}
 		}
-	}
-	if len(res) > 2 {
-		deleted, _ := res[2].([]any)
-		for _, d := range deleted {
-			if id, ok := d.(string); ok {
-				lost = append(lost, id)
+		if len(res) > 2 {
+			deleted, _ := res[2].([]any)
+			for _, d := range deleted {
+				if id, ok := d.(string); ok {
+					lost = append(lost, b.keys.entryID(p, id))
+				}
 			}
 		}
 	}
 	return claimed, lost, nil
 }
 
+// byPartition splits entry ids by partition, in stream ids.
+func (b *Broker) byPartition(ids []string) (map[int][]string, error) {
+	out := map[int][]string{}
+	for _, s := range ids {
+		p, id, err := b.keys.splitEntryID(s)
+		if err != nil {
+			return nil, err
+		}
+		out[p] = append(out[p], id)
+	}
+	return out, nil
+}
+
 // AckPersist marks entries as written to Postgres and deletes them, in one
-// transaction: the stream then holds exactly the entries not yet stored, so
-// nothing is ever trimmed before every writer has stored it and its length
-// is the backlog.
+// transaction per stream: the stream then holds exactly the entries not
+// yet stored, so nothing is ever trimmed before every writer has stored it
+// and its length is the backlog.
 func (b *Broker) AckPersist(ctx context.Context, ids []string) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	_, err := b.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.XAck(ctx, PersistStream, persistGroup, ids...)
-		p.XDel(ctx, PersistStream, ids...)
-		return nil
-	})
+	parts, err := b.byPartition(ids)
 	if err != nil {
-		return fmt.Errorf("ack %d entries of %s: %w", len(ids), PersistStream, err)
+		return fmt.Errorf("ack %d persist entries: %w", len(ids), err)
 	}
-	return nil
+	// A transaction covers one slot: one per partition, at once.
+	errs := make(chan error, len(parts))
+	for p, ids := range parts {
+		go func() {
+			_, err := b.rdb.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+				pipe.XAck(ctx, b.keys.stream(p), persistGroup, ids...)
+				pipe.XDel(ctx, b.keys.stream(p), ids...)
+				return nil
+			})
+			if err != nil {
+				err = fmt.Errorf("ack %d entries of %s: %w", len(ids), b.keys.stream(p), err)
+			}
+			errs <- err
+		}()
+	}
+	var all []error
+	for range parts {
+		all = append(all, <-errs)
+	}
+	return errors.Join(all...)
 }
 
-// PersistBacklog is how many queued messages are not yet written to Postgres.
+// PersistBacklog is how many queued messages are not yet written to
+// Postgres, on every stream.
 func (b *Broker) PersistBacklog(ctx context.Context) (int64, error) {
-	n, err := b.rdb.XLen(ctx, PersistStream).Result()
-	if err != nil {
-		return 0, fmt.Errorf("length of %s: %w", PersistStream, err)
+	cmds := make([]*redis.IntCmd, b.keys.count())
+	_, err := b.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for p := range cmds {
+			cmds[p] = pipe.XLen(ctx, b.keys.stream(p))
+		}
+		return nil
+	})
+	if failed(err) {
+		return 0, fmt.Errorf("length of the persist streams: %w", err)
+	}
+	var n int64
+	for _, c := range cmds {
+		n += c.Val()
 	}
 	return n, nil
 }
 
-func entries(msgs []redis.XMessage) []PersistEntry {
+// failed tells whether a pipeline failed as a whole: an error reply is its
+// command's own, but a connection's failure may leave commands without an
+// error of their own (go-redis v9.14 does not mark them), so none is trusted.
+func failed(err error) bool {
+	var reply redis.Error
+	return err != nil && !errors.As(err, &reply)
+}
+
+func (b *Broker) entries(p int, msgs []redis.XMessage) []PersistEntry {
 	out := make([]PersistEntry, 0, len(msgs))
 	for _, m := range msgs {
 		if f, ok := m.Values["f"].(string); ok {
-			out = append(out, PersistEntry{ID: m.ID, Frame: []byte(f)})
+			out = append(out, PersistEntry{ID: b.keys.entryID(p, m.ID), Frame: []byte(f)})
 		}
 	}
 	return out
@@ -143,38 +261,49 @@ var requeueSource string
 
 var requeueScript = redis.NewScript(requeueSource)
 
-// Requeue puts back on the stream those of entries it no longer has, and
-// returns how many. A writer that read entries and then waited for Postgres
-// is the only holder of them once Redis has lost them; on the stream again
-// they are where catch-ups and retries look for messages not stored yet.
+// Requeue puts back on their streams those of entries they no longer have,
+// and returns how many. A writer that read entries and then waited for
+// Postgres is the only holder of them once Redis has lost them; on the
+// stream again they are where catch-ups and retries look for messages not
+// stored yet.
 func (b *Broker) Requeue(ctx context.Context, entries []PersistEntry) (int, error) {
-	args := make([]any, 0, 2*len(entries))
+	parts := map[int][]any{}
 	for _, e := range entries {
-		args = append(args, e.ID, e.Frame)
+		p, id, err := b.keys.splitEntryID(e.ID)
+		if err != nil {
+			return 0, fmt.Errorf("requeue %d entries: %w", len(entries), err)
+		}
+		parts[p] = append(parts[p], id, e.Frame)
 	}
-	n, err := requeueScript.Run(ctx, b.rdb, []string{PersistStream}, args...).Int()
-	if err != nil {
-		return 0, fmt.Errorf("requeue %d entries on %s: %w", len(entries), PersistStream, err)
+	total := 0
+	for p, args := range parts {
+		n, err := requeueScript.Run(ctx, b.rdb, []string{b.keys.stream(p)}, args...).Int()
+		if err != nil {
+			return total, fmt.Errorf("requeue %d entries on %s: %w", len(args)/2, b.keys.stream(p), err)
+		}
+		total += n
 	}
-	return n, nil
+	return total, nil
 }
 
 // backlogPage is how many persist entries one XRANGE of a scan reads.
 const backlogPage = 1000
 
-// scanBacklog hands each message still waiting for Postgres to fn, oldest
-// first, until fn returns false. The backlog is every room's, so this is for
-// the rare questions that Postgres cannot answer yet (a resume over messages
-// not stored yet, a retry's id after a reseed), never for the hot path; it
-// is bounded by BacklogCap.
-func (b *Broker) scanBacklog(ctx context.Context, fn func(protocol.Message, []byte) bool) error {
+// scanBacklog hands each message of the room's stream still waiting for
+// Postgres to fn, oldest first, until fn returns false. The stream is every
+// room's (of the partition), so this is for the rare questions that
+// Postgres cannot answer yet (a resume over messages not stored yet, a
+// retry's id after a reseed), never for the hot path; it is bounded by
+// BacklogCap.
+func (b *Broker) scanBacklog(ctx context.Context, room string, fn func(protocol.Message, []byte) bool) error {
+	p := b.keys.part(room)
 	start := "-"
 	for {
-		msgs, err := b.rdb.XRangeN(ctx, PersistStream, start, "+", backlogPage).Result()
+		msgs, err := b.rdb.XRangeN(ctx, b.keys.stream(p), start, "+", backlogPage).Result()
 		if err != nil {
-			return fmt.Errorf("scan %s: %w", PersistStream, err)
+			return fmt.Errorf("scan %s: %w", b.keys.stream(p), err)
 		}
-		for _, e := range entries(msgs) {
+		for _, e := range b.entries(p, msgs) {
 			m, err := protocol.ParseMessage(e.Frame)
 			if err == nil && !fn(m, e.Frame) {
 				return nil
@@ -191,7 +320,7 @@ func (b *Broker) scanBacklog(ctx context.Context, fn func(protocol.Message, []by
 // queued for Postgres and not stored yet, in seq order.
 func (b *Broker) Pending(ctx context.Context, room string, after, upto int64) ([]protocol.Delivery, error) {
 	var out []protocol.Delivery
-	err := b.scanBacklog(ctx, func(m protocol.Message, frame []byte) bool {
+	err := b.scanBacklog(ctx, room, func(m protocol.Message, frame []byte) bool {
 		if m.Room == room && m.Seq > after && m.Seq <= upto {
 			out = append(out, protocol.Delivery{Room: room, Seq: m.Seq, Frame: frame})
 		}
@@ -208,7 +337,7 @@ func (b *Broker) Pending(ctx context.Context, room string, after, upto int64) ([
 
 // pendingSend finds a sender's message by its id in the persist backlog.
 func (b *Broker) pendingSend(ctx context.Context, room, user, id string) (m protocol.Message, found bool, err error) {
-	err = b.scanBacklog(ctx, func(p protocol.Message, _ []byte) bool {
+	err = b.scanBacklog(ctx, room, func(p protocol.Message, _ []byte) bool {
 		if p.Room == room && p.User == user && p.ID == id {
 			m, found = p, true
 		}

@@ -5,17 +5,22 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
 // Sends are coalesced: a few pipelines run at once, and the sends that
 // arrive while they are busy go together in the next one, one run of the
-// publish script for the whole batch, so a busy instance pays one round
-// trip, one script call and, with MinReplicas, one WAIT per batch rather
-// than per send. A send to an idle instance goes at once. Each send's reply
-// is its own; WAIT, after the script on its connection, covers all of it.
+// publish script for the whole batch (on a cluster, one per partition, the
+// runs of one shard in one pipeline to it), so a busy instance pays one
+// round trip, one script call and, with MinReplicas, one WAIT per batch
+// (per shard) rather than per send. A send to an idle instance goes at
+// once. Each send's reply is its own; WAIT, after the scripts on their
+// connection, covers all of them.
 const (
 	pipelineCount = 4
 	batchMax      = 128
@@ -30,6 +35,7 @@ type pipelines struct {
 
 // call is one run of the publish script and its outcome.
 type call struct {
+	part int
 	keys []string
 	args []any
 
@@ -76,12 +82,12 @@ func (p *pipelines) loop() {
 	}
 }
 
-// run evaluates the publish script in the next pipeline and waits for its
-// reply. A reply that does not come within ctx is reported as an error; the
-// script may still run, as when a reply is lost (a retry with the same id is
-// deduplicated).
-func (b *Broker) run(ctx context.Context, keys []string, args []any) (acc Accepted, status, headroom int64, err error) {
-	c := &call{keys: keys, args: args, ready: make(chan struct{})}
+// run evaluates the publish script for partition part in the next
+// pipeline and waits for its reply. A reply that does not come within ctx is
+// reported as an error; the script may still run, as when a reply is lost
+// (a retry with the same id is deduplicated).
+func (b *Broker) run(ctx context.Context, part int, keys []string, args []any) (acc Accepted, status, headroom int64, err error) {
+	c := &call{part: part, keys: keys, args: args, ready: make(chan struct{})}
 	select {
 	case b.pipes.calls <- c:
 	case <-ctx.Done():
@@ -102,54 +108,163 @@ func (b *Broker) run(ctx context.Context, keys []string, args []any) (acc Accept
 	return Accepted{Seq: c.seq, Epoch: c.epoch}, c.status, c.headroom, nil
 }
 
-// exec runs a batch in one run of the script, loading it first if Redis
-// lacks it (then nothing of the batch ran).
+// A cluster refuses a script whose slot is elsewhere (MOVED), moving (ASK,
+// TRYAGAIN: the keys are on both sides until the slot is moved) or not
+// served (CLUSTERDOWN) before running any of it: such a run is sent again,
+// to the slot's owner once the client has learnt it, for about 2 s.
+const (
+	redirectAttempts = 12
+	redirectWaitMin  = 10 * time.Millisecond
+	redirectWaitMax  = 250 * time.Millisecond
+)
+
+func redirected(err error) bool {
+	for _, p := range []string{"MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN"} {
+		if redis.HasErrorPrefix(err, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// exec runs a batch: one run of the script per partition, the runs of the
+// partitions one primary holds in one pipeline to it. Runs refused before
+// they ran (redirected) go again after a wait.
 func (b *Broker) exec(batch []*call) {
 	ctx := context.Background() // each command is bounded by the client's timeouts
-	keys := make([]string, 0, len(batch)*len(batch[0].keys))
-	args := make([]any, 0, len(batch)*len(batch[0].args))
+	byPart := map[int][]*call{}
 	for _, c := range batch {
-		keys, args = append(keys, c.keys...), append(args, c.args...)
+		byPart[c.part] = append(byPart[c.part], c)
 	}
+	parts := slices.Sorted(maps.Keys(byPart))
+	wait := redirectWaitMin
+	for attempt := 1; ; attempt++ {
+		var retry []int
+		var lastErr error
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for node, ps := range b.nodes(ctx, parts, byPart) {
+			wg.Go(func() {
+				r, err := b.execNode(ctx, node, ps, byPart)
+				mu.Lock()
+				retry, lastErr = append(retry, r...), cmp.Or(err, lastErr)
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		if len(retry) == 0 {
+			return
+		}
+		if attempt == redirectAttempts {
+			for _, p := range retry {
+				for _, c := range byPart[p] {
+					c.finish(nil, fmt.Errorf("partition %d: %w", p, lastErr), nil, b)
+				}
+			}
+			return
+		}
+		b.cluster.ReloadState(ctx)
+		time.Sleep(wait)
+		wait = min(2*wait, redirectWaitMax)
+		parts = retry
+	}
+}
+
+// nodes groups partitions by the primary that holds them: the one Redis, or
+// on a cluster the slot's owner as the client knows it. A partition whose
+// owner is unknown has its calls failed.
+func (b *Broker) nodes(ctx context.Context, parts []int, byPart map[int][]*call) map[*redis.Client][]int {
+	out := map[*redis.Client][]int{}
+	for _, p := range parts {
+		node, err := b.node(ctx, p)
+		if err != nil {
+			for _, c := range byPart[p] {
+				c.finish(nil, fmt.Errorf("find the primary of partition %d: %w", p, err), nil, b)
+			}
+			continue
+		}
+		out[node] = append(out[node], p)
+	}
+	return out
+}
+
+// node is the primary that holds partition p: WAIT must go on the
+// connection of the write, so scripts go to it directly, not through the
+// cluster client's routing.
+func (b *Broker) node(ctx context.Context, p int) (*redis.Client, error) {
+	if b.cluster == nil {
+		return b.one, nil
+	}
+	return b.cluster.MasterForKey(ctx, b.keys.stream(p))
+}
+
+// execNode runs partitions ps on node in one pipeline, one script run each,
+// then WAIT on the same connection, loading the script first if the node
+// lacks it (then nothing ran). It returns the partitions the node
+// redirected, and why.
+func (b *Broker) execNode(ctx context.Context, node *redis.Client, ps []int, byPart map[int][]*call) (retry []int, why error) {
 	for loaded := false; ; loaded = true {
-		pipe := b.rdb.Pipeline()
-		eval := publishScript.EvalSha(ctx, pipe, keys, args...)
+		pipe := node.Pipeline()
+		evals := make([]*redis.Cmd, len(ps))
+		for i, p := range ps {
+			var keys []string
+			var args []any
+			for _, c := range byPart[p] {
+				keys, args = append(keys, c.keys...), append(args, c.args...)
+			}
+			evals[i] = publishScript.EvalSha(ctx, pipe, keys, args...)
+		}
 		var wait *redis.Cmd
 		if b.opts.MinReplicas > 0 {
 			// Pipeliner lacks Wait; the reply must come within the read timeout.
 			wait = pipe.Do(ctx, "wait", b.opts.MinReplicas, b.opts.ReplicaTimeout.Milliseconds())
 		}
 		_, execErr := pipe.Exec(ctx)
-		err := eval.Err()
-		if err == nil && eval.Val() == nil {
-			// go-redis leaves the commands untouched when no connection
-			// could be had (a dial to a failing-over primary): nothing ran.
-			err = cmp.Or(execErr, errors.New("no reply"))
-		}
-		if err != nil && !loaded && redis.HasErrorPrefix(err, "NOSCRIPT") {
-			if err := publishScript.Load(ctx, b.rdb).Err(); err != nil {
-				err = fmt.Errorf("load publish script: %w", err)
-				for _, c := range batch {
-					c.err = err
-					close(c.ready)
-				}
-				return
+		var unloaded []int
+		for i, p := range ps {
+			eval, batch := evals[i], byPart[p]
+			err := eval.Err()
+			if err == nil && eval.Val() == nil {
+				// go-redis leaves the commands untouched when no connection
+				// could be had (a dial to a failing-over primary): nothing ran.
+				err = cmp.Or(execErr, errors.New("no reply"))
 			}
-			continue
-		}
-		replies, ok := eval.Val().([]any)
-		if err == nil && (!ok || len(replies) != len(batch)) {
-			err = fmt.Errorf("publish script answered %v to %d sends", eval.Val(), len(batch))
-		}
-		for i, c := range batch {
-			if err != nil {
-				c.finish(nil, err, wait, b)
+			switch {
+			case err != nil && !loaded && redis.HasErrorPrefix(err, "NOSCRIPT"):
+				unloaded = append(unloaded, p)
 				continue
+			case err != nil && b.cluster != nil && redirected(err):
+				retry, why = append(retry, p), err
+				continue
+			case err != nil && b.cluster != nil:
+				b.cluster.ReloadState(ctx) // the shard may have failed over
 			}
-			refused, _ := replies[i].(error) // OVERLOADED or NOREPLICAS: this send alone
-			c.finish(replies[i], refused, wait, b)
+			replies, ok := eval.Val().([]any)
+			if err == nil && (!ok || len(replies) != len(batch)) {
+				err = fmt.Errorf("publish script answered %v to %d sends", eval.Val(), len(batch))
+			}
+			for i, c := range batch {
+				if err != nil {
+					c.finish(nil, err, wait, b)
+					continue
+				}
+				refused, _ := replies[i].(error) // OVERLOADED or NOREPLICAS: this send alone
+				c.finish(replies[i], refused, wait, b)
+			}
 		}
-		return
+		if len(unloaded) == 0 {
+			return retry, why
+		}
+		if err := publishScript.Load(ctx, node).Err(); err != nil {
+			err = fmt.Errorf("load publish script: %w", err)
+			for _, p := range unloaded {
+				for _, c := range byPart[p] {
+					c.finish(nil, err, nil, b)
+				}
+			}
+			return retry, why
+		}
+		ps = unloaded
 	}
 }
 
@@ -174,7 +289,7 @@ func (c *call) finish(reply any, err error, wait *redis.Cmd, b *Broker) {
 		return
 	}
 	marker, _ := res[4].(string)
-	b.saw(marker) // before the caller looks again
+	b.saw(c.part, marker) // before the caller looks again
 	c.seq, _ = res[0].(int64)
 	c.status, _ = res[1].(int64)
 	c.epoch, _ = res[2].(string)

@@ -5,8 +5,9 @@
 -- seq, so resume is a range read), queue it for Postgres and publish it.
 -- One run for the batch pays the script's call and INFO once rather than
 -- per message.
--- Each message has 10 KEYS and 17 ARGV, in order (KEYS 5 and 10 are the same
--- for all):
+-- Each message has 10 KEYS and 19 ARGV, in order (KEYS 5 and 10 are the same
+-- for all: the Redis's, or on a cluster the partition's, which is the same
+-- for every message of a run):
 -- KEYS: 1 seq counter, 2 epoch, 3 room log, 4 dedupe key, 5 persist stream,
 --       6 the marker the room was seeded under ("replid|fence"), 7 the
 --       reserved limit, 8 until when a missing dedupe key must be checked in
@@ -18,7 +19,10 @@
 --       ns, 0 for none) for a reseed, 14 "1" when Postgres was checked for
 --       the id already, 15 replicas that must be online (REDIS_MIN_REPLICAS),
 --       16 the replication id the instance last wrote under ("" none yet),
---       17 the newest fence the instance has seen
+--       17 the newest fence the instance has seen, 18 the publish command
+--       (PUBLISH, or SPUBLISH to a cluster's sharded channel), 19 what the
+--       payload carries before the frame ("" or, on a partition's channel,
+--       "<room> ")
 -- Returns one reply per message: an error (OVERLOADED, NOREPLICAS: nothing
 -- of it written) or {seq, status, epoch, headroom, marker}: status 0 accepted,
 -- 1 duplicate (the original seq and epoch), 2 the room must be reseeded
@@ -128,12 +132,12 @@ local function publish(k, a)
   if ttl < (tonumber(ARGV[a + 6]) + tonumber(ARGV[a + 5])) / 2 then
     for _, i in ipairs({1, 2, 3, 6, 7}) do redis.call('EXPIRE', KEYS[k + i], ARGV[a + 6]) end
   end
-  redis.call('PUBLISH', ARGV[a + 1], ARGV[a + 8] .. ' ' .. seq .. ' ' .. frame)
+  redis.call(ARGV[a + 18], ARGV[a + 1], ARGV[a + 8] .. ' ' .. seq .. ' ' .. ARGV[a + 19] .. frame)
   return {seq, 0, epoch, limit - seq, marker}
 end
 
 local replies = {}
 for i = 0, #KEYS / 10 - 1 do
-  replies[i + 1] = publish(10 * i, 17 * i)
+  replies[i + 1] = publish(10 * i, 19 * i)
 end
 return replies

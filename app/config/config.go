@@ -35,6 +35,9 @@ type Config struct {
 	RateLimit       float64       // RATE_LIMIT
 	RateBurst       int           // RATE_BURST
 	PingInterval    time.Duration // PING_INTERVAL
+	// RedisPartitions is how many partitions a Redis Cluster's rooms are
+	// spread over (each a hash slot); unused by the other forms.
+	RedisPartitions int // REDIS_PARTITIONS
 	// RedisMinReplicas > 0 acks a send only once that many replicas have it.
 	RedisMinReplicas int // REDIS_MIN_REPLICAS
 	// PersistBacklogCap is how many accepted messages may wait for Postgres
@@ -116,6 +119,7 @@ func Defaults() Config {
 		PingInterval:    25 * time.Second,
 
 		PersistBacklogCap: 100_000,
+		RedisPartitions:   128,
 
 		JWTMaxTTL:                24 * time.Hour,
 		MaxConnections:           50_000,
@@ -142,15 +146,23 @@ func Load(getenv func(string) string) (Config, error) {
 		_, _, err := net.SplitHostPort(v)
 		return err == nil
 	})
-	if v := getenv("REDIS_URL"); strings.HasPrefix(v, SentinelScheme+"://") {
+	switch v := getenv("REDIS_URL"); {
+	case strings.HasPrefix(v, SentinelScheme+"://"):
 		if _, err := ParseRedisSentinel(v); err != nil {
 			r.errs = append(r.errs, err)
 		} else {
 			c.RedisURL = v
 		}
-	} else {
+	case IsCluster(v):
+		if _, err := ParseRedisCluster(v); err != nil {
+			r.errs = append(r.errs, err)
+		} else {
+			c.RedisURL = v
+		}
+	default:
 		r.str("REDIS_URL", &c.RedisURL, redisForms, urlWithScheme("redis", "rediss"))
 	}
+	r.integer("REDIS_PARTITIONS", &c.RedisPartitions, 1, 1024)
 	r.integer("REDIS_MIN_REPLICAS", &c.RedisMinReplicas, 0, 10)
 	r.integer("PERSIST_BACKLOG_CAP", &c.PersistBacklogCap, 100, 100_000_000)
 	r.str("DATABASE_URL", &c.DatabaseURL, "postgres://user[:password]@host:port/db[?sslmode=...]", urlWithScheme("postgres", "postgresql"))

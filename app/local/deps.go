@@ -23,6 +23,7 @@ type Redis struct {
 	name string
 	// replicaOf is the primary (host:port) it replicates; empty for a primary.
 	replicaOf string
+	extra     []string // more options (a cluster node's)
 }
 
 // StartRedis starts redis-server on 127.0.0.1:port with an append-only file
@@ -32,8 +33,8 @@ func StartRedis(ctx context.Context, dir string, port int) (*Redis, error) {
 }
 
 // startRedis starts the node name with its data in dir/name, as a replica
-// of replicaOf if set.
-func startRedis(ctx context.Context, dir, name string, port int, replicaOf string) (*Redis, error) {
+// of replicaOf if set, with the extra options.
+func startRedis(ctx context.Context, dir, name string, port int, replicaOf string, extra ...string) (*Redis, error) {
 	data := filepath.Join(dir, name)
 	if err := os.MkdirAll(data, 0o755); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
@@ -58,11 +59,11 @@ func startRedis(ctx context.Context, dir, name string, port int, replicaOf strin
 		host, port, _ := strings.Cut(replicaOf, ":")
 		args = append(args, "--replicaof", host, port)
 	}
-	p, err := spawn(name, dir, "", nil, "redis-server", args...)
+	p, err := spawn(name, dir, "", nil, "redis-server", append(args, extra...)...)
 	if err != nil {
 		return nil, err
 	}
-	r := &Redis{Process: p, Port: port, dir: dir, name: name, replicaOf: replicaOf}
+	r := &Redis{Process: p, Port: port, dir: dir, name: name, replicaOf: replicaOf, extra: extra}
 	if err := waitTCP(ctx, p, r.Addr()); err != nil {
 		p.Kill()
 		return nil, err
@@ -87,7 +88,7 @@ func (r *Redis) Restart(ctx context.Context) error {
 // Start starts Redis again, after it stopped, on the same port and data.
 func (r *Redis) Start(ctx context.Context) error {
 	<-r.Exited()
-	n, err := startRedis(ctx, r.dir, r.name, r.Port, r.replicaOf)
+	n, err := startRedis(ctx, r.dir, r.name, r.Port, r.replicaOf, r.extra...)
 	if err != nil {
 		return err
 	}

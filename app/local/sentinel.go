@@ -122,8 +122,12 @@ func (t *Topology) sentinelsAgree(ctx context.Context, primary string) error {
 }
 
 // RedisURL is the REDIS_URL the instances use: the sentinels when the
-// topology has them (redis+sentinel://), else the one Redis.
+// topology has them (redis+sentinel://), the cluster's nodes
+// (redis+cluster://), else the one Redis.
 func (t *Topology) RedisURL() string {
+	if t.Cluster != nil {
+		return t.Cluster.URL()
+	}
 	if len(t.Sentinels) == 0 {
 		return t.Redis.URL()
 	}
@@ -134,9 +138,12 @@ func (t *Topology) RedisURL() string {
 	return "redis+sentinel://" + strings.Join(addrs, ",") + "/" + MasterName
 }
 
-// RedisNodes are the topology's Redis servers: the one Redis, or the
-// primary at start and its replica.
+// RedisNodes are the topology's Redis servers: the one Redis, the
+// primary at start and its replica, or the cluster's nodes.
 func (t *Topology) RedisNodes() []*Redis {
+	if t.Cluster != nil {
+		return t.Cluster.Nodes
+	}
 	if t.Replica == nil {
 		return []*Redis{t.Redis}
 	}
@@ -146,6 +153,9 @@ func (t *Topology) RedisNodes() []*Redis {
 // Primary is the Redis node that takes writes: what the sentinels name, or
 // the one Redis.
 func (t *Topology) Primary(ctx context.Context) (*Redis, error) {
+	if t.Cluster != nil {
+		return nil, errors.New("a Redis Cluster has a primary per shard (Cluster.Primaries)")
+	}
 	if len(t.Sentinels) == 0 {
 		return t.Redis, nil
 	}

@@ -20,8 +20,13 @@ type Options struct {
 	RedisPort int    // redis-server
 	// Sentinel adds a replica and three redis-sentinel processes; the
 	// instances then reach Redis through the sentinels (redis+sentinel://).
-	Sentinel       bool
-	ReplicaPort    int           // the replica (with Sentinel)
+	Sentinel    bool
+	ReplicaPort int // the replica (with Sentinel)
+	// RedisCluster > 0 runs a Redis Cluster of that many primaries (at
+	// least 3), each with a replica, on RedisPort and the ports after it
+	// (free ports when RedisPort is 0), instead of the one Redis; the
+	// instances then use redis+cluster://.
+	RedisCluster   int
 	SentinelPorts  []int         // the three sentinels (with Sentinel)
 	PostgresPort   int           // PostgreSQL 15
 	ChatPorts      []int         // one instance per entry (0: a free port)
@@ -47,8 +52,9 @@ type Options struct {
 // Topology is a running local target: NGINX (ip_hash) in front of the chat
 // instances, Redis, Postgres, Prometheus and its Alertmanager.
 type Topology struct {
-	Redis      *Redis // the primary at start
-	Replica    *Redis // with Options.Sentinel
+	Redis      *Redis   // the primary at start; nil with a cluster
+	Cluster    *Cluster // with Options.RedisCluster
+	Replica    *Redis   // with Options.Sentinel
 	Sentinels  []*Sentinel
 	Postgres   *Postgres
 	Chats      []*Chat
@@ -78,8 +84,23 @@ func Up(ctx context.Context, opts Options) (t *Topology, err error) {
 			t = nil
 		}
 	}()
-	if t.Redis, err = StartRedis(ctx, opts.Dir, portOr(opts.RedisPort)); err != nil {
-		return t, err
+	switch {
+	case opts.RedisCluster > 0 && opts.Sentinel:
+		return t, fmt.Errorf("a Redis Cluster fails over by itself: Sentinel and RedisCluster exclude each other")
+	case opts.RedisCluster > 0:
+		var ports []int
+		for i := range 2 * opts.RedisCluster {
+			if opts.RedisPort != 0 {
+				ports = append(ports, opts.RedisPort+i)
+			}
+		}
+		if t.Cluster, err = StartCluster(ctx, opts.Dir, opts.RedisCluster, ports); err != nil {
+			return t, err
+		}
+	default:
+		if t.Redis, err = StartRedis(ctx, opts.Dir, portOr(opts.RedisPort)); err != nil {
+			return t, err
+		}
 	}
 	if opts.Sentinel {
 		if err = t.startSentinels(ctx, opts.Dir, opts.ReplicaPort, opts.SentinelPorts); err != nil {
@@ -170,6 +191,9 @@ func (t *Topology) Down() error {
 		if r != nil {
 			errs = append(errs, r.Stop(10*time.Second))
 		}
+	}
+	if t.Cluster != nil {
+		errs = append(errs, t.Cluster.Stop(10*time.Second))
 	}
 	os.Remove(filepath.Join(t.dir, pidFile))
 	return errors.Join(errs...)

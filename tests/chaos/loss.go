@@ -28,7 +28,13 @@ const (
 	FaultRestartRedis = "restart redis"
 	FaultFailover     = "failover redis"
 	FaultStopPostgres = "stop postgres"
-	WhilePostgresDown = " while postgres is down"
+	// On a Redis Cluster: a shard's primary SIGKILLed (the cluster promotes
+	// its replica), CLUSTER FAILOVER (the replica catches up first, so
+	// nothing is lost), slots moved by redis-cli --cluster reshard.
+	FaultKillShardPrimary = "kill a redis shard's primary"
+	FaultClusterFailover  = "cluster failover"
+	FaultReshard          = "reshard redis slots"
+	WhilePostgresDown     = " while postgres is down"
 )
 
 // faultSpan is one fault from its first note to the event that says it
@@ -69,7 +75,7 @@ func (f faultSpan) loses(unreplicated bool) bool {
 	switch kind {
 	case FaultWipe:
 		return true
-	case FaultRedisNoData, FaultRestartRedis, FaultFailover:
+	case FaultRedisNoData, FaultRestartRedis, FaultFailover, FaultKillShardPrimary:
 		return unreplicated
 	}
 	return false

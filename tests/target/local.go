@@ -31,6 +31,12 @@ type LocalOption func(*local.Options)
 // sentinels; the instances reach it through them.
 func WithSentinel() LocalOption { return func(o *local.Options) { o.Sentinel = true } }
 
+// WithRedisCluster runs a Redis Cluster of shards primaries, each with a
+// replica, instead of the one Redis; the instances use redis+cluster://.
+func WithRedisCluster(shards int) LocalOption {
+	return func(o *local.Options) { o.RedisCluster = shards }
+}
+
 // WithEnv adds instance settings (after LocalSettings, so they win).
 func WithEnv(env ...string) LocalOption {
 	return func(o *local.Options) { o.Env = append(o.Env, env...) }
@@ -154,7 +160,21 @@ func (l *Local) Restart(ctx context.Context, id string) (time.Duration, error) {
 	return drain, l.Start(ctx, id)
 }
 
-func (l *Local) StopRedis(context.Context) error         { return l.Redis.Stop(10 * time.Second) }
-func (l *Local) StartRedis(ctx context.Context) error    { return l.Redis.Start(ctx) }
+// StopRedis stops the one Redis, or every node of the cluster.
+func (l *Local) StopRedis(context.Context) error {
+	if l.Cluster != nil {
+		return l.Cluster.Stop(10 * time.Second)
+	}
+	return l.Redis.Stop(10 * time.Second)
+}
+
+// StartRedis starts it again, on its data; a cluster once it is healthy.
+func (l *Local) StartRedis(ctx context.Context) error {
+	if l.Cluster != nil {
+		return l.Cluster.Start(ctx)
+	}
+	return l.Redis.Start(ctx)
+}
+
 func (l *Local) StopPostgres(context.Context) error      { return l.Postgres.Stop(30 * time.Second) }
 func (l *Local) StartPostgres(ctx context.Context) error { return l.Postgres.Start(ctx) }

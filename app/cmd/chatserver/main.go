@@ -69,12 +69,28 @@ func run(ctx context.Context) error {
 	defer st.Close()
 	b, err := broker.Connect(cfg.RedisURL, broker.Options{
 		HistorySize: cfg.HistorySize, BacklogCap: int64(cfg.PersistBacklogCap),
-		MinReplicas: cfg.RedisMinReplicas, Ledger: st,
+		MinReplicas: cfg.RedisMinReplicas, Ledger: st, Partitions: cfg.RedisPartitions,
 	})
 	if err != nil {
 		return fmt.Errorf("%w: %w", errConfig, err)
 	}
 	defer b.Close()
+	// Instances that disagree on REDIS_PARTITIONS would put a room in two
+	// partitions: one whose count differs from the cluster's stops, once
+	// the cluster answers (it may start before the cluster does).
+	if err := b.ClaimPartitions(ctx); errors.Is(err, broker.ErrPartitionsDiffer) {
+		return fmt.Errorf("%w: %w", errConfig, err)
+	} else if err != nil {
+		go func() {
+			for ; err != nil && !errors.Is(err, broker.ErrPartitionsDiffer); err = b.ClaimPartitions(ctx) {
+				time.Sleep(time.Second)
+			}
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "chatserver:", fmt.Errorf("%w: %w", errConfig, err))
+				os.Exit(2)
+			}
+		}()
+	}
 
 	m := metrics.New()
 	m.PersistBacklogCap.Set(float64(cfg.PersistBacklogCap))

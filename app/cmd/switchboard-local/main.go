@@ -48,6 +48,7 @@ func run() error {
 	pgPort := flag.Int("postgres-port", 5433, "PostgreSQL port")
 	nginxWorkers := flag.Int("nginx-workers", 0, "NGINX worker processes; 0: the default (2)")
 	sentinel := flag.Bool("sentinel", false, "run Redis as a primary and a replica behind three redis-sentinel; the instances use redis+sentinel://")
+	cluster := flag.Int("redis-cluster", 0, "run a Redis Cluster of this many primaries (at least 3), each with a replica, on -redis-port and the ports after it; the instances use redis+cluster://")
 	debugPorts := flag.String("debug-ports", "", "one port per instance for pprof (DEBUG_ADDR); none by default")
 	flag.Parse()
 	secret := envOr("JWT_SECRET", config.DevSecret)
@@ -74,7 +75,7 @@ func run() error {
 	defer cancel()
 	top, err := local.Up(ctx, local.Options{
 		Dir: *dir, Bin: *bin, RedisPort: *redisPort, PostgresPort: *pgPort, ChatPorts: chatPorts,
-		NginxPort: *nginxPort, NginxWorkers: *nginxWorkers, Sentinel: *sentinel, DebugPorts: pprofPorts, PrometheusPort: *promPort,
+		NginxPort: *nginxPort, NginxWorkers: *nginxWorkers, Sentinel: *sentinel, RedisCluster: *cluster, DebugPorts: pprofPorts, PrometheusPort: *promPort,
 		AlertmanagerPort: *amPort, AlertWebhooks: webhooks, AlertOut: os.Stdout,
 		Env: append(env, "ALLOWED_ORIGINS="+envOr("ALLOWED_ORIGINS", origins(append([]int{*nginxPort}, chatPorts...)))),
 	})
