@@ -14,6 +14,7 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
 	"github.com/switchboard-dev/switchboard/blueprint"
+	"github.com/switchboard-dev/switchboard/infra/eksaddon"
 )
 
 // mocks record what a program declares and answer the AWS lookups the way
@@ -47,6 +48,11 @@ func (m *mocks) NewResource(args pulumi.MockResourceArgs) (string, resource.Prop
 
 // computed are what AWS computes and the component reads back.
 var computed = map[string]map[string]any{
+	"aws:eks/cluster:Cluster": {
+		"endpoint": "https://mock.eks.amazonaws.com", "certificateAuthority": map[string]any{"data": "bW9jaw=="},
+		"identities": []any{map[string]any{"oidcs": []any{map[string]any{"issuer": "https://oidc.eks.mock/id/ABC"}}}},
+		"vpcConfig":  map[string]any{"clusterSecurityGroupId": "sg-cluster"},
+	},
 	"aws:rds/instance:Instance": {
 		"arn": "arn:aws:rds:eu-west-1:123456789012:db:given", "resourceId": "db-GIVEN", "address": "db.mock",
 		"masterUserSecrets": []any{map[string]any{"secretArn": "arn:aws:secretsmanager:mock:db"}},
@@ -65,6 +71,8 @@ func (m *mocks) Call(args pulumi.MockCallArgs) (resource.PropertyMap, error) {
 		return resource.NewPropertyMapFromMap(map[string]any{"arn": "tg", "arnSuffix": "targetgroup/tg/1", "loadBalancerArns": []any{albARN}}), nil
 	case "aws:secretsmanager/getRandomPassword:getRandomPassword":
 		return resource.NewPropertyMapFromMap(map[string]any{"randomPassword": "redis-token"}), nil
+	case "aws:index/getAvailabilityZones:getAvailabilityZones":
+		return resource.NewPropertyMapFromMap(map[string]any{"names": []any{"mock-1a", "mock-1b", "mock-1c"}}), nil
 	}
 	return args.Args, nil
 }
@@ -543,5 +551,49 @@ func TestAWSNamesCarryTheNameGiven(t *testing.T) {
 		} else if len(alb) != 32 || !strings.HasPrefix(alb, "acme-payments-websocket") || strings.HasPrefix(alb, tc.want) {
 			t.Errorf("Name %q: ALB %q, want it cut to 32 characters, the prefix readable, a hash at the end", tc.name, alb)
 		}
+	}
+}
+
+// A service with neither store on a VPC and cluster the AWS target creates
+// (the echo's shape): they and the ALB carry the Name given, and nothing
+// of ElastiCache or RDS is made.
+func TestAWSCreatesAClusterForAServiceWithoutStores(t *testing.T) {
+	m, out, err := deploy(t, func(ctx *pulumi.Context) (blueprint.ServiceArgs, error) {
+		addons, err := eksaddon.For("1.35")
+		return blueprint.ServiceArgs{
+			Namespace: "echo", App: app(),
+			Target: blueprint.AWS{
+				Name: "acme-echo", Region: "eu-west-1", VPCCIDR: "10.20.0.0/16",
+				Cluster:           blueprint.EKS{Version: "1.35", NodeInstanceType: "t3.medium", NodeMin: 2, NodeMax: 4, Addons: addons, APIAllowedCIDRs: []string{"203.0.113.0/24"}},
+				LBControllerChart: "1.13.4",
+				CertificateARN:    "arn:aws:acm:eu-west-1:210987654321:certificate/given",
+				AlarmTopicARN:     "arn:aws:sns:eu-west-1:210987654321:given",
+				Stickiness:        time.Hour,
+			},
+		}, err
+	})
+	if err != nil {
+		t.Fatalf("program: %v", err)
+	}
+	clusters := m.of("eks/cluster:Cluster")
+	if len(clusters) != 1 || clusters[0].Inputs["name"].StringValue() != "acme-echo-test" {
+		t.Errorf("EKS clusters %v, want one named acme-echo-test", inputsOf(clusters))
+	}
+	for _, v := range m.of("ec2/vpc:Vpc") {
+		if p := v.Inputs["tags"].ObjectValue()["project"].StringValue(); p != "acme-echo" {
+			t.Errorf("VPC tagged project %q, want acme-echo", p)
+		}
+	}
+	for _, kind := range []string{"elasticache/", "rds/", "batch/v1:Job", "secretsmanager/secret:Secret"} {
+		for _, r := range m.resources {
+			if strings.Contains(r.TypeToken, kind) {
+				t.Errorf("%s %s for a service without stores", r.TypeToken, r.Name)
+			}
+		}
+	}
+	out.mu.Lock()
+	defer out.mu.Unlock()
+	if out.kubeconfig == "" || out.endpoint != "https://alb.mock" {
+		t.Errorf("kubeconfig %q, endpoint %q: want the created cluster's and the ALB's", out.kubeconfig, out.endpoint)
 	}
 }
