@@ -257,7 +257,8 @@ func (t AWS) deploy(ctx *pulumi.Context, s *Service, a ServiceArgs) error {
 }
 
 // stores creates ElastiCache and RDS, those the service asks for; with
-// neither, nothing, and every output is empty.
+// neither, nothing: the Managed returned has no stores, and deploy reads
+// only the outputs of the stores asked for.
 func (t AWS) stores(ctx *pulumi.Context, a ServiceArgs, names awsname.Names, net vpc, eks *cluster.Cluster, tags pulumi.StringMap, parent pulumi.ResourceOption) (*managed.Managed, error) {
 	if a.Redis == nil && a.Postgres == nil {
 		return &managed.Managed{}, nil
