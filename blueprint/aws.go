@@ -1,6 +1,7 @@
 package blueprint
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"time"
@@ -24,13 +25,21 @@ import (
 	"github.com/switchboard-dev/switchboard/infra/workload"
 )
 
+// DefaultAWSName is AWS.Name's default: the chat server's stacks' names.
+const DefaultAWSName = naming.Project
+
 // linkLocal holds the instance metadata service's address, 169.254.169.254.
 const linkLocal = "169.254.0.0/16"
 
-// AWS runs the service on EKS behind an ALB, with ElastiCache and RDS
-// and CloudWatch alarms. It creates the VPC and the cluster unless given
-// ExistingVPC and ExistingCluster.
+// AWS runs the service on EKS behind an ALB, with CloudWatch alarms, and
+// ElastiCache for Redis and RDS for Postgres when the service asks for
+// them. It creates the VPC and the cluster unless given ExistingVPC and
+// ExistingCluster.
 type AWS struct {
+	// Name prefixes the AWS names the stack sets (cluster, load balancer,
+	// replication group, DB instance): <Name>-<stack>, cut to each name's
+	// limit by infra/awsname (default DefaultAWSName).
+	Name string
 	// Region and Profile are the AWS provider's, for the kubeconfig's
 	// `aws eks get-token`.
 	Region, Profile string
@@ -130,12 +139,6 @@ func (t AWS) addresses() (addresses, error) {
 }
 
 func (t AWS) deploy(ctx *pulumi.Context, s *Service, a ServiceArgs) error {
-	if a.Redis == nil || a.Postgres == nil {
-		// The alarms, the NetworkPolicies and the database access are
-		// built for ElastiCache and RDS both; a service without them on
-		// AWS is not supported yet.
-		return errors.New("aws: want Redis and Postgres (ElastiCache and RDS)")
-	}
 	if t.ExistingCluster != nil && t.ExistingVPC == nil {
 		return errors.New("aws: an existing cluster needs its ExistingVPC")
 	}
@@ -143,11 +146,12 @@ func (t AWS) deploy(ctx *pulumi.Context, s *Service, a ServiceArgs) error {
 	if err != nil {
 		return err
 	}
-	names, err := awsname.For(naming.Project, ctx.Stack())
+	prefix := cmp.Or(t.Name, DefaultAWSName)
+	names, err := awsname.For(prefix, ctx.Stack())
 	if err != nil {
-		return err
+		return fmt.Errorf("aws: Name %q: %w", prefix, err)
 	}
-	tags := pulumi.StringMap{"project": pulumi.String(naming.Project), "stack": pulumi.String(ctx.Stack())}
+	tags := pulumi.StringMap{"project": pulumi.String(prefix), "stack": pulumi.String(ctx.Stack())}
 	parent := under(s)
 
 	net, err := t.vpc(ctx, names, tags, parent)
@@ -158,14 +162,7 @@ func (t AWS) deploy(ctx *pulumi.Context, s *Service, a ServiceArgs) error {
 	if err != nil {
 		return err
 	}
-	st := t.Stores
-	stores, err := managed.New(ctx, "data", managed.Args{
-		VpcID: net.id, PrivateSubnets: net.private, ClientGroup: eks.SecurityGroup,
-		RedisNodeType: st.RedisNodeType, RedisReplicas: st.RedisReplicas, RedisCluster: a.Redis.Cluster,
-		DBInstanceClass: st.DBInstanceClass, DBStorageGB: st.DBStorageGB, DBMultiAZ: st.DBMultiAZ, DBBackupDays: st.DBBackupDays,
-		DeletionProtection: st.DeletionProtection, Tags: tags,
-		ReplicationGroupID: names.ReplicationGroup, DBInstanceID: names.DBInstance, DBFinalSnapshotID: names.DBFinalSnapshot,
-	}, parent)
+	stores, err := t.stores(ctx, a, names, net, eks, tags, parent)
 	if err != nil {
 		return err
 	}
@@ -196,22 +193,26 @@ func (t AWS) deploy(ctx *pulumi.Context, s *Service, a ServiceArgs) error {
 	// intact.
 	afterController := []pulumi.ResourceOption{k8s, parent, pulumi.DependsOn([]pulumi.Resource{ns, controller.Release})}
 
-	db, err := dbaccess.New(ctx, "db", dbaccess.Args{
-		Cluster: eks, Account: a.App.Name, NamespaceName: a.Namespace, Namespace: namespace, Database: managed.Database,
-		DBInstanceARN: stores.DBInstanceARN, DBResourceID: stores.DBResourceID, DBAddress: stores.DBAddress, DBPort: managed.PostgresPort,
-		MasterSecretARN: stores.MasterSecretARN, Tags: tags,
-	}, afterController...)
-	if err != nil {
-		return err
-	}
 	policies.Namespace = namespace
 	// The ALB appends the client's address to X-Forwarded-For and connects
 	// from its subnets.
 	wa := workloadArgs(a, namespace, policies.LoadBalancer[0].CIDRs)
-	// The pods connect to the database by IAM, as the role the bootstrap
-	// made: the URL has no password.
-	wa.ServiceAccount, wa.After = db.ServiceAccount.ToStringPtrOutput(), []pulumi.Resource{db.Bootstrap, db.AppPolicy}
-	withStores(&wa, a, stores.RedisURL, db.DatabaseURL)
+	var databaseURL pulumi.StringInput
+	if a.Postgres != nil {
+		db, err := dbaccess.New(ctx, "db", dbaccess.Args{
+			Cluster: eks, Account: a.App.Name, NamespaceName: a.Namespace, Namespace: namespace, Database: managed.Database,
+			DBInstanceARN: stores.DBInstanceARN, DBResourceID: stores.DBResourceID, DBAddress: stores.DBAddress, DBPort: managed.PostgresPort,
+			MasterSecretARN: stores.MasterSecretARN, Tags: tags,
+		}, afterController...)
+		if err != nil {
+			return err
+		}
+		// The pods connect to the database by IAM, as the role the
+		// bootstrap made: the URL has no password.
+		wa.ServiceAccount, wa.After = db.ServiceAccount.ToStringPtrOutput(), []pulumi.Resource{db.Bootstrap, db.AppPolicy}
+		databaseURL = db.DatabaseURL
+	}
+	withStores(&wa, a, stores.RedisURL, databaseURL)
 	if _, err := netpolicy.New(ctx, "netpolicy", policies, afterController...); err != nil {
 		return err
 	}
@@ -238,10 +239,11 @@ func (t AWS) deploy(ctx *pulumi.Context, s *Service, a ServiceArgs) error {
 	if _, err := observability.New(ctx, "observability", observabilityArgs(a, namespace, "ClusterIP"), afterController...); err != nil {
 		return err
 	}
-	if _, err := alarms.New(ctx, "alarms", alarms.Args{
-		Topic: t.AlarmTopicARN, LoadBalancer: names.LoadBalancer, TargetGroupTags: alb.TargetGroupTags,
-		RedisNodes: stores.RedisNodes, DBInstance: stores.DBInstance, Tags: tags,
-	}, parent); err != nil {
+	watch := alarms.Args{Topic: t.AlarmTopicARN, LoadBalancer: names.LoadBalancer, TargetGroupTags: alb.TargetGroupTags, RedisNodes: stores.RedisNodes, Tags: tags}
+	if a.Postgres != nil {
+		watch.DBInstance = stores.DBInstance
+	}
+	if _, err := alarms.New(ctx, "alarms", watch, parent); err != nil {
 		return err
 	}
 	s.Endpoint = pulumi.Sprintf("https://%s", alb.Hostname)
@@ -252,6 +254,28 @@ func (t AWS) deploy(ctx *pulumi.Context, s *Service, a ServiceArgs) error {
 	}
 	s.DashboardsURL = pulumi.String("http://localhost:3000 after `kubectl -n " + observability.Namespace + " port-forward svc/kube-prometheus-stack-grafana 3000:80`").ToStringOutput()
 	return nil
+}
+
+// stores creates ElastiCache and RDS, those the service asks for; with
+// neither, nothing: the Managed returned has no stores, and deploy reads
+// only the outputs of the stores asked for.
+func (t AWS) stores(ctx *pulumi.Context, a ServiceArgs, names awsname.Names, net vpc, eks *cluster.Cluster, tags pulumi.StringMap, parent pulumi.ResourceOption) (*managed.Managed, error) {
+	if a.Redis == nil && a.Postgres == nil {
+		return &managed.Managed{}, nil
+	}
+	st := t.Stores
+	args := managed.Args{
+		VpcID: net.id, PrivateSubnets: net.private, ClientGroup: eks.SecurityGroup,
+		Redis: a.Redis != nil, Postgres: a.Postgres != nil,
+		RedisNodeType: st.RedisNodeType, RedisReplicas: st.RedisReplicas,
+		DBInstanceClass: st.DBInstanceClass, DBStorageGB: st.DBStorageGB, DBMultiAZ: st.DBMultiAZ, DBBackupDays: st.DBBackupDays,
+		DeletionProtection: st.DeletionProtection, Tags: tags,
+		ReplicationGroupID: names.ReplicationGroup, DBInstanceID: names.DBInstance, DBFinalSnapshotID: names.DBFinalSnapshot,
+	}
+	if a.Redis != nil {
+		args.RedisCluster = a.Redis.Cluster
+	}
+	return managed.New(ctx, "data", args, parent)
 }
 
 // vpc creates the network (infra/network) or takes the one given.
@@ -289,16 +313,23 @@ func (t AWS) policies(a ServiceArgs, namespace pulumi.StringInput) (netpolicy.Ar
 	if err != nil {
 		return netpolicy.Args{}, err
 	}
-	return netpolicy.Args{
+	p := netpolicy.Args{
 		Namespace: namespace, App: a.App.Name, AppPort: a.App.Port,
 		LoadBalancer: []netpolicy.Peer{{CIDRs: net.public}},
 		Prometheus:   prometheusPeer(a.Observability),
-		Redis:        &netpolicy.Store{At: netpolicy.Peer{CIDRs: net.private}, Port: managed.RedisPort},
-		Postgres:     &netpolicy.Store{At: netpolicy.Peer{CIDRs: net.private}, Port: managed.PostgresPort},
-		Bootstrap:    dbaccess.BootstrapComponent,
-		// STS and Secrets Manager answer on public addresses, through the
-		// NAT gateways: HTTPS anywhere but the VPC and the link-local
-		// range, where the instance metadata answers.
-		CloudAPIs: []netpolicy.Peer{{CIDRs: []string{"0.0.0.0/0"}, Except: []string{net.vpc, linkLocal}}},
-	}, nil
+	}
+	if a.Redis != nil {
+		p.Redis = &netpolicy.Store{At: netpolicy.Peer{CIDRs: net.private}, Port: managed.RedisPort}
+	}
+	if a.Postgres != nil {
+		// The pods' IRSA credentials (STS) sign the RDS IAM tokens; the
+		// bootstrap Job also reads the master secret (Secrets Manager).
+		// Both answer on public addresses, through the NAT gateways:
+		// HTTPS anywhere but the VPC and the link-local range, where the
+		// instance metadata answers.
+		p.Postgres = &netpolicy.Store{At: netpolicy.Peer{CIDRs: net.private}, Port: managed.PostgresPort}
+		p.Bootstrap = dbaccess.BootstrapComponent
+		p.CloudAPIs = []netpolicy.Peer{{CIDRs: []string{"0.0.0.0/0"}, Except: []string{net.vpc, linkLocal}}}
+	}
+	return p, nil
 }

@@ -131,7 +131,8 @@ type ServiceArgs struct {
 	// Namespace is created for the service.
 	Namespace string
 	App       App
-	// Redis and Postgres are optional stores (on kind; AWS wants both).
+	// Redis and Postgres are optional stores, either, both or neither, on
+	// either target.
 	Redis         *Redis
 	Postgres      *Postgres
 	Observability Observability

@@ -1,6 +1,6 @@
 // Package alarms raises CloudWatch alarms on the AWS-managed parts of the
-// prod stack, which Prometheus does not see: the ALB, ElastiCache and RDS.
-// Each alarm notifies one SNS topic.
+// prod stack, which Prometheus does not see: the ALB, and ElastiCache and
+// RDS where the stack has them. Each alarm notifies one SNS topic.
 //
 // An alarm fires only if it names a dimension set its metric is published
 // with (a metric is the namespace, name and exact set of dimensions;
@@ -32,7 +32,9 @@ type Args struct {
 	TargetGroupTags pulumi.StringMapInput
 	// RedisNodes are every node of the replication group: each primary
 	// and replica of each shard, for a node of any may fill up or evict.
+	// None without ElastiCache.
 	RedisNodes []managed.CacheNode
+	// DBInstance is the RDS instance's identifier; nil without RDS.
 	DBInstance pulumi.StringInput
 	Tags       pulumi.StringMap
 }
@@ -97,7 +99,6 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 	}).(pulumi.StringMapOutput)
 	loadBalancer := pulumi.StringMap{"LoadBalancer": alb.MapIndex(pulumi.String("LoadBalancer"))}
 	targets := pulumi.StringMap{"TargetGroup": alb.MapIndex(pulumi.String("TargetGroup")), "LoadBalancer": alb.MapIndex(pulumi.String("LoadBalancer"))}
-	db := pulumi.StringMap{"DBInstanceIdentifier": args.DBInstance}
 	rules := []alarm{
 		// Reported only when not zero: no data is no 5xx.
 		{"alb-5xx", "AWS/ApplicationELB", "HTTPCode_ELB_5XX_Count", "Sum", "GreaterThanThreshold", 10, 5,
@@ -111,15 +112,20 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 			targets, NotBreaching, "A chat pod has failed the ALB's /ready check for 5 minutes."},
 		{"alb-no-healthy", "AWS/ApplicationELB", "HealthyHostCount", "Minimum", "LessThanThreshold", 1, 2,
 			targets, Breaching, "No chat pod has passed the ALB's /ready check for 2 minutes, or the target group reports nothing (it or the ALB is gone): the chat is down."},
-		// RDS reports every minute for a running instance: no CPU data
-		// means it is stopped, gone or unreachable, and db-cpu pages; the
-		// other two stay quiet then rather than page three times.
-		{"db-cpu", "AWS/RDS", "CPUUtilization", "Average", "GreaterThanThreshold", 80, 10,
-			db, Breaching, "RDS CPU above 80 % for 10 minutes (persistence will lag), or RDS reports no CPU (the instance is stopped or gone)."},
-		{"db-free-storage", "AWS/RDS", "FreeStorageSpace", "Minimum", "LessThanThreshold", 10 << 30, 5,
-			db, NotBreaching, "Less than 10 GiB free on RDS (autoscaling storage may be at its maximum)."},
-		{"db-connections", "AWS/RDS", "DatabaseConnections", "Maximum", "GreaterThanThreshold", 400, 5,
-			db, NotBreaching, "More than 400 connections to RDS for 5 minutes: check the chat pods' pools and their count."},
+	}
+	if args.DBInstance != nil {
+		db := pulumi.StringMap{"DBInstanceIdentifier": args.DBInstance}
+		rules = append(rules,
+			// RDS reports every minute for a running instance: no CPU data
+			// means it is stopped, gone or unreachable, and db-cpu pages; the
+			// other two stay quiet then rather than page three times.
+			alarm{"db-cpu", "AWS/RDS", "CPUUtilization", "Average", "GreaterThanThreshold", 80, 10,
+				db, Breaching, "RDS CPU above 80 % for 10 minutes (persistence will lag), or RDS reports no CPU (the instance is stopped or gone)."},
+			alarm{"db-free-storage", "AWS/RDS", "FreeStorageSpace", "Minimum", "LessThanThreshold", 10 << 30, 5,
+				db, NotBreaching, "Less than 10 GiB free on RDS (autoscaling storage may be at its maximum)."},
+			alarm{"db-connections", "AWS/RDS", "DatabaseConnections", "Maximum", "GreaterThanThreshold", 400, 5,
+				db, NotBreaching, "More than 400 connections to RDS for 5 minutes: check the chat pods' pools and their count."},
+		)
 	}
 	for _, node := range args.RedisNodes {
 		i := node.Label

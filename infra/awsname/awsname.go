@@ -1,5 +1,5 @@
-// Package awsname derives the AWS names of a stack's resources from the
-// project and stack names, so that each fits its documented length and
+// Package awsname derives the AWS names of a stack's resources from a
+// prefix (the project's name, or blueprint's AWS.Name) and the stack name, so that each fits its documented length and
 // charset whatever the stack is called. A name that is too long, or that had
 // to be rewritten to fit the charset, is cut and ends in a short hash of the
 // whole input: stable across runs, and distinct for distinct stacks.
@@ -164,7 +164,7 @@ func (r Rule) Prefix(parts ...string) (string, error) {
 
 // Names are the names of a stack's AWS resources that carry its name.
 type Names struct {
-	Base             string // project-stack, the tag and description prefix
+	Base             string // prefix-stack, the tag and description prefix
 	Cluster          string
 	LoadBalancer     string
 	ReplicationGroup string
@@ -172,9 +172,10 @@ type Names struct {
 	DBFinalSnapshot  string
 }
 
-// For derives a stack's names, refusing a stack whose names cannot fit.
-func For(project, stack string) (Names, error) {
-	n := Names{Base: project + "-" + stack}
+// For derives the names of a stack's resources that carry prefix, refusing
+// a prefix or stack whose names cannot fit.
+func For(prefix, stack string) (Names, error) {
+	n := Names{Base: prefix + "-" + stack}
 	for _, d := range []struct {
 		into  *string
 		rule  Rule

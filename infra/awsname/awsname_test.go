@@ -52,48 +52,98 @@ func TestCheckRefusesWhatTheDocsRefuse(t *testing.T) {
 	}
 }
 
-// Every name of every stack fits its rule, is stable, keeps a short
-// stack's name readable, and differs from every other stack's.
+// prefixes are the names' first parts: the chat server's, and a team's
+// service (blueprint's AWS.Name) whose prefix alone passes the load
+// balancer's 32 characters.
+var prefixes = []string{"switchboard", "acme-payments-websocket-gateway-eu"}
+
+// Every name of every stack, whatever the prefix, fits its rule, is
+// stable, keeps a short stack's name readable, and differs from every
+// other stack's and prefix's.
 func TestEveryNameFitsForAnyStackName(t *testing.T) {
 	seen := map[string]string{}
-	for _, stack := range stacks {
-		n, err := For("switchboard", stack)
-		if err != nil {
-			t.Errorf("stack %q: %v", stack, err)
-			continue
-		}
-		again, _ := For("switchboard", stack)
-		if again != n {
-			t.Errorf("stack %q: names %v then %v: want them stable", stack, n, again)
-		}
-		for _, got := range []struct {
-			rule Rule
-			name string
-		}{
-			{Cluster, n.Cluster}, {LoadBalancer, n.LoadBalancer}, {ReplicationGroup, n.ReplicationGroup},
-			{DBInstance, n.DBInstance}, {DBSnapshot, n.DBFinalSnapshot},
-		} {
-			if err := got.rule.Check(got.name); err != nil {
-				t.Errorf("stack %q: %v", stack, err)
-			}
-			if other, ok := seen[got.rule.Kind+"/"+got.name]; ok {
-				t.Errorf("stacks %q and %q share the %s %q", other, stack, got.rule.Kind, got.name)
-			}
-			seen[got.rule.Kind+"/"+got.name] = stack
-		}
-		for _, rule := range []Rule{RolePrefix, SecurityGroupPrefix} {
-			p, err := rule.Prefix("switchboard", stack, "cluster-nodes")
-			if err != nil {
-				t.Errorf("stack %q: %v", stack, err)
-				continue
-			}
-			if err := rule.Check(p); err != nil || !strings.HasSuffix(p, "-") {
-				t.Errorf("stack %q: prefix %q (%v): want it valid and ending in a hyphen", stack, p, err)
-			}
+	for _, prefix := range prefixes {
+		for _, stack := range stacks {
+			everyNameFits(t, seen, prefix, stack)
 		}
 	}
 	if n, _ := For("switchboard", "prod"); n.LoadBalancer != "switchboard-prod" || n.DBInstance != "switchboard-prod" {
 		t.Errorf("names %+v: want a name that fits kept as it is", n)
+	}
+}
+
+func everyNameFits(t *testing.T, seen map[string]string, prefix, stack string) {
+	t.Helper()
+	at := prefix + "/" + stack
+	n, err := For(prefix, stack)
+	if err != nil {
+		t.Errorf("%s: %v", at, err)
+		return
+	}
+	if again, _ := For(prefix, stack); again != n {
+		t.Errorf("%s: names %v then %v: want them stable", at, n, again)
+	}
+	for _, got := range []struct {
+		rule Rule
+		name string
+	}{
+		{Cluster, n.Cluster}, {LoadBalancer, n.LoadBalancer}, {ReplicationGroup, n.ReplicationGroup},
+		{DBInstance, n.DBInstance}, {DBSnapshot, n.DBFinalSnapshot},
+	} {
+		if err := got.rule.Check(got.name); err != nil {
+			t.Errorf("%s: %v", at, err)
+		}
+		if other, ok := seen[got.rule.Kind+"/"+got.name]; ok {
+			t.Errorf("%s and %s share the %s %q", other, at, got.rule.Kind, got.name)
+		}
+		seen[got.rule.Kind+"/"+got.name] = at
+	}
+	for _, rule := range []Rule{RolePrefix, SecurityGroupPrefix} {
+		p, err := rule.Prefix(prefix, stack, "cluster-nodes")
+		if err != nil {
+			t.Errorf("%s: %v", at, err)
+			continue
+		}
+		if err := rule.Check(p); err != nil || !strings.HasSuffix(p, "-") {
+			t.Errorf("%s: prefix %q (%v): want it valid and ending in a hyphen", at, p, err)
+		}
+	}
+}
+
+// A team's prefix longer than a name's limit is cut to it, keeping what
+// fits readable: ELBv2 load balancer names are at most 32 characters
+// (https://docs.aws.amazon.com/elasticloadbalancing/latest/APIReference/API_CreateLoadBalancer.html),
+// ElastiCache replication group ids 40
+// (https://docs.aws.amazon.com/AmazonElastiCache/latest/APIReference/API_CreateReplicationGroup.html).
+func TestALongPrefixIsCutToEachLimit(t *testing.T) {
+	n, err := For("acme-payments-websocket-gateway-eu", "prod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, got := range []struct {
+		name, want string
+		max        int
+	}{
+		{n.LoadBalancer, "acme-payments-websocket", 32},
+		{n.ReplicationGroup, "acme-payments-websocket-gateway", 40},
+		{n.DBInstance, "acme-payments-websocket-gateway-eu-prod", 63},
+	} {
+		if len(got.name) > got.max || !strings.HasPrefix(got.name, got.want) {
+			t.Errorf("name %q: want at most %d characters, starting %q", got.name, got.max, got.want)
+		}
+	}
+}
+
+// A prefix that starts every name where AWS forbids it is refused, citing
+// the rule: no load balancer name begins with "internal-", no replication
+// group or DB instance with a digit.
+func TestAPrefixNoNameMayStartWithIsRefused(t *testing.T) {
+	for _, prefix := range []string{"internal", "9lives", "_"} {
+		if n, err := For(prefix, "prod"); err == nil {
+			t.Errorf("prefix %q: names %+v, want a refusal", prefix, n)
+		} else if !strings.Contains(err.Error(), "docs.aws.amazon.com") {
+			t.Errorf("prefix %q: refusal %q: want the documented rule cited", prefix, err)
+		}
 	}
 }
 

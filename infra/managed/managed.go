@@ -1,6 +1,6 @@
 // Package managed is the prod stack's data layer on AWS's managed services:
 // an ElastiCache Redis replication group (one shard, or cluster mode
-// enabled) and an RDS PostgreSQL instance in
+// enabled) and an RDS PostgreSQL instance, either or both, in
 // the private subnets, reachable only from the cluster's security group, with
 // their credentials in Secrets Manager. It hands the chat server the Redis
 // URL, with TLS, and infra/dbaccess the database (IAM authentication on).
@@ -44,8 +44,11 @@ type Args struct {
 	VpcID          pulumi.StringInput
 	PrivateSubnets pulumi.StringArrayInput
 	// ClientGroup is the only security group the stores admit: the cluster's.
-	ClientGroup   pulumi.StringInput
-	RedisNodeType string
+	ClientGroup pulumi.StringInput
+	// Redis and Postgres say which stores to create: the Redis and DB
+	// settings below are read only for the store asked for.
+	Redis, Postgres bool
+	RedisNodeType   string
 	// RedisReplicas are the replicas of the one shard; with RedisCluster
 	// set it is unused (0), and the replication group is in cluster mode,
 	// of that shape.
@@ -64,7 +67,8 @@ type Args struct {
 }
 
 // Managed is the component. The Redis URL is a secret; the database's
-// credentials are not handed out (infra/dbaccess connects by IAM).
+// credentials are not handed out (infra/dbaccess connects by IAM). The
+// outputs of a store not asked for are empty.
 type Managed struct {
 	pulumi.ResourceState
 	RedisURL        pulumi.StringOutput
@@ -100,54 +104,69 @@ const (
 	MaxReplicasPerShard = rediscluster.MaxReplicasPerShard
 )
 
-// New declares the stores.
+// New declares the stores asked for.
 func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOption) (*Managed, error) {
-	if c := args.RedisCluster; c != nil {
+	if !args.Redis && !args.Postgres {
+		return nil, fmt.Errorf("managed %s: no store asked for: want Redis, Postgres or both", name)
+	}
+	if c := args.RedisCluster; args.Redis && c != nil {
 		if c.Shards < 1 || c.ReplicasPerShard < MinReplicasPerShard || c.ReplicasPerShard > MaxReplicasPerShard || c.Nodes() > MaxClusterNodes || args.RedisReplicas != 0 {
 			return nil, fmt.Errorf("managed %s: a cluster of %d shards with %d replicas each (RedisReplicas %d): want at least 1 shard, %d to %d replicas per shard, at most %d nodes in all, and RedisReplicas 0",
 				name, c.Shards, c.ReplicasPerShard, args.RedisReplicas, MinReplicasPerShard, MaxReplicasPerShard, MaxClusterNodes)
 		}
 	}
-	m := &Managed{}
+	// A store not asked for leaves its outputs empty, not unresolvable.
+	none := pulumi.String("").ToStringOutput()
+	m := &Managed{RedisURL: none, RedisAuthSecret: none, DBAddress: none, DBInstanceARN: none, DBResourceID: none, MasterSecretARN: none, DBInstance: none}
 	if err := ctx.RegisterComponentResource("switchboard:index:Managed", name, m, opts...); err != nil {
 		return nil, err
 	}
 	parent := pulumi.Parent(m)
+	if args.Redis {
+		if err := m.redis(ctx, name, args, parent); err != nil {
+			return nil, err
+		}
+	}
+	if args.Postgres {
+		if err := m.postgres(ctx, name, args, parent); err != nil {
+			return nil, err
+		}
+	}
+	return m, ctx.RegisterResourceOutputs(m, pulumi.Map{"redisUrl": m.RedisURL, "dbAddress": m.DBAddress})
+}
+
+// redis declares the replication group, its security group and auth token.
+func (m *Managed) redis(ctx *pulumi.Context, name string, args Args, parent pulumi.ResourceOrInvokeOption) error {
 	redisSG, err := onlyFrom(ctx, name+"-redis", args, RedisPort, parent)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	pgSG, err := onlyFrom(ctx, name+"-postgres", args, PostgresPort, parent)
-	if err != nil {
-		return nil, err
-	}
-
 	// The auth token is generated once and kept in Secrets Manager: later
 	// runs read it back rather than generate another.
 	token, err := secretsmanager.GetRandomPassword(ctx, &secretsmanager.GetRandomPasswordArgs{
 		PasswordLength: pulumi.IntRef(64), ExcludePunctuation: pulumi.BoolRef(true),
 	}, parent)
 	if err != nil {
-		return nil, fmt.Errorf("managed %s: redis auth token: %w", name, err)
+		return fmt.Errorf("managed %s: redis auth token: %w", name, err)
 	}
 	tokenSecret, err := secretsmanager.NewSecret(ctx, name+"-redis-auth", &secretsmanager.SecretArgs{
 		Description: pulumi.String("AUTH token of the Switchboard ElastiCache replication group"), Tags: args.Tags,
 	}, parent)
 	if err != nil {
-		return nil, fmt.Errorf("managed %s: redis auth secret: %w", name, err)
+		return fmt.Errorf("managed %s: redis auth secret: %w", name, err)
 	}
 	tokenVersion, err := secretsmanager.NewSecretVersion(ctx, name+"-redis-auth", &secretsmanager.SecretVersionArgs{
 		SecretId:     tokenSecret.ID(),
 		SecretString: pulumi.ToSecret(pulumi.String(token.RandomPassword)).(pulumi.StringOutput),
 	}, parent, pulumi.IgnoreChanges([]string{"secretString"}))
 	if err != nil {
-		return nil, fmt.Errorf("managed %s: redis auth secret version: %w", name, err)
+		return fmt.Errorf("managed %s: redis auth secret version: %w", name, err)
 	}
 	storedToken := pulumi.ToSecret(tokenVersion.SecretString.Elem()).(pulumi.StringOutput)
 
 	redisSubnets, err := elasticache.NewSubnetGroup(ctx, name, &elasticache.SubnetGroupArgs{SubnetIds: args.PrivateSubnets, Tags: args.Tags}, parent)
 	if err != nil {
-		return nil, fmt.Errorf("managed %s: cache subnet group: %w", name, err)
+		return fmt.Errorf("managed %s: cache subnet group: %w", name, err)
 	}
 	// A full Redis refuses writes rather than drop keys. ElastiCache's
 	// default is volatile-lru, and every room key has a TTL: it would
@@ -170,7 +189,7 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 		Tags:        args.Tags,
 	}, parent)
 	if err != nil {
-		return nil, fmt.Errorf("managed %s: cache parameters: %w", name, err)
+		return fmt.Errorf("managed %s: cache parameters: %w", name, err)
 	}
 	group := &elasticache.ReplicationGroupArgs{
 		ReplicationGroupId:       pulumi.String(args.ReplicationGroupID),
@@ -201,12 +220,36 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 	}
 	redis, err := elasticache.NewReplicationGroup(ctx, name, group, parent)
 	if err != nil {
-		return nil, fmt.Errorf("managed %s: redis: %w", name, err)
+		return fmt.Errorf("managed %s: redis: %w", name, err)
 	}
 
+	m.RedisURL = pulumi.All(storedToken, redis.PrimaryEndpointAddress).ApplyT(func(v []any) string {
+		u := url.URL{Scheme: "rediss", User: url.UserPassword("", v[0].(string)), Host: fmt.Sprintf("%s:%d", v[1], RedisPort), Path: "/0"}
+		return u.String()
+	}).(pulumi.StringOutput)
+	m.RedisNodes = members(redis, 1+args.RedisReplicas)
+	if c := args.RedisCluster; c != nil {
+		// A cluster's clients start at its configuration endpoint, which
+		// answers with the shards' nodes.
+		m.RedisURL = pulumi.All(storedToken, redis.ConfigurationEndpointAddress).ApplyT(func(v []any) string {
+			return rediscluster.URL(true, v[0].(string), fmt.Sprintf("%s:%d", v[1], RedisPort))
+		}).(pulumi.StringOutput)
+		m.RedisNodes = shardMembers(redis.ReplicationGroupId, *c)
+	}
+	m.RedisURL = pulumi.ToSecret(m.RedisURL).(pulumi.StringOutput)
+	m.RedisAuthSecret = tokenSecret.Arn
+	return nil
+}
+
+// postgres declares the RDS instance, its security group and parameters.
+func (m *Managed) postgres(ctx *pulumi.Context, name string, args Args, parent pulumi.ResourceOrInvokeOption) error {
+	pgSG, err := onlyFrom(ctx, name+"-postgres", args, PostgresPort, parent)
+	if err != nil {
+		return err
+	}
 	pgSubnets, err := rds.NewSubnetGroup(ctx, name, &rds.SubnetGroupArgs{SubnetIds: args.PrivateSubnets, Tags: args.Tags}, parent)
 	if err != nil {
-		return nil, fmt.Errorf("managed %s: db subnet group: %w", name, err)
+		return fmt.Errorf("managed %s: db subnet group: %w", name, err)
 	}
 	params, err := rds.NewParameterGroup(ctx, name, &rds.ParameterGroupArgs{
 		Family: pulumi.String("postgres" + PostgresMajor),
@@ -215,7 +258,7 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 		Tags:       args.Tags,
 	}, parent)
 	if err != nil {
-		return nil, fmt.Errorf("managed %s: db parameters: %w", name, err)
+		return fmt.Errorf("managed %s: db parameters: %w", name, err)
 	}
 	pg, err := rds.NewInstance(ctx, name, &rds.InstanceArgs{
 		Identifier:               pulumi.String(args.DBInstanceID),
@@ -246,31 +289,16 @@ func New(ctx *pulumi.Context, name string, args Args, opts ...pulumi.ResourceOpt
 		Tags:                             args.Tags,
 	}, parent)
 	if err != nil {
-		return nil, fmt.Errorf("managed %s: postgres: %w", name, err)
+		return fmt.Errorf("managed %s: postgres: %w", name, err)
 	}
 
-	m.RedisURL = pulumi.All(storedToken, redis.PrimaryEndpointAddress).ApplyT(func(v []any) string {
-		u := url.URL{Scheme: "rediss", User: url.UserPassword("", v[0].(string)), Host: fmt.Sprintf("%s:%d", v[1], RedisPort), Path: "/0"}
-		return u.String()
-	}).(pulumi.StringOutput)
-	m.RedisNodes = members(redis, 1+args.RedisReplicas)
-	if c := args.RedisCluster; c != nil {
-		// A cluster's clients start at its configuration endpoint, which
-		// answers with the shards' nodes.
-		m.RedisURL = pulumi.All(storedToken, redis.ConfigurationEndpointAddress).ApplyT(func(v []any) string {
-			return rediscluster.URL(true, v[0].(string), fmt.Sprintf("%s:%d", v[1], RedisPort))
-		}).(pulumi.StringOutput)
-		m.RedisNodes = shardMembers(redis.ReplicationGroupId, *c)
-	}
-	m.RedisURL = pulumi.ToSecret(m.RedisURL).(pulumi.StringOutput)
 	// The master password stays in Secrets Manager, where RDS rotates it.
 	m.MasterSecretARN = pg.MasterUserSecrets.Index(pulumi.Int(0)).SecretArn().Elem()
 	m.DBInstanceARN = pg.Arn
 	m.DBResourceID = pg.ResourceId
 	m.DBAddress = pg.Address
 	m.DBInstance = pg.Identifier
-	m.RedisAuthSecret = tokenSecret.Arn
-	return m, ctx.RegisterResourceOutputs(m, pulumi.Map{"redisUrl": m.RedisURL, "dbAddress": m.DBAddress})
+	return nil
 }
 
 // members are the cache clusters of a replication group without cluster
