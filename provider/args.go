@@ -163,7 +163,7 @@ type ManagedStores struct {
 // schema cannot: a missing value, no target or two, a duration that does
 // not parse. Each refusal names the field as a program spells it.
 func (a ServiceArgs) Blueprint() (blueprint.ServiceArgs, error) {
-	if err := required(map[string]string{"namespace": a.Namespace, "app.name": a.App.Name, "app.image": a.App.Image}); err != nil {
+	if err := required(field{"namespace", a.Namespace}, field{"app.name", a.App.Name}, field{"app.image", a.App.Image}); err != nil {
 		return blueprint.ServiceArgs{}, err
 	}
 	app, err := a.App.blueprint()
@@ -232,7 +232,7 @@ func (a App) blueprint() (blueprint.App, error) {
 }
 
 func (k Kind) blueprint() (blueprint.Kind, error) {
-	if err := required(map[string]string{"kind.kubeContext": k.KubeContext, "kind.edge.image": k.Edge.Image}); err != nil {
+	if err := required(field{"kind.kubeContext", k.KubeContext}, field{"kind.edge.image", k.Edge.Image}); err != nil {
 		return blueprint.Kind{}, err
 	}
 	return blueprint.Kind{
@@ -244,7 +244,7 @@ func (k Kind) blueprint() (blueprint.Kind, error) {
 }
 
 func (a AWS) blueprint() (blueprint.AWS, error) {
-	if err := required(map[string]string{"aws.region": a.Region, "aws.certificateArn": a.CertificateARN, "aws.alarmTopicArn": a.AlarmTopicARN}); err != nil {
+	if err := required(field{"aws.region", a.Region}, field{"aws.certificateArn", a.CertificateARN}, field{"aws.alarmTopicArn", a.AlarmTopicARN}); err != nil {
 		return blueprint.AWS{}, err
 	}
 	c := a.Cluster
@@ -285,12 +285,15 @@ func store[T any](field string, s *Store, make func(urlEnv string) *T) (*T, erro
 	return make(s.URLEnv), nil
 }
 
-// required refuses the first empty value, by field.
-func required(fields map[string]string) error {
+// field is a string input and its name in a program.
+type field struct{ name, value string }
+
+// required refuses the empty fields, each by name.
+func required(fields ...field) error {
 	var missing []error
-	for field, v := range fields {
-		if v == "" {
-			missing = append(missing, fmt.Errorf("%s: required", field))
+	for _, f := range fields {
+		if f.value == "" {
+			missing = append(missing, fmt.Errorf("%s: required", f.name))
 		}
 	}
 	return errors.Join(missing...)

@@ -52,6 +52,7 @@ func New() (p.Provider, error) {
 		WithLicense("Apache-2.0").
 		WithRepository("https://github.com/switchboard-dev/switchboard").
 		WithNamespace("switchboard-dev").
+		WithGoImportPath("github.com/switchboard-dev/switchboard/sdk/go/switchboard").
 		// The types of this package are the index module's.
 		WithModuleMap(map[tokens.ModuleName]tokens.ModuleName{"provider": "index"}).
 		WithComponents(infer.Component(&Service{})).

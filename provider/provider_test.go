@@ -1,7 +1,6 @@
 package provider_test
 
 import (
-	"context"
 	"slices"
 	"strings"
 	"sync"
@@ -146,8 +145,8 @@ func TestConstructDeploysTheServiceOnKind(t *testing.T) {
 	}
 }
 
-// A secret given to secretEnv stays one: it reaches the pods through a
-// Kubernetes Secret whose data the engine keeps encrypted.
+// A value of secretEnv reaches the pods through a Kubernetes Secret, whose
+// data the engine keeps encrypted, never as a plain variable of the pods.
 func TestConstructKeepsSecretEnvSecret(t *testing.T) {
 	in := echo()
 	in["app"].(map[string]any)["secretEnv"] = map[string]any{"API_KEY": "s3cret"}
@@ -155,13 +154,28 @@ func TestConstructKeepsSecretEnvSecret(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	secret, ok := d.named("kubernetes:core/v1:Secret", "echo")
+	secret, ok := d.named("kubernetes:core/v1:Secret", "echo-env")
 	if !ok {
-		t.Fatalf("no Secret echo among %d resources", len(d.resources))
+		t.Fatalf("no Secret echo-env among %d resources", len(d.resources))
 	}
-	v := secret.Inputs.Get("stringData").AsMap().Get("API_KEY")
-	if v.AsString() != "s3cret" || !v.Secret() {
-		t.Errorf("API_KEY in the Secret: %v, want s3cret marked secret", v)
+	data := secret.Inputs.Get("stringData")
+	v := data.AsMap().Get("API_KEY")
+	if v.AsString() != "s3cret" || !(v.Secret() || data.Secret()) {
+		t.Errorf("API_KEY in the Secret: %v (data secret: %t), want s3cret marked secret", v, data.Secret())
+	}
+	dep, ok := d.named("kubernetes:apps/v1:Deployment", "echo")
+	if !ok {
+		t.Fatal("no deployment echo")
+	}
+	container := dep.Inputs.Get("spec").AsMap().Get("template").AsMap().Get("spec").AsMap().Get("containers").AsArray().Get(0).AsMap()
+	for _, e := range container.Get("env").AsArray().All {
+		if e.AsMap().Get("name").AsString() == "API_KEY" {
+			t.Errorf("API_KEY is a plain variable of the pods: %v", e)
+		}
+	}
+	if from := container.Get("envFrom"); !from.IsArray() || from.AsArray().Len() != 1 ||
+		from.AsArray().Get(0).AsMap().Get("secretRef").AsMap().Get("name").AsString() != "echo-env" {
+		t.Errorf("the pods take their variables from %v, want the Secret echo-env", from)
 	}
 }
 
