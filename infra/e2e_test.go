@@ -176,6 +176,7 @@ func TestDevStackOnKind(t *testing.T) {
 			}
 		})
 		t.Run("RedisStoppedAlertReachesTheWebhook", func(t *testing.T) { redisStoppedAlertReachesTheWebhook(ctx, t, cfg, hook) })
+		t.Run("YAMLEchoThroughTheProvider", func(t *testing.T) { yamlEchoAnswers(ctx, t, cfg) })
 		// Last: it changes the HPA's settings with another `pulumi up`.
 		t.Run("HPAScalesOutAndInOnConnections", func(t *testing.T) { hpaFollowsConnections(ctx, t, deployed, cfg, jwt) })
 	})
