@@ -5,10 +5,16 @@ export GOFLAGS ?= -mod=mod
 BIN := bin
 GO_PKGS := ./...
 
-.PHONY: build up test lint bench bench-scenarios deps token fuzz tools kind-up generate chaos e2e docs suite-cluster
+.PHONY: build up test lint bench bench-scenarios deps token fuzz tools kind-up generate chaos e2e docs suite-cluster schema plugin
 
 build:
 	go build -trimpath -o $(BIN)/ ./app/cmd/...
+
+# The switchboard Pulumi plugin, where examples/yaml's plugins.providers path
+# finds it. Apart from build: it compiles Pulumi's code generators (minutes
+# on a cold cache), which make up does not need.
+plugin:
+	go build -trimpath -o $(BIN)/ ./provider/cmd/...
 
 # Installs the Debian packages the local target and the tests run (only what is missing).
 deps:
@@ -33,6 +39,11 @@ tools:
 generate:
 	go generate ./dashboards
 
+# provider/schema.json from the types the provider serves (infer derives it);
+# TestSchemaIsTheProvidersOwn fails until it is rerun after they change.
+schema:
+	go test -count=1 -run '^TestSchemaIsTheProvidersOwn$$' ./provider -update-schema
+
 # The front page's pictures: the topology SVGs from their Graphviz sources
 # (infra/pictures_test.go checks that the sources name what the stacks
 # deploy), and docs/img/chat.png, a screenshot of the chat page after a
@@ -54,7 +65,7 @@ kind-up:
 
 # gofmt, go vet, and actionlint on every GitHub Actions workflow.
 lint:
-	@test -z "$$(gofmt -l app blueprint examples infra tests dashboards nginx 2>/dev/null)" || { gofmt -l app blueprint examples infra tests dashboards nginx; echo "gofmt: files above need formatting"; exit 1; }
+	@test -z "$$(gofmt -l app blueprint provider examples infra tests dashboards nginx 2>/dev/null)" || { gofmt -l app blueprint provider examples infra tests dashboards nginx; echo "gofmt: files above need formatting"; exit 1; }
 	go vet $(GO_PKGS)
 	@./scripts/actionlint.sh
 
@@ -75,7 +86,7 @@ fuzz:
 # compiled, which saves minutes on a cold machine.
 test: deps lint tools
 	go test -race -count=1 -timeout 20m ./app/... ./nginx/... ./dashboards/... ./docs/...
-	go test -count=1 -timeout 20m -v ./infra/... ./blueprint/... ./examples/...
+	go test -count=1 -timeout 20m -v ./infra/... ./blueprint/... ./provider/... ./examples/...
 	go test -count=1 -timeout 25m -v ./tests/...
 	$(MAKE) fuzz
 

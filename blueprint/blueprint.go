@@ -162,17 +162,19 @@ func Flows(args ServiceArgs) ([]netpolicy.Flow, error) {
 	return netpolicy.Flows(p), nil
 }
 
-// Service is the component.
+// Service is the component. The tags name its outputs, as it registers
+// them and as the provider (package provider) serves them.
 type Service struct {
 	pulumi.ResourceState
 	// Endpoint is where clients connect (http:// or https://).
-	Endpoint pulumi.StringOutput
+	Endpoint pulumi.StringOutput `pulumi:"endpoint"`
 	// DashboardsURL is where Grafana answers, or how to reach it.
-	DashboardsURL pulumi.StringOutput
+	DashboardsURL pulumi.StringOutput `pulumi:"dashboardsUrl"`
 	// Kubeconfig is the created cluster's; empty on a cluster given.
-	Kubeconfig pulumi.StringOutput
+	Kubeconfig pulumi.StringOutput `pulumi:"kubeconfig"`
 	// ClusterName and LoadBalancer (the ALB's DNS name) are AWS's.
-	ClusterName, LoadBalancer pulumi.StringOutput
+	ClusterName  pulumi.StringOutput `pulumi:"clusterName"`
+	LoadBalancer pulumi.StringOutput `pulumi:"loadBalancer"`
 }
 
 // NewService declares the service on args.Target.

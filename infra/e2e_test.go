@@ -178,6 +178,7 @@ func TestDevStackOnKind(t *testing.T) {
 		})
 		t.Run("RedisStoppedAlertReachesTheWebhook", func(t *testing.T) { redisStoppedAlertReachesTheWebhook(ctx, t, cfg, hook) })
 		t.Run("EchoExampleDeploysServesAndScalesOnItsGauge", func(t *testing.T) { echoOnKind(ctx, t, cfg) })
+		t.Run("YAMLEchoThroughTheProvider", func(t *testing.T) { yamlEchoAnswers(ctx, t, cfg) })
 		// Last: it changes the HPA's settings with another `pulumi up`.
 		t.Run("HPAScalesOutAndInOnConnections", func(t *testing.T) { hpaFollowsConnections(ctx, t, deployed, cfg, jwt) })
 	})

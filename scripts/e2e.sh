@@ -543,6 +543,39 @@ provider_build() {
     echo "$PULUMI_K8S" >"$BIN/pulumi-resource-kubernetes.version"
 }
 
+# examples/yaml through the real engine: the Pulumi YAML language host
+# (tools/pulumi-yaml, pulumi-yaml from the module proxy with the pulumi
+# packages it was released against) and the switchboard provider plugin (provider/cmd/
+# pulumi-resource-switchboard, keyed by the sources it is built from), both
+# into $BIN, where the CLI finds the language host and the test the plugin
+# it points the program's plugins.providers path at. yaml_steps runs them
+# on either path (PREFIX online- on the online one).
+PULUMI_YAML=v1.25.0
+yaml_ok() { [ -x "$BIN/pulumi-language-yaml" ] && [ "$(cat "$BIN/pulumi-language-yaml.version" 2>/dev/null)" = "$PULUMI_YAML" ]; }
+yaml_build() {
+  (cd tools/pulumi-yaml && nicely go build -trimpath \
+    -ldflags "-s -w -X github.com/pulumi/pulumi-yaml/pkg/version.Version=$PULUMI_YAML" \
+    -o "$BIN/pulumi-language-yaml.tmp" github.com/pulumi/pulumi-yaml/cmd/pulumi-language-yaml)
+  mv "$BIN/pulumi-language-yaml.tmp" "$BIN/pulumi-language-yaml" &&
+    echo "$PULUMI_YAML" >"$BIN/pulumi-language-yaml.version"
+}
+plugin_key() {
+  { cat go.mod go.sum; find blueprint provider infra dashboards -type f -name '*.go' ! -name '*_test.go' | sort | xargs cat; } |
+    sha256sum | cut -c1-12
+}
+plugin_ok() { [ -x "$BIN/pulumi-resource-switchboard" ] && [ "$(cat "$BIN/pulumi-resource-switchboard.key" 2>/dev/null)" = "$(plugin_key)" ]; }
+plugin_build() {
+  local key
+  key=$(plugin_key)
+  nicely go build -trimpath -o "$BIN/pulumi-resource-switchboard.tmp" ./provider/cmd/pulumi-resource-switchboard &&
+    mv "$BIN/pulumi-resource-switchboard.tmp" "$BIN/pulumi-resource-switchboard" &&
+    echo "$key" >"$BIN/pulumi-resource-switchboard.key"
+}
+yaml_steps() {
+  step "${1:-}pulumi-language-yaml" yaml_ok yaml_build
+  step "${1:-}switchboard-plugin" plugin_ok plugin_build
+}
+
 build() {
   ensure_docker
   write_docker_wrapper
@@ -567,6 +600,7 @@ build() {
   step prometheus prom_ok prom_build
   step pulumi-cli pulumi_ok pulumi_build
   step pulumi-kubernetes-provider provider_ok provider_build
+  yaml_steps
   say "node image: $NODE"
 }
 
@@ -697,6 +731,7 @@ online_cluster() {
   BIN=$ONLINE_BIN
   mkdir -p "$BIN"
   step online-kind kind_ok kind_build
+  yaml_steps online-
   command -v kubectl >/dev/null || step online-kubectl kubectl_ok kubectl_fetch
   command -v pulumi >/dev/null || step online-pulumi-cli pulumi_ok pulumi_fetch
   # The repository's Dockerfile, its bases pulled (chat_build's edit is a no-op for BuildKit).
@@ -748,6 +783,8 @@ cached() {
     ensure_docker || { echo "a Docker engine that starts (see $CACHE/dockerd.log)"; return 1; }
   fi
   local missing=() pair
+  yaml_ok || missing+=(pulumi-language-yaml)
+  plugin_ok || missing+=(switchboard-plugin)
   for pair in kind:kind_ok k8s-binaries:k8s_ok etcd:etcd_ok pause:pause_ok coredns:coredns_ok \
     local-path-provisioner:localpath_ok debian-base:base_ok kube-network-policies:knp_ok component-images:components_ok node-image:node_ok \
     chat-bases:bases_ok data-images:data_ok metrics-server:metrics_ok prometheus-adapter:adapter_ok alertmanager:am_ok prometheus-operator:promop_ok prometheus:prom_ok pulumi-cli:pulumi_ok pulumi-kubernetes-provider:provider_ok; do

@@ -20,7 +20,8 @@ import (
 // The repository is Apache-2.0 (../LICENSE) on the claim that every module
 // the product links is under a permissive licence. TestDependencyLicenses
 // checks that claim against the module cache: each module linked into the
-// chat server's binaries (app/) or the Pulumi program (infra/) must carry a
+// chat server's binaries (app/), the Pulumi program (infra/) or the Pulumi
+// plugin (provider/, released as archives) must carry a
 // licence file whose text is one of permissiveLicenses, or be listed in
 // allowedExceptions with the reason it is acceptable. It reads the licence
 // files at each module's root only. Not checked: modules only tests link
@@ -139,7 +140,7 @@ func linkedModules(t *testing.T) []module {
 	t.Helper()
 	seen := map[string]module{}
 	for _, goos := range goosesLinked {
-		cmd := exec.Command("go", "list", "-deps", "-json=Module", "./app/...", "./infra/...")
+		cmd := exec.Command("go", "list", "-deps", "-json=Module", "./app/...", "./infra/...", "./provider/...")
 		cmd.Dir = ".."
 		cmd.Env = append(os.Environ(), "GOOS="+goos, "CGO_ENABLED=0")
 		var stderr bytes.Buffer
