@@ -142,7 +142,9 @@ func taggedClone(t *testing.T, version string) string {
 		}
 		return strings.TrimSpace(string(out))
 	}
-	git("clone", "-q", "..", dir)
+	// --no-tags: the repository may have the release's tag already, on
+	// another commit; this clone tags the HEAD under test.
+	git("clone", "-q", "--no-tags", "..", dir)
 	git("-C", dir, "-c", "user.name=release test", "-c", "user.email=release@test", "tag", "-a", version, "-m", version)
 	t.Logf("a clone of HEAD %s, tagged %s", git("-C", dir, "rev-parse", "--short", "HEAD"), version)
 	return dir
