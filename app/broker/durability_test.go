@@ -71,6 +71,24 @@ func (s *sender) send() broker.Accepted {
 	return acc
 }
 
+// keptAfter checks that every acked seq is in the room's log after what.
+func (s *sender) keptAfter(ctx context.Context, what string) {
+	s.t.Helper()
+	got, err := s.b.Range(ctx, s.room, 0, s.maxAcked(), 1000)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	kept := map[int64]bool{}
+	for _, d := range got {
+		kept[d.Seq] = true
+	}
+	for seq := range s.acked {
+		if !kept[seq] {
+			s.t.Errorf("acked seq %d is not in the room's log after %s", seq, what)
+		}
+	}
+}
+
 func (s *sender) maxAcked() int64 {
 	var m int64
 	for seq := range s.acked {
