@@ -226,8 +226,10 @@ func (k *Kubernetes) start(ctx context.Context, set string) error {
 // shards × (1 + replicas) of a Redis Cluster (redisMode: cluster).
 func (k *Kubernetes) StopRedis(ctx context.Context) error { return k.stop(ctx, "redis") }
 
-// StartRedis starts them again on their volumes; a cluster once every node
-// reports cluster_state:ok, as on the local target.
+// StartRedis starts them again on their volumes; a cluster once it is
+// healthy, as on the local target (app/local's WaitHealthy): a send waits
+// for a replica's ack (REDIS_MIN_REPLICAS), so cluster_state:ok, which a
+// primary reports before its replica has synced again, is not enough.
 func (k *Kubernetes) StartRedis(ctx context.Context) error {
 	k.mu.Lock()
 	n := k.stopped["redis"]
@@ -238,16 +240,38 @@ func (k *Kubernetes) StartRedis(ctx context.Context) error {
 	for i := range n {
 		pod := "redis-" + strconv.Itoa(i)
 		for {
-			out, err := k.run(ctx, "exec", pod, "--", "redis-cli", "cluster", "info")
-			if err == nil && strings.Contains(out, "cluster_state:ok") {
+			out, err := k.run(ctx, "exec", pod, "--", "sh", "-c", "redis-cli cluster info && redis-cli info replication")
+			if err == nil {
+				err = clusterNodeHealthy(out, n)
+			}
+			if err == nil {
 				break
 			}
 			select {
 			case <-ctx.Done():
-				return fmt.Errorf("redis cluster after its restart: %s not ok (%q, %v): %w", pod, out, err, ctx.Err())
+				return fmt.Errorf("redis cluster after its restart: %s: %w (%w)", pod, err, ctx.Err())
 			case <-time.After(200 * time.Millisecond):
 			}
 		}
+	}
+	return nil
+}
+
+// clusterNodeHealthy reads a node's CLUSTER INFO and INFO replication: the
+// cluster ok with every slot served, all n nodes known, and a replica's
+// link to its primary up.
+func clusterNodeHealthy(info string, n int) error {
+	f := map[string]string{}
+	for _, line := range strings.Split(info, "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
+			f[k] = v
+		}
+	}
+	switch {
+	case f["cluster_state"] != "ok" || f["cluster_slots_ok"] != "16384" || f["cluster_known_nodes"] != strconv.Itoa(n):
+		return fmt.Errorf("state %q, %q slots ok, knows %q of %d nodes", f["cluster_state"], f["cluster_slots_ok"], f["cluster_known_nodes"], n)
+	case f["role"] == "slave" && f["master_link_status"] != "up":
+		return fmt.Errorf("a replica whose link to its primary is %q", f["master_link_status"])
 	}
 	return nil
 }
