@@ -14,6 +14,7 @@ import (
 	"github.com/gruntwork-io/terratest/modules/retry"
 
 	"github.com/switchboard-dev/switchboard/app/chattest"
+	"github.com/switchboard-dev/switchboard/tests/target"
 )
 
 // notReadyAlert is the rule a Redis outage fires (dashboards/alerts.yaml).
@@ -86,17 +87,17 @@ func redisStoppedAlertReachesTheWebhook(ctx context.Context, t *testing.T, cfg m
 		return "", err
 	})
 
+	// The suite's target stops and starts Redis in either redisMode.
+	redis := target.NewKubernetes(target.KubernetesOptions{KubeContext: kc, Namespace: ns})
+	defer redis.Close()
 	stopped := time.Now()
-	if err := kubectl("scale", "statefulset", "redis", "--replicas=0"); err != nil {
+	if err := redis.StopRedis(ctx); err != nil {
 		t.Fatal(err)
 	}
 	redisDown := true
 	start := func() error {
-		if err := kubectl("scale", "statefulset", "redis", "--replicas=1"); err != nil {
-			return err
-		}
 		redisDown = false
-		return kubectl("rollout", "status", "statefulset/redis", "--timeout=3m")
+		return redis.StartRedis(ctx)
 	}
 	defer func() {
 		if redisDown {

@@ -78,8 +78,9 @@ func TestDevStackOnKind(t *testing.T) {
 			}
 			return string(out)
 		}
-		// Every pod Ready with its real probes.
-		kubectl("wait", "--for=condition=Ready", "pod", "--all", "--timeout=5m")
+		// Every pod Ready with its real probes, but a Job's, which ends
+		// Completed, never Ready (the Redis Cluster's creation Job).
+		kubectl("wait", "--for=condition=Ready", "pod", "--all", "--field-selector=status.phase!=Succeeded", "--timeout=5m")
 		logf(t, "pods after pulumi up:\n%s", kubectl("get", "pods", "-o", "wide"))
 		// The chat page and the health of the edge through the host port kind maps.
 		http_helper.HttpGetWithRetryWithCustomValidation(t, blueprint.KindEndpoint+"/nginx-health", nil, 60, 2*time.Second,

@@ -3,6 +3,7 @@
 # online, when the registries, chart repositories and get.pulumi.com answer,
 # with kind's own node image and the stack's charts; offline, otherwise, built
 # on this machine without a registry. E2E_OFFLINE=1 forces offline, 0 online.
+# E2E_REDIS=cluster deploys the stack's Redis as a Redis Cluster (redisMode).
 # Every build output is cached under ~/.cache/switchboard/e2e, keyed by
 # versions, so a second run only checks what it has.
 #
@@ -753,20 +754,26 @@ online_cluster() {
 # settings and the provider plugin built here (no downloads); online, with
 # Pulumi.dev.yaml's settings alone and the plugins the engine downloads.
 e2etest() {
-  local settings=$OVERRIDES no_downloads=true
+  local settings=$OVERRIDES no_downloads=true redis
+  case "${E2E_REDIS:-}" in
+    "") redis="" ;;
+    standalone | cluster) redis=redisMode=$E2E_REDIS ;;
+    *) die "E2E_REDIS=$E2E_REDIS: set it to cluster (a Redis Cluster: the stack's redisMode: cluster), standalone, or leave it unset (Pulumi.dev.yaml's redisMode)" ;;
+  esac
   if [ "$MODE" = online ]; then
     online_cluster
     settings="" no_downloads=false
   else
     cluster
   fi
+  settings+=${redis:+${settings:+,}$redis}
   E2E_HOME=$(mktemp -d)
   # The cluster goes with the test, unless SWITCHBOARD_KEEP_CLUSTER=1 (the
   # trap runs after this function returns: it uses globals only).
   trap 'rm -rf "$E2E_HOME"; [ "${SWITCHBOARD_KEEP_CLUSTER:-}" = 1 ] || kind delete cluster --name "$CLUSTER"' EXIT
   local home=$E2E_HOME began
   began=$(date +%s)
-  say "TestDevStackOnKind, $MODE path (PULUMI_HOME=$home)"
+  say "TestDevStackOnKind, $MODE path, Redis ${E2E_REDIS:-as configured} (PULUMI_HOME=$home)"
   PULUMI_HOME=$home PULUMI_SKIP_UPDATE_CHECK=1 PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=$no_downloads \
     SWITCHBOARD_STACK_OVERRIDES="$settings" \
     go test -count=1 -v -timeout 60m -run '^TestDevStackOnKind$' ./infra/

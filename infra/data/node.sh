@@ -6,9 +6,23 @@
 # IPs. Each peer's line carries its stable hostname (cluster-announce-
 # hostname), so its address is resolved again here; a name not yet in DNS
 # keeps its old address, and that peer, once up, dials this node itself.
+#
+# A replica waits (up to a minute) for its primary's name first: Redis
+# 7.0.15 takes the address it replicates from out of nodes.conf at start,
+# and did not follow the primary's new address once the cluster bus knew it
+# (seen on kind: after every pod restarted at once, a replica replicated
+# from its primary's old IP, link down, for minutes, and the shard refused
+# every send that waits for a replica's ack).
 set -eu
 conf="${CLUSTER_CONFIG:-/data/nodes.conf}"
 if [ -s "$conf" ]; then
+	primary=$(awk '$3 ~ /myself/ && $3 ~ /slave/ { print $4 }' "$conf")
+	host=$(awk -v id="$primary" '$1 == id { split($2, field, ","); print field[2] }' "$conf")
+	tries=0
+	while [ -n "$host" ] && ! getent hosts "$host" >/dev/null && [ "$tries" -lt 60 ]; do
+		tries=$((tries + 1))
+		sleep 1
+	done
 	awk '
 	# <id> <ip:port@cport[,hostname[,aux=value...]]> <flags> ...
 	NF >= 2 {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -23,6 +24,7 @@ type Kubernetes struct {
 	secret   []byte
 	mu       sync.Mutex
 	forwards map[string]*forward // pod → its port-forward
+	stopped  map[string]int      // StatefulSet → its pods before stop
 }
 
 // KubernetesOptions locate the deployment.
@@ -40,6 +42,7 @@ func NewKubernetes(o KubernetesOptions) *Kubernetes {
 		kubectl:  []string{"--context", o.KubeContext, "--namespace", o.Namespace},
 		secret:   []byte(o.JWTSecret),
 		forwards: map[string]*forward{},
+		stopped:  map[string]int{},
 	}
 }
 
@@ -174,25 +177,107 @@ func (k *Kubernetes) DrainNode(ctx context.Context) (node string, err error) {
 	return node, nil
 }
 
-func (k *Kubernetes) scale(ctx context.Context, set string, n int) error {
-	if _, err := k.run(ctx, "scale", "statefulset/"+set, fmt.Sprintf("--replicas=%d", n)); err != nil {
+// stop scales a StatefulSet to no pod, keeping how many it had for start,
+// and waits for every one of its pods to go.
+func (k *Kubernetes) stop(ctx context.Context, set string) error {
+	out, err := k.run(ctx, "get", "statefulset/"+set, "-o", "jsonpath={.spec.replicas}")
+	if err != nil {
 		return err
 	}
+	n, err := strconv.Atoi(strings.TrimSpace(out))
+	if err != nil {
+		return fmt.Errorf("statefulset/%s replicas %q: %w", set, out, err)
+	}
 	if n == 0 {
-		_, err := k.run(ctx, "wait", "--for=delete", "pod/"+set+"-0", "--timeout=2m")
-		if err != nil && strings.Contains(err.Error(), "NotFound") {
-			return nil
+		return fmt.Errorf("stop statefulset/%s: it has no pods already", set)
+	}
+	k.mu.Lock()
+	k.stopped[set] = n
+	k.mu.Unlock()
+	if _, err := k.run(ctx, "scale", "statefulset/"+set, "--replicas=0"); err != nil {
+		return err
+	}
+	for i := range n {
+		_, err := k.run(ctx, "wait", "--for=delete", fmt.Sprintf("pod/%s-%d", set, i), "--timeout=2m")
+		if err != nil && !strings.Contains(err.Error(), "NotFound") {
+			return err
 		}
+	}
+	return nil
+}
+
+// start scales a StatefulSet that stop stopped back to its pods.
+func (k *Kubernetes) start(ctx context.Context, set string) error {
+	k.mu.Lock()
+	n, ok := k.stopped[set]
+	delete(k.stopped, set)
+	k.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("start statefulset/%s: this target did not stop it, so how many pods it had is unknown", set)
+	}
+	if _, err := k.run(ctx, "scale", "statefulset/"+set, fmt.Sprintf("--replicas=%d", n)); err != nil {
 		return err
 	}
 	_, err := k.run(ctx, "rollout", "status", "statefulset/"+set, "--timeout=5m")
 	return err
 }
 
-func (k *Kubernetes) StopRedis(ctx context.Context) error     { return k.scale(ctx, "redis", 0) }
-func (k *Kubernetes) StartRedis(ctx context.Context) error    { return k.scale(ctx, "redis", 1) }
-func (k *Kubernetes) StopPostgres(ctx context.Context) error  { return k.scale(ctx, "postgres", 0) }
-func (k *Kubernetes) StartPostgres(ctx context.Context) error { return k.scale(ctx, "postgres", 1) }
+// StopRedis stops every Redis pod: the one of the standalone form, or the
+// shards × (1 + replicas) of a Redis Cluster (redisMode: cluster).
+func (k *Kubernetes) StopRedis(ctx context.Context) error { return k.stop(ctx, "redis") }
+
+// StartRedis starts them again on their volumes; a cluster once it is
+// healthy, as on the local target (app/local's WaitHealthy): a send waits
+// for a replica's ack (REDIS_MIN_REPLICAS), so cluster_state:ok, which a
+// primary reports before its replica has synced again, is not enough.
+func (k *Kubernetes) StartRedis(ctx context.Context) error {
+	k.mu.Lock()
+	n := k.stopped["redis"]
+	k.mu.Unlock()
+	if err := k.start(ctx, "redis"); err != nil || n == 1 {
+		return err
+	}
+	for i := range n {
+		pod := "redis-" + strconv.Itoa(i)
+		for {
+			out, err := k.run(ctx, "exec", pod, "--", "sh", "-c", "redis-cli cluster info && redis-cli info replication")
+			if err == nil {
+				err = clusterNodeHealthy(out, n)
+			}
+			if err == nil {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("redis cluster after its restart: %s: %w (%w)", pod, err, ctx.Err())
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+// clusterNodeHealthy reads a node's CLUSTER INFO and INFO replication: the
+// cluster ok with every slot served, all n nodes known, and a replica's
+// link to its primary up.
+func clusterNodeHealthy(info string, n int) error {
+	f := map[string]string{}
+	for _, line := range strings.Split(info, "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
+			f[k] = v
+		}
+	}
+	switch {
+	case f["cluster_state"] != "ok" || f["cluster_slots_ok"] != "16384" || f["cluster_known_nodes"] != strconv.Itoa(n):
+		return fmt.Errorf("state %q, %q slots ok, knows %q of %d nodes", f["cluster_state"], f["cluster_slots_ok"], f["cluster_known_nodes"], n)
+	case f["role"] == "slave" && f["master_link_status"] != "up":
+		return fmt.Errorf("a replica whose link to its primary is %q", f["master_link_status"])
+	}
+	return nil
+}
+
+func (k *Kubernetes) StopPostgres(ctx context.Context) error  { return k.stop(ctx, "postgres") }
+func (k *Kubernetes) StartPostgres(ctx context.Context) error { return k.start(ctx, "postgres") }
 
 // Close ends the port-forwards.
 func (k *Kubernetes) Close() {
