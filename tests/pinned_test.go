@@ -281,10 +281,11 @@ func loadAverage() float64 {
 }
 
 // machineState names the machine's state for the figures: busy when other
-// work ran on it before the run began (load average above half a core).
+// work held a core as the run began (1-minute load average 1 or more; the
+// build just before the run leaves about 0.5, already gone).
 func machineState(before, after float64) string {
 	state := "quiet"
-	if before > 0.5 {
+	if before >= 1 {
 		state = "busy (other work running: latency figures are noisy)"
 	}
 	return fmt.Sprintf("%d cores, %s; 1-minute load average %.2f before the run, %.2f after", runtime.NumCPU(), state, before, after)
