@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -22,10 +23,12 @@ import (
 // one's commits also wait for its disk.
 func BenchmarkInsert(b *testing.B) {
 	const batch, rooms = 500, 1000
+	pg, st := chattest.StartStore(b)
+	ctx := context.Background()
+	var runs atomic.Int64 // each run's rooms are new: its seqs start at 1
 	for _, writers := range []int{1, 3} {
 		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
-			pg, st := chattest.StartStore(b)
-			ctx := context.Background()
+			prefix := fmt.Sprintf("run-%d-room-", runs.Add(1))
 			ts := time.Now()
 			var next atomic.Int64 // the next batch: its rows' seqs follow from it
 			cpu, err := loadtool.TreeCPU(pg.Pid())
@@ -41,7 +44,7 @@ func BenchmarkInsert(b *testing.B) {
 					for n := next.Add(1) - 1; n < int64(b.N); n = next.Add(1) - 1 {
 						for i := range msgs {
 							k := n*batch + int64(i)
-							msgs[i] = protocol.Message{Room: fmt.Sprintf("room-%d", k%rooms), Seq: k/rooms + 1, User: "alice",
+							msgs[i] = protocol.Message{Room: prefix + strconv.FormatInt(k%rooms, 10), Seq: k/rooms + 1, User: "alice",
 								Text: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", ID: fmt.Sprint(k), TS: ts}
 						}
 						if _, err := st.Insert(ctx, msgs); err != nil {
