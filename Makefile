@@ -5,7 +5,7 @@ export GOFLAGS ?= -mod=mod
 BIN := bin
 GO_PKGS := ./...
 
-.PHONY: build up test lint bench bench-scenarios deps token fuzz tools kind-up generate chaos e2e docs suite-cluster schema plugin
+.PHONY: build up test lint bench bench-scenarios bench-cluster deps token fuzz tools kind-up generate chaos e2e docs suite-cluster schema plugin
 
 build:
 	go build -trimpath -o $(BIN)/ ./app/cmd/...
@@ -123,6 +123,15 @@ bench: deps build
 bench-scenarios: deps build
 	go test -run '^$$' -bench . -benchmem ./app/...
 	SWITCHBOARD_BENCH=1 go test -count=1 -timeout 100m -v -run '^Test(Direct|Load|Centrifugo)Scenarios$$' ./tests
+
+# Redis Cluster's cost and capacity (issue 29, docs/performance.md): one
+# shard's primary driven through the broker, Postgres's inserts, then Redis
+# CPU per send of one instance on one Redis and on a 3-shard cluster.
+# About 10 minutes.
+bench-cluster: deps build
+	go test -count=1 -run '^$$' -bench '^BenchmarkClusterShard$$' -benchtime 100000x ./app/broker
+	go test -count=1 -run '^$$' -bench '^BenchmarkInsert$$' -benchtime 400x ./app/store
+	SWITCHBOARD_BENCH=1 go test -count=1 -timeout 30m -v -run '^TestRedisClusterCPUPerSend$$' ./tests
 
 # The dev stack on a real kind cluster built here (no registry, no internet
 # but the Go proxy and Debian's mirror): node image, component and app

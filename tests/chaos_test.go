@@ -532,9 +532,9 @@ const (
 // effect at least once.
 func (r *chaosRun) kinds() []string {
 	if r.cluster {
-		// The one-Redis faults (restarts, wipe, eviction) act on one
-		// primary; a cluster's are its shards' failovers and slot moves.
-		return []string{faultKill, faultStopPostgres, faultKillStorm, faultKill + whilePostgresDown,
+		// The one-Redis restarts and wipe act on one primary; a cluster's
+		// are its shards' failovers and slot moves. Eviction is a shard's.
+		return []string{faultKill, faultStopPostgres, faultKillStorm, faultKill + whilePostgresDown, faultEvict,
 			faultKillShard, faultClusterFail, faultReshard, faultClusterFail + whilePostgresDown, faultReshard + whilePostgresDown}
 	}
 	kinds := []string{faultKill, faultRestartRedis, faultRedisNoData, faultStopPostgres, faultWipe, faultEvict,
@@ -658,7 +658,7 @@ func (r *chaosRun) fault(kind string, rng *rand.Rand, outage time.Duration) erro
 		note("%s back empty as the primary; its replica resynced from it", node.Name)
 		return nil
 	case faultEvict:
-		return r.evict(ctx, note, outage)
+		return r.evict(ctx, note, outage, rng)
 	case faultKillShard, faultClusterFail, faultReshard:
 		return r.clusterFault(ctx, kind, rng, note)
 	case faultFailover:
@@ -766,15 +766,25 @@ func (r *chaosRun) roomShards(ctx context.Context) map[string]*local.Redis {
 // evictPolicy is the misconfiguration the eviction fault makes.
 const evictPolicy = "volatile-random"
 
-// evict misconfigures the primary for outage: maxmemory-policy
-// volatile-random with maxmemory just above what it uses, so that keys with a
-// TTL (the rooms') are evicted as writes come in; at half the outage the
-// limit drops to 3/4 of what is used, which evicts a wave at the next
-// write; then noeviction and no limit again.
-func (r *chaosRun) evict(ctx context.Context, note func(string, ...any), outage time.Duration) error {
-	node, err := r.l.Primary(ctx)
-	if err != nil {
-		return err
+// evict misconfigures the primary (on a cluster, a random shard's) for
+// outage: maxmemory-policy volatile-random with maxmemory just above what it
+// uses, so that keys with a TTL (the rooms') are evicted as writes come in;
+// at half the outage the limit drops to 3/4 of what is used, which evicts a
+// wave at the next write; then noeviction and no limit again.
+func (r *chaosRun) evict(ctx context.Context, note func(string, ...any), outage time.Duration, rng *rand.Rand) error {
+	var node *local.Redis
+	if r.cluster {
+		primaries, err := r.l.Cluster.Primaries(ctx)
+		if err != nil {
+			return err
+		}
+		node = primaries[rng.IntN(len(primaries))]
+	} else {
+		primary, err := r.l.Primary(ctx)
+		if err != nil {
+			return err
+		}
+		node = primary
 	}
 	evicted := func() int64 {
 		info, err := node.Info(ctx, "stats")
@@ -815,7 +825,7 @@ func (r *chaosRun) evict(ctx context.Context, note func(string, ...any), outage 
 		}
 	}
 	wait, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = r.waitEvicting(wait, 1)
+	err := r.waitEvicting(wait, 1)
 	cancel()
 	if err != nil {
 		note("%v", err)
