@@ -115,7 +115,7 @@ type Broker struct {
 }
 
 // mark is where the instance last wrote a partition: the primary that held
-// it and the newest fence it has seen there (publish.lua's ARGV 16 and 17).
+// it and the newest fence it has seen there (publish.lua's ARGV 6 and 7).
 type mark struct {
 	replid string
 	fence  int64
@@ -134,7 +134,7 @@ func (b *Broker) saw(p int, marker string) {
 	b.mu.Unlock()
 }
 
-// seen is what saw recorded for partition p, as the script's ARGV 16 and 17.
+// seen is what saw recorded for partition p, as the script's ARGV 6 and 7.
 func (b *Broker) seen(p int) (string, int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -323,17 +323,18 @@ func (b *Broker) Publish(ctx context.Context, room, user, text, id string, now t
 		hasID = "1"
 	}
 	k, p := b.keys, b.keys.part(room)
-	keys := []string{k.seqKey(room), k.epochKey(room), k.logKey(room), k.dedupeKey(room, user, id), k.stream(p),
-		k.replKey(room), k.limitKey(room), k.checkKey(room), k.seedingKey(room), k.fence(p)}
-	args := []any{k.channel(room), pre, post, b.opts.HistorySize, int(b.opts.DedupeTTL.Seconds()),
-		int(b.opts.RoomTTL.Seconds()), b.opts.BacklogCap, now.UnixNano(), hasID, "", "", "", 0, "0", b.opts.MinReplicas, "", 0,
-		k.publishCommand(), k.payloadRoom(room)}
+	// This message's KEYS and ARGV in publish.lua; execNode adds what a
+	// run's messages share.
+	keys := []string{k.seqKey(room), k.epochKey(room), k.logKey(room), k.dedupeKey(room, user, id),
+		k.replKey(room), k.limitKey(room), k.checkKey(room), k.seedingKey(room)}
+	args := []any{k.channel(room), pre, post, now.UnixNano(), hasID, "", "", "", 0, "0", k.payloadRoom(room)}
+	const argFloor, argEpoch, argLimit, argRecheck, argChecked = 5, 6, 7, 8, 9
 	if id != "" && b.evicting.Load() {
 		// The id's dedupe key may have been evicted: ask the stores.
 		if dup, found, err := b.sentBefore(ctx, room, user, id); err != nil || found {
 			return dup, err
 		}
-		args[13] = "1"
+		args[argChecked] = "1"
 	}
 	// An unseeded room, one out of seqs, a missing dedupe key after a
 	// reseed or a primary to fence asks for Postgres first, then the script
@@ -342,7 +343,6 @@ func (b *Broker) Publish(ctx context.Context, room, user, text, id string, now t
 	// not an attempt (ctx bounds it).
 	wait := 5 * time.Millisecond
 	for attempts := 0; attempts < 6; attempts++ {
-		args[15], args[16] = b.seen(p)
 		acc, status, headroom, err := b.run(ctx, p, keys, args)
 		if err != nil {
 			return Accepted{}, fmt.Errorf("publish to %s: %w", room, err)
@@ -362,7 +362,7 @@ func (b *Broker) Publish(ctx context.Context, room, user, text, id string, now t
 			if dup, found, err := b.sentBefore(ctx, room, user, id); err != nil || found {
 				return dup, err
 			}
-			args[13] = "1"
+			args[argChecked] = "1"
 		case statusSeeding:
 			// Another sender reserves in Postgres: a round trip at best,
 			// a connect timeout at worst, so the wait grows.
@@ -394,14 +394,14 @@ func (b *Broker) Publish(ctx context.Context, room, user, text, id string, now t
 				_ = b.rdb.Set(context.WithoutCancel(ctx), k.seedingKey(room), "failed", reserveFailedFor).Err()
 				return Accepted{}, fmt.Errorf("publish to %s: reseed its counter: %w: %w", room, ErrNoSeqs, err)
 			}
-			args[9], args[10], args[11], args[12] = hi-b.opts.SeqBlock, newEpoch(), hi, 0
+			args[argFloor], args[argEpoch], args[argLimit], args[argRecheck] = hi-b.opts.SeqBlock, newEpoch(), hi, 0
 			if reused {
-				args[12] = now.Add(b.opts.RecheckWindow).UnixNano()
-				if args[13] == "0" {
+				args[argRecheck] = now.Add(b.opts.RecheckWindow).UnixNano()
+				if args[argChecked] == "0" {
 					if dup, found, err := b.sentBefore(ctx, room, user, id); err != nil || found {
 						return dup, err
 					}
-					args[13] = "1"
+					args[argChecked] = "1"
 				}
 			}
 		default:

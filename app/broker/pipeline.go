@@ -207,8 +207,7 @@ func (b *Broker) execNode(ctx context.Context, node *redis.Client, ps []int, byP
 		pipe := node.Pipeline()
 		evals := make([]*redis.Cmd, len(ps))
 		for i, p := range ps {
-			var keys []string
-			var args []any
+			keys, args := b.shared(p, len(byPart[p]))
 			for _, c := range byPart[p] {
 				keys, args = append(keys, c.keys...), append(args, c.args...)
 			}
@@ -266,6 +265,18 @@ func (b *Broker) execNode(ctx context.Context, node *redis.Client, ps []int, byP
 		}
 		ps = unloaded
 	}
+}
+
+// shared is what every message of a run of partition p shares, publish.lua's
+// first KEYS and ARGV, with room for n messages' own. The primary and fence
+// last seen are read as the run is sent, the newest any of its sends could
+// have had.
+func (b *Broker) shared(p, n int) ([]string, []any) {
+	replid, fence := b.seen(p)
+	keys := append(make([]string, 0, 2+8*n), b.keys.stream(p), b.keys.fence(p))
+	args := append(make([]any, 0, 8+11*n), b.opts.HistorySize, int(b.opts.DedupeTTL.Seconds()), int(b.opts.RoomTTL.Seconds()),
+		b.opts.BacklogCap, b.opts.MinReplicas, replid, fence, b.keys.publishCommand())
+	return keys, args
 }
 
 // finish reads the script's reply and, for an accepted message, the WAIT's.
