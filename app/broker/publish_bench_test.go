@@ -20,13 +20,13 @@ import (
 func BenchmarkPublish(b *testing.B) {
 	withAndWithoutReplica(b, func(b *testing.B, br *broker.Broker, primary *redisServer) {
 		ctx := context.Background()
-		before := redisCPU(b, primary)
+		before := redisCPU(b, primary.Addr())
 		for b.Loop() {
 			if _, err := br.Publish(ctx, "bench", "alice", "hello", "", time.Now()); err != nil {
 				b.Fatal(err)
 			}
 		}
-		b.ReportMetric((redisCPU(b, primary)-before)*1e6/float64(b.N), "redis-cpu-µs/op")
+		b.ReportMetric((redisCPU(b, primary.Addr())-before)*1e6/float64(b.N), "redis-cpu-µs/op")
 	})
 }
 
