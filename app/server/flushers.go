@@ -1,6 +1,11 @@
 package server
 
-import "sync"
+import (
+	"fmt"
+	"os"
+	"sync"
+	"time"
+)
 
 // flushers write the sessions' queued frames in chunks: a pooled worker
 // takes up to flushChunk sessions that have frames waiting and writes each
@@ -12,22 +17,39 @@ import "sync"
 // spread over the cores and never hold one for long; a few long-running
 // flushers instead fell behind whenever the other goroutines had the cores.
 // A session whose socket is full goes to a writer goroutine of its own.
+//
+// A fan-out that runs for longer than yieldAfter lets the network in: its
+// next chunk is started through a pipe in Go's poller (relay), so it runs
+// once the runtime has polled the network, which it does only when no
+// goroutine is runnable. The next message of the room, arriving meanwhile,
+// is then dispatched at once, and the members not yet written get it in
+// the same write as the one before, instead of a write each after the
+// fan-out ends; the clients' frames are read meanwhile too.
 type flushers struct {
 	workers *workers
 	run     func() // chunk, bound once: a method value passed on allocates
+	relay   *os.File
 
-	mu    sync.Mutex
-	ready []*session // waiting from head on
-	head  int
+	mu     sync.Mutex
+	ready  []*session // waiting from head on
+	head   int
+	polled time.Duration // when a chunk last started after a network poll, on the monotonic clock since epoch
 }
 
 const flushChunk = 32
+
+// yieldAfter is how long a fan-out goes on before its next chunk waits for
+// a network poll: the longest the network waits behind a fan-out on a core.
+const yieldAfter = 500 * time.Microsecond
 
 // add has s flushed by the next chunk; the first session waiting starts one.
 func (f *flushers) add(s *session) {
 	f.mu.Lock()
 	f.ready = append(f.ready, s)
 	start := len(f.ready)-f.head == 1
+	if start {
+		f.polled = time.Since(epoch)
+	}
 	f.mu.Unlock()
 	if start {
 		f.workers.do(f.run)
@@ -50,8 +72,14 @@ func (f *flushers) chunk() {
 		clear(f.ready[rest:])
 		f.ready, f.head = f.ready[:rest], 0
 	}
+	yield := more && time.Since(epoch)-f.polled > yieldAfter
 	f.mu.Unlock()
-	if more {
+	switch {
+	case yield:
+		if _, err := f.relay.Write(relayByte); err != nil {
+			f.workers.do(f.run) // the server is closing
+		}
+	case more:
 		f.workers.do(f.run)
 	}
 	buf := frameBuffers.Get().(*[]byte)
@@ -63,12 +91,41 @@ func (f *flushers) chunk() {
 	}
 }
 
+// relayed starts a chunk for each one the relay carried, until close.
+func (f *flushers) relayed(r *os.File) {
+	defer r.Close()
+	var b [64]byte
+	for {
+		n, err := r.Read(b[:])
+		if err != nil {
+			return
+		}
+		f.mu.Lock()
+		f.polled = time.Since(epoch)
+		f.mu.Unlock()
+		for range n {
+			f.workers.do(f.run)
+		}
+	}
+}
+
+// relayByte is what a chunk puts in the relay: allocated once.
+var relayByte = []byte{0}
+
 // frameBuffers hold a chunk's frames on their way to the sockets; a buffer
 // grown past maxFlush by a batch that went to a writer is left to the GC.
 var frameBuffers = sync.Pool{New: func() any { return new([]byte) }}
 
-func newFlushers(w *workers) *flushers {
-	f := &flushers{workers: w}
+func newFlushers(w *workers) (*flushers, error) {
+	r, relay, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("the flushers' relay: %w", err)
+	}
+	f := &flushers{workers: w, relay: relay}
 	f.run = f.chunk
-	return f
+	go f.relayed(r)
+	return f, nil
 }
+
+// close ends the relay: chunks then start directly.
+func (f *flushers) close() error { return f.relay.Close() }

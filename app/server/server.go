@@ -87,7 +87,10 @@ func New(cfg config.Config, h *hub.Hub, b Broker, a Archive, m *metrics.Metrics,
 		poller:   poller,
 		trim:     newTrimmer(),
 	}
-	s.flushers = newFlushers(s.workers)
+	if s.flushers, err = newFlushers(s.workers); err != nil {
+		poller.Close()
+		return nil, err
+	}
 	s.upgrader = websocket.Upgrader{
 		WriteBufferSize: 1024,
 		// ReadBufferSize stays 0: the read buffer is wsconn's, which gorilla adopts.
@@ -104,7 +107,10 @@ func New(cfg config.Config, h *hub.Hub, b Broker, a Archive, m *metrics.Metrics,
 }
 
 // Close stops reading the sessions' sockets; call it once they have ended.
-func (s *Server) Close() error { return s.poller.Close() }
+func (s *Server) Close() error {
+	s.flushers.close()
+	return s.poller.Close()
+}
 
 // Handler routes every endpoint.
 func (s *Server) Handler() http.Handler {

@@ -576,7 +576,6 @@ func (s *session) flush(buf []byte) []byte {
 	}
 	wrote := false
 	if len(buf) <= maxFlush {
-		s.keepDeadline(time.Now())
 		var err error
 		if wrote, err = s.conn.TryWrite(buf); err != nil {
 			s.close(protocol.CloseInternal, "write failed")

@@ -88,7 +88,7 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		nc.Close()
 		return nil, nil, errors.New("client sent data before the handshake completed")
 	}
-	h.conn = &Conn{wire: wire{Conn: nc}}
+	h.conn = &Conn{wire: wire{Conn: nc, fd: socketFD(nc)}}
 	w := &h.conn.wire
 	w.in = bufio.NewReaderSize(w, ReadBufferSize)
 	return w, bufio.NewReadWriter(w.in, rw.Writer), nil
@@ -252,8 +252,10 @@ func (c *Conn) Release() error { return c.wire.release() }
 // with one system call that does not wait, and reports whether any of it
 // went. When the socket took only part, the rest goes first in the next
 // Release, which the caller must then call (after Hold): Pending tells. Only
-// for the one writing goroutine, never while gorilla writes or between Hold
-// and Release. Unlike gorilla's writes it takes no goroutine switch to wait
+// for the one writing goroutine, never while gorilla writes, between Hold
+// and Release, or once Close may have begun (it writes the descriptor
+// itself, which Close gives back to the system). No write deadline applies:
+// it never waits. Unlike gorilla's writes it takes no goroutine switch to wait
 // for a full socket: a fan-out writes many sockets from one goroutine this
 // way and leaves only the full ones to a goroutine each.
 func (c *Conn) TryWrite(frames []byte) (bool, error) { return c.wire.tryWrite(frames) }

@@ -122,3 +122,21 @@ func readMessage(t *testing.T, c *websocket.Conn, want []byte) {
 		t.Fatalf("got a %d-byte message of kind %d, want %d bytes of text", len(got), kind, len(want))
 	}
 }
+
+// TestTryWriteIgnoresTheWriteDeadline: TryWrite never waits, so no deadline
+// bounds it; one that has passed (set for gorilla's blocking writes) does
+// not stop it, and gorilla's writes still keep theirs.
+func TestTryWriteIgnoresTheWriteDeadline(t *testing.T) {
+	p := dial(t)
+	past := time.Now().Add(-time.Second)
+	p.server.NetConn().SetWriteDeadline(past) // the socket's, as a blocking write leaves it
+	wrote, err := p.server.TryWrite(AppendText(nil, []byte("late")))
+	if err != nil || !wrote {
+		t.Fatalf("TryWrite past the write deadline = %v, %v; want it written", wrote, err)
+	}
+	readMessage(t, p.client, []byte("late"))
+	p.server.SetWriteDeadline(past)
+	if err := p.server.WriteMessage(websocket.TextMessage, []byte("blocked")); err == nil {
+		t.Fatal("gorilla wrote past its deadline")
+	}
+}

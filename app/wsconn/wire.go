@@ -24,11 +24,24 @@ type wire struct {
 	net.Conn
 	in *bufio.Reader // what gorilla reads through
 
+	// fd is the socket's descriptor for tryWrite, -1 when the connection
+	// is not a socket. It is valid until Close, which the connection's owner
+	// never calls while its writing goroutine writes.
+	fd int
+
 	mu       sync.Mutex
 	held     bool
 	buf      *[]byte // gathered while held; the rest of a frame tryWrite began
 	deadline time.Time
-	raw      syscall.RawConn // tryWrite's, once it has been asked for
+}
+
+// socketFD is nc's descriptor, or -1 when nc is not a socket.
+func socketFD(nc net.Conn) int {
+	fd := -1
+	if raw, err := rawConn(nc); err == nil {
+		raw.Control(func(d uintptr) { fd = int(d) })
+	}
+	return fd
 }
 
 func (w *wire) Write(p []byte) (int, error) {
@@ -99,62 +112,33 @@ func (w *wire) flush() error {
 
 // tryWrite writes frame with one system call that does not wait. It reports
 // whether any of it went: the rest, if some is left, goes first in the next
-// release. Nothing goes while a batch is held or a rest waits, or when the
-// socket cannot be written without Go's poller (its buffer full, a deadline
-// passed, a connection that is not a socket).
+// release. Nothing goes while a batch is held or a rest waits, when the
+// socket is full, or when the connection is not a socket.
+//
+// It writes the descriptor directly (writeNow), not through Go's poller:
+// the poller's write takes the descriptor's lock, re-checks the deadline
+// and enters the scheduler's syscall state, and in that state the runtime's
+// monitor hands the processor to another thread whenever it finds a write
+// of a fan-out in progress: a thread wakeup and switch every few hundred
+// deliveries on one core. A write that does not wait needs none of it, and
+// no deadline: the writer goroutine's blocking writes keep theirs.
 func (w *wire) tryWrite(frame []byte) (bool, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.held || w.buf != nil {
+	if w.held || w.buf != nil || w.fd < 0 {
 		return false, nil
 	}
-	if w.raw == nil {
-		raw, err := rawConn(w.Conn)
-		if err != nil {
-			return false, nil
-		}
-		w.raw = raw
-	}
-	once := onceWrites.Get().(*onceWrite)
-	defer onceWrites.Put(once)
-	once.frame = frame
-	err := w.raw.Write(once.fn)
-	n, werr := once.n, once.err
-	*once = onceWrite{fn: once.fn}
+	n, err := writeNow(w.fd, frame)
 	switch {
-	case err != nil, errors.Is(werr, syscall.EAGAIN), errors.Is(werr, syscall.EINTR):
+	case err == syscall.EAGAIN, err == syscall.EINTR:
 		return false, nil // the blocking write will report a real failure
-	case werr != nil:
-		return false, werr
+	case err != nil:
+		return false, err
 	case n < len(frame):
 		w.buf = coalesceBuffers.Get().(*[]byte)
 		*w.buf = append((*w.buf)[:0], frame[n:]...)
 	}
 	return true, nil
-}
-
-// onceWrite is one write that does not wait, as a function for
-// RawConn.Write. Pooled with the function bound, so a delivery allocates
-// nothing: a closure over the frame and the result escaped to the heap on
-// every call.
-type onceWrite struct {
-	fn    func(fd uintptr) bool
-	frame []byte
-	n     int
-	err   error
-}
-
-var onceWrites = sync.Pool{New: func() any {
-	o := new(onceWrite)
-	o.fn = o.write
-	return o
-}}
-
-// write returns true, so Go tries once: it waits for the poller only when
-// the function asks to.
-func (o *onceWrite) write(fd uintptr) bool {
-	o.n, o.err = syscall.Write(int(fd), o.frame)
-	return true
 }
 
 // pending tells whether the rest of a frame waits for release.
