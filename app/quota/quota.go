@@ -63,6 +63,10 @@ const (
 	// forgetAfter drops incarnations from the heartbeat set; their hash
 	// fields go when open.lua meets them.
 	forgetAfter = time.Hour
+	// sweepEvery is how many syncs apart the counters of ended windows are
+	// dropped: a sweep visits every counter, idle ones included (tens of
+	// thousands after a burst of connects), so not every sync pays it.
+	sweepEvery = 10
 	// connTTL keeps a user's or address's connection hash after its last
 	// Open. A connection open longer than that with no other Open of its
 	// user stops counting: the error is on the side of admitting.
@@ -95,7 +99,12 @@ type Limiter struct {
 type shard struct {
 	mu sync.Mutex
 	m  map[entryKey]*entry
-	_  [48]byte
+	// active lists the counters a sync may have to push or read back: each
+	// admitted since it was last listed stays until it has nothing pending
+	// and was not used in refreshRecent syncs, so a sync visits the
+	// counters in use, not every one kept.
+	active []*entry
+	_      [24]byte
 }
 
 type entryKey struct {
@@ -111,7 +120,8 @@ type entry struct {
 	end     int64 // the window's end, unix ns
 	per     time.Duration
 	used    uint64 // the sync generation of the last Allow
-	rkey    string // its Redis key, made at its first sync
+	rkey    string // its Redis key
+	listed  bool   // in its shard's active list
 }
 
 // New makes a Limiter for this instance. Its incarnation is Instance and a
@@ -161,10 +171,14 @@ func (l *Limiter) Allow(name, key string, r Rate, now time.Time) (ok bool, retry
 	s.mu.Lock()
 	e := s.m[k]
 	if e == nil {
-		e = &entry{end: (win + 1) * per, per: r.Per}
+		e = &entry{end: (win + 1) * per, per: r.Per, rkey: rateKey(k)}
 		s.m[k] = e
 	}
 	e.used, e.count = gen, int64(r.Count)
+	if !e.listed {
+		e.listed = true
+		s.active = append(s.active, e)
+	}
 	if e.synced+e.pending >= e.count {
 		s.mu.Unlock()
 		return false, time.Duration(e.end - ns)
@@ -220,7 +234,7 @@ type syncOp struct {
 // is seen here before it comes here; at most MaxRefresh of them per sync
 // (map order picks which), as each costs Redis a command every SyncEvery
 // while it is idle here. Reading spent counters is useless: a window's total
-// only grows. Entries of ended windows are dropped.
+// only grows. Entries of ended windows are dropped every sweepEvery syncs.
 func (l *Limiter) sync(run context.Context) {
 	if run.Err() != nil {
 		return
@@ -234,22 +248,31 @@ func (l *Limiter) sync(run context.Context) {
 	for i := range l.shards {
 		s := &l.shards[i]
 		s.mu.Lock()
-		for k, e := range s.m {
-			switch {
-			case now >= e.end:
-				delete(s.m, k)
+		if gen%sweepEvery == 0 {
+			for k, e := range s.m {
+				if now >= e.end {
+					delete(s.m, k)
+				}
+			}
+		}
+		kept := s.active[:0]
+		for _, e := range s.active {
+			if now >= e.end || e.pending == 0 && gen-e.used > refreshRecent {
+				e.listed = false // ended, or idle: Allow lists it again
 				continue
+			}
+			kept = append(kept, e)
+			switch {
 			case e.pending > 0:
-			case refresh > 0 && e.synced < e.count && gen-e.used <= refreshRecent:
+			case refresh > 0 && e.synced < e.count:
 				refresh--
 			default:
 				continue
 			}
-			if e.rkey == "" {
-				e.rkey = rateKey(k)
-			}
 			ops = append(ops, syncOp{s: s, e: e, push: e.pending})
 		}
+		clear(s.active[len(kept):])
+		s.active = kept
 		s.mu.Unlock()
 	}
 	defer func() { clear(ops); l.ops = ops[:0] }()

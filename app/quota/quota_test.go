@@ -381,3 +381,74 @@ func BenchmarkAllow(b *testing.B) {
 		}
 	}
 }
+
+// A sync visits the counters in use, not every one kept: a counter idle for
+// refreshRecent syncs leaves the active lists, comes back on its next use
+// and is pushed then; counters of ended windows are dropped by the sweep.
+func TestSyncVisitsCountersInUse(t *testing.T) {
+	r := startRedis(t)
+	c := r.client()
+	l := New(c, Options{Instance: "a", OnError: func(err error) { t.Error(err) }})
+	ctx := t.Context()
+	counts := func() (kept, active int) {
+		for i := range l.shards {
+			s := &l.shards[i]
+			s.mu.Lock()
+			kept, active = kept+len(s.m), active+len(s.active)
+			s.mu.Unlock()
+		}
+		return kept, active
+	}
+	hour := Rate{Count: 10, Per: time.Hour}
+	now := freshWindow(hour.Per, 30*time.Second)
+	const users = 1000
+	for i := range users {
+		l.Allow("user_sends", "user-"+strconv.Itoa(i), hour, now)
+	}
+	for range refreshRecent + 1 {
+		l.sync(ctx)
+	}
+	if kept, active := counts(); kept != users || active != 0 {
+		t.Fatalf("after %d idle syncs: %d counters kept, %d active; want %d kept, none active", refreshRecent+1, kept, active, users)
+	}
+	l.Allow("user_sends", "user-7", hour, now)
+	l.sync(ctx)
+	key := rateKey(entryKey{name: "user_sends", key: "user-7", win: now.UnixNano() / int64(hour.Per)})
+	if v, err := c.Get(ctx, key).Int(); v != 2 {
+		t.Fatalf("user-7's counter reads %d (%v) after its second use, want 2", v, err)
+	}
+
+	short := Rate{Count: 10, Per: 200 * time.Millisecond}
+	for i := range users {
+		l.Allow("user_joins", "user-"+strconv.Itoa(i), short, time.Now())
+	}
+	time.Sleep(short.Per)
+	for range sweepEvery {
+		l.sync(ctx)
+	}
+	if kept, active := counts(); kept != users || active != 0 {
+		t.Fatalf("%s after the short window ended: %d counters kept, %d active; want the hour's %d, none active", short.Per, kept, active, users)
+	}
+}
+
+// BenchmarkSync is one sync while 1,000 users send and 30,000 counters of
+// the last minute's connects sit idle.
+func BenchmarkSync(b *testing.B) {
+	r := startRedis(b)
+	l := New(r.client(), Options{OnError: func(err error) { b.Error(err) }})
+	minute := Rate{Count: 1 << 40, Per: time.Minute}
+	now := freshWindow(minute.Per, 20*time.Second)
+	for i := range 30_000 {
+		l.Allow("address_connects", "10.0."+strconv.Itoa(i), minute, now)
+	}
+	for range refreshRecent + 1 {
+		l.sync(b.Context())
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		for i := range 150 {
+			l.Allow("user_sends", "user-"+strconv.Itoa(i), minute, now)
+		}
+		l.sync(b.Context())
+	}
+}
