@@ -143,13 +143,19 @@ func (b *Broker) exec(batch []*call) {
 		var lastErr error
 		var mu sync.Mutex
 		var wg sync.WaitGroup
-		for node, ps := range b.nodes(ctx, parts, byPart) {
-			wg.Go(func() {
+		nodes := b.nodes(ctx, parts, byPart)
+		for node, ps := range nodes {
+			run := func() {
 				r, err := b.execNode(ctx, node, ps, byPart)
 				mu.Lock()
 				retry, lastErr = append(retry, r...), cmp.Or(err, lastErr)
 				mu.Unlock()
-			})
+			}
+			if len(nodes) == 1 {
+				run() // one Redis: no goroutine to start and wait for per batch
+			} else {
+				wg.Go(run)
+			}
 		}
 		wg.Wait()
 		if len(retry) == 0 {
