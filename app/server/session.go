@@ -201,6 +201,7 @@ func (s *session) start() {
 	s.conn.SetReadLimit(int64(s.srv.cfg.MaxMessageBytes))
 	s.conn.SetPongHandler(s.pong)
 	s.heardNow()
+	s.conn.Rest() // until the client speaks: the upgrade left nothing to read
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.timer = time.AfterFunc(s.untilTick(), s.tick)
@@ -217,8 +218,8 @@ func (s *session) start() {
 }
 
 // serve runs on a worker when the poller reports the client: it reads and
-// handles what the client sent, then re-arms the watch, or ends the session
-// once the connection failed or closed.
+// handles what the client sent, gives the read buffer back and re-arms the
+// watch, or ends the session once the connection failed or closed.
 func (s *session) serve() {
 	err := s.conn.Fill()
 	if err == nil {
@@ -231,6 +232,7 @@ func (s *session) serve() {
 		if ended {
 			return // a report that came after the watch stopped
 		}
+		s.conn.Rest() // before Arm: the next report's worker reads
 		if err = w.Arm(); err == nil {
 			return
 		}
