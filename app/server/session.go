@@ -32,7 +32,7 @@ const maxRoomsPerConnection = 100
 // executed in turn (serve). Deliveries go to a bounded queue that the
 // flushers write (flushers.go), or, while the socket is full, a writer
 // goroutine that drains it and then ends: an idle connection holds no stack,
-// no queue and no write buffer (docs/performance.md).
+// no queue, no read or write buffer and no channel (docs/internals.md).
 type session struct {
 	srv     *Server
 	conn    *wsconn.Conn
@@ -55,10 +55,13 @@ type session struct {
 	writing bool          // a writer goroutine is draining the queue
 	closed  bool          // close was called: code and reason are set
 	ended   bool          // end has begun: the reading is over
-	watch   *netpoll.Watch
-	code    int
-	reason  string
-	done    chan struct{} // closed when the socket is shut down (end closes it)
+	// finished: the writer has shut the socket down, which end waits for
+	// on done, made only then (an idle connection holds no channel).
+	finished bool
+	code     int16 // a close code (1000-4999): beside the flags, it keeps the session in the 240-byte size class
+	watch    *netpoll.Watch
+	reason   string
+	done     chan struct{}
 }
 
 var _ hub.Member = (*session)(nil)
@@ -73,7 +76,6 @@ func newSession(srv *Server, conn *wsconn.Conn, claims auth.Claims) *session {
 	return &session{
 		srv: srv, conn: conn, claims: claims,
 		limit: bucket{tokens: float64(srv.cfg.RateBurst), at: time.Since(epoch)},
-		done:  make(chan struct{}),
 	}
 }
 
@@ -158,7 +160,7 @@ func (s *session) closeLocked(code int, reason string) {
 	if s.closed {
 		return
 	}
-	s.closed, s.code, s.reason = true, code, reason
+	s.closed, s.code, s.reason = true, int16(code), reason
 	if code == protocol.CloseTryAgainLate {
 		s.srv.m.SlowConsumers.Inc() // here only: one count per session closed
 	}
@@ -260,7 +262,7 @@ func (s *session) end(err error) {
 		// The client closed, vanished or missed its pongs: nothing to tell it.
 		s.close(0, "connection ended")
 	}
-	<-s.done
+	s.awaitFinish()
 	if w != nil {
 		w.Stop()
 	}
@@ -674,7 +676,7 @@ func (s *session) keepDeadline(now time.Time) {
 // otherwise resume it), sends the close frame and shuts the socket down:
 // that wakes the reading side, which closes it (end).
 func (s *session) finish(queued []*protocol.Delivery) {
-	defer close(s.done)
+	defer s.finishDone()
 	defer s.conn.Shutdown()
 	if s.code == protocol.CloseGoingAway && !s.writeBatch(queued) {
 		s.code = 0 // the socket failed: no close frame can reach the client
@@ -683,12 +685,37 @@ func (s *session) finish(queued []*protocol.Delivery) {
 		s.srv.m.Closed.WithLabelValues(metrics.ClosedByClient).Inc()
 		return
 	}
-	s.srv.m.Closed.WithLabelValues(strconv.Itoa(s.code)).Inc()
-	msg := websocket.FormatCloseMessage(s.code, s.reason)
+	s.srv.m.Closed.WithLabelValues(strconv.Itoa(int(s.code))).Inc()
+	msg := websocket.FormatCloseMessage(int(s.code), s.reason)
 	s.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
 	if s.code == protocol.CloseTooLarge || s.reason == reasonFrameTimeout {
 		s.linger()
 	}
+}
+
+// finishDone records that the socket is shut down and wakes end.
+func (s *session) finishDone() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.finished = true
+	if s.done != nil {
+		close(s.done)
+	}
+}
+
+// awaitFinish returns once the writer has shut the socket down (finish).
+func (s *session) awaitFinish() {
+	s.mu.Lock()
+	if s.finished {
+		s.mu.Unlock()
+		return
+	}
+	if s.done == nil {
+		s.done = make(chan struct{})
+	}
+	done := s.done
+	s.mu.Unlock()
+	<-done
 }
 
 // reasonFrameTimeout closes a session (1008) whose client began a frame and
