@@ -111,7 +111,7 @@ type entry struct {
 	end     int64 // the window's end, unix ns
 	per     time.Duration
 	used    uint64 // the sync generation of the last Allow
-	rkey    string // its Redis key, made at its first sync
+	rkey    string // its Redis key, made by the sync that needs it, dropped while idle
 }
 
 // New makes a Limiter for this instance. Its incarnation is Instance and a
@@ -243,6 +243,13 @@ func (l *Limiter) sync(run context.Context) {
 			case refresh > 0 && e.synced < e.count && gen-e.used <= refreshRecent:
 				refresh--
 			default:
+				if gen-e.used > refreshRecent {
+					// Idle: the key is made again if the entry is used.
+					// An idle connection's windows (its address's connects,
+					// its user's joins and rooms) then hold 48 bytes less
+					// each until they end.
+					e.rkey = ""
+				}
 				continue
 			}
 			if e.rkey == "" {
