@@ -55,6 +55,7 @@ type Server struct {
 	flushers *flushers       // the sessions' writes that need not wait
 	poller   *netpoll.Poller // reports the sessions' client frames
 	trim     *trimmer        // returns a burst of handshakes' garbage to the OS
+	stop     chan struct{}   // ends the sessions' ticker (ticks.go)
 
 	draining atomic.Bool // unready: the load balancer should stop sending new clients
 	refusing atomic.Bool // closing connections: /ws answers 503
@@ -86,6 +87,7 @@ func New(cfg config.Config, h *hub.Hub, b Broker, a Archive, m *metrics.Metrics,
 		workers:  newWorkers(),
 		poller:   poller,
 		trim:     newTrimmer(),
+		stop:     make(chan struct{}),
 	}
 	s.flushers = newFlushers(s.workers)
 	s.upgrader = websocket.Upgrader{
@@ -100,11 +102,16 @@ func New(cfg config.Config, h *hub.Hub, b Broker, a Archive, m *metrics.Metrics,
 	for _, o := range opts {
 		o(s)
 	}
+	go s.ticks(s.stop)
 	return s, nil
 }
 
-// Close stops reading the sessions' sockets; call it once they have ended.
-func (s *Server) Close() error { return s.poller.Close() }
+// Close stops reading the sessions' sockets and their ticks; call it once
+// they have ended, once.
+func (s *Server) Close() error {
+	close(s.stop)
+	return s.poller.Close()
+}
 
 // Handler routes every endpoint.
 func (s *Server) Handler() http.Handler {

@@ -47,8 +47,12 @@ type session struct {
 	// size).
 	writeDeadline int64
 
-	mu      sync.Mutex  // guards the fields below
-	timer   *time.Timer // pings, and ends the session when its token expires or its client is silent
+	// due is when the session's next tick is (monotonic ns since epoch, 0:
+	// none): the server's ticker (ticks.go) runs it, with no timer of the
+	// session's own.
+	due atomic.Int64
+
+	mu      sync.Mutex // guards the fields below
 	queue   []*protocol.Delivery
 	history int           // catch-up frames in queue: outside SEND_QUEUE's bound
 	taken   chan struct{} // closed when the writer takes the queue or the session closes
@@ -204,9 +208,9 @@ func (s *session) start() {
 	s.conn.SetPongHandler(s.pong)
 	s.heardNow()
 	s.conn.Rest() // until the client speaks: the upgrade left nothing to read
+	s.schedule()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.timer = time.AfterFunc(s.untilTick(), s.tick)
 	serve := s.serve
 	// Held until the watch is set: a report can come before Watch returns,
 	// and its serve waits here for it.
@@ -267,7 +271,7 @@ func (s *session) end(err error) {
 		w.Stop()
 	}
 	s.conn.Close()
-	s.timer.Stop()
+	s.due.Store(0)
 	for _, room := range s.rooms {
 		s.srv.hub.Leave(s, room)
 	}
@@ -295,16 +299,17 @@ func (s *session) heardNow() { s.heard.Store(int64(time.Since(epoch))) }
 // a step of the wall clock neither closes every session nor keeps dead ones.
 var epoch = time.Now()
 
-// untilTick is when the session's one timer fires next: the next ping, or
-// the token's expiry if that comes first.
-func (s *session) untilTick() time.Duration {
-	return min(s.srv.cfg.PingInterval, time.Until(s.claims.Expires))
+// schedule sets the session's next tick: the next ping, or the token's
+// expiry if that comes first.
+func (s *session) schedule() {
+	s.due.Store(int64(time.Since(epoch) + min(s.srv.cfg.PingInterval, time.Until(s.claims.Expires))))
 }
 
 // tick closes the session once its token has expired or its client has
 // missed two pongs, and otherwise queues a ping behind what is queued and
-// sets the next tick.
+// sets the next tick. Only the server's ticker runs it, one at a time.
 func (s *session) tick() {
+	s.due.Store(0) // none unless the session goes on
 	if !time.Now().Before(s.claims.Expires) {
 		s.close(protocol.ClosePolicy, "token expired")
 		return
@@ -313,12 +318,9 @@ func (s *session) tick() {
 		s.close(0, "client silent") // gone: nothing to tell it
 		return
 	}
-	if !s.Deliver(ping) {
-		return
+	if s.Deliver(ping) {
+		s.schedule()
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.timer.Reset(s.untilTick())
 }
 
 // readBuffered handles frames until none is left in the read buffer.
