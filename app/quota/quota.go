@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"math"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -103,14 +104,15 @@ type entryKey struct {
 	win       int64 // the window's index: unix ns / Per
 }
 
-// entry counts one window of one quota for one key.
+// entry counts one window of one quota for one key. It is 48 bytes (a size
+// class of the runtime's), not 64: an idle connection holds three until
+// their windows end.
 type entry struct {
-	synced  int64 // the window's total in Redis at the last sync, ours included
-	pending int64 // admitted here since
-	count   int64 // the Count last asked for
-	end     int64 // the window's end, unix ns
-	per     time.Duration
-	used    uint64 // the sync generation of the last Allow
+	synced  int64  // the window's total in Redis at the last sync, ours included
+	pending int64  // admitted here since
+	end     int64  // the window's end, unix ns: (win+1) × Per, so Per is end/(win+1)
+	count   int32  // the Count last asked for (capped at MaxInt32)
+	used    uint32 // the sync generation of the last Allow, its low 32 bits
 	rkey    string // its Redis key, made by the sync that needs it, dropped while idle
 }
 
@@ -156,16 +158,16 @@ func (l *Limiter) Allow(name, key string, r Rate, now time.Time) (ok bool, retry
 	ns, per := now.UnixNano(), int64(r.Per)
 	win := ns / per
 	k := entryKey{name: name, key: key, win: win}
-	gen := l.gen.Load()
+	gen := uint32(l.gen.Load())
 	s := &l.shards[maphash.String(l.seed, key)&(shards-1)]
 	s.mu.Lock()
 	e := s.m[k]
 	if e == nil {
-		e = &entry{end: (win + 1) * per, per: r.Per}
+		e = &entry{end: (win + 1) * per}
 		s.m[k] = e
 	}
-	e.used, e.count = gen, int64(r.Count)
-	if e.synced+e.pending >= e.count {
+	e.used, e.count = gen, int32(min(r.Count, math.MaxInt32))
+	if e.synced+e.pending >= int64(e.count) {
 		s.mu.Unlock()
 		return false, time.Duration(e.end - ns)
 	}
@@ -209,6 +211,7 @@ type syncOp struct {
 	s    *shard
 	e    *entry
 	push int64
+	per  time.Duration // the window's length
 	incr *redis.IntCmd
 	get  *redis.StringCmd
 }
@@ -227,7 +230,7 @@ func (l *Limiter) sync(run context.Context) {
 	}
 	l.syncMu.Lock()
 	defer l.syncMu.Unlock()
-	gen := l.gen.Add(1)
+	gen := uint32(l.gen.Add(1))
 	now := time.Now().UnixNano()
 	refresh := l.opts.MaxRefresh
 	ops := l.ops[:0]
@@ -240,7 +243,7 @@ func (l *Limiter) sync(run context.Context) {
 				delete(s.m, k)
 				continue
 			case e.pending > 0:
-			case refresh > 0 && e.synced < e.count && gen-e.used <= refreshRecent:
+			case refresh > 0 && e.synced < int64(e.count) && gen-e.used <= refreshRecent:
 				refresh--
 			default:
 				if gen-e.used > refreshRecent {
@@ -255,7 +258,7 @@ func (l *Limiter) sync(run context.Context) {
 			if e.rkey == "" {
 				e.rkey = rateKey(k)
 			}
-			ops = append(ops, syncOp{s: s, e: e, push: e.pending})
+			ops = append(ops, syncOp{s: s, e: e, push: e.pending, per: time.Duration(e.end / (k.win + 1))})
 		}
 		s.mu.Unlock()
 	}
@@ -272,7 +275,7 @@ func (l *Limiter) sync(run context.Context) {
 			op.incr = pipe.IncrBy(ctx, op.e.rkey, op.push)
 			// Two windows: the key outlives its window however late in it
 			// the push comes.
-			pipe.PExpire(ctx, op.e.rkey, 2*op.e.per)
+			pipe.PExpire(ctx, op.e.rkey, 2*op.per)
 		} else {
 			op.get = pipe.Get(ctx, op.e.rkey)
 		}

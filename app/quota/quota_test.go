@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/switchboard-dev/switchboard/app/chattest"
 )
@@ -416,5 +417,14 @@ func TestIdleCounterDropsItsKey(t *testing.T) {
 	keys := c.Keys(ctx, "quota:*").Val()
 	if len(keys) != 1 || c.Get(ctx, keys[0]).Val() != "2" {
 		t.Fatalf("Redis holds %v (first %q), want one counter at 2", keys, c.Get(ctx, keys[0]).Val())
+	}
+}
+
+// TestACounterFits48Bytes: an idle connection holds three counters until
+// their windows end; 48 bytes is a size class of the runtime's
+// (runtime/sizeclasses.go), the next is 64.
+func TestACounterFits48Bytes(t *testing.T) {
+	if size := unsafe.Sizeof(entry{}); size > 48 {
+		t.Errorf("a counter is %d bytes, want 48 at most", size)
 	}
 }
