@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -478,7 +479,10 @@ func (s *session) join(f protocol.ClientFrame) {
 		s.refuse(protocol.Errorf(protocol.CodeInternal, "could not join %s: the message bus is unavailable; retry", f.Room))
 		return
 	}
-	s.rooms = append(s.rooms, f.Room)
+	// A copy: the decoded room name shares the string of the whole frame
+	// (protocol.DecodeClient), which would stay alive with it (48 bytes
+	// instead of 16 for a name of 15).
+	s.rooms = append(s.rooms, strings.Clone(f.Room))
 }
 
 // admit applies the quotas that depend on where the room stands: a join of
