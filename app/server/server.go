@@ -56,6 +56,7 @@ type Server struct {
 	poller   *netpoll.Poller // reports the sessions' client frames
 	trim     *trimmer        // returns a burst of handshakes' garbage to the OS
 	stop     chan struct{}   // ends the sessions' ticker (ticks.go)
+	stopOnce sync.Once
 
 	draining atomic.Bool // unready: the load balancer should stop sending new clients
 	refusing atomic.Bool // closing connections: /ws answers 503
@@ -107,9 +108,9 @@ func New(cfg config.Config, h *hub.Hub, b Broker, a Archive, m *metrics.Metrics,
 }
 
 // Close stops reading the sessions' sockets and their ticks; call it once
-// they have ended, once.
+// they have ended.
 func (s *Server) Close() error {
-	close(s.stop)
+	s.stopOnce.Do(func() { close(s.stop) })
 	return s.poller.Close()
 }
 
