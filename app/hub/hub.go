@@ -176,10 +176,17 @@ type room struct {
 }
 
 type membership struct {
-	m      Member
-	last   int64              // newest seq (or gap end) handed to the member
-	ctx    context.Context    // ends when the member leaves; set by its first catch-up
-	cancel context.CancelFunc // nil until then
+	m    Member
+	last int64 // newest seq (or gap end) handed to the member
+	// *catchup is nil until the member's first catch-up: a member that never
+	// misses a message holds 32 bytes, not 96.
+	*catchup
+}
+
+// catchup is a member's recovery state, kept once made.
+type catchup struct {
+	ctx    context.Context // ends when the member leaves
+	cancel context.CancelFunc
 	// While catching, a recovery reads history up to target and live
 	// messages after target wait in pending, in order.
 	catching bool
@@ -188,10 +195,13 @@ type membership struct {
 	behind   bool // pending overflowed: the member is slower than the room
 }
 
+// isCatching tells whether a recovery feeds the member; r.mu is held.
+func (ms *membership) isCatching() bool { return ms.catchup != nil && ms.catching }
+
 // end is the newest seq the member has or is sure to get without a new
 // history read.
 func (ms *membership) end() int64 {
-	if !ms.catching {
+	if !ms.isCatching() {
 		return ms.last
 	}
 	if n := len(ms.pending); n > 0 {
@@ -282,7 +292,7 @@ func (h *Hub) drop(r *room, ms *membership, code int, reason string) {
 // forget removes ms and stops its recovery; r.mu is held.
 func (h *Hub) forget(r *room, ms *membership) {
 	delete(r.members, ms.m)
-	if ms.cancel != nil {
+	if ms.catchup != nil {
 		ms.cancel()
 	}
 }
@@ -502,7 +512,7 @@ func (h *Hub) forward(r *room, d *protocol.Delivery) {
 		case d.Seq > end+1:
 			h.catchUp(r, ms, d.Seq-1, metrics.OpRepair)
 			ms.pending = append(ms.pending, d)
-		case ms.catching:
+		case ms.isCatching():
 			ms.pending = append(ms.pending, d)
 			if len(ms.pending) > h.opts.PendingLimit {
 				// Re-point the member at the log rather than hold more.

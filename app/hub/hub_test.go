@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -658,4 +659,14 @@ func (w *world) calls() []string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return append([]string(nil), w.adds...)
+}
+
+// TestAMembershipWithoutCatchUpStaysSmall: every member of every room holds
+// a membership; its recovery state is made by its first catch-up only, so
+// a member that never misses a message holds 32 bytes (a size class of the
+// runtime's: runtime/sizeclasses.go), not 96.
+func TestAMembershipWithoutCatchUpStaysSmall(t *testing.T) {
+	if size := unsafe.Sizeof(membership{}); size > 32 {
+		t.Errorf("a membership is %d bytes, want 32 at most: every idle connection in a room pays it", size)
+	}
 }

@@ -35,14 +35,15 @@ import (
 // catchUp has ms read history up to `to` before anything newer reaches it,
 // starting its recovery unless one runs; r.mu is held.
 func (h *Hub) catchUp(r *room, ms *membership, to int64, op string) {
+	if ms.catchup == nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		ms.catchup = &catchup{ctx: ctx, cancel: cancel}
+	}
 	ms.target, ms.pending = to, nil
 	if ms.catching {
 		return
 	}
 	ms.catching = true
-	if ms.cancel == nil {
-		ms.ctx, ms.cancel = context.WithCancel(context.Background())
-	}
 	go h.recover(r, ms, op)
 }
 

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"math"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -103,8 +104,15 @@ type shard struct {
 	// admitted since it was last listed stays until it has nothing pending
 	// and was not used in refreshRecent syncs, so a sync visits the
 	// counters in use, not every one kept.
-	active []*entry
+	active []listed
 	_      [24]byte
+}
+
+// listed is a counter in its shard's active list, with the key its Redis
+// key and window length are made from.
+type listed struct {
+	k entryKey
+	e *entry
 }
 
 type entryKey struct {
@@ -112,15 +120,16 @@ type entryKey struct {
 	win       int64 // the window's index: unix ns / Per
 }
 
-// entry counts one window of one quota for one key.
+// entry counts one window of one quota for one key. It is 48 bytes (a size
+// class of the runtime's), not 64: an idle connection holds three until
+// their windows end.
 type entry struct {
-	synced  int64 // the window's total in Redis at the last sync, ours included
-	pending int64 // admitted here since
-	count   int64 // the Count last asked for
-	end     int64 // the window's end, unix ns
-	per     time.Duration
-	used    uint64 // the sync generation of the last Allow
-	rkey    string // its Redis key
+	end     int64  // the window's end, unix ns: (win+1) × Per, so Per is end/(win+1)
+	rkey    string // its Redis key, made by the sync that needs it, dropped while idle
+	synced  int32  // the window's total in Redis at the last sync, ours included (capped at MaxInt32)
+	pending int32  // admitted here since (below count)
+	count   int32  // the Count last asked for (capped at MaxInt32)
+	used    uint32 // the sync generation of the last Allow, its low 32 bits
 	listed  bool   // in its shard's active list
 }
 
@@ -166,20 +175,20 @@ func (l *Limiter) Allow(name, key string, r Rate, now time.Time) (ok bool, retry
 	ns, per := now.UnixNano(), int64(r.Per)
 	win := ns / per
 	k := entryKey{name: name, key: key, win: win}
-	gen := l.gen.Load()
+	gen := uint32(l.gen.Load())
 	s := &l.shards[maphash.String(l.seed, key)&(shards-1)]
 	s.mu.Lock()
 	e := s.m[k]
 	if e == nil {
-		e = &entry{end: (win + 1) * per, per: r.Per, rkey: rateKey(k)}
+		e = &entry{end: (win + 1) * per}
 		s.m[k] = e
 	}
-	e.used, e.count = gen, int64(r.Count)
+	e.used, e.count = gen, int32(min(r.Count, math.MaxInt32))
 	if !e.listed {
 		e.listed = true
-		s.active = append(s.active, e)
+		s.active = append(s.active, listed{k, e})
 	}
-	if e.synced+e.pending >= e.count {
+	if int64(e.synced)+int64(e.pending) >= int64(e.count) {
 		s.mu.Unlock()
 		return false, time.Duration(e.end - ns)
 	}
@@ -223,6 +232,7 @@ type syncOp struct {
 	s    *shard
 	e    *entry
 	push int64
+	per  time.Duration // the window's length
 	incr *redis.IntCmd
 	get  *redis.StringCmd
 }
@@ -241,7 +251,7 @@ func (l *Limiter) sync(run context.Context) {
 	}
 	l.syncMu.Lock()
 	defer l.syncMu.Unlock()
-	gen := l.gen.Add(1)
+	gen := uint32(l.gen.Add(1))
 	now := time.Now().UnixNano()
 	refresh := l.opts.MaxRefresh
 	ops := l.ops[:0]
@@ -256,12 +266,17 @@ func (l *Limiter) sync(run context.Context) {
 			}
 		}
 		kept := s.active[:0]
-		for _, e := range s.active {
+		for _, a := range s.active {
+			e := a.e
 			if now >= e.end || e.pending == 0 && gen-e.used > refreshRecent {
-				e.listed = false // ended, or idle: Allow lists it again
+				// Ended, or idle: Allow lists it again. The key is made
+				// again if it is used: an idle connection's windows (its
+				// address's connects, its user's joins and rooms) then
+				// hold no key until they end.
+				e.listed, e.rkey = false, ""
 				continue
 			}
-			kept = append(kept, e)
+			kept = append(kept, a)
 			switch {
 			case e.pending > 0:
 			case refresh > 0 && e.synced < e.count:
@@ -269,7 +284,10 @@ func (l *Limiter) sync(run context.Context) {
 			default:
 				continue
 			}
-			ops = append(ops, syncOp{s: s, e: e, push: e.pending})
+			if e.rkey == "" {
+				e.rkey = rateKey(a.k)
+			}
+			ops = append(ops, syncOp{s: s, e: e, push: int64(e.pending), per: time.Duration(e.end / (a.k.win + 1))})
 		}
 		clear(s.active[len(kept):])
 		s.active = kept
@@ -288,7 +306,7 @@ func (l *Limiter) sync(run context.Context) {
 			op.incr = pipe.IncrBy(ctx, op.e.rkey, op.push)
 			// Two windows: the key outlives its window however late in it
 			// the push comes.
-			pipe.PExpire(ctx, op.e.rkey, 2*op.e.per)
+			pipe.PExpire(ctx, op.e.rkey, 2*op.per)
 		} else {
 			op.get = pipe.Get(ctx, op.e.rkey)
 		}
@@ -320,8 +338,8 @@ func (l *Limiter) sync(run context.Context) {
 			continue // pending stays, for the next sync
 		}
 		op.s.mu.Lock()
-		op.e.pending -= op.push // what was admitted meanwhile stays pending
-		op.e.synced = v
+		op.e.pending -= int32(op.push) // what was admitted meanwhile stays pending
+		op.e.synced = int32(min(v, math.MaxInt32))
 		op.s.mu.Unlock()
 	}
 	if err != nil {

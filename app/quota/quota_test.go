@@ -3,11 +3,13 @@ package quota
 import (
 	"context"
 	"fmt"
+	"hash/maphash"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/switchboard-dev/switchboard/app/chattest"
 )
@@ -450,5 +452,50 @@ func BenchmarkSync(b *testing.B) {
 			l.Allow("user_sends", "user-"+strconv.Itoa(i), minute, now)
 		}
 		l.sync(b.Context())
+	}
+}
+
+// A counter idle for refreshRecent syncs drops its Redis key (an idle
+// connection's windows are most of what its quotas hold), and counts on in
+// the same key once it is used again.
+func TestIdleCounterDropsItsKey(t *testing.T) {
+	r := startRedis(t)
+	c := r.client()
+	l := New(c, Options{Instance: "a"})
+	ctx := t.Context()
+	per := time.Hour
+	rate := Rate{Count: 10, Per: per}
+	now := freshWindow(per, 30*time.Second)
+	key := func() string {
+		s := &l.shards[maphash.String(l.seed, "alice")&(shards-1)]
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.m[entryKey{name: "user_joins", key: "alice", win: now.UnixNano() / int64(per)}].rkey
+	}
+	l.Allow("user_joins", "alice", rate, now)
+	l.sync(ctx)
+	if key() == "" {
+		t.Fatal("no key after the push")
+	}
+	for range refreshRecent + 1 {
+		l.sync(ctx)
+	}
+	if k := key(); k != "" {
+		t.Fatalf("key %q kept by a counter idle for %d syncs", k, refreshRecent+1)
+	}
+	l.Allow("user_joins", "alice", rate, now)
+	l.sync(ctx)
+	keys := c.Keys(ctx, "quota:*").Val()
+	if len(keys) != 1 || c.Get(ctx, keys[0]).Val() != "2" {
+		t.Fatalf("Redis holds %v (first %q), want one counter at 2", keys, c.Get(ctx, keys[0]).Val())
+	}
+}
+
+// TestACounterFits48Bytes: an idle connection holds three counters until
+// their windows end; 48 bytes is a size class of the runtime's
+// (runtime/sizeclasses.go), the next is 64.
+func TestACounterFits48Bytes(t *testing.T) {
+	if size := unsafe.Sizeof(entry{}); size > 48 {
+		t.Errorf("a counter is %d bytes, want 48 at most", size)
 	}
 }

@@ -55,6 +55,8 @@ type Server struct {
 	flushers *flushers       // the sessions' writes that need not wait
 	poller   *netpoll.Poller // reports the sessions' client frames
 	trim     *trimmer        // returns a burst of handshakes' garbage to the OS
+	stop     chan struct{}   // ends the sessions' ticker (ticks.go)
+	stopOnce sync.Once
 
 	draining atomic.Bool // unready: the load balancer should stop sending new clients
 	refusing atomic.Bool // closing connections: /ws answers 503
@@ -86,6 +88,7 @@ func New(cfg config.Config, h *hub.Hub, b Broker, a Archive, m *metrics.Metrics,
 		workers:  newWorkers(),
 		poller:   poller,
 		trim:     newTrimmer(),
+		stop:     make(chan struct{}),
 	}
 	if s.flushers, err = newFlushers(s.workers); err != nil {
 		poller.Close()
@@ -103,12 +106,17 @@ func New(cfg config.Config, h *hub.Hub, b Broker, a Archive, m *metrics.Metrics,
 	for _, o := range opts {
 		o(s)
 	}
+	go s.ticks(s.stop)
 	return s, nil
 }
 
-// Close stops reading the sessions' sockets; call it once they have ended.
+// Close stops reading the sessions' sockets and their ticks; call it once
+// they have ended.
 func (s *Server) Close() error {
-	s.flushers.close()
+	s.stopOnce.Do(func() {
+		close(s.stop)
+		s.flushers.close()
+	})
 	return s.poller.Close()
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,7 +33,7 @@ const maxRoomsPerConnection = 100
 // executed in turn (serve). Deliveries go to a bounded queue that the
 // flushers write (flushers.go), or, while the socket is full, a writer
 // goroutine that drains it and then ends: an idle connection holds no stack,
-// no queue and no write buffer (docs/performance.md).
+// no queue, no read or write buffer and no channel (docs/internals.md).
 type session struct {
 	srv     *Server
 	conn    *wsconn.Conn
@@ -47,18 +48,25 @@ type session struct {
 	// size).
 	writeDeadline int64
 
-	mu      sync.Mutex  // guards the fields below
-	timer   *time.Timer // pings, and ends the session when its token expires or its client is silent
+	// due is when the session's next tick is (monotonic ns since epoch, 0:
+	// none): the server's ticker (ticks.go) runs it, with no timer of the
+	// session's own.
+	due atomic.Int64
+
+	mu      sync.Mutex // guards the fields below
 	queue   []*protocol.Delivery
 	history int           // catch-up frames in queue: outside SEND_QUEUE's bound
 	taken   chan struct{} // closed when the writer takes the queue or the session closes
 	writing bool          // a writer goroutine is draining the queue
 	closed  bool          // close was called: code and reason are set
 	ended   bool          // end has begun: the reading is over
-	watch   *netpoll.Watch
-	code    int
-	reason  string
-	done    chan struct{} // closed when the socket is shut down (end closes it)
+	// finished: the writer has shut the socket down, which end waits for
+	// on done, made only then (an idle connection holds no channel).
+	finished bool
+	code     int16 // a close code (1000-4999): beside the flags, it keeps the session in the 240-byte size class
+	watch    *netpoll.Watch
+	reason   string
+	done     chan struct{}
 }
 
 var _ hub.Member = (*session)(nil)
@@ -73,7 +81,6 @@ func newSession(srv *Server, conn *wsconn.Conn, claims auth.Claims) *session {
 	return &session{
 		srv: srv, conn: conn, claims: claims,
 		limit: bucket{tokens: float64(srv.cfg.RateBurst), at: time.Since(epoch)},
-		done:  make(chan struct{}),
 	}
 }
 
@@ -158,7 +165,7 @@ func (s *session) closeLocked(code int, reason string) {
 	if s.closed {
 		return
 	}
-	s.closed, s.code, s.reason = true, code, reason
+	s.closed, s.code, s.reason = true, int16(code), reason
 	if code == protocol.CloseTryAgainLate {
 		s.srv.m.SlowConsumers.Inc() // here only: one count per session closed
 	}
@@ -201,9 +208,10 @@ func (s *session) start() {
 	s.conn.SetReadLimit(int64(s.srv.cfg.MaxMessageBytes))
 	s.conn.SetPongHandler(s.pong)
 	s.heardNow()
+	s.conn.Rest() // until the client speaks: the upgrade left nothing to read
+	s.schedule()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.timer = time.AfterFunc(s.untilTick(), s.tick)
 	serve := s.serve
 	// Held until the watch is set: a report can come before Watch returns,
 	// and its serve waits here for it.
@@ -217,8 +225,8 @@ func (s *session) start() {
 }
 
 // serve runs on a worker when the poller reports the client: it reads and
-// handles what the client sent, then re-arms the watch, or ends the session
-// once the connection failed or closed.
+// handles what the client sent, gives the read buffer back and re-arms the
+// watch, or ends the session once the connection failed or closed.
 func (s *session) serve() {
 	err := s.conn.Fill()
 	if err == nil {
@@ -231,6 +239,7 @@ func (s *session) serve() {
 		if ended {
 			return // a report that came after the watch stopped
 		}
+		s.conn.Rest() // before Arm: the next report's worker reads
 		if err = w.Arm(); err == nil {
 			return
 		}
@@ -258,12 +267,12 @@ func (s *session) end(err error) {
 		// The client closed, vanished or missed its pongs: nothing to tell it.
 		s.close(0, "connection ended")
 	}
-	<-s.done
+	s.awaitFinish()
 	if w != nil {
 		w.Stop()
 	}
 	s.conn.Close()
-	s.timer.Stop()
+	s.due.Store(0)
 	for _, room := range s.rooms {
 		s.srv.hub.Leave(s, room)
 	}
@@ -291,16 +300,17 @@ func (s *session) heardNow() { s.heard.Store(int64(time.Since(epoch))) }
 // a step of the wall clock neither closes every session nor keeps dead ones.
 var epoch = time.Now()
 
-// untilTick is when the session's one timer fires next: the next ping, or
-// the token's expiry if that comes first.
-func (s *session) untilTick() time.Duration {
-	return min(s.srv.cfg.PingInterval, time.Until(s.claims.Expires))
+// schedule sets the session's next tick: the next ping, or the token's
+// expiry if that comes first.
+func (s *session) schedule() {
+	s.due.Store(int64(time.Since(epoch) + min(s.srv.cfg.PingInterval, time.Until(s.claims.Expires))))
 }
 
 // tick closes the session once its token has expired or its client has
 // missed two pongs, and otherwise queues a ping behind what is queued and
-// sets the next tick.
+// sets the next tick. Only the server's ticker runs it, one at a time.
 func (s *session) tick() {
+	s.due.Store(0) // none unless the session goes on
 	if !time.Now().Before(s.claims.Expires) {
 		s.close(protocol.ClosePolicy, "token expired")
 		return
@@ -309,12 +319,9 @@ func (s *session) tick() {
 		s.close(0, "client silent") // gone: nothing to tell it
 		return
 	}
-	if !s.Deliver(ping) {
-		return
+	if s.Deliver(ping) {
+		s.schedule()
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.timer.Reset(s.untilTick())
 }
 
 // readBuffered handles frames until none is left in the read buffer.
@@ -472,7 +479,10 @@ func (s *session) join(f protocol.ClientFrame) {
 		s.refuse(protocol.Errorf(protocol.CodeInternal, "could not join %s: the message bus is unavailable; retry", f.Room))
 		return
 	}
-	s.rooms = append(s.rooms, f.Room)
+	// A copy: the decoded room name shares the string of the whole frame
+	// (protocol.DecodeClient), which would stay alive with it (48 bytes
+	// instead of 16 for a name of 15).
+	s.rooms = append(s.rooms, strings.Clone(f.Room))
 }
 
 // admit applies the quotas that depend on where the room stands: a join of
@@ -671,7 +681,7 @@ func (s *session) keepDeadline(now time.Time) {
 // otherwise resume it), sends the close frame and shuts the socket down:
 // that wakes the reading side, which closes it (end).
 func (s *session) finish(queued []*protocol.Delivery) {
-	defer close(s.done)
+	defer s.finishDone()
 	defer s.conn.Shutdown()
 	if s.code == protocol.CloseGoingAway && !s.writeBatch(queued) {
 		s.code = 0 // the socket failed: no close frame can reach the client
@@ -680,12 +690,37 @@ func (s *session) finish(queued []*protocol.Delivery) {
 		s.srv.m.Closed.WithLabelValues(metrics.ClosedByClient).Inc()
 		return
 	}
-	s.srv.m.Closed.WithLabelValues(strconv.Itoa(s.code)).Inc()
-	msg := websocket.FormatCloseMessage(s.code, s.reason)
+	s.srv.m.Closed.WithLabelValues(strconv.Itoa(int(s.code))).Inc()
+	msg := websocket.FormatCloseMessage(int(s.code), s.reason)
 	s.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
 	if s.code == protocol.CloseTooLarge || s.reason == reasonFrameTimeout {
 		s.linger()
 	}
+}
+
+// finishDone records that the socket is shut down and wakes end.
+func (s *session) finishDone() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.finished = true
+	if s.done != nil {
+		close(s.done)
+	}
+}
+
+// awaitFinish returns once the writer has shut the socket down (finish).
+func (s *session) awaitFinish() {
+	s.mu.Lock()
+	if s.finished {
+		s.mu.Unlock()
+		return
+	}
+	if s.done == nil {
+		s.done = make(chan struct{})
+	}
+	done := s.done
+	s.mu.Unlock()
+	<-done
 }
 
 // reasonFrameTimeout closes a session (1008) whose client began a frame and

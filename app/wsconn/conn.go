@@ -8,7 +8,9 @@
 //     and this package can see what gorilla has yet to read.
 //   - Watch reports the peer's next bytes without a goroutine waiting
 //     (netpoll), Fill reads them into that buffer, and Buffered shows what
-//     gorilla has yet to read.
+//     gorilla has yet to read. Rest lends the buffer to a pool between reads
+//     (gorilla keeps the reader's pointer; its value is swapped): an idle
+//     connection holds no read buffer.
 //   - SkipControl consumes a ping or pong frame at the head of that buffer
 //     as gorilla would, without gorilla then blocking for the next data
 //     frame, and Whole tells whether the next message is all buffered, so
@@ -28,6 +30,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"sync"
 	"syscall"
 	"time"
 
@@ -43,6 +46,11 @@ import (
 type Conn struct {
 	*websocket.Conn
 	wire wire
+	// in is what gorilla reads through (it keeps its pointer); it reads the
+	// buffer of lent, a pooled reader, or none while the connection rests
+	// (Rest).
+	in   bufio.Reader
+	lent *bufio.Reader
 }
 
 // Upgrade completes the WebSocket handshake like u.Upgrade. u.ReadBufferSize
@@ -89,9 +97,46 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, errors.New("client sent data before the handshake completed")
 	}
 	h.conn = &Conn{wire: wire{Conn: nc, fd: socketFD(nc)}}
-	w := &h.conn.wire
-	w.in = bufio.NewReaderSize(w, ReadBufferSize)
-	return w, bufio.NewReadWriter(w.in, rw.Writer), nil
+	h.conn.lend() // gorilla adopts only a reader of more than 256 bytes
+	return &h.conn.wire, bufio.NewReadWriter(&h.conn.in, rw.Writer), nil
+}
+
+// readers lend the connections their read buffers while they read: a resting
+// connection holds none (320 bytes of an idle connection's 5 KiB).
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, ReadBufferSize) }}
+
+// resting is what gorilla's reader holds while its connection rests: no
+// buffer of its own, and a read fails instead of waiting or panicking. Its
+// 16 bytes are shared and never written: errResting reads nothing.
+var resting = bufio.NewReaderSize(restingSource{}, 16)
+
+type restingSource struct{}
+
+func (restingSource) Read([]byte) (int, error) { return 0, errResting }
+
+var errResting = errors.New("wsconn: read while the connection rests: call Fill first")
+
+// lend gives gorilla's reader, whose pointer gorilla keeps, a pooled
+// buffer: the reader's value is replaced, not the reader.
+func (c *Conn) lend() {
+	c.lent = readers.Get().(*bufio.Reader)
+	c.lent.Reset(&c.wire)
+	c.in = *c.lent
+}
+
+// Rest gives the read buffer back to a pool while nothing is buffered: an
+// idle connection then holds none, and the next Fill borrows one again.
+// Call it on the reading goroutine once a read is over, before re-arming
+// the watch; until Fill, gorilla's reads fail (errResting). With bytes
+// buffered it keeps the buffer.
+func (c *Conn) Rest() {
+	if c.lent == nil || c.in.Buffered() > 0 {
+		return
+	}
+	c.in = *resting
+	c.lent.Reset(nil) // the pool must not keep this connection alive
+	readers.Put(c.lent)
+	c.lent = nil
 }
 
 // Watch has p call ready when the peer's next bytes, or its close, reach the
@@ -126,21 +171,25 @@ func (c *Conn) control(f func(fd int) error) error {
 	return ferr
 }
 
-// Fill reads what the socket holds into the read buffer, when it is empty.
-// Call it once a watch has reported, before SkipControl: the report means
-// bytes, the peer's close or an error are waiting, so it does not block, and
-// SkipControl sees what is buffered.
+// Fill reads what the socket holds into the read buffer, when it is empty,
+// borrowing a buffer if the connection rests. Call it once a watch has
+// reported, before SkipControl: the report means bytes, the peer's close or
+// an error are waiting, so it does not block, and SkipControl sees what is
+// buffered.
 func (c *Conn) Fill() error {
-	if c.wire.in.Buffered() > 0 {
+	if c.lent == nil {
+		c.lend()
+	}
+	if c.in.Buffered() > 0 {
 		return nil
 	}
-	_, err := c.wire.in.Peek(1)
+	_, err := c.in.Peek(1)
 	return err
 }
 
 // Buffered is how many bytes the peer has sent that gorilla has yet to read:
 // with none, the next read waits for the peer.
-func (c *Conn) Buffered() int { return c.wire.in.Buffered() }
+func (c *Conn) Buffered() int { return c.in.Buffered() }
 
 // SkipControl consumes the ping or pong frame at the head of the read
 // buffer and calls its handler with the payload, as gorilla's reads would;
@@ -154,7 +203,7 @@ func (c *Conn) Buffered() int { return c.wire.in.Buffered() }
 // control frame running against that silence.
 func (c *Conn) SkipControl(wait time.Duration) (bool, error) {
 	const fin, masked, maskLen = 0x80, 0x80, 4
-	in := c.wire.in
+	in := &c.in
 	if in.Buffered() == 0 {
 		return false, nil
 	}
@@ -194,12 +243,12 @@ func (c *Conn) SkipControl(wait time.Duration) (bool, error) {
 // await reads until n bytes are buffered, for up to wait; with wait 0, or
 // n bytes there already, it returns at once.
 func (c *Conn) await(n int, wait time.Duration) error {
-	if wait <= 0 || c.wire.in.Buffered() >= n {
+	if wait <= 0 || c.in.Buffered() >= n {
 		return nil
 	}
 	c.wire.Conn.SetReadDeadline(time.Now().Add(wait))
 	defer c.wire.Conn.SetReadDeadline(time.Time{})
-	_, err := c.wire.in.Peek(n)
+	_, err := c.in.Peek(n)
 	return err
 }
 
@@ -211,7 +260,7 @@ func (c *Conn) await(n int, wait time.Duration) error {
 // it between messages, after SkipControl.
 func (c *Conn) Whole() bool {
 	const fin, masked, maskLen = 0x80, 0x80, 4
-	in := c.wire.in
+	in := &c.in
 	b := in.Buffered()
 	if b < 2 {
 		return false

@@ -85,7 +85,7 @@ func TestSkipControlWaitsForABegunControlFrame(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 		p.client.NetConn().Write(frame(0x8A, "abc")[4:])
 	}()
-	if _, err := p.server.wire.in.Peek(len(frame(0x8A, "abc"))); err != nil {
+	if _, err := p.server.in.Peek(len(frame(0x8A, "abc"))); err != nil {
 		t.Fatalf("read after the wait: %v", err)
 	}
 }

@@ -102,7 +102,7 @@ func (p pair) await(t *testing.T, n int) {
 	t.Helper()
 	p.server.wire.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	defer p.server.wire.Conn.SetReadDeadline(time.Time{})
-	if _, err := p.server.wire.in.Peek(n); err != nil {
+	if _, err := p.server.in.Peek(n); err != nil {
 		t.Fatalf("waiting for %d bytes in the read buffer (%d there): %v", n, p.server.Buffered(), err)
 	}
 }

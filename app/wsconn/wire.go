@@ -1,7 +1,6 @@
 package wsconn
 
 import (
-	"bufio"
 	"errors"
 	"net"
 	"sync"
@@ -22,7 +21,6 @@ var coalesceBuffers = sync.Pool{New: func() any { b := make([]byte, 0, coalesceL
 // before every frame.
 type wire struct {
 	net.Conn
-	in *bufio.Reader // what gorilla reads through
 
 	// fd is the socket's descriptor for tryWrite, -1 when the connection
 	// is not a socket. It is valid until Close, which the connection's owner
