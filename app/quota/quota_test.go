@@ -149,7 +149,9 @@ func TestAllowWhileRedisDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	var last int64
-	defer func() { t.Logf("after the restart Redis counts %d; %d were admitted, %d while it was down", last, 10+down+1, down+1) }()
+	defer func() {
+		t.Logf("after the restart Redis counts %d; %d were admitted, %d while it was down", last, 10+down+1, down+1)
+	}()
 	chattest.Eventually(t, 30*time.Second, "the window's whole count pushed after Redis came back", func() bool {
 		last = counted()
 		return last == 10+down+1
