@@ -928,6 +928,7 @@ func (r *chaosRun) retryEvicted(ctx context.Context, node *local.Redis, idsBefor
 		cancel()
 		if err == nil {
 			retried++
+			r.count(r.ops, "acked send retried after its dedupe key was evicted")
 		}
 	}
 	return retried
