@@ -875,12 +875,18 @@ func (r *chaosRun) evict(ctx context.Context, note func(string, ...any), outage 
 	}
 	// While the instances still look ids up: the retries the eviction is
 	// about, of acked sends whose dedupe keys it took.
-	retried := r.retryEvicted(ctx, node, idsBefore)
+	// The memory back and the policy still evicting: the rooms reseed as
+	// sends come in, and the instances still look every id up.
+	if err := node.SetMaxmemory(ctx, 0, evictPolicy); err != nil {
+		return err
+	}
+	retried, gone := r.retryEvicted(ctx, node, idsBefore)
 	if err := restore(); err != nil {
 		return err
 	}
 	n = evicted() - before
-	note("%s: noeviction, maxmemory 0 again; %d keys evicted; %d acked sends retried after their dedupe keys were evicted", node.Name, n, retried)
+	note("%s: noeviction, maxmemory 0 again; %d keys evicted, of them %d of the %d dedupe keys there before; %d acked sends retried after their dedupe keys were evicted",
+		node.Name, n, gone, len(idsBefore), retried)
 	switch {
 	case n == 0:
 		return &noEffect{errors.New("no key evicted")}
@@ -899,16 +905,32 @@ const maxEvictedRetries = 20
 // an acked send whose ack was lost, at the moment the dedupe key cannot
 // answer it. The checker holds each to one row (acked-stored-once). It
 // returns how many were acked (a not_joined refusal, racing a leave, does
-// not count).
-func (r *chaosRun) retryEvicted(ctx context.Context, node *local.Redis, idsBefore []dedupeKey) int {
+// not count) and how many of the dedupe keys were gone.
+func (r *chaosRun) retryEvicted(ctx context.Context, node *local.Redis, idsBefore []dedupeKey) (retried, gone int) {
 	c := redis.NewClient(&redis.Options{Addr: node.Addr(), MaxRetries: -1})
 	defer c.Close()
 	users := map[string]*chaosUser{}
 	for _, u := range r.users {
 		users[u.name] = u
 	}
-	retried := 0
+	// intact waits a while (10 s in all) for a room's state to be whole
+	// again, reseeded by the sends after the eviction.
+	deadline := time.Now().Add(10 * time.Second)
+	whole := map[string]bool{}
+	intact := func(prefix string) bool {
+		for !whole[prefix] && time.Now().Before(deadline) {
+			state, err := c.MGet(ctx, prefix+":seq", prefix+":epoch", prefix+":limit", prefix+":replid").Result()
+			if whole[prefix] = err == nil && !slices.Contains(state, nil); !whole[prefix] {
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+		return whole[prefix]
+	}
 	for _, k := range idsBefore {
+		if n, err := c.Exists(ctx, k.key).Result(); err != nil || n != 0 {
+			continue // still there (or the slot moved): no eviction to meet
+		}
+		gone++
 		u := users[k.user]
 		if u == nil || retried == maxEvictedRetries {
 			continue
@@ -920,8 +942,18 @@ func (r *chaosRun) retryEvicted(ctx context.Context, node *local.Redis, idsBefor
 		if !acked || !joined {
 			continue
 		}
-		if n, err := c.Exists(ctx, k.key).Result(); err != nil || n != 0 {
-			continue // still there (or the slot moved): no eviction to meet
+		// Only where the room's state survived: a room that lost a key is
+		// reseeded, and a reseed has every missing dedupe key looked up
+		// anyway. So is a room reseeded in the last RecheckWindow (5
+		// minutes: after any failover or slot move of the run) while its
+		// recheck key lasts; that key has a TTL, so the policy may evict it
+		// like any other: this takes it, and leaves the lookup of the
+		// evicting policy the one thing that answers the retry.
+		if !intact(k.prefix) {
+			continue
+		}
+		if err := c.Del(ctx, k.prefix+":recheck").Err(); err != nil {
+			continue
 		}
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		_, err := u.client().SendID(sctx, k.room, k.id, text)
@@ -931,11 +963,12 @@ func (r *chaosRun) retryEvicted(ctx context.Context, node *local.Redis, idsBefor
 			r.count(r.ops, "acked send retried after its dedupe key was evicted")
 		}
 	}
-	return retried
+	return retried, gone
 }
 
-// dedupeKey is a send's dedupe key in Redis and what it names.
-type dedupeKey struct{ key, room, user, id string }
+// dedupeKey is a send's dedupe key in Redis and what it names; prefix is
+// its room's keys' (app/broker's layout).
+type dedupeKey struct{ key, prefix, room, user, id string }
 
 // dedupeKeys lists the chaos rooms' dedupe keys on node: chat:{<room>}:id:…
 // on one Redis, chat:{<partition>}:r:<room>:id:… on a cluster, each ending
@@ -948,7 +981,8 @@ func dedupeKeys(ctx context.Context, node *local.Redis) ([]dedupeKey, error) {
 	for iter.Next(ctx) {
 		key := iter.Val()
 		i := strings.Index(key, ":id:")
-		room := key[:i]
+		prefix := key[:i]
+		room := prefix
 		if j := strings.Index(room, ":r:"); j >= 0 {
 			room = room[j+3:]
 		} else {
@@ -959,7 +993,7 @@ func dedupeKeys(ctx context.Context, node *local.Redis) ([]dedupeKey, error) {
 		if !ok || err != nil || len(rest) < size+1 {
 			continue
 		}
-		out = append(out, dedupeKey{key: key, room: room, user: rest[:size], id: rest[size+1:]})
+		out = append(out, dedupeKey{key: key, prefix: prefix, room: room, user: rest[:size], id: rest[size+1:]})
 	}
 	return out, iter.Err()
 }
