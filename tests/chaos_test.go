@@ -774,7 +774,9 @@ const evictPolicy = "volatile-random"
 // outage: maxmemory-policy volatile-random with maxmemory just above what it
 // uses, so that keys with a TTL (the rooms') are evicted as writes come in;
 // at half the outage the limit drops to 3/4 of what is used, which evicts a
-// wave at the next write; then noeviction and no limit again.
+// wave at the next write; then no limit, the policy still evicting, for the
+// retries of sends whose dedupe keys went (retryEvicted); then noeviction.
+// It takes effect only if one of those retries was acked.
 func (r *chaosRun) evict(ctx context.Context, note func(string, ...any), outage time.Duration, rng *rand.Rand) error {
 	var node *local.Redis
 	if r.cluster {
@@ -942,13 +944,13 @@ func (r *chaosRun) retryEvicted(ctx context.Context, node *local.Redis, idsBefor
 		if !acked || !joined {
 			continue
 		}
-		// Only where the room's state survived: a room that lost a key is
+		// Only once the room's state is whole: a room missing a key is
 		// reseeded, and a reseed has every missing dedupe key looked up
 		// anyway. So is a room reseeded in the last RecheckWindow (5
-		// minutes: after any failover or slot move of the run) while its
-		// recheck key lasts; that key has a TTL, so the policy may evict it
-		// like any other: this takes it, and leaves the lookup of the
-		// evicting policy the one thing that answers the retry.
+		// minutes: after the eviction, or any failover or slot move of the
+		// run) while its recheck key lasts; that key has a TTL, so the
+		// policy may evict it like any other: this takes it, and leaves the
+		// lookup of the evicting policy the one thing that answers the retry.
 		if !intact(k.prefix) {
 			continue
 		}
