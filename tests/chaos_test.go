@@ -257,14 +257,15 @@ type chaosUser struct {
 	reader sync.WaitGroup
 	seen   map[string]int64 // room → newest seq delivered or given up as a gap
 	joined map[string]bool
-	errs   map[string]int // what the client reported on Errors, by type
+	errs   map[string]int    // what the client reported on Errors, by type
+	acked  map[string]string // room and id ("room/id") → text of each acked send
 	sent   atomic.Int64
 }
 
 func (r *chaosRun) newUser(i int) *chaosUser {
 	u := &chaosUser{r: r, i: i, name: fmt.Sprintf("chaos-%d", i),
 		rng:  rand.New(rand.NewPCG(r.seed, uint64(i)+1)),
-		seen: map[string]int64{}, joined: map[string]bool{}, errs: map[string]int{}}
+		seen: map[string]int64{}, joined: map[string]bool{}, errs: map[string]int{}, acked: map[string]string{}}
 	u.slow = u.rng.IntN(5) == 0
 	r.users = append(r.users, u)
 	return u
@@ -493,6 +494,9 @@ func (u *chaosUser) send(room string) {
 		switch {
 		case err == nil:
 			u.r.count(u.r.ops, "acked")
+			u.mu.Lock()
+			u.acked[room+"/"+id] = text
+			u.mu.Unlock()
 			return
 		case errors.As(err, &perr) && (perr.Code == protocol.CodeInternal || perr.Code == protocol.CodeOverloaded || perr.Code == protocol.CodeRateLimited):
 			u.r.count(u.r.ops, "send refused "+perr.Code)
@@ -770,15 +774,25 @@ const evictPolicy = "volatile-random"
 // outage: maxmemory-policy volatile-random with maxmemory just above what it
 // uses, so that keys with a TTL (the rooms') are evicted as writes come in;
 // at half the outage the limit drops to 3/4 of what is used, which evicts a
-// wave at the next write; then noeviction and no limit again.
+// wave at the next write; then no limit, the policy still evicting, for the
+// retries of sends whose dedupe keys went (retryEvicted); then noeviction.
+// It takes effect only if one of those retries was acked.
 func (r *chaosRun) evict(ctx context.Context, note func(string, ...any), outage time.Duration, rng *rand.Rand) error {
 	var node *local.Redis
 	if r.cluster {
-		primaries, err := r.l.Cluster.Primaries(ctx)
-		if err != nil {
-			return err
+		// A shard that holds rooms: on one that holds none no send's
+		// dedupe key can go, and the fault would prove nothing.
+		var holding []*local.Redis
+		for _, p := range r.roomShards(ctx) {
+			if !slices.Contains(holding, p) {
+				holding = append(holding, p)
+			}
 		}
-		node = primaries[rng.IntN(len(primaries))]
+		if len(holding) == 0 {
+			return &noEffect{errors.New("no shard holds a room")}
+		}
+		slices.SortFunc(holding, func(a, b *local.Redis) int { return strings.Compare(a.Name, b.Name) })
+		node = holding[rng.IntN(len(holding))]
 	} else {
 		primary, err := r.l.Primary(ctx)
 		if err != nil {
@@ -835,6 +849,10 @@ func (r *chaosRun) evict(ctx context.Context, note func(string, ...any), outage 
 		return &noEffect{err}
 	}
 	before := evicted()
+	idsBefore, err := dedupeKeys(ctx, node)
+	if err != nil {
+		return err
+	}
 	n, err := used()
 	if err != nil {
 		return err
@@ -857,15 +875,129 @@ func (r *chaosRun) evict(ctx context.Context, note func(string, ...any), outage 
 			tightened = true
 		}
 	}
+	// While the instances still look ids up: the retries the eviction is
+	// about, of acked sends whose dedupe keys it took.
+	// The memory back and the policy still evicting: the rooms reseed as
+	// sends come in, and the instances still look every id up.
+	if err := node.SetMaxmemory(ctx, 0, evictPolicy); err != nil {
+		return err
+	}
+	retried, gone := r.retryEvicted(ctx, node, idsBefore)
 	if err := restore(); err != nil {
 		return err
 	}
 	n = evicted() - before
-	note("%s: noeviction, maxmemory 0 again; %d keys evicted", node.Name, n)
-	if n == 0 {
+	note("%s: noeviction, maxmemory 0 again; %d keys evicted, of them %d of the %d dedupe keys there before; %d acked sends retried after their dedupe keys were evicted",
+		node.Name, n, gone, len(idsBefore), retried)
+	switch {
+	case n == 0:
 		return &noEffect{errors.New("no key evicted")}
+	case retried == 0:
+		return &noEffect{errors.New("no retry met an evicted dedupe key")}
 	}
 	return nil
+}
+
+// maxEvictedRetries bounds the retries of one eviction fault.
+const maxEvictedRetries = 20
+
+// retryEvicted has honest users send again, with the same id and text, up
+// to maxEvictedRetries of their acked sends whose dedupe keys were on node
+// (idsBefore) and are gone now, in rooms they are still in: the retry of
+// an acked send whose ack was lost, at the moment the dedupe key cannot
+// answer it. The checker holds each to one row (acked-stored-once). It
+// returns how many were acked (a not_joined refusal, racing a leave, does
+// not count) and how many of the dedupe keys were gone.
+func (r *chaosRun) retryEvicted(ctx context.Context, node *local.Redis, idsBefore []dedupeKey) (retried, gone int) {
+	c := redis.NewClient(&redis.Options{Addr: node.Addr(), MaxRetries: -1})
+	defer c.Close()
+	users := map[string]*chaosUser{}
+	for _, u := range r.users {
+		users[u.name] = u
+	}
+	// intact waits a while (10 s in all) for a room's state to be whole
+	// again, reseeded by the sends after the eviction.
+	deadline := time.Now().Add(10 * time.Second)
+	whole := map[string]bool{}
+	intact := func(prefix string) bool {
+		for !whole[prefix] && time.Now().Before(deadline) {
+			state, err := c.MGet(ctx, prefix+":seq", prefix+":epoch", prefix+":limit", prefix+":replid").Result()
+			if whole[prefix] = err == nil && !slices.Contains(state, nil); !whole[prefix] {
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+		return whole[prefix]
+	}
+	for _, k := range idsBefore {
+		if n, err := c.Exists(ctx, k.key).Result(); err != nil || n != 0 {
+			continue // still there (or the slot moved): no eviction to meet
+		}
+		gone++
+		u := users[k.user]
+		if u == nil || retried == maxEvictedRetries {
+			continue
+		}
+		u.mu.Lock()
+		text, acked := u.acked[k.room+"/"+k.id]
+		joined := u.joined[k.room]
+		u.mu.Unlock()
+		if !acked || !joined {
+			continue
+		}
+		// Only once the room's state is whole: a room missing a key is
+		// reseeded, and a reseed has every missing dedupe key looked up
+		// anyway. So is a room reseeded in the last RecheckWindow (5
+		// minutes: after the eviction, or any failover or slot move of the
+		// run) while its recheck key lasts; that key has a TTL, so the
+		// policy may evict it like any other: this takes it, and leaves the
+		// lookup of the evicting policy the one thing that answers the retry.
+		if !intact(k.prefix) {
+			continue
+		}
+		if err := c.Del(ctx, k.prefix+":recheck").Err(); err != nil {
+			continue
+		}
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := u.client().SendID(sctx, k.room, k.id, text)
+		cancel()
+		if err == nil {
+			retried++
+			r.count(r.ops, "acked send retried after its dedupe key was evicted")
+		}
+	}
+	return retried, gone
+}
+
+// dedupeKey is a send's dedupe key in Redis and what it names; prefix is
+// its room's keys' (app/broker's layout).
+type dedupeKey struct{ key, prefix, room, user, id string }
+
+// dedupeKeys lists the chaos rooms' dedupe keys on node: chat:{<room>}:id:…
+// on one Redis, chat:{<partition>}:r:<room>:id:… on a cluster, each ending
+// in <len(user)>:<user>:<id> (app/broker's layout).
+func dedupeKeys(ctx context.Context, node *local.Redis) ([]dedupeKey, error) {
+	c := redis.NewClient(&redis.Options{Addr: node.Addr(), MaxRetries: -1})
+	defer c.Close()
+	var out []dedupeKey
+	iter := c.Scan(ctx, 0, "chat:*chaos-*:id:*", 1000).Iterator()
+	for iter.Next(ctx) {
+		key := iter.Val()
+		i := strings.Index(key, ":id:")
+		prefix := key[:i]
+		room := prefix
+		if j := strings.Index(room, ":r:"); j >= 0 {
+			room = room[j+3:]
+		} else {
+			room = strings.Trim(strings.TrimPrefix(room, "chat:"), "{}")
+		}
+		n, rest, ok := strings.Cut(key[i+4:], ":")
+		size, err := strconv.Atoi(n)
+		if !ok || err != nil || len(rest) < size+1 {
+			continue
+		}
+		out = append(out, dedupeKey{key: key, prefix: prefix, room: room, user: rest[:size], id: rest[size+1:]})
+	}
+	return out, iter.Err()
 }
 
 // waitEvicting waits until every instance that answers reports

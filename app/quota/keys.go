@@ -11,10 +11,12 @@ import (
 // parts are hashed.
 const maxKeyPart = 128
 
-// rateKey is the Redis key of one window's counter:
-// quota:<name>:<key>:<window index>.
+// rateKey is the Redis key of one window's counter, a hash of each
+// incarnation's count: quota:<name>:<key>:<window index>:counts (the
+// suffix keeps it apart from the string counters of earlier versions
+// during a rolling update).
 func rateKey(k entryKey) string {
-	return "quota:" + keyPart(k.name) + ":" + keyPart(k.key) + ":" + strconv.FormatInt(k.win, 10)
+	return "quota:" + keyPart(k.name) + ":" + keyPart(k.key) + ":" + strconv.FormatInt(k.win, 10) + ":counts"
 }
 
 // Connection counts live under one hash tag, {conns}, so open.lua's three

@@ -15,6 +15,7 @@ import (
 	"hash/maphash"
 	"math"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -127,6 +128,7 @@ type entry struct {
 	end     int64  // the window's end, unix ns: (win+1) × Per, so Per is end/(win+1)
 	rkey    string // its Redis key, made by the sync that needs it, dropped while idle
 	synced  int32  // the window's total in Redis at the last sync, ours included (capped at MaxInt32)
+	pushed  int32  // admitted here and written to Redis as this incarnation's count
 	pending int32  // admitted here since (below count)
 	count   int32  // the Count last asked for (capped at MaxInt32)
 	used    uint32 // the sync generation of the last Allow, its low 32 bits
@@ -227,20 +229,26 @@ func (l *Limiter) fail(err error) {
 	}
 }
 
-// syncOp is one counter a sync pushes (push > 0: INCRBY) or reads (GET).
+// syncOp is one counter a sync pushes (push > 0) or only reads.
 type syncOp struct {
-	s    *shard
-	e    *entry
-	push int64
-	per  time.Duration // the window's length
-	incr *redis.IntCmd
-	get  *redis.StringCmd
+	s      *shard
+	e      *entry
+	push   int64
+	per    time.Duration // the window's length
+	counts *redis.StringSliceCmd
 }
 
-// sync pushes what was admitted here since the last sync, one INCRBY per
-// counter in one pipeline, and learns each window's total from the replies.
+// sync writes this incarnation's count of each counter it admitted to since
+// the last sync, in one pipeline, and learns each window's total, the sum
+// of every incarnation's count, from the replies. The count written is the
+// whole of what was admitted here in the window, not what was added: a
+// write applied whose reply was lost (a primary killed mid-pipeline, a
+// cluster's pipeline failed on one shard and applied on the others, a
+// client's retry) is written again at the next sync to the same effect,
+// where an INCRBY would count it twice (issue 29). A replica promoted
+// without the last write gets it again with the next.
 // Counters with nothing to push, used in the last refreshRecent syncs and
-// not yet spent are read back with GET, so a user busy on another instance
+// not yet spent are read back, so a user busy on another instance
 // is seen here before it comes here; at most MaxRefresh of them per sync
 // (map order picks which), as each costs Redis a command every SyncEvery
 // while it is idle here. Reading spent counters is useless: a window's total
@@ -303,17 +311,17 @@ func (l *Limiter) sync(run context.Context) {
 	for i := range ops {
 		op := &ops[i]
 		if op.push > 0 {
-			op.incr = pipe.IncrBy(ctx, op.e.rkey, op.push)
+			pipe.HSet(ctx, op.e.rkey, l.incarnation, int64(op.e.pushed)+op.push)
 			// Two windows: the key outlives its window however late in it
 			// the push comes.
 			pipe.PExpire(ctx, op.e.rkey, 2*op.per)
-		} else {
-			op.get = pipe.Get(ctx, op.e.rkey)
 		}
+		op.counts = pipe.HVals(ctx, op.e.rkey)
 	}
 	// A failure of the connection may leave commands without an error of
 	// their own (go-redis v9.14 does not mark them once its retries run
-	// out): then no reply is trusted. Error replies are the commands' own.
+	// out): then no reply is trusted, and the next sync writes the same
+	// counts again. Error replies are the commands' own.
 	_, err := pipe.Exec(ctx)
 	var reply redis.Error
 	if err != nil && !errors.As(err, &reply) {
@@ -326,23 +334,36 @@ func (l *Limiter) sync(run context.Context) {
 	err = nil
 	for i := range ops {
 		op := &ops[i]
-		var v int64
-		var cerr error
-		if op.incr != nil {
-			v, cerr = op.incr.Result()
-		} else if v, cerr = op.get.Int64(); errors.Is(cerr, redis.Nil) {
-			v, cerr = 0, nil // nobody has counted in this window yet
-		}
+		v, cerr := sum(op.counts)
 		if cerr != nil {
 			err = cmp.Or(err, fmt.Errorf("sync quota counter %s: %w", op.e.rkey, cerr))
 			continue // pending stays, for the next sync
 		}
 		op.s.mu.Lock()
 		op.e.pending -= int32(op.push) // what was admitted meanwhile stays pending
+		op.e.pushed += int32(op.push)
 		op.e.synced = int32(min(v, math.MaxInt32))
 		op.s.mu.Unlock()
 	}
 	if err != nil {
 		l.fail(err)
 	}
+}
+
+// sum is the window's total: every incarnation's count (none when nobody
+// has counted in it yet).
+func sum(counts *redis.StringSliceCmd) (int64, error) {
+	vs, err := counts.Result()
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for _, v := range vs {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("a count %q: %w", v, err)
+		}
+		total += n
+	}
+	return total, nil
 }
