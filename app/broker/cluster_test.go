@@ -13,22 +13,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/switchboard-dev/switchboard/app/broker"
+	"github.com/switchboard-dev/switchboard/app/chattest"
 	"github.com/switchboard-dev/switchboard/app/local"
 )
-
-// startCluster starts a Redis Cluster of three primaries with a replica
-// each, of the test's own.
-func startCluster(t *testing.T) *local.Cluster {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	c, err := local.StartCluster(ctx, t.TempDir(), 3, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Stop(10 * time.Second) })
-	return c
-}
 
 // events collects a subscription's events.
 type events struct {
@@ -106,7 +93,7 @@ func rooms(n int) []string {
 // through its partition's sharded channel, and the persist streams give
 // each message once to the writer.
 func TestAClusterSpreadsRoomsAndKeepsEachRoomsSeqsAndOrder(t *testing.T) {
-	c := startCluster(t)
+	c := chattest.StartCluster(t)
 	b := connect(t, c.URL(), broker.Options{MinReplicas: 1, Partitions: 16})
 	ctx := context.Background()
 	if err := b.EnsureGroup(ctx); err != nil {
@@ -184,7 +171,7 @@ func TestAClusterSpreadsRoomsAndKeepsEachRoomsSeqsAndOrder(t *testing.T) {
 // TestAClusterRefusesAnotherPartitionCount: two instances with different
 // REDIS_PARTITIONS would put a room in two partitions.
 func TestAClusterRefusesAnotherPartitionCount(t *testing.T) {
-	c := startCluster(t)
+	c := chattest.StartCluster(t)
 	ctx := context.Background()
 	if err := connect(t, c.URL(), broker.Options{Partitions: 16}).ClaimPartitions(ctx); err != nil {
 		t.Fatal(err)
@@ -233,7 +220,7 @@ func shardOf(t *testing.T, c *local.Cluster, room string) (primary, replica *loc
 // no seq is handed out twice, acked messages stay in the log, and the
 // subscriber is confirmed again (so the hub repairs from the log).
 func TestARoomKeepsCountingAndDeliveringAcrossAShardFailover(t *testing.T) {
-	c := startCluster(t)
+	c := chattest.StartCluster(t)
 	_, st := startStore(t)
 	b := connect(t, c.URL(), broker.Options{MinReplicas: 1, Partitions: 16, Ledger: st})
 	ctx := context.Background()
@@ -271,7 +258,7 @@ func TestARoomKeepsCountingAndDeliveringAcrossAShardFailover(t *testing.T) {
 // the new shard and reaches the subscriber, which is confirmed again (the
 // old shard ends its subscription with sunsubscribe).
 func TestARoomKeepsCountingAndDeliveringWhileItsSlotMoves(t *testing.T) {
-	c := startCluster(t)
+	c := chattest.StartCluster(t)
 	_, st := startStore(t)
 	b := connect(t, c.URL(), broker.Options{MinReplicas: 1, Partitions: 16, Ledger: st})
 	ctx := context.Background()
@@ -329,7 +316,7 @@ func TestARoomKeepsCountingAndDeliveringWhileItsSlotMoves(t *testing.T) {
 // primary's INFO commandstats: each shard's share of script runs and of
 // sharded publishes is within 15 % of the mean (issue 29).
 func TestAClusterSpreadsTheLoadOfAThousandRoomsEvenly(t *testing.T) {
-	c := startCluster(t)
+	c := chattest.StartCluster(t)
 	b := connect(t, c.URL(), broker.Options{})
 	ctx := context.Background()
 	primaries, err := c.Primaries(ctx)
@@ -399,7 +386,7 @@ func TestAClusterSpreadsTheLoadOfAThousandRoomsEvenly(t *testing.T) {
 // cluster, not one random node: a shard's primary killed leaves it ready,
 // every node killed does not.
 func TestAClusterAnswersPingWhileOneOfItsPrimariesDoes(t *testing.T) {
-	c := startCluster(t)
+	c := chattest.StartCluster(t)
 	b := connect(t, c.URL(), broker.Options{})
 	ctx := context.Background()
 	primaries, err := c.Primaries(ctx)

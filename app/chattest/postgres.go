@@ -27,6 +27,20 @@ func StartRedis(t testing.TB) *local.Redis {
 	return startOwn(t, time.Minute, local.StartRedis, func(r *local.Redis) { r.Kill() })
 }
 
+// StartCluster starts a Redis Cluster of the test's own, three primaries
+// with a replica each, stopped when the test ends.
+func StartCluster(t testing.TB) *local.Cluster {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := local.StartCluster(ctx, t.TempDir(), 3, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Stop(10 * time.Second) })
+	return c
+}
+
 // startOwn starts a process with start, within timeout, on a free port and
 // in a directory of the test's own, and ends it with stop when the test ends.
 func startOwn[P any](t testing.TB, timeout time.Duration, start func(ctx context.Context, dir string, port int) (P, error), stop func(P)) P {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/switchboard-dev/switchboard/app/chattest"
 	"github.com/switchboard-dev/switchboard/app/local"
 )
 
@@ -72,7 +73,7 @@ func TestCountedOnceWhenRepliesAreLost(t *testing.T) {
 			return c, r.client(), func(string) string { return r.Addr() }
 		}},
 		{"cluster", func(t *testing.T, dial dialer) (redis.UniversalClient, redis.UniversalClient, func(string) string) {
-			c := startCluster(t)
+			c := chattest.StartCluster(t)
 			addrs := make([]string, len(c.Nodes))
 			for i, n := range c.Nodes {
 				addrs[i] = n.Addr()

@@ -55,17 +55,3 @@ func freshWindow(per, need time.Duration) time.Time {
 	}
 	return time.Now()
 }
-
-// startCluster starts a Redis Cluster of three primaries with a replica
-// each, of the test's own.
-func startCluster(t testing.TB) *local.Cluster {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	c, err := local.StartCluster(ctx, t.TempDir(), 3, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Stop(10 * time.Second) })
-	return c
-}
