@@ -1039,12 +1039,36 @@ func rateLimited(counts map[string]int) map[string]int {
 	return o
 }
 
-// redisKeys counts the keys matching pattern in the local target's Redis.
+// redisKeys counts the keys matching pattern in the local target's Redis:
+// on a Redis Cluster, on each of its primaries.
 func redisKeys(t *testing.T, l *target.Local, pattern string) int {
-	out, err := exec.Command("redis-cli", "-u", l.RedisURL(), "--scan", "--pattern", pattern).CombinedOutput()
+	url := l.RedisURL()
+	nodes, ok := strings.CutPrefix(url, "redis+cluster://")
+	if !ok {
+		return scanKeys(t, pattern, "-u", url)
+	}
+	n := 0
+	for _, node := range strings.Split(nodes, ",") {
+		host, port, err := net.SplitHostPort(node)
+		if err != nil {
+			t.Fatalf("a node of %s: %v", url, err)
+		}
+		role, err := exec.Command("redis-cli", "-h", host, "-p", port, "role").Output()
+		if err != nil {
+			t.Fatalf("redis-cli role on %s: %v", node, err)
+		}
+		if strings.HasPrefix(string(role), "master") {
+			n += scanKeys(t, pattern, "-h", host, "-p", port)
+		}
+	}
+	return n
+}
+
+// scanKeys counts the keys matching pattern on the Redis that args name.
+func scanKeys(t *testing.T, pattern string, args ...string) int {
+	out, err := exec.Command("redis-cli", append(args, "--scan", "--pattern", pattern)...).CombinedOutput()
 	if err != nil {
-		t.Logf("redis-cli --scan: %v: %s", err, out)
-		return -1
+		t.Fatalf("redis-cli %v --scan: %v: %s", args, err, out)
 	}
 	return len(strings.Fields(string(out)))
 }
