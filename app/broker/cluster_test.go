@@ -215,20 +215,27 @@ func shardOf(t *testing.T, c *local.Cluster, room string) (primary, replica *loc
 	return nil, nil
 }
 
-// TestARoomKeepsCountingAndDeliveringAcrossAShardFailover runs CLUSTER
-// FAILOVER on the replica of a room's shard while the room takes sends:
-// no seq is handed out twice, acked messages stay in the log, and the
-// subscriber is confirmed again (so the hub repairs from the log).
-func TestARoomKeepsCountingAndDeliveringAcrossAShardFailover(t *testing.T) {
+// lobbyOnACluster is a room "lobby" on a cluster of its own, with a
+// subscriber and a sender that has had 20 sends acked.
+func lobbyOnACluster(t *testing.T) (*local.Cluster, *events, *sender) {
 	c := chattest.StartCluster(t)
 	_, st := startStore(t)
 	b := connect(t, c.URL(), broker.Options{MinReplicas: 1, Partitions: 16, Ledger: st})
-	ctx := context.Background()
 	ev := listen(t, b, "lobby")
 	s := newSender(t, b, "lobby")
 	for range 20 {
 		s.send()
 	}
+	return c, ev, s
+}
+
+// TestARoomKeepsCountingAndDeliveringAcrossAShardFailover runs CLUSTER
+// FAILOVER on the replica of a room's shard while the room takes sends:
+// no seq is handed out twice, acked messages stay in the log, and the
+// subscriber is confirmed again (so the hub repairs from the log).
+func TestARoomKeepsCountingAndDeliveringAcrossAShardFailover(t *testing.T) {
+	c, ev, s := lobbyOnACluster(t)
+	ctx := context.Background()
 	_, replica := shardOf(t, c, "lobby")
 	if out, err := exec.Command("redis-cli", "-p", fmt.Sprint(replica.Port), "cluster", "failover").CombinedOutput(); err != nil || !strings.Contains(string(out), "OK") {
 		t.Fatalf("cluster failover: %v: %s", err, out)
@@ -258,15 +265,8 @@ func TestARoomKeepsCountingAndDeliveringAcrossAShardFailover(t *testing.T) {
 // the new shard and reaches the subscriber, which is confirmed again (the
 // old shard ends its subscription with sunsubscribe).
 func TestARoomKeepsCountingAndDeliveringWhileItsSlotMoves(t *testing.T) {
-	c := chattest.StartCluster(t)
-	_, st := startStore(t)
-	b := connect(t, c.URL(), broker.Options{MinReplicas: 1, Partitions: 16, Ledger: st})
+	c, ev, s := lobbyOnACluster(t)
 	ctx := context.Background()
-	ev := listen(t, b, "lobby")
-	s := newSender(t, b, "lobby")
-	for range 20 {
-		s.send()
-	}
 	from, _ := shardOf(t, c, "lobby")
 	fc := redis.NewClient(&redis.Options{Addr: from.Addr()})
 	defer fc.Close()

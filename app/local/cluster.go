@@ -238,6 +238,17 @@ func (r *Redis) id(ctx context.Context) (string, error) {
 	return id, nil
 }
 
+// ids are from's and to's node ids.
+func ids(ctx context.Context, from, to *Redis) (fromID, toID string, err error) {
+	if fromID, err = from.id(ctx); err != nil {
+		return "", "", err
+	}
+	if toID, err = to.id(ctx); err != nil {
+		return "", "", err
+	}
+	return fromID, toID, nil
+}
+
 // MoveSlot moves one slot to the primary to as redis-cli --cluster reshard
 // moves each slot: the target imports it, the owner migrates it, its keys
 // move in batches (MIGRATE), then every primary learns the new owner.
@@ -251,11 +262,7 @@ func (c *Cluster) MoveSlot(ctx context.Context, slot int, to *Redis) error {
 	if from == to {
 		return nil
 	}
-	fromID, err := from.id(ctx)
-	if err != nil {
-		return err
-	}
-	toID, err := to.id(ctx)
+	fromID, toID, err := ids(ctx, from, to)
 	if err != nil {
 		return err
 	}
@@ -374,11 +381,7 @@ func (c *Cluster) Failover(ctx context.Context, primary *Redis) (*Redis, error) 
 // --cluster reshard, as an operator adds capacity, and returns once the
 // cluster is healthy.
 func (c *Cluster) Reshard(ctx context.Context, from, to *Redis, slots int) error {
-	fromID, err := from.id(ctx)
-	if err != nil {
-		return err
-	}
-	toID, err := to.id(ctx)
+	fromID, toID, err := ids(ctx, from, to)
 	if err != nil {
 		return err
 	}
