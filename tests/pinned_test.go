@@ -48,10 +48,6 @@ var pinnedShapes = []pinnedShape{
 		100, []int{50, 100, 200, 300, 400}},
 }
 
-// A sweep stops after a point past the table's rate that is saturated:
-// its p99 above this, or a message lost.
-const saturatedP99 = 250 * time.Millisecond
-
 // pinnedServer is a server under comparison, started with its datastores.
 type pinnedServer struct {
 	name     string
@@ -130,7 +126,8 @@ func TestPinnedComparison(t *testing.T) {
 }
 
 // sweep runs shape's rates against srv, the table's rate for seconds and
-// the others for half as long, until a rate past the table's saturates.
+// the others for half as long, until a rate past the table's saturates
+// (perfdoc's Behind).
 func (b *bench) sweep(t *testing.T, srv pinnedServer, shape pinnedShape, seconds int) []perfdoc.Point {
 	var out []perfdoc.Point
 	rates := shape.rates
@@ -156,7 +153,7 @@ func (b *bench) sweep(t *testing.T, srv pinnedServer, shape pinnedShape, seconds
 			t.Fatal(err)
 		}
 		out = append(out, p)
-		if rate > shape.fixed && (p.P99 > saturatedP99 || p.Lost > 0) {
+		if rate > shape.fixed && (p.Behind()) {
 			break
 		}
 	}

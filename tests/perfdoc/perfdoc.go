@@ -46,6 +46,15 @@ func (p Point) PerDelivery() (server, total time.Duration) {
 	return per(p.ServerCPU), per(all)
 }
 
+// Saturated is the p99 past which a point ran behind its rate: the
+// server's queues grew, and frames that waited shared writes, which lowers
+// its CPU per delivery below what the rate costs at pace.
+const Saturated = 250 * time.Millisecond
+
+// Behind reports whether p ran behind its rate: p99 past Saturated, or a
+// message lost.
+func (p Point) Behind() bool { return p.P99 > Saturated || p.Lost > 0 }
+
 // Run is one `make bench` comparison.
 type Run struct {
 	Date    string  `json:"date"`    // 2006-01-02 15:04 UTC
@@ -218,6 +227,12 @@ func FloorBound(r Run) string {
 		stores := total - server
 		bound, goal := floor+stores, time.Duration(float64(total)/Goal)
 		_, firstTotal := a.PerDelivery()
+		var behind []string
+		for _, p := range []Point{a, c, f} {
+			if p.Behind() {
+				behind = append(behind, fmt.Sprintf("%s (p99 %s ms, %d lost)", p.Server, millis(p.P99), p.Lost))
+			}
+		}
 		fmt.Fprintf(&b, "- %s at %s msg/s: the floor's %s plus %s's datastores' %s is **%s a delivery**; the goal leaves %s (%s ÷ %.1f). ",
 			shape, thousands(f.Rate), micros(floor), second, micros(stores), micros(bound), micros(goal), micros(total), Goal)
 		if bound > goal {
@@ -226,6 +241,10 @@ func FloorBound(r Run) string {
 		} else {
 			fmt.Fprintf(&b, "The floor takes **%.0f %% of it**, leaving %s a delivery for everything else a server does; %s spends %s.\n",
 				100*float64(bound)/float64(goal), micros(goal-bound), first, micros(firstTotal))
+		}
+		if len(behind) > 0 {
+			fmt.Fprintf(&b, "  **This run does not decide this shape**: %s ran behind the rate (p99 past %s ms or losses), and a server behind shares writes among the frames that waited, so its CPU per delivery is below what the rate costs at pace.\n",
+				strings.Join(behind, ", "), millis(Saturated))
 		}
 	}
 	return b.String()

@@ -90,6 +90,16 @@ func TestFloorBoundWeighsTheFloorAgainstTheGoal(t *testing.T) {
 	if !strings.Contains(Section(withFloor(), "p.svg"), got) || !strings.Contains(LogEntry(withFloor()), got) {
 		t.Error("the generated section or the log entry lacks the floor's arithmetic")
 	}
+	if strings.Contains(got, "does not decide") {
+		t.Errorf("points within their rate flagged as behind:\n%s", got)
+	}
+	behind := withFloor()
+	behind.Points[5].P99 = 400 * time.Millisecond // Centrifugo on 1 × 1,000
+	flagged := FloorBound(behind)
+	if want := "- 1 room × 1,000 at 100 msg/s:"; strings.Count(flagged, "does not decide") != 1 || strings.Index(flagged, "does not decide") < strings.Index(flagged, want) ||
+		!strings.Contains(flagged, "Centrifugo v5.4.9 (p99 400.0 ms, 0 lost) ran behind") {
+		t.Errorf("want only 1 × 1,000 flagged, naming Centrifugo's p99:\n%s", flagged)
+	}
 	if s := FloorBound(run()); s != "" {
 		t.Errorf("a run without a floor got arithmetic:\n%s", s)
 	}
