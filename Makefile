@@ -109,9 +109,10 @@ chaos: deps
 
 # The pinned comparison of issue 30 (tests/pinned_test.go): one Switchboard
 # instance and one Centrifugo node, each alone on CPU 1, the load tool and
-# the datastores on CPU 0, a sweep of fixed rates on two shapes. It rewrites
+# the datastores on CPU 0, a sweep of fixed rates on two shapes; then the
+# floor (tests/floor) at the table's rates. It rewrites
 # docs/performance.md's current table and docs/img/p99-vs-rate.svg, and
-# adds the run to docs/log.md. About 10 minutes.
+# adds the run to docs/log.md. About 11 minutes.
 bench: deps build
 	SWITCHBOARD_BENCH=1 SWITCHBOARD_BENCH_DOCS=$(CURDIR)/docs go test -count=1 -timeout 30m -v -run '^TestPinnedComparison$$' ./tests
 

@@ -25,7 +25,9 @@ import (
 // cores the two share do not decide the figures. Per server and shape, a
 // sweep of fixed rates (the p99 against rate curve) whose table point runs
 // pinnedSeconds; CPU per delivery is each process tree's CPU time from
-// /proc over the publishing window, divided by the deliveries.
+// /proc over the publishing window, divided by the deliveries. The floor
+// (tests/floor), a reference beside the two servers, runs the table's
+// rates only.
 const (
 	serverCPU = "1"
 	loadCPU   = "0"
@@ -46,10 +48,6 @@ var pinnedShapes = []pinnedShape{
 		100, []int{50, 100, 200, 300, 400}},
 }
 
-// A sweep stops after a point past the table's rate that is saturated:
-// its p99 above this, or a message lost.
-const saturatedP99 = 250 * time.Millisecond
-
 // pinnedServer is a server under comparison, started with its datastores.
 type pinnedServer struct {
 	name     string
@@ -58,6 +56,9 @@ type pinnedServer struct {
 	pid      int
 	stores   []store // its datastores, in the order chatload reports them
 	args     []string
+	// fixedOnly: only each shape's table rate, no sweep (the floor, whose
+	// figure is a bound, not a curve to compare).
+	fixedOnly bool
 }
 
 type store struct {
@@ -82,8 +83,10 @@ func TestPinnedComparison(t *testing.T) {
 	run := perfdoc.Run{
 		Date: time.Now().UTC().Format("2006-01-02 15:04 UTC"),
 		Method: fmt.Sprintf("Each server alone on CPU %s with GOMAXPROCS=1 (`taskset`), chatload, Redis and Postgres on CPU %s; "+
-			"table points %d s, sweep points %d s, 64-byte messages; CPU from /proc over the publishing window (process trees), latency from chatload.",
-			serverCPU, loadCPU, seconds, sweepSeconds(seconds)),
+			"table points %d s, sweep points %d s, 64-byte messages; CPU from /proc over the publishing window (process trees), latency from chatload. "+
+			"%s: tests/floor, rooms in memory, one write per delivery, no datastores, at the table's rates only.",
+			serverCPU, loadCPU, seconds, sweepSeconds(seconds), floorName),
+		Floor: floorName,
 	}
 	starts := []struct {
 		name  string
@@ -91,6 +94,7 @@ func TestPinnedComparison(t *testing.T) {
 	}{
 		{"Switchboard", func(t *testing.T) pinnedServer { return startPinnedSwitchboard(t, b) }},
 		{"Centrifugo", func(t *testing.T) pinnedServer { return startPinnedCentrifugo(t, b) }},
+		{"Floor", func(t *testing.T) pinnedServer { return startPinnedFloor(t, b) }},
 	}
 	for _, s := range starts {
 		t.Run(s.name, func(t *testing.T) {
@@ -122,10 +126,15 @@ func TestPinnedComparison(t *testing.T) {
 }
 
 // sweep runs shape's rates against srv, the table's rate for seconds and
-// the others for half as long, until a rate past the table's saturates.
+// the others for half as long, until a rate past the table's saturates
+// (perfdoc's Behind).
 func (b *bench) sweep(t *testing.T, srv pinnedServer, shape pinnedShape, seconds int) []perfdoc.Point {
 	var out []perfdoc.Point
-	for _, rate := range shape.rates {
+	rates := shape.rates
+	if srv.fixedOnly {
+		rates = []int{shape.fixed}
+	}
+	for _, rate := range rates {
 		d := sweepSeconds(seconds)
 		if rate == shape.fixed {
 			d = seconds
@@ -144,7 +153,7 @@ func (b *bench) sweep(t *testing.T, srv pinnedServer, shape pinnedShape, seconds
 			t.Fatal(err)
 		}
 		out = append(out, p)
-		if rate > shape.fixed && (p.P99 > saturatedP99 || p.Lost > 0) {
+		if rate > shape.fixed && (p.Behind()) {
 			break
 		}
 	}
@@ -261,6 +270,40 @@ func startPinnedCentrifugo(t *testing.T, b *bench) pinnedServer {
 	cf := startCentrifugo(t, b.dir, "GOMAXPROCS=1")
 	return pinnedServer{name: "Centrifugo v" + centrifugoVersion, endpoint: cf.endpoint, ready: cf.endpoint + "/health", pid: cf.pid,
 		stores: []store{{"Redis", cf.redis.Pid()}}, args: []string{"-protocol", "centrifugo"}}
+}
+
+// floorName is the floor's column in the table.
+const floorName = "Floor (in memory)"
+
+// startPinnedFloor builds and starts the floor (tests/floor): what each
+// delivery needs and nothing more, with no datastores.
+func startPinnedFloor(t *testing.T, b *bench) pinnedServer {
+	t.Helper()
+	bin := filepath.Join(b.dir, "floor")
+	if out, err := exec.Command("go", "build", "-trimpath", "-o", bin, "./floor").CombinedOutput(); err != nil {
+		t.Fatalf("build the floor: %v\n%s", err, out)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", freePorts(t, 1)[0])
+	cmd := exec.Command(bin, "-listen", addr, "-secret", benchSecret)
+	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start the floor: %v", err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	srv := pinnedServer{name: floorName, endpoint: "http://" + addr, ready: "http://" + addr + "/ready", pid: cmd.Process.Pid, fixedOnly: true}
+	until(t, "the floor ready", 30*time.Second, func() error {
+		resp, err := http.Get(srv.ready)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return want(float64(resp.StatusCode), http.StatusOK)
+	})
+	return srv
 }
 
 // loadAverage is the 1-minute load average, or -1.

@@ -23,6 +23,18 @@ func run() Run {
 	}}
 }
 
+// withFloor is run with the floor at each shape's fixed rate: under the
+// goal on 1000 × 10, over it on 1 × 1,000.
+func withFloor() Run {
+	r := run()
+	r.Floor = "Floor (in memory)"
+	r.Points = append(r.Points,
+		Point{Server: r.Floor, Shape: "1000 rooms × 10", Rate: 1500, Fixed: true, Seconds: 20, Deliveries: 300000, P50: time.Millisecond, P99: 5 * time.Millisecond, ServerCPU: 3.6},
+		Point{Server: r.Floor, Shape: "1 room × 1,000", Rate: 100, Fixed: true, Seconds: 20, Deliveries: 2000000, P50: time.Millisecond, P99: 3 * time.Millisecond, ServerCPU: 16})
+	r.Points[5].StoreCPU = map[string]float64{"Redis": 0.4} // Centrifugo's on 1 × 1,000
+	return r
+}
+
 func TestTableHasEachShapesFiguresAndRatios(t *testing.T) {
 	got := Table(run())
 	for _, want := range []string{
@@ -40,6 +52,56 @@ func TestTableHasEachShapesFiguresAndRatios(t *testing.T) {
 	}
 	if strings.Contains(got, "3,000") {
 		t.Errorf("the table shows a sweep point:\n%s", got)
+	}
+}
+
+// The floor's column comes after the ratio, which stays the first two
+// servers', whatever order the points came in.
+func TestTableShowsTheFloorAfterTheRatio(t *testing.T) {
+	r := withFloor()
+	r.Points = append(r.Points[6:], r.Points[:6]...) // the floor's points first
+	got := Table(r)
+	for _, want := range []string{
+		"| | Switchboard | Centrifugo v5.4.9 | ratio | Floor (in memory) |\n|---|---|---|---|---|",
+		"| 1000 rooms × 10 at 1,500 msg/s: server CPU per delivery | 29.3 µs | 37.0 µs | 1.26× | 12.0 µs |",
+		"| the same, with the datastores' CPU | 40.7 µs (Postgres 4.4 + Redis 7.0) | 44.0 µs (Redis 7.0) | 1.08× | 12.0 µs (no datastores) |",
+		"| p50 / p99 | 0.5 / 12.6 ms | 0.5 / 7.1 ms | tail 1.8× worse | 1.0 / 5.0 ms |",
+		"| 1 room × 1,000 at 100 msg/s: server CPU per delivery | 7.6 µs | 9.4 µs | 1.24× | 8.0 µs |",
+	} {
+		if !strings.Contains(got, want+"\n") {
+			t.Errorf("the table has no line\n%s\nin\n%s", want, got)
+		}
+	}
+}
+
+// The floor's arithmetic: its CPU plus the second server's datastores',
+// against the second's total ÷ 1.5, said either way it comes out; no
+// floor, no arithmetic.
+func TestFloorBoundWeighsTheFloorAgainstTheGoal(t *testing.T) {
+	got := FloorBound(withFloor())
+	for _, want := range []string{
+		"- 1000 rooms × 10 at 1,500 msg/s: the floor's 12.0 µs plus Centrifugo v5.4.9's datastores' 7.0 µs is **19.0 µs a delivery**; the goal leaves 29.3 µs (44.0 µs ÷ 1.5). The floor takes **65 % of it**, leaving 10.3 µs a delivery for everything else a server does; Switchboard spends 40.7 µs.",
+		"- 1 room × 1,000 at 100 msg/s: the floor's 8.0 µs plus Centrifugo v5.4.9's datastores' 0.2 µs is **8.2 µs a delivery**; the goal leaves 6.4 µs (9.6 µs ÷ 1.5). The floor is **1.28× what the goal leaves**: no server",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("the arithmetic has no\n%s\nin\n%s", want, got)
+		}
+	}
+	if !strings.Contains(Section(withFloor(), "p.svg"), got) || !strings.Contains(LogEntry(withFloor()), got) {
+		t.Error("the generated section or the log entry lacks the floor's arithmetic")
+	}
+	if strings.Contains(got, "does not decide") {
+		t.Errorf("points within their rate flagged as behind:\n%s", got)
+	}
+	behind := withFloor()
+	behind.Points[5].P99 = 400 * time.Millisecond // Centrifugo on 1 × 1,000
+	flagged := FloorBound(behind)
+	if want := "- 1 room × 1,000 at 100 msg/s:"; strings.Count(flagged, "does not decide") != 1 || strings.Index(flagged, "does not decide") < strings.Index(flagged, want) ||
+		!strings.Contains(flagged, "Centrifugo v5.4.9 (p99 400.0 ms, 0 lost) ran behind") {
+		t.Errorf("want only 1 × 1,000 flagged, naming Centrifugo's p99:\n%s", flagged)
+	}
+	if s := FloorBound(run()); s != "" {
+		t.Errorf("a run without a floor got arithmetic:\n%s", s)
 	}
 }
 
@@ -110,12 +172,12 @@ func TestPlotDrawsEveryPoint(t *testing.T) {
 		} `xml:"polyline"`
 		Circles []circle `xml:"circle"`
 	}
-	if err := xml.Unmarshal(Plot(run()), &svg); err != nil {
+	if err := xml.Unmarshal(Plot(withFloor()), &svg); err != nil {
 		t.Fatalf("not XML: %v", err)
 	}
 	points := slices.DeleteFunc(svg.Circles, func(c circle) bool { return c.Title == "" }) // the legend's marker has none
-	if len(svg.Lines) != 4 || len(points) != 6 {
-		t.Fatalf("%d lines and %d points, want 4 (2 servers × 2 shapes) and 6", len(svg.Lines), len(points))
+	if len(svg.Lines) != 6 || len(points) != 8 {
+		t.Fatalf("%d lines and %d points, want 6 (3 servers × 2 shapes, the floor's of one point) and 8", len(svg.Lines), len(points))
 	}
 	cy := map[string]float64{}
 	for _, c := range points {
@@ -123,6 +185,9 @@ func TestPlotDrawsEveryPoint(t *testing.T) {
 		if strings.Contains(c.Title, "p99 400.0") != (c.Fill == "white") {
 			t.Errorf("point %q filled %s: only the one with losses is hollow", c.Title, c.Fill)
 		}
+	}
+	if _, ok := cy["Floor (in memory), 1,500 msg/s: p99 5.0 ms"]; !ok {
+		t.Errorf("the floor's point is not drawn: %v", cy)
 	}
 	low, high := cy["Centrifugo v5.4.9, 1,500 msg/s: p99 7.1 ms"], cy["Centrifugo v5.4.9, 3,000 msg/s: p99 400.0 ms"]
 	if low == 0 || high == 0 || high >= low {

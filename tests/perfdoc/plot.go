@@ -16,6 +16,7 @@ func Plot(r Run) []byte {
 		panelW, panelH = 440, 300
 		left, right    = 56, 16
 		top, bottom    = 40, 46
+		legendStep     = 190 // three servers' names and the loss marker fit two panels
 	)
 	shapes, servers := r.shapes(), r.servers()
 	colors := []string{"#1f77b4", "#d62728", "#2ca02c", "#9467bd"}
@@ -92,12 +93,12 @@ func Plot(r Run) []byte {
 	// The legend, then the run's date and the machine's state, each on a
 	// line of its own below the axes' labels.
 	for si, server := range servers {
-		lx := left + si*220
+		lx := left + si*legendStep
 		fmt.Fprintf(&b, `<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="%s" stroke-width="2"/><text x="%d" y="%d">%s</text>`+"\n",
 			lx, lx+24, height-34, height-34, colors[si%len(colors)], lx+30, height-30, html.EscapeString(server))
 	}
 	fmt.Fprintf(&b, `<circle cx="%d" cy="%d" r="3.5" fill="white" stroke="#555"/><text x="%d" y="%d" fill="#555">a message lost</text>`+"\n",
-		left+len(servers)*220+4, height-34, left+len(servers)*220+12, height-30)
+		left+len(servers)*legendStep+4, height-34, left+len(servers)*legendStep+12, height-30)
 	state, _, _ := strings.Cut(r.Machine, ";")
 	fmt.Fprintf(&b, `<text x="%d" y="%d" fill="#555">%s</text>`+"\n", left, height-10, html.EscapeString(r.Date+", "+state))
 	b.WriteString("</svg>\n")
