@@ -76,10 +76,11 @@ local renewBelow = (tonumber(ARGV[3]) + tonumber(ARGV[2])) / 2
 local function publish(k, a)
   if stale then return {0, 7, '', 0, marker} end
   local now = tonumber(ARGV[a + 4])
-  -- The room's state in one read: seq, epoch, limit, replid, recheck.
-  local room = redis.call('MGET', KEYS[k + 1], KEYS[k + 2], KEYS[k + 6], KEYS[k + 5], KEYS[k + 7])
+  -- The room's state and the sender's dedupe key in one read: seq, epoch,
+  -- limit, replid, recheck, dedupe (a missing key when the send has no id).
+  local room = redis.call('MGET', KEYS[k + 1], KEYS[k + 2], KEYS[k + 6], KEYS[k + 5], KEYS[k + 7], KEYS[k + 4])
   if ARGV[a + 5] == '1' then
-    local seen = redis.call('GET', KEYS[k + 4])
+    local seen = room[6]
     if seen then
       local seq, epoch = string.match(seen, '^(%d+)/(.*)$')
       if not seq then seq, epoch = seen, '' end -- stored before rooms had epochs

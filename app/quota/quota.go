@@ -133,6 +133,7 @@ type entry struct {
 	count   int32  // the Count last asked for (capped at MaxInt32)
 	used    uint32 // the sync generation of the last Allow, its low 32 bits
 	listed  bool   // in its shard's active list
+	expire  bool   // its key may lack an expiry: the next sync sets it
 }
 
 // New makes a Limiter for this instance. Its incarnation is Instance and a
@@ -231,11 +232,13 @@ func (l *Limiter) fail(err error) {
 
 // syncOp is one counter a sync pushes (push > 0) or only reads.
 type syncOp struct {
-	s      *shard
-	e      *entry
-	push   int64
-	per    time.Duration // the window's length
-	counts *redis.StringSliceCmd
+	s       *shard
+	e       *entry
+	push    int64
+	per     time.Duration // the window's length
+	set     *redis.IntCmd // the push's HSET: 1 when it made this incarnation's field
+	expires bool          // the sync sets the key's expiry
+	counts  *redis.StringSliceCmd
 }
 
 // sync writes this incarnation's count of each counter it admitted to since
@@ -286,7 +289,7 @@ func (l *Limiter) sync(run context.Context) {
 			}
 			kept = append(kept, a)
 			switch {
-			case e.pending > 0:
+			case e.pending > 0 || e.expire:
 			case refresh > 0 && e.synced < e.count:
 				refresh--
 			default:
@@ -311,9 +314,13 @@ func (l *Limiter) sync(run context.Context) {
 	for i := range ops {
 		op := &ops[i]
 		if op.push > 0 {
-			pipe.HSet(ctx, op.e.rkey, l.incarnation, int64(op.e.pushed)+op.push)
-			// Two windows: the key outlives its window however late in it
-			// the push comes.
+			op.set = pipe.HSet(ctx, op.e.rkey, l.incarnation, int64(op.e.pushed)+op.push)
+		}
+		// Two windows from this incarnation's first push, which comes
+		// inside the window: the key outlives its window. Later pushes
+		// leave the expiry be, a command less per push, unless the key may
+		// have been made again without one (see below).
+		if op.expires = op.push > 0 && op.e.pushed == 0 || op.e.expire; op.expires {
 			pipe.PExpire(ctx, op.e.rkey, 2*op.per)
 		}
 		op.counts = pipe.HVals(ctx, op.e.rkey)
@@ -328,6 +335,15 @@ func (l *Limiter) sync(run context.Context) {
 		if run.Err() != nil {
 			return // stopping: what is pending is dropped with the Limiter
 		}
+		// A push may have been applied (the key made again after a loss)
+		// without its expiry: the next sync sets it.
+		for i := range ops {
+			if op := &ops[i]; op.push > 0 {
+				op.s.mu.Lock()
+				op.e.expire = true
+				op.s.mu.Unlock()
+			}
+		}
 		l.fail(fmt.Errorf("sync %d quota counters: %w", len(ops), err))
 		return
 	}
@@ -335,11 +351,21 @@ func (l *Limiter) sync(run context.Context) {
 	for i := range ops {
 		op := &ops[i]
 		v, cerr := sum(op.counts)
+		op.s.mu.Lock()
+		switch {
+		case cerr != nil && op.push > 0, op.set != nil && op.set.Val() == 1 && !op.expires:
+			// Not known to be pushed, or pushed as this incarnation's new
+			// field though it had pushed before: Redis lost the key, and
+			// the push made it again without an expiry.
+			op.e.expire = true
+		case op.expires:
+			op.e.expire = false
+		}
 		if cerr != nil {
+			op.s.mu.Unlock()
 			err = cmp.Or(err, fmt.Errorf("sync quota counter %s: %w", op.e.rkey, cerr))
 			continue // pending stays, for the next sync
 		}
-		op.s.mu.Lock()
 		op.e.pending -= int32(op.push) // what was admitted meanwhile stays pending
 		op.e.pushed += int32(op.push)
 		op.e.synced = int32(min(v, math.MaxInt32))

@@ -495,6 +495,50 @@ func TestIdleCounterDropsItsKey(t *testing.T) {
 	}
 }
 
+// A counter's key expires two windows after its first push, later pushes
+// leave the expiry be, and a key Redis lost is made again with an expiry:
+// otherwise it would stay forever (noeviction never takes it either).
+func TestCounterKeysExpire(t *testing.T) {
+	r := startRedis(t)
+	c := r.client()
+	l := New(c, Options{Instance: "a"})
+	ctx := t.Context()
+	per := time.Hour
+	rate := Rate{Count: 100, Per: per}
+	now := freshWindow(per, 30*time.Second)
+	push := func() string {
+		t.Helper()
+		l.Allow("user_sends", "alice", rate, now)
+		l.sync(ctx)
+		keys := c.Keys(ctx, "quota:*").Val()
+		if len(keys) != 1 {
+			t.Fatalf("Redis holds %v, want one counter", keys)
+		}
+		return keys[0]
+	}
+	key := push()
+	if ttl := c.PTTL(ctx, key).Val(); ttl <= per || ttl > 2*per {
+		t.Fatalf("after the first push %s expires in %v, want within two windows, more than one", key, ttl)
+	}
+	// Lengthened by hand: a push that set it again would shorten it.
+	c.PExpire(ctx, key, 10*per)
+	push()
+	if ttl := c.PTTL(ctx, key).Val(); ttl <= 2*per {
+		t.Fatalf("a later push set the expiry again: %v", ttl)
+	}
+	// Redis loses the key (a restart without its data): the next push
+	// makes it again, and the sync after sets its expiry.
+	c.FlushAll(ctx)
+	push()
+	l.sync(ctx)
+	if ttl := c.PTTL(ctx, key).Val(); ttl <= per || ttl > 2*per {
+		t.Fatalf("the key made again after its loss expires in %v, want within two windows", ttl)
+	}
+	if v, err := sum(c.HVals(ctx, key)); v != 3 {
+		t.Fatalf("Redis's counter reads %d (%v), want 3", v, err)
+	}
+}
+
 // TestACounterFits48Bytes: an idle connection holds three counters until
 // their windows end; 48 bytes is a size class of the runtime's
 // (runtime/sizeclasses.go), the next is 64.
