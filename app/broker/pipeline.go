@@ -213,11 +213,8 @@ func (b *Broker) execNode(ctx context.Context, node *redis.Client, ps []int, byP
 		pipe := node.Pipeline()
 		evals := make([]*redis.Cmd, len(ps))
 		for i, p := range ps {
-			keys, args := b.shared(p, len(byPart[p]))
-			for _, c := range byPart[p] {
-				keys, args = append(keys, c.keys...), append(args, c.args...)
-			}
-			evals[i] = publishScript.EvalSha(ctx, pipe, keys, args...)
+			evals[i] = b.script(ctx, p, byPart[p])
+			_ = pipe.Process(ctx, evals[i]) // queued: its outcome is the command's
 		}
 		var wait *redis.Cmd
 		if b.opts.MinReplicas > 0 {
@@ -273,16 +270,34 @@ func (b *Broker) execNode(ctx context.Context, node *redis.Client, ps []int, byP
 	}
 }
 
-// shared is what every message of a run of partition p shares, publish.lua's
-// first KEYS and ARGV, with room for n messages' own. The primary and fence
-// last seen are read as the run is sent, the newest any of its sends could
-// have had.
-func (b *Broker) shared(p, n int) ([]string, []any) {
+// script is one run of publish.lua for calls, all of partition p: EVALSHA
+// with the KEYS and ARGV every message of the run shares, each followed by
+// the messages' own, made in one slice (go-redis's EvalSha would copy keys
+// and arguments made apart into another: bytes a send, and collections).
+// The primary and fence last seen are read as the run is sent, the newest
+// any of its sends could have had.
+func (b *Broker) script(ctx context.Context, p int, calls []*call) *redis.Cmd {
+	const firstKey = 3 // after the command, the hash and the count of keys
+	keys, args := 2, 8
+	for _, c := range calls {
+		keys, args = keys+len(c.keys), args+len(c.args)
+	}
+	argv := make([]any, 0, firstKey+keys+args)
+	argv = append(argv, "evalsha", publishScript.Hash(), keys, b.keys.stream(p), b.keys.fence(p))
+	for _, c := range calls {
+		for _, k := range c.keys {
+			argv = append(argv, k)
+		}
+	}
 	replid, fence := b.seen(p)
-	keys := append(make([]string, 0, 2+8*n), b.keys.stream(p), b.keys.fence(p))
-	args := append(make([]any, 0, 8+11*n), b.opts.HistorySize, int(b.opts.DedupeTTL.Seconds()), int(b.opts.RoomTTL.Seconds()),
+	argv = append(argv, b.opts.HistorySize, int(b.opts.DedupeTTL.Seconds()), int(b.opts.RoomTTL.Seconds()),
 		b.opts.BacklogCap, b.opts.MinReplicas, replid, fence, b.keys.publishCommand())
-	return keys, args
+	for _, c := range calls {
+		argv = append(argv, c.args...)
+	}
+	cmd := redis.NewCmd(ctx, argv...)
+	cmd.SetFirstKeyPos(firstKey)
+	return cmd
 }
 
 // finish reads the script's reply and, for an accepted message, the WAIT's.
