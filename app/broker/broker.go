@@ -325,8 +325,7 @@ func (b *Broker) Publish(ctx context.Context, room, user, text, id string, now t
 	k, p := b.keys, b.keys.part(room)
 	// This message's KEYS and ARGV in publish.lua; execNode adds what a
 	// run's messages share.
-	keys := []string{k.seqKey(room), k.epochKey(room), k.logKey(room), k.dedupeKey(room, user, id),
-		k.replKey(room), k.limitKey(room), k.checkKey(room), k.seedingKey(room)}
+	keys := k.publishKeys(room, user, id)
 	args := []any{k.channel(room), pre, post, now.UnixNano(), hasID, "", "", "", 0, "0", k.payloadRoom(room)}
 	const argFloor, argEpoch, argLimit, argRecheck, argChecked = 5, 6, 7, 8, 9
 	if id != "" && b.evicting.Load() {

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"slices"
 	"testing"
 )
 
@@ -18,6 +19,21 @@ func TestPartitionsAreSpreadEvenlyOverTheHashSlots(t *testing.T) {
 			slot := int(crc16(l.tag(p)[1:len(l.tag(p))-1])) % slots
 			if lo, hi := p*slots/parts, (p+1)*slots/parts; slot < lo || slot >= hi {
 				t.Fatalf("%d partitions: partition %d (tag %s) is in slot %d, want %d..%d", parts, p, l.tag(p), slot, lo, hi-1)
+			}
+		}
+	}
+}
+
+// A send's keys, cut from one string, are the keys each room key function
+// names, in publish.lua's order, on one Redis and on a cluster.
+func TestPublishKeysAreTheRoomsKeys(t *testing.T) {
+	for _, parts := range []int{0, 3} {
+		l := newLayout(parts)
+		for _, c := range []struct{ room, user, id string }{{"lobby", "ann", "m-1"}, {"r", "", ""}, {"a:b", "u:1", "x"}} {
+			want := []string{l.seqKey(c.room), l.epochKey(c.room), l.logKey(c.room), l.dedupeKey(c.room, c.user, c.id),
+				l.replKey(c.room), l.limitKey(c.room), l.checkKey(c.room), l.seedingKey(c.room)}
+			if got := l.publishKeys(c.room, c.user, c.id); !slices.Equal(got, want) {
+				t.Errorf("%d partitions, %+v: publishKeys = %q, want %q", parts, c, got, want)
 			}
 		}
 	}

@@ -132,6 +132,14 @@ func redirected(err error) bool {
 // they ran (redirected) go again after a wait.
 func (b *Broker) exec(batch []*call) {
 	ctx := context.Background() // each command is bounded by the client's timeouts
+	if b.cluster == nil {
+		// One Redis: one partition, never redirected, so no grouping by
+		// partition and node nor retry round, whose maps and closures
+		// were most of a batch's bytes at 1,500 sends a second, when a
+		// batch holds one or two.
+		_, _ = b.execNode(ctx, b.one, []int{0}, map[int][]*call{0: batch})
+		return
+	}
 	byPart := map[int][]*call{}
 	for _, c := range batch {
 		byPart[c.part] = append(byPart[c.part], c)
@@ -152,7 +160,7 @@ func (b *Broker) exec(batch []*call) {
 				mu.Unlock()
 			}
 			if len(nodes) == 1 {
-				run() // one Redis: no goroutine to start and wait for per batch
+				run() // one node: no goroutine to start and wait for per batch
 			} else {
 				wg.Go(run)
 			}
@@ -176,13 +184,14 @@ func (b *Broker) exec(batch []*call) {
 	}
 }
 
-// nodes groups partitions by the primary that holds them: the one Redis, or
-// on a cluster the slot's owner as the client knows it. A partition whose
-// owner is unknown has its calls failed.
+// nodes groups a cluster's partitions by the primary that holds them, the
+// slot's owner as the client knows it: WAIT must go on the connection of
+// the write, so scripts go to it directly, not through the cluster client's
+// routing. A partition whose owner is unknown has its calls failed.
 func (b *Broker) nodes(ctx context.Context, parts []int, byPart map[int][]*call) map[*redis.Client][]int {
 	out := map[*redis.Client][]int{}
 	for _, p := range parts {
-		node, err := b.node(ctx, p)
+		node, err := b.cluster.MasterForKey(ctx, b.keys.stream(p))
 		if err != nil {
 			for _, c := range byPart[p] {
 				c.finish(nil, fmt.Errorf("find the primary of partition %d: %w", p, err), nil, b)
@@ -194,16 +203,6 @@ func (b *Broker) nodes(ctx context.Context, parts []int, byPart map[int][]*call)
 	return out
 }
 
-// node is the primary that holds partition p: WAIT must go on the
-// connection of the write, so scripts go to it directly, not through the
-// cluster client's routing.
-func (b *Broker) node(ctx context.Context, p int) (*redis.Client, error) {
-	if b.cluster == nil {
-		return b.one, nil
-	}
-	return b.cluster.MasterForKey(ctx, b.keys.stream(p))
-}
-
 // execNode runs partitions ps on node in one pipeline, one script run each,
 // then WAIT on the same connection, loading the script first if the node
 // lacks it (then nothing ran). It returns the partitions the node
@@ -213,11 +212,8 @@ func (b *Broker) execNode(ctx context.Context, node *redis.Client, ps []int, byP
 		pipe := node.Pipeline()
 		evals := make([]*redis.Cmd, len(ps))
 		for i, p := range ps {
-			keys, args := b.shared(p, len(byPart[p]))
-			for _, c := range byPart[p] {
-				keys, args = append(keys, c.keys...), append(args, c.args...)
-			}
-			evals[i] = publishScript.EvalSha(ctx, pipe, keys, args...)
+			evals[i] = b.script(ctx, p, byPart[p])
+			_ = pipe.Process(ctx, evals[i]) // queued: its outcome is the command's
 		}
 		var wait *redis.Cmd
 		if b.opts.MinReplicas > 0 {
@@ -273,16 +269,34 @@ func (b *Broker) execNode(ctx context.Context, node *redis.Client, ps []int, byP
 	}
 }
 
-// shared is what every message of a run of partition p shares, publish.lua's
-// first KEYS and ARGV, with room for n messages' own. The primary and fence
-// last seen are read as the run is sent, the newest any of its sends could
-// have had.
-func (b *Broker) shared(p, n int) ([]string, []any) {
+// script is one run of publish.lua for calls, all of partition p: EVALSHA
+// with the KEYS and ARGV every message of the run shares, each followed by
+// the messages' own, made in one slice (go-redis's EvalSha would copy keys
+// and arguments made apart into another: bytes a send, and collections).
+// The primary and fence last seen are read as the run is sent, the newest
+// any of its sends could have had.
+func (b *Broker) script(ctx context.Context, p int, calls []*call) *redis.Cmd {
+	const firstKey = 3 // after the command, the hash and the count of keys
+	keys, args := 2, 8
+	for _, c := range calls {
+		keys, args = keys+len(c.keys), args+len(c.args)
+	}
+	argv := make([]any, 0, firstKey+keys+args)
+	argv = append(argv, "evalsha", publishScript.Hash(), keys, b.keys.stream(p), b.keys.fence(p))
+	for _, c := range calls {
+		for _, k := range c.keys {
+			argv = append(argv, k)
+		}
+	}
 	replid, fence := b.seen(p)
-	keys := append(make([]string, 0, 2+8*n), b.keys.stream(p), b.keys.fence(p))
-	args := append(make([]any, 0, 8+11*n), b.opts.HistorySize, int(b.opts.DedupeTTL.Seconds()), int(b.opts.RoomTTL.Seconds()),
+	argv = append(argv, b.opts.HistorySize, int(b.opts.DedupeTTL.Seconds()), int(b.opts.RoomTTL.Seconds()),
 		b.opts.BacklogCap, b.opts.MinReplicas, replid, fence, b.keys.publishCommand())
-	return keys, args
+	for _, c := range calls {
+		argv = append(argv, c.args...)
+	}
+	cmd := redis.NewCmd(ctx, argv...)
+	cmd.SetFirstKeyPos(firstKey)
+	return cmd
 }
 
 // finish reads the script's reply and, for an accepted message, the WAIT's.
