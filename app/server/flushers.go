@@ -26,11 +26,10 @@ import (
 // the same write as the one before, instead of a write each after the
 // fan-out ends; the clients' frames are read meanwhile too.
 //
-// A hot session's flush can be deferred (session.flushSoon): it waits in
-// a line of its own, in the order deferred, with one timer for the line's
-// first, which hands the sessions due to the chunks. Each was deferred by
-// at most WRITE_COALESCE, so none waits behind the first for longer than
-// that: no timer per session.
+// A hot session's flush can be deferred (session.flushSoon) by
+// WRITE_COALESCE: it waits in a line of its own, which is in the order the
+// sessions fall due, with one timer for the line's first, which hands the
+// sessions due to the chunks: no timer per session.
 type flushers struct {
 	workers *workers
 	run     func() // chunk, bound once: a method value passed on allocates
@@ -108,7 +107,8 @@ func (f *flushers) chunk() {
 	}
 }
 
-// later has s flushed once due; the session was marked deferred.
+// later has s flushed once due, which is after every due in the line
+// (now plus the window); the session was marked deferred.
 func (f *flushers) later(s *session, due time.Duration) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
