@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -118,7 +119,7 @@ func TestPinnedComparison(t *testing.T) {
 	}
 	// SWITCHBOARD_BENCH_DOCS: the docs folder to write the run into, if
 	// every server ran.
-	if dir := os.Getenv("SWITCHBOARD_BENCH_DOCS"); dir != "" && !t.Failed() {
+	if dir := os.Getenv("SWITCHBOARD_BENCH_DOCS"); dir != "" && !t.Failed() && benchPoints.String() == "" {
 		if err := writeBenchDocs(dir, run); err != nil {
 			t.Fatalf("write the run into %s: %v", dir, err)
 		}
@@ -140,6 +141,9 @@ func (b *bench) sweep(t *testing.T, srv pinnedServer, shape pinnedShape, seconds
 			d = seconds
 		}
 		name := fmt.Sprintf("%s %s at %d msg/s", srv.name, shape.name, rate)
+		if !benchPoints.MatchString(name) {
+			continue
+		}
 		args := append(slices.Clone(shape.args), "-rate", strconv.Itoa(rate), "-duration", fmt.Sprintf("%ds", d), "-drain", "10s")
 		quiesce(t, srv)
 		rep := b.run(t, name, args...)
@@ -159,6 +163,11 @@ func (b *bench) sweep(t *testing.T, srv pinnedServer, shape pinnedShape, seconds
 	}
 	return out
 }
+
+// benchPoints: SWITCHBOARD_BENCH_POINTS, a regular expression; only the
+// points whose name it matches run, e.g. `Switchboard 1 room .* at 100 ` (an
+// A/B of one shape). The docs are then not written.
+var benchPoints = regexp.MustCompile(os.Getenv("SWITCHBOARD_BENCH_POINTS"))
 
 // quiesce waits, a minute at most, until the server and its stores are
 // done with the last run (its thousands of connections closing): less than
@@ -252,7 +261,8 @@ func startPinnedSwitchboard(t *testing.T, b *bench) pinnedServer {
 	t.Cleanup(func() { pg.Stop(10 * time.Second) })
 	chat, err := local.StartChat(ctx, local.ChatConfig{
 		Bin: filepath.Join(b.dir, "chatserver"), Dir: dir, ID: "chat-1", Port: ports[2],
-		Env: append([]string{"REDIS_URL=" + rdb.URL(), "DATABASE_URL=" + pg.URL(), "GOMAXPROCS=1"}, benchSettings...),
+		Env: append(append([]string{"REDIS_URL=" + rdb.URL(), "DATABASE_URL=" + pg.URL(), "GOMAXPROCS=1"}, benchSettings...),
+			strings.Fields(os.Getenv("SWITCHBOARD_BENCH_ENV"))...),
 	})
 	if err != nil {
 		t.Fatalf("start the instance: %v", err)

@@ -29,12 +29,15 @@ type Config struct {
 	DrainTimeout    time.Duration // DRAIN_TIMEOUT
 	MaxMessageBytes int           // MAX_MESSAGE_BYTES
 	SendQueue       int           // SEND_QUEUE
-	InstanceID      string        // INSTANCE_ID
-	HistorySize     int           // HISTORY_SIZE
-	RecoveryLimit   int           // RECOVERY_LIMIT: most missed messages a resume delivers
-	RateLimit       float64       // RATE_LIMIT
-	RateBurst       int           // RATE_BURST
-	PingInterval    time.Duration // PING_INTERVAL
+	// WriteCoalesce is the longest a frame to a connection receiving a hot
+	// stream waits to share a write with the next ones; 0: never.
+	WriteCoalesce time.Duration // WRITE_COALESCE
+	InstanceID    string        // INSTANCE_ID
+	HistorySize   int           // HISTORY_SIZE
+	RecoveryLimit int           // RECOVERY_LIMIT: most missed messages a resume delivers
+	RateLimit     float64       // RATE_LIMIT
+	RateBurst     int           // RATE_BURST
+	PingInterval  time.Duration // PING_INTERVAL
 	// RedisPartitions is how many partitions a Redis Cluster's rooms are
 	// spread over (each a hash slot); unused by the other forms.
 	RedisPartitions int // REDIS_PARTITIONS
@@ -111,6 +114,7 @@ func Defaults() Config {
 		DrainTimeout:    10 * time.Second,
 		MaxMessageBytes: 4096,
 		SendQueue:       256,
+		WriteCoalesce:   10 * time.Millisecond,
 		InstanceID:      host,
 		HistorySize:     1000,
 		RecoveryLimit:   10_000,
@@ -201,6 +205,14 @@ func Load(getenv func(string) string) (Config, error) {
 	r.duration("DRAIN_TIMEOUT", &c.DrainTimeout, 0)
 	r.integer("MAX_MESSAGE_BYTES", &c.MaxMessageBytes, 256, 1<<20)
 	r.integer("SEND_QUEUE", &c.SendQueue, 1, 1<<16)
+	r.str("WRITE_COALESCE", new(string), "a Go duration from 0 (off) to 100ms, e.g. 10ms", func(v string) bool {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 || d > maxWriteCoalesce {
+			return false
+		}
+		c.WriteCoalesce = d
+		return true
+	})
 	r.str("INSTANCE_ID", &c.InstanceID, "a non-empty name without spaces", func(v string) bool { return v != "" && !strings.ContainsAny(v, " \t") })
 	if v := getenv("DEBUG_ADDR"); v != "" {
 		r.str("DEBUG_ADDR", &c.DebugAddr, "host:port for the pprof listener, e.g. 127.0.0.1:6060", func(v string) bool {
@@ -218,6 +230,10 @@ func Load(getenv func(string) string) (Config, error) {
 
 // FromEnv loads the configuration from the process environment.
 func FromEnv() (Config, error) { return Load(os.Getenv) }
+
+// maxWriteCoalesce bounds WRITE_COALESCE: each frame to a busy connection
+// may wait that long.
+const maxWriteCoalesce = 100 * time.Millisecond
 
 // MinSecretBytes is the shortest JWT_SECRET accepted: HS256's key should
 // be as long as its 32-byte hash (RFC 7518, section 3.2).

@@ -52,6 +52,7 @@ func TestLoadReportsEveryBadValueOnItsOwnLine(t *testing.T) {
 		"DRAIN_TIMEOUT":     "-1s",
 		"MAX_MESSAGE_BYTES": "10",
 		"SEND_QUEUE":        "zero",
+		"WRITE_COALESCE":    "1s",
 		"INSTANCE_ID":       "chat 1",
 		"HISTORY_SIZE":      "1",
 		"RECOVERY_LIMIT":    "99",
@@ -78,6 +79,31 @@ func TestLoadReportsEveryBadValueOnItsOwnLine(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "short") {
 		t.Errorf("the error leaks the secret: %v", err)
+	}
+}
+
+// WRITE_COALESCE: a Go duration from 0 (off) to 100ms; a refusal names the
+// variable and the accepted form.
+func TestWriteCoalesce(t *testing.T) {
+	for _, tc := range []struct {
+		value string
+		want  time.Duration // -1: refused
+	}{
+		{"", 10 * time.Millisecond},
+		{"0", 0},
+		{"20ms", 20 * time.Millisecond},
+		{"100ms", 100 * time.Millisecond},
+		{"101ms", -1},
+		{"-1ms", -1},
+		{"10", -1},
+	} {
+		c, err := Load(env(map[string]string{"JWT_SECRET": testSecret, "WRITE_COALESCE": tc.value}))
+		switch {
+		case tc.want < 0 && (err == nil || !strings.Contains(err.Error(), "WRITE_COALESCE=") || !strings.Contains(err.Error(), "from 0 (off) to 100ms")):
+			t.Errorf("WRITE_COALESCE=%q: err = %v, want a refusal naming it and its form", tc.value, err)
+		case tc.want >= 0 && (err != nil || c.WriteCoalesce != tc.want):
+			t.Errorf("WRITE_COALESCE=%q: %v, err %v; want %v", tc.value, c.WriteCoalesce, err, tc.want)
+		}
 	}
 }
 

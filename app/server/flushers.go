@@ -25,15 +25,31 @@ import (
 // is then dispatched at once, and the members not yet written get it in
 // the same write as the one before, instead of a write each after the
 // fan-out ends; the clients' frames are read meanwhile too.
+//
+// A hot session's flush can be deferred (session.flushSoon) by
+// WRITE_COALESCE: it waits in a line of its own, which is in the order the
+// sessions fall due, with one timer for the line's first, which hands the
+// sessions due to the chunks: no timer per session.
 type flushers struct {
 	workers *workers
 	run     func() // chunk, bound once: a method value passed on allocates
 	relay   *os.File
+	timer   *time.Timer   // fires when the first deferred session is due
+	slack   time.Duration // a session due this soon goes with the ones due now
+	stop    chan struct{}
 
-	mu     sync.Mutex
-	ready  []*session // waiting from head on
-	head   int
-	polled time.Duration // when a chunk last started after a network poll, on the monotonic clock since epoch
+	mu       sync.Mutex
+	ready    []*session // waiting from head on
+	head     int
+	polled   time.Duration // when a chunk last started after a network poll, on the monotonic clock since epoch
+	deferred []deferral    // in the order deferred
+}
+
+// deferral is a deferred session and when it is due, on the monotonic
+// clock since epoch.
+type deferral struct {
+	s   *session
+	due time.Duration
 }
 
 const flushChunk = 32
@@ -42,11 +58,11 @@ const flushChunk = 32
 // a network poll: the longest the network waits behind a fan-out on a core.
 const yieldAfter = 500 * time.Microsecond
 
-// add has s flushed by the next chunk; the first session waiting starts one.
-func (f *flushers) add(s *session) {
+// add has ss flushed by the next chunks; the first session waiting starts one.
+func (f *flushers) add(ss ...*session) {
 	f.mu.Lock()
-	f.ready = append(f.ready, s)
-	start := len(f.ready)-f.head == 1
+	start := len(f.ready) == f.head
+	f.ready = append(f.ready, ss...)
 	if start {
 		f.polled = time.Since(epoch)
 	}
@@ -91,6 +107,56 @@ func (f *flushers) chunk() {
 	}
 }
 
+// later has s flushed once due, which is after every due in the line
+// (now plus the window); the session was marked deferred.
+func (f *flushers) later(s *session, due time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.deferred = append(f.deferred, deferral{s, due})
+	if len(f.deferred) == 1 {
+		f.timer.Reset(due - time.Since(epoch))
+	}
+}
+
+// deferrals hands the deferred sessions to the chunks as they fall due,
+// until stop closes.
+func (f *flushers) deferrals() {
+	var due []*session
+	for {
+		select {
+		case <-f.stop:
+			return
+		case <-f.timer.C:
+		}
+		now := time.Since(epoch)
+		f.mu.Lock()
+		n := 0
+		for n < len(f.deferred) && f.deferred[n].due <= now+f.slack {
+			due = append(due, f.deferred[n].s)
+			n++
+		}
+		rest := copy(f.deferred, f.deferred[n:])
+		clear(f.deferred[rest:])
+		f.deferred = f.deferred[:rest]
+		if rest > 0 {
+			f.timer.Reset(f.deferred[0].due - now)
+		}
+		f.mu.Unlock()
+		n = 0
+		for _, s := range due {
+			if s.undefer() { // not if its close took it out
+				due[n] = s
+				n++
+			}
+		}
+		if n > 0 {
+			f.add(due[:n]...)
+		}
+		clear(due) // ended sessions must not stay reachable from here
+		due = due[:0]
+	}
+}
+
 // relayed starts a chunk for each one the relay carried, until close.
 func (f *flushers) relayed(r *os.File) {
 	defer r.Close()
@@ -116,16 +182,27 @@ var relayByte = []byte{0}
 // grown past maxFlush by a batch that went to a writer is left to the GC.
 var frameBuffers = sync.Pool{New: func() any { return new([]byte) }}
 
-func newFlushers(w *workers) (*flushers, error) {
+// newFlushers starts the flushers; window is WRITE_COALESCE, the longest a
+// deferred session waits (0: none is).
+func newFlushers(w *workers, window time.Duration) (*flushers, error) {
 	r, relay, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("the flushers' relay: %w", err)
 	}
-	f := &flushers{workers: w, relay: relay}
+	f := &flushers{workers: w, relay: relay, stop: make(chan struct{}), slack: window / 8}
 	f.run = f.chunk
 	go f.relayed(r)
+	if window > 0 {
+		f.timer = time.NewTimer(time.Hour)
+		f.timer.Stop()
+		go f.deferrals()
+	}
 	return f, nil
 }
 
-// close ends the relay: chunks then start directly.
-func (f *flushers) close() error { return f.relay.Close() }
+// close ends the relay, after which chunks start directly, and the
+// deferrals.
+func (f *flushers) close() error {
+	close(f.stop)
+	return f.relay.Close()
+}

@@ -90,7 +90,7 @@ func New(cfg config.Config, h *hub.Hub, b Broker, a Archive, m *metrics.Metrics,
 		trim:     newTrimmer(),
 		stop:     make(chan struct{}),
 	}
-	if s.flushers, err = newFlushers(s.workers); err != nil {
+	if s.flushers, err = newFlushers(s.workers, cfg.WriteCoalesce); err != nil {
 		poller.Close()
 		return nil, err
 	}
