@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/gruntwork-io/terratest/modules/retry"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/switchboard-dev/switchboard/app/auth"
@@ -187,12 +188,17 @@ func TestAClosingHotConnectionIsWrittenAtOnce(t *testing.T) {
 		c.next(t, n)
 	}
 	c.deliver(t, 2)
-	c.s.mu.Lock()
-	deferred := c.s.deferred
-	c.s.mu.Unlock()
-	if !deferred || c.deferred() != 1 {
-		t.Fatalf("the third frame of a hot connection was not deferred (deferred %v, counted %v)", deferred, c.deferred())
-	}
+	// The frame may have come while the flusher that wrote frame 1 had not
+	// yet taken the session back: that flusher defers it, just after.
+	retry.DoWithRetry(t, "the third frame deferred", 40, 25*time.Millisecond, func() (string, error) {
+		c.s.mu.Lock()
+		deferred := c.s.deferred
+		c.s.mu.Unlock()
+		if !deferred || c.deferred() != 1 {
+			return "", fmt.Errorf("the third frame of a hot connection was not deferred (deferred %v, counted %v)", deferred, c.deferred())
+		}
+		return "", nil
+	})
 	c.s.close(protocol.CloseGoingAway, "server going away")
 	c.next(t, 2)
 	_, _, err := c.client.ReadMessage()

@@ -229,7 +229,7 @@ func (s *session) flushSoon() {
 // and a flush at the last write plus the window (docs/log.md).
 func hotGap(window time.Duration) time.Duration { return 2 * window }
 
-// wroteNow notes a flusher's write for flushSoon; s.mu is held. wrote is
+// wroteNow notes a write of the socket for flushSoon; s.mu is held. wrote is
 // 0 until the first write.
 func (s *session) wroteNow() {
 	now := max(1, uint32(time.Since(epoch)/time.Millisecond))
@@ -692,6 +692,10 @@ func (s *session) writeAfter(batch []*protocol.Delivery) {
 func (s *session) write() {
 	for {
 		s.mu.Lock()
+		// Each turn follows a write (the flusher's that handed over, or the
+		// last turn's): a stream that goes through the writer, as when a
+		// raw write is interrupted, is hot as it would be through a flusher.
+		s.wroteNow()
 		batch, closed := s.queue, s.closed
 		s.queue = nil
 		s.signalTaken()
