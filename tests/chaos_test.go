@@ -1164,6 +1164,10 @@ func (r *chaosRun) report(events []chaos.Event, stored []chaos.Stored, vs []chao
 		len(events), kinds[chaos.Sent], kinds[chaos.Acked], kinds[chaos.Refused], kinds[chaos.Delivered], kinds[0], kinds[chaos.Gap], len(stored), errs, closes, connects)
 	byFault := map[string]int{}
 	for _, l := range losses {
+		if l.Claimed {
+			byFault[l.Fault+" (a killed writer's, within the claim delay)"]++
+			continue
+		}
 		byFault[l.Fault]++
 	}
 	report.Logf(r.t, "chaos: acked messages lost with Redis as stated (docs/recovery.md), by the fault that lost them: %v", byFault)

@@ -100,6 +100,9 @@ type Loss struct {
 	Seq   int64
 	Ack   int // the ack's event
 	Fault string
+	// Claimed: the fault began past LossWindow, Postgres up, so only the
+	// claim delay of a kill excuses it.
+	Claimed bool
 }
 
 // Losses lists the acked messages not in Postgres that the stated exception
@@ -129,9 +132,9 @@ func Losses(events []Event, stored []Stored, o Options) []Loss {
 			continue
 		}
 		queued := queuedUntil(e.Time, sentAt[msgKey{e.Room, e.User, e.ID}], kills)
-		if f, ok := lostBy(e, queued, spans, slices.Contains(o.Unreplicated, e.Instance)); ok {
+		if f, claimed, ok := lostBy(e, queued, spans, slices.Contains(o.Unreplicated, e.Instance)); ok {
 			seen[k] = true
-			out = append(out, Loss{e.Room, e.Seq, e.Index, f})
+			out = append(out, Loss{e.Room, e.Seq, e.Index, f, claimed})
 		}
 	}
 	return out
@@ -156,22 +159,23 @@ func queuedUntil(ack, sent time.Time, kills []time.Time) time.Time {
 }
 
 // lostBy finds the data-loss fault that explains ack a's message missing,
-// the message being only in Redis until queued unless Postgres went down.
-func lostBy(a Event, queued time.Time, spans []faultSpan, unreplicated bool) (string, bool) {
+// the message being only in Redis until queued unless Postgres went down,
+// and whether only a kill's claim delay (queued past LossWindow) does.
+func lostBy(a Event, queued time.Time, spans []faultSpan, unreplicated bool) (kind string, claimed, ok bool) {
 	pgDown := false
 	for _, f := range spans {
 		if !f.end.After(a.Time) {
 			continue
 		}
 		if f.loses(unreplicated) && (!f.start.After(queued) || pgDown) {
-			return f.kind, true
+			return f.kind, !pgDown && f.start.Sub(a.Time) > LossWindow, true
 		}
 		if f.postgresDown() {
 			pgDown = true
 		}
 		if f.start.After(queued) && !pgDown {
-			return "", false
+			return "", false, false
 		}
 	}
-	return "", false
+	return "", false, false
 }
