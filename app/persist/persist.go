@@ -56,7 +56,7 @@ func claimEvery(claimIdle time.Duration) time.Duration { return claimIdle / 2 }
 type Writer struct {
 	Source   Source
 	Sink     Sink
-	Consumer string // the instance id: a restarted instance takes back its own entries
+	Consumer string // the instance id; a restarted instance's old entries are claimed once idle, by it or another
 	Metrics  *metrics.Metrics
 	Log      *slog.Logger
 
