@@ -39,16 +39,29 @@ type Sink interface {
 	Refuse(ctx context.Context, m protocol.Message) error
 }
 
+// DefaultClaimIdle is ClaimIdle's default.
+const DefaultClaimIdle = 5 * time.Second
+
+// ClaimDelay is how long an entry read by a writer that died waits for
+// another writer to take it over: claimIdle for it to count as idle, and up
+// to claimEvery more until a writer next tries (once the read or batch in
+// hand is done). Then it is written like any batch.
+func ClaimDelay(claimIdle time.Duration) time.Duration { return claimIdle + claimEvery(claimIdle) }
+
+// claimEvery is how often a writer looks for idle entries: twice per
+// claimIdle, so that none waits much past it.
+func claimEvery(claimIdle time.Duration) time.Duration { return claimIdle / 2 }
+
 // Writer is one instance's member of the persist consumer group.
 type Writer struct {
 	Source   Source
 	Sink     Sink
-	Consumer string // the instance id: a restarted instance takes back its own entries
+	Consumer string // the instance id; a restarted instance's old entries are claimed once idle, by it or another
 	Metrics  *metrics.Metrics
 	Log      *slog.Logger
 
 	Batch     int           // entries per insert; default 500
-	ClaimIdle time.Duration // how long an entry may sit unacked before another consumer takes it; default 5s
+	ClaimIdle time.Duration // how long an entry may sit unacked before another consumer takes it; default DefaultClaimIdle
 	// Linger is how long the writer waits after a batch smaller than Batch
 	// before it reads again (default 50ms), so that a steady stream is
 	// written in batches, not a commit per few messages: at 5,000 msg/s
@@ -64,7 +77,7 @@ func (w *Writer) Run(ctx context.Context) {
 		w.Batch = 500
 	}
 	if w.ClaimIdle <= 0 {
-		w.ClaimIdle = 5 * time.Second
+		w.ClaimIdle = DefaultClaimIdle
 	}
 	if w.Linger <= 0 {
 		w.Linger = 50 * time.Millisecond
@@ -81,7 +94,7 @@ func (w *Writer) Run(ctx context.Context) {
 	for ctx.Err() == nil {
 		var entries []broker.PersistEntry
 		var err error
-		if time.Since(lastClaim) >= w.ClaimIdle/2 {
+		if time.Since(lastClaim) >= claimEvery(w.ClaimIdle) {
 			lastClaim = time.Now()
 			var lost []string
 			entries, lost, err = w.Source.ClaimPersist(ctx, w.Consumer, w.ClaimIdle, w.Batch)

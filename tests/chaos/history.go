@@ -64,7 +64,7 @@ type Event struct {
 	From, To int64
 	Code     string // a refusal's code; a fault's kind; what a hostile attempt was
 	Quota    string // a rate_limited refusal's quota
-	Instance string // for an ack: the instance that sent it
+	Instance string // for an ack: the instance that sent it; for a fault: the instance it SIGKILLs
 }
 
 func (e Event) String() string {
@@ -95,7 +95,7 @@ func (e Event) String() string {
 	case Sent:
 		s += " id=" + e.ID
 	case Acked:
-		s += fmt.Sprintf(" id=%s seq=%d", e.ID, e.Seq)
+		s += fmt.Sprintf(" id=%s seq=%d on %s", e.ID, e.Seq, e.Instance)
 	case Refused:
 		s += fmt.Sprintf(" id=%s code=%s", e.ID, e.Code)
 		if e.Quota != "" {

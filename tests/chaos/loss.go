@@ -4,6 +4,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/switchboard-dev/switchboard/app/persist"
 )
 
 // The one stated exception for acked messages: data lost with every replica
@@ -12,13 +14,23 @@ import (
 // instance acked without waiting for a replica), so the checker excuses an
 // acked message missing from Postgres only when one of those faults began
 // soon enough after its ack to catch it still queued: within LossWindow, or
-// later if Postgres was down in between (the queue then waits for it).
+// later if Postgres was down in between (the queue then waits for it), or
+// if an instance was killed while the message was queued (its writer may
+// have read it; no other takes it over before ClaimDelay has passed).
 // Every excused loss is listed (Losses), never silently dropped; everything
 // else missing is a violation.
 
 // LossWindow is how long after its ack a message may still be only in
-// Redis when Postgres is up: the writers' linger and batch, with margin.
+// Redis when Postgres is up and every writer lives: the writers' linger and
+// batch, with margin.
 const LossWindow = 5 * time.Second
+
+// ClaimDelay is how long an entry a killed instance's writer had read waits
+// before another writer claims it (persist's default ClaimIdle, which the
+// chaos instances run with, and the wait for the next claim attempt).
+// The writers share one consumer group, so any instance's writer may hold
+// any instance's acked message: which instance acked it does not matter.
+var ClaimDelay = persist.ClaimDelay(persist.DefaultClaimIdle)
 
 // Fault kinds as the run records them (Event.Code of the fault that took
 // effect); a kind ending in WhilePostgresDown also stops Postgres.
@@ -88,6 +100,9 @@ type Loss struct {
 	Seq   int64
 	Ack   int // the ack's event
 	Fault string
+	// Claimed: the fault began past LossWindow, Postgres up, so only the
+	// claim delay of a kill excuses it.
+	Claimed bool
 }
 
 // Losses lists the acked messages not in Postgres that the stated exception
@@ -98,6 +113,17 @@ func Losses(events []Event, stored []Stored, o Options) []Loss {
 		rows[seqKey{r.Room, r.Seq}] = true
 	}
 	spans := faultSpans(events)
+	sentAt := map[msgKey]time.Time{} // a message's first send: Redis cannot have it before
+	var kills []time.Time
+	for _, e := range events {
+		k := msgKey{e.Room, e.User, e.ID}
+		switch {
+		case e.Kind == Sent && sentAt[k].IsZero():
+			sentAt[k] = e.Time
+		case e.Kind == Fault && e.Instance != "":
+			kills = append(kills, e.Time)
+		}
+	}
 	var out []Loss
 	seen := map[seqKey]bool{}
 	for _, e := range events {
@@ -105,30 +131,51 @@ func Losses(events []Event, stored []Stored, o Options) []Loss {
 		if e.Kind != Acked || rows[k] || seen[k] {
 			continue
 		}
-		if f, ok := lostBy(e, spans, slices.Contains(o.Unreplicated, e.Instance)); ok {
+		queued := queuedUntil(e.Time, sentAt[msgKey{e.Room, e.User, e.ID}], kills)
+		if f, claimed, ok := lostBy(e, queued, spans, slices.Contains(o.Unreplicated, e.Instance)); ok {
 			seen[k] = true
-			out = append(out, Loss{e.Room, e.Seq, e.Index, f})
+			out = append(out, Loss{e.Room, e.Seq, e.Index, f, claimed})
 		}
 	}
 	return out
 }
 
-// lostBy finds the data-loss fault that explains ack a's message missing.
-func lostBy(a Event, spans []faultSpan, unreplicated bool) (string, bool) {
+// queuedUntil is how long a message acked at ack (first sent at sent) may be
+// only in Redis while Postgres is up: LossWindow after its ack, or, if an
+// instance was killed between its send and then (its writer may have read
+// the message and died holding it), LossWindow after ClaimDelay has passed
+// from the latest such kill.
+func queuedUntil(ack, sent time.Time, kills []time.Time) time.Time {
+	until := ack.Add(LossWindow)
+	if sent.IsZero() {
+		sent = ack
+	}
+	for _, k := range kills {
+		if t := k.Add(ClaimDelay + LossWindow); !k.Before(sent) && !k.After(ack.Add(LossWindow)) && t.After(until) {
+			until = t
+		}
+	}
+	return until
+}
+
+// lostBy finds the data-loss fault that explains ack a's message missing,
+// the message being only in Redis until queued unless Postgres went down,
+// and whether only a kill's claim delay (queued past LossWindow) does.
+func lostBy(a Event, queued time.Time, spans []faultSpan, unreplicated bool) (kind string, claimed, ok bool) {
 	pgDown := false
 	for _, f := range spans {
 		if !f.end.After(a.Time) {
 			continue
 		}
-		if f.loses(unreplicated) && (f.start.Sub(a.Time) <= LossWindow || pgDown) {
-			return f.kind, true
+		if f.loses(unreplicated) && (!f.start.After(queued) || pgDown) {
+			return f.kind, !pgDown && f.start.Sub(a.Time) > LossWindow, true
 		}
 		if f.postgresDown() {
 			pgDown = true
 		}
-		if f.start.Sub(a.Time) > LossWindow && !pgDown {
-			return "", false
+		if f.start.After(queued) && !pgDown {
+			return "", false, false
 		}
 	}
-	return "", false
+	return "", false, false
 }
