@@ -152,10 +152,10 @@ func newLossModel(events []Event, o Options) *lossModel {
 }
 
 // unreplicated tells whether ack a came from an instance that does not wait
-// for a replica. A history that does not name the instance (older than
-// the "on <instance>" suffix) never counts as one: that would excuse too much.
+// for a replica. An ack of a history that does not name its instance (older
+// than the "on <instance>" suffix) is not: assuming it would excuse too much.
 func (m *lossModel) unreplicated(a Event) bool {
-	return a.Instance != "" && slices.Contains(m.unrep, a.Instance)
+	return slices.Contains(m.unrep, a.Instance)
 }
 
 // lostBy finds the data-loss fault (its index in spans) that explains ack
