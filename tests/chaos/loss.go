@@ -250,9 +250,11 @@ func (f faultSpan) changesPrimary() bool {
 }
 
 // stranding is when a stream may pass over a stranded message: from the
-// start of the fault that stranded it (whose kind and end it keeps: a
-// delivery after the end shows the message readable) to the start of the
-// next fault that changes the primary.
+// start of the fault that stranded it (its first note, which for a fault
+// while Postgres is down is the Postgres stop: the history does not say
+// when within the span the primary changed) to the start of the next fault
+// that changes the primary. It keeps the fault's kind and end: a delivery
+// after the end shows the message readable.
 type stranding struct {
 	fault  faultSpan
 	backAt time.Time
