@@ -72,7 +72,8 @@ type Options struct {
 	// Floors is the least work a run must show (zero: none required).
 	Floors Floors
 	// Unreplicated names the instances that ack without waiting for a
-	// replica (REDIS_MIN_REPLICAS=0): a failover may lose what they acked.
+	// replica (REDIS_MIN_REPLICAS=0): a failover may lose what they acked,
+	// or strand it on the replaced primary until that comes back.
 	Unreplicated []string
 	// Hostile are the clients that attack on purpose (floods past the
 	// quotas, poison, reconnect storms). What they sent is held to every
@@ -291,10 +292,11 @@ type holes struct {
 	delivered map[seqKey][]time.Time // on the wire
 }
 
-// A seq only delivered, whose message was acked under another seq, names no
-// message either: the attempt was published, then answered internal (a
-// failover took its Redis before a replica had it), and the retry stored the
-// message under a new seq after the reseed. A stream that passes over the
+// silence builds the holes of a history. A seq only delivered, whose
+// message was acked under another seq, names no message either: the attempt
+// was published, then answered internal (a failover took its Redis before a
+// replica had it), and the retry stored the message under a new seq after
+// the reseed. A stream that passes over the
 // attempt's seq misses nothing; one that gets both is checked elsewhere.
 func silence(events []Event, stored []Stored, lost map[seqKey]bool, o Options) *holes {
 	ackedAt := map[msgKey]int64{}
@@ -364,8 +366,8 @@ func (h *holes) stranded(e Event, from, to int64) (fault string, ok bool) {
 		if h.lost[k] {
 			continue
 		}
-		st, ok := h.strands[k]
-		if !ok || e.Time.Before(st.fault.start) || !e.Time.Before(st.backAt) {
+		st, found := h.strands[k]
+		if !found || e.Time.Before(st.fault.start) || !e.Time.Before(st.backAt) {
 			return "", false
 		}
 		if slices.ContainsFunc(h.delivered[k], func(t time.Time) bool { return t.After(st.fault.end) && !t.After(e.Time) }) {
