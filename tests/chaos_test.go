@@ -215,7 +215,7 @@ func TestChaos(t *testing.T) {
 	report.Logf(t, "chaos: honest users' peaks per user in any minute: %d sends, %d joins, %d far resumes, %d upgrades per address (limits %v); 429s in the balancer's log by whose address: %v",
 		sends, joins, far, peakUpgrades, chaosLimits, tooMany)
 	report.Logf(t, "%s", r.hostileReport(events))
-	r.report(events, stored, vs, chaos.Losses(events, stored, check))
+	r.report(events, stored, vs, chaos.Losses(events, stored, check), chaos.StaleReturns(events, stored, check))
 }
 
 // chaosRun is one run's target, users, history and counts.
@@ -1135,7 +1135,7 @@ func (r *chaosRun) backlog() float64 {
 
 // report prints the run's figures and fails the test with the seed and the
 // events around each violation; the whole history goes to a file.
-func (r *chaosRun) report(events []chaos.Event, stored []chaos.Stored, vs []chaos.Violation, losses []chaos.Loss) {
+func (r *chaosRun) report(events []chaos.Event, stored []chaos.Stored, vs []chaos.Violation, losses []chaos.Loss, stale []chaos.StaleReturn) {
 	kinds := map[chaos.Kind]int{}
 	for _, e := range events {
 		if e.Kind == chaos.Delivered && e.Conn == 0 {
@@ -1171,6 +1171,11 @@ func (r *chaosRun) report(events []chaos.Event, stored []chaos.Stored, vs []chao
 		byFault[l.Fault]++
 	}
 	report.Logf(r.t, "chaos: acked messages lost with Redis as stated (docs/recovery.md), by the fault that lost them: %v", byFault)
+	stranded := map[string]int{}
+	for _, s := range stale {
+		stranded[s.Fault]++
+	}
+	report.Logf(r.t, "chaos: silent passes over messages a replaced primary alone held until it came back (docs/recovery.md), by the fault that replaced it: %v", stranded)
 	report.Logf(r.t, "chaos: violations: %s", chaos.Summary(vs))
 	if len(vs) == 0 {
 		return

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 )
 
 // The invariants the checker proves.
@@ -71,7 +72,8 @@ type Options struct {
 	// Floors is the least work a run must show (zero: none required).
 	Floors Floors
 	// Unreplicated names the instances that ack without waiting for a
-	// replica (REDIS_MIN_REPLICAS=0): a failover may lose what they acked.
+	// replica (REDIS_MIN_REPLICAS=0): a failover may lose what they acked,
+	// or strand it on the replaced primary until that comes back.
 	Unreplicated []string
 	// Hostile are the clients that attack on purpose (floods past the
 	// quotas, poison, reconnect storms). What they sent is held to every
@@ -102,8 +104,9 @@ func Check(events []Event, stored []Stored, reached []Reached, o Options) []Viol
 	for _, l := range Losses(events, stored, o) {
 		lost[seqKey{l.Room, l.Seq}] = true
 	}
+	streamVs, _ := checkStreams(events, silence(events, stored, lost, o))
 	var vs []Violation
-	vs = append(vs, checkStreams(events, silence(events, stored, lost))...)
+	vs = append(vs, streamVs...)
 	vs = append(vs, checkIdentity(events, stored)...)
 	vs = append(vs, checkStored(events, stored, lost)...)
 	vs = append(vs, checkConverged(events, reached)...)
@@ -112,6 +115,17 @@ func Check(events []Event, stored []Stored, reached []Reached, o Options) []Viol
 	vs = append(vs, checkHostile(events, o.Hostile)...)
 	vs = append(vs, checkFloors(events, o.Floors)...)
 	return vs
+}
+
+// StaleReturns lists the streams' silent passes that Check excuses as a
+// replaced primary's return (loss.go), one per pass.
+func StaleReturns(events []Event, stored []Stored, o Options) []StaleReturn {
+	lost := map[seqKey]bool{}
+	for _, l := range Losses(events, stored, o) {
+		lost[seqKey{l.Room, l.Seq}] = true
+	}
+	_, excused := checkStreams(events, silence(events, stored, lost, o))
+	return excused
 }
 
 type streamKey struct {
@@ -163,8 +177,21 @@ func within(spans []span, from, to int64) bool {
 // room from the user's last seq), which starts where the client's latest
 // join before its first message stood: it may not silently miss the
 // start either. checkUserFromWire ties what it holds to the wire.
-func checkStreams(events []Event, silent func(room string, from, to int64) bool) []Violation {
+func checkStreams(events []Event, holes *holes) ([]Violation, []StaleReturn) {
 	var vs []Violation
+	var excused []StaleReturn
+	// passable tells whether e may follow from..to unannounced, listing a
+	// replaced primary's return.
+	passable := func(e Event, from, to int64) bool {
+		if holes.silent(e.Room, from, to) {
+			return true
+		}
+		fault, ok := holes.stranded(e, from, to)
+		if ok {
+			excused = append(excused, StaleReturn{e.Room, from, to, e.Index, fault})
+		}
+		return ok
+	}
 	streams := map[streamKey]*stream{}
 	joinedAt := map[streamKey]int64{} // (client, 0, room) → the position of its latest join on the wire
 	reported := map[streamKey][]span{}
@@ -228,7 +255,7 @@ func checkStreams(events []Event, silent func(room string, from, to int64) bool)
 				// or after a gap it was told of. One from an older
 				// membership, recorded late, is below it and passes.
 				at, ok := joinedAt[k]
-				if ok && e.Seq > at+1 && !s.covered(at+1, e.Seq-1) && !silent(e.Room, at+1, e.Seq-1) {
+				if ok && e.Seq > at+1 && !s.covered(at+1, e.Seq-1) && !passable(e, at+1, e.Seq-1) {
 					vs = append(vs, Violation{NoSilentHole,
 						fmt.Sprintf("%s: first message %d, the client joined at %d; reported gaps %v", who(e), e.Seq, at, s.gaps), []int{e.Index}})
 				}
@@ -239,7 +266,7 @@ func checkStreams(events []Event, silent func(room string, from, to int64) bool)
 			case e.Seq <= s.prev:
 				vs = append(vs, Violation{StrictlyIncreasing,
 					fmt.Sprintf("%s: seq %d after %d", who(e), e.Seq, s.prev), []int{s.prevEv, e.Index}})
-			case e.Seq > s.prev+1 && !s.covered(s.prev+1, e.Seq-1) && !silent(e.Room, s.prev+1, e.Seq-1):
+			case e.Seq > s.prev+1 && !s.covered(s.prev+1, e.Seq-1) && !passable(e, s.prev+1, e.Seq-1):
 				vs = append(vs, Violation{NoSilentHole,
 					fmt.Sprintf("%s: seqs %d..%d skipped; announced gaps %v", who(e), s.prev+1, e.Seq-1, s.gaps),
 					append(append([]int{}, s.gapEvs...), s.prevEv, e.Index)})
@@ -249,20 +276,29 @@ func checkStreams(events []Event, silent func(room string, from, to int64) bool)
 			}
 		}
 	}
-	return vs
+	return vs, excused
 }
 
-// silence says which holes a stream may pass over without a gap: those in
+// holes says which holes a stream may pass over without a gap: those in
 // which no seq was ever a message as far as anyone saw (no ack, delivery or
 // row: the seqs a reseed skipped), or whose messages are all stated losses
-// (the end of an epoch Redis lost, which no store remembers).
-//
-// A seq only delivered, whose message was acked under another seq, names no
-// message either: the attempt was published, then answered internal (a
-// failover took its Redis before a replica had it), and the retry stored the
-// message under a new seq after the reseed. A stream that passes over the
+// (the end of an epoch Redis lost, which no store remembers): silent; and,
+// listed apart, those whose other messages are stranded on a replaced
+// primary when the stream passes over them (stranded).
+type holes struct {
+	named     map[string][]int64 // room → seqs that were messages, ascending
+	lost      map[seqKey]bool
+	strands   map[seqKey]stranding
+	delivered map[seqKey][]time.Time // on the wire
+}
+
+// silence builds the holes of a history. A seq only delivered, whose
+// message was acked under another seq, names no message either: the attempt
+// was published, then answered internal (a failover took its Redis before a
+// replica had it), and the retry stored the message under a new seq after
+// the reseed. A stream that passes over the
 // attempt's seq misses nothing; one that gets both is checked elsewhere.
-func silence(events []Event, stored []Stored, lost map[seqKey]bool) func(room string, from, to int64) bool {
+func silence(events []Event, stored []Stored, lost map[seqKey]bool, o Options) *holes {
 	ackedAt := map[msgKey]int64{}
 	confirmed := map[seqKey]bool{} // acked or stored under this seq
 	for _, e := range events {
@@ -291,16 +327,55 @@ func silence(events []Event, stored []Stored, lost map[seqKey]bool) func(room st
 		slices.Sort(seqs)
 		named[room] = slices.Compact(seqs)
 	}
-	return func(room string, from, to int64) bool {
-		seqs := named[room]
-		i, _ := slices.BinarySearch(seqs, from)
-		for ; i < len(seqs) && seqs[i] <= to; i++ {
-			if !lost[seqKey{room, seqs[i]}] {
-				return false
-			}
+	delivered := map[seqKey][]time.Time{}
+	for _, e := range events {
+		if e.Kind == Delivered && e.Conn > 0 {
+			k := seqKey{e.Room, e.Seq}
+			delivered[k] = append(delivered[k], e.Time)
 		}
-		return true
 	}
+	return &holes{named, lost, strandings(events, o), delivered}
+}
+
+// messages are the seqs from..to of room that were messages.
+func (h *holes) messages(room string, from, to int64) []int64 {
+	seqs := h.named[room]
+	lo, _ := slices.BinarySearch(seqs, from)
+	hi, _ := slices.BinarySearch(seqs, to+1)
+	return seqs[lo:hi]
+}
+
+func (h *holes) silent(room string, from, to int64) bool {
+	for _, seq := range h.messages(room, from, to) {
+		if !h.lost[seqKey{room, seq}] {
+			return false
+		}
+	}
+	return true
+}
+
+// stranded tells whether delivery e may follow from..to unannounced as a
+// replaced primary's return, and the fault that stranded the messages:
+// each message there not lost is stranded (strandings), e comes after that
+// fault began and before the next that could bring the replaced node back,
+// and no one was delivered the message after the fault took effect (it was
+// readable then) up to e.
+func (h *holes) stranded(e Event, from, to int64) (fault string, ok bool) {
+	for _, seq := range h.messages(e.Room, from, to) {
+		k := seqKey{e.Room, seq}
+		if h.lost[k] {
+			continue
+		}
+		st, found := h.strands[k]
+		if !found || e.Time.Before(st.fault.start) || !e.Time.Before(st.backAt) {
+			return "", false
+		}
+		if slices.ContainsFunc(h.delivered[k], func(t time.Time) bool { return t.After(st.fault.end) && !t.After(e.Time) }) {
+			return "", false
+		}
+		fault = st.fault.kind
+	}
+	return fault, fault != ""
 }
 
 func who(e Event) string {

@@ -112,18 +112,7 @@ func Losses(events []Event, stored []Stored, o Options) []Loss {
 	for _, r := range stored {
 		rows[seqKey{r.Room, r.Seq}] = true
 	}
-	spans := faultSpans(events)
-	sentAt := map[msgKey]time.Time{} // a message's first send: Redis cannot have it before
-	var kills []time.Time
-	for _, e := range events {
-		k := msgKey{e.Room, e.User, e.ID}
-		switch {
-		case e.Kind == Sent && sentAt[k].IsZero():
-			sentAt[k] = e.Time
-		case e.Kind == Fault && e.Instance != "":
-			kills = append(kills, e.Time)
-		}
-	}
+	m := newLossModel(events, o)
 	var out []Loss
 	seen := map[seqKey]bool{}
 	for _, e := range events {
@@ -131,13 +120,49 @@ func Losses(events []Event, stored []Stored, o Options) []Loss {
 		if e.Kind != Acked || rows[k] || seen[k] {
 			continue
 		}
-		queued := queuedUntil(e.Time, sentAt[msgKey{e.Room, e.User, e.ID}], kills)
-		if f, claimed, ok := lostBy(e, queued, spans, slices.Contains(o.Unreplicated, e.Instance)); ok {
+		if i, claimed, ok := m.lostBy(e, m.unreplicated(e)); ok {
 			seen[k] = true
-			out = append(out, Loss{e.Room, e.Seq, e.Index, f, claimed})
+			out = append(out, Loss{e.Room, e.Seq, e.Index, m.spans[i].kind, claimed})
 		}
 	}
 	return out
+}
+
+// lossModel is what decides whether a fault could catch an acked message
+// still only in Redis: the faults, each message's first send, the kills.
+type lossModel struct {
+	spans  []faultSpan
+	sentAt map[msgKey]time.Time // a message's first send: Redis cannot have it before
+	kills  []time.Time
+	unrep  []string
+}
+
+func newLossModel(events []Event, o Options) *lossModel {
+	m := &lossModel{spans: faultSpans(events), sentAt: map[msgKey]time.Time{}, unrep: o.Unreplicated}
+	for _, e := range events {
+		k := msgKey{e.Room, e.User, e.ID}
+		switch {
+		case e.Kind == Sent && m.sentAt[k].IsZero():
+			m.sentAt[k] = e.Time
+		case e.Kind == Fault && e.Instance != "":
+			m.kills = append(m.kills, e.Time)
+		}
+	}
+	return m
+}
+
+// unreplicated tells whether ack a came from an instance that does not wait
+// for a replica. An ack of a history that does not name its instance (older
+// than the "on <instance>" suffix) is not: assuming it would excuse too much.
+func (m *lossModel) unreplicated(a Event) bool {
+	return slices.Contains(m.unrep, a.Instance)
+}
+
+// lostBy finds the data-loss fault (its index in spans) that explains ack
+// a's message missing, and whether only a kill's claim delay does.
+func (m *lossModel) lostBy(a Event, unreplicated bool) (fault int, claimed, ok bool) {
+	queued := queuedUntil(a.Time, m.sentAt[msgKey{a.Room, a.User, a.ID}], m.kills)
+	return lostBy(a, queued, m.spans, unreplicated)
 }
 
 // queuedUntil is how long a message acked at ack (first sent at sent) may be
@@ -161,21 +186,102 @@ func queuedUntil(ack, sent time.Time, kills []time.Time) time.Time {
 // lostBy finds the data-loss fault that explains ack a's message missing,
 // the message being only in Redis until queued unless Postgres went down,
 // and whether only a kill's claim delay (queued past LossWindow) does.
-func lostBy(a Event, queued time.Time, spans []faultSpan, unreplicated bool) (kind string, claimed, ok bool) {
+func lostBy(a Event, queued time.Time, spans []faultSpan, unreplicated bool) (fault int, claimed, ok bool) {
 	pgDown := false
-	for _, f := range spans {
+	for i, f := range spans {
 		if !f.end.After(a.Time) {
 			continue
 		}
 		if f.loses(unreplicated) && (!f.start.After(queued) || pgDown) {
-			return f.kind, !pgDown && f.start.Sub(a.Time) > LossWindow, true
+			return i, !pgDown && f.start.Sub(a.Time) > LossWindow, true
 		}
 		if f.postgresDown() {
 			pgDown = true
 		}
 		if f.start.After(queued) && !pgDown {
-			return "", false, false
+			return 0, false, false
 		}
 	}
-	return "", false, false
+	return 0, false, false
+}
+
+// The second stated exception, for a stream rather than for Postgres: a
+// replaced primary's return. What an unreplicated instance acked shortly
+// before a failover (or a restart of the primary, or a shard primary's
+// SIGKILL) may live on the replaced primary alone: no catch-up can read it,
+// so the room's new epoch passes over it in silence, as over a loss. Yet the
+// replaced node keeps it, and a later fault may make it primary again, so the
+// message is delivered and stored after all (docs/recovery.md). A stream's
+// silent pass over such a message is excused only between the fault that
+// stranded it and the next fault that could bring its node back, and only
+// if no one was delivered it in between (then it was readable); each excuse
+// is listed (StaleReturns), never silent.
+//
+// A wipe or a restart without data strands nothing: the node that held the
+// message comes back empty (Losses covers what they lose).
+
+// StaleReturn is a stream's silent pass over seqs From..To excused as a
+// replaced primary's return.
+type StaleReturn struct {
+	Room     string
+	From, To int64
+	Event    int    // the delivery after the pass
+	Fault    string // the fault that stranded the messages
+}
+
+// strands tells whether the fault can leave the old primary, data and all,
+// out of the rotation.
+func (f faultSpan) strands() bool {
+	switch strings.TrimSuffix(f.kind, WhilePostgresDown) {
+	case FaultFailover, FaultRestartRedis, FaultKillShardPrimary:
+		return true
+	}
+	return false
+}
+
+// changesPrimary tells whether the fault may promote another node, the
+// replaced primary among them.
+func (f faultSpan) changesPrimary() bool {
+	switch strings.TrimSuffix(f.kind, WhilePostgresDown) {
+	case FaultFailover, FaultRestartRedis, FaultRedisNoData, FaultKillShardPrimary, FaultClusterFailover:
+		return true
+	}
+	return false
+}
+
+// stranding is when a stream may pass over a stranded message: from the
+// start of the fault that stranded it (its first note, which for a fault
+// while Postgres is down is the Postgres stop: the history does not say
+// when within the span the primary changed) to the start of the next fault
+// that changes the primary. It keeps the fault's kind and end: a delivery
+// after the end shows the message readable.
+type stranding struct {
+	fault  faultSpan
+	backAt time.Time
+}
+
+// strandings finds, for each seq acked by an unreplicated instance, the
+// fault that stranded it on the replaced primary: the one that would have
+// lost it (Losses' model) if it strands, and a later fault could bring it
+// back.
+func strandings(events []Event, o Options) map[seqKey]stranding {
+	m := newLossModel(events, o)
+	out := map[seqKey]stranding{}
+	for _, e := range events {
+		k := seqKey{e.Room, e.Seq}
+		if _, done := out[k]; done || e.Kind != Acked || !m.unreplicated(e) {
+			continue
+		}
+		i, _, ok := m.lostBy(e, true)
+		if !ok || !m.spans[i].strands() {
+			continue
+		}
+		for _, g := range m.spans[i+1:] {
+			if g.changesPrimary() {
+				out[k] = stranding{m.spans[i], g.start}
+				break
+			}
+		}
+	}
+	return out
 }
