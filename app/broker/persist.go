@@ -20,9 +20,11 @@ import (
 const persistGroup = "store"
 
 // PersistEntry is one queued message frame and its stream id for the ack.
+// Frame is the string Redis's reply was read into: protocol.ParseMessage
+// takes its strings from it without a copy.
 type PersistEntry struct {
 	ID    string
-	Frame []byte
+	Frame string
 }
 
 // EnsureGroup creates the consumer group on every persist stream (from the
@@ -155,7 +157,7 @@ func (b *Broker) ClaimPersist(ctx context.Context, consumer string, minIdle time
 			for i := 0; i+1 < len(fields); i += 2 {
 				if k, _ := fields[i].(string); k == "f" {
 					f, _ := fields[i+1].(string)
-					claimed = append(claimed, PersistEntry{ID: b.keys.entryID(p, id), Frame: []byte(f)})
+					claimed = append(claimed, PersistEntry{ID: b.keys.entryID(p, id), Frame: f})
 				}
 			}
 		}
@@ -250,7 +252,7 @@ func (b *Broker) entries(p int, msgs []redis.XMessage) []PersistEntry {
 	out := make([]PersistEntry, 0, len(msgs))
 	for _, m := range msgs {
 		if f, ok := m.Values["f"].(string); ok {
-			out = append(out, PersistEntry{ID: b.keys.entryID(p, m.ID), Frame: []byte(f)})
+			out = append(out, PersistEntry{ID: b.keys.entryID(p, m.ID), Frame: f})
 		}
 	}
 	return out
@@ -295,7 +297,7 @@ const backlogPage = 1000
 // Postgres cannot answer yet (a resume over messages not stored yet, a
 // retry's id after a reseed), never for the hot path; it is bounded by
 // BacklogCap.
-func (b *Broker) scanBacklog(ctx context.Context, room string, fn func(protocol.Message, []byte) bool) error {
+func (b *Broker) scanBacklog(ctx context.Context, room string, fn func(protocol.Message, string) bool) error {
 	p := b.keys.part(room)
 	start := "-"
 	for {
@@ -320,9 +322,9 @@ func (b *Broker) scanBacklog(ctx context.Context, room string, fn func(protocol.
 // queued for Postgres and not stored yet, in seq order.
 func (b *Broker) Pending(ctx context.Context, room string, after, upto int64) ([]protocol.Delivery, error) {
 	var out []protocol.Delivery
-	err := b.scanBacklog(ctx, room, func(m protocol.Message, frame []byte) bool {
+	err := b.scanBacklog(ctx, room, func(m protocol.Message, frame string) bool {
 		if m.Room == room && m.Seq > after && m.Seq <= upto {
-			out = append(out, protocol.Delivery{Room: room, Seq: m.Seq, Frame: frame})
+			out = append(out, protocol.Delivery{Room: room, Seq: m.Seq, Frame: []byte(frame)})
 		}
 		return true
 	})
@@ -337,7 +339,7 @@ func (b *Broker) Pending(ctx context.Context, room string, after, upto int64) ([
 
 // pendingSend finds a sender's message by its id in the persist backlog.
 func (b *Broker) pendingSend(ctx context.Context, room, user, id string) (m protocol.Message, found bool, err error) {
-	err = b.scanBacklog(ctx, room, func(p protocol.Message, _ []byte) bool {
+	err = b.scanBacklog(ctx, room, func(p protocol.Message, _ string) bool {
 		if p.Room == room && p.User == user && p.ID == id {
 			m, found = p, true
 		}

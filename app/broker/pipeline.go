@@ -253,6 +253,7 @@ func (b *Broker) execNode(ctx context.Context, node *redis.Client, ps []int, byP
 				c.finish(replies[i], refused, wait, b)
 			}
 		}
+		releaseArgs(evals)
 		if len(unloaded) == 0 {
 			return retry, why
 		}
@@ -269,6 +270,21 @@ func (b *Broker) execNode(ctx context.Context, node *redis.Client, ps []int, byP
 	}
 }
 
+// argvs keeps the script runs' argument slices (some 300 bytes a send) for
+// the next runs: once a pipeline's replies are read, go-redis holds nothing
+// of its commands.
+var argvs = sync.Pool{New: func() any { return new([]any) }}
+
+// releaseArgs pools the arguments of runs whose replies are read.
+func releaseArgs(evals []*redis.Cmd) {
+	for _, e := range evals {
+		argv := e.Args()
+		clear(argv)
+		argv = argv[:0]
+		argvs.Put(&argv)
+	}
+}
+
 // script is one run of publish.lua for calls, all of partition p: EVALSHA
 // with the KEYS and ARGV every message of the run shares, each followed by
 // the messages' own, made in one slice (go-redis's EvalSha would copy keys
@@ -281,7 +297,7 @@ func (b *Broker) script(ctx context.Context, p int, calls []*call) *redis.Cmd {
 	for _, c := range calls {
 		keys, args = keys+len(c.keys), args+len(c.args)
 	}
-	argv := make([]any, 0, firstKey+keys+args)
+	argv := slices.Grow((*argvs.Get().(*[]any))[:0], firstKey+keys+args)
 	argv = append(argv, "evalsha", publishScript.Hash(), keys, b.keys.stream(p), b.keys.fence(p))
 	for _, c := range calls {
 		for _, k := range c.keys {

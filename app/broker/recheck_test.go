@@ -256,7 +256,7 @@ func TestAMessageTwiceInTheBacklogIsPendingOnce(t *testing.T) {
 	if err != nil || len(held) != 1 {
 		t.Fatalf("read %v, %v", held, err)
 	}
-	if err := r.client().XAdd(ctx, &redis.XAddArgs{Stream: broker.PersistStream, Values: []string{"f", string(held[0].Frame)}}).Err(); err != nil {
+	if err := r.client().XAdd(ctx, &redis.XAddArgs{Stream: broker.PersistStream, Values: []string{"f", held[0].Frame}}).Err(); err != nil {
 		t.Fatal(err)
 	}
 	pending, err := b.Pending(ctx, "twice", 0, 10)

@@ -165,3 +165,18 @@ func TestNoReportAfterClose(t *testing.T) {
 		t.Fatalf("Watch after Close: %v, want ErrStopped", err)
 	}
 }
+
+// Each frame a client sends re-arms its watch: that costs no allocation,
+// which the collector would pay for at every message.
+func TestArmAllocatesNothing(t *testing.T) {
+	p := newPoller(t)
+	fd, _ := pair(t)
+	w, _ := watch(t, p, fd)
+	if n := testing.AllocsPerRun(100, func() {
+		if err := w.Arm(); err != nil {
+			t.Fatal(err)
+		}
+	}); n > 0 {
+		t.Errorf("Arm made %.0f allocations, want none", n)
+	}
+}

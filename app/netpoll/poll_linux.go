@@ -104,19 +104,39 @@ func (w *Watch) forget() {
 }
 
 func (p *Poller) ctl(op int, w *Watch) error {
-	ev := unix.EpollEvent{Events: armed}
-	ev.Fd, ev.Pad = int32(uint32(w.id)), int32(uint32(w.id>>32))
-	var err error
+	c := ctlCalls.Get().(*ctlCall)
+	defer ctlCalls.Put(c)
+	c.op, c.fd, c.err = op, w.fd, nil
+	c.ev = unix.EpollEvent{Events: armed}
+	c.ev.Fd, c.ev.Pad = int32(uint32(w.id)), int32(uint32(w.id>>32))
 	// Control keeps the epoll descriptor open meanwhile, and fails once the
 	// poller is closed.
-	if cerr := p.raw.Control(func(epfd uintptr) { err = unix.EpollCtl(int(epfd), op, w.fd, &ev) }); cerr != nil {
+	if cerr := p.raw.Control(c.call); cerr != nil {
 		return ErrStopped
 	}
-	if err != nil {
-		return fmt.Errorf("netpoll: epoll_ctl fd %d: %w", w.fd, err)
+	if c.err != nil {
+		return fmt.Errorf("netpoll: epoll_ctl fd %d: %w", w.fd, c.err)
 	}
 	return nil
 }
+
+// ctlCall is one epoll_ctl through RawConn.Control, pooled: a closure over
+// the event and the error escaped to the heap at every re-arm, three
+// allocations for each frame a client sends.
+type ctlCall struct {
+	op, fd int
+	ev     unix.EpollEvent
+	err    error
+	call   func(epfd uintptr) // c.run, made once
+}
+
+var ctlCalls = sync.Pool{New: func() any {
+	c := new(ctlCall)
+	c.call = c.run
+	return c
+}}
+
+func (c *ctlCall) run(epfd uintptr) { c.err = unix.EpollCtl(int(epfd), c.op, c.fd, &c.ev) }
 
 // Err is why the poller stopped reporting before Close: a live epoll
 // descriptor does not fail, so this is for a readiness check.

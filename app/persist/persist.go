@@ -68,6 +68,9 @@ type Writer struct {
 	// that is 20 commits a second instead of hundreds. Nothing waits on it
 	// but history reads from Postgres, which Redis's log covers meanwhile.
 	Linger time.Duration
+
+	msgs []protocol.Message // reused by write
+	ids  []string
 }
 
 // Run writes until ctx ends, then returns once the batch in hand is written
@@ -134,8 +137,14 @@ func (w *Writer) Run(ctx context.Context) {
 // write inserts the entries and acks them, retrying while Postgres is down.
 // Shutdown does not cut a write short: it gets a few seconds to finish.
 func (w *Writer) write(ctx context.Context, entries []broker.PersistEntry) {
-	msgs := make([]protocol.Message, 0, len(entries))
-	ids := make([]string, 0, len(entries))
+	// The batch's messages and ids, in slices kept for the next batch:
+	// nothing holds them once write returns (the rejections are copies).
+	msgs, ids := w.msgs[:0], w.ids[:0]
+	defer func() {
+		clear(msgs)
+		clear(ids)
+		w.msgs, w.ids = msgs[:0], ids[:0]
+	}()
 	oldest := time.Now()
 	for _, e := range entries {
 		ids = append(ids, e.ID)

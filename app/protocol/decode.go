@@ -44,8 +44,9 @@ func decodeJSON(data []byte) (ClientFrame, *Error) {
 	return f, nil
 }
 
-// ParseMessage decodes a message frame back into a Message.
-func ParseMessage(frame []byte) (Message, error) {
+// ParseMessage decodes a message frame back into a Message, whose strings
+// share frame's.
+func ParseMessage(frame string) (Message, error) {
 	if m, ok := parsePlainMessage(frame); ok {
 		return m, nil
 	}
@@ -53,9 +54,9 @@ func ParseMessage(frame []byte) (Message, error) {
 }
 
 // parseMessageJSON is the reference parser.
-func parseMessageJSON(frame []byte) (Message, error) {
+func parseMessageJSON(frame string) (Message, error) {
 	var f ServerFrame
-	if err := json.Unmarshal(frame, &f); err != nil {
+	if err := json.Unmarshal([]byte(frame), &f); err != nil {
 		return Message{}, fmt.Errorf("decode message frame: %w", err)
 	}
 	if f.Op != OpMessage {

@@ -12,7 +12,8 @@ import (
 // need no unescaping and numbers of plain digits. Anything else (escapes,
 // other spellings, null, a syntax error) goes to the JSON decoder, so the two
 // never disagree on a frame taken here (FuzzPlainAgreesWithTheDecoder). All
-// the strings of a frame share one allocation.
+// the strings of a frame share one allocation, or none when the frame is a
+// string already (a message frame read back from Redis).
 
 // The keys of a client frame.
 const (
@@ -29,15 +30,15 @@ var clientKeys = []string{keyOp: "op", keyRoom: "room", keyEpoch: "epoch", keyTe
 // decodePlain reads a client frame; false leaves it to decodeJSON.
 func decodePlain(data []byte) (ClientFrame, bool) {
 	var at [keySince + 1][2]int
-	found, num, ok := plainFields(data, clientKeys, at[:])
+	s := string(data)
+	found, num, ok := plainFields(s, clientKeys, at[:])
 	if !ok || num != found&(1<<keySince) {
 		return ClientFrame{}, false
 	}
-	s := string(data)
 	str := func(k int) string { return s[at[k][0]:at[k][1]] }
 	f := ClientFrame{Op: str(keyOp), Room: str(keyRoom), Epoch: str(keyEpoch), Text: str(keyText), ID: str(keyID)}
 	if found&(1<<keySince) != 0 {
-		n := natural(data[at[keySince][0]:at[keySince][1]]) // allocated only here
+		n := natural(s[at[keySince][0]:at[keySince][1]]) // allocated only here
 		f.Since = &n
 	}
 	return f, true
@@ -58,18 +59,17 @@ var messageKeys = []string{msgOp: "op", msgRoom: "room", msgSeq: "seq", msgUser:
 
 // parsePlainMessage reads a message frame; false leaves it to
 // parseMessageJSON.
-func parsePlainMessage(frame []byte) (Message, bool) {
+func parsePlainMessage(frame string) (Message, bool) {
 	var at [msgTS + 1][2]int
 	found, num, ok := plainFields(frame, messageKeys, at[:])
-	if !ok || num != found&(1<<msgSeq) || string(frame[at[msgOp][0]:at[msgOp][1]]) != OpMessage || found&(1<<msgTS) == 0 {
+	if !ok || num != found&(1<<msgSeq) || frame[at[msgOp][0]:at[msgOp][1]] != OpMessage || found&(1<<msgTS) == 0 {
 		return Message{}, false
 	}
-	ts, err := time.Parse(time.RFC3339Nano, string(frame[at[msgTS][0]:at[msgTS][1]]))
+	ts, err := time.Parse(time.RFC3339Nano, frame[at[msgTS][0]:at[msgTS][1]])
 	if err != nil {
 		return Message{}, false
 	}
-	s := string(frame)
-	str := func(k int) string { return s[at[k][0]:at[k][1]] }
+	str := func(k int) string { return frame[at[k][0]:at[k][1]] }
 	return Message{Room: str(msgRoom), Seq: natural(frame[at[msgSeq][0]:at[msgSeq][1]]), User: str(msgUser), Text: str(msgText), ID: str(msgID), TS: ts}, true
 }
 
@@ -79,7 +79,7 @@ func parsePlainMessage(frame []byte) (Message, bool) {
 // key found, at[k] is where its value lies in data: a string's contents or a
 // number's digits. found and num have bit k set for the keys found and for
 // those whose value was a number. ok is false for anything else.
-func plainFields(data []byte, keys []string, at [][2]int) (found, num uint16, ok bool) {
+func plainFields(data string, keys []string, at [][2]int) (found, num uint16, ok bool) {
 	i := skipSpace(data, 0)
 	if i == len(data) || data[i] != '{' {
 		return 0, 0, false
@@ -90,7 +90,7 @@ func plainFields(data []byte, keys []string, at [][2]int) (found, num uint16, ok
 			return 0, 0, false
 		}
 		k := 0
-		for k < len(keys) && keys[k] != string(data[lo:hi]) {
+		for k < len(keys) && keys[k] != data[lo:hi] {
 			k++
 		}
 		if k == len(keys) || found&(1<<k) != 0 {
@@ -124,7 +124,7 @@ func plainFields(data []byte, keys []string, at [][2]int) (found, num uint16, ok
 
 // skipSpace returns the index of the first byte from i on that is not JSON
 // whitespace.
-func skipSpace(data []byte, i int) int {
+func skipSpace(data string, i int) int {
 	for i < len(data) && (data[i] == ' ' || data[i] == '\t' || data[i] == '\n' || data[i] == '\r') {
 		i++
 	}
@@ -134,7 +134,7 @@ func skipSpace(data []byte, i int) int {
 // plainString finds the string that starts at data[i]: its contents are
 // data[lo:hi], and data[hi] is the closing quote. It refuses escapes,
 // control characters and invalid UTF-8, which the decoder would rewrite.
-func plainString(data []byte, i int) (lo, hi int, ok bool) {
+func plainString(data string, i int) (lo, hi int, ok bool) {
 	if i == len(data) || data[i] != '"' {
 		return 0, 0, false
 	}
@@ -142,7 +142,7 @@ func plainString(data []byte, i int) (lo, hi int, ok bool) {
 	for hi = lo; hi < len(data); hi++ {
 		switch c := data[hi]; {
 		case c == '"':
-			return lo, hi, utf8.Valid(data[lo:hi])
+			return lo, hi, utf8.ValidString(data[lo:hi])
 		case c == '\\' || c < 0x20:
 			return 0, 0, false
 		}
@@ -152,7 +152,7 @@ func plainString(data []byte, i int) (lo, hi int, ok bool) {
 
 // plainNatural finds the number that starts at data[i] when it is 0 or at
 // most 18 digits without a leading zero: its digits are data[i:end].
-func plainNatural(data []byte, i int) (lo, end int, ok bool) {
+func plainNatural(data string, i int) (lo, end int, ok bool) {
 	for end = i; end < len(data) && '0' <= data[end] && data[end] <= '9'; end++ {
 	}
 	digits := end - i
@@ -166,7 +166,7 @@ func plainNatural(data []byte, i int) (lo, end int, ok bool) {
 }
 
 // natural is the value of digits that plainNatural found.
-func natural(digits []byte) int64 {
+func natural(digits string) int64 {
 	var n int64
 	for _, d := range digits {
 		n = n*10 + int64(d-'0')

@@ -97,8 +97,9 @@ type Limiter struct {
 	gen         atomic.Uint64 // syncs begun: when an entry was last used
 	shards      [shards]shard
 
-	syncMu sync.Mutex // one sync at a time
-	ops    []syncOp   // reused by sync
+	syncMu sync.Mutex    // one sync at a time
+	ops    []syncOp      // reused by sync
+	cmds   []redis.Cmder // reused by sync
 }
 
 // shard is padded to a cache line so shards' locks do not share one.
@@ -314,21 +315,29 @@ func (l *Limiter) sync(run context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(run, redisTimeout)
 	defer cancel()
-	pipe := l.rdb.Pipeline()
+	cmds := l.cmds[:0]
 	for i := range ops {
 		op := &ops[i]
 		if op.push > 0 {
-			op.set = pipe.HSet(ctx, op.e.rkey, l.incarnation, int64(op.e.pushed)+op.push)
+			op.set = redis.NewIntCmd(ctx, "hset", op.e.rkey, l.incarnation, int64(op.e.pushed)+op.push)
+			cmds = append(cmds, op.set)
 		}
 		// Two windows from this incarnation's first push, which comes
 		// inside the window: the key outlives its window. Later pushes
 		// leave the expiry be, a command less per push, unless the key may
 		// have been made again without one (see below).
 		if op.expires = op.push > 0 && op.e.pushed == 0 || op.e.expire; op.expires {
-			pipe.PExpire(ctx, op.e.rkey, 2*op.per)
+			cmds = append(cmds, redis.NewBoolCmd(ctx, "pexpire", op.e.rkey, (2*op.per).Milliseconds()))
 		}
-		op.counts = pipe.HVals(ctx, op.e.rkey)
+		op.counts = redis.NewStringSliceCmd(ctx, "hvals", op.e.rkey)
+		cmds = append(cmds, op.counts)
 	}
+	defer func() { clear(cmds); l.cmds = cmds[:0] }()
+	// Queued at once, the pipeline makes its list of commands once, not
+	// grown command by command from empty at every sync (a kilobyte and
+	// more for each hundred commands).
+	pipe := l.rdb.Pipeline()
+	_ = pipe.BatchProcess(ctx, cmds...) // only queues: never fails
 	// A failure of the connection may leave commands without an error of
 	// their own (go-redis v9.14 does not mark them once its retries run
 	// out): then no reply is trusted, and the next sync writes the same

@@ -57,6 +57,9 @@ type Server struct {
 	trim     *trimmer        // returns a burst of handshakes' garbage to the OS
 	stop     chan struct{}   // ends the sessions' ticker (ticks.go)
 	stopOnce sync.Once
+	// sendDeadline bounds a send's wait for the broker: 3 s, up to a
+	// tenth of a second more.
+	sendDeadline sharedDeadline
 
 	draining atomic.Bool // unready: the load balancer should stop sending new clients
 	refusing atomic.Bool // closing connections: /ws answers 503
@@ -82,13 +85,14 @@ func New(cfg config.Config, h *hub.Hub, b Broker, a Archive, m *metrics.Metrics,
 	}
 	s := &Server{
 		cfg: cfg, hub: h, broker: b, archive: a, m: m, log: log,
-		verifier: auth.NewVerifier(cfg.JWTSecret, auth.RequireIssuer(cfg.JWTIssuer), auth.RequireAudience(cfg.JWTAudience), auth.MaxTTL(cfg.JWTMaxTTL)),
-		origins:  auth.NewOrigins(cfg.AllowedOrigins),
-		sessions: map[*session]struct{}{},
-		workers:  newWorkers(),
-		poller:   poller,
-		trim:     newTrimmer(),
-		stop:     make(chan struct{}),
+		verifier:     auth.NewVerifier(cfg.JWTSecret, auth.RequireIssuer(cfg.JWTIssuer), auth.RequireAudience(cfg.JWTAudience), auth.MaxTTL(cfg.JWTMaxTTL)),
+		origins:      auth.NewOrigins(cfg.AllowedOrigins),
+		sessions:     map[*session]struct{}{},
+		sendDeadline: sharedDeadline{d: 3 * time.Second, step: 100 * time.Millisecond},
+		workers:      newWorkers(),
+		poller:       poller,
+		trim:         newTrimmer(),
+		stop:         make(chan struct{}),
 	}
 	if s.flushers, err = newFlushers(s.workers, cfg.WriteCoalesce); err != nil {
 		poller.Close()

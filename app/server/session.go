@@ -582,9 +582,8 @@ func (s *session) publish(f protocol.ClientFrame) {
 		s.refuse(e)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	acc, err := s.srv.broker.Publish(ctx, f.Room, s.claims.User, f.Text, f.ID, time.Now())
+	now := time.Now()
+	acc, err := s.srv.broker.Publish(s.srv.sendDeadline.at(now), f.Room, s.claims.User, f.Text, f.ID, now)
 	if errors.Is(err, broker.ErrOverloaded) {
 		received.WithLabelValues(metrics.ResultOverloaded).Inc()
 		s.refuse(&protocol.Error{Code: protocol.CodeOverloaded, Message: "message not accepted: the queue to the history database is full; retry later with the same id", Ref: f.ID})

@@ -5,16 +5,19 @@ package store
 import (
 	"context"
 	"embed"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/switchboard-dev/switchboard/app/protocol"
@@ -159,34 +162,15 @@ func (s *Store) Refuse(ctx context.Context, m protocol.Message) error {
 // instead of dropped.
 func (s *Store) Insert(ctx context.Context, msgs []protocol.Message) (rejected []Rejection, err error) {
 	n := len(msgs)
-	rooms, users, bodies, ids := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	seqs, tss := make([]int64, n), make([]time.Time, n)
-	for i, m := range msgs {
-		rooms[i], seqs[i], users[i], bodies[i], ids[i], tss[i] = m.Room, m.Seq, m.User, m.Text, m.ID, m.TS
-	}
+	b := insertBuffers.Get().(*insertBuffer)
+	defer b.put()
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `
-			INSERT INTO messages (room, seq, user_id, body, client_id, ts)
-			SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
-			ON CONFLICT DO NOTHING
-			RETURNING room, seq`, rooms, seqs, users, bodies, ids, tss)
+		inserted, err := b.insert(ctx, tx.Conn(), msgs)
 		if err != nil {
 			return err
 		}
-		type key struct {
-			room string
-			seq  int64
-		}
-		inserted := map[key]bool{}
-		var k key
-		if _, err := pgx.ForEachRow(rows, []any{&k.room, &k.seq}, func() error { inserted[k] = true; return nil }); err != nil {
-			return err
-		}
-		if len(inserted) == n {
-			return nil
-		}
-		for _, m := range msgs {
-			if inserted[key{m.Room, m.Seq}] {
+		for i, m := range msgs {
+			if inserted[i] || b.copyOfInserted(msgs, i) {
 				continue
 			}
 			reason, err := conflict(ctx, tx, m)
@@ -210,6 +194,123 @@ func (s *Store) Insert(ctx context.Context, msgs []protocol.Message) (rejected [
 		return nil, fmt.Errorf("insert %d messages: %w", n, err)
 	}
 	return rejected, nil
+}
+
+// insertSQL stores a batch as six arrays, one a column, and names the rows
+// it stored.
+const insertSQL = `
+	INSERT INTO messages (room, seq, user_id, body, client_id, ts)
+	SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
+	ON CONFLICT DO NOTHING
+	RETURNING room, seq`
+
+// insertStatement is insertSQL's name on each connection (pgx.Conn.Prepare
+// keeps it per connection).
+const insertStatement = "switchboard_insert_messages"
+
+// insertBuffer holds what one batch insert encodes and reads back, kept for
+// the next batch: pgx's query builder drops its parameter buffer once it
+// grew past 256 bytes (pgx v5.9), so a batch of 500 messages, ~60 KB of
+// parameters, regrew it on every insert, the persist writer's largest share
+// of the bytes allocated a message (docs/log.md, 2026-12-06). A buffer is
+// pooled again only after the statement's result is read, when pgconn holds
+// nothing of it.
+type insertBuffer struct {
+	params   []byte
+	values   [][]byte
+	columns  [4][]string // room, user, body, client id
+	seqs     []int64
+	tss      []time.Time
+	inserted []bool
+}
+
+var insertBuffers = sync.Pool{New: func() any { return new(insertBuffer) }}
+
+// maxKeptParams bounds what a pooled buffer keeps between batches: a
+// batch of unusually long messages leaves its buffer to the collector.
+const maxKeptParams = 1 << 20
+
+func (b *insertBuffer) put() {
+	if cap(b.params) > maxKeptParams {
+		return
+	}
+	for i := range b.columns {
+		clear(b.columns[i])
+	}
+	clear(b.values)
+	insertBuffers.Put(b)
+}
+
+var (
+	insertOIDs    = []uint32{pgtype.TextArrayOID, pgtype.Int8ArrayOID, pgtype.TextArrayOID, pgtype.TextArrayOID, pgtype.TextArrayOID, pgtype.TimestamptzArrayOID}
+	insertFormats = []int16{pgx.BinaryFormatCode, pgx.BinaryFormatCode, pgx.BinaryFormatCode, pgx.BinaryFormatCode, pgx.BinaryFormatCode, pgx.BinaryFormatCode}
+	// The returned room and seq, in binary: seq as 8 bytes, big-endian.
+	returnedFormats = []int16{pgx.BinaryFormatCode, pgx.BinaryFormatCode}
+)
+
+// insert runs insertSQL for msgs on conn and tells which of them it stored:
+// inserted[i] for msgs[i] (for the first of copies in the batch).
+func (b *insertBuffer) insert(ctx context.Context, conn *pgx.Conn, msgs []protocol.Message) ([]bool, error) {
+	n := len(msgs)
+	rooms, users, bodies, ids := b.columns[0][:0], b.columns[1][:0], b.columns[2][:0], b.columns[3][:0]
+	seqs, tss := b.seqs[:0], b.tss[:0]
+	for _, m := range msgs {
+		rooms, seqs, users, bodies, ids, tss = append(rooms, m.Room), append(seqs, m.Seq), append(users, m.User), append(bodies, m.Text), append(ids, m.ID), append(tss, m.TS)
+	}
+	b.columns[0], b.columns[1], b.columns[2], b.columns[3], b.seqs, b.tss = rooms, users, bodies, ids, seqs, tss
+	sd, err := conn.Prepare(ctx, insertStatement, insertSQL)
+	if err != nil {
+		return nil, err
+	}
+	types := conn.TypeMap()
+	var ends [6]int
+	b.params = b.params[:0]
+	for i, v := range []any{rooms, seqs, users, bodies, ids, tss} {
+		if b.params, err = types.Encode(insertOIDs[i], pgx.BinaryFormatCode, v, b.params); err != nil {
+			return nil, fmt.Errorf("encode parameter $%d: %w", i+1, err)
+		}
+		ends[i] = len(b.params)
+	}
+	b.values = b.values[:0]
+	for i, end := range ends {
+		start := 0
+		if i > 0 {
+			start = ends[i-1]
+		}
+		b.values = append(b.values, b.params[start:end])
+	}
+	b.inserted = append(b.inserted[:0], make([]bool, n)...)
+	rr := conn.PgConn().ExecPrepared(ctx, sd.Name, b.values, insertFormats, returnedFormats)
+	next := 0 // rows come back in the batch's order as a rule: look there first
+	for rr.NextRow() {
+		row := rr.Values()
+		if len(row) != 2 || len(row[1]) != 8 {
+			continue // not the shape asked for: Close reports why
+		}
+		room, seq := row[0], int64(binary.BigEndian.Uint64(row[1]))
+		for j := range n {
+			if i := (next + j) % n; !b.inserted[i] && msgs[i].Seq == seq && msgs[i].Room == string(room) {
+				b.inserted[i], next = true, i+1
+				break
+			}
+		}
+	}
+	if _, err := rr.Close(); err != nil {
+		return nil, err
+	}
+	return b.inserted, nil
+}
+
+// copyOfInserted tells whether msgs[i] has the room and seq of a message
+// before it that was stored: the insert stored the first of them only, and
+// the others count as stored with it.
+func (b *insertBuffer) copyOfInserted(msgs []protocol.Message, i int) bool {
+	for j := range i {
+		if b.inserted[j] && msgs[j].Room == msgs[i].Room && msgs[j].Seq == msgs[i].Seq {
+			return true
+		}
+	}
+	return false
 }
 
 // conflict says why m was not inserted: "" when the row under its room and
