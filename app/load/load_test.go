@@ -162,3 +162,35 @@ func TestSourcesSpreadOverDistinctSlash24s(t *testing.T) {
 		t.Errorf("45,000 connections from %d /24s, want one each", len(seen))
 	}
 }
+
+// Whole passes only a run that did everything asked, each shortfall named.
+func TestWholeNamesWhatARunFellShortOf(t *testing.T) {
+	whole := func() *Report {
+		r := newReport()
+		r.Connect.Open, r.Sent, r.Acked, r.Deliveries = 2, 1, 1, 2
+		r.Rooms["a"] = roomState{Members: 2, SumLast: 2, Max: 1}
+		r.Latency.Total = 2
+		return r
+	}
+	for _, tc := range []struct {
+		name  string
+		spoil func(r *Report)
+		want  string
+	}{
+		{"whole", func(*Report) {}, ""},
+		{"a connection not open", func(r *Report) { r.Connect.Open = 1 }, "open 1"},
+		{"a send not acked", func(r *Report) { r.Acked = 0 }, "acked 0"},
+		{"a member stopped short", func(r *Report) { r.Rooms["a"] = roomState{Members: 2, SumLast: 1, Max: 1} }, "1 lost"},
+		{"a delivery twice", func(r *Report) { r.Duplicated = 1 }, "1 duplicated"},
+		{"a delivery not timed", func(r *Report) { r.Latency.Total = 1 }, "(1 with a latency)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := whole()
+			tc.spoil(r)
+			err := r.Whole(2, 1, 2)
+			if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+				t.Fatalf("Whole: %v, want %q", err, tc.want)
+			}
+		})
+	}
+}

@@ -108,6 +108,21 @@ func (r *Report) Lost() int64 {
 	return lost
 }
 
+// Whole is nil when the run opened conns connections, had sends sends
+// acked and made deliveries deliveries, each timed, none lost or
+// duplicated; otherwise it says what fell short.
+func (r *Report) Whole(conns int, sends, deliveries int64) error {
+	if r.Connect.Open != conns || r.Sent != sends || r.Acked != sends {
+		return fmt.Errorf("open %d, sent %d, acked %d; want %d, %d, %d (errors %v, refusals %v)",
+			r.Connect.Open, r.Sent, r.Acked, conns, sends, sends, r.Connect.Errors, r.SendErrors)
+	}
+	if r.Deliveries != deliveries || r.Lost() != 0 || r.Duplicated != 0 || r.Latency.Total != uint64(deliveries) {
+		return fmt.Errorf("%d deliveries (%d with a latency), %d lost, %d duplicated; want %d, %d, 0, 0",
+			r.Deliveries, r.Latency.Total, r.Lost(), r.Duplicated, deliveries, deliveries)
+	}
+	return nil
+}
+
 // Summary is the report in one line.
 func (r *Report) Summary() string {
 	ms := func(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d)/float64(time.Millisecond)) }
