@@ -37,7 +37,7 @@ func withFloor() Run {
 
 func TestTableHasEachShapesFiguresAndRatios(t *testing.T) {
 	got := Table(run())
-	for _, want := range []string{
+	hasLines(t, got,
 		"| | Switchboard | Centrifugo v5.4.9 | ratio |",
 		"| 1000 rooms × 10 at 1,500 msg/s: server CPU per delivery | 29.3 µs | 37.0 µs | 1.26× |",
 		"| the same, with the datastores' CPU | 40.7 µs (Postgres 4.4 + Redis 7.0) | 44.0 µs (Redis 7.0) | 1.08× |",
@@ -45,11 +45,7 @@ func TestTableHasEachShapesFiguresAndRatios(t *testing.T) {
 		"| 1 room × 1,000 at 100 msg/s: server CPU per delivery | 7.6 µs | 9.4 µs | 1.24× |",
 		"| p50 / p99 | 4.6 / 13.1 ms | 8.8 / 72.1 ms | tail 5.5× better |",
 		"| deliveries, lost | 300,000 in 20 s, 0 lost | 300,000 in 20 s, 0 lost | |",
-	} {
-		if !strings.Contains(got, want+"\n") {
-			t.Errorf("the table has no line\n%s\nin\n%s", want, got)
-		}
-	}
+	)
 	if strings.Contains(got, "3,000") {
 		t.Errorf("the table shows a sweep point:\n%s", got)
 	}
@@ -61,17 +57,13 @@ func TestTableShowsTheFloorAfterTheRatio(t *testing.T) {
 	r := withFloor()
 	r.Points = append(r.Points[6:], r.Points[:6]...) // the floor's points first
 	got := Table(r)
-	for _, want := range []string{
+	hasLines(t, got,
 		"| | Switchboard | Centrifugo v5.4.9 | ratio | Floor (in memory) |\n|---|---|---|---|---|",
 		"| 1000 rooms × 10 at 1,500 msg/s: server CPU per delivery | 29.3 µs | 37.0 µs | 1.26× | 12.0 µs |",
 		"| the same, with the datastores' CPU | 40.7 µs (Postgres 4.4 + Redis 7.0) | 44.0 µs (Redis 7.0) | 1.08× | 12.0 µs (no datastores) |",
 		"| p50 / p99 | 0.5 / 12.6 ms | 0.5 / 7.1 ms | tail 1.8× worse | 1.0 / 5.0 ms |",
 		"| 1 room × 1,000 at 100 msg/s: server CPU per delivery | 7.6 µs | 9.4 µs | 1.24× | 8.0 µs |",
-	} {
-		if !strings.Contains(got, want+"\n") {
-			t.Errorf("the table has no line\n%s\nin\n%s", want, got)
-		}
-	}
+	)
 }
 
 // The floor's arithmetic: its CPU plus the second server's datastores',
@@ -202,6 +194,16 @@ func TestPlotDrawsEveryPoint(t *testing.T) {
 			if _, err := strconv.ParseFloat(y, 64); err != nil {
 				t.Errorf("point %q: %v", xy, err)
 			}
+		}
+	}
+}
+
+// hasLines fails t for each of want that is not a whole line of got.
+func hasLines(t *testing.T, got string, want ...string) {
+	t.Helper()
+	for _, w := range want {
+		if !strings.Contains(got, w+"\n") {
+			t.Errorf("the table has no line\n%s\nin\n%s", w, got)
 		}
 	}
 }
