@@ -127,8 +127,11 @@ func (b *Broker) saw(p int, marker string) {
 	if marker == "" {
 		return
 	}
-	replid, fence, _ := strings.Cut(marker, "|")
-	n, _ := strconv.ParseInt(fence, 10, 64)
+	replid, fence, fenced := strings.Cut(marker, "|")
+	var n int64
+	if fenced { // parsing "" would allocate its error at every script run
+		n, _ = strconv.ParseInt(fence, 10, 64)
+	}
 	b.mu.Lock()
 	b.marks[p] = mark{replid: replid, fence: max(b.marks[p].fence, n)}
 	b.mu.Unlock()
