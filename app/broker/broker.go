@@ -112,6 +112,10 @@ type Broker struct {
 
 	mu    sync.Mutex
 	marks []mark // per partition: one on one Redis
+	// blocked is one with the read timeout of a read blocking blockFor
+	// (see blocking).
+	blocked  *redis.Client
+	blockFor time.Duration
 }
 
 // mark is where the instance last wrote a partition: the primary that held
