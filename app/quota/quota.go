@@ -345,7 +345,10 @@ func (l *Limiter) sync(run context.Context) {
 		reads++
 		cmds = append(cmds, op.counts)
 	}
-	defer func() { clear(cmds); l.cmds = cmds[:0] }()
+	defer func() {
+		clear(cmds)
+		l.cmds, l.sets, l.reads = cmds[:0], keep(l.sets), keep(l.reads)
+	}()
 	// Queued at once, the pipeline makes its list of commands once, not
 	// grown command by command from empty at every sync (a kilobyte and
 	// more for each hundred commands).
@@ -416,6 +419,19 @@ func reuse[C redis.Cmder](pool *[]C, i int, mk func(context.Context, ...any) C, 
 	copy(c.Args(), args)
 	c.SetErr(nil)
 	return c
+}
+
+// keptCmds bounds the commands of each kind a sync keeps for the next,
+// above the reads a steady sync makes (MaxRefresh's 1,000 and the pushes):
+// the thousands of pushes after a burst of connects leave theirs to the
+// collector rather than to every later mark phase.
+const keptCmds = 2048
+
+func keep[C any](pool []C) []C {
+	if len(pool) <= keptCmds {
+		return pool
+	}
+	return slices.Clone(pool[:keptCmds])
 }
 
 // sum is the window's total: every incarnation's count (none when nobody

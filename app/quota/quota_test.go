@@ -478,6 +478,28 @@ func TestEachSyncReadsEachCounterItsOwnTotal(t *testing.T) {
 	}
 }
 
+// A sync after a burst of new counters keeps at most keptCmds commands of
+// each kind for the next sync.
+func TestASyncAfterABurstKeepsBoundedCommands(t *testing.T) {
+	r := startRedis(t)
+	l := New(r.client(), Options{OnError: func(err error) { t.Error(err) }})
+	minute := Rate{Count: 10, Per: time.Minute}
+	now := freshWindow(minute.Per, 20*time.Second)
+	const burst = 3 * keptCmds
+	for i := range burst {
+		l.Allow("address_connects", "10.1."+strconv.Itoa(i), minute, now)
+	}
+	l.sync(t.Context())
+	if len(l.sets) > keptCmds || len(l.reads) > keptCmds {
+		t.Fatalf("after a sync of %d pushes: %d HSETs and %d HVALS kept, want at most %d each", burst, len(l.sets), len(l.reads), keptCmds)
+	}
+	l.Allow("address_connects", "10.1.7", minute, now)
+	l.sync(t.Context())
+	if got := l.shards[maphash.String(l.seed, "10.1.7")&(shards-1)].m[entryKey{name: "address_connects", key: "10.1.7", win: now.UnixNano() / int64(minute.Per)}].synced; got != 2 {
+		t.Fatalf("10.1.7's total after its second use: %d, want 2", got)
+	}
+}
+
 // BenchmarkSync is one sync while 30,000 counters of the last minute's
 // connects sit idle and users send: "pushes", the same 150 users at every
 // sync; "read-backs", 1,000 users 150 at a time in turn, as the pinned run
