@@ -112,6 +112,10 @@ type Broker struct {
 
 	mu    sync.Mutex
 	marks []mark // per partition: one on one Redis
+	// blocked is one with the read timeout of a read blocking blockFor
+	// (see blocking).
+	blocked  *redis.Client
+	blockFor time.Duration
 }
 
 // mark is where the instance last wrote a partition: the primary that held
@@ -127,8 +131,11 @@ func (b *Broker) saw(p int, marker string) {
 	if marker == "" {
 		return
 	}
-	replid, fence, _ := strings.Cut(marker, "|")
-	n, _ := strconv.ParseInt(fence, 10, 64)
+	replid, fence, fenced := strings.Cut(marker, "|")
+	var n int64
+	if fenced { // parsing "" would allocate its error at every script run
+		n, _ = strconv.ParseInt(fence, 10, 64)
+	}
 	b.mu.Lock()
 	b.marks[p] = mark{replid: replid, fence: max(b.marks[p].fence, n)}
 	b.mu.Unlock()

@@ -495,3 +495,41 @@ func TestPersistWriterBatchesASteadyStream(t *testing.T) {
 		t.Logf("%d messages in %d inserts", sends, n)
 	}
 }
+
+// The persist read, sent raw, finds the entries in either protocol's reply,
+// and one that finds none waits its whole block, longer than the client's
+// read timeout (Connect's 2 s), and answers nothing, not an error.
+func TestAPersistReadWaitsItsBlockAndReadsEitherProtocol(t *testing.T) {
+	r := startRedis(t)
+	for _, resp := range []string{"2", "3"} {
+		t.Run("RESP"+resp, func(t *testing.T) {
+			b := connect(t, r.URL()+"?protocol="+resp, broker.Options{})
+			ctx := t.Context()
+			if err := b.EnsureGroup(ctx); err != nil {
+				t.Fatal(err)
+			}
+			room := "resp" + resp
+			for i := range 3 {
+				if _, err := b.Publish(ctx, room, "alice", fmt.Sprint("hi ", i), "", time.Now()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := b.ReadPersist(ctx, "w", 10, time.Second)
+			if err != nil || len(got) != 3 {
+				t.Fatalf("read %d entries (%v), want 3", len(got), err)
+			}
+			for i, e := range got {
+				m, err := protocol.ParseMessage(e.Frame)
+				if err != nil || m.Room != room || m.Seq != int64(i+1) {
+					t.Errorf("entry %d (%s): %+v, %v; want %s's seq %d", i, e.ID, m, err, room, i+1)
+				}
+			}
+			const block = 2500 * time.Millisecond
+			start := time.Now()
+			got, err = b.ReadPersist(ctx, "w", 10, block)
+			if took := time.Since(start); err != nil || len(got) != 0 || took < block {
+				t.Fatalf("a read of nothing: %d entries, %v after %s; want none and no error after %s", len(got), err, took, block)
+			}
+		})
+	}
+}

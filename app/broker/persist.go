@@ -81,15 +81,20 @@ func (b *Broker) ReadPersist(ctx context.Context, consumer string, count int, bl
 
 // readPersist reads every persist stream once: the one Redis's waiting up
 // to block, a cluster's in a pipeline (block is then negative: no wait).
+// The command is sent raw: go-redis's XReadGroup reads each entry's fields
+// into a map of their own, about 370 bytes an entry, the largest part of
+// what the persist path allocated a message (docs/log.md, 2026-12-06).
 func (b *Broker) readPersist(ctx context.Context, consumer string, count int, block time.Duration) ([]PersistEntry, error) {
-	read := func(c redis.Cmdable, p int) *redis.XStreamSliceCmd {
-		return c.XReadGroup(ctx, &redis.XReadGroupArgs{
-			Group: persistGroup, Consumer: consumer, Streams: []string{b.keys.stream(p), ">"}, Count: int64(count), Block: block,
-		})
+	read := func(c doer, p int) *redis.Cmd {
+		args := []any{"xreadgroup", "group", persistGroup, consumer, "count", count}
+		if block >= 0 {
+			args = append(args, "block", block.Milliseconds())
+		}
+		return c.Do(ctx, append(args, "streams", b.keys.stream(p), ">")...)
 	}
-	cmds := make([]*redis.XStreamSliceCmd, b.keys.count())
+	cmds := make([]*redis.Cmd, b.keys.count())
 	if b.cluster == nil {
-		cmds[0] = read(b.rdb, 0)
+		cmds[0] = read(b.blocking(block), 0)
 	} else if _, err := b.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		for p := range cmds {
 			cmds[p] = read(pipe, p)
@@ -110,11 +115,68 @@ func (b *Broker) readPersist(ctx context.Context, consumer string, count int, bl
 		case err != nil:
 			return out, fmt.Errorf("read %s: %w", b.keys.stream(p), err)
 		}
-		for _, s := range res {
-			out = append(out, b.entries(p, s.Messages)...)
+		// RESP3 answers a map of stream to entries, RESP2 pairs of them.
+		switch streams := res.(type) {
+		case map[any]any:
+			for _, msgs := range streams {
+				out = b.rawEntries(out, p, msgs)
+			}
+		case []any:
+			for _, s := range streams {
+				if pair, _ := s.([]any); len(pair) == 2 {
+					out = b.rawEntries(out, p, pair[1])
+				}
+			}
 		}
 	}
 	return out, nil
+}
+
+// doer sends a raw command: a client or a pipeline.
+type doer interface {
+	Do(ctx context.Context, args ...any) *redis.Cmd
+}
+
+// blocking is the client for a read that blocks up to block on one Redis:
+// go-redis gives its own blocking commands a read deadline of block + 10 s,
+// past the client's short ReadTimeout, and a raw command gets it from the
+// client, so this is the client again, on the same connections, with that
+// timeout (made once for the writer's block).
+func (b *Broker) blocking(block time.Duration) doer {
+	if b.one == nil || block < 0 {
+		return b.rdb
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.blocked == nil || b.blockFor != block {
+		timeout := block + 10*time.Second
+		if block == 0 {
+			timeout = -1 // blocks for ever: no deadline, as go-redis gives it
+		}
+		b.blocked, b.blockFor = b.one.WithTimeout(timeout), block
+	}
+	return b.blocked
+}
+
+// rawEntries appends to out the persist entries of msgs, a raw reply's list
+// of [id, [field, value, ...]] (an entry deleted since has no fields).
+func (b *Broker) rawEntries(out []PersistEntry, p int, msgs any) []PersistEntry {
+	list, _ := msgs.([]any)
+	for _, m := range list {
+		kv, _ := m.([]any)
+		if len(kv) != 2 {
+			continue
+		}
+		id, _ := kv[0].(string)
+		fields, _ := kv[1].([]any)
+		for i := 0; i+1 < len(fields); i += 2 {
+			if k, _ := fields[i].(string); k == "f" {
+				f, _ := fields[i+1].(string)
+				out = append(out, PersistEntry{ID: b.keys.entryID(p, id), Frame: f})
+			}
+		}
+	}
+	return out
 }
 
 // ClaimPersist takes over entries another consumer (or this one, before a
@@ -146,21 +208,7 @@ func (b *Broker) ClaimPersist(ctx context.Context, consumer string, minIdle time
 		if len(res) < 2 {
 			return claimed, lost, fmt.Errorf("claim idle entries of %s: reply of %d parts", b.keys.stream(p), len(res))
 		}
-		msgs, _ := res[1].([]any)
-		for _, m := range msgs {
-			kv, _ := m.([]any)
-			if len(kv) != 2 {
-				continue
-			}
-			id, _ := kv[0].(string)
-			fields, _ := kv[1].([]any)
-			for i := 0; i+1 < len(fields); i += 2 {
-				if k, _ := fields[i].(string); k == "f" {
-					f, _ := fields[i+1].(string)
-					claimed = append(claimed, PersistEntry{ID: b.keys.entryID(p, id), Frame: f})
-				}
-			}
-		}
+		claimed = b.rawEntries(claimed, p, res[1])
 		if len(res) > 2 {
 			deleted, _ := res[2].([]any)
 			for _, d := range deleted {

@@ -87,7 +87,10 @@ func (p *pipelines) loop() {
 // reported as an error; the script may still run, as when a reply is lost
 // (a retry with the same id is deduplicated).
 func (b *Broker) run(ctx context.Context, part int, keys []string, args []any) (acc Accepted, status, headroom int64, err error) {
-	c := &call{part: part, keys: keys, args: args, ready: make(chan struct{})}
+	c := calls.Get().(*call)
+	c.part, c.keys, c.args = part, keys, args
+	// Given up on (ctx, closing), c stays with the pipeline, which may still
+	// answer it: only a call answered goes back to the pool.
 	select {
 	case b.pipes.calls <- c:
 	case <-ctx.Done():
@@ -102,11 +105,18 @@ func (b *Broker) run(ctx context.Context, part int, keys []string, args []any) (
 	case <-b.pipes.done:
 		return Accepted{}, 0, 0, errors.New("broker closed")
 	}
-	if c.err != nil {
-		return Accepted{}, 0, 0, c.err
+	acc, status, headroom, err = Accepted{Seq: c.seq, Epoch: c.epoch}, c.status, c.headroom, c.err
+	*c = call{ready: c.ready}
+	calls.Put(c)
+	if err != nil {
+		return Accepted{}, 0, 0, err
 	}
-	return Accepted{Seq: c.seq, Epoch: c.epoch}, c.status, c.headroom, nil
+	return acc, status, headroom, nil
 }
+
+// calls keeps answered calls, each with its channel, for the next sends:
+// made afresh they were about 220 bytes of each send's allocations.
+var calls = sync.Pool{New: func() any { return &call{ready: make(chan struct{}, 1)} }}
 
 // A cluster refuses a script whose slot is elsewhere (MOVED), moving (ASK,
 // TRYAGAIN: the keys are on both sides until the slot is moved) or not
@@ -317,7 +327,9 @@ func (b *Broker) script(ctx context.Context, p int, calls []*call) *redis.Cmd {
 
 // finish reads the script's reply and, for an accepted message, the WAIT's.
 func (c *call) finish(reply any, err error, wait *redis.Cmd, b *Broker) {
-	defer close(c.ready)
+	// The answer is the last the pipeline does with c: its sender may
+	// reuse it at once. A call is finished once.
+	defer func() { c.ready <- struct{}{} }()
 	opts := b.opts
 	switch {
 	case err != nil && redis.HasErrorPrefix(err, "OVERLOADED"):

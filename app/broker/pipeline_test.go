@@ -235,3 +235,52 @@ func TestEachSendOfABatchIsRefusedOrDeduplicatedAlone(t *testing.T) {
 		})
 	}
 }
+
+// A send whose caller gave up before the reply (its pipeline held past the
+// caller's deadline) is answered later without touching the sends after
+// it: each of those gets its own message's seq, none an earlier send's
+// answer, whichever pooled call it runs on.
+func TestAnAnswerForASendGivenUpOnReachesNoOtherSend(t *testing.T) {
+	r := startRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr(), MaxRetries: -1})
+	held := &pipelineCounter{}
+	rdb.AddHook(held)
+	b := broker.New(rdb, broker.Options{})
+	t.Cleanup(func() { b.Close() })
+	ctx := context.Background()
+	// Seeded first, so that a held send is stored by its one script run.
+	if _, err := b.Publish(ctx, "late", "alice", "first", "", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	held.gate = make(chan struct{}) // read by the pipelines after the sends below reach them
+
+	const givenUp, after = 20, 200
+	var wg sync.WaitGroup
+	for i := range givenUp {
+		wg.Go(func() {
+			short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+			defer cancel()
+			if _, err := b.Publish(short, "late", "alice", fmt.Sprint("given up ", i), "", time.Now()); err == nil {
+				t.Errorf("send %d acked through a held pipeline", i)
+			}
+		})
+	}
+	wg.Wait()
+	// The held pipelines go on now; the sends below run while their
+	// answers arrive, and run on calls the pool gives out meanwhile.
+	close(held.gate)
+	last := int64(0)
+	for i := range after {
+		acc, err := b.Publish(ctx, "late", "alice", fmt.Sprint("then ", i), "", time.Now())
+		if err != nil {
+			t.Fatalf("send %d after: %v", i, err)
+		}
+		if acc.Seq <= last {
+			t.Fatalf("send %d after: seq %d, not above the seq %d of the send before it", i, acc.Seq, last)
+		}
+		last = acc.Seq
+	}
+	if last != 1+givenUp+after {
+		t.Fatalf("the last send has seq %d, want %d: the sends given up on ran, each once, before it", last, 1+givenUp+after)
+	}
+}

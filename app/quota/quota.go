@@ -15,6 +15,7 @@ import (
 	"hash/maphash"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -100,6 +101,14 @@ type Limiter struct {
 	syncMu sync.Mutex    // one sync at a time
 	ops    []syncOp      // reused by sync
 	cmds   []redis.Cmder // reused by sync
+	// sets and reads are the pushes' HSETs and every counter's HVALS,
+	// reused by each sync with their keys and counts put in their
+	// arguments: made afresh, a read-back cost ~200 bytes in 5
+	// allocations, 1.5 KB a message on the pinned 1000 rooms × 10, a
+	// quarter of all a message allocated (docs/log.md, 2026-12-06).
+	sets  []*redis.IntCmd
+	reads []*redis.StringSliceCmd
+	me    any // incarnation, as an argument
 }
 
 // shard is padded to a cache line so shards' locks do not share one.
@@ -131,7 +140,7 @@ type entryKey struct {
 // their windows end.
 type entry struct {
 	end     int64  // the window's end, unix ns: (win+1) × Per, so Per is end/(win+1)
-	rkey    string // its Redis key, made by the sync that needs it, dropped while idle
+	rkey    any    // its Redis key (a string, boxed once), made by the sync that needs it, nil while idle
 	synced  int32  // the window's total in Redis at the last sync, ours included (capped at MaxInt32)
 	pushed  int32  // admitted here and written to Redis as this incarnation's count
 	pending int32  // admitted here since (below count)
@@ -163,6 +172,7 @@ func New(rdb redis.UniversalClient, opts Options) *Limiter {
 	var suffix [8]byte
 	_, _ = rand.Read(suffix[:]) // never fails (crypto/rand, Go 1.24+)
 	l := &Limiter{rdb: rdb, opts: opts, incarnation: opts.Instance + "#" + hex.EncodeToString(suffix[:]), seed: maphash.MakeSeed()}
+	l.me = l.incarnation
 	for i := range l.shards {
 		l.shards[i].m = make(map[entryKey]*entry)
 	}
@@ -289,7 +299,7 @@ func (l *Limiter) sync(run context.Context) {
 				// again if it is used: an idle connection's windows (its
 				// address's connects, its user's joins and rooms) then
 				// hold no key until they end.
-				e.listed, e.rkey = false, ""
+				e.listed, e.rkey = false, nil
 				continue
 			}
 			kept = append(kept, a)
@@ -300,7 +310,7 @@ func (l *Limiter) sync(run context.Context) {
 			default:
 				continue
 			}
-			if e.rkey == "" {
+			if e.rkey == nil {
 				e.rkey = rateKey(a.k)
 			}
 			ops = append(ops, syncOp{s: s, e: e, push: int64(e.pending), per: time.Duration(e.end / (a.k.win + 1))})
@@ -316,10 +326,12 @@ func (l *Limiter) sync(run context.Context) {
 	ctx, cancel := context.WithTimeout(run, redisTimeout)
 	defer cancel()
 	cmds := l.cmds[:0]
+	sets, reads := 0, 0
 	for i := range ops {
 		op := &ops[i]
 		if op.push > 0 {
-			op.set = redis.NewIntCmd(ctx, "hset", op.e.rkey, l.incarnation, int64(op.e.pushed)+op.push)
+			op.set = reuse(&l.sets, sets, redis.NewIntCmd, "hset", op.e.rkey, l.me, int64(op.e.pushed)+op.push)
+			sets++
 			cmds = append(cmds, op.set)
 		}
 		// Two windows from this incarnation's first push, which comes
@@ -329,10 +341,14 @@ func (l *Limiter) sync(run context.Context) {
 		if op.expires = op.push > 0 && op.e.pushed == 0 || op.e.expire; op.expires {
 			cmds = append(cmds, redis.NewBoolCmd(ctx, "pexpire", op.e.rkey, (2*op.per).Milliseconds()))
 		}
-		op.counts = redis.NewStringSliceCmd(ctx, "hvals", op.e.rkey)
+		op.counts = reuse(&l.reads, reads, redis.NewStringSliceCmd, "hvals", op.e.rkey)
+		reads++
 		cmds = append(cmds, op.counts)
 	}
-	defer func() { clear(cmds); l.cmds = cmds[:0] }()
+	defer func() {
+		clear(cmds)
+		l.cmds, l.sets, l.reads = cmds[:0], keep(l.sets), keep(l.reads)
+	}()
 	// Queued at once, the pipeline makes its list of commands once, not
 	// grown command by command from empty at every sync (a kilobyte and
 	// more for each hundred commands).
@@ -387,6 +403,35 @@ func (l *Limiter) sync(run context.Context) {
 	if err != nil {
 		l.fail(err)
 	}
+}
+
+// reuse gives the i-th command of pool with args, made by mk if the pool
+// is shorter. go-redis reads a command's arguments when it writes it and
+// sets its reply and error when it reads the reply, so a command serves
+// every sync; sync trusts no reply unless the pipeline ran whole, so a
+// reply is never the last sync's. Arguments the caller boxed once (the
+// key, the incarnation) cost nothing here.
+func reuse[C redis.Cmder](pool *[]C, i int, mk func(context.Context, ...any) C, args ...any) C {
+	if i == len(*pool) {
+		*pool = append(*pool, mk(context.Background(), slices.Clone(args)...))
+	}
+	c := (*pool)[i]
+	copy(c.Args(), args)
+	c.SetErr(nil)
+	return c
+}
+
+// keptCmds bounds the commands of each kind a sync keeps for the next,
+// above the reads a steady sync makes (MaxRefresh's 1,000 and the pushes):
+// the thousands of pushes after a burst of connects leave theirs to the
+// collector rather than to every later mark phase.
+const keptCmds = 2048
+
+func keep[C any](pool []C) []C {
+	if len(pool) <= keptCmds {
+		return pool
+	}
+	return slices.Clone(pool[:keptCmds])
 }
 
 // sum is the window's total: every incarnation's count (none when nobody
