@@ -259,7 +259,8 @@ const coalesceTick = 250 * time.Microsecond
 func coalesceNow() uint16 { return uint16(time.Since(epoch) / coalesceTick) }
 
 // undefer takes s out of the deferral when its window ends: false if its
-// close took it out first.
+// close or an early end took it out first. A session deferred again since
+// an early end is taken out by its first turn: it waits less, never more.
 func (s *session) undefer() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
