@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -269,5 +270,36 @@ func TestAClosingHotConnectionIsWrittenAtOnce(t *testing.T) {
 	// twice: the flushers' line holds it, no longer deferred.
 	if c.s.undefer() {
 		t.Error("the closed session is still marked deferred")
+	}
+}
+
+// TestCatchUpPagesAreNeverDeferred: a resume's pages come one after
+// another, each once the last was taken (Drained), so a page deferred by
+// the window would share its write with nothing and slow the resume by a
+// window a page: each is written at once, even after a hot stream.
+func TestCatchUpPagesAreNeverDeferred(t *testing.T) {
+	c := newCoalescing(t, time.Minute)
+	for n := range 2 { // two short gaps: the next live frame would be deferred
+		c.deliver(t, n)
+	}
+	c.next(t, 0)
+	c.next(t, 1)
+	for page := range 4 {
+		first := 2 + 2*page
+		ds := []*protocol.Delivery{
+			{Frame: []byte(`{"n":` + strconv.Itoa(first) + `}`)},
+			{Frame: []byte(`{"n":` + strconv.Itoa(first+1) + `}`)},
+		}
+		if !c.s.Catchup(ds) {
+			t.Fatalf("the session refused page %d", page)
+		}
+		c.next(t, first) // within the read deadline, far below the window
+		c.next(t, first+1)
+		if err := c.s.Drained(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := c.deferred(); d != 0 {
+		t.Errorf("%v catch-up pages deferred", d)
 	}
 }

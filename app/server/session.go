@@ -109,7 +109,10 @@ func (s *session) Deliver(d *protocol.Delivery) bool {
 }
 
 // Catchup implements hub.Member: history frames join the queue outside its
-// bound; the hub sends the next page only once Drained says this one was taken.
+// bound; the hub sends the next page only once Drained says this one was
+// taken, so a page is written at once, never deferred (WRITE_COALESCE): no
+// later page could share its write, and the resume would wait a window a
+// page.
 func (s *session) Catchup(ds []*protocol.Delivery) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -118,7 +121,7 @@ func (s *session) Catchup(ds []*protocol.Delivery) bool {
 	}
 	s.queue = append(s.queue, ds...)
 	s.history += int32(len(ds))
-	s.arrive()
+	s.wake()
 	return true
 }
 
