@@ -114,7 +114,7 @@ func Defaults() Config {
 		DrainTimeout:    10 * time.Second,
 		MaxMessageBytes: 4096,
 		SendQueue:       256,
-		WriteCoalesce:   10 * time.Millisecond,
+		WriteCoalesce:   14 * time.Millisecond,
 		InstanceID:      host,
 		HistorySize:     1000,
 		RecoveryLimit:   10_000,
@@ -205,7 +205,7 @@ func Load(getenv func(string) string) (Config, error) {
 	r.duration("DRAIN_TIMEOUT", &c.DrainTimeout, 0)
 	r.integer("MAX_MESSAGE_BYTES", &c.MaxMessageBytes, 256, 1<<20)
 	r.integer("SEND_QUEUE", &c.SendQueue, 1, 1<<16)
-	r.str("WRITE_COALESCE", new(string), "a Go duration from 0 (off) to 100ms, e.g. 10ms", func(v string) bool {
+	r.str("WRITE_COALESCE", new(string), "a Go duration from 0 (off) to 100ms, e.g. 14ms", func(v string) bool {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 || d > maxWriteCoalesce {
 			return false

@@ -89,7 +89,7 @@ func TestWriteCoalesce(t *testing.T) {
 		value string
 		want  time.Duration // -1: refused
 	}{
-		{"", 10 * time.Millisecond},
+		{"", 14 * time.Millisecond},
 		{"0", 0},
 		{"20ms", 20 * time.Millisecond},
 		{"100ms", 100 * time.Millisecond},

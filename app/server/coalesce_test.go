@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -158,57 +159,147 @@ func TestAHotConnectionsFramesShareWritesInOrder(t *testing.T) {
 	}
 }
 
-// TestAConnectionThatIsNotHotIsWrittenAtOnce: two frames back to back (a
-// sender's ack, then its own message) every three windows, as most
-// members of most rooms receive them: no write is ever deferred.
+// TestAConnectionThatIsNotHotIsWrittenAtOnce: frames that do not come
+// twice in a row less than a window apart, as most members of most rooms
+// receive them, are never deferred: a sender's ack, written, and then its
+// own message right after, every three windows; and a stream a little
+// sparser than the window (as 50 msg/s against 10 ms), whose next frame
+// would not share the write.
 func TestAConnectionThatIsNotHotIsWrittenAtOnce(t *testing.T) {
 	const window = 20 * time.Millisecond
-	c := newCoalescing(t, window)
-	pace := time.NewTicker(3 * window)
-	defer pace.Stop()
-	for n := 0; n < 20; n += 2 {
-		<-pace.C
-		c.deliver(t, n)
-		c.deliver(t, n+1)
-		c.next(t, n)
-		c.next(t, n+1)
-	}
-	if d := c.deferred(); d != 0 {
-		t.Errorf("%v writes deferred on a connection whose frames come in pairs %v apart", d, 3*window)
+	for _, tc := range []struct {
+		name  string
+		every time.Duration // between bursts
+		burst int           // frames right after one another, each read before the next
+	}{
+		{"pairs three windows apart", 3 * window, 2},
+		{"single frames one and a half windows apart", 3 * window / 2, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCoalescing(t, window)
+			pace := time.NewTicker(tc.every)
+			defer pace.Stop()
+			for n := 0; n < 20; n += tc.burst {
+				<-pace.C
+				for i := range tc.burst {
+					c.deliver(t, n+i)
+					c.next(t, n+i)
+				}
+			}
+			if d := c.deferred(); d != 0 {
+				t.Errorf("%v writes deferred on a connection that receives %d frames every %v", d, tc.burst, tc.every)
+			}
+		})
 	}
 }
 
-// TestAClosingHotConnectionIsWrittenAtOnce: with a window of an hour, a
-// hot connection's deferred frame goes out as soon as the session closes
-// (a drain, a slow consumer, the client gone), followed by the close frame.
-func TestAClosingHotConnectionIsWrittenAtOnce(t *testing.T) {
-	c := newCoalescing(t, time.Hour)
-	for n := range 2 { // two writes less than a window apart: hot
-		c.deliver(t, n)
-		c.next(t, n)
-	}
-	c.deliver(t, 2)
-	// The frame may have come while the flusher that wrote frame 1 had not
-	// yet taken the session back: that flusher defers it, just after.
-	retry.DoWithRetry(t, "the third frame deferred", 40, 25*time.Millisecond, func() (string, error) {
-		c.s.mu.Lock()
-		deferred := c.s.deferred
-		c.s.mu.Unlock()
-		if !deferred || c.deferred() != 1 {
-			return "", fmt.Errorf("the third frame of a hot connection was not deferred (deferred %v, counted %v)", deferred, c.deferred())
+// deferredNow waits until the session's flush is deferred: a frame may
+// come while the flusher that wrote the last one has not yet handed the
+// session back, and that flusher defers it, just after.
+func (c *coalescing) deferredNow(t *testing.T, what string) {
+	t.Helper()
+	retry.DoWithRetry(t, what+" deferred", 40, 25*time.Millisecond, func() (string, error) {
+		if !c.isDeferred() {
+			return "", fmt.Errorf("%s of a hot connection was not deferred (%v deferrals counted)", what, c.deferred())
 		}
 		return "", nil
 	})
+}
+
+func (c *coalescing) isDeferred() bool {
+	c.s.mu.Lock()
+	defer c.s.mu.Unlock()
+	return c.s.deferred
+}
+
+// TestAFrameThatWouldWaitInVainEndsTheDeferral: a frame that arrives at a
+// deferred connection early in the window joins the wait; one that comes
+// so late that the next, as far apart, would come past the window has both
+// written at once, rather than when the window ends (or, if the timer wins
+// the race, the first alone at the end of the window and the second in a
+// write of its own).
+func TestAFrameThatWouldWaitInVainEndsTheDeferral(t *testing.T) {
+	const window = 2 * time.Second
+	c := newCoalescing(t, window)
+	for n := range 2 { // a burst: the second came right after the first
+		c.deliver(t, n)
+	}
+	c.next(t, 0)
+	c.next(t, 1)
+	c.deliver(t, 2) // two short gaps in a row: hot
+	c.deferredNow(t, "the third frame")
+	c.deliver(t, 3)
+	if !c.isDeferred() {
+		t.Fatal("a frame right after the deferred one ended the deferral: the window had just begun")
+	}
+	time.Sleep(window * 6 / 10) // the stream's pace: the next frame would come past the window
+	c.deliver(t, 4)
+	if c.isDeferred() {
+		t.Error("a frame 0.6 windows into the deferral, after a gap as long, left the session deferred until the window ends")
+	}
+	for n := 2; n < 5; n++ {
+		c.next(t, n)
+	}
+	if d := c.deferred(); d != 1 {
+		t.Errorf("%v deferrals counted, want 1", d)
+	}
+}
+
+// TestAClosingHotConnectionIsWrittenAtOnce: with a window of a minute, a
+// hot connection's deferred frames go out as soon as the session closes
+// (a drain, a slow consumer, the client gone), followed by the close frame.
+func TestAClosingHotConnectionIsWrittenAtOnce(t *testing.T) {
+	c := newCoalescing(t, time.Minute)
+	for n := range 2 {
+		c.deliver(t, n)
+	}
+	c.next(t, 0)
+	c.next(t, 1)
+	c.deliver(t, 2) // two short gaps in a row: hot
+	c.deferredNow(t, "the third frame")
+	c.deliver(t, 3)
 	c.s.close(protocol.CloseGoingAway, "server going away")
 	c.next(t, 2)
+	c.next(t, 3)
 	_, _, err := c.client.ReadMessage()
 	var ce *websocket.CloseError
 	if !errors.As(err, &ce) || ce.Code != protocol.CloseGoingAway {
-		t.Fatalf("after the deferred frame: %v, want the close frame %d", err, protocol.CloseGoingAway)
+		t.Fatalf("after the deferred frames: %v, want the close frame %d", err, protocol.CloseGoingAway)
 	}
 	// Handed back when its window ends, the closed session is not flushed
 	// twice: the flushers' line holds it, no longer deferred.
 	if c.s.undefer() {
 		t.Error("the closed session is still marked deferred")
+	}
+}
+
+// TestCatchUpPagesAreNeverDeferred: a resume's pages come one after
+// another, each once the last was taken (Drained), so a page deferred by
+// the window would share its write with nothing and slow the resume by a
+// window a page: each is written at once, even after a hot stream.
+func TestCatchUpPagesAreNeverDeferred(t *testing.T) {
+	c := newCoalescing(t, time.Minute)
+	for n := range 2 { // two short gaps: the next live frame would be deferred
+		c.deliver(t, n)
+	}
+	c.next(t, 0)
+	c.next(t, 1)
+	for page := range 4 {
+		first := 2 + 2*page
+		ds := []*protocol.Delivery{
+			{Frame: []byte(`{"n":` + strconv.Itoa(first) + `}`)},
+			{Frame: []byte(`{"n":` + strconv.Itoa(first+1) + `}`)},
+		}
+		if !c.s.Catchup(ds) {
+			t.Fatalf("the session refused page %d", page)
+		}
+		c.next(t, first) // within the read deadline, far below the window
+		c.next(t, first+1)
+		if err := c.s.Drained(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := c.deferred(); d != 0 {
+		t.Errorf("%v catch-up pages deferred", d)
 	}
 }

@@ -29,7 +29,9 @@ import (
 // A hot session's flush can be deferred (session.flushSoon) by
 // WRITE_COALESCE: it waits in a line of its own, which is in the order the
 // sessions fall due, with one timer for the line's first, which hands the
-// sessions due to the chunks: no timer per session.
+// sessions due to the chunks: no timer per session. One whose wait ended
+// early (its close, or a frame that ends it: session.arrive) was handed
+// to the chunks then, and is passed over when its turn comes.
 type flushers struct {
 	workers *workers
 	run     func() // chunk, bound once: a method value passed on allocates
@@ -144,7 +146,7 @@ func (f *flushers) deferrals() {
 		f.mu.Unlock()
 		n = 0
 		for _, s := range due {
-			if s.undefer() { // not if its close took it out
+			if s.undefer() { // not if its close or an early end took it out
 				due[n] = s
 				n++
 			}

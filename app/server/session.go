@@ -57,17 +57,18 @@ type session struct {
 	queue   []*protocol.Delivery
 	taken   chan struct{} // closed when the writer takes the queue or the session closes
 	history int32         // catch-up frames in queue: outside SEND_QUEUE's bound
-	// wrote is when a flusher last wrote the socket, in ms on the monotonic
-	// clock since epoch; it wraps after 49 days, when a session idle for
-	// exactly that long may wait one WRITE_COALESCE window.
-	wrote   uint32
-	writing bool // a flusher or a writer goroutine has the queue
-	closed  bool // close was called: code and reason are set
-	ended   bool // end has begun: the reading is over
+	// arrived is when the last frame was queued, since when the flush of
+	// a deferred session was deferred, in coalesceTicks since epoch; they
+	// wrap every 16 s, so a frame after an idle of about a multiple of that
+	// may be taken as hot, and wait one WRITE_COALESCE window at most.
+	arrived, since uint16
+	writing        bool // a flusher or a writer goroutine has the queue
+	closed         bool // close was called: code and reason are set
+	ended          bool // end has begun: the reading is over
 	// finished: the writer has shut the socket down, which end waits for
 	// on done, made only then (an idle connection holds no channel).
 	finished bool
-	hot      bool  // the last two writes were less than hotGap apart
+	gaps     uint8 // whether each of the last two arrival gaps was shorter than WRITE_COALESCE, a bit each (arrive)
 	deferred bool  // waiting in the flushers' deferred line (flushers.later)
 	code     int16 // a close code (1000-4999): beside the flags, it keeps the session in the 240-byte size class
 	watch    *netpoll.Watch
@@ -103,12 +104,15 @@ func (s *session) Deliver(d *protocol.Delivery) bool {
 		return false
 	}
 	s.queue = append(s.queue, d)
-	s.wake()
+	s.arrive()
 	return true
 }
 
 // Catchup implements hub.Member: history frames join the queue outside its
-// bound; the hub sends the next page only once Drained says this one was taken.
+// bound; the hub sends the next page only once Drained says this one was
+// taken, so a page is written at once, never deferred (WRITE_COALESCE): no
+// later page could share its write, and the resume would wait a window a
+// page.
 func (s *session) Catchup(ds []*protocol.Delivery) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -188,57 +192,78 @@ func (s *session) signalTaken() {
 	}
 }
 
-// wake has a flusher write the queue unless a writer has it already, and
-// a deferred session that closes written at once; s.mu is held.
+// wake has a flusher write the queue at once, deferred or not: a session
+// that closes, or any without WRITE_COALESCE; s.mu is held.
 func (s *session) wake() {
 	switch {
 	case !s.writing:
 		s.writing = true
+		s.srv.flushers.add(s)
+	case s.deferred:
+		s.deferred = false
+		s.srv.flushers.add(s)
+	}
+}
+
+// arrive has the frames just queued written (s.mu is held): at once,
+// unless the session receives a hot stream, one whose last two frames each
+// came less than WRITE_COALESCE after the one before. Then the flush is
+// deferred by the window, and the frames that arrive meanwhile go out in
+// the same write: on a busy room the kernel's loopback write is most of
+// the CPU a delivery costs (docs/internals.md). A frame that arrives at a
+// deferred session ends the deferral at once when the next one, as far
+// apart as this one came, would come past the window: waiting on would
+// add a frame's wait and no frame to the write. So a stream a little
+// sparser than the window still merges its frames in pairs however the
+// timer and the next frame race, and a frame of a steady stream waits for
+// the next one, not for the whole window. A session that closes is never
+// deferred.
+func (s *session) arrive() {
+	w := s.srv.cfg.WriteCoalesce
+	if w == 0 {
+		s.wake()
+		return
+	}
+	now := max(1, coalesceNow()) // arrived is 0 until the first frame, which has no gap
+	gap := time.Duration(now-s.arrived) * coalesceTick
+	s.gaps = s.gaps << 1 & 3
+	if gap < w && s.arrived != 0 {
+		s.gaps |= 1
+	}
+	s.arrived = now
+	switch {
+	case !s.writing:
+		s.writing = true
 		s.flushSoon()
-	case s.deferred && s.closed:
+	case s.deferred && time.Duration(now-s.since)*coalesceTick+gap >= w:
 		s.deferred = false
 		s.srv.flushers.add(s)
 	}
 }
 
 // flushSoon hands the queue to the flushers (s.mu is held, writing set):
-// at once, unless the session receives a hot stream (hot) and was written
-// less than hotGap ago. Then its flush waits WRITE_COALESCE, and the frames
-// that arrive meanwhile go out in the same write: on a busy room the
-// kernel's loopback write is most of the CPU a delivery costs
-// (docs/internals.md). A session that closes is never deferred.
+// at once, or once the window has passed if the stream is hot (arrive).
 func (s *session) flushSoon() {
-	if w := s.srv.cfg.WriteCoalesce; w > 0 && s.hot && !s.closed {
-		now := time.Since(epoch)
-		if time.Duration(uint32(now/time.Millisecond)-s.wrote)*time.Millisecond < hotGap(w) {
-			s.deferred = true
-			s.srv.m.WritesDeferred.Inc()
-			s.srv.flushers.later(s, now+w)
-			return
-		}
+	if w := s.srv.cfg.WriteCoalesce; w > 0 && s.gaps == 3 && !s.closed {
+		s.deferred = true
+		s.since = coalesceNow()
+		s.srv.m.WritesDeferred.Inc()
+		s.srv.flushers.later(s, time.Since(epoch)+w)
+		return
 	}
 	s.srv.flushers.add(s)
 }
 
-// hotGap is the gap between writes below which a stream is hot: twice the
-// window, so that a stream whose frames come about a window apart (100
-// msg/s and 10 ms) counts as hot, not only half of the time. With the
-// wait counted from the frame that found the session idle, no frame waits
-// longer than the window, and a simulation of 1 room × 1,000 at 100 msg/s
-// left 0.61 writes a delivery, against 0.80 for a hot gap of one window
-// and a flush at the last write plus the window (docs/log.md).
-func hotGap(window time.Duration) time.Duration { return 2 * window }
+// coalesceTick is the unit of a session's arrival times: fine enough
+// beside a window of milliseconds, and 16 bits of it, which keep the
+// session in its 240-byte size class, span 16 s.
+const coalesceTick = 250 * time.Microsecond
 
-// wroteNow notes a write of the socket for flushSoon; s.mu is held. wrote is
-// 0 until the first write.
-func (s *session) wroteNow() {
-	now := max(1, uint32(time.Since(epoch)/time.Millisecond))
-	s.hot = s.wrote != 0 && time.Duration(now-s.wrote)*time.Millisecond < hotGap(s.srv.cfg.WriteCoalesce)
-	s.wrote = now
-}
+func coalesceNow() uint16 { return uint16(time.Since(epoch) / coalesceTick) }
 
 // undefer takes s out of the deferral when its window ends: false if its
-// close took it out first.
+// close or an early end took it out first. A session deferred again since
+// an early end is taken out by its first turn: it waits less, never more.
 func (s *session) undefer() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -663,7 +688,6 @@ func (s *session) flush(buf []byte) []byte {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.wroteNow()
 	if len(s.queue) == 0 && !s.closed {
 		s.writing = false
 		return buf
@@ -691,10 +715,6 @@ func (s *session) writeAfter(batch []*protocol.Delivery) {
 func (s *session) write() {
 	for {
 		s.mu.Lock()
-		// Each turn follows a write (the flusher's that handed over, or the
-		// last turn's): a stream that goes through the writer, as when a
-		// raw write is interrupted, is hot as it would be through a flusher.
-		s.wroteNow()
 		batch, closed := s.queue, s.closed
 		s.queue = nil
 		s.signalTaken()
