@@ -56,6 +56,7 @@ func main() {
 }
 
 func run(ctx context.Context) error {
+	config.ApplyGCPercent(os.Getenv)
 	cfg, err := config.FromEnv()
 	if err != nil {
 		return fmt.Errorf("%w:\n%w", errConfig, err)
