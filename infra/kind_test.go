@@ -97,9 +97,9 @@ func TestChatPodIsProbedAndLockedDown(t *testing.T) {
 	if got := get(c, "envFrom.0.secretRef.name"); got != "chat-env" {
 		t.Errorf("secrets reach the pod through %v, want the Secret chat-env", got)
 	}
-	// GOMEMLIMIT caps the heap the server's GOGC=400 lets grow
-	// (docs/internals.md, Garbage collection): it must be this container's
-	// memory limit in bytes. The downward API gives a resourceFieldRef in
+	// GOMEMLIMIT caps the heap however GOGC is set (docs/internals.md,
+	// Garbage collection): it must be this container's memory limit in
+	// bytes. The downward API gives a resourceFieldRef in
 	// units of its divisor, 1 (bytes) unless set, and the node's allocatable
 	// memory for a container without a limit
 	// (https://kubernetes.io/docs/concepts/workloads/pods/downward-api/#downwardapi-resourcefieldref);

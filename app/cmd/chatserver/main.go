@@ -56,7 +56,6 @@ func main() {
 }
 
 func run(ctx context.Context) error {
-	config.ApplyGCPercent(os.Getenv)
 	cfg, err := config.FromEnv()
 	if err != nil {
 		return fmt.Errorf("%w:\n%w", errConfig, err)
