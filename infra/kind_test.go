@@ -97,14 +97,25 @@ func TestChatPodIsProbedAndLockedDown(t *testing.T) {
 	if got := get(c, "envFrom.0.secretRef.name"); got != "chat-env" {
 		t.Errorf("secrets reach the pod through %v, want the Secret chat-env", got)
 	}
-	memLimit := ""
+	// GOMEMLIMIT caps the heap however GOGC is set (docs/internals.md,
+	// Garbage collection): it must be this container's memory limit in
+	// bytes. The downward API gives a resourceFieldRef in
+	// units of its divisor, 1 (bytes) unless set, and the node's allocatable
+	// memory for a container without a limit
+	// (https://kubernetes.io/docs/concepts/workloads/pods/downward-api/#downwardapi-resourcefieldref);
+	// Go reads a plain number as bytes
+	// (https://pkg.go.dev/runtime#hdr-Environment_Variables).
+	var ref map[string]any
 	for _, e := range c["env"].([]any) {
 		if e := e.(map[string]any); e["name"] == "GOMEMLIMIT" {
-			memLimit, _ = get(e, "valueFrom.resourceFieldRef.resource").(string)
+			ref, _ = get(e, "valueFrom.resourceFieldRef").(map[string]any)
 		}
 	}
-	if memLimit != "limits.memory" {
-		t.Errorf("GOMEMLIMIT comes from %q, want the container's limits.memory", memLimit)
+	if ref == nil || ref["resource"] != "limits.memory" || ref["containerName"] != c["name"] {
+		t.Errorf("GOMEMLIMIT comes from %v, want container %v's limits.memory", ref, c["name"])
+	}
+	if d, set := ref["divisor"]; set && d != "1" {
+		t.Errorf("GOMEMLIMIT's divisor is %v: Go would read the limit in those units as bytes", d)
 	}
 }
 
