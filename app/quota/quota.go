@@ -194,7 +194,7 @@ func (l *Limiter) Allow(name, key string, r Rate, now time.Time) (ok bool, retry
 	win := ns / per
 	k := entryKey{name: name, key: key, win: win}
 	gen := uint32(l.gen.Load())
-	s := &l.shards[maphash.String(l.seed, key)&(shards-1)]
+	s := l.shard(key)
 	s.mu.Lock()
 	e := s.m[k]
 	if e == nil {
@@ -254,6 +254,11 @@ type syncOp struct {
 	set     *redis.IntCmd // the push's HSET: 1 when it made this incarnation's field
 	expires bool          // the sync sets the key's expiry
 	counts  *redis.StringSliceCmd
+}
+
+// shard is the one that holds key's counters.
+func (l *Limiter) shard(key string) *shard {
+	return &l.shards[maphash.String(l.seed, key)&(shards-1)]
 }
 
 // sync writes this incarnation's count of each counter it admitted to since

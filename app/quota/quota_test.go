@@ -3,7 +3,6 @@ package quota
 import (
 	"context"
 	"fmt"
-	"hash/maphash"
 	"strconv"
 	"strings"
 	"sync"
@@ -454,12 +453,7 @@ func TestEachSyncReadsEachCounterItsOwnTotal(t *testing.T) {
 	}
 	b.sync(ctx)
 	mine := map[string]int{}
-	synced := func(name string) int32 {
-		s := &a.shards[maphash.String(a.seed, name)&(shards-1)]
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.m[entryKey{name: "user_sends", key: name, win: now.UnixNano() / int64(hour.Per)}].synced
-	}
+	synced := func(name string) int32 { return counter(a, "user_sends", name, hour.Per, now).synced }
 	// Each round a pushes a different run of users, from a different one,
 	// and reads back those it used in the rounds before.
 	for round := range 4 {
@@ -495,7 +489,7 @@ func TestASyncAfterABurstKeepsBoundedCommands(t *testing.T) {
 	}
 	l.Allow("address_connects", "10.1.7", minute, now)
 	l.sync(t.Context())
-	if got := l.shards[maphash.String(l.seed, "10.1.7")&(shards-1)].m[entryKey{name: "address_connects", key: "10.1.7", win: now.UnixNano() / int64(minute.Per)}].synced; got != 2 {
+	if got := counter(l, "address_connects", "10.1.7", minute.Per, now).synced; got != 2 {
 		t.Fatalf("10.1.7's total after its second use: %d, want 2", got)
 	}
 }
@@ -550,10 +544,7 @@ func TestIdleCounterDropsItsKey(t *testing.T) {
 	rate := Rate{Count: 10, Per: per}
 	now := freshWindow(per, 30*time.Second)
 	key := func() string {
-		s := &l.shards[maphash.String(l.seed, "alice")&(shards-1)]
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		k, _ := s.m[entryKey{name: "user_joins", key: "alice", win: now.UnixNano() / int64(per)}].rkey.(string)
+		k, _ := counter(l, "user_joins", "alice", per, now).rkey.(string)
 		return k
 	}
 	l.Allow("user_joins", "alice", rate, now)
@@ -629,4 +620,16 @@ func TestACounterFits48Bytes(t *testing.T) {
 	if size := unsafe.Sizeof(entry{}); size > 48 {
 		t.Errorf("a counter is %d bytes, want 48 at most", size)
 	}
+}
+
+// counter is a copy of l's counter name for key in the window of per that
+// holds now, read under its shard's lock (zero if there is none).
+func counter(l *Limiter, name, key string, per time.Duration, now time.Time) entry {
+	s := l.shard(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.m[entryKey{name: name, key: key, win: now.UnixNano() / int64(per)}]; e != nil {
+		return *e
+	}
+	return entry{}
 }
