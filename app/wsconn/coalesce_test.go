@@ -14,7 +14,7 @@ import (
 // large one), and reach the client whole and in order; the write deadline
 // gorilla sets before every frame reaches the socket only when it changes.
 func TestHoldCoalesces(t *testing.T) {
-	p := dial(t)
+	p := dialCounting(t)
 	s := p.server
 	received := make(chan []byte, 1000)
 	go func() {

@@ -96,6 +96,11 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		nc.Close()
 		return nil, nil, errors.New("client sent data before the handshake completed")
 	}
+	// Out of Go's poller (sock): the upgrade's response is written through
+	// the wire too, and nothing of net's connection is kept.
+	if nc, err = detach(nc); err != nil {
+		return nil, nil, err
+	}
 	h.conn = &Conn{wire: wire{Conn: nc, fd: socketFD(nc)}}
 	h.conn.lend() // gorilla adopts only a reader of more than 256 bytes
 	return &h.conn.wire, bufio.NewReadWriter(&h.conn.in, rw.Writer), nil

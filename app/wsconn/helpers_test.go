@@ -63,8 +63,16 @@ type pair struct {
 	raw    *countingConn
 }
 
-// dial starts a server upgrading with Upgrade and connects a gorilla client.
-func dial(t *testing.T) pair {
+// dial starts a server upgrading with Upgrade and connects a gorilla client;
+// the server's socket is as net made it, which Upgrade takes out of Go's
+// poller (sock), and p.raw is nil.
+func dial(t *testing.T) pair { t.Helper(); return dialWith(t, false) }
+
+// dialCounting is dial with a counting wrapper around the server's socket,
+// one that Upgrade keeps as it is.
+func dialCounting(t *testing.T) pair { t.Helper(); return dialWith(t, true) }
+
+func dialWith(t *testing.T, counting bool) pair {
 	t.Helper()
 	conns := make(chan *Conn, 1)
 	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -76,7 +84,9 @@ func dial(t *testing.T) pair {
 		conns <- c
 	}))
 	raws := make(chan *countingConn, 1)
-	ts.Listener = countingListener{Listener: ts.Listener, conns: raws}
+	if counting {
+		ts.Listener = countingListener{Listener: ts.Listener, conns: raws}
+	}
 	ts.Start()
 	t.Cleanup(ts.Close)
 	client, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(ts.URL, "http"), nil)
@@ -91,7 +101,9 @@ func dial(t *testing.T) pair {
 		t.Fatal("no upgrade")
 	}
 	t.Cleanup(func() { p.server.Close() })
-	p.raw = <-raws
+	if counting {
+		p.raw = <-raws
+	}
 	p.client = client
 	return p
 }

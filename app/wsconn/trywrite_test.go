@@ -3,6 +3,7 @@ package wsconn
 import (
 	"bytes"
 	"net"
+	"syscall"
 	"testing"
 	"time"
 
@@ -48,7 +49,7 @@ func TestTryWriteFramesReadAsGorillaWritesThem(t *testing.T) {
 // client reads, every frame arrives whole and in order.
 func TestTryWriteLeavesTheRestToRelease(t *testing.T) {
 	p := dial(t)
-	p.raw.Conn.(*net.TCPConn).SetWriteBuffer(16 << 10)
+	syscall.SetsockoptInt(p.server.wire.fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, 16<<10)
 	// A fixed receive buffer: reading 4 MiB would otherwise let the kernel
 	// grow it up to tcp_rmem's maximum (32 MiB here), and the full socket
 	// below would take millions of bytes before it refused one.

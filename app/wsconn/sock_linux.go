@@ -1,0 +1,282 @@
+package wsconn
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// sock is an upgraded socket taken out of Go's network poller. The poller
+// keeps, for each descriptor in it, a 512-byte poll descriptor outside the
+// heap, and net's connection its file, two addresses and a finalizer: about
+// 0.8 KiB of an idle connection's 4 (docs/internals.md). An idle connection
+// needs none of it, since the instance's netpoll set reports its client's
+// bytes; reads and writes are system calls on the descriptor, and only one
+// that must wait puts a duplicate of the descriptor in Go's poller for as
+// long as it waits (a frame begun, a full socket), under the deadline set.
+//
+// Close must not run while another method's system call does, as for
+// tryWrite: the descriptor's number goes to the next socket at once. It
+// does wake a read or write that waits.
+type sock struct {
+	fd     int
+	closed atomic.Bool
+	// The deadlines, Unix ns (0: none).
+	deadline [2]atomic.Int64
+	mu       sync.Mutex
+	waits    [2]*os.File // a waiting read's and write's duplicate, to pass deadlines and Close on
+}
+
+// The kinds of a sock's operations: indexes of its deadlines and waits.
+const (
+	opRead = iota
+	opWrite
+)
+
+// detach takes nc's socket out of Go's poller when nc is one of net's
+// sockets (any other net.Conn is kept as it is) and closes nc, also when
+// it fails: the socket stays open, as the returned connection's.
+func detach(nc net.Conn) (net.Conn, error) {
+	switch nc.(type) {
+	case *net.TCPConn, *net.UnixConn:
+	default:
+		return nc, nil
+	}
+	defer nc.Close() // a duplicate keeps the socket open
+	raw, err := nc.(syscall.Conn).SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("wsconn: detach the socket: %w", err)
+	}
+	fd, derr := -1, error(nil)
+	if err := raw.Control(func(d uintptr) { fd, derr = unix.FcntlInt(d, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, fmt.Errorf("wsconn: detach the socket: %w", err)
+	}
+	if derr != nil {
+		return nil, fmt.Errorf("wsconn: detach the socket: dup: %w", derr)
+	}
+	return &sock{fd: fd}, nil
+}
+
+func (s *sock) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if err := s.ready(opRead); err != nil {
+		return 0, err
+	}
+	n, err := ignoringEINTR(syscall.Read, s.fd, p)
+	if err == syscall.EAGAIN {
+		n, err = s.wait(opRead, p)
+	}
+	switch {
+	case err != nil:
+		return 0, s.wrap("read", err)
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+func (s *sock) Write(p []byte) (int, error) {
+	done := 0
+	for done < len(p) {
+		if err := s.ready(opWrite); err != nil {
+			return done, err
+		}
+		n, err := ignoringEINTR(syscall.Write, s.fd, p[done:])
+		if err == syscall.EAGAIN {
+			n, err = s.wait(opWrite, p[done:])
+		}
+		if err != nil {
+			return done, s.wrap("write", err)
+		}
+		done += n
+	}
+	return done, nil
+}
+
+// ready is nil while s is open and the deadline of kind has not passed.
+func (s *sock) ready(kind int) error {
+	if s.closed.Load() {
+		return net.ErrClosed
+	}
+	if d := s.deadline[kind].Load(); d != 0 && time.Now().UnixNano() >= d {
+		return os.ErrDeadlineExceeded
+	}
+	return nil
+}
+
+// wait reads or writes p once the socket is ready for it, through a
+// duplicate of the descriptor in Go's poller, under the deadline of kind.
+func (s *sock) wait(kind int, p []byte) (int, error) {
+	dup, err := unix.FcntlInt(uintptr(s.fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("dup: %w", err)
+	}
+	f := os.NewFile(uintptr(dup), "socket") // non-blocking: in Go's poller
+	defer f.Close()
+	raw, err := f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	if s.closed.Load() {
+		s.mu.Unlock()
+		return 0, net.ErrClosed
+	}
+	s.waits[kind] = f
+	err = setDeadline(f, kind, s.deadline[kind].Load())
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.waits[kind] = nil
+		s.mu.Unlock()
+	}()
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var opErr error
+	try := func(fd uintptr) bool {
+		if kind == opRead {
+			n, opErr = ignoringEINTR(syscall.Read, int(fd), p)
+		} else {
+			n, opErr = ignoringEINTR(syscall.Write, int(fd), p)
+		}
+		return opErr != syscall.EAGAIN
+	}
+	if kind == opRead {
+		err = raw.Read(try)
+	} else {
+		err = raw.Write(try)
+	}
+	if err != nil {
+		return 0, err
+	}
+	return n, opErr
+}
+
+// wrap gives a failed operation's error as net's connections do: a passed
+// deadline stays os.ErrDeadlineExceeded, a closed socket net.ErrClosed.
+func (s *sock) wrap(op string, err error) error {
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return os.ErrDeadlineExceeded
+	case s.closed.Load():
+		return net.ErrClosed
+	}
+	return &net.OpError{Op: op, Net: "socket", Err: os.NewSyscallError(op, err)}
+}
+
+func ignoringEINTR(call func(int, []byte) (int, error), fd int, p []byte) (int, error) {
+	for {
+		n, err := call(fd, p)
+		if err != syscall.EINTR {
+			return max(n, 0), err
+		}
+	}
+}
+
+func setDeadline(f *os.File, kind int, ns int64) error {
+	var t time.Time
+	if ns != 0 {
+		t = time.Unix(0, ns)
+	}
+	if kind == opRead {
+		return f.SetReadDeadline(t)
+	}
+	return f.SetWriteDeadline(t)
+}
+
+// Close closes the descriptor; a read or write waiting returns.
+func (s *sock) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed.Swap(true) {
+		return net.ErrClosed
+	}
+	for _, f := range s.waits {
+		if f != nil {
+			f.Close()
+		}
+	}
+	return syscall.Close(s.fd)
+}
+
+func (s *sock) SetDeadline(t time.Time) error {
+	s.setDeadline(opRead, t)
+	s.setDeadline(opWrite, t)
+	return nil
+}
+
+func (s *sock) SetReadDeadline(t time.Time) error  { s.setDeadline(opRead, t); return nil }
+func (s *sock) SetWriteDeadline(t time.Time) error { s.setDeadline(opWrite, t); return nil }
+
+// setDeadline keeps a deadline, and passes it to the wait in progress.
+func (s *sock) setDeadline(kind int, t time.Time) {
+	var ns int64
+	if !t.IsZero() {
+		ns = max(1, t.UnixNano()) // 0 means none
+	}
+	s.deadline[kind].Store(ns)
+	s.mu.Lock()
+	if f := s.waits[kind]; f != nil {
+		setDeadline(f, kind, ns)
+	}
+	s.mu.Unlock()
+}
+
+// LocalAddr and RemoteAddr ask the system: nothing keeps them meanwhile.
+func (s *sock) LocalAddr() net.Addr {
+	sa, err := unix.Getsockname(s.fd)
+	if err != nil {
+		return nil
+	}
+	return addrOf(sa)
+}
+
+func (s *sock) RemoteAddr() net.Addr {
+	sa, err := unix.Getpeername(s.fd)
+	if err != nil {
+		return nil
+	}
+	return addrOf(sa)
+}
+
+func addrOf(sa unix.Sockaddr) net.Addr {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return &net.TCPAddr{IP: net.IP(a.Addr[:]).To16(), Port: a.Port}
+	case *unix.SockaddrInet6:
+		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}
+	case *unix.SockaddrUnix:
+		return &net.UnixAddr{Name: a.Name, Net: "unix"}
+	}
+	return nil
+}
+
+// SyscallConn gives this package's own system calls the descriptor.
+func (s *sock) SyscallConn() (syscall.RawConn, error) { return control{s}, nil }
+
+// control is a sock's syscall.RawConn for Control: Read and Write are
+// not for waiting on it.
+type control struct{ s *sock }
+
+func (c control) Control(f func(fd uintptr)) error {
+	if c.s.closed.Load() {
+		return net.ErrClosed
+	}
+	f(uintptr(c.s.fd))
+	return nil
+}
+
+func (c control) Read(func(fd uintptr) bool) error  { return errors.ErrUnsupported }
+func (c control) Write(func(fd uintptr) bool) error { return errors.ErrUnsupported }

@@ -1,0 +1,123 @@
+//go:build linux
+
+package wsconn
+
+import (
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestUpgradeLeavesGoPoller: an upgraded socket is in none of the process's
+// epoll sets (Go's poller keeps a 512-byte descriptor for each socket in its
+// set), and its addresses are still the connection's.
+func TestUpgradeLeavesGoPoller(t *testing.T) {
+	p := dial(t)
+	s, ok := p.server.wire.Conn.(*sock)
+	if !ok {
+		t.Fatalf("the wire's connection is a %T, want a *sock", p.server.wire.Conn)
+	}
+	sets, watched := epollWatches(t)
+	if sets == 0 {
+		t.Fatal("no epoll set in the process: Go's poller should have one")
+	}
+	if watched[s.fd] {
+		t.Fatalf("the upgraded socket (fd %d) is in an epoll set", s.fd)
+	}
+	client := -1
+	if raw, err := p.client.NetConn().(syscall.Conn).SyscallConn(); err == nil {
+		raw.Control(func(fd uintptr) { client = int(fd) })
+	}
+	if !watched[client] {
+		t.Fatalf("the client's socket (fd %d), one of net's, is in no epoll set: the test does not see Go's poller", client)
+	}
+	if got, want := p.server.RemoteAddr().String(), p.client.LocalAddr().String(); got != want {
+		t.Errorf("RemoteAddr %s, want the client's %s", got, want)
+	}
+	if got, want := p.server.LocalAddr().String(), p.client.RemoteAddr().String(); got != want {
+		t.Errorf("LocalAddr %s, want %s", got, want)
+	}
+}
+
+// epollWatches reads /proc/self/fdinfo: how many epoll sets the process has
+// and the descriptors any of them watches.
+func epollWatches(t *testing.T) (sets int, watched map[int]bool) {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	watched = map[int]bool{}
+	for _, e := range fds {
+		if link, _ := os.Readlink(filepath.Join("/proc/self/fd", e.Name())); link != "anon_inode:[eventpoll]" {
+			continue
+		}
+		info, err := os.ReadFile(filepath.Join("/proc/self/fdinfo", e.Name()))
+		if err != nil {
+			continue // closed meanwhile
+		}
+		sets++
+		for line := range strings.Lines(string(info)) {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "tfd:" {
+				n, _ := strconv.Atoi(f[1])
+				watched[n] = true
+			}
+		}
+	}
+	return sets, watched
+}
+
+// TestSockReadWaits: a read of an empty socket waits for the client's bytes,
+// up to the read deadline, and a Close wakes it.
+func TestSockReadWaits(t *testing.T) {
+	p := dial(t)
+	nc := p.server.NetConn()
+	var b [8]byte
+
+	nc.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	began := time.Now()
+	if _, err := nc.Read(b[:]); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read of a silent socket under a deadline: %v, want os.ErrDeadlineExceeded", err)
+	}
+	if d := time.Since(began); d < 90*time.Millisecond {
+		t.Fatalf("the read gave up after %v, before its deadline", d)
+	}
+	nc.SetReadDeadline(time.Time{})
+
+	got := make(chan error, 1)
+	go func() {
+		n, err := nc.Read(b[:])
+		if err == nil && string(b[:n]) != "hi" {
+			err = errors.New("read " + strconv.Quote(string(b[:n])) + ", want \"hi\"")
+		}
+		got <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // the read waits
+	if _, err := p.client.NetConn().Write([]byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("a waiting read: %v", err)
+	}
+
+	go func() { _, err := nc.Read(b[:]); got <- err }()
+	time.Sleep(50 * time.Millisecond)
+	nc.Close()
+	select {
+	case err := <-got:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("a read woken by Close: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not wake a waiting read")
+	}
+	if _, err := nc.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("a write after Close: %v, want net.ErrClosed", err)
+	}
+}
