@@ -34,11 +34,33 @@ func TestLoadScenarios(t *testing.T) {
 	report.Logf(t, "machine: %d cores; NGINX with 8 workers in front of 3 instances, Redis and Postgres on the same host", runtime.NumCPU())
 
 	t.Run("Idle", func(t *testing.T) {
-		var base int64
-		for _, c := range top.Chats {
-			r, _ := loadtool.ReadRSS(c.Pid())
-			base += r
+		// What the instances hold, summed: RSS from /proc, the rest from
+		// their /metrics. Each figure per connection is what it grew by
+		// since before the connections.
+		sum := func(name string) (total float64) {
+			for _, c := range top.Chats {
+				total += metric(c.URL(), name)
+			}
+			return total
 		}
+		type memory struct{ rss, stacks, heapInuse, objects, kept, runtime float64 }
+		read := func() memory {
+			var rss int64
+			for _, c := range top.Chats {
+				r, _ := loadtool.ReadRSS(c.Pid())
+				rss += r
+			}
+			return memory{
+				rss: float64(rss), stacks: sum("go_memstats_stack_inuse_bytes"),
+				heapInuse: sum("go_memstats_heap_inuse_bytes"), objects: sum("go_memstats_heap_alloc_bytes"),
+				kept: sum("go_memstats_heap_idle_bytes") - sum("go_memstats_heap_released_bytes"),
+				// Outside the heap: poll descriptors and the rest of
+				// other_sys, GC metadata, spans, per-P caches, profiling.
+				runtime: sum("go_memstats_other_sys_bytes") + sum("go_memstats_gc_sys_bytes") + sum("go_memstats_mspan_inuse_bytes") +
+					sum("go_memstats_mcache_inuse_bytes") + sum("go_memstats_buck_hash_sys_bytes"),
+			}
+		}
+		base := read()
 		// While chatload holds the connections, read how the instances hold
 		// them: 5 s after the last connect, and again after a garbage
 		// collection, which an idle server runs within 2 minutes by itself.
@@ -47,12 +69,6 @@ func TestLoadScenarios(t *testing.T) {
 		settle(t)
 		held := make(chan string, 1)
 		go func() {
-			sum := func(name string) (total float64) {
-				for _, c := range top.Chats {
-					total += metric(c.URL(), name)
-				}
-				return total
-			}
 			// Up to 2 minutes from the first connection: b.run first waits
 			// for other runs' TIME_WAIT sockets, as long again on a busy
 			// machine, and a clock started before that measured a few
@@ -68,12 +84,12 @@ func TestLoadScenarios(t *testing.T) {
 				}
 			}
 			perConn := func(when string) string {
-				open, rss := sum("websocket_connections_active"), sum("process_resident_memory_bytes")
-				kib := func(name string) float64 { return sum(name) / 1024 / open }
-				return fmt.Sprintf("%s: %.0f connections held: per connection %.1f KiB RSS, of which goroutine stacks %.1f KiB, heap in use %.1f KiB (objects %.1f), free heap kept from the OS %.1f KiB (RSS of the 3 instances %.1f MiB before, %.1f MiB with them)",
-					when, open, (rss-float64(base))/1024/open, kib("go_memstats_stack_inuse_bytes"), kib("go_memstats_heap_inuse_bytes"),
-					kib("go_memstats_heap_alloc_bytes"), kib("go_memstats_heap_idle_bytes")-kib("go_memstats_heap_released_bytes"),
-					float64(base)/(1<<20), rss/(1<<20))
+				open, m := sum("websocket_connections_active"), read()
+				kib := func(now, before float64) float64 { return (now - before) / 1024 / open }
+				return fmt.Sprintf("%s: %.0f connections held: per connection %.2f KiB RSS, of which goroutine stacks %.2f KiB, heap in use %.2f KiB (objects %.2f), free heap kept from the OS %.2f KiB, the runtime's own outside the heap %.2f KiB (RSS of the 3 instances %.1f MiB before, %.1f MiB with them)",
+					when, open, kib(m.rss, base.rss), kib(m.stacks, base.stacks), kib(m.heapInuse, base.heapInuse),
+					kib(m.objects, base.objects), kib(m.kept, base.kept), kib(m.runtime, base.runtime),
+					base.rss/(1<<20), m.rss/(1<<20))
 			}
 			time.Sleep(5 * time.Second) // the last connects
 			early := perConn("5 s after the last connect")

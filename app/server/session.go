@@ -298,8 +298,8 @@ func (s *session) start() {
 	// and its serve waits here for it.
 	var err error
 	if s.watch, err = s.conn.Watch(s.srv.poller, func() { s.srv.workers.do(serve) }); err != nil {
-		// Likely fs.epoll.max_user_watches: each socket takes two watches,
-		// Go's and the poller's.
+		// Likely fs.epoll.max_user_watches: each socket takes one, the
+		// poller's (an upgraded socket is out of Go's poller).
 		s.srv.log.Error("session not watched: closed", "user", s.claims.User, "err", err)
 		s.srv.workers.do(func() { s.end(err) })
 	}

@@ -5,7 +5,9 @@
 //   - Upgrade hands gorilla a hijacked connection whose buffered reader gorilla
 //     adopts as its own (it does for a reader of more than 256 bytes when
 //     Upgrader.ReadBufferSize is 0), so a connection has one small read buffer
-//     and this package can see what gorilla has yet to read.
+//     and this package can see what gorilla has yet to read. The socket
+//     under it leaves Go's poller (sock): gorilla reads and writes through
+//     system calls on its descriptor.
 //   - Watch reports the peer's next bytes without a goroutine waiting
 //     (netpoll), Fill reads them into that buffer, and Buffered shows what
 //     gorilla has yet to read. Rest lends the buffer to a pool between reads
