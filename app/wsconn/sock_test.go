@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 )
 
 // TestUpgradeLeavesGoPoller: an upgraded socket is in none of the process's
@@ -119,5 +121,22 @@ func TestSockReadWaits(t *testing.T) {
 	}
 	if _, err := nc.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("a write after Close: %v, want net.ErrClosed", err)
+	}
+}
+
+// TestSockWriteWaitsUntilItsDeadline: a write to a socket the client does
+// not read waits for room, and gives up at the write deadline (a slow
+// consumer's writeTimeout in app/server).
+func TestSockWriteWaitsUntilItsDeadline(t *testing.T) {
+	p := dial(t)
+	syscall.SetsockoptInt(p.server.wire.fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, 16<<10)
+	p.server.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+	began := time.Now()
+	err := p.server.WriteMessage(websocket.TextMessage, make([]byte, 64<<20)) // more than loopback's buffers hold
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a write to a full socket: %v, want os.ErrDeadlineExceeded", err)
+	}
+	if d := time.Since(began); d < 190*time.Millisecond || d > 5*time.Second {
+		t.Fatalf("the write gave up after %v, want its deadline's 200 ms", d)
 	}
 }
