@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/gorilla/websocket"
 )
@@ -73,6 +74,14 @@ func epollWatches(t *testing.T) (sets int, watched map[int]bool) {
 		}
 	}
 	return sets, watched
+}
+
+// TestSockSize: a socket out of Go's poller costs 64 bytes of heap (a size
+// class of the runtime's) in place of net's 264 and the poller's 512.
+func TestSockSize(t *testing.T) {
+	if n := unsafe.Sizeof(sock{}); n > 64 {
+		t.Errorf("sock is %d bytes, past the 64-byte size class", n)
+	}
 }
 
 // TestSockReadWaits: a read of an empty socket waits for the client's bytes,
