@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/switchboard-dev/switchboard/app/netpoll"
 )
 
 // A poller reads many connections from one goroutine with epoll: at tens
@@ -97,21 +99,12 @@ func (p *poller) loop() {
 // fdConn is a socket's descriptor taken from Go's network poller.
 type fdConn struct{ fd int }
 
-// detach takes tc's socket out of Go's poller: a duplicate of its
-// descriptor stays open (nonblocking, as Go left it) once tc is closed.
+// detach takes tc's socket out of Go's poller (netpoll.Detach).
 func detach(tc *net.TCPConn) (*fdConn, error) {
-	raw, err := tc.SyscallConn()
+	fd, err := netpoll.Detach(tc)
 	if err != nil {
 		return nil, err
 	}
-	fd := -1
-	if cerr := raw.Control(func(s uintptr) { fd, err = unix.Dup(int(s)) }); cerr != nil {
-		return nil, cerr
-	}
-	if err != nil {
-		return nil, fmt.Errorf("dup: %w", err)
-	}
-	tc.Close()
 	return &fdConn{fd: fd}, nil
 }
 

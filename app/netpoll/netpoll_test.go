@@ -3,6 +3,8 @@
 package netpoll
 
 import (
+	"io"
+	"net"
 	"testing"
 	"time"
 
@@ -178,5 +180,40 @@ func TestArmAllocatesNothing(t *testing.T) {
 		}
 	}); n > 0 {
 		t.Errorf("Arm made %.0f allocations, want none", n)
+	}
+}
+
+// TestDetach: the socket outlives net's connection, which Detach closes, and
+// is the caller's through the returned descriptor.
+func TestDetach(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := Detach(server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if _, err := server.Write([]byte("x")); err == nil {
+		t.Fatal("net's connection still writes after Detach")
+	}
+	if _, err := unix.Write(fd, []byte("hi")); err != nil {
+		t.Fatalf("write to the detached descriptor: %v", err)
+	}
+	var b [2]byte
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(client, b[:]); err != nil || string(b[:]) != "hi" {
+		t.Fatalf("the client read %q, %v; want \"hi\"", b[:], err)
 	}
 }

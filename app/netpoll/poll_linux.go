@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"sync"
 	"syscall"
@@ -65,6 +66,31 @@ func New() (*Poller, error) {
 	}
 	go p.loop()
 	return p, nil
+}
+
+// Detach takes nc's socket out of Go's network poller, which keeps 512
+// bytes outside the heap for each descriptor in it, for a reader that
+// watches it here instead: it returns a duplicate of the descriptor
+// (non-blocking as Go made it, close-on-exec), the caller's to close, and
+// closes nc, also when it fails.
+func Detach(nc net.Conn) (int, error) {
+	defer nc.Close()
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return -1, fmt.Errorf("netpoll: detach a %T: not a socket", nc)
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return -1, fmt.Errorf("netpoll: detach: %w", err)
+	}
+	fd, derr := -1, error(nil)
+	if err := raw.Control(func(d uintptr) { fd, derr = unix.FcntlInt(d, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, fmt.Errorf("netpoll: detach: %w", err)
+	}
+	if derr != nil {
+		return -1, fmt.Errorf("netpoll: detach: dup: %w", derr)
+	}
+	return fd, nil
 }
 
 // Watch arms a watch on fd that calls ready once fd is readable, closed by

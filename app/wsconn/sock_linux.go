@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/switchboard-dev/switchboard/app/netpoll"
 )
 
 // sock is an upgraded socket taken out of Go's network poller. The poller
@@ -50,17 +52,9 @@ func detach(nc net.Conn) (net.Conn, error) {
 	default:
 		return nc, nil
 	}
-	defer nc.Close() // a duplicate keeps the socket open
-	raw, err := nc.(syscall.Conn).SyscallConn()
+	fd, err := netpoll.Detach(nc)
 	if err != nil {
-		return nil, fmt.Errorf("wsconn: detach the socket: %w", err)
-	}
-	fd, derr := -1, error(nil)
-	if err := raw.Control(func(d uintptr) { fd, derr = unix.FcntlInt(d, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
-		return nil, fmt.Errorf("wsconn: detach the socket: %w", err)
-	}
-	if derr != nil {
-		return nil, fmt.Errorf("wsconn: detach the socket: dup: %w", derr)
+		return nil, fmt.Errorf("wsconn: %w", err)
 	}
 	return &sock{fd: fd}, nil
 }
