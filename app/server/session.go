@@ -309,6 +309,9 @@ func (s *session) start() {
 // handles what the client sent, gives the read buffer back and re-arms the
 // watch, or ends the session once the connection failed or closed.
 func (s *session) serve() {
+	if s.hasEnded() {
+		return // a report that came after the watch stopped: nothing to read
+	}
 	err := s.conn.Fill()
 	if err == nil {
 		err = s.readBuffered()
@@ -318,7 +321,7 @@ func (s *session) serve() {
 		w, ended := s.watch, s.ended
 		s.mu.Unlock()
 		if ended {
-			return // a report that came after the watch stopped
+			return // the session ended while this report was read
 		}
 		s.conn.Rest() // before Arm: the next report's worker reads
 		if err = w.Arm(); err == nil {
@@ -326,6 +329,12 @@ func (s *session) serve() {
 		}
 	}
 	s.end(err)
+}
+
+func (s *session) hasEnded() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ended
 }
 
 // end closes the connection once reading it is over (the first call

@@ -103,7 +103,7 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if nc, err = detach(nc); err != nil {
 		return nil, nil, err
 	}
-	h.conn = &Conn{wire: wire{Conn: nc, fd: socketFD(nc)}}
+	h.conn = &Conn{wire: wire{Conn: nc}}
 	h.conn.lend() // gorilla adopts only a reader of more than 256 bytes
 	return &h.conn.wire, bufio.NewReadWriter(&h.conn.in, rw.Writer), nil
 }

@@ -135,3 +135,12 @@ func frame(b0 byte, payload string) []byte {
 	}
 	return f
 }
+
+// setSendBuffer sets the size of c's socket's send buffer.
+func setSendBuffer(t *testing.T, c *Conn, n int) {
+	t.Helper()
+	err := c.control(func(fd int) error { return syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, n) })
+	if err != nil {
+		t.Fatalf("SO_SNDBUF: %v", err)
+	}
+}

@@ -25,17 +25,42 @@ import (
 // that must wait puts a duplicate of the descriptor in Go's poller for as
 // long as it waits (a frame begun, a full socket), under the deadline set.
 //
-// Close must not run while another method's system call does, as for
-// tryWrite: the descriptor's number goes to the next socket at once. It
-// does wake a read or write that waits.
+// Close may run concurrently with every other method, as gorilla allows: a
+// closed descriptor's number goes to the next socket at once, so each system
+// call on fd holds a use (refs), and the last use's end closes fd. Close
+// wakes a read or write that waits.
 type sock struct {
-	fd     int
-	closed atomic.Bool
+	fd   int
+	refs atomic.Int32 // closedBit, and the system calls on fd in progress
 	// The deadlines, Unix ns (0: none).
 	deadline [2]atomic.Int64
 	mu       sync.Mutex
 	waits    [2]*os.File // a waiting read's and write's duplicate, to pass deadlines and Close on
 }
+
+// closedBit marks a closed sock's refs.
+const closedBit = 1 << 30
+
+// acquire takes a use of fd: nil unless s is closed; release gives it back.
+func (s *sock) acquire() error {
+	for {
+		r := s.refs.Load()
+		if r&closedBit != 0 {
+			return net.ErrClosed
+		}
+		if s.refs.CompareAndSwap(r, r+1) {
+			return nil
+		}
+	}
+}
+
+func (s *sock) release() {
+	if s.refs.Add(-1) == closedBit {
+		syscall.Close(s.fd)
+	}
+}
+
+func (s *sock) isClosed() bool { return s.refs.Load()&closedBit != 0 }
 
 // The kinds of a sock's operations: indexes of its deadlines and waits.
 const (
@@ -66,7 +91,7 @@ func (s *sock) Read(p []byte) (int, error) {
 	if err := s.ready(opRead); err != nil {
 		return 0, err
 	}
-	n, err := ignoringEINTR(syscall.Read, s.fd, p)
+	n, err := s.raw(syscall.Read, p)
 	if err == syscall.EAGAIN {
 		n, err = s.wait(opRead, p)
 	}
@@ -85,7 +110,7 @@ func (s *sock) Write(p []byte) (int, error) {
 		if err := s.ready(opWrite); err != nil {
 			return done, err
 		}
-		n, err := ignoringEINTR(syscall.Write, s.fd, p[done:])
+		n, err := s.raw(syscall.Write, p[done:])
 		if err == syscall.EAGAIN {
 			n, err = s.wait(opWrite, p[done:])
 		}
@@ -97,9 +122,27 @@ func (s *sock) Write(p []byte) (int, error) {
 	return done, nil
 }
 
+// raw reads or writes fd once, under a use.
+func (s *sock) raw(call func(int, []byte) (int, error), p []byte) (int, error) {
+	if err := s.acquire(); err != nil {
+		return 0, err
+	}
+	defer s.release()
+	return ignoringEINTR(call, s.fd, p)
+}
+
+// tryWrite writes b with one system call that does not wait (writeNow).
+func (s *sock) tryWrite(b []byte) (int, error) {
+	if err := s.acquire(); err != nil {
+		return 0, err
+	}
+	defer s.release()
+	return writeNow(s.fd, b)
+}
+
 // ready is nil while s is open and the deadline of kind has not passed.
 func (s *sock) ready(kind int) error {
-	if s.closed.Load() {
+	if s.isClosed() {
 		return net.ErrClosed
 	}
 	if d := s.deadline[kind].Load(); d != 0 && time.Now().UnixNano() >= d {
@@ -111,7 +154,11 @@ func (s *sock) ready(kind int) error {
 // wait reads or writes p once the socket is ready for it, through a
 // duplicate of the descriptor in Go's poller, under the deadline of kind.
 func (s *sock) wait(kind int, p []byte) (int, error) {
+	if err := s.acquire(); err != nil {
+		return 0, err
+	}
 	dup, err := unix.FcntlInt(uintptr(s.fd), unix.F_DUPFD_CLOEXEC, 0)
+	s.release()
 	if err != nil {
 		return 0, fmt.Errorf("dup: %w", err)
 	}
@@ -122,7 +169,7 @@ func (s *sock) wait(kind int, p []byte) (int, error) {
 		return 0, err
 	}
 	s.mu.Lock()
-	if s.closed.Load() {
+	if s.isClosed() { // Close has passed the waits by
 		s.mu.Unlock()
 		return 0, net.ErrClosed
 	}
@@ -164,7 +211,7 @@ func (s *sock) wrap(op string, err error) error {
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return os.ErrDeadlineExceeded
-	case s.closed.Load():
+	case s.isClosed():
 		return net.ErrClosed
 	}
 	return &net.OpError{Op: op, Net: "socket", Err: os.NewSyscallError(op, err)}
@@ -190,11 +237,16 @@ func setDeadline(f *os.File, kind int, ns int64) error {
 	return f.SetWriteDeadline(t)
 }
 
-// Close closes the descriptor; a read or write waiting returns.
+// Close closes the descriptor once no system call uses it; a read or write
+// waiting returns.
 func (s *sock) Close() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed.Swap(true) {
+	r := s.refs.Load()
+	for r&closedBit == 0 && !s.refs.CompareAndSwap(r, r|closedBit) {
+		r = s.refs.Load()
+	}
+	if r&closedBit != 0 {
+		s.mu.Unlock()
 		return net.ErrClosed
 	}
 	for _, f := range s.waits {
@@ -202,7 +254,11 @@ func (s *sock) Close() error {
 			f.Close()
 		}
 	}
-	return syscall.Close(s.fd)
+	s.mu.Unlock()
+	if r == 0 { // no use in progress: none will end to close fd
+		return syscall.Close(s.fd)
+	}
+	return nil
 }
 
 func (s *sock) SetDeadline(t time.Time) error {
@@ -229,16 +285,15 @@ func (s *sock) setDeadline(kind int, t time.Time) {
 }
 
 // LocalAddr and RemoteAddr ask the system: nothing keeps them meanwhile.
-func (s *sock) LocalAddr() net.Addr {
-	sa, err := unix.Getsockname(s.fd)
-	if err != nil {
+func (s *sock) LocalAddr() net.Addr  { return s.addr(unix.Getsockname) }
+func (s *sock) RemoteAddr() net.Addr { return s.addr(unix.Getpeername) }
+
+func (s *sock) addr(get func(int) (unix.Sockaddr, error)) net.Addr {
+	if s.acquire() != nil {
 		return nil
 	}
-	return addrOf(sa)
-}
-
-func (s *sock) RemoteAddr() net.Addr {
-	sa, err := unix.Getpeername(s.fd)
+	defer s.release()
+	sa, err := get(s.fd)
 	if err != nil {
 		return nil
 	}
@@ -265,9 +320,10 @@ func (s *sock) SyscallConn() (syscall.RawConn, error) { return control{s}, nil }
 type control struct{ s *sock }
 
 func (c control) Control(f func(fd uintptr)) error {
-	if c.s.closed.Load() {
-		return net.ErrClosed
+	if err := c.s.acquire(); err != nil {
+		return err
 	}
+	defer c.s.release()
 	f(uintptr(c.s.fd))
 	return nil
 }

@@ -138,7 +138,7 @@ func TestSockReadWaits(t *testing.T) {
 // consumer's writeTimeout in app/server).
 func TestSockWriteWaitsUntilItsDeadline(t *testing.T) {
 	p := dial(t)
-	syscall.SetsockoptInt(p.server.wire.fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, 16<<10)
+	setSendBuffer(t, p.server, 16<<10)
 	p.server.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
 	began := time.Now()
 	err := p.server.WriteMessage(websocket.TextMessage, make([]byte, 64<<20)) // more than loopback's buffers hold

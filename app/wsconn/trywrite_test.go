@@ -3,7 +3,6 @@ package wsconn
 import (
 	"bytes"
 	"net"
-	"syscall"
 	"testing"
 	"time"
 
@@ -49,7 +48,7 @@ func TestTryWriteFramesReadAsGorillaWritesThem(t *testing.T) {
 // client reads, every frame arrives whole and in order.
 func TestTryWriteLeavesTheRestToRelease(t *testing.T) {
 	p := dial(t)
-	syscall.SetsockoptInt(p.server.wire.fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, 16<<10)
+	setSendBuffer(t, p.server, 16<<10)
 	// A fixed receive buffer: reading 4 MiB would otherwise let the kernel
 	// grow it up to tcp_rmem's maximum (32 MiB here), and the full socket
 	// below would take millions of bytes before it refused one.

@@ -22,24 +22,10 @@ var coalesceBuffers = sync.Pool{New: func() any { b := make([]byte, 0, coalesceL
 type wire struct {
 	net.Conn
 
-	// fd is the socket's descriptor for tryWrite, -1 when the connection
-	// is not a socket. It is valid until Close, which the connection's owner
-	// never calls while its writing goroutine writes.
-	fd int
-
 	mu       sync.Mutex
 	held     bool
 	buf      *[]byte // gathered while held; the rest of a frame tryWrite began
 	deadline time.Time
-}
-
-// socketFD is nc's descriptor, or -1 when nc is not a socket.
-func socketFD(nc net.Conn) int {
-	fd := -1
-	if raw, err := rawConn(nc); err == nil {
-		raw.Control(func(d uintptr) { fd = int(d) })
-	}
-	return fd
 }
 
 func (w *wire) Write(p []byte) (int, error) {
@@ -123,11 +109,13 @@ func (w *wire) flush() error {
 func (w *wire) tryWrite(frame []byte) (bool, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.held || w.buf != nil || w.fd < 0 {
+	if w.held || w.buf != nil {
 		return false, nil
 	}
-	n, err := writeNow(w.fd, frame)
+	n, err := w.writeNow(frame)
 	switch {
+	case err == errNotSocket:
+		return false, nil
 	case err == syscall.EAGAIN, err == syscall.EINTR:
 		return false, nil // the blocking write will report a real failure
 	case err != nil:
@@ -137,6 +125,32 @@ func (w *wire) tryWrite(frame []byte) (bool, error) {
 		*w.buf = append((*w.buf)[:0], frame[n:]...)
 	}
 	return true, nil
+}
+
+// nowWriter is a connection that writes without waiting itself: sock.
+type nowWriter interface {
+	tryWrite(b []byte) (int, error)
+}
+
+var errNotSocket = errors.New("wsconn: the connection is not a socket")
+
+// writeNow writes b with one system call that does not wait, while the
+// descriptor is in use and so cannot be closed and given to another socket:
+// a sock's own use count, or net's through Control.
+func (w *wire) writeNow(b []byte) (int, error) {
+	if s, ok := w.Conn.(nowWriter); ok {
+		return s.tryWrite(b)
+	}
+	raw, err := rawConn(w.Conn)
+	if err != nil {
+		return 0, errNotSocket
+	}
+	var n int
+	var werr error
+	if err := raw.Control(func(fd uintptr) { n, werr = writeNow(int(fd), b) }); err != nil {
+		return 0, err
+	}
+	return n, werr
 }
 
 // pending tells whether the rest of a frame waits for release.
@@ -150,7 +164,7 @@ func (w *wire) pending() bool {
 func rawConn(nc net.Conn) (syscall.RawConn, error) {
 	sc, ok := nc.(syscall.Conn)
 	if !ok {
-		return nil, errors.New("wsconn: the connection is not a socket")
+		return nil, errNotSocket
 	}
 	return sc.SyscallConn()
 }
