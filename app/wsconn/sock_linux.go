@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"sync"
@@ -32,7 +33,7 @@ import (
 type sock struct {
 	fd   int
 	refs atomic.Int32 // closedBit, and the system calls on fd in progress
-	// The deadlines, Unix ns (0: none).
+	// The deadlines, ns since base (noDeadline: none).
 	deadline [2]atomic.Int64
 	mu       sync.Mutex
 	waits    [2]*os.File // a waiting read's and write's duplicate, to pass deadlines and Close on
@@ -62,6 +63,22 @@ func (s *sock) release() {
 
 func (s *sock) isClosed() bool { return s.refs.Load()&closedBit != 0 }
 
+// base is the origin of socks' deadlines: with its monotonic reading, a
+// step of the wall clock moves none of them, as for net's.
+var base = time.Now()
+
+// noDeadline is a deadline never reached. One past what an offset holds
+// (about 292 years from base) is none too: t.Sub(base) saturates there.
+const noDeadline = math.MaxInt64
+
+// sinceBase is t as a sock's deadline.
+func sinceBase(t time.Time) int64 {
+	if t.IsZero() {
+		return noDeadline
+	}
+	return int64(t.Sub(base))
+}
+
 // The kinds of a sock's operations: indexes of its deadlines and waits.
 const (
 	opRead = iota
@@ -81,7 +98,10 @@ func detach(nc net.Conn) (net.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("wsconn: %w", err)
 	}
-	return &sock{fd: fd}, nil
+	s := &sock{fd: fd}
+	s.deadline[opRead].Store(noDeadline)
+	s.deadline[opWrite].Store(noDeadline)
+	return s, nil
 }
 
 func (s *sock) Read(p []byte) (int, error) {
@@ -145,7 +165,7 @@ func (s *sock) ready(kind int) error {
 	if s.isClosed() {
 		return net.ErrClosed
 	}
-	if d := s.deadline[kind].Load(); d != 0 && time.Now().UnixNano() >= d {
+	if int64(time.Since(base)) >= s.deadline[kind].Load() {
 		return os.ErrDeadlineExceeded
 	}
 	return nil
@@ -226,10 +246,10 @@ func ignoringEINTR(call func(int, []byte) (int, error), fd int, p []byte) (int, 
 	}
 }
 
-func setDeadline(f *os.File, kind int, ns int64) error {
+func setDeadline(f *os.File, kind int, d int64) error {
 	var t time.Time
-	if ns != 0 {
-		t = time.Unix(0, ns)
+	if d != noDeadline {
+		t = base.Add(time.Duration(d))
 	}
 	if kind == opRead {
 		return f.SetReadDeadline(t)
@@ -272,14 +292,11 @@ func (s *sock) SetWriteDeadline(t time.Time) error { s.setDeadline(opWrite, t); 
 
 // setDeadline keeps a deadline, and passes it to the wait in progress.
 func (s *sock) setDeadline(kind int, t time.Time) {
-	var ns int64
-	if !t.IsZero() {
-		ns = max(1, t.UnixNano()) // 0 means none
-	}
-	s.deadline[kind].Store(ns)
+	d := sinceBase(t)
+	s.deadline[kind].Store(d)
 	s.mu.Lock()
 	if f := s.waits[kind]; f != nil {
-		setDeadline(f, kind, ns)
+		setDeadline(f, kind, d)
 	}
 	s.mu.Unlock()
 }

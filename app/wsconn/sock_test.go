@@ -4,6 +4,7 @@ package wsconn
 
 import (
 	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -147,5 +148,26 @@ func TestSockWriteWaitsUntilItsDeadline(t *testing.T) {
 	}
 	if d := time.Since(began); d < 190*time.Millisecond || d > 5*time.Second {
 		t.Fatalf("the write gave up after %v, want its deadline's 200 ms", d)
+	}
+}
+
+// TestSockDeadlineFarAwayIsNone: a deadline past what a sock's offset holds
+// (here the year 146 billion) never passes, for a write at once or one that
+// waits for room.
+func TestSockDeadlineFarAwayIsNone(t *testing.T) {
+	p := dial(t)
+	nc := p.server.NetConn()
+	nc.SetWriteDeadline(time.Unix(1<<62, 0))
+	if _, err := nc.Write([]byte("hi")); err != nil {
+		t.Fatalf("a write under a far deadline: %v", err)
+	}
+	var b [2]byte
+	if _, err := io.ReadFull(p.client.NetConn(), b[:]); err != nil || string(b[:]) != "hi" {
+		t.Fatalf("the client read %q, %v; want \"hi\"", b[:], err)
+	}
+	nc.SetReadDeadline(time.Unix(1<<62, 0))
+	go p.client.NetConn().Write([]byte("ok"))
+	if _, err := io.ReadFull(nc, b[:]); err != nil || string(b[:]) != "ok" {
+		t.Fatalf("a read under a far deadline: %q, %v; want \"ok\"", b[:], err)
 	}
 }
