@@ -85,6 +85,11 @@ const (
 	opWrite
 )
 
+var (
+	calls   = [2]func(int, []byte) (int, error){syscall.Read, syscall.Write}
+	opNames = [2]string{"read", "write"}
+)
+
 // detach takes nc's socket out of Go's poller when nc is one of net's
 // sockets (any other net.Conn is kept as it is) and closes nc, also when
 // it fails: the socket stays open, as the returned connection's.
@@ -173,6 +178,8 @@ func (s *sock) ready(kind int) error {
 
 // wait reads or writes p once the socket is ready for it, through a
 // duplicate of the descriptor in Go's poller, under the deadline of kind.
+// Without a duplicate in the poller (out of descriptors, or of
+// fs.epoll.max_user_watches) it polls the descriptor instead.
 func (s *sock) wait(kind int, p []byte) (int, error) {
 	if err := s.acquire(); err != nil {
 		return 0, err
@@ -180,13 +187,13 @@ func (s *sock) wait(kind int, p []byte) (int, error) {
 	dup, err := unix.FcntlInt(uintptr(s.fd), unix.F_DUPFD_CLOEXEC, 0)
 	s.release()
 	if err != nil {
-		return 0, fmt.Errorf("dup: %w", err)
+		return s.poll(kind, p, fmt.Errorf("dup: %w", err))
 	}
 	f := os.NewFile(uintptr(dup), "socket") // non-blocking: in Go's poller
 	defer f.Close()
 	raw, err := f.SyscallConn()
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("a waiting %s's duplicate: %w", opNames[kind], err)
 	}
 	s.mu.Lock()
 	if s.isClosed() { // Close has passed the waits by
@@ -201,17 +208,16 @@ func (s *sock) wait(kind int, p []byte) (int, error) {
 		s.waits[kind] = nil
 		s.mu.Unlock()
 	}()
+	if errors.Is(err, os.ErrNoDeadline) { // Go's poller did not take the duplicate
+		return s.poll(kind, p, err)
+	}
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("a waiting %s's deadline: %w", opNames[kind], err)
 	}
 	var n int
 	var opErr error
 	try := func(fd uintptr) bool {
-		if kind == opRead {
-			n, opErr = ignoringEINTR(syscall.Read, int(fd), p)
-		} else {
-			n, opErr = ignoringEINTR(syscall.Write, int(fd), p)
-		}
+		n, opErr = ignoringEINTR(calls[kind], int(fd), p)
 		return opErr != syscall.EAGAIN
 	}
 	if kind == opRead {
@@ -223,6 +229,43 @@ func (s *sock) wait(kind int, p []byte) (int, error) {
 		return 0, err
 	}
 	return n, opErr
+}
+
+// pollSlice is how long poll waits before it looks again at Close and the
+// deadline, neither of which wakes poll(2).
+const pollSlice = 50 * time.Millisecond
+
+// poll is wait without Go's poller, after why failed it: poll(2) on the
+// descriptor under a use, a slice at a time. It holds a thread while it
+// waits, and delays Close's close(2) by up to a slice.
+func (s *sock) poll(kind int, p []byte, why error) (int, error) {
+	events := int16(unix.POLLIN)
+	if kind == opWrite {
+		events = unix.POLLOUT
+	}
+	for {
+		if err := s.ready(kind); err != nil {
+			return 0, err
+		}
+		left := time.Duration(s.deadline[kind].Load() - int64(time.Since(base)))
+		ms := int(max(time.Millisecond, min(left, pollSlice)) / time.Millisecond)
+		if err := s.acquire(); err != nil {
+			return 0, err
+		}
+		fds := []unix.PollFd{{Fd: int32(s.fd), Events: events}}
+		_, err := unix.Poll(fds, ms)
+		n, opErr := 0, error(syscall.EAGAIN)
+		if err == nil || err == syscall.EINTR {
+			n, opErr = ignoringEINTR(calls[kind], s.fd, p)
+		}
+		s.release()
+		if err != nil && err != syscall.EINTR {
+			return 0, fmt.Errorf("poll, as %v: %w", why, err)
+		}
+		if opErr != syscall.EAGAIN {
+			return n, opErr
+		}
+	}
 }
 
 // wrap gives a failed operation's error as net's connections do: a passed

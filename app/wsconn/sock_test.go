@@ -171,3 +171,74 @@ func TestSockDeadlineFarAwayIsNone(t *testing.T) {
 		t.Fatalf("a read under a far deadline: %q, %v; want \"ok\"", b[:], err)
 	}
 }
+
+// TestSockWaitsWithoutADuplicate: out of descriptors, a write that must wait
+// gets no duplicate for Go's poller and polls the socket instead: it waits
+// for the client to read, gives up at its deadline, and a Close ends it.
+func TestSockWaitsWithoutADuplicate(t *testing.T) {
+	p := dial(t)
+	setSendBuffer(t, p.server, 16<<10)
+	p.client.NetConn().(*net.TCPConn).SetReadBuffer(16 << 10)
+	nc := p.server.NetConn()
+	big := make([]byte, 1<<20) // more than the buffers hold
+	client := p.client.NetConn()
+
+	outOfDescriptors(t)
+	read := make(chan error, 1)
+	go func() { _, err := io.ReadFull(client, make([]byte, len(big))); read <- err }()
+	nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if _, err := nc.Write(big); err != nil {
+		t.Fatalf("a write that waits for the client's reads: %v", err)
+	}
+	if err := <-read; err != nil {
+		t.Fatalf("the client's read: %v", err)
+	}
+
+	nc.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+	began := time.Now()
+	if _, err := nc.Write(big); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a write to a full socket: %v, want os.ErrDeadlineExceeded", err)
+	}
+	if d := time.Since(began); d < 190*time.Millisecond || d > 5*time.Second {
+		t.Fatalf("the write gave up after %v, want its deadline's 200 ms", d)
+	}
+
+	nc.SetWriteDeadline(time.Time{})
+	wrote := make(chan error, 1)
+	go func() { _, err := nc.Write(big); wrote <- err }()
+	time.Sleep(100 * time.Millisecond) // the write waits
+	nc.Close()
+	select {
+	case err := <-wrote:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("a write ended by Close: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not end a waiting write")
+	}
+}
+
+// outOfDescriptors lowers the process's descriptor limit to the descriptors
+// open, until the test ends: the next dup fails with EMFILE.
+func outOfDescriptors(t *testing.T) {
+	t.Helper()
+	var was syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &was); err != nil {
+		t.Fatal(err)
+	}
+	free, err := syscall.Dup(0) // the lowest number free
+	if err != nil {
+		t.Fatal(err)
+	}
+	syscall.Close(free)
+	limit := was
+	limit.Cur = uint64(free)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &limit); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Setrlimit(syscall.RLIMIT_NOFILE, &was) })
+	if fd, err := syscall.Dup(0); err == nil {
+		syscall.Close(fd)
+		t.Fatal("a dup past the limit succeeded: the test would not see the fallback")
+	}
+}
