@@ -345,17 +345,19 @@ func (s *sock) setDeadline(kind int, t time.Time) {
 }
 
 // LocalAddr and RemoteAddr ask the system: nothing keeps them meanwhile.
+// Once the socket is closed, or the peer gone, they are an empty address,
+// never nil, whose String callers may call.
 func (s *sock) LocalAddr() net.Addr  { return s.addr(unix.Getsockname) }
 func (s *sock) RemoteAddr() net.Addr { return s.addr(unix.Getpeername) }
 
 func (s *sock) addr(get func(int) (unix.Sockaddr, error)) net.Addr {
 	if s.acquire() != nil {
-		return nil
+		return &net.TCPAddr{}
 	}
 	defer s.release()
 	sa, err := get(s.fd)
 	if err != nil {
-		return nil
+		return &net.TCPAddr{}
 	}
 	return addrOf(sa)
 }
@@ -369,7 +371,7 @@ func addrOf(sa unix.Sockaddr) net.Addr {
 	case *unix.SockaddrUnix:
 		return &net.UnixAddr{Name: a.Name, Net: "unix"}
 	}
-	return nil
+	return &net.TCPAddr{}
 }
 
 // SyscallConn gives this package's own system calls the descriptor.

@@ -20,7 +20,8 @@ import (
 
 // TestUpgradeLeavesGoPoller: an upgraded socket is in none of the process's
 // epoll sets (Go's poller keeps a 512-byte descriptor for each socket in its
-// set), and its addresses are still the connection's.
+// set), and its addresses are still the connection's; once it is closed
+// they are empty, not nil.
 func TestUpgradeLeavesGoPoller(t *testing.T) {
 	p := dial(t)
 	s, ok := p.server.wire.Conn.(*sock)
@@ -46,6 +47,12 @@ func TestUpgradeLeavesGoPoller(t *testing.T) {
 	}
 	if got, want := p.server.LocalAddr().String(), p.client.RemoteAddr().String(); got != want {
 		t.Errorf("LocalAddr %s, want %s", got, want)
+	}
+	p.server.Close()
+	for name, a := range map[string]net.Addr{"LocalAddr": p.server.LocalAddr(), "RemoteAddr": p.server.RemoteAddr()} {
+		if a == nil {
+			t.Errorf("%s of a closed socket is nil, want an empty address", name)
+		}
 	}
 }
 
