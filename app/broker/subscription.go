@@ -3,9 +3,7 @@ package broker
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -75,59 +73,35 @@ func (s *Subscription) Close() error {
 
 // Run hands every event to handle until ctx ends or the subscription is
 // closed. handle must not block: it runs on the instance's only reader.
-// It reads the connection itself rather than through go-redis's Channel,
-// whose own goroutine took every message and handed it on, waking its
-// health check's goroutine and resetting a timer on the way: a goroutine
-// switch, a wakeup and two timer operations a message more, on the path of
-// every delivery (docs/log.md, 2026-12-07). The health check is the same:
-// a ping after subscriptionQuiet without a message, so that a dead
-// connection fails and go-redis reconnects and subscribes again.
 func (s *Subscription) Run(ctx context.Context, handle func(Event)) {
 	if s.shards != nil {
 		s.shards.run(ctx, handle)
 		return
 	}
-	failed := false
-	for ctx.Err() == nil {
-		v, err := s.ps.ReceiveTimeout(ctx, subscriptionQuiet)
-		if err != nil {
-			var ne net.Error
-			switch {
-			case errors.Is(err, redis.ErrClosed):
+	ch := s.ps.ChannelWithSubscriptions(redis.WithChannelSize(65536), redis.WithChannelHealthCheckInterval(2*time.Second))
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case v, ok := <-ch:
+			if !ok {
 				return
-			case errors.As(err, &ne) && ne.Timeout():
-				_ = s.ps.Ping(ctx) // its failure reconnects; its pong is read as a message
-			case failed:
-				// Again: Redis is down. go-redis has reconnected (or will
-				// at the next read); do not spin meanwhile.
-				select {
-				case <-ctx.Done():
-				case <-time.After(100 * time.Millisecond):
+			}
+			switch m := v.(type) {
+			case *redis.Subscription:
+				if room, ok := roomOf(m.Channel); ok && m.Kind == "subscribe" {
+					handle(Event{Subscribed: room})
 				}
-			default:
-				failed = true
-			}
-			continue
-		}
-		failed = false
-		switch m := v.(type) {
-		case *redis.Subscription:
-			if room, ok := roomOf(m.Channel); ok && m.Kind == "subscribe" {
-				handle(Event{Subscribed: room})
-			}
-		case *redis.Message:
-			if room, ok := roomOf(m.Channel); ok {
-				if d, ok := parsePayload(room, m.Payload); ok {
-					handle(Event{Delivery: d})
+			case *redis.Message:
+				if room, ok := roomOf(m.Channel); ok {
+					if d, ok := parsePayload(room, m.Payload); ok {
+						handle(Event{Delivery: d})
+					}
 				}
 			}
 		}
 	}
 }
-
-// subscriptionQuiet is how long the subscription may hear nothing before
-// it pings Redis.
-const subscriptionQuiet = 2 * time.Second
 
 // roomOf is the room of a room's channel on one Redis (layout.channel).
 func roomOf(ch string) (string, bool) {
