@@ -3,11 +3,9 @@ package broker
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -75,81 +73,33 @@ func (s *Subscription) Close() error {
 
 // Run hands every event to handle until ctx ends or the subscription is
 // closed. handle must not block: it runs on the instance's only reader.
-// It reads the connection itself rather than through go-redis's Channel,
-// whose goroutine took every message and handed it on, waking its health
-// check's goroutine and resetting a timer on the way. Reads carry no
-// deadline: ReceiveTimeout's set one a message, and with it the instance's
-// own latency doubled (docs/log.md, 2026-12-07). The health check is the
-// Channel's: a ping once subscriptionQuiet passed without a message, whose
-// failure makes go-redis reconnect and subscribe again.
 func (s *Subscription) Run(ctx context.Context, handle func(Event)) {
 	if s.shards != nil {
 		s.shards.run(ctx, handle)
 		return
 	}
-	var received atomic.Uint64
-	done := make(chan struct{})
-	defer close(done)
-	go s.ping(ctx, done, &received)
-	failed := false
-	for ctx.Err() == nil {
-		v, err := s.ps.Receive(ctx)
-		if err != nil {
-			switch {
-			case errors.Is(err, redis.ErrClosed):
-				return
-			case failed:
-				// Again: Redis is down. go-redis has reconnected or will at
-				// the next read; do not spin meanwhile.
-				select {
-				case <-ctx.Done():
-				case <-time.After(100 * time.Millisecond):
-				}
-			default:
-				failed = true
-			}
-			continue
-		}
-		failed = false
-		received.Add(1)
-		switch m := v.(type) {
-		case *redis.Subscription:
-			if room, ok := roomOf(m.Channel); ok && m.Kind == "subscribe" {
-				handle(Event{Subscribed: room})
-			}
-		case *redis.Message:
-			if room, ok := roomOf(m.Channel); ok {
-				if d, ok := parsePayload(room, m.Payload); ok {
-					handle(Event{Delivery: d})
-				}
-			}
-		}
-	}
-}
-
-// subscriptionQuiet is how long the subscription may hear nothing before
-// it pings Redis.
-const subscriptionQuiet = 2 * time.Second
-
-// ping pings Redis whenever a subscriptionQuiet passes with nothing
-// received, until ctx ends or Run returns.
-func (s *Subscription) ping(ctx context.Context, done <-chan struct{}, received *atomic.Uint64) {
-	t := time.NewTicker(subscriptionQuiet)
-	defer t.Stop()
-	last := received.Load()
+	ch := s.ps.ChannelWithSubscriptions(redis.WithChannelSize(65536), redis.WithChannelHealthCheckInterval(2*time.Second))
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-done:
-			return
-		case <-t.C:
+		case v, ok := <-ch:
+			if !ok {
+				return
+			}
+			switch m := v.(type) {
+			case *redis.Subscription:
+				if room, ok := roomOf(m.Channel); ok && m.Kind == "subscribe" {
+					handle(Event{Subscribed: room})
+				}
+			case *redis.Message:
+				if room, ok := roomOf(m.Channel); ok {
+					if d, ok := parsePayload(room, m.Payload); ok {
+						handle(Event{Delivery: d})
+					}
+				}
+			}
 		}
-		if n := received.Load(); n != last {
-			last = n
-			continue
-		}
-		_ = s.ps.Ping(ctx) // its pong is received like a message
 	}
 }
 
