@@ -25,7 +25,7 @@ import (
 // CPU 1, the load tool and the datastores on CPU 0, so that the cores the
 // two share do not decide the figures. Every server runs throughout and
 // all are idle before each point, so the one measured works alone. Per
-// shape, the table point (the table's rate, pinnedSeconds) in rounds
+// shape, the table point (the table's rate, SWITCHBOARD_BENCH_SECONDS) in rounds
 // interleaved between the two contenders, Switchboard's round 1, then
 // Centrifugo's, then round 2 ...: on this shared machine p99 swings
 // several-fold from run to run, and the table takes the medians of runs
