@@ -108,11 +108,12 @@ chaos: deps
 	done
 
 # The pinned comparison of issue 30 (tests/pinned_test.go): one Switchboard
-# instance and one Centrifugo node, each alone on CPU 1, the load tool and
-# the datastores on CPU 0, a sweep of fixed rates on two shapes; then the
-# floor (tests/floor) at the table's rates. It rewrites
+# instance and one Centrifugo node, each measured alone on CPU 1, the load
+# tool and the datastores on CPU 0; on two shapes, the table's rate in 3
+# rounds interleaved between the two (SWITCHBOARD_BENCH_ROUNDS), the floor
+# (tests/floor) at that rate once, then a sweep of fixed rates. It rewrites
 # docs/performance.md's current table and docs/img/p99-vs-rate.svg, and
-# adds the run to docs/log.md. About 11 minutes.
+# adds the run to docs/log.md. About 16 minutes.
 bench: deps build
 	SWITCHBOARD_BENCH=1 SWITCHBOARD_BENCH_DOCS=$(CURDIR)/docs go test -count=1 -timeout 30m -v -run '^TestPinnedComparison$$' ./tests
 

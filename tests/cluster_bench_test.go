@@ -194,11 +194,7 @@ func (f *redisForm) calls(t *testing.T) []map[string]int64 {
 func (f *redisForm) measure(t *testing.T, b *bench, name string, args []string) string {
 	t.Helper()
 	quiesce(t, f.srv)
-	pids := []string{strconv.Itoa(f.srv.pid)}
-	for _, st := range f.srv.stores {
-		pids = append(pids, strconv.Itoa(st.pid))
-	}
-	b.endpoint, b.pids = f.srv.endpoint, strings.Join(pids, ",")
+	b.endpoint, b.pids = f.srv.endpoint, f.srv.pidList()
 	before := f.calls(t)
 	rep := b.run(t, name, args...)
 	after := f.calls(t)

@@ -21,14 +21,19 @@ import (
 	"github.com/switchboard-dev/switchboard/tests/perfdoc"
 )
 
-// The pinned comparison (issue 30), what `make bench` runs: each server
-// alone on CPU 1, the load tool and the datastores on CPU 0, so that the
-// cores the two share do not decide the figures. Per server and shape, a
-// sweep of fixed rates (the p99 against rate curve) whose table point runs
-// pinnedSeconds; CPU per delivery is each process tree's CPU time from
-// /proc over the publishing window, divided by the deliveries. The floor
-// (tests/floor), a reference beside the two servers, runs the table's
-// rates only.
+// The pinned comparison (issue 30), what `make bench` runs: each server on
+// CPU 1, the load tool and the datastores on CPU 0, so that the cores the
+// two share do not decide the figures. Every server runs throughout and
+// all are idle before each point, so the one measured works alone. Per
+// shape, the table point (the table's rate, SWITCHBOARD_BENCH_SECONDS) in rounds
+// interleaved between the two contenders, Switchboard's round 1, then
+// Centrifugo's, then round 2 ...: on this shared machine p99 swings
+// several-fold from run to run, and the table takes the medians of runs
+// made side by side in time. Then each contender's sweep of the other
+// rates (the p99 against rate curve), once. CPU per delivery is each
+// process tree's CPU time from /proc over the publishing window, divided
+// by the deliveries. The floor (tests/floor), a reference beside the two
+// servers, runs the table's rates only, once, after the rounds.
 const (
 	serverCPU = "1"
 	loadCPU   = "0"
@@ -57,9 +62,18 @@ type pinnedServer struct {
 	pid      int
 	stores   []store // its datastores, in the order chatload reports them
 	args     []string
-	// fixedOnly: only each shape's table rate, no sweep (the floor, whose
-	// figure is a bound, not a curve to compare).
+	// fixedOnly: only each shape's table rate, once, no rounds or sweep
+	// (the floor, whose figure is a bound, not a contender).
 	fixedOnly bool
+}
+
+// pidList is chatload's -pids for s: the server, then its stores.
+func (s pinnedServer) pidList() string {
+	pids := []string{strconv.Itoa(s.pid)}
+	for _, st := range s.stores {
+		pids = append(pids, strconv.Itoa(st.pid))
+	}
+	return strings.Join(pids, ",")
 }
 
 type store struct {
@@ -77,38 +91,59 @@ func TestPinnedComparison(t *testing.T) {
 		}
 		seconds = n
 	}
+	rounds := 3
+	if s := os.Getenv("SWITCHBOARD_BENCH_ROUNDS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			t.Fatalf("SWITCHBOARD_BENCH_ROUNDS=%q: want a whole number, 1 or more (the table points' rounds per server)", s)
+		}
+		rounds = n
+	}
 	if runtime.NumCPU() < 2 {
 		t.Skip("the pinned comparison needs 2 CPUs: one for the server alone")
 	}
 	loadBefore := loadAverage()
+	servers := []pinnedServer{startPinnedSwitchboard(t, b), startPinnedCentrifugo(t, b), startPinnedFloor(t, b)}
+	for _, srv := range servers {
+		pin(t, serverCPU, srv.pid)
+		for _, st := range srv.stores {
+			pin(t, loadCPU, st.pid)
+		}
+	}
+	b.cpu = loadCPU
+	interleaved := fmt.Sprintf("%s round 1, %s round 1, %[1]s round 2, ...", servers[0].name, servers[1].name)
 	run := perfdoc.Run{
 		Date: time.Now().UTC().Format("2006-01-02 15:04 UTC"),
-		Method: fmt.Sprintf("Each server alone on CPU %s with GOMAXPROCS=1 (`taskset`), chatload, Redis and Postgres on CPU %s; "+
-			"table points %d s, sweep points %d s, 64-byte messages; CPU from /proc over the publishing window (process trees), latency from chatload. "+
-			"%s: tests/floor, rooms in memory, one write per delivery, no datastores, at the table's rates only.",
-			serverCPU, loadCPU, seconds, sweepSeconds(seconds), floorName),
+		Method: fmt.Sprintf("Each server on CPU %s with GOMAXPROCS=1 (`taskset`), chatload, Redis and Postgres on CPU %s; all running throughout, every one idle before each point; "+
+			"table points %d s in %d rounds, interleaved (%s), the table's figures the medians over the rounds; then sweep points %d s, once each; 64-byte messages; "+
+			"CPU from /proc over the publishing window (process trees), latency from chatload. "+
+			"%s: tests/floor, rooms in memory, one write per delivery, no datastores, at the table's rates only, once, after the rounds.",
+			serverCPU, loadCPU, seconds, rounds, interleaved, sweepSeconds(seconds), floorName),
 		Floor: floorName,
 	}
-	starts := []struct {
-		name  string
-		start func(t *testing.T) pinnedServer
-	}{
-		{"Switchboard", func(t *testing.T) pinnedServer { return startPinnedSwitchboard(t, b) }},
-		{"Centrifugo", func(t *testing.T) pinnedServer { return startPinnedCentrifugo(t, b) }},
-		{"Floor", func(t *testing.T) pinnedServer { return startPinnedFloor(t, b) }},
-	}
-	for _, s := range starts {
-		t.Run(s.name, func(t *testing.T) {
-			srv := s.start(t)
-			pin(t, serverCPU, srv.pid)
-			pids := []string{strconv.Itoa(srv.pid)}
-			for _, st := range srv.stores {
-				pin(t, loadCPU, st.pid)
-				pids = append(pids, strconv.Itoa(st.pid))
+	for _, shape := range pinnedShapes {
+		t.Run(shape.name, func(t *testing.T) {
+			measure := func(srv pinnedServer, rate, round int) {
+				if p, ok := b.measure(t, servers, srv, shape, rate, round, seconds); ok {
+					run.Points = append(run.Points, p)
+				}
 			}
-			b.endpoint, b.pids, b.args, b.cpu = srv.endpoint, strings.Join(pids, ","), srv.args, loadCPU
-			for _, shape := range pinnedShapes {
-				run.Points = append(run.Points, b.sweep(t, srv, shape, seconds)...)
+			for round := 1; round <= rounds; round++ {
+				for _, srv := range servers {
+					if !srv.fixedOnly {
+						measure(srv, shape.fixed, round)
+					}
+				}
+			}
+			for _, srv := range servers {
+				if srv.fixedOnly {
+					measure(srv, shape.fixed, 1)
+				}
+			}
+			for _, srv := range servers {
+				if !srv.fixedOnly {
+					run.Points = append(run.Points, b.sweep(t, servers, srv, shape, seconds)...)
+				}
 			}
 		})
 	}
@@ -126,67 +161,86 @@ func TestPinnedComparison(t *testing.T) {
 	}
 }
 
-// sweep runs shape's rates against srv, the table's rate for seconds and
-// the others for half as long, until a rate past the table's saturates
-// (perfdoc's Behind).
-func (b *bench) sweep(t *testing.T, srv pinnedServer, shape pinnedShape, seconds int) []perfdoc.Point {
+// sweep runs shape's rates other than the table's against srv, rising, for
+// half the table points' seconds, until a rate past the table's runs
+// behind it (perfdoc's Behind).
+func (b *bench) sweep(t *testing.T, all []pinnedServer, srv pinnedServer, shape pinnedShape, seconds int) []perfdoc.Point {
 	var out []perfdoc.Point
-	rates := shape.rates
-	if srv.fixedOnly {
-		rates = []int{shape.fixed}
-	}
-	for _, rate := range rates {
-		d := sweepSeconds(seconds)
+	for _, rate := range shape.rates {
 		if rate == shape.fixed {
-			d = seconds
-		}
-		name := fmt.Sprintf("%s %s at %d msg/s", srv.name, shape.name, rate)
-		if !benchPoints.MatchString(name) {
 			continue
 		}
-		args := append(slices.Clone(shape.args), "-rate", strconv.Itoa(rate), "-duration", fmt.Sprintf("%ds", d), "-drain", "10s")
-		quiesce(t, srv)
-		rep := b.run(t, name, args...)
-		if rep.Connect.Failed > 0 {
-			// Refused while still busy with the last run: once more.
-			quiesce(t, srv)
-			rep = b.run(t, name+", again", args...)
-		}
-		p, err := point(srv, shape, rate, rep)
-		if err != nil {
-			t.Fatal(err)
+		p, ok := b.measure(t, all, srv, shape, rate, 0, seconds)
+		if !ok {
+			continue
 		}
 		out = append(out, p)
-		if rate > shape.fixed && (p.Behind()) {
+		if rate > shape.fixed && p.Behind() {
 			break
 		}
 	}
 	return out
 }
 
+// measure runs shape at rate against srv once all the servers are idle:
+// round (from 1) of the table point for seconds, or, round 0, a sweep
+// point for half as long. False if SWITCHBOARD_BENCH_POINTS leaves it out.
+func (b *bench) measure(t *testing.T, all []pinnedServer, srv pinnedServer, shape pinnedShape, rate, round, seconds int) (perfdoc.Point, bool) {
+	t.Helper()
+	name, d := fmt.Sprintf("%s %s at %d msg/s", srv.name, shape.name, rate), sweepSeconds(seconds)
+	if round > 0 {
+		name, d = fmt.Sprintf("%s, round %d", name, round), seconds
+	}
+	if !benchPoints.MatchString(name) {
+		return perfdoc.Point{}, false
+	}
+	b.endpoint, b.pids, b.args = srv.endpoint, srv.pidList(), srv.args
+	args := append(slices.Clone(shape.args), "-rate", strconv.Itoa(rate), "-duration", fmt.Sprintf("%ds", d), "-drain", "10s")
+	quiesce(t, all...)
+	rep := b.run(t, name, args...)
+	if rep.Connect.Failed > 0 {
+		// Refused while still busy with the last run: once more.
+		quiesce(t, all...)
+		rep = b.run(t, name+", again", args...)
+	}
+	p, err := point(srv, shape, rate, round, rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, true
+}
+
 // benchPoints: SWITCHBOARD_BENCH_POINTS, a regular expression; only the
 // points whose name it matches run, e.g. `Switchboard 1 room .* at 100 ` (an
-// A/B of one shape). The docs are then not written.
+// A/B of one shape, every round). The docs are then not written.
 var benchPoints = regexp.MustCompile(os.Getenv("SWITCHBOARD_BENCH_POINTS"))
 
-// quiesce waits, a minute at most, until the server and its stores are
+// quiesce waits, a minute at most, until every server and its stores are
 // done with the last run (its thousands of connections closing): less than
-// a tenth of a core over a second; then until the server is ready (an
-// instance starved of CPU may have found Redis slow to answer).
-func quiesce(t *testing.T, srv pinnedServer) {
+// a tenth of a core together over a second; then until each server is
+// ready (an instance starved of CPU may have found Redis slow to answer).
+// Every server, not only the next one measured: all share the cores, and
+// one's teardown must not overlap another's run.
+func quiesce(t *testing.T, servers ...pinnedServer) {
 	t.Helper()
-	defer until(t, srv.name+" ready", time.Minute, func() error {
-		resp, err := http.Get(srv.ready)
-		if err != nil {
-			return err
+	defer func() {
+		for _, srv := range servers {
+			until(t, srv.name+" ready", time.Minute, func() error {
+				resp, err := http.Get(srv.ready)
+				if err != nil {
+					return err
+				}
+				resp.Body.Close()
+				return want(float64(resp.StatusCode), http.StatusOK)
+			})
 		}
-		resp.Body.Close()
-		return want(float64(resp.StatusCode), http.StatusOK)
-	})
-	t.Helper()
-	pids := []int{srv.pid}
-	for _, st := range srv.stores {
-		pids = append(pids, st.pid)
+	}()
+	var pids []int
+	for _, srv := range servers {
+		pids = append(pids, srv.pid)
+		for _, st := range srv.stores {
+			pids = append(pids, st.pid)
+		}
 	}
 	for range 60 {
 		s := loadtool.Sample(pids)
@@ -199,19 +253,19 @@ func quiesce(t *testing.T, srv pinnedServer) {
 			return
 		}
 	}
-	t.Logf("%s still busy a minute after the last run; going on", srv.name)
+	t.Logf("the servers still busy a minute after the last run; going on")
 }
 
 func sweepSeconds(seconds int) int { return max(seconds/2, 2) }
 
 // point is one run's figures; chatload reports the processes of -pids in
 // their order: the server, then its stores.
-func point(srv pinnedServer, shape pinnedShape, rate int, rep *loadtool.Report) (perfdoc.Point, error) {
+func point(srv pinnedServer, shape pinnedShape, rate, round int, rep *loadtool.Report) (perfdoc.Point, error) {
 	if len(rep.Servers) != 1+len(srv.stores) {
 		return perfdoc.Point{}, fmt.Errorf("%s at %d msg/s: chatload measured %d processes, want %d", shape.name, rate, len(rep.Servers), 1+len(srv.stores))
 	}
 	p := perfdoc.Point{
-		Server: srv.name, Shape: shape.name, Rate: rate, Fixed: rate == shape.fixed,
+		Server: srv.name, Shape: shape.name, Rate: rate, Fixed: rate == shape.fixed, Round: round,
 		Seconds: rep.Elapsed.Seconds(), Deliveries: rep.Deliveries, Lost: rep.Lost(),
 		P50: time.Duration(rep.Latency.Quantile(0.5)), P99: time.Duration(rep.Latency.Quantile(0.99)),
 		ServerCPU: rep.Servers[0].CPUSeconds, StoreCPU: map[string]float64{},

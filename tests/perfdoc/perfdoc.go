@@ -9,16 +9,20 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
 
 // Point is one load run against one server at one fixed rate.
 type Point struct {
-	Server     string        `json:"server"` // "Switchboard", "Centrifugo v5.4.9"
-	Shape      string        `json:"shape"`  // "1000 rooms × 10"
-	Rate       int           `json:"rate"`   // messages a second
-	Fixed      bool          `json:"fixed"`  // the shape's point of the table
+	Server string `json:"server"` // "Switchboard", "Centrifugo v5.4.9"
+	Shape  string `json:"shape"`  // "1000 rooms × 10"
+	Rate   int    `json:"rate"`   // messages a second
+	Fixed  bool   `json:"fixed"`  // the shape's point of the table
+	// Round is which of the table point's rounds this is, from 1; 0 for a
+	// sweep point.
+	Round      int           `json:"round,omitempty"`
 	Seconds    float64       `json:"seconds"`
 	Deliveries int64         `json:"deliveries"`
 	Lost       int64         `json:"lost"`
@@ -40,10 +44,15 @@ func (p Point) PerDelivery() (server, total time.Duration) {
 	for _, s := range p.StoreCPU {
 		all += s
 	}
-	per := func(s float64) time.Duration {
-		return time.Duration(s / float64(p.Deliveries) * float64(time.Second))
+	return perDelivery(p.ServerCPU, p.Deliveries), perDelivery(all, p.Deliveries)
+}
+
+// perDelivery is cpu seconds spread over deliveries (none: 0).
+func perDelivery(cpu float64, deliveries int64) time.Duration {
+	if deliveries == 0 {
+		return 0
 	}
-	return per(p.ServerCPU), per(all)
+	return time.Duration(cpu / float64(deliveries) * float64(time.Second))
 }
 
 // Saturated is the p99 past which a point ran behind its rate: the
@@ -96,19 +105,97 @@ func (r Run) shapes() []string {
 	return out
 }
 
-func (r Run) fixed(server, shape string) (Point, bool) {
-	for _, p := range r.Points {
-		if p.Server == server && p.Shape == shape && p.Fixed {
-			return p, true
-		}
-	}
-	return Point{}, false
+// figures is a server's table point on a shape over its rounds: the median
+// of each figure (on a shared machine p99 swings several-fold from run to
+// run, and one outlying round must not decide the table), the sums of
+// deliveries and losses, and the rounds in order.
+type figures struct {
+	Rate int
+	// CPU per delivery: the server's, with its datastores', the
+	// datastores' together and each one's.
+	Server, Total, Stores time.Duration
+	Store                 map[string]time.Duration
+	P50, P99              time.Duration
+	Seconds               float64 // a round's
+	Deliveries, Lost      int64
+	Rounds                []Point
 }
 
-// Table is the comparison at each shape's fixed rate, in Markdown: CPU per
-// delivery of the server alone and with its datastores, p50 and p99, and
-// how many times the second server's figure is the first's; the columns of
-// any further server (the floor) come after the ratio.
+// figures aggregates server's fixed points on shape; false if it has none.
+func (r Run) figures(server, shape string) (figures, bool) {
+	var rounds []Point
+	for _, p := range r.Points {
+		if p.Server == server && p.Shape == shape && p.Fixed {
+			rounds = append(rounds, p)
+		}
+	}
+	if len(rounds) == 0 {
+		return figures{}, false
+	}
+	slices.SortStableFunc(rounds, func(a, b Point) int { return cmp.Compare(a.Round, b.Round) })
+	med := func(figure func(Point) time.Duration) time.Duration {
+		v := make([]time.Duration, len(rounds))
+		for i, p := range rounds {
+			v[i] = figure(p)
+		}
+		return median(v)
+	}
+	f := figures{Rate: rounds[0].Rate, Rounds: rounds, Store: map[string]time.Duration{},
+		Server: med(func(p Point) time.Duration { s, _ := p.PerDelivery(); return s }),
+		Total:  med(func(p Point) time.Duration { _, t := p.PerDelivery(); return t }),
+		Stores: med(func(p Point) time.Duration { s, t := p.PerDelivery(); return t - s }),
+		P50:    med(func(p Point) time.Duration { return p.P50 }),
+		P99:    med(func(p Point) time.Duration { return p.P99 }),
+	}
+	seconds := make([]float64, len(rounds))
+	for i, p := range rounds {
+		seconds[i] = p.Seconds
+		f.Deliveries += p.Deliveries
+		f.Lost += p.Lost
+		for name := range p.StoreCPU {
+			if _, ok := f.Store[name]; !ok {
+				f.Store[name] = med(func(p Point) time.Duration { return perDelivery(p.StoreCPU[name], p.Deliveries) })
+			}
+		}
+	}
+	f.Seconds = median(seconds)
+	return f, true
+}
+
+// median of v (which it sorts); of an even count, the mean of the two
+// middle values.
+func median[T ~int64 | ~float64](v []T) T {
+	slices.Sort(v)
+	n := len(v)
+	if n%2 == 1 {
+		return v[n/2]
+	}
+	return (v[n/2-1] + v[n/2]) / 2
+}
+
+// behind names the rounds of f that ran behind their rate, as
+// "Centrifugo v5.4.9 in round 2 (p99 400.0 ms, 0 lost)".
+func (f figures) behind() []string {
+	var out []string
+	for _, p := range f.Rounds {
+		if !p.Behind() {
+			continue
+		}
+		round := ""
+		if len(f.Rounds) > 1 {
+			round = fmt.Sprintf(" in round %d", p.Round)
+		}
+		out = append(out, fmt.Sprintf("%s%s (p99 %s ms, %d lost)", p.Server, round, millis(p.P99), p.Lost))
+	}
+	return out
+}
+
+// Table is the comparison at each shape's fixed rate, in Markdown: per
+// server, the median over its rounds of CPU per delivery of the server
+// alone and with its datastores, p50 and p99, then each round's p99 and
+// the deliveries of all rounds; and how many times the second server's
+// median is the first's. The columns of any further server (the floor)
+// come after the ratio.
 func Table(r Run) string {
 	servers := r.servers()
 	if len(servers) < 2 {
@@ -124,45 +211,55 @@ func Table(r Run) string {
 	}
 	b.WriteString("\n|---|" + strings.Repeat("---|", len(servers)+1) + "\n")
 	for _, shape := range r.shapes() {
-		pts := make([]Point, len(servers))
+		figs := make([]figures, len(servers))
 		ok := true
 		for i, s := range servers {
 			var found bool
-			pts[i], found = r.fixed(s, shape)
+			figs[i], found = r.figures(s, shape)
 			ok = ok && found
 		}
 		if !ok {
 			continue
 		}
-		row := func(label string, cell func(Point) string, ratio string) {
+		row := func(label string, cell func(figures) string, ratio string) {
 			b.WriteString("| " + label + " |")
-			for i, p := range pts {
-				b.WriteString(" " + cell(p) + " |")
+			for i, f := range figs {
+				b.WriteString(" " + cell(f) + " |")
 				if i == 1 {
 					b.WriteString(strings.TrimRight(" "+ratio, " ") + " |")
 				}
 			}
 			b.WriteString("\n")
 		}
-		server := func(p Point) time.Duration { s, _ := p.PerDelivery(); return s }
-		total := func(p Point) time.Duration { _, t := p.PerDelivery(); return t }
-		row(fmt.Sprintf("%s at %s msg/s: server CPU per delivery", shape, thousands(pts[0].Rate)),
-			func(p Point) string { return micros(server(p)) }, cheaper(server(pts[0]), server(pts[1])))
-		row("the same, with the datastores' CPU", func(p Point) string {
+		a, c := figs[0], figs[1]
+		row(fmt.Sprintf("%s at %s msg/s: server CPU per delivery", shape, thousands(a.Rate)),
+			func(f figures) string { return micros(f.Server) }, cheaper(a.Server, c.Server))
+		row("the same, with the datastores' CPU", func(f figures) string {
 			var parts []string
-			for _, name := range slices.Sorted(maps.Keys(p.StoreCPU)) {
-				parts = append(parts, name+" "+micros64(p.StoreCPU[name]/float64(max(p.Deliveries, 1))*1e6))
+			for _, name := range slices.Sorted(maps.Keys(f.Store)) {
+				parts = append(parts, name+" "+micros64(float64(f.Store[name])/float64(time.Microsecond)))
 			}
 			if len(parts) == 0 {
-				return micros(total(p)) + " (no datastores)"
+				return micros(f.Total) + " (no datastores)"
 			}
-			return fmt.Sprintf("%s (%s)", micros(total(p)), strings.Join(parts, " + "))
-		}, cheaper(total(pts[0]), total(pts[1])))
-		row("p50 / p99", func(p Point) string {
-			return fmt.Sprintf("%s / %s ms", millis(p.P50), millis(p.P99))
-		}, tail(pts[0].P99, pts[1].P99))
-		row("deliveries, lost", func(p Point) string {
-			return fmt.Sprintf("%s in %.0f s, %d lost", thousands(int(p.Deliveries)), p.Seconds, p.Lost)
+			return fmt.Sprintf("%s (%s)", micros(f.Total), strings.Join(parts, " + "))
+		}, cheaper(a.Total, c.Total))
+		row("p50 / p99", func(f figures) string {
+			return fmt.Sprintf("%s / %s ms", millis(f.P50), millis(f.P99))
+		}, tail(a.P99, c.P99))
+		row("p99 in each round", func(f figures) string {
+			var p99s []string
+			for _, p := range f.Rounds {
+				p99s = append(p99s, millis(p.P99))
+			}
+			return strings.Join(p99s, ", ") + " ms"
+		}, "")
+		row("deliveries, lost", func(f figures) string {
+			in := fmt.Sprintf("%.0f s", f.Seconds)
+			if len(f.Rounds) > 1 {
+				in = fmt.Sprintf("%d × %s", len(f.Rounds), in)
+			}
+			return fmt.Sprintf("%s in %s, %d lost", thousands(int(f.Deliveries)), in, f.Lost)
 		}, "")
 	}
 	return b.String()
@@ -206,7 +303,8 @@ func thousands(n int) string {
 // second server's datastores' (for Centrifugo its Redis: the publish and
 // the history of each message, which a server with Redis fan-out and
 // history needs too), against what the goal leaves, the second server's
-// total divided by Goal. Empty without a floor.
+// total divided by Goal; all from the medians over the rounds. Empty
+// without a floor.
 func FloorBound(r Run) string {
 	servers := r.servers()
 	if r.Floor == "" || len(servers) < 3 {
@@ -214,34 +312,26 @@ func FloorBound(r Run) string {
 	}
 	first, second := servers[0], servers[1]
 	var b strings.Builder
-	fmt.Fprintf(&b, "The floor against issue 30's goal (%s's total CPU per delivery at most %s's ÷ %.1f), at each shape's fixed rate:\n\n", first, second, Goal)
+	fmt.Fprintf(&b, "The floor against issue 30's goal (%s's total CPU per delivery at most %s's ÷ %.1f), at each shape's fixed rate, from the medians over the rounds:\n\n", first, second, Goal)
 	for _, shape := range r.shapes() {
-		f, okF := r.fixed(r.Floor, shape)
-		a, okA := r.fixed(first, shape)
-		c, okC := r.fixed(second, shape)
+		f, okF := r.figures(r.Floor, shape)
+		a, okA := r.figures(first, shape)
+		c, okC := r.figures(second, shape)
 		if !okF || !okA || !okC || c.Deliveries == 0 {
 			continue
 		}
-		floor, _ := f.PerDelivery()
-		server, total := c.PerDelivery()
-		stores := total - server
-		bound, goal := floor+stores, time.Duration(float64(total)/Goal)
-		_, firstTotal := a.PerDelivery()
-		var behind []string
-		for _, p := range []Point{a, c, f} {
-			if p.Behind() {
-				behind = append(behind, fmt.Sprintf("%s (p99 %s ms, %d lost)", p.Server, millis(p.P99), p.Lost))
-			}
-		}
+		bound, goal := f.Server+c.Stores, time.Duration(float64(c.Total)/Goal)
 		fmt.Fprintf(&b, "- %s at %s msg/s: the floor's %s plus %s's datastores' %s is **%s a delivery**; the goal leaves %s (%s ÷ %.1f). ",
-			shape, thousands(f.Rate), micros(floor), second, micros(stores), micros(bound), micros(goal), micros(total), Goal)
+			shape, thousands(f.Rate), micros(f.Server), second, micros(c.Stores), micros(bound), micros(goal), micros(c.Total), Goal)
 		if bound > goal {
 			fmt.Fprintf(&b, "The floor is **%.2f× what the goal leaves**: no server that makes a write of its own for each delivery and keeps that datastore work meets the goal at this rate. %s spends %s.\n",
-				float64(bound)/float64(goal), first, micros(firstTotal))
+				float64(bound)/float64(goal), first, micros(a.Total))
 		} else {
 			fmt.Fprintf(&b, "The floor takes **%.0f %% of it**, leaving %s a delivery for everything else a server does; %s spends %s.\n",
-				100*float64(bound)/float64(goal), micros(goal-bound), first, micros(firstTotal))
+				100*float64(bound)/float64(goal), micros(goal-bound), first, micros(a.Total))
 		}
+		// One round behind is enough: its CPU per delivery may be the median.
+		behind := slices.Concat(a.behind(), c.behind(), f.behind())
 		if len(behind) > 0 {
 			fmt.Fprintf(&b, "  **This run does not decide this shape**: %s ran behind the rate (p99 past %s ms or losses), and a server behind shares writes among the frames that waited, so its CPU per delivery is below what the rate costs at pace.\n",
 				strings.Join(behind, ", "), millis(Saturated))
@@ -250,19 +340,23 @@ func FloorBound(r Run) string {
 	return b.String()
 }
 
-// Sweep lists every point, by shape, server and rate, in Markdown.
+// Sweep lists every point, by shape, server, rate and round, in Markdown.
 func Sweep(r Run) string {
 	pts := slices.Clone(r.Points)
 	shapes, servers := r.shapes(), r.servers()
 	slices.SortStableFunc(pts, func(a, b Point) int {
 		return cmp.Or(cmp.Compare(slices.Index(shapes, a.Shape), slices.Index(shapes, b.Shape)),
-			cmp.Compare(slices.Index(servers, a.Server), slices.Index(servers, b.Server)), cmp.Compare(a.Rate, b.Rate))
+			cmp.Compare(slices.Index(servers, a.Server), slices.Index(servers, b.Server)), cmp.Compare(a.Rate, b.Rate), cmp.Compare(a.Round, b.Round))
 	})
 	var b strings.Builder
-	b.WriteString("| shape | server | msg/s | deliveries/s | p50 | p99 | server CPU per delivery | with datastores | lost |\n|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| shape | server | msg/s | round | deliveries/s | p50 | p99 | server CPU per delivery | with datastores | lost |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, p := range pts {
 		s, t := p.PerDelivery()
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s ms | %s ms | %s | %s | %d |\n", p.Shape, p.Server, thousands(p.Rate),
+		round := ""
+		if p.Round > 0 {
+			round = strconv.Itoa(p.Round)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s ms | %s ms | %s | %s | %d |\n", p.Shape, p.Server, thousands(p.Rate), round,
 			thousands(int(float64(p.Deliveries)/max(p.Seconds, 1e-9))), millis(p.P50), millis(p.P99), micros(s), micros(t), p.Lost)
 	}
 	return b.String()
@@ -304,7 +398,7 @@ func Replace(doc, content string) (string, error) {
 
 // LogEntry is the run's dated section of docs/log.md.
 func LogEntry(r Run) string {
-	return fmt.Sprintf("## %s: the pinned comparison (`make bench`)\n\nRun of %s, %s. %s\n\nAt each shape's fixed rate:\n\n%s\n%sEvery point of the sweep:\n\n%s\n",
+	return fmt.Sprintf("## %s: the pinned comparison (`make bench`)\n\nRun of %s, %s. %s\n\nAt each shape's fixed rate, the median over its rounds:\n\n%s\n%sEvery point of the sweep:\n\n%s\n",
 		r.Date[:min(len(r.Date), 10)], r.Date, r.Machine, r.Method, Table(r), paragraph(FloorBound(r)), Sweep(r))
 }
 

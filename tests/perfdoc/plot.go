@@ -6,11 +6,13 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Plot draws p99 against rate, one panel per shape, one line per server,
 // as a self-contained SVG: p99 on a log scale (a tail spans decades), rates
-// on a linear one. A point with losses is drawn hollow.
+// on a linear one; at the table's rate, the median over the rounds. A point
+// with losses is drawn hollow.
 func Plot(r Run) []byte {
 	const (
 		panelW, panelH = 440, 300
@@ -24,10 +26,17 @@ func Plot(r Run) []byte {
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", width, height, width, height)
 	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="white"/>`+"\n", width, height)
+	curves := map[[2]string][]marker{}
+	for _, shape := range shapes {
+		for _, server := range servers {
+			curves[[2]string{shape, server}] = r.curve(server, shape)
+		}
+	}
 	// One p99 scale for both panels, whole decades of milliseconds.
 	lo, hi := math.Inf(1), math.Inf(-1)
-	for _, p := range r.Points {
-		if ms := float64(p.P99) / 1e6; ms > 0 {
+	for _, c := range curves {
+		for _, m := range c {
+			ms := float64(m.p99) / 1e6
 			lo, hi = min(lo, ms), max(hi, ms)
 		}
 	}
@@ -67,26 +76,24 @@ func Plot(r Run) []byte {
 		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" text-anchor="middle">messages a second</text>`+"\n", (x0+x1)/2, y0+34)
 		fmt.Fprintf(&b, `<text transform="translate(%.0f %.0f) rotate(-90)" text-anchor="middle">p99, ms</text>`+"\n", x0-40, (y0+y1)/2)
 		for si, server := range servers {
-			var pts []Point
-			for _, p := range r.Points {
-				if p.Shape == shape && p.Server == server && p.P99 > 0 {
-					pts = append(pts, p)
-				}
-			}
-			slices.SortFunc(pts, func(a, b Point) int { return a.Rate - b.Rate })
+			pts := curves[[2]string{shape, server}]
 			color := colors[si%len(colors)]
 			var line []string
 			for _, p := range pts {
-				line = append(line, fmt.Sprintf("%.1f,%.1f", x(p.Rate), y(float64(p.P99)/1e6)))
+				line = append(line, fmt.Sprintf("%.1f,%.1f", x(p.rate), y(float64(p.p99)/1e6)))
 			}
 			fmt.Fprintf(&b, `<polyline points="%s" fill="none" stroke="%s" stroke-width="2"/>`+"\n", strings.Join(line, " "), color)
 			for _, p := range pts {
 				fill := color
-				if p.Lost > 0 {
+				if p.lost {
 					fill = "white"
 				}
-				fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="3.5" fill="%s" stroke="%s"><title>%s, %s msg/s: p99 %s ms</title></circle>`+"\n",
-					x(p.Rate), y(float64(p.P99)/1e6), fill, color, html.EscapeString(server), thousands(p.Rate), millis(p.P99))
+				median := ""
+				if p.rounds > 1 {
+					median = fmt.Sprintf(", the median of %d rounds", p.rounds)
+				}
+				fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="3.5" fill="%s" stroke="%s"><title>%s, %s msg/s: p99 %s ms%s</title></circle>`+"\n",
+					x(p.rate), y(float64(p.p99)/1e6), fill, color, html.EscapeString(server), thousands(p.rate), millis(p.p99), median)
 			}
 		}
 	}
@@ -103,6 +110,31 @@ func Plot(r Run) []byte {
 	fmt.Fprintf(&b, `<text x="%d" y="%d" fill="#555">%s</text>`+"\n", left, height-10, html.EscapeString(r.Date+", "+state))
 	b.WriteString("</svg>\n")
 	return []byte(b.String())
+}
+
+// marker is a point of the plot: a sweep point, or the median of the
+// table point's rounds.
+type marker struct {
+	rate   int
+	p99    time.Duration
+	lost   bool // a message lost (in any round)
+	rounds int  // the table point's rounds; 0 for a sweep point
+}
+
+// curve is server's markers on shape by rate, those with a p99.
+func (r Run) curve(server, shape string) []marker {
+	var out []marker
+	for _, p := range r.Points {
+		if p.Server == server && p.Shape == shape && !p.Fixed {
+			out = append(out, marker{rate: p.Rate, p99: p.P99, lost: p.Lost > 0})
+		}
+	}
+	if f, ok := r.figures(server, shape); ok {
+		out = append(out, marker{rate: f.Rate, p99: f.P99, lost: f.Lost > 0, rounds: len(f.Rounds)})
+	}
+	out = slices.DeleteFunc(out, func(m marker) bool { return m.p99 <= 0 })
+	slices.SortFunc(out, func(a, b marker) int { return a.rate - b.rate })
+	return out
 }
 
 // niceStep rounds a raw step up to 1, 2 or 5 times a power of ten.
