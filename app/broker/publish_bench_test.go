@@ -63,7 +63,7 @@ func BenchmarkPublishConcurrent(b *testing.B) {
 // Options.Coalesce. It reports the script runs a send and Redis's CPU a
 // send, and the broker's process CPU a send (this test process's).
 func BenchmarkPublishStream(b *testing.B) {
-	for _, coalesce := range []time.Duration{0, 250 * time.Microsecond, time.Millisecond} {
+	for _, coalesce := range []time.Duration{0, time.Millisecond, 2 * time.Millisecond} {
 		b.Run("coalesce="+coalesce.String(), func(b *testing.B) {
 			primary := startRedis(b)
 			rdb := redis.NewClient(&redis.Options{Addr: primary.Addr()})
