@@ -96,6 +96,11 @@ type Options struct {
 	// Partitions is how many partitions a Redis Cluster's rooms are spread
 	// over (default 128); one Redis is not partitioned.
 	Partitions int
+	// Coalesce is how long a send may wait for others to share its run of
+	// the publish script, when the sends before it came less than that
+	// apart (default 0: none waits; sends queued behind a busy pipeline
+	// share a run anyway).
+	Coalesce time.Duration
 }
 
 // Broker talks to one Redis (or a primary with replicas behind one endpoint,

@@ -32,9 +32,9 @@ func (c *pipelineCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) re
 		for _, cmd := range cmds {
 			switch cmd.Name() {
 			case "evalsha":
-				// evalsha sha numkeys keys... args...: 9 keys a send.
+				// evalsha sha numkeys keys... args...: 2 keys a run, 8 a send.
 				keys, _ := cmd.Args()[2].(int)
-				sends += int64(keys / 9)
+				sends += int64((keys - 2) / 8)
 			case "wait":
 				c.waits.Add(1)
 			}
@@ -107,6 +107,69 @@ func TestConcurrentSendsShareRoundTrips(t *testing.T) {
 	}
 	if w != p {
 		t.Errorf("%d WAITs in %d pipelines, want one each", w, p)
+	}
+}
+
+// TestSendsInAStreamShareARunAndALoneSendGoesAtOnce: with Coalesce, a
+// send after a quiet spell goes at once, and sends arriving closer together
+// than Coalesce wait for one another and share one run of the script.
+func TestSendsInAStreamShareARunAndALoneSendGoesAtOnce(t *testing.T) {
+	primary := startRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: primary.Addr()})
+	count := &pipelineCounter{}
+	rdb.AddHook(count)
+	const coalesce = time.Second // far above any send's own time
+	b := broker.New(rdb, broker.Options{Coalesce: coalesce})
+	t.Cleanup(func() { b.Close() })
+	ctx := context.Background()
+
+	// A new room's first send runs the script twice, the second time
+	// straight after the first: it waits. Then a quiet spell.
+	if _, err := b.Publish(ctx, "lone", "alice", "hi", "", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(coalesce + coalesce/10)
+	began := time.Now()
+	if _, err := b.Publish(ctx, "lone", "alice", "hi", "", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(began); took > coalesce/2 {
+		t.Fatalf("a send after a quiet spell took %s: it waited for others (Coalesce %s)", took, coalesce)
+	}
+
+	const sends = 20
+	before := count.pipelines.Load()
+	var wg sync.WaitGroup
+	seqs := make(chan int64, sends)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for i := range sends {
+		<-tick.C
+		wg.Go(func() {
+			acc, err := b.Publish(ctx, "stream", "alice", "hi", "", time.Now())
+			if err != nil {
+				t.Errorf("send %d: %v", i, err)
+				return
+			}
+			seqs <- acc.Seq
+		})
+	}
+	wg.Wait()
+	close(seqs)
+	got := slices.Sorted(func(yield func(int64) bool) {
+		for s := range seqs {
+			if !yield(s) {
+				return
+			}
+		}
+	})
+	if want := []int64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20}; !slices.Equal(got, want) {
+		t.Errorf("the stream's seqs: %v, want %v", got, want)
+	}
+	// The first of the stream comes less than Coalesce after the lone send:
+	// it waits, and the others join it.
+	if p := count.pipelines.Load() - before; p > 2 {
+		t.Errorf("%d sends 5 ms apart went in %d pipelines: they did not wait for one another (Coalesce %s)", sends, p, coalesce)
 	}
 }
 

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -53,6 +55,57 @@ func BenchmarkPublishConcurrent(b *testing.B) {
 		b.StopTimer()
 		b.ReportMetric((redisCPU(b, primary.Addr())-before)*1e6/float64(b.N), "redis-cpu-µs/op")
 	})
+}
+
+// BenchmarkPublishStream is an instance taking sends as clients make them,
+// not as fast as it can: sends at 1,500 a second, each to one of 1,000
+// rooms, none waiting for another's reply, without and with
+// Options.Coalesce. It reports the script runs a send and Redis's CPU a
+// send, and the broker's process CPU a send (this test process's).
+func BenchmarkPublishStream(b *testing.B) {
+	for _, coalesce := range []time.Duration{0, time.Millisecond, 2 * time.Millisecond} {
+		b.Run("coalesce="+coalesce.String(), func(b *testing.B) {
+			primary := startRedis(b)
+			rdb := redis.NewClient(&redis.Options{Addr: primary.Addr()})
+			count := &pipelineCounter{}
+			rdb.AddHook(count)
+			br := broker.New(rdb, broker.Options{Coalesce: coalesce})
+			defer br.Close()
+			ctx := context.Background()
+			const rate, rooms = 1500, 1000
+			for r := range rooms { // seeded: a new room's reservation is not the stream's work
+				if _, err := br.Publish(ctx, fmt.Sprintf("stream-%d", r), "alice", "hello", "", time.Now()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			runs, redisBefore, selfBefore := count.pipelines.Load(), redisCPU(b, primary.Addr()), selfCPU()
+			b.ResetTimer()
+			var wg sync.WaitGroup
+			tick := time.NewTicker(time.Second / rate)
+			defer tick.Stop()
+			for i := range b.N {
+				<-tick.C
+				wg.Go(func() {
+					if _, err := br.Publish(ctx, fmt.Sprintf("stream-%d", i%rooms), "alice", "hello", "", time.Now()); err != nil {
+						b.Error(err)
+					}
+				})
+			}
+			wg.Wait()
+			b.StopTimer()
+			n := float64(b.N)
+			b.ReportMetric(float64(count.pipelines.Load()-runs)/n, "runs/op")
+			b.ReportMetric((redisCPU(b, primary.Addr())-redisBefore)*1e6/n, "redis-cpu-µs/op")
+			b.ReportMetric((selfCPU()-selfBefore)*1e6/n, "self-cpu-µs/op")
+		})
+	}
+}
+
+// selfCPU is the seconds of CPU this process used so far.
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }
 
 // withAndWithoutReplica runs bench against a Redis of its own, alone

@@ -32,12 +32,15 @@ type Config struct {
 	// WriteCoalesce is the longest a frame to a connection receiving a hot
 	// stream waits to share a write with the next ones; 0: never.
 	WriteCoalesce time.Duration // WRITE_COALESCE
-	InstanceID    string        // INSTANCE_ID
-	HistorySize   int           // HISTORY_SIZE
-	RecoveryLimit int           // RECOVERY_LIMIT: most missed messages a resume delivers
-	RateLimit     float64       // RATE_LIMIT
-	RateBurst     int           // RATE_BURST
-	PingInterval  time.Duration // PING_INTERVAL
+	// PublishCoalesce is the longest a send arriving in a stream of sends
+	// waits to share a run of the publish script with the next ones; 0: never.
+	PublishCoalesce time.Duration // PUBLISH_COALESCE
+	InstanceID      string        // INSTANCE_ID
+	HistorySize     int           // HISTORY_SIZE
+	RecoveryLimit   int           // RECOVERY_LIMIT: most missed messages a resume delivers
+	RateLimit       float64       // RATE_LIMIT
+	RateBurst       int           // RATE_BURST
+	PingInterval    time.Duration // PING_INTERVAL
 	// RedisPartitions is how many partitions a Redis Cluster's rooms are
 	// spread over (each a hash slot); unused by the other forms.
 	RedisPartitions int // REDIS_PARTITIONS
@@ -115,6 +118,7 @@ func Defaults() Config {
 		MaxMessageBytes: 4096,
 		SendQueue:       256,
 		WriteCoalesce:   14 * time.Millisecond,
+		PublishCoalesce: time.Millisecond,
 		InstanceID:      host,
 		HistorySize:     1000,
 		RecoveryLimit:   10_000,
@@ -205,14 +209,8 @@ func Load(getenv func(string) string) (Config, error) {
 	r.duration("DRAIN_TIMEOUT", &c.DrainTimeout, 0)
 	r.integer("MAX_MESSAGE_BYTES", &c.MaxMessageBytes, 256, 1<<20)
 	r.integer("SEND_QUEUE", &c.SendQueue, 1, 1<<16)
-	r.str("WRITE_COALESCE", new(string), "a Go duration from 0 (off) to 100ms, e.g. 14ms", func(v string) bool {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 || d > maxWriteCoalesce {
-			return false
-		}
-		c.WriteCoalesce = d
-		return true
-	})
+	r.upTo("WRITE_COALESCE", &c.WriteCoalesce, maxWriteCoalesce, "14ms")
+	r.upTo("PUBLISH_COALESCE", &c.PublishCoalesce, maxPublishCoalesce, "1ms")
 	r.str("INSTANCE_ID", &c.InstanceID, "a non-empty name without spaces", func(v string) bool { return v != "" && !strings.ContainsAny(v, " \t") })
 	if v := getenv("DEBUG_ADDR"); v != "" {
 		r.str("DEBUG_ADDR", &c.DebugAddr, "host:port for the pprof listener, e.g. 127.0.0.1:6060", func(v string) bool {
@@ -232,8 +230,12 @@ func Load(getenv func(string) string) (Config, error) {
 func FromEnv() (Config, error) { return Load(os.Getenv) }
 
 // maxWriteCoalesce bounds WRITE_COALESCE: each frame to a busy connection
-// may wait that long.
-const maxWriteCoalesce = 100 * time.Millisecond
+// may wait that long; maxPublishCoalesce bounds PUBLISH_COALESCE, a wait
+// every send in a busy stream may add to its latency.
+const (
+	maxWriteCoalesce   = 100 * time.Millisecond
+	maxPublishCoalesce = 10 * time.Millisecond
+)
 
 // MinSecretBytes is the shortest JWT_SECRET accepted: HS256's key should
 // be as long as its 32-byte hash (RFC 7518, section 3.2).
@@ -265,6 +267,18 @@ func (r *reader) duration(name string, dst *time.Duration, min time.Duration) {
 	r.str(name, new(string), want, func(v string) bool {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < min {
+			return false
+		}
+		*dst = d
+		return true
+	})
+}
+
+// upTo reads a wait that 0 turns off, at most max.
+func (r *reader) upTo(name string, dst *time.Duration, max time.Duration, example string) {
+	r.str(name, new(string), fmt.Sprintf("a Go duration from 0 (off) to %s, e.g. %s", max, example), func(v string) bool {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 || d > max {
 			return false
 		}
 		*dst = d

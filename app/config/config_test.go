@@ -53,6 +53,7 @@ func TestLoadReportsEveryBadValueOnItsOwnLine(t *testing.T) {
 		"MAX_MESSAGE_BYTES": "10",
 		"SEND_QUEUE":        "zero",
 		"WRITE_COALESCE":    "1s",
+		"PUBLISH_COALESCE":  "1s",
 		"INSTANCE_ID":       "chat 1",
 		"HISTORY_SIZE":      "1",
 		"RECOVERY_LIMIT":    "99",
@@ -82,27 +83,35 @@ func TestLoadReportsEveryBadValueOnItsOwnLine(t *testing.T) {
 	}
 }
 
-// WRITE_COALESCE: a Go duration from 0 (off) to 100ms; a refusal names the
-// variable and the accepted form.
-func TestWriteCoalesce(t *testing.T) {
+// WRITE_COALESCE and PUBLISH_COALESCE: a Go duration from 0 (off) to a
+// bound; a refusal names the variable and the accepted form.
+func TestCoalesceWaits(t *testing.T) {
 	for _, tc := range []struct {
-		value string
-		want  time.Duration // -1: refused
+		name, value string
+		want        time.Duration // -1: refused
+		form        string
 	}{
-		{"", 14 * time.Millisecond},
-		{"0", 0},
-		{"20ms", 20 * time.Millisecond},
-		{"100ms", 100 * time.Millisecond},
-		{"101ms", -1},
-		{"-1ms", -1},
-		{"10", -1},
+		{"WRITE_COALESCE", "", 14 * time.Millisecond, ""},
+		{"WRITE_COALESCE", "0", 0, ""},
+		{"WRITE_COALESCE", "20ms", 20 * time.Millisecond, ""},
+		{"WRITE_COALESCE", "100ms", 100 * time.Millisecond, ""},
+		{"WRITE_COALESCE", "101ms", -1, "from 0 (off) to 100ms"},
+		{"WRITE_COALESCE", "-1ms", -1, "from 0 (off) to 100ms"},
+		{"WRITE_COALESCE", "10", -1, "from 0 (off) to 100ms"},
+		{"PUBLISH_COALESCE", "", time.Millisecond, ""},
+		{"PUBLISH_COALESCE", "0", 0, ""},
+		{"PUBLISH_COALESCE", "250us", 250 * time.Microsecond, ""},
+		{"PUBLISH_COALESCE", "10ms", 10 * time.Millisecond, ""},
+		{"PUBLISH_COALESCE", "11ms", -1, "from 0 (off) to 10ms"},
+		{"PUBLISH_COALESCE", "1", -1, "from 0 (off) to 10ms"},
 	} {
-		c, err := Load(env(map[string]string{"JWT_SECRET": testSecret, "WRITE_COALESCE": tc.value}))
+		c, err := Load(env(map[string]string{"JWT_SECRET": testSecret, tc.name: tc.value}))
+		got := map[string]time.Duration{"WRITE_COALESCE": c.WriteCoalesce, "PUBLISH_COALESCE": c.PublishCoalesce}[tc.name]
 		switch {
-		case tc.want < 0 && (err == nil || !strings.Contains(err.Error(), "WRITE_COALESCE=") || !strings.Contains(err.Error(), "from 0 (off) to 100ms")):
-			t.Errorf("WRITE_COALESCE=%q: err = %v, want a refusal naming it and its form", tc.value, err)
-		case tc.want >= 0 && (err != nil || c.WriteCoalesce != tc.want):
-			t.Errorf("WRITE_COALESCE=%q: %v, err %v; want %v", tc.value, c.WriteCoalesce, err, tc.want)
+		case tc.want < 0 && (err == nil || !strings.Contains(err.Error(), tc.name+"=") || !strings.Contains(err.Error(), tc.form)):
+			t.Errorf("%s=%q: err = %v, want a refusal naming it and its form", tc.name, tc.value, err)
+		case tc.want >= 0 && (err != nil || got != tc.want):
+			t.Errorf("%s=%q: %v, err %v; want %v", tc.name, tc.value, got, err, tc.want)
 		}
 	}
 }

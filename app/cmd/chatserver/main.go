@@ -70,6 +70,7 @@ func run(ctx context.Context) error {
 	b, err := broker.Connect(cfg.RedisURL, broker.Options{
 		HistorySize: cfg.HistorySize, BacklogCap: int64(cfg.PersistBacklogCap),
 		MinReplicas: cfg.RedisMinReplicas, Ledger: st, Partitions: cfg.RedisPartitions,
+		Coalesce: cfg.PublishCoalesce,
 	})
 	if err != nil {
 		return fmt.Errorf("%w: %w", errConfig, err)
