@@ -83,22 +83,8 @@ type store struct {
 
 func TestPinnedComparison(t *testing.T) {
 	b := newBench(t)
-	seconds := 20
-	if s := os.Getenv("SWITCHBOARD_BENCH_SECONDS"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 2 {
-			t.Fatalf("SWITCHBOARD_BENCH_SECONDS=%q: want whole seconds, 2 or more (the table points' length; sweep points take half)", s)
-		}
-		seconds = n
-	}
-	rounds := 3
-	if s := os.Getenv("SWITCHBOARD_BENCH_ROUNDS"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			t.Fatalf("SWITCHBOARD_BENCH_ROUNDS=%q: want a whole number, 1 or more (the table points' rounds per server)", s)
-		}
-		rounds = n
-	}
+	seconds := envCount(t, "SWITCHBOARD_BENCH_SECONDS", 20, 2, "the table points' seconds; sweep points take half")
+	rounds := envCount(t, "SWITCHBOARD_BENCH_ROUNDS", 3, 1, "the table points' rounds per server")
 	if runtime.NumCPU() < 2 {
 		t.Skip("the pinned comparison needs 2 CPUs: one for the server alone")
 	}
@@ -159,6 +145,21 @@ func TestPinnedComparison(t *testing.T) {
 			t.Fatalf("write the run into %s: %v", dir, err)
 		}
 	}
+}
+
+// envCount is the whole number in the variable name, def when it is unset;
+// a bad value fails the test, naming the variable and its form.
+func envCount(t *testing.T, name string, def, least int, what string) int {
+	t.Helper()
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < least {
+		t.Fatalf("%s=%q: want a whole number, %d or more (%s)", name, s, least, what)
+	}
+	return n
 }
 
 // sweep runs shape's rates other than the table's against srv, rising, for
