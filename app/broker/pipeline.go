@@ -41,7 +41,7 @@ type pipelines struct {
 	// One pipeline gathers a batch at a time while the others run theirs,
 	// so a lingering batch is not split between them.
 	gather sync.Mutex
-	last   time.Time   // when a send was last taken into a batch
+	last   time.Time   // when the last batch closed: a send less than Coalesce after it is in a stream
 	timer  *time.Timer // the linger's, stopped between batches
 }
 
