@@ -128,14 +128,7 @@ func TestSockReadWaits(t *testing.T) {
 	go func() { _, err := nc.Read(b[:]); got <- err }()
 	time.Sleep(50 * time.Millisecond)
 	nc.Close()
-	select {
-	case err := <-got:
-		if !errors.Is(err, net.ErrClosed) {
-			t.Fatalf("a read woken by Close: %v, want net.ErrClosed", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Close did not wake a waiting read")
-	}
+	endedByClose(t, got, "read")
 	if _, err := nc.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("a write after Close: %v, want net.ErrClosed", err)
 	}
@@ -215,13 +208,20 @@ func TestSockWaitsWithoutADuplicate(t *testing.T) {
 	go func() { _, err := nc.Write(big); wrote <- err }()
 	time.Sleep(100 * time.Millisecond) // the write waits
 	nc.Close()
+	endedByClose(t, wrote, "write")
+}
+
+// endedByClose waits for a waiting read's or write's error once Close was
+// called: net.ErrClosed, within seconds.
+func endedByClose(t *testing.T, done <-chan error, op string) {
+	t.Helper()
 	select {
-	case err := <-wrote:
+	case err := <-done:
 		if !errors.Is(err, net.ErrClosed) {
-			t.Fatalf("a write ended by Close: %v, want net.ErrClosed", err)
+			t.Fatalf("a %s ended by Close: %v, want net.ErrClosed", op, err)
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("Close did not end a waiting write")
+		t.Fatalf("Close did not end a waiting %s", op)
 	}
 }
 
