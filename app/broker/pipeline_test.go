@@ -110,66 +110,74 @@ func TestConcurrentSendsShareRoundTrips(t *testing.T) {
 	}
 }
 
-// TestSendsInAStreamShareARunAndALoneSendGoesAtOnce: with Coalesce, a
-// send after a quiet spell goes at once, and sends arriving closer together
-// than Coalesce wait for one another and share one run of the script.
-func TestSendsInAStreamShareARunAndALoneSendGoesAtOnce(t *testing.T) {
-	primary := startRedis(t)
-	rdb := redis.NewClient(&redis.Options{Addr: primary.Addr()})
-	count := &pipelineCounter{}
-	rdb.AddHook(count)
-	const coalesce = time.Second // far above any send's own time
-	b := broker.New(rdb, broker.Options{Coalesce: coalesce})
-	t.Cleanup(func() { b.Close() })
-	ctx := context.Background()
-
-	// A new room's first send runs the script twice, the second time
-	// straight after the first: it waits. Then a quiet spell.
-	if _, err := b.Publish(ctx, "lone", "alice", "hi", "", time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(coalesce + coalesce/10)
-	began := time.Now()
-	if _, err := b.Publish(ctx, "lone", "alice", "hi", "", time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	if took := time.Since(began); took > coalesce/2 {
-		t.Fatalf("a send after a quiet spell took %s: it waited for others (Coalesce %s)", took, coalesce)
-	}
-
-	const sends = 20
-	before := count.pipelines.Load()
-	var wg sync.WaitGroup
-	seqs := make(chan int64, sends)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for i := range sends {
-		<-tick.C
-		wg.Go(func() {
-			acc, err := b.Publish(ctx, "stream", "alice", "hi", "", time.Now())
-			if err != nil {
-				t.Errorf("send %d: %v", i, err)
-				return
+// TestSendsWaitForOthersOnlyWhileMoreAreExpected: with Coalesce, a send
+// waits for others only while the instance's sends come at more than one a
+// Coalesce: a stream of them shares runs of the script, while a send after
+// a quiet spell, or sends that come less than Coalesce apart now and then
+// but fewer than one a Coalesce, go at once.
+func TestSendsWaitForOthersOnlyWhileMoreAreExpected(t *testing.T) {
+	const coalesce = 60 * time.Millisecond // far above any send's own time
+	for _, tc := range []struct {
+		name  string
+		sends int
+		gaps  []time.Duration // before each send, in turn
+		// shared: the sends went in at most half as many runs; else each
+		// went at once.
+		shared bool
+	}{
+		{"a lone send after a quiet spell", 3, []time.Duration{10 * coalesce}, false},
+		{"sends now and then closer than Coalesce, fewer than one a Coalesce", 24, []time.Duration{coalesce / 3, 3 * coalesce}, false},
+		{"a stream of sends, several a Coalesce", 24, []time.Duration{coalesce / 12}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			primary := startRedis(t)
+			rdb := redis.NewClient(&redis.Options{Addr: primary.Addr()})
+			count := &pipelineCounter{}
+			rdb.AddHook(count)
+			b := broker.New(rdb, broker.Options{Coalesce: coalesce})
+			t.Cleanup(func() { b.Close() })
+			ctx := context.Background()
+			// Seeded: a new room's first send runs the script twice.
+			if _, err := b.Publish(ctx, "room", "alice", "hi", "", time.Now()); err != nil {
+				t.Fatal(err)
 			}
-			seqs <- acc.Seq
+			sends := tc.sends
+			before := count.pipelines.Load()
+			var wg sync.WaitGroup
+			seqs := make(chan int64, sends)
+			for i := range sends {
+				time.Sleep(tc.gaps[i%len(tc.gaps)]) // the pattern of arrivals is what is under test
+				wg.Go(func() {
+					began := time.Now()
+					acc, err := b.Publish(ctx, "room", "alice", "hi", "", time.Now())
+					if err != nil {
+						t.Errorf("send %d: %v", i, err)
+						return
+					}
+					if took := time.Since(began); !tc.shared && took > coalesce/2 {
+						t.Errorf("send %d took %s: it waited for others (Coalesce %s)", i, took, coalesce)
+					}
+					seqs <- acc.Seq
+				})
+			}
+			wg.Wait()
+			close(seqs)
+			got := slices.Sorted(func(yield func(int64) bool) {
+				for s := range seqs {
+					if !yield(s) {
+						return
+					}
+				}
+			})
+			if want := sends + 1; len(got) != sends || got[0] != 2 || got[sends-1] != int64(want) {
+				t.Errorf("the sends' seqs: %v, want 2..%d", got, want)
+			}
+			p := count.pipelines.Load() - before
+			t.Logf("%d sends in %d runs", sends, p)
+			if tc.shared && p > int64(sends/2) {
+				t.Errorf("%d sends went in %d runs: they did not wait for one another (Coalesce %s)", sends, p, coalesce)
+			}
 		})
-	}
-	wg.Wait()
-	close(seqs)
-	got := slices.Sorted(func(yield func(int64) bool) {
-		for s := range seqs {
-			if !yield(s) {
-				return
-			}
-		}
-	})
-	if want := []int64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20}; !slices.Equal(got, want) {
-		t.Errorf("the stream's seqs: %v, want %v", got, want)
-	}
-	// The first of the stream comes less than Coalesce after the lone send:
-	// it waits, and the others join it.
-	if p := count.pipelines.Load() - before; p > 2 {
-		t.Errorf("%d sends 5 ms apart went in %d pipelines: they did not wait for one another (Coalesce %s)", sends, p, coalesce)
 	}
 }
 
