@@ -353,8 +353,8 @@ func (b *Broker) Publish(ctx context.Context, room, user, text, id string, now t
 	// so a few rounds are allowed. Waiting for another sender's reseed is
 	// not an attempt (ctx bounds it).
 	wait := 5 * time.Millisecond
-	for attempts := 0; attempts < 6; attempts++ {
-		acc, status, headroom, err := b.run(ctx, p, keys, args)
+	for attempts, again := 0, false; attempts < 6; attempts, again = attempts+1, true {
+		acc, status, headroom, err := b.run(ctx, p, keys, args, again)
 		if err != nil {
 			return Accepted{}, fmt.Errorf("publish to %s: %w", room, err)
 		}

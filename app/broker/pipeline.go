@@ -66,9 +66,10 @@ func (p *pipelines) count(now time.Time, n int) float64 {
 
 // call is one run of the publish script and its outcome.
 type call struct {
-	part int
-	keys []string
-	args []any
+	part  int
+	keys  []string
+	args  []any
+	again bool // not the send's first run
 
 	seq, status, headroom int64
 	epoch                 string
@@ -104,8 +105,10 @@ func (p *pipelines) loop() {
 }
 
 // next gathers a batch: the next send, what is queued behind it and, if
-// more are expected soon, those arriving within Options.Coalesce. It is
-// false once the broker closes.
+// more are expected soon, those arriving within Options.Coalesce. A send's
+// run after its first (a new room's, once Postgres reserved its seqs) has
+// waited its turn already: it does not wait, and ends a wait it joins. It
+// is false once the broker closes.
 func (p *pipelines) next(batch []*call) ([]*call, bool) {
 	p.gather.Lock()
 	defer p.gather.Unlock()
@@ -117,13 +120,16 @@ func (p *pipelines) next(batch []*call) ([]*call, bool) {
 	}
 	linger := p.b.opts.Coalesce
 	now := time.Now()
-	if linger > 0 && p.count(now, 1)*linger.Seconds() >= 1 {
+	if linger > 0 && !batch[0].again && p.count(now, 1)*linger.Seconds() >= 1 {
 		p.timer.Reset(linger)
 	wait:
 		for len(batch) < batchMax {
 			select {
 			case c := <-p.calls:
 				batch = append(batch, c)
+				if c.again {
+					break wait
+				}
 			case <-p.timer.C:
 				break wait
 			case <-p.done:
@@ -152,10 +158,11 @@ gather:
 // run evaluates the publish script for partition part in the next
 // pipeline and waits for its reply. A reply that does not come within ctx is
 // reported as an error; the script may still run, as when a reply is lost
-// (a retry with the same id is deduplicated).
-func (b *Broker) run(ctx context.Context, part int, keys []string, args []any) (acc Accepted, status, headroom int64, err error) {
+// (a retry with the same id is deduplicated). again: the send ran the
+// script before.
+func (b *Broker) run(ctx context.Context, part int, keys []string, args []any, again bool) (acc Accepted, status, headroom int64, err error) {
 	c := calls.Get().(*call)
-	c.part, c.keys, c.args = part, keys, args
+	c.part, c.keys, c.args, c.again = part, keys, args, again
 	// Given up on (ctx, closing), c stays with the pipeline, which may still
 	// answer it: only a call answered goes back to the pool.
 	select {

@@ -181,6 +181,67 @@ func TestSendsWaitForOthersOnlyWhileMoreAreExpected(t *testing.T) {
 	}
 }
 
+// TestANewRoomsFirstSendWaitsForOthersOnce: in a stream of sends, a new
+// room's first send runs the script twice, around its reservation of seqs;
+// only the first run waits for other sends, so it takes about one Coalesce,
+// not two.
+func TestANewRoomsFirstSendWaitsForOthersOnce(t *testing.T) {
+	const coalesce = 100 * time.Millisecond // far above a run's and a reservation's own time
+	primary := startRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: primary.Addr()})
+	count := &pipelineCounter{}
+	rdb.AddHook(count)
+	b := broker.New(rdb, broker.Options{Coalesce: coalesce})
+	t.Cleanup(func() { b.Close() })
+	ctx := context.Background()
+	if _, err := b.Publish(ctx, "room", "alice", "hi", "", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	// The stream: sends every coalesce/20 until the new room's is answered.
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(coalesce / 20)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			wg.Go(func() {
+				if _, err := b.Publish(ctx, "room", "alice", "hi", "", time.Now()); err != nil {
+					t.Errorf("a send of the stream: %v", err)
+				}
+			})
+		}
+	})
+	defer wg.Wait()
+	defer close(done)
+	// Until the stream's sends wait for one another.
+	retry.DoWithRetry(t, "the stream's sends share runs", 50, coalesce/5, func() (string, error) {
+		runs, sends := count.pipelines.Load(), count.sends.Load()
+		time.Sleep(coalesce)
+		if r, s := count.pipelines.Load()-runs, count.sends.Load()-sends; s < 2*r {
+			return "", fmt.Errorf("%d sends in %d runs", s, r)
+		}
+		return "", nil
+	})
+	began := time.Now()
+	acc, err := b.Publish(ctx, "new", "alice", "hi", "", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(began)
+	t.Logf("the new room's first send: seq %d in %s", acc.Seq, took)
+	if acc.Seq != 1 {
+		t.Errorf("the new room's first send has seq %d, want 1", acc.Seq)
+	}
+	if took > coalesce*3/2 {
+		t.Errorf("the new room's first send took %s: its run after the reservation waited for others too (Coalesce %s)", took, coalesce)
+	}
+}
+
 // TestANewRoomStartsAt1WhicheverInstanceSeedsIt: three instances (brokers
 // sharing Redis and Postgres) send to 50 new rooms at once, 10 sends each
 // per instance: every room's seqs are 1..30, whichever instance reserved
