@@ -149,7 +149,15 @@ gather:
 		}
 	}
 	if linger > 0 {
-		p.rate = p.count(now, len(batch))
+		// Only first runs: a new room's second comes straight after its
+		// first, and counted, 500 new rooms a second looked like a stream.
+		first := 0
+		for _, c := range batch {
+			if !c.again {
+				first++
+			}
+		}
+		p.rate = p.count(now, first)
 	}
 	p.last = now
 	return batch, true

@@ -130,15 +130,17 @@ func TestSendsWaitForOthersOnlyWhileMoreAreExpected(t *testing.T) {
 	const coalesce = 60 * time.Millisecond // far above any send's own time
 	for _, tc := range []struct {
 		name  string
-		sends int
-		gaps  []time.Duration // before each send, in turn
+		sends    int
+		gaps     []time.Duration // before each send, in turn
+		newRooms bool            // each send to a room of its own: two runs each
 		// shared: the sends went in at most half as many runs; else each
 		// went at once.
 		shared bool
 	}{
-		{"a lone send after a quiet spell", 3, []time.Duration{10 * coalesce}, false},
-		{"sends now and then closer than Coalesce, fewer than one a Coalesce", 24, []time.Duration{coalesce / 3, 3 * coalesce}, false},
-		{"a stream of sends, several a Coalesce", 24, []time.Duration{coalesce / 12}, true},
+		{"a lone send after a quiet spell", 3, []time.Duration{10 * coalesce}, false, false},
+		{"sends now and then closer than Coalesce, fewer than one a Coalesce", 24, []time.Duration{coalesce / 3, 3 * coalesce}, false, false},
+		{"new rooms' first sends, fewer than one a Coalesce but runs more", 24, []time.Duration{coalesce * 3 / 2}, true, false},
+		{"a stream of sends, several a Coalesce", 24, []time.Duration{coalesce / 12}, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			primary := startRedis(t)
@@ -158,9 +160,13 @@ func TestSendsWaitForOthersOnlyWhileMoreAreExpected(t *testing.T) {
 			seqs := make(chan int64, sends)
 			for i := range sends {
 				time.Sleep(tc.gaps[i%len(tc.gaps)]) // the pattern of arrivals is what is under test
+				room := "room"
+				if tc.newRooms {
+					room = fmt.Sprintf("new-%d", i)
+				}
 				wg.Go(func() {
 					began := time.Now()
-					acc, err := b.Publish(ctx, "room", "alice", "hi", "", time.Now())
+					acc, err := b.Publish(ctx, room, "alice", "hi", "", time.Now())
 					if err != nil {
 						t.Errorf("send %d: %v", i, err)
 						return
@@ -180,8 +186,14 @@ func TestSendsWaitForOthersOnlyWhileMoreAreExpected(t *testing.T) {
 					}
 				}
 			})
-			if want := sends + 1; len(got) != sends || got[0] != 2 || got[sends-1] != int64(want) {
-				t.Errorf("the sends' seqs: %v, want 2..%d", got, want)
+			want := make([]int64, sends) // each new room's 1, or the seeded room's 2..
+			for i := range want {
+				if want[i] = 1; !tc.newRooms {
+					want[i] = int64(i + 2)
+				}
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("the sends' seqs: %v, want %v", got, want)
 			}
 			p := count.pipelines.Load() - before
 			t.Logf("%d sends in %d runs", sends, p)
