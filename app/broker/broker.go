@@ -97,9 +97,9 @@ type Options struct {
 	// over (default 128); one Redis is not partitioned.
 	Partitions int
 	// Coalesce is how long a send may wait for others to share its run of
-	// the publish script, when the sends before it came less than that
-	// apart (default 0: none waits; sends queued behind a busy pipeline
-	// share a run anyway).
+	// the publish script, while the recent sends came at more than one in
+	// that time (default 0: none waits; sends queued behind a busy
+	// pipeline share a run anyway).
 	Coalesce time.Duration
 }
 

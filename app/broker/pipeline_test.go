@@ -129,7 +129,7 @@ func TestConcurrentSendsShareRoundTrips(t *testing.T) {
 func TestSendsWaitForOthersOnlyWhileMoreAreExpected(t *testing.T) {
 	const coalesce = 60 * time.Millisecond // far above any send's own time
 	for _, tc := range []struct {
-		name  string
+		name     string
 		sends    int
 		gaps     []time.Duration // before each send, in turn
 		newRooms bool            // each send to a room of its own: two runs each
