@@ -97,9 +97,9 @@ type Options struct {
 	// over (default 128); one Redis is not partitioned.
 	Partitions int
 	// Coalesce is how long a send may wait for others to share its run of
-	// the publish script, when the sends before it came less than that
-	// apart (default 0: none waits; sends queued behind a busy pipeline
-	// share a run anyway).
+	// the publish script, while the recent sends came at more than one in
+	// that time (default 0: none waits; sends queued behind a busy
+	// pipeline share a run anyway).
 	Coalesce time.Duration
 }
 
@@ -353,8 +353,8 @@ func (b *Broker) Publish(ctx context.Context, room, user, text, id string, now t
 	// so a few rounds are allowed. Waiting for another sender's reseed is
 	// not an attempt (ctx bounds it).
 	wait := 5 * time.Millisecond
-	for attempts := 0; attempts < 6; attempts++ {
-		acc, status, headroom, err := b.run(ctx, p, keys, args)
+	for attempts, again := 0, false; attempts < 6; attempts, again = attempts+1, true {
+		acc, status, headroom, err := b.run(ctx, p, keys, args, again)
 		if err != nil {
 			return Accepted{}, fmt.Errorf("publish to %s: %w", room, err)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,10 +19,15 @@ import (
 
 // pipelineCounter counts the publish pipelines a client sends, the sends
 // their script runs carry and the WAITs in them; with gate set, every
-// pipeline waits for it to close.
+// pipeline waits for it to close. With room set, it notes when each
+// pipeline with a run for that room went.
 type pipelineCounter struct {
 	pipelines, sends, waits, most atomic.Int64
 	gate                          chan struct{}
+
+	room     string
+	mu       sync.Mutex
+	roomRuns []time.Time
 }
 
 func (*pipelineCounter) DialHook(next redis.DialHook) redis.DialHook          { return next }
@@ -35,6 +41,11 @@ func (c *pipelineCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) re
 				// evalsha sha numkeys keys... args...: 2 keys a run, 8 a send.
 				keys, _ := cmd.Args()[2].(int)
 				sends += int64((keys - 2) / 8)
+				if c.room != "" && slices.ContainsFunc(cmd.Args(), func(a any) bool { k, _ := a.(string); return strings.Contains(k, c.room) }) {
+					c.mu.Lock()
+					c.roomRuns = append(c.roomRuns, time.Now())
+					c.mu.Unlock()
+				}
 			case "wait":
 				c.waits.Add(1)
 			}
@@ -110,66 +121,151 @@ func TestConcurrentSendsShareRoundTrips(t *testing.T) {
 	}
 }
 
-// TestSendsInAStreamShareARunAndALoneSendGoesAtOnce: with Coalesce, a
-// send after a quiet spell goes at once, and sends arriving closer together
-// than Coalesce wait for one another and share one run of the script.
-func TestSendsInAStreamShareARunAndALoneSendGoesAtOnce(t *testing.T) {
+// TestSendsWaitForOthersOnlyWhileMoreAreExpected: with Coalesce, a send
+// waits for others only while the instance's sends come at more than one a
+// Coalesce: a stream of them shares runs of the script, while a send after
+// a quiet spell, or sends that come less than Coalesce apart now and then
+// but fewer than one a Coalesce, go at once.
+func TestSendsWaitForOthersOnlyWhileMoreAreExpected(t *testing.T) {
+	const coalesce = 60 * time.Millisecond // far above any send's own time
+	for _, tc := range []struct {
+		name     string
+		sends    int
+		gaps     []time.Duration // before each send, in turn
+		newRooms bool            // each send to a room of its own: two runs each
+		// shared: the sends went in at most half as many runs; else each
+		// went at once.
+		shared bool
+	}{
+		{"a lone send after a quiet spell", 3, []time.Duration{10 * coalesce}, false, false},
+		{"sends now and then closer than Coalesce, fewer than one a Coalesce", 24, []time.Duration{coalesce / 3, 3 * coalesce}, false, false},
+		{"new rooms' first sends, fewer than one a Coalesce but runs more", 24, []time.Duration{coalesce * 3 / 2}, true, false},
+		{"a stream of sends, several a Coalesce", 24, []time.Duration{coalesce / 12}, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			primary := startRedis(t)
+			rdb := redis.NewClient(&redis.Options{Addr: primary.Addr()})
+			count := &pipelineCounter{}
+			rdb.AddHook(count)
+			b := broker.New(rdb, broker.Options{Coalesce: coalesce})
+			t.Cleanup(func() { b.Close() })
+			ctx := context.Background()
+			// Seeded: a new room's first send runs the script twice.
+			if _, err := b.Publish(ctx, "room", "alice", "hi", "", time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			sends := tc.sends
+			before := count.pipelines.Load()
+			var wg sync.WaitGroup
+			seqs := make(chan int64, sends)
+			for i := range sends {
+				time.Sleep(tc.gaps[i%len(tc.gaps)]) // the pattern of arrivals is what is under test
+				room := "room"
+				if tc.newRooms {
+					room = fmt.Sprintf("new-%d", i)
+				}
+				wg.Go(func() {
+					began := time.Now()
+					acc, err := b.Publish(ctx, room, "alice", "hi", "", time.Now())
+					if err != nil {
+						t.Errorf("send %d: %v", i, err)
+						return
+					}
+					if took := time.Since(began); !tc.shared && took > coalesce/2 {
+						t.Errorf("send %d took %s: it waited for others (Coalesce %s)", i, took, coalesce)
+					}
+					seqs <- acc.Seq
+				})
+			}
+			wg.Wait()
+			close(seqs)
+			got := slices.Sorted(func(yield func(int64) bool) {
+				for s := range seqs {
+					if !yield(s) {
+						return
+					}
+				}
+			})
+			want := make([]int64, sends) // each new room's 1, or the seeded room's 2..
+			for i := range want {
+				if want[i] = 1; !tc.newRooms {
+					want[i] = int64(i + 2)
+				}
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("the sends' seqs: %v, want %v", got, want)
+			}
+			p := count.pipelines.Load() - before
+			t.Logf("%d sends in %d runs", sends, p)
+			if tc.shared && p > int64(sends/2) {
+				t.Errorf("%d sends went in %d runs: they did not wait for one another (Coalesce %s)", sends, p, coalesce)
+			}
+		})
+	}
+}
+
+// TestANewRoomsFirstSendWaitsForOthersOnce: in a stream of sends, a new
+// room's first send runs the script twice, around its reservation of seqs;
+// only the first run may wait for other sends, the second goes at once.
+func TestANewRoomsFirstSendWaitsForOthersOnce(t *testing.T) {
+	const coalesce = 100 * time.Millisecond // far above a run's and a reservation's own time
 	primary := startRedis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: primary.Addr()})
-	count := &pipelineCounter{}
+	count := &pipelineCounter{room: "brand-new-room"}
 	rdb.AddHook(count)
-	const coalesce = time.Second // far above any send's own time
 	b := broker.New(rdb, broker.Options{Coalesce: coalesce})
 	t.Cleanup(func() { b.Close() })
 	ctx := context.Background()
-
-	// A new room's first send runs the script twice, the second time
-	// straight after the first: it waits. Then a quiet spell.
-	if _, err := b.Publish(ctx, "lone", "alice", "hi", "", time.Now()); err != nil {
+	if _, err := b.Publish(ctx, "room", "alice", "hi", "", time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(coalesce + coalesce/10)
-	began := time.Now()
-	if _, err := b.Publish(ctx, "lone", "alice", "hi", "", time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	if took := time.Since(began); took > coalesce/2 {
-		t.Fatalf("a send after a quiet spell took %s: it waited for others (Coalesce %s)", took, coalesce)
-	}
-
-	const sends = 20
-	before := count.pipelines.Load()
+	// The stream: sends every coalesce/100 until the new room's is answered,
+	// so the second run comes as the first one or joins a wait.
+	done := make(chan struct{})
 	var wg sync.WaitGroup
-	seqs := make(chan int64, sends)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for i := range sends {
-		<-tick.C
-		wg.Go(func() {
-			acc, err := b.Publish(ctx, "stream", "alice", "hi", "", time.Now())
-			if err != nil {
-				t.Errorf("send %d: %v", i, err)
+	wg.Go(func() {
+		tick := time.NewTicker(coalesce / 100)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
 				return
+			case <-tick.C:
 			}
-			seqs <- acc.Seq
-		})
-	}
-	wg.Wait()
-	close(seqs)
-	got := slices.Sorted(func(yield func(int64) bool) {
-		for s := range seqs {
-			if !yield(s) {
-				return
-			}
+			wg.Go(func() {
+				if _, err := b.Publish(ctx, "room", "alice", "hi", "", time.Now()); err != nil {
+					t.Errorf("a send of the stream: %v", err)
+				}
+			})
 		}
 	})
-	if want := []int64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20}; !slices.Equal(got, want) {
-		t.Errorf("the stream's seqs: %v, want %v", got, want)
+	defer wg.Wait()
+	defer close(done)
+	// Until the stream's sends wait for one another.
+	retry.DoWithRetry(t, "the stream's sends share runs", 50, coalesce/5, func() (string, error) {
+		runs, sends := count.pipelines.Load(), count.sends.Load()
+		time.Sleep(coalesce)
+		if r, s := count.pipelines.Load()-runs, count.sends.Load()-sends; s < 2*r {
+			return "", fmt.Errorf("%d sends in %d runs", s, r)
+		}
+		return "", nil
+	})
+	acc, err := b.Publish(ctx, count.room, "alice", "hi", "", time.Now())
+	if err != nil {
+		t.Fatal(err)
 	}
-	// The first of the stream comes less than Coalesce after the lone send:
-	// it waits, and the others join it.
-	if p := count.pipelines.Load() - before; p > 2 {
-		t.Errorf("%d sends 5 ms apart went in %d pipelines: they did not wait for one another (Coalesce %s)", sends, p, coalesce)
+	if acc.Seq != 1 {
+		t.Errorf("the new room's first send has seq %d, want 1", acc.Seq)
+	}
+	count.mu.Lock()
+	defer count.mu.Unlock()
+	if len(count.roomRuns) != 2 {
+		t.Fatalf("the new room's first send went in %d runs, want 2 (before and after its reservation)", len(count.roomRuns))
+	}
+	between := count.roomRuns[1].Sub(count.roomRuns[0])
+	t.Logf("the new room's second run went %s after its first", between)
+	if between > coalesce/2 {
+		t.Errorf("the new room's second run went %s after its first: it waited for other sends (Coalesce %s)", between, coalesce)
 	}
 }
 

@@ -33,7 +33,8 @@ type Config struct {
 	// stream waits to share a write with the next ones; 0: never.
 	WriteCoalesce time.Duration // WRITE_COALESCE
 	// PublishCoalesce is the longest a send arriving in a stream of sends
-	// waits to share a run of the publish script with the next ones; 0: never.
+	// (more than one in that time) waits to share a run of the publish
+	// script with the next ones; 0: never.
 	PublishCoalesce time.Duration // PUBLISH_COALESCE
 	InstanceID      string        // INSTANCE_ID
 	HistorySize     int           // HISTORY_SIZE
