@@ -10,31 +10,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// ReserveSeqs reserves the next n seqs of room above atLeast and returns the
-// top of the block: hi = max(every earlier reservation, atLeast) + n. The
-// broker hands out seqs only below a reserved top, so hi-n bounds every seq
-// the room ever had. reused is true when the room had seqs before (a
-// reservation, or messages stored before reservations existed): sends of
-// it may be retried whose dedupe keys Redis lost. restart records hi-n in
-// room_floors, in the same statement: the counter restarts there.
-func (s *Store) ReserveSeqs(ctx context.Context, room string, atLeast, n int64, restart bool) (hi int64, reused bool, err error) {
-	const reserve = `
-		WITH block AS (
-			INSERT INTO room_seqs AS r (room, hi)
-			SELECT $1, greatest($2, coalesce(max(seq), 0)) + $3 FROM messages WHERE room = $1
-			ON CONFLICT (room) DO UPDATE SET hi = greatest(r.hi, $2) + $3
-			RETURNING hi, xmax <> 0 OR hi - $3 > 0 AS reused),
-		floor AS (
-			INSERT INTO room_floors (room, floor) SELECT $1, hi - $3 FROM block WHERE $4
-			ON CONFLICT DO NOTHING)
-		SELECT hi, reused FROM block`
-	err = s.migrated(ctx, func() error { return s.pool.QueryRow(ctx, reserve, room, atLeast, n, restart).Scan(&hi, &reused) })
-	if err != nil {
-		return 0, false, fmt.Errorf("reserve seqs of %s: %w", room, err)
-	}
-	return hi, reused, nil
-}
-
 // Fence returns the next Redis fence, above every one before.
 func (s *Store) Fence(ctx context.Context) (fence int64, err error) {
 	err = s.migrated(ctx, func() error { return s.pool.QueryRow(ctx, `SELECT nextval('redis_fences')`).Scan(&fence) })

@@ -37,6 +37,7 @@ const migrationLock = 7_361_042
 type Store struct {
 	pool  *pgxpool.Pool
 	reads *pgxpool.Pool
+	res   reserver
 }
 
 // Open prepares the pools; it does not connect, so the server can start
