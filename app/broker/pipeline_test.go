@@ -143,17 +143,9 @@ func TestSendsWaitForOthersOnlyWhileMoreAreExpected(t *testing.T) {
 		{"a stream of sends, several a Coalesce", 24, []time.Duration{coalesce / 12}, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			primary := startRedis(t)
-			rdb := redis.NewClient(&redis.Options{Addr: primary.Addr()})
 			count := &pipelineCounter{}
-			rdb.AddHook(count)
-			b := broker.New(rdb, broker.Options{Coalesce: coalesce})
-			t.Cleanup(func() { b.Close() })
+			b := seededCoalescing(t, count, coalesce)
 			ctx := context.Background()
-			// Seeded: a new room's first send runs the script twice.
-			if _, err := b.Publish(ctx, "room", "alice", "hi", "", time.Now()); err != nil {
-				t.Fatal(err)
-			}
 			sends := tc.sends
 			before := count.pipelines.Load()
 			var wg sync.WaitGroup
@@ -204,21 +196,29 @@ func TestSendsWaitForOthersOnlyWhileMoreAreExpected(t *testing.T) {
 	}
 }
 
+// seededCoalescing is a broker on a Redis of its own, with count on its
+// client and Options.Coalesce set, whose room "room" has had a send: a new
+// room's first send runs the script twice, a seeded room's once.
+func seededCoalescing(t *testing.T, count *pipelineCounter, coalesce time.Duration) *broker.Broker {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: startRedis(t).Addr()})
+	rdb.AddHook(count)
+	b := broker.New(rdb, broker.Options{Coalesce: coalesce})
+	t.Cleanup(func() { b.Close() })
+	if _, err := b.Publish(context.Background(), "room", "alice", "hi", "", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // TestANewRoomsFirstSendWaitsForOthersOnce: in a stream of sends, a new
 // room's first send runs the script twice, around its reservation of seqs;
 // only the first run may wait for other sends, the second goes at once.
 func TestANewRoomsFirstSendWaitsForOthersOnce(t *testing.T) {
 	const coalesce = 100 * time.Millisecond // far above a run's and a reservation's own time
-	primary := startRedis(t)
-	rdb := redis.NewClient(&redis.Options{Addr: primary.Addr()})
 	count := &pipelineCounter{room: "brand-new-room"}
-	rdb.AddHook(count)
-	b := broker.New(rdb, broker.Options{Coalesce: coalesce})
-	t.Cleanup(func() { b.Close() })
+	b := seededCoalescing(t, count, coalesce)
 	ctx := context.Background()
-	if _, err := b.Publish(ctx, "room", "alice", "hi", "", time.Now()); err != nil {
-		t.Fatal(err)
-	}
 	// The stream: sends every coalesce/100 until the new room's is answered,
 	// so the second run comes as the first one or joins a wait.
 	done := make(chan struct{})
