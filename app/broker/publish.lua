@@ -5,7 +5,7 @@
 -- seq, so resume is a range read), queue it for Postgres and publish it.
 -- One run for the batch pays the script's call and INFO once rather than
 -- per message, and what all its messages share is passed once: Redis makes
--- a string of every argument, at about a microsecond each (callgrind).
+-- a string of every argument, about 0.1 us each (redis-benchmark, docs/log.md).
 -- KEYS: 1 the persist stream, 2 the primary's fence (the Redis's, or on a
 --       cluster the partition's, the same for every message of a run);
 --       then 8 per message: +1 seq counter, +2 epoch, +3 room log, +4 dedupe
