@@ -17,6 +17,12 @@ type ProcStat struct {
 	RSS        int64   `json:"rss_bytes"`          // at the end
 	CPU        float64 `json:"cpu"`                // cores used over the sampling window
 	CPUSeconds float64 `json:"cpu_seconds"`        // user plus system CPU time over the window
+	// RunqWait is how long, on average over the window, one of the tree's
+	// threads waited on a run queue each time it was put on a core
+	// (schedstat): a process sharing its core waits for the others there,
+	// which its CPU time does not show. Threads that ended meanwhile are
+	// left out.
+	RunqWait time.Duration `json:"runq_wait_ns"`
 }
 
 // clockTicks is USER_HZ, the unit of /proc/<pid>/stat's CPU times, on Linux.
@@ -151,11 +157,78 @@ func treeCPU(root int, stats map[int]procStat) time.Duration {
 	return time.Duration(ticks) * time.Second / clockTicks
 }
 
+// schedStat is one thread's /proc/<pid>/task/<tid>/schedstat: its time
+// waiting on a run queue and the times it was put on a core.
+type schedStat struct{ wait, runs int64 }
+
+// parseSchedstat reads a schedstat line: time on a core (ns), time waiting
+// on a run queue (ns), times run.
+func parseSchedstat(line string) (schedStat, error) {
+	f := strings.Fields(line)
+	if len(f) != 3 {
+		return schedStat{}, fmt.Errorf("schedstat %q: want 3 fields", line)
+	}
+	var n [2]int64
+	for i, v := range f[1:] {
+		x, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return schedStat{}, fmt.Errorf("schedstat %q: %w", line, err)
+		}
+		n[i] = x
+	}
+	return schedStat{wait: n[0], runs: n[1]}, nil
+}
+
+// treeSched is the schedstat of every thread of pid's tree, by thread id;
+// threads that end while it reads are left out.
+func treeSched(pid int) map[int]schedStat {
+	out := map[int]schedStat{}
+	stats, err := allStats()
+	if err != nil {
+		return out
+	}
+	if _, ok := stats[pid]; !ok {
+		return out
+	}
+	for _, p := range tree(pid, stats) {
+		tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", p))
+		for _, t := range tasks {
+			tid, err := strconv.Atoi(t.Name())
+			if err != nil {
+				continue
+			}
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/schedstat", p, tid))
+			if err != nil {
+				continue
+			}
+			if st, err := parseSchedstat(string(b)); err == nil {
+				out[tid] = st
+			}
+		}
+	}
+	return out
+}
+
+// runqWait is the mean wait a run between two treeSched readings: a thread
+// new in the second counts from zero, one gone from it not at all.
+func runqWait(before, after map[int]schedStat) time.Duration {
+	var wait, runs int64
+	for tid, a := range after {
+		b := before[tid]
+		wait, runs = wait+a.wait-b.wait, runs+a.runs-b.runs
+	}
+	if runs <= 0 {
+		return 0
+	}
+	return time.Duration(wait / runs)
+}
+
 // Sampler measures CPU use between Sample and Stop.
 type Sampler struct {
 	pids  []int
 	cpu   []time.Duration
 	rss   []int64
+	sched []map[int]schedStat
 	began time.Time
 }
 
@@ -165,12 +238,13 @@ func Sample(pids []int) *Sampler {
 	for _, p := range pids {
 		c, _ := TreeCPU(p)
 		r, _ := ReadRSS(p)
-		s.cpu, s.rss = append(s.cpu, c), append(s.rss, r)
+		s.cpu, s.rss, s.sched = append(s.cpu, c), append(s.rss, r), append(s.sched, treeSched(p))
 	}
 	return s
 }
 
-// Stop returns each process's RSS now and its tree's CPU use since Sample.
+// Stop returns each process's RSS now and its tree's CPU use and run queue
+// wait since Sample.
 func (s *Sampler) Stop() []ProcStat {
 	var out []ProcStat
 	wall := time.Since(s.began)
@@ -181,6 +255,7 @@ func (s *Sampler) Stop() []ProcStat {
 			st.CPUSeconds = (c - s.cpu[i]).Seconds()
 			st.CPU = float64(c-s.cpu[i]) / float64(wall)
 		}
+		st.RunqWait = runqWait(s.sched[i], treeSched(p))
 		out = append(out, st)
 	}
 	return out

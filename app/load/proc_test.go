@@ -1,12 +1,16 @@
 package load
 
 import (
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gruntwork-io/terratest/modules/retry"
 )
 
 func TestParseStat(t *testing.T) {
@@ -46,17 +50,7 @@ func TestTreeCPUAddsUp(t *testing.T) {
 // A child that burns CPU and is reaped inside the window counts for its
 // parent's tree, as a Postgres backend that ends during a run must.
 func TestSamplerCountsAReapedChild(t *testing.T) {
-	burn := "i=0; while [ $i -lt 400000 ]; do i=$((i+1)); done"
-	cmd := exec.Command("sh", "-c", "read go; sh -c '"+burn+"'; exec sleep 60")
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	pid := cmd.Process.Pid
+	pid, in := startBurner(t, "sh", "-c", "read go; sh -c '"+burn+"'; exec sleep 60")
 	s := Sample([]int{pid})
 	own := func() time.Duration {
 		st, err := readStat(pid)
@@ -67,19 +61,103 @@ func TestSamplerCountsAReapedChild(t *testing.T) {
 	}
 	before := own()
 	in.Write([]byte("go\n"))
-	// The shell execs sleep once its child has been reaped.
-	for deadline := time.Now().Add(2 * time.Minute); ; {
-		b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
-		if strings.TrimSpace(string(b)) == "sleep" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the burning child did not end within 2 minutes")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	awaitSleep(t, pid) // once its child has been reaped
 	got := s.Stop()[0]
 	if got.CPUSeconds < 0.05 || time.Duration(got.CPUSeconds*float64(time.Second)) < 5*(own()-before) {
 		t.Errorf("tree CPU over the window %.2f s, the shell's own %v: want the reaped child's CPU (0.05 s or more) counted", got.CPUSeconds, own()-before)
+	}
+}
+
+// burn is a shell loop that keeps a core busy for about a second.
+const burn = "i=0; while [ $i -lt 400000 ]; do i=$((i+1)); done"
+
+// startBurner starts command, which waits for a line on its stdin before it
+// burns; killed at the end of the test.
+func startBurner(t *testing.T, command ...string) (int, io.Writer) {
+	t.Helper()
+	cmd := exec.Command(command[0], command[1:]...)
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd.Process.Pid, in
+}
+
+// awaitSleep waits for the shell pid to exec sleep, its work done.
+func awaitSleep(t *testing.T, pid int) {
+	t.Helper()
+	retry.DoWithRetry(t, "pid "+strconv.Itoa(pid)+" done", 6000, 20*time.Millisecond, func() (string, error) {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+		if err != nil || strings.TrimSpace(string(b)) != "sleep" {
+			return "", fmt.Errorf("still %q", strings.TrimSpace(string(b)))
+		}
+		return "", nil
+	})
+}
+
+func TestParseSchedstat(t *testing.T) {
+	for _, c := range []struct {
+		name, line string
+		want       schedStat
+		err        bool
+	}{
+		{"plain", "1250000 380000 42\n", schedStat{wait: 380000, runs: 42}, false},
+		{"two fields", "1250000 380000", schedStat{}, true},
+		{"not a number", "1250000 x 42", schedStat{}, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := parseSchedstat(c.line)
+			if (err != nil) != c.err || got != c.want {
+				t.Errorf("parseSchedstat(%q) = %+v, %v; want %+v, error %v", c.line, got, err, c.want, c.err)
+			}
+		})
+	}
+}
+
+func TestRunqWaitIsTheMeanOverThreadsAlive(t *testing.T) {
+	before := map[int]schedStat{1: {wait: 1000, runs: 10}, 2: {wait: 5000, runs: 5}}
+	after := map[int]schedStat{
+		1: {wait: 7000, runs: 13}, // 6 µs over 3 runs
+		3: {wait: 2000, runs: 1},  // a new thread: from zero
+	} // thread 2 ended: left out
+	if got, want := runqWait(before, after), 2*time.Microsecond; got != want {
+		t.Errorf("runqWait = %v, want %v (8 µs over 4 runs)", got, want)
+	}
+	if got := runqWait(before, before); got != 0 {
+		t.Errorf("runqWait with no runs = %v, want 0", got)
+	}
+}
+
+// Two busy processes on one core wait for each other there: the sampler
+// sees it, though neither's CPU time shows it.
+func TestSamplerSeesTwoProcessesSharingACore(t *testing.T) {
+	if _, err := os.Stat("/proc/self/schedstat"); err != nil {
+		t.Skipf("no schedstat here: %v", err)
+	}
+	if _, err := exec.LookPath("taskset"); err != nil {
+		t.Skip("no taskset")
+	}
+	var pids []int
+	var ins []io.Writer
+	for range 2 {
+		pid, in := startBurner(t, "taskset", "-c", "0", "sh", "-c", "read go; "+burn+"; exec sleep 60")
+		pids, ins = append(pids, pid), append(ins, in)
+	}
+	s := Sample(pids)
+	for _, in := range ins {
+		in.Write([]byte("go\n"))
+	}
+	for _, pid := range pids {
+		awaitSleep(t, pid)
+	}
+	for _, st := range s.Stop() {
+		t.Logf("pid %d: cpu %.2f s, run queue wait %v a run", st.PID, st.CPUSeconds, st.RunqWait)
+		if st.RunqWait < 100*time.Microsecond {
+			t.Errorf("pid %d: run queue wait %v a run, want 100 µs or more beside another busy process", st.PID, st.RunqWait)
+		}
 	}
 }

@@ -144,7 +144,7 @@ func (r *Report) Summary() string {
 		fmt.Fprintf(&b, " | send errors %v", r.SendErrors)
 	}
 	for _, s := range r.Servers {
-		fmt.Fprintf(&b, " | pid %d rss %.1f MiB cpu %.0f%%", s.PID, float64(s.RSS)/(1<<20), 100*s.CPU)
+		fmt.Fprintf(&b, " | pid %d rss %.1f MiB cpu %.0f%% runq wait %.1f µs a run", s.PID, float64(s.RSS)/(1<<20), 100*s.CPU, float64(s.RunqWait)/1e3)
 	}
 	if r.Connect.Failed > 0 {
 		fmt.Fprintf(&b, " | connect errors: %s", topError(r.Connect.Errors))
