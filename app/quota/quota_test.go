@@ -472,6 +472,71 @@ func TestEachSyncReadsEachCounterItsOwnTotal(t *testing.T) {
 	}
 }
 
+// Run spreads a sync over syncTurns turns: each turn pushes the counters of
+// its own shards, a round of turns pushes every counter once and counts one
+// generation, and the round reads back at most MaxRefresh idle counters,
+// as one sync of every shard does.
+func TestASyncInTurnsCoversEveryShardOnceARound(t *testing.T) {
+	r := startRedis(t)
+	c := r.client()
+	const users, maxRefresh = 400, 40
+	l := New(c, Options{Instance: "a", MaxRefresh: maxRefresh, OnError: func(err error) { t.Error(err) }})
+	ctx := t.Context()
+	hour := Rate{Count: 10, Per: time.Hour}
+	now := freshWindow(hour.Per, 30*time.Second)
+	user := func(i int) string { return "user-" + strconv.Itoa(i) }
+	turnOf := func(key string) int {
+		s := l.shard(key)
+		for i := range l.shards {
+			if &l.shards[i] == s {
+				return i % syncTurns
+			}
+		}
+		t.Fatalf("%s: no shard", key)
+		return 0
+	}
+	for i := range users {
+		l.Allow("user_sends", user(i), hour, now)
+	}
+	gen := l.gen.Load()
+	for turn := range syncTurns {
+		l.syncTurn(ctx, turn, syncTurns)
+		pushed := 0
+		for i := range users {
+			got, want := counter(l, "user_sends", user(i), hour.Per, now).pushed, int32(0)
+			if turnOf(user(i)) <= turn {
+				want = 1
+			}
+			if got != want {
+				t.Fatalf("after turn %d: %s (its shard's turn %d) pushed %d, want %d", turn, user(i), turnOf(user(i)), got, want)
+			}
+			pushed += int(got)
+		}
+		if turn == 0 && pushed == users {
+			t.Fatalf("turn 0 pushed all %d counters: the turns do not share the shards", users)
+		}
+	}
+	if got := l.gen.Load(); got != gen+1 {
+		t.Fatalf("a round of %d turns counted %d generations, want 1", syncTurns, got-gen)
+	}
+	// Every counter is idle, recent and not spent: the next round reads
+	// back MaxRefresh of them, a turns-th in each turn.
+	if err := c.ConfigResetStat(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for turn := range syncTurns {
+		l.syncTurn(ctx, turn, syncTurns)
+	}
+	stats := c.Info(ctx, "commandstats").Val()
+	reads := 0
+	if _, rest, ok := strings.Cut(stats, "cmdstat_hvals:calls="); ok {
+		reads, _ = strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
+	}
+	if reads == 0 || reads > maxRefresh {
+		t.Fatalf("a round read back %d idle counters, want 1 to MaxRefresh (%d)", reads, maxRefresh)
+	}
+}
+
 // A sync after a burst of new counters keeps at most keptCmds commands of
 // each kind for the next sync.
 func TestASyncAfterABurstKeepsBoundedCommands(t *testing.T) {
