@@ -1164,13 +1164,16 @@ func (r *chaosRun) report(events []chaos.Event, stored []chaos.Stored, vs []chao
 		len(events), kinds[chaos.Sent], kinds[chaos.Acked], kinds[chaos.Refused], kinds[chaos.Delivered], kinds[0], kinds[chaos.Gap], len(stored), errs, closes, connects)
 	byFault := map[string]int{}
 	for _, l := range losses {
-		if l.Claimed {
+		switch {
+		case l.Unacked:
+			byFault[l.Fault+" (published, answered internal, never acked)"]++
+		case l.Claimed:
 			byFault[l.Fault+" (a killed writer's, within the claim delay)"]++
-			continue
+		default:
+			byFault[l.Fault]++
 		}
-		byFault[l.Fault]++
 	}
-	report.Logf(r.t, "chaos: acked messages lost with Redis as stated (docs/recovery.md), by the fault that lost them: %v", byFault)
+	report.Logf(r.t, "chaos: messages lost with Redis as stated (docs/recovery.md), by the fault that lost them: %v", byFault)
 	stranded := map[string]int{}
 	for _, s := range stale {
 		stranded[s.Fault]++

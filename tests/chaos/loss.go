@@ -18,7 +18,10 @@ import (
 // if an instance was killed while the message was queued (its writer may
 // have read it; no other takes it over before ClaimDelay has passed).
 // Every excused loss is listed (Losses), never silently dropped; everything
-// else missing is a violation.
+// else missing is a violation. A send answered internal may have been
+// published all the same (docs/recovery.md); if no retry of it was acked,
+// the same faults explain its seq's loss, timed from a delivery, and
+// Losses lists it apart: streams pass over it as over an acked loss.
 
 // LossWindow is how long after its ack a message may still be only in
 // Redis when Postgres is up and every writer lives: the writers' linger and
@@ -93,19 +96,24 @@ func (f faultSpan) loses(unreplicated bool) bool {
 	return false
 }
 
-// Loss is an acked message missing from Postgres that a data-loss fault
-// explains.
+// Loss is a message missing from Postgres that a data-loss fault explains:
+// acked, or published and never acked (Unacked).
 type Loss struct {
 	Room  string
 	Seq   int64
-	Ack   int // the ack's event
+	Ack   int // the ack's event; for an unacked message, a delivery's
 	Fault string
 	// Claimed: the fault began past LossWindow, Postgres up, so only the
 	// claim delay of a kill excuses it.
 	Claimed bool
+	// Unacked: its send was answered internal after the script had
+	// published it (members saw it live), and no retry was acked. No
+	// store is bound to keep it, but a stream passes over it in silence
+	// only as over a stated loss.
+	Unacked bool
 }
 
-// Losses lists the acked messages not in Postgres that the stated exception
+// Losses lists the messages not in Postgres that the stated exception
 // covers.
 func Losses(events []Event, stored []Stored, o Options) []Loss {
 	rows := map[seqKey]bool{}
@@ -117,12 +125,13 @@ func Losses(events []Event, stored []Stored, o Options) []Loss {
 	seen := map[seqKey]bool{}
 	for _, e := range events {
 		k := seqKey{e.Room, e.Seq}
-		if e.Kind != Acked || rows[k] || seen[k] {
+		held, unreplicated := m.held(e)
+		if !held || rows[k] || seen[k] {
 			continue
 		}
-		if i, claimed, ok := m.lostBy(e, m.unreplicated(e)); ok {
+		if i, claimed, ok := m.lostBy(e, unreplicated); ok {
 			seen[k] = true
-			out = append(out, Loss{e.Room, e.Seq, e.Index, m.spans[i].kind, claimed})
+			out = append(out, Loss{e.Room, e.Seq, e.Index, m.spans[i].kind, claimed, e.Kind == Delivered})
 		}
 	}
 	return out
@@ -133,22 +142,41 @@ func Losses(events []Event, stored []Stored, o Options) []Loss {
 type lossModel struct {
 	spans  []faultSpan
 	sentAt map[msgKey]time.Time // a message's first send: Redis cannot have it before
+	acked  map[msgKey]bool      // under any seq
 	kills  []time.Time
 	unrep  []string
 }
 
 func newLossModel(events []Event, o Options) *lossModel {
-	m := &lossModel{spans: faultSpans(events), sentAt: map[msgKey]time.Time{}, unrep: o.Unreplicated}
+	m := &lossModel{spans: faultSpans(events), sentAt: map[msgKey]time.Time{}, acked: map[msgKey]bool{}, unrep: o.Unreplicated}
 	for _, e := range events {
 		k := msgKey{e.Room, e.User, e.ID}
 		switch {
 		case e.Kind == Sent && m.sentAt[k].IsZero():
 			m.sentAt[k] = e.Time
+		case e.Kind == Acked:
+			m.acked[k] = true
 		case e.Kind == Fault && e.Instance != "":
 			m.kills = append(m.kills, e.Time)
 		}
 	}
 	return m
+}
+
+// held tells whether e shows Redis holding its seq's message at e's time,
+// a message a fault may then have lost: an ack, or a delivery of a message
+// no ack ever vouched for (a send answered internal after its script ran,
+// whose sender gave up). It says too whether the message needed no
+// replica's loss to be lost: an ack from an unreplicated instance, and
+// every unacked message, which no replica confirmed.
+func (m *lossModel) held(e Event) (held, unreplicated bool) {
+	switch {
+	case e.Kind == Acked:
+		return true, m.unreplicated(e)
+	case e.Kind == Delivered && !m.acked[msgKey{e.Room, e.User, e.ID}]:
+		return true, true
+	}
+	return false, false
 }
 
 // unreplicated tells whether ack a came from an instance that does not wait
@@ -260,8 +288,8 @@ type stranding struct {
 	backAt time.Time
 }
 
-// strandings finds, for each seq acked by an unreplicated instance, the
-// fault that stranded it on the replaced primary: the one that would have
+// strandings finds, for each seq acked by an unreplicated instance (or
+// delivered and never acked), the fault that stranded it on the replaced primary: the one that would have
 // lost it (Losses' model) if it strands, and a later fault could bring it
 // back.
 func strandings(events []Event, o Options) map[seqKey]stranding {
@@ -269,7 +297,8 @@ func strandings(events []Event, o Options) map[seqKey]stranding {
 	out := map[seqKey]stranding{}
 	for _, e := range events {
 		k := seqKey{e.Room, e.Seq}
-		if _, done := out[k]; done || e.Kind != Acked || !m.unreplicated(e) {
+		held, unreplicated := m.held(e)
+		if _, done := out[k]; done || !held || !unreplicated {
 			continue
 		}
 		i, _, ok := m.lostBy(e, true)

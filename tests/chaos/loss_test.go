@@ -17,7 +17,9 @@ import (
 // message was queued, ClaimDelay and LossWindow after the kill. A stream's
 // silent pass over a message that only a replaced primary held is excused,
 // and counted by StaleReturns, only between the fault that stranded it and
-// the next one that could bring that node back.
+// the next one that could bring that node back. A send answered internal
+// after its script published it, never acked, is held to the same rules,
+// timed from its delivery.
 func TestTheStatedExceptionsAndNoMore(t *testing.T) {
 	t0 := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
 	at := func(e Event, after time.Duration) Event { e.Time = t0.Add(after); return e }
@@ -44,6 +46,11 @@ func TestTheStatedExceptionsAndNoMore(t *testing.T) {
 	// sentAcked is message 5 sent by its client and acked by instance 5 ms later.
 	sentAcked := func(instance string) []Event {
 		return []Event{at(sent(id(5)), -5*time.Millisecond), ackOn(5, instance)}
+	}
+	// published is message 5 sent, delivered to another client and
+	// answered internal to its sender, who gives up.
+	published := func(seq int64) []Event {
+		return []Event{at(sent(id(seq)), -5*time.Millisecond), at(seen(seq), 0), at(refused(id(seq), "internal"), 5*time.Millisecond)}
 	}
 	// The chaos runs' case: a restart without data just past LossWindow.
 	justPast := LossWindow + 20*time.Millisecond
@@ -98,6 +105,24 @@ func TestTheStatedExceptionsAndNoMore(t *testing.T) {
 		{"a failover does not lose what a replica confirmed",
 			cat([]Event{sent(id(5)), ackOn(5, "chat-1")}, fault(FaultFailover, time.Second, 2*time.Second), resumeOver),
 			append(rows(1, 4), row(6, id(6))), []string{"chat-3"}, 0, 0, []string{NoSilentHole, AckedStoredOnce}, 0},
+		// A send answered internal after its script published it, delivered
+		// live, never acked: the sender gave up (the chaos run of
+		// 2026-12-07 11:28, docs/log.md).
+		{"a published send never acked, lost by a wipe",
+			cat(published(5), fault(FaultWipe, time.Second, 3*time.Second), resumeOver),
+			append(rows(1, 4), row(6, id(6))), nil, 1, 0, nil, 0},
+		{"a published send never acked, lost by a failover: no replica confirmed it",
+			cat(published(5), fault(FaultFailover, time.Second, 2*time.Second), resumeOver),
+			append(rows(1, 4), row(6, id(6))), nil, 1, 0, nil, 0},
+		{"a published send never acked, a wipe long after with Postgres up",
+			cat(published(5), fault(FaultWipe, 20*time.Second, 22*time.Second), resumeOver),
+			append(rows(1, 4), row(6, id(6))), nil, 0, 0, []string{NoSilentHole}, 0},
+		{"a published send never acked, stored after all: a hole over it is not silent",
+			cat(published(5), fault(FaultWipe, time.Second, 3*time.Second), resumeOver),
+			rows(1, 6), nil, 0, 0, []string{NoSilentHole}, 0},
+		{"an acked message delivered long after its ack, then a wipe: not lost by it",
+			cat([]Event{sent(id(5)), ackOn(5, "chat-1"), at(seen(5), 16*time.Second)}, fault(FaultWipe, 20*time.Second, 22*time.Second), resumeOver),
+			append(rows(1, 4), row(6, id(6))), nil, 0, 0, []string{NoSilentHole, AckedStoredOnce}, 0},
 		// A killed writer's entries wait ClaimDelay for another writer.
 		{"lost just past the window, its instance killed right after the ack",
 			cat(sentAcked("chat-3"), kill("chat-3", 10*time.Millisecond), noData(justPast), resumeOver),
@@ -124,6 +149,9 @@ func TestTheStatedExceptionsAndNoMore(t *testing.T) {
 		{"a pass over what only a replaced primary held, before it came back",
 			cat(sentAcked("chat-3"), failover, passAt(10*time.Second), back),
 			rows(1, 6), []string{"chat-3"}, 0, 0, nil, 2},
+		{"the same pass over a published send never acked",
+			cat(published(5), failover, passAt(10*time.Second), back),
+			rows(1, 6), nil, 0, 0, nil, 2},
 		{"the same pass over what an instance waiting for a replica acked",
 			cat(sentAcked("chat-1"), failover, passAt(10*time.Second), back),
 			rows(1, 6), []string{"chat-3"}, 0, 0, []string{NoSilentHole, NoSilentHole}, 0},
