@@ -81,6 +81,14 @@ const (
 	// one-core instance, long enough that the sends behind it made the p99
 	// of 1000 rooms × 10 about 1 ms longer (docs/log.md, 2026-12-07).
 	syncTurns = 8
+	// refreshEvery is how many rounds apart a counter with nothing to
+	// push is read back: each round reads those of a refreshEvery-th of
+	// the shards, in turn. Read at every round, the idle counters of
+	// 1000 rooms × 10 (the 850 users between two sends) were three
+	// quarters of the sync's commands, and the quota about a sixth of
+	// Redis's CPU (docs/log.md, 2026-12-07). A user busy on another
+	// instance is still seen here within refreshEvery rounds.
+	refreshEvery = 4
 	// connTTL keeps a user's or address's connection hash after its last
 	// Open. A connection open longer than that with no other Open of its
 	// user stops counting: the error is on the side of admitting.
@@ -284,9 +292,9 @@ func (l *Limiter) shard(key string) *shard {
 // where an INCRBY would count it twice (issue 29). A replica promoted
 // without the last write gets it again with the next.
 // Counters with nothing to push, used in the last refreshRecent syncs and
-// not yet spent are read back, so a user busy on another instance
-// is seen here before it comes here; at most MaxRefresh of them per sync
-// (map order picks which), as each costs Redis a command every SyncEvery
+// not yet spent are read back every refreshEvery syncs, so a user busy on
+// another instance is seen here before it comes here; at most MaxRefresh
+// of them per sync (map order picks which), as each costs Redis a command
 // while it is idle here. Reading spent counters is useless: a window's total
 // only grows. Entries of ended windows are dropped within sweepEvery syncs.
 func (l *Limiter) sync(run context.Context) { l.syncTurn(run, 0, 1) }
@@ -335,7 +343,7 @@ func (l *Limiter) syncTurn(run context.Context, turn, turns int) {
 			kept = append(kept, a)
 			switch {
 			case e.pending > 0 || e.expire:
-			case refresh > 0 && e.synced < e.count:
+			case refresh > 0 && e.synced < e.count && (gen+uint32(i/turns))%refreshEvery == 0:
 				refresh--
 			default:
 				continue

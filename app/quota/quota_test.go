@@ -10,6 +10,8 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/switchboard-dev/switchboard/app/chattest"
 )
 
@@ -520,21 +522,62 @@ func TestASyncInTurnsCoversEveryShardOnceARound(t *testing.T) {
 		t.Fatalf("a round of %d turns counted %d generations, want 1", syncTurns, got-gen)
 	}
 	// Every counter is idle, recent and not spent: the next round reads
-	// back MaxRefresh of them, a turns-th in each turn.
+	// back at most MaxRefresh of them, a turns-th in each turn.
+	if reads := readBacks(t, c, func() {
+		for turn := range syncTurns {
+			l.syncTurn(ctx, turn, syncTurns)
+		}
+	}); reads == 0 || reads > maxRefresh {
+		t.Fatalf("a round read back %d idle counters, want 1 to MaxRefresh (%d)", reads, maxRefresh)
+	}
+}
+
+// A counter with nothing to push is read back once every refreshEvery
+// rounds, and each round reads a part of them, not all at once.
+func TestAnIdleCounterIsReadBackOnceEveryRefreshEveryRounds(t *testing.T) {
+	r := startRedis(t)
+	c := r.client()
+	const users = 400
+	l := New(c, Options{Instance: "a", MaxRefresh: users, OnError: func(err error) { t.Error(err) }})
+	ctx := t.Context()
+	hour := Rate{Count: 10, Per: time.Hour}
+	now := freshWindow(hour.Per, 30*time.Second)
+	for i := range users {
+		l.Allow("user_sends", "user-"+strconv.Itoa(i), hour, now)
+	}
+	l.sync(ctx) // pushes every counter: idle from here on
+	total := 0
+	for round := range refreshEvery {
+		reads := readBacks(t, c, func() {
+			for turn := range syncTurns {
+				l.syncTurn(ctx, turn, syncTurns)
+			}
+		})
+		if reads == 0 || reads >= users {
+			t.Fatalf("round %d read back %d of %d idle counters, want a part of them", round, reads, users)
+		}
+		total += reads
+	}
+	if total != users {
+		t.Fatalf("%d rounds read back %d idle counters, want each of the %d once", refreshEvery, total, users)
+	}
+}
+
+// readBacks is how many counters Redis was asked to read back (HVALS)
+// while sync ran.
+func readBacks(t *testing.T, c *redis.Client, sync func()) int {
+	t.Helper()
+	ctx := t.Context()
 	if err := c.ConfigResetStat(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	for turn := range syncTurns {
-		l.syncTurn(ctx, turn, syncTurns)
-	}
+	sync()
 	stats := c.Info(ctx, "commandstats").Val()
 	reads := 0
 	if _, rest, ok := strings.Cut(stats, "cmdstat_hvals:calls="); ok {
 		reads, _ = strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
 	}
-	if reads == 0 || reads > maxRefresh {
-		t.Fatalf("a round read back %d idle counters, want 1 to MaxRefresh (%d)", reads, maxRefresh)
-	}
+	return reads
 }
 
 // A sync after a burst of new counters keeps at most keptCmds commands of
