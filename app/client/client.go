@@ -177,6 +177,10 @@ type Client struct {
 
 	box  *mailbox
 	done chan struct{} // closed when serve and the mailbox's pump have returned
+
+	// afterCurrent, set by tests, runs in locked() between current()'s
+	// answer and the locks: where a reconnect may overtake a Join or Leave.
+	afterCurrent func()
 }
 
 // wire is one connection with its number.
@@ -727,6 +731,31 @@ func (c *Client) trace(w *wire, sent bool, data []byte) {
 	}
 }
 
+// locked waits until the client is connected and returns the connection
+// with writeMu and mu held. A frame registered and written under them goes
+// out on the connection whose online() has run, or, if that one breaks,
+// is repeated by the next online(): never on a connection already
+// replaced, whose loss nothing would notice.
+func (c *Client) locked(ctx context.Context) (*wire, error) {
+	for {
+		w, err := c.current(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if c.afterCurrent != nil {
+			c.afterCurrent()
+		}
+		c.writeMu.Lock()
+		c.mu.Lock()
+		if c.cur == w {
+			return w, nil
+		}
+		// Replaced meanwhile: wait for the new connection's online().
+		c.mu.Unlock()
+		c.writeMu.Unlock()
+	}
+}
+
 // current waits until the client is connected and returns the connection.
 func (c *Client) current(ctx context.Context) (*wire, error) {
 	c.mu.Lock()
@@ -758,13 +787,11 @@ func (c *Client) Resume(ctx context.Context, room string, since int64) (int64, e
 }
 
 func (c *Client) join(ctx context.Context, room string, since *int64) (int64, error) {
-	w, err := c.current(ctx)
+	w, err := c.locked(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("join %s: %w", room, err)
 	}
 	j := &joinCall{since: since, reply: make(chan result, 1)}
-	c.writeMu.Lock()
-	c.mu.Lock()
 	// Registered only once connected: online() would otherwise send the
 	// same join a second time.
 	rs := c.rooms[room]
@@ -801,18 +828,18 @@ func (c *Client) join(ctx context.Context, room string, since *int64) (int64, er
 // Leave leaves room and returns the last seq delivered in it: Resume
 // from there gets what was sent meanwhile, without a duplicate.
 func (c *Client) Leave(ctx context.Context, room string) (int64, error) {
-	w, err := c.current(ctx)
+	w, err := c.locked(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("leave %s: %w", room, err)
 	}
-	c.mu.Lock()
 	var last int64
 	if rs := c.rooms[room]; rs != nil {
 		last = rs.last
 	}
 	delete(c.rooms, room)
 	c.mu.Unlock()
-	c.write(w, protocol.ClientFrame{Op: protocol.OpLeave, Room: room})
+	c.writeLocked(w, protocol.ClientFrame{Op: protocol.OpLeave, Room: room})
+	c.writeMu.Unlock()
 	return last, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -564,6 +565,113 @@ func TestMessagesBeforeJoinedWaitForTheCatchUp(t *testing.T) {
 	}
 	if got := messages(t, c, 3); got[0] != 4 || got[1] != 5 || got[2] != 6 {
 		t.Fatalf("messages %v, want [4 5 6]", got)
+	}
+}
+
+// A Join or Leave that a reconnect overtakes goes out on the connection
+// that replaced the broken one, in either order: written, then the
+// connection lost (online() repeats the join; a leave needs nothing), or
+// the connection replaced between the call's wait for one and its write.
+// Written on the broken connection, a resume would never be answered, and
+// the room's messages on the new one would be taken for a replaced
+// membership's and dropped: the chaos run of 2026-12-07 14:19 (seed 1).
+func TestAJoinOrLeaveOvertakenByAReconnectGoesOutOnTheNewConnection(t *testing.T) {
+	for _, tc := range []struct {
+		op        string
+		overtaken bool     // the reconnect comes between the call's wait for a connection and its write
+		want      []string // what the new connection reads, up to the join of "other"
+	}{
+		{"join", false, []string{"join lobby since 5", "join other"}},
+		{"join", true, []string{"join lobby since 5", "join other"}},
+		{"leave", false, []string{"join other"}},
+		{"leave", true, []string{"join lobby since 3", "leave lobby", "join other"}},
+	} {
+		t.Run(fmt.Sprintf("%s overtaken %v", tc.op, tc.overtaken), func(t *testing.T) {
+			latest := map[string]int64{"join": 7, "leave": 3}[tc.op]
+			drop := make(chan struct{})
+			read := make(chan []string, 1)
+			s := serve(t, func(n int, p *peer) {
+				if n == 1 {
+					if tc.op == "leave" {
+						p.next()
+						p.send(`{"op":"joined","room":"lobby","seq":3}`)
+					}
+					if tc.overtaken {
+						<-drop
+					} else {
+						p.next() // the call's frame; then the connection breaks
+					}
+					p.conn.Close()
+					return
+				}
+				var got []string
+				defer func() { read <- got }()
+				for {
+					var f map[string]any
+					if p.conn.ReadJSON(&f) != nil {
+						return // the client is gone: got says what it had written
+					}
+					line := fmt.Sprintf("%s %s", f["op"], f["room"])
+					if since, ok := f["since"].(float64); ok {
+						line += fmt.Sprintf(" since %d", int64(since))
+					}
+					got = append(got, line)
+					switch {
+					case f["op"] == "join" && f["room"] == "lobby":
+						p.send(fmt.Sprintf(`{"op":"joined","room":"lobby","seq":%d}`, latest))
+						for seq := int64(f["since"].(float64)) + 1; seq <= latest; seq++ {
+							p.send(msg("lobby", seq))
+						}
+					case f["op"] == "join":
+						p.send(`{"op":"joined","room":"other","seq":0}`)
+						return
+					}
+				}
+			})
+			c := s.dial(t, Options{})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if tc.op == "leave" {
+				if _, err := c.Join(ctx, "lobby"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.overtaken {
+				c.afterCurrent = func() {
+					c.afterCurrent = nil
+					close(drop)
+					until(t, "connection 2 online", func() bool {
+						c.mu.Lock()
+						defer c.mu.Unlock()
+						select {
+						case <-c.up:
+							return c.cur.n == 2
+						default:
+							return false
+						}
+					})
+				}
+			}
+			switch tc.op {
+			case "join":
+				if seq, err := c.Resume(ctx, "lobby", 5); err != nil || seq != latest {
+					t.Fatalf("Resume: %d, %v; want %d", seq, err, latest)
+				}
+				if got := messages(t, c, 2); got[0] != 6 || got[1] != 7 {
+					t.Fatalf("messages %v, want [6 7]", got)
+				}
+			case "leave":
+				if last, err := c.Leave(ctx, "lobby"); err != nil || last != 3 {
+					t.Fatalf("Leave: %d, %v; want 3", last, err)
+				}
+			}
+			if _, err := c.Join(ctx, "other"); err != nil {
+				t.Fatal(err)
+			}
+			if got := within(t, read, 10*time.Second, "the new connection's frames"); !slices.Equal(got, tc.want) {
+				t.Errorf("the new connection read %q, want %q", got, tc.want)
+			}
+		})
 	}
 }
 
