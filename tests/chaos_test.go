@@ -710,7 +710,12 @@ func (r *chaosRun) clusterFault(ctx context.Context, kind string, rng *rand.Rand
 		if err != nil {
 			return err
 		}
-		note("%s promoted; %s back as its replica", promoted.Name, primary.Name)
+		if promoted.Forced != "" {
+			// Redis's election, not Switchboard, failed: said in the history and the log.
+			note("%s not elected: CLUSTER FAILOVER TAKEOVER", promoted.Node.Name)
+			report.Logf(r.t, "chaos: %s was not elected after %s was killed, and was made to take over; the nodes logged:\n%s", promoted.Node.Name, primary.Name, promoted.Forced)
+		}
+		note("%s promoted; %s back as its replica", promoted.Node.Name, primary.Name)
 	case faultClusterFail:
 		note("CLUSTER FAILOVER of %s's shard", primary.Name)
 		promoted, err := c.Failover(ctx, primary)
