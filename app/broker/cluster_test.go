@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os/exec"
 	"strings"
 	"sync"
@@ -15,6 +17,8 @@ import (
 	"github.com/switchboard-dev/switchboard/app/broker"
 	"github.com/switchboard-dev/switchboard/app/chattest"
 	"github.com/switchboard-dev/switchboard/app/local"
+	"github.com/switchboard-dev/switchboard/app/metrics"
+	"github.com/switchboard-dev/switchboard/app/persist"
 )
 
 // events collects a subscription's events.
@@ -405,4 +409,58 @@ func TestAClusterAnswersPingWhileOneOfItsPrimariesDoes(t *testing.T) {
 	if err := b.Ping(ctx); err == nil {
 		t.Fatal("ping answered with every node stopped")
 	}
+}
+
+// TestWhileAShardIsDownTheOtherShardsMessagesAreStored: with a shard's
+// primary and replica both down (and the cluster serving the rest of its
+// slots, cluster-require-full-coverage no), the persist writer still stores
+// the messages queued on the other shards: one pipeline over every
+// partition fails as a whole, and that must not hold back all of them.
+func TestWhileAShardIsDownTheOtherShardsMessagesAreStored(t *testing.T) {
+	c := chattest.StartCluster(t)
+	_, st := startStore(t)
+	b := connect(t, c.URL(), broker.Options{Partitions: 16, Ledger: st})
+	ctx := context.Background()
+	for _, n := range c.Nodes {
+		cl := redis.NewClient(&redis.Options{Addr: n.Addr()})
+		err := cl.ConfigSet(ctx, "cluster-require-full-coverage", "no").Err()
+		cl.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	names := rooms(48)
+	for _, room := range names {
+		for i := range 2 {
+			if _, err := b.Publish(ctx, room, "alice", "hi", fmt.Sprintf("%s-%d", room, i), time.Now()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	dead, deadReplica := shardOf(t, c, names[0])
+	var alive []string
+	for _, room := range names {
+		if p, _ := shardOf(t, c, room); p != dead {
+			alive = append(alive, room)
+		}
+	}
+	if len(alive) == 0 || len(alive) == len(names) {
+		t.Fatalf("%d of %d rooms on the shards left up: the test needs some on each side", len(alive), len(names))
+	}
+	deadReplica.Kill()
+	dead.Kill()
+
+	w := &persist.Writer{Source: b, Sink: st, Consumer: "test", Metrics: metrics.New(), Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	run, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); w.Run(run) }()
+	defer func() { stop(); <-done }()
+	chattest.Eventually(t, 30*time.Second, fmt.Sprintf("the %d rooms of the shards left up stored", len(alive)), func() bool {
+		for _, room := range alive {
+			if _, n, err := st.Newest(ctx, room, 0, 10, 10); err != nil || n != 2 {
+				return false
+			}
+		}
+		return true
+	})
 }

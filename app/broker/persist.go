@@ -29,24 +29,19 @@ type PersistEntry struct {
 
 // EnsureGroup creates the consumer group on every persist stream (from the
 // stream's start, so nothing queued before the first instance came up is
-// skipped).
+// skipped). On a cluster with a shard down, the other partitions' groups
+// are created all the same, and the error names the rest.
 func (b *Broker) EnsureGroup(ctx context.Context) error {
-	cmds := make([]*redis.StatusCmd, b.keys.count())
-	_, err := b.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		for p := range cmds {
-			cmds[p] = pipe.XGroupCreateMkStream(ctx, b.keys.stream(p), persistGroup, "0")
-		}
-		return nil
+	cmds := b.eachPartition(ctx, func(c doer, p int) *redis.Cmd {
+		return raw(ctx, c, 2, "xgroup", "create", b.keys.stream(p), persistGroup, "0", "mkstream")
 	})
-	if failed(err) {
-		return fmt.Errorf("create consumer group %s: %w", persistGroup, err)
-	}
+	var errs []error
 	for p, c := range cmds {
 		if err := c.Err(); err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
-			return fmt.Errorf("create consumer group %s on %s: %w", persistGroup, b.keys.stream(p), err)
+			errs = append(errs, fmt.Errorf("create consumer group %s on %s: %w", persistGroup, b.keys.stream(p), err))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // A cluster's persist streams are in as many slots as there are
@@ -58,7 +53,9 @@ const (
 )
 
 // ReadPersist takes up to count new entries for consumer (on a cluster, up
-// to count of each partition), waiting up to block.
+// to count of each partition), waiting up to block. On a cluster with a
+// shard down, the entries of the partitions that answered come with the
+// error of those that did not: they are the consumer's, to be written.
 func (b *Broker) ReadPersist(ctx context.Context, consumer string, count int, block time.Duration) ([]PersistEntry, error) {
 	if b.cluster == nil {
 		return b.readPersist(ctx, consumer, count, block)
@@ -90,20 +87,16 @@ func (b *Broker) readPersist(ctx context.Context, consumer string, count int, bl
 		if block >= 0 {
 			args = append(args, "block", block.Milliseconds())
 		}
-		return c.Do(ctx, append(args, "streams", b.keys.stream(p), ">")...)
+		return raw(ctx, c, len(args)+1, append(args, "streams", b.keys.stream(p), ">")...)
 	}
-	cmds := make([]*redis.Cmd, b.keys.count())
+	var cmds []*redis.Cmd
 	if b.cluster == nil {
-		cmds[0] = read(b.blocking(block), 0)
-	} else if _, err := b.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		for p := range cmds {
-			cmds[p] = read(pipe, p)
-		}
-		return nil
-	}); failed(err) {
-		return nil, fmt.Errorf("read the persist streams: %w", err)
+		cmds = []*redis.Cmd{read(b.blocking(block), 0)}
+	} else {
+		cmds = b.eachPartition(ctx, read)
 	}
 	var out []PersistEntry
+	var errs []error
 	for p, c := range cmds {
 		res, err := c.Result()
 		switch {
@@ -113,7 +106,10 @@ func (b *Broker) readPersist(ctx context.Context, consumer string, count int, bl
 			// Redis lost the group (restarted without its data): recreate it.
 			return out, b.EnsureGroup(ctx)
 		case err != nil:
-			return out, fmt.Errorf("read %s: %w", b.keys.stream(p), err)
+			// The other partitions' entries are this consumer's now: they
+			// are returned, to be written, with the error.
+			errs = append(errs, fmt.Errorf("read %s: %w", b.keys.stream(p), err))
+			continue
 		}
 		// RESP3 answers a map of stream to entries, RESP2 pairs of them.
 		switch streams := res.(type) {
@@ -129,12 +125,47 @@ func (b *Broker) readPersist(ctx context.Context, consumer string, count int, bl
 			}
 		}
 	}
-	return out, nil
+	return out, errors.Join(errs...)
 }
 
-// doer sends a raw command: a client or a pipeline.
+// eachPartition sends cmd for every partition in one pipeline and returns
+// each command with its own outcome. When the pipeline fails (a node
+// unreachable), the replies of the others still count, so that while one
+// shard is down the others' partitions are served; a command left without
+// reply or error (go-redis v9.14 does not mark them) gets the pipeline's.
+func (b *Broker) eachPartition(ctx context.Context, cmd func(c doer, p int) *redis.Cmd) []*redis.Cmd {
+	cmds := make([]*redis.Cmd, b.keys.count())
+	_, err := b.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for p := range cmds {
+			cmds[p] = cmd(pipe, p)
+		}
+		return nil
+	})
+	if failed(err) {
+		for _, c := range cmds {
+			if c.Err() == nil && c.Val() == nil {
+				c.SetErr(err)
+			}
+		}
+	}
+	return cmds
+}
+
+// doer sends a command: a client or a pipeline.
 type doer interface {
-	Do(ctx context.Context, args ...any) *redis.Cmd
+	Process(ctx context.Context, cmd redis.Cmder) error
+}
+
+// raw sends args on c as a raw command whose key is args[pos]. A cluster
+// client routes a raw command by its second word unless told (go-redis
+// v9.14): for XREADGROUP and XGROUP that is not the key, so every
+// partition's command went to one node and was redirected from there, and
+// with that node down, none was served.
+func raw(ctx context.Context, c doer, pos int, args ...any) *redis.Cmd {
+	cmd := redis.NewCmd(ctx, args...)
+	cmd.SetFirstKeyPos(int8(pos))
+	_ = c.Process(ctx, cmd) // its outcome is the command's
+	return cmd
 }
 
 // blocking is the client for a read that blocks up to block on one Redis:
@@ -184,29 +215,26 @@ func (b *Broker) rawEntries(out []PersistEntry, p int, msgs any) []PersistEntry 
 // reading them must not lose them. lost names pending entries whose content
 // is gone from the stream: the writers delete only what they stored, so it
 // stays empty unless something else deleted or trimmed the stream. On a
-// cluster each partition gives up to count.
+// cluster each partition gives up to count, and what the partitions that
+// answered gave comes with the error of those that did not.
 func (b *Broker) ClaimPersist(ctx context.Context, consumer string, minIdle time.Duration, count int) (claimed []PersistEntry, lost []string, err error) {
-	cmds := make([]*redis.Cmd, b.keys.count())
-	_, err = b.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		for p := range cmds {
-			// Raw XAUTOCLAIM: go-redis drops the reply's third part, the deleted ids.
-			cmds[p] = pipe.Do(ctx, "xautoclaim", b.keys.stream(p), persistGroup, consumer, minIdle.Milliseconds(), "0-0", "count", count)
-		}
-		return nil
+	// Raw XAUTOCLAIM: go-redis drops the reply's third part, the deleted ids.
+	cmds := b.eachPartition(ctx, func(c doer, p int) *redis.Cmd {
+		return raw(ctx, c, 1, "xautoclaim", b.keys.stream(p), persistGroup, consumer, minIdle.Milliseconds(), "0-0", "count", count)
 	})
-	if failed(err) {
-		return nil, nil, fmt.Errorf("claim idle persist entries: %w", err)
-	}
+	var errs []error
 	for p, c := range cmds {
 		res, err := c.Slice()
 		if err != nil && strings.HasPrefix(err.Error(), "NOGROUP") {
 			continue
 		}
-		if err != nil {
-			return claimed, lost, fmt.Errorf("claim idle entries of %s: %w", b.keys.stream(p), err)
+		if err == nil && len(res) < 2 {
+			err = fmt.Errorf("reply of %d parts", len(res))
 		}
-		if len(res) < 2 {
-			return claimed, lost, fmt.Errorf("claim idle entries of %s: reply of %d parts", b.keys.stream(p), len(res))
+		if err != nil {
+			// What the other partitions gave is returned, to be written.
+			errs = append(errs, fmt.Errorf("claim idle entries of %s: %w", b.keys.stream(p), err))
+			continue
 		}
 		claimed = b.rawEntries(claimed, p, res[1])
 		if len(res) > 2 {
@@ -218,7 +246,7 @@ func (b *Broker) ClaimPersist(ctx context.Context, consumer string, minIdle time
 			}
 		}
 	}
-	return claimed, lost, nil
+	return claimed, lost, errors.Join(errs...)
 }
 
 // byPartition splits entry ids by partition, in stream ids.

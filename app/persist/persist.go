@@ -7,6 +7,7 @@ package persist
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -85,9 +86,14 @@ func (w *Writer) Run(ctx context.Context) {
 	if w.Linger <= 0 {
 		w.Linger = 50 * time.Millisecond
 	}
-	if !w.retry(ctx, "migrate", func(c context.Context) error { return w.Sink.Migrate(c) }, w.Metrics.PostgresErrors.WithLabelValues(metrics.OpPersistMigrate)) ||
-		!w.retry(ctx, "create group", w.Source.EnsureGroup, w.Metrics.RedisErrors.WithLabelValues(metrics.OpPersistGroup)) {
+	if !w.retry(ctx, "migrate", func(c context.Context) error { return w.Sink.Migrate(c) }, w.Metrics.PostgresErrors.WithLabelValues(metrics.OpPersistMigrate)) {
 		return
+	}
+	// Not retried here: a read that finds a group missing creates it, so a
+	// Redis, or a cluster's shard, down at start holds back no other stream.
+	if err := w.Source.EnsureGroup(ctx); err != nil {
+		w.Metrics.RedisErrors.WithLabelValues(metrics.OpPersistGroup).Inc()
+		w.Log.Warn("persist: create the consumer groups", "err", err)
 	}
 	for _, reason := range store.RejectReasons {
 		w.Metrics.PersistRejected.WithLabelValues(reason)
@@ -96,25 +102,29 @@ func (w *Writer) Run(ctx context.Context) {
 	lastClaim, lastBacklog := time.Time{}, time.Time{}
 	for ctx.Err() == nil {
 		var entries []broker.PersistEntry
-		var err error
+		var claimErr, readErr error
 		if time.Since(lastClaim) >= claimEvery(w.ClaimIdle) {
 			lastClaim = time.Now()
 			var lost []string
-			entries, lost, err = w.Source.ClaimPersist(ctx, w.Consumer, w.ClaimIdle, w.Batch)
+			entries, lost, claimErr = w.Source.ClaimPersist(ctx, w.Consumer, w.ClaimIdle, w.Batch)
 			if len(lost) > 0 {
 				w.Metrics.PersistLost.Add(float64(len(lost)))
 				w.Log.Error("queued messages were deleted from the persist stream before they were stored", "count", len(lost), "ids", lost)
 			}
 		}
-		if err == nil && len(entries) == 0 {
-			entries, err = w.Source.ReadPersist(ctx, w.Consumer, w.Batch, time.Second)
+		if len(entries) == 0 {
+			entries, readErr = w.Source.ReadPersist(ctx, w.Consumer, w.Batch, time.Second)
 		}
-		if err != nil {
-			if ctx.Err() == nil {
-				w.Metrics.RedisErrors.WithLabelValues(metrics.OpPersistRead).Inc()
-				w.Log.Warn("read persist stream", "err", err)
-				sleep(ctx, time.Second)
-			}
+		// With a shard of a cluster down, the entries of the others come
+		// with its error: they are written, so that one shard's outage
+		// does not hold back the history of every room.
+		err := errors.Join(claimErr, readErr)
+		if err != nil && ctx.Err() == nil {
+			w.Metrics.RedisErrors.WithLabelValues(metrics.OpPersistRead).Inc()
+			w.Log.Warn("read persist stream", "err", err)
+		}
+		if err != nil && len(entries) == 0 {
+			sleep(ctx, time.Second)
 			continue
 		}
 		if len(entries) == 0 {
