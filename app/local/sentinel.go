@@ -117,6 +117,9 @@ func (t *Topology) sentinelsAgree(ctx context.Context, primary string) error {
 		if info["num-slaves"] == "0" || info["num-other-sentinels"] != "2" {
 			return fmt.Errorf("%s sees %s replicas and %s other sentinels", s.Name, info["num-slaves"], info["num-other-sentinels"])
 		}
+		if strings.Contains(info["flags"], "failover") {
+			return fmt.Errorf("%s: a failover under way (flags %s)", s.Name, info["flags"])
+		}
 	}
 	return nil
 }
@@ -280,16 +283,30 @@ func (t *Topology) HoldFailovers(ctx context.Context, hold bool) error {
 // RestartRedis avoids on purpose. It returns the node once the replica
 // (with sentinels) has synced from it.
 func (t *Topology) WipePrimary(ctx context.Context) (node *Redis, err error) {
-	node, err = t.Primary(ctx)
-	if err != nil {
-		return nil, err
-	}
 	if len(t.Sentinels) > 0 {
 		if err := t.HoldFailovers(ctx, true); err != nil {
-			return node, err
+			return nil, err
 		}
 		// Held for good, the sentinels would never fail over again.
 		defer func() { err = errors.Join(err, t.HoldFailovers(context.WithoutCancel(ctx), false)) }()
+	}
+	// Found once failovers are held, and only once the node the sentinels
+	// name says it is the primary: a failover under way (the sentinels'
+	// own, down-after being a second) can leave their answer behind. A
+	// chaos run saw the node it wiped come back as the other's replica and
+	// resync from it, not the other way (docs/log.md, 2026-12-07).
+	for {
+		if node, err = t.Primary(ctx); err == nil {
+			err = t.settled(ctx, node)
+		}
+		if err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("wipe the primary: %w (last: %v)", ctx.Err(), err)
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 	node.Kill()
 	if err := node.Wipe(); err != nil {
@@ -317,6 +334,27 @@ func (t *Topology) WipePrimary(ctx context.Context) (node *Redis, err error) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// settled reports whether primary is the primary by every account: every
+// sentinel names it, with no failover under way, and the other node
+// replicates it.
+func (t *Topology) settled(ctx context.Context, primary *Redis) error {
+	if err := t.sentinelsAgree(ctx, primary.Addr()); err != nil {
+		return err
+	}
+	replica := t.Replica
+	if primary == t.Replica {
+		replica = t.Redis
+	}
+	r, err := replica.Info(ctx, "replication")
+	if err != nil {
+		return err
+	}
+	if r["role"] != "slave" || r["master_port"] != itoa(primary.Port) {
+		return fmt.Errorf("%s: role %s of port %s, not a replica of %s", replica.Name, r["role"], r["master_port"], primary.Name)
+	}
+	return nil
 }
 
 // synced reports whether replica replicates primary's current history (the
