@@ -191,10 +191,7 @@ func (t *Topology) Failover(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("failover: %w", err)
 	}
-	next := t.Replica
-	if old == t.Replica {
-		next = t.Redis
-	}
+	next := t.other(old)
 	c := redis.NewSentinelClient(&redis.Options{Addr: t.Sentinels[0].Addr()})
 	defer c.Close()
 	// A Sentinel learns of a replica from the primary's INFO, every 10 s, and
@@ -319,10 +316,7 @@ func (t *Topology) WipePrimary(ctx context.Context) (node *Redis, err error) {
 	if len(t.Sentinels) == 0 {
 		return node, nil
 	}
-	replica := t.Replica
-	if node == t.Replica {
-		replica = t.Redis
-	}
+	replica := t.other(node)
 	for {
 		err := synced(ctx, node, replica)
 		if err == nil {
@@ -336,6 +330,14 @@ func (t *Topology) WipePrimary(ctx context.Context) (node *Redis, err error) {
 	}
 }
 
+// other is the node of the pair that n is not.
+func (t *Topology) other(n *Redis) *Redis {
+	if n == t.Replica {
+		return t.Redis
+	}
+	return t.Replica
+}
+
 // settled reports whether primary is the primary by every account: every
 // sentinel names it, with no failover under way, and the other node
 // replicates it.
@@ -343,10 +345,7 @@ func (t *Topology) settled(ctx context.Context, primary *Redis) error {
 	if err := t.sentinelsAgree(ctx, primary.Addr()); err != nil {
 		return err
 	}
-	replica := t.Replica
-	if primary == t.Replica {
-		replica = t.Redis
-	}
+	replica := t.other(primary)
 	r, err := replica.Info(ctx, "replication")
 	if err != nil {
 		return err
