@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -193,6 +194,34 @@ func TestSendsWaitForOthersOnlyWhileMoreAreExpected(t *testing.T) {
 				t.Errorf("%d sends went in %d runs: they did not wait for one another (Coalesce %s)", sends, p, coalesce)
 			}
 		})
+	}
+}
+
+// TestSendsReadTogetherShareARunWithoutWaiting: without Coalesce, sends
+// whose goroutines are runnable at once (an instance's readers woken by one
+// poll) go in one run of the script: on one core the pipeline lets them
+// queue before it sends, instead of running straight after the first
+// sender, alone, while the others wait their turn.
+func TestSendsReadTogetherShareARunWithoutWaiting(t *testing.T) {
+	count := &pipelineCounter{}
+	b := seededCoalescing(t, count, 0)
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	const sends = 8
+	ctx := context.Background()
+	for round := range 5 {
+		before := count.pipelines.Load()
+		var wg sync.WaitGroup
+		for i := range sends {
+			wg.Go(func() {
+				if _, err := b.Publish(ctx, "room", "alice", "hi", "", time.Now()); err != nil {
+					t.Errorf("round %d, send %d: %v", round, i, err)
+				}
+			})
+		}
+		wg.Wait()
+		if runs := count.pipelines.Load() - before; runs > 2 {
+			t.Fatalf("round %d: %d sends runnable together went in %d runs, want at most 2", round, sends, runs)
+		}
 	}
 }
 
