@@ -2,7 +2,9 @@ package chattest
 
 import (
 	"errors"
+	"net"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -122,4 +124,28 @@ func RefusesBadHandshakes(t testing.TB, wsURL, allowedOrigin string, mint func(u
 			t.Errorf("%s: status %v, want %d", c.name, resp, c.status)
 		}
 	}
+}
+
+// ReadCounting is a dialer whose connections count in reads the socket
+// reads that returned bytes: each takes what the server's writes have put
+// in the socket by then, so fewer reads than frames means frames shared
+// writes.
+func ReadCounting(reads *atomic.Int64) *websocket.Dialer {
+	return &websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
+		c, err := net.Dial(network, addr)
+		return countedConn{c, reads}, err
+	}}
+}
+
+type countedConn struct {
+	net.Conn
+	reads *atomic.Int64
+}
+
+func (c countedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.reads.Add(1)
+	}
+	return n, err
 }

@@ -116,7 +116,7 @@ func New() *Metrics {
 		Delivered:         f.counter("chat_messages_delivered_total", "Message frames written to clients (live and resumed)."),
 		DeliveryLatency:   f.histogram("chat_delivery_latency_seconds", "Time from a message's acceptance to its frame being written to a client socket."),
 		SlowConsumers:     f.counter("chat_slow_consumers_total", "Connections closed because their send queue overflowed."),
-		WritesDeferred:    f.counter("chat_writes_deferred_total", "Writes to a connection receiving a hot stream deferred by up to WRITE_COALESCE, so that the frames arriving meanwhile share one write."),
+		WritesDeferred:    f.counter("chat_writes_deferred_total", "Writes deferred by up to WRITE_COALESCE, so that the frames arriving meanwhile share one write: to a connection receiving a hot stream, or whose send awaits its answer (the ack and its own message)."),
 		Refused:           f.counterVec("chat_connections_refused_total", "Connection attempts refused before the upgrade, by reason.", "reason"),
 		Closed:            f.counterVec("chat_connections_closed_total", "Connections closed, by WebSocket close code.", "code"),
 		RedisErrors:       f.counterVec("chat_redis_errors_total", "Failed Redis operations, by operation.", "op"),

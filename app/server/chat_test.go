@@ -5,14 +5,17 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/gruntwork-io/terratest/modules/retry"
 
 	"github.com/switchboard-dev/switchboard/app/chattest"
 	"github.com/switchboard-dev/switchboard/app/client"
+	"github.com/switchboard-dev/switchboard/app/protocol"
 )
 
 func TestMessagesReachMembersOnEveryInstance(t *testing.T) {
@@ -197,4 +200,44 @@ func waitStored(t *testing.T, room string, n int) {
 		}
 		return "ok", nil
 	})
+}
+
+// TestASendersAckAndOwnMessageComeInOneWrite: a sender is a member of the
+// room, so each send brings it its ack and its own message, which arrive
+// from Redis on two connections in either order; they reach the client in
+// one socket write (one read here) for nearly every send. Written as they
+// came, they took two.
+func TestASendersAckAndOwnMessageComeInOneWrite(t *testing.T) {
+	const sends = 40
+	reads := new(atomic.Int64)
+	conn, _, err := chattest.ReadCounting(reads).Dial(env.a.WSURL()+"?token="+token(t, "alice", time.Hour), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	chattest.Next(t, conn) // welcome
+	r := chattest.Room()
+	if f := reply(t, conn, `{"op":"join","room":"`+r+`"}`); f.Op != protocol.OpJoined {
+		t.Fatalf("join: %+v", f)
+	}
+	reads.Store(0)
+	for i := range sends {
+		id := fmt.Sprintf("c-%d", i)
+		if err := conn.WriteMessage(websocket.TextMessage, []byte(`{"op":"send","room":"`+r+`","text":"hi","id":"`+id+`"}`)); err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]int64{}
+		for range 2 {
+			f := chattest.Next(t, conn)
+			got[f.Op] = f.Seq
+		}
+		if seq := int64(i + 1); got[protocol.OpAck] != seq || got[protocol.OpMessage] != seq {
+			t.Fatalf("send %d brought %v, want its ack and its message, seq %d", i, got, seq)
+		}
+	}
+	n := reads.Load()
+	t.Logf("%d sends: %d socket reads", sends, n)
+	if n > sends*5/4 {
+		t.Errorf("%d sends, each an ack and a message, took %d socket reads: most acks and messages were written apart", sends, n)
+	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -18,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/switchboard-dev/switchboard/app/auth"
+	"github.com/switchboard-dev/switchboard/app/chattest"
 	"github.com/switchboard-dev/switchboard/app/config"
 	"github.com/switchboard-dev/switchboard/app/metrics"
 	"github.com/switchboard-dev/switchboard/app/protocol"
@@ -51,11 +51,7 @@ func newCoalescing(t *testing.T, window time.Duration) *coalescing {
 	}))
 	t.Cleanup(ts.Close)
 	reads := new(atomic.Int64)
-	d := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
-		nc, err := net.Dial(network, addr)
-		return countedConn{nc, reads}, err
-	}}
-	client, _, err := d.Dial("ws"+strings.TrimPrefix(ts.URL, "http"), nil)
+	client, _, err := chattest.ReadCounting(reads).Dial("ws"+strings.TrimPrefix(ts.URL, "http"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,19 +60,6 @@ func newCoalescing(t *testing.T, window time.Duration) *coalescing {
 	t.Cleanup(func() { s.close(protocol.CloseGoingAway, "test over") })
 	reads.Store(0) // the handshake's
 	return &coalescing{srv: srv, s: s, client: client, reads: reads}
-}
-
-type countedConn struct {
-	net.Conn
-	reads *atomic.Int64
-}
-
-func (c countedConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if n > 0 {
-		c.reads.Add(1)
-	}
-	return n, err
 }
 
 // deliver queues frame n ({"n":N}) for the client.
@@ -161,8 +144,8 @@ func TestAHotConnectionsFramesShareWritesInOrder(t *testing.T) {
 
 // TestAConnectionThatIsNotHotIsWrittenAtOnce: frames that do not come
 // twice in a row less than a window apart, as most members of most rooms
-// receive them, are never deferred: a sender's ack, written, and then its
-// own message right after, every three windows; and a stream a little
+// receive them, are never deferred: two frames right after one another,
+// every three windows; and a stream a little
 // sparser than the window (as 50 msg/s against 10 ms), whose next frame
 // would not share the write.
 func TestAConnectionThatIsNotHotIsWrittenAtOnce(t *testing.T) {
@@ -209,7 +192,7 @@ func (c *coalescing) deferredNow(t *testing.T, what string) {
 func (c *coalescing) isDeferred() bool {
 	c.s.mu.Lock()
 	defer c.s.mu.Unlock()
-	return c.s.deferred
+	return c.s.wait&waitLine != 0
 }
 
 // TestAFrameThatWouldWaitInVainEndsTheDeferral: a frame that arrives at a
@@ -301,5 +284,81 @@ func TestCatchUpPagesAreNeverDeferred(t *testing.T) {
 	}
 	if d := c.deferred(); d != 0 {
 		t.Errorf("%v catch-up pages deferred", d)
+	}
+}
+
+// own is the client's own message, seq 7 of room r, as its frame n.
+func own(n int) *protocol.Delivery {
+	return &protocol.Delivery{Room: "r", Seq: 7, Frame: []byte(`{"n":` + strconv.Itoa(n) + `}`)}
+}
+
+// ack is the answer to the client's send, as its frame n.
+func ack(n int) []byte { return []byte(`{"n":` + strconv.Itoa(n) + `}`) }
+
+// TestASendersAckAndItsOwnMessageShareAWrite: the room's fan-out brings a
+// sender its own message about when Redis's answer brings the ack, in
+// either order; whichever comes first waits for the other (the window is
+// a minute, so no timer ends the wait), and the two go out in one write.
+// Without the wait a sender takes two writes a message.
+func TestASendersAckAndItsOwnMessageShareAWrite(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		first  func(c *coalescing)
+		second func(c *coalescing)
+	}{
+		{"its message first", func(c *coalescing) { c.s.Deliver(own(0)) }, func(c *coalescing) { c.s.answer(ack(1), "r", 7) }},
+		{"the ack first", func(c *coalescing) { c.s.answer(ack(0), "r", 7) }, func(c *coalescing) { c.s.Deliver(own(1)) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCoalescing(t, time.Minute)
+			c.s.awaitAnswer()
+			tc.first(c)
+			c.deferredNow(t, "the first frame")
+			tc.second(c)
+			c.next(t, 0)
+			c.next(t, 1)
+			if reads := c.reads.Load(); reads != 1 {
+				t.Errorf("the ack and the message took %d socket reads: not one write", reads)
+			}
+		})
+	}
+}
+
+// TestAnAnswerIsNeverWaitedForLongerThanTheWindow: the waits for the ack
+// and for the message are bounded by the window (Redis slow to answer, a
+// message that does not come: the client left the room meanwhile), and an
+// answer that brings no message of its own (a refusal, a duplicate's ack)
+// goes at once, with what waited for it.
+func TestAnAnswerIsNeverWaitedForLongerThanTheWindow(t *testing.T) {
+	const window = 300 * time.Millisecond
+	for _, tc := range []struct {
+		name   string
+		window time.Duration
+		queue  func(c *coalescing)
+		frames int
+	}{
+		{"a frame while Redis does not answer", window, func(c *coalescing) { c.s.Deliver(own(0)) }, 1},
+		{"an ack whose message does not come", window, func(c *coalescing) { c.s.answer(ack(0), "r", 7) }, 1},
+		{"a refusal, with the frame that waited for it", time.Minute, func(c *coalescing) {
+			c.s.Deliver(own(0))
+			c.s.answer(ack(1), "", 0)
+		}, 2},
+		{"an ack whose message is queued already", time.Minute, func(c *coalescing) {
+			c.s.Deliver(own(0))
+			c.s.answer(ack(1), "r", 7)
+		}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCoalescing(t, tc.window)
+			c.s.awaitAnswer()
+			start := time.Now()
+			tc.queue(c)
+			for n := range tc.frames {
+				c.next(t, n) // within 10 s: far less than a minute
+			}
+			if took := time.Since(start); tc.window == window && took > window+2*time.Second {
+				t.Errorf("written after %v, with a window of %v", took, window)
+			}
+		})
 	}
 }

@@ -26,12 +26,13 @@ import (
 // the same write as the one before, instead of a write each after the
 // fan-out ends; the clients' frames are read meanwhile too.
 //
-// A hot session's flush can be deferred (session.flushSoon) by
-// WRITE_COALESCE: it waits in a line of its own, which is in the order the
-// sessions fall due, with one timer for the line's first, which hands the
-// sessions due to the chunks: no timer per session. One whose wait ended
-// early (its close, or a frame that ends it: session.arrive) was handed
-// to the chunks then, and is passed over when its turn comes.
+// A session's flush can be deferred (session.flushSoon) by WRITE_COALESCE,
+// for a hot stream or a send's answer: it waits in a line of its own, which
+// is in the order the sessions fall due, with one timer for the line's
+// first, which hands the sessions due to the chunks: no timer per session.
+// One whose wait ended early (its close, or a frame that ends it:
+// session.arrive) was handed to the chunks then, and is passed over when
+// its turn comes.
 type flushers struct {
 	workers *workers
 	run     func() // chunk, bound once: a method value passed on allocates

@@ -69,7 +69,7 @@ type session struct {
 	// on done, made only then (an idle connection holds no channel).
 	finished bool
 	gaps     uint8 // whether each of the last two arrival gaps was shorter than WRITE_COALESCE, a bit each (arrive)
-	deferred bool  // waiting in the flushers' deferred line (flushers.later)
+	wait     uint8 // what the flush waits for: waitLine, waitAnswer, waitMessage, a bit each
 	code     int16 // a close code (1000-4999): beside the flags, it keeps the session in the 240-byte size class
 	watch    *netpoll.Watch
 	reason   string
@@ -77,6 +77,21 @@ type session struct {
 }
 
 var _ hub.Member = (*session)(nil)
+
+// The bits of session.wait, in one byte, which the 240 bytes of a session
+// had room for.
+const (
+	// waitLine: the session waits in the flushers' deferred line
+	// (flushers.later) until its window ends, or a frame ends it (arrive).
+	waitLine uint8 = 1 << iota
+	// waitAnswer: a send of the client's awaits Redis's answer, and the
+	// frames queued meanwhile (its own message among them, as a rule) wait
+	// for the ack (awaitAnswer).
+	waitAnswer
+	// waitMessage: the ack came before the client's own message and waits
+	// for it (answer); never beside waitAnswer.
+	waitMessage
+)
 
 // writeTimeout bounds a batch's write: a client that takes longer is gone.
 const writeTimeout = 10 * time.Second
@@ -96,6 +111,17 @@ func newSession(srv *Server, conn *wsconn.Conn, claims auth.Claims) *session {
 func (s *session) Deliver(d *protocol.Delivery) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.queueable() {
+		return false
+	}
+	s.queue = append(s.queue, d)
+	s.arrive()
+	return true
+}
+
+// queueable tells whether a live frame may join the queue (s.mu is held):
+// not once the session closed, nor past SEND_QUEUE, which closes it.
+func (s *session) queueable() bool {
 	if s.closed {
 		return false
 	}
@@ -103,8 +129,6 @@ func (s *session) Deliver(d *protocol.Delivery) bool {
 		s.closeLocked(protocol.CloseTryAgainLate, "slow consumer: send queue full")
 		return false
 	}
-	s.queue = append(s.queue, d)
-	s.arrive()
 	return true
 }
 
@@ -199,8 +223,8 @@ func (s *session) wake() {
 	case !s.writing:
 		s.writing = true
 		s.srv.flushers.add(s)
-	case s.deferred:
-		s.deferred = false
+	case s.wait&waitLine != 0:
+		s.wait &^= waitLine | waitMessage
 		s.srv.flushers.add(s)
 	}
 }
@@ -216,8 +240,10 @@ func (s *session) wake() {
 // add a frame's wait and no frame to the write. So a stream a little
 // sparser than the window still merges its frames in pairs however the
 // timer and the next frame race, and a frame of a steady stream waits for
-// the next one, not for the whole window. A session that closes is never
-// deferred.
+// the next one, not for the whole window. While the client's send awaits
+// its answer, a frame does not end the deferral (the ack ends it), and
+// once an ack waits for its message, the next frame does. A session that
+// closes is never deferred.
 func (s *session) arrive() {
 	w := s.srv.cfg.WriteCoalesce
 	if w == 0 {
@@ -235,17 +261,19 @@ func (s *session) arrive() {
 	case !s.writing:
 		s.writing = true
 		s.flushSoon()
-	case s.deferred && time.Duration(now-s.since)*coalesceTick+gap >= w:
-		s.deferred = false
+	case s.wait&waitLine == 0 || s.wait&waitAnswer != 0:
+	case s.wait&waitMessage != 0 || time.Duration(now-s.since)*coalesceTick+gap >= w:
+		s.wait &^= waitLine | waitMessage
 		s.srv.flushers.add(s)
 	}
 }
 
 // flushSoon hands the queue to the flushers (s.mu is held, writing set):
-// at once, or once the window has passed if the stream is hot (arrive).
+// at once, or once the window has passed if the stream is hot (arrive) or
+// the client's send or its ack is answered soon (answer).
 func (s *session) flushSoon() {
-	if w := s.srv.cfg.WriteCoalesce; w > 0 && s.gaps == 3 && !s.closed {
-		s.deferred = true
+	if w := s.srv.cfg.WriteCoalesce; w > 0 && (s.gaps == 3 || s.wait&(waitAnswer|waitMessage) != 0) && !s.closed {
+		s.wait |= waitLine
 		s.since = coalesceNow()
 		s.srv.m.WritesDeferred.Inc()
 		s.srv.flushers.later(s, time.Since(epoch)+w)
@@ -267,8 +295,12 @@ func coalesceNow() uint16 { return uint16(time.Since(epoch) / coalesceTick) }
 func (s *session) undefer() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	was := s.deferred
-	s.deferred = false
+	was := s.wait&waitLine != 0
+	if was {
+		// A send answered later than the window, or a message that never
+		// came, is not waited for again.
+		s.wait = 0
+	}
 	return was
 }
 
@@ -616,33 +648,86 @@ func (s *session) publish(f protocol.ClientFrame) {
 		s.refuse(e)
 		return
 	}
+	s.awaitAnswer()
 	now := time.Now()
 	acc, err := s.srv.broker.Publish(s.srv.sendDeadline.at(now), f.Room, s.claims.User, f.Text, f.ID, now)
-	if errors.Is(err, broker.ErrOverloaded) {
-		received.WithLabelValues(metrics.ResultOverloaded).Inc()
-		s.refuse(&protocol.Error{Code: protocol.CodeOverloaded, Message: "message not accepted: the queue to the history database is full; retry later with the same id", Ref: f.ID})
+	if e := s.publishError(f, err); e != nil {
+		s.answer(protocol.ErrorFrame(e), "", 0)
 		return
 	}
-	if errors.Is(err, broker.ErrNoSeqs) {
+	if acc.Duplicate {
+		received.WithLabelValues(metrics.ResultDuplicate).Inc()
+		s.answer(protocol.Ack(f.Room, f.ID, acc.Seq), "", 0) // its message went long ago
+		return
+	}
+	received.WithLabelValues(metrics.ResultAccepted).Inc()
+	s.answer(protocol.Ack(f.Room, f.ID, acc.Seq), f.Room, acc.Seq)
+}
+
+// publishError is the refusal of a send that Publish failed with err, nil
+// if it did not, and counts it.
+func (s *session) publishError(f protocol.ClientFrame, err error) *protocol.Error {
+	received := s.srv.m.Received
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, broker.ErrOverloaded):
+		received.WithLabelValues(metrics.ResultOverloaded).Inc()
+		return &protocol.Error{Code: protocol.CodeOverloaded, Message: "message not accepted: the queue to the history database is full; retry later with the same id", Ref: f.ID}
+	case errors.Is(err, broker.ErrNoSeqs):
 		received.WithLabelValues(metrics.ResultError).Inc()
 		s.srv.m.PostgresErrors.WithLabelValues(metrics.OpReserve).Inc()
 		s.srv.log.Warn("publish failed", "room", f.Room, "err", err)
-		s.refuse(&protocol.Error{Code: protocol.CodeInternal, Message: "message not accepted: the room must reserve seqs in the history database, which is unavailable; retry with the same id", Ref: f.ID})
-		return
-	}
-	if err != nil {
+		return &protocol.Error{Code: protocol.CodeInternal, Message: "message not accepted: the room must reserve seqs in the history database, which is unavailable; retry with the same id", Ref: f.ID}
+	default:
 		received.WithLabelValues(metrics.ResultError).Inc()
 		s.srv.m.RedisErrors.WithLabelValues(metrics.OpPublish).Inc()
 		s.srv.log.Warn("publish failed", "room", f.Room, "err", err)
-		s.refuse(&protocol.Error{Code: protocol.CodeInternal, Message: "message not accepted: the message bus is unavailable; retry with the same id", Ref: f.ID})
+		return &protocol.Error{Code: protocol.CodeInternal, Message: "message not accepted: the message bus is unavailable; retry with the same id", Ref: f.ID}
+	}
+}
+
+// awaitAnswer marks a send of the client's as on its way to Redis: the
+// frames queued until it is answered wait for the answer (at most one
+// WRITE_COALESCE window), so that the client's own message, which the
+// room's fan-out brings about when the ack comes, shares the ack's write:
+// a sender would otherwise take two writes, in a room of 10 a tenth of the
+// writes (docs/internals.md).
+func (s *session) awaitAnswer() {
+	if s.srv.cfg.WriteCoalesce == 0 {
 		return
 	}
-	result := metrics.ResultAccepted
-	if acc.Duplicate {
-		result = metrics.ResultDuplicate
+	s.mu.Lock()
+	s.wait |= waitAnswer
+	s.mu.Unlock()
+}
+
+// answer queues the answer to the client's send, an ack or a refusal.
+// seq > 0 is the seq in room the send was accepted under: if its message
+// is not queued yet, the ack waits for it, as long as a frame of a hot
+// stream would wait for the next (arrive ends the wait).
+func (s *session) answer(frame []byte, room string, seq int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	held := s.wait&waitAnswer != 0
+	s.wait &^= waitAnswer
+	if !s.queueable() {
+		return
 	}
-	received.WithLabelValues(result).Inc()
-	s.send(protocol.Ack(f.Room, f.ID, acc.Seq))
+	s.queue = append(s.queue, &protocol.Delivery{Frame: frame})
+	ackFirst := held && seq > 0 && !slices.ContainsFunc(s.queue, func(d *protocol.Delivery) bool {
+		return d.Seq == seq && d.Room == room && d.IsMessage()
+	})
+	switch {
+	case ackFirst && !s.writing:
+		s.writing = true
+		s.wait |= waitMessage
+		s.flushSoon()
+	case ackFirst && s.wait&waitLine != 0:
+		s.wait |= waitMessage
+	default:
+		s.wake()
+	}
 }
 
 // flush writes the queue without waiting for the socket, on a flusher's
