@@ -2,11 +2,16 @@ package broker_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/switchboard-dev/switchboard/app/broker"
 )
@@ -120,5 +125,47 @@ func TestARoomOnANeverFencedPrimaryIsMarkedAsBefore(t *testing.T) {
 	replid, _, _ := strings.Cut(rest, "\r\n")
 	if got, err := r.client().Get(ctx, "chat:{marked}:replid").Result(); err != nil || got != replid {
 		t.Errorf("room marked %q, %v: want the replication id %q alone", got, err, replid)
+	}
+}
+
+// fencesDown is a ledger whose fences fail while down is set: Postgres out.
+type fencesDown struct {
+	broker.Ledger
+	down atomic.Bool
+}
+
+func (l *fencesDown) Fence(ctx context.Context) (int64, error) {
+	if l.down.Load() {
+		return 0, errors.New("postgres is down")
+	}
+	return l.Ledger.Fence(ctx)
+}
+
+// A stale primary that cannot be fenced (Postgres is down) refuses every
+// send until it is: a refusal must not leave the instance taking it for the
+// primary it last wrote to, or the next send counts a room on from the
+// stale state, below the seqs handed out meanwhile (chaos seed 5, docs/log.md
+// 2026-12-07).
+func TestAStalePrimaryRefusesEverySendUntilItIsFenced(t *testing.T) {
+	a, b := startRedis(t), startRedis(t)
+	_, st := startStore(t)
+	ledger := &fencesDown{Ledger: st}
+	proxy := startSwitchProxy(t, a.Addr())
+	s := newSender(t, connect(t, proxy.URL(), broker.Options{Ledger: ledger}), "unfenced")
+	s.send()
+	s.send()
+	proxy.to(b.Addr()) // a failover to a primary without the room
+	last := s.send().Seq
+	ledger.down.Store(true)
+	proxy.to(a.Addr()) // the old primary back, unchanged, with Postgres down
+	for i := range 3 {
+		acc, err := s.b.Publish(context.Background(), s.room, "alice", "while down", "down-"+strconv.Itoa(i), time.Now())
+		if !errors.Is(err, broker.ErrNoSeqs) && !strings.Contains(fmt.Sprint(err), "EOF") {
+			t.Fatalf("send %d to the unfenced stale primary: seq %d, %v; want it refused (%v)", i, acc.Seq, err, broker.ErrNoSeqs)
+		}
+	}
+	ledger.down.Store(false)
+	if seq := s.send().Seq; seq <= last {
+		t.Fatalf("once fenced, the room went on at seq %d, not above %d", seq, last)
 	}
 }

@@ -442,10 +442,15 @@ func (c *call) finish(reply any, err error, wait *redis.Cmd, b *Broker) {
 		c.err = fmt.Errorf("publish script answered %v", reply)
 		return
 	}
-	marker, _ := res[4].(string)
-	b.saw(c.part, marker) // before the caller looks again
 	c.seq, _ = res[0].(int64)
 	c.status, _ = res[1].(int64)
+	// Recorded before the caller looks again; but not a stale primary's
+	// (statusFence): taken for the primary last written to, it would pass
+	// the script's check at the next send, which would count its rooms on
+	// from their stale state if the fence failed (Postgres down).
+	if marker, _ := res[4].(string); c.status != statusFence {
+		b.saw(c.part, marker)
+	}
 	c.epoch, _ = res[2].(string)
 	c.headroom, _ = res[3].(int64)
 	if wait == nil || c.status != statusAccepted {
