@@ -262,6 +262,7 @@ func (s *session) arrive() {
 		s.writing = true
 		s.flushSoon()
 	case s.wait&waitLine == 0 || s.wait&waitAnswer != 0:
+		// Its flush is under way, or the frames wait for the ack.
 	case s.wait&waitMessage != 0 || time.Duration(now-s.since)*coalesceTick+gap >= w:
 		s.wait &^= waitLine | waitMessage
 		s.srv.flushers.add(s)
