@@ -724,17 +724,30 @@ func (r *chaosRun) clusterFault(ctx context.Context, kind string, rng *rand.Rand
 		}
 		note("%s promoted", promoted.Name)
 	case faultReshard:
-		to := primaries[(slices.Index(primaries, primary)+1+rng.IntN(len(primaries)-1))%len(primaries)]
-		owned, err := c.OwnedSlots(ctx, primary)
-		if err != nil {
-			return err
+		// From a shard that holds a room and has slots to spare: one that
+		// earlier reshards drained (seed 10 picked a primary left with 1
+		// slot four times), or that holds no room, would move nothing the
+		// clients use.
+		var from []*local.Redis
+		var spare []int
+		for _, p := range r.holdingRooms(ctx) {
+			owned, err := c.OwnedSlots(ctx, p)
+			if err != nil {
+				return err
+			}
+			if owned > 1 {
+				from, spare = append(from, p), append(spare, owned)
+			}
 		}
+		if len(from) == 0 {
+			return &noEffect{errors.New("no shard that holds a room serves more than one slot")}
+		}
+		i := rng.IntN(len(from))
+		primary = from[i]
+		to := primaries[(slices.Index(primaries, primary)+1+rng.IntN(len(primaries)-1))%len(primaries)]
 		// Most of its slots, so that the rooms' partitions move too; never
 		// all, which would leave a primary without slots.
-		n := min(owned-1, 1000+rng.IntN(3000))
-		if n < 1 {
-			return &noEffect{fmt.Errorf("%s serves %d slots", primary.Name, owned)}
-		}
+		n := min(spare[i]-1, 1000+rng.IntN(3000))
 		before := r.roomShards(ctx)
 		note("redis-cli --cluster reshard: %d slots from %s to %s", n, primary.Name, to.Name)
 		if err := c.Reshard(ctx, primary, to, n); err != nil {
@@ -775,6 +788,19 @@ func (r *chaosRun) roomShards(ctx context.Context) map[string]*local.Redis {
 	return out
 }
 
+// holdingRooms lists the primaries that hold a room's counter now, in name
+// order: the seed, not a map's order, picks among them.
+func (r *chaosRun) holdingRooms(ctx context.Context) []*local.Redis {
+	var holding []*local.Redis
+	for _, p := range r.roomShards(ctx) {
+		if !slices.Contains(holding, p) {
+			holding = append(holding, p)
+		}
+	}
+	slices.SortFunc(holding, func(a, b *local.Redis) int { return strings.Compare(a.Name, b.Name) })
+	return holding
+}
+
 // evictPolicy is the misconfiguration the eviction fault makes.
 const evictPolicy = "volatile-random"
 
@@ -790,16 +816,10 @@ func (r *chaosRun) evict(ctx context.Context, note func(string, ...any), outage 
 	if r.cluster {
 		// A shard that holds rooms: on one that holds none no send's
 		// dedupe key can go, and the fault would prove nothing.
-		var holding []*local.Redis
-		for _, p := range r.roomShards(ctx) {
-			if !slices.Contains(holding, p) {
-				holding = append(holding, p)
-			}
-		}
+		holding := r.holdingRooms(ctx)
 		if len(holding) == 0 {
 			return &noEffect{errors.New("no shard holds a room")}
 		}
-		slices.SortFunc(holding, func(a, b *local.Redis) int { return strings.Compare(a.Name, b.Name) })
 		node = holding[rng.IntN(len(holding))]
 	} else {
 		primary, err := r.l.Primary(ctx)
