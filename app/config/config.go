@@ -118,7 +118,7 @@ func Defaults() Config {
 		DrainTimeout:    10 * time.Second,
 		MaxMessageBytes: 4096,
 		SendQueue:       256,
-		WriteCoalesce:   14 * time.Millisecond,
+		WriteCoalesce:   24 * time.Millisecond,
 		PublishCoalesce: time.Millisecond,
 		InstanceID:      host,
 		HistorySize:     1000,
@@ -210,7 +210,7 @@ func Load(getenv func(string) string) (Config, error) {
 	r.duration("DRAIN_TIMEOUT", &c.DrainTimeout, 0)
 	r.integer("MAX_MESSAGE_BYTES", &c.MaxMessageBytes, 256, 1<<20)
 	r.integer("SEND_QUEUE", &c.SendQueue, 1, 1<<16)
-	r.upTo("WRITE_COALESCE", &c.WriteCoalesce, maxWriteCoalesce, "14ms")
+	r.upTo("WRITE_COALESCE", &c.WriteCoalesce, maxWriteCoalesce, "24ms")
 	r.upTo("PUBLISH_COALESCE", &c.PublishCoalesce, maxPublishCoalesce, "1ms")
 	r.str("INSTANCE_ID", &c.InstanceID, "a non-empty name without spaces", func(v string) bool { return v != "" && !strings.ContainsAny(v, " \t") })
 	if v := getenv("DEBUG_ADDR"); v != "" {

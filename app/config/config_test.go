@@ -91,7 +91,7 @@ func TestCoalesceWaits(t *testing.T) {
 		want        time.Duration // -1: refused
 		form        string
 	}{
-		{"WRITE_COALESCE", "", 14 * time.Millisecond, ""},
+		{"WRITE_COALESCE", "", 24 * time.Millisecond, ""},
 		{"WRITE_COALESCE", "0", 0, ""},
 		{"WRITE_COALESCE", "20ms", 20 * time.Millisecond, ""},
 		{"WRITE_COALESCE", "100ms", 100 * time.Millisecond, ""},
