@@ -210,8 +210,8 @@ func Load(getenv func(string) string) (Config, error) {
 	r.duration("DRAIN_TIMEOUT", &c.DrainTimeout, 0)
 	r.integer("MAX_MESSAGE_BYTES", &c.MaxMessageBytes, 256, 1<<20)
 	r.integer("SEND_QUEUE", &c.SendQueue, 1, 1<<16)
-	r.upTo("WRITE_COALESCE", &c.WriteCoalesce, maxWriteCoalesce, "24ms")
-	r.upTo("PUBLISH_COALESCE", &c.PublishCoalesce, maxPublishCoalesce, "1ms")
+	r.upTo("WRITE_COALESCE", &c.WriteCoalesce, maxWriteCoalesce)
+	r.upTo("PUBLISH_COALESCE", &c.PublishCoalesce, maxPublishCoalesce)
 	r.str("INSTANCE_ID", &c.InstanceID, "a non-empty name without spaces", func(v string) bool { return v != "" && !strings.ContainsAny(v, " \t") })
 	if v := getenv("DEBUG_ADDR"); v != "" {
 		r.str("DEBUG_ADDR", &c.DebugAddr, "host:port for the pprof listener, e.g. 127.0.0.1:6060", func(v string) bool {
@@ -275,9 +275,10 @@ func (r *reader) duration(name string, dst *time.Duration, min time.Duration) {
 	})
 }
 
-// upTo reads a wait that 0 turns off, at most max.
-func (r *reader) upTo(name string, dst *time.Duration, max time.Duration, example string) {
-	r.str(name, new(string), fmt.Sprintf("a Go duration from 0 (off) to %s, e.g. %s", max, example), func(v string) bool {
+// upTo reads a wait that 0 turns off, at most max; the refusal gives the
+// default (*dst) as the example.
+func (r *reader) upTo(name string, dst *time.Duration, max time.Duration) {
+	r.str(name, new(string), fmt.Sprintf("a Go duration from 0 (off) to %s, e.g. %s", max, *dst), func(v string) bool {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 || d > max {
 			return false
